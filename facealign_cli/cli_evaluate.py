@@ -1,0 +1,349 @@
+"""``facealign evaluate``: benchmark the regressor (and optionally the user's 3DDFA-V2 weights).
+
+Thin command layer: options, loading of the methods and the detector, progress bar and report
+files. The protocols live in :mod:`facealign_cli.evaluation`, the formatting in
+:mod:`facealign_cli.reports`. Every expected failure (wrong folder layout, missing weights,
+missing detector or matplotlib) ends in a :class:`click.ClickException` (a one-line error, exit
+status 1), never a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+_PATH = click.Path(path_type=Path)
+
+
+@contextmanager
+def _progress(total: int, description: str):
+    """A rich progress bar on stderr when stderr is a terminal; yields ``advance(n)`` or None."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as p:
+        task = p.add_task(description, total=total)
+        yield lambda n: p.advance(task, n)
+
+
+def _note(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std: Path | None,
+                  threads: int):
+    """The methods to evaluate: the facealign regressor (``--weights`` or the default weights)
+    and, with ``--baseline-3ddfa``, the user's 3DDFA-V2 MobileNet."""
+    from .evaluation import Method
+    from .regressor import Regressor, default_weights_path, sha256_of
+
+    methods = []
+    path = weights if weights is not None else default_weights_path()
+    if weights is not None and not weights.is_file():
+        raise click.ClickException(f"--weights: no such file: {weights}")
+    if path.is_file():
+        try:
+            reg = Regressor(path, num_threads=threads or None)
+        except Exception as exc:  # torch / pickle raise many types for a wrong file
+            raise click.ClickException(f"cannot load facealign weights {path}: {exc}") from exc
+        methods.append(Method("facealign", "facealign", reg, {
+            "label": "facealign", "weights": str(path), "sha256": sha256_of(path),
+            "arch": reg.arch, "input_size": reg.input_size}))
+    elif baseline is None:
+        raise click.ClickException(
+            f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
+    else:
+        _note(f"note: no facealign weights at {path}; evaluating the 3DDFA-V2 baseline only")
+    if baseline is not None:
+        from .baseline_3ddfa import Baseline3DDFA
+        from .regressor import sha256_of as sha
+
+        ms = baseline_mean_std or baseline.with_name("param_mean_std_62d_120x120.pkl")
+        if not ms.is_file():
+            raise click.ClickException(
+                f"the 3DDFA-V2 parameter mean/std file {ms} is missing: pass "
+                "--baseline-mean-std param_mean_std_62d_120x120.pkl")
+        try:
+            b = Baseline3DDFA(baseline, ms, num_threads=threads or None)
+        except Exception as exc:
+            raise click.ClickException(f"cannot load 3DDFA-V2 weights {baseline}: {exc}") from exc
+        methods.append(Method("3ddfa-v2", "3DDFA-V2 MobileNet (user weights)", b, {
+            "label": "3DDFA-V2", "weights": str(baseline), "sha256": sha(baseline),
+            "mean_std": str(ms), "mean_std_sha256": sha(ms), "input_size": 120}))
+    return methods
+
+
+def _load_detector(threads: int):
+    """The default detector and its description for the report."""
+    try:
+        from .detector import BlazeFaceDetector
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the detector protocols need facealign_cli.detector.BlazeFaceDetector ({exc}); "
+            "run --protocols gt-crops,occlusion instead") from exc
+    try:
+        det = BlazeFaceDetector(num_threads=threads or 1)
+    except Exception as exc:
+        raise click.ClickException(f"cannot start the BlazeFace detector: {exc}") from exc
+    try:
+        policy = det.policy()
+    except Exception:  # the policy is informative only
+        policy = None
+    return det, {"name": type(det).__name__, "policy": policy}
+
+
+def _check_outputs(plot: Path | None, *paths: Path | None) -> None:
+    if plot is not None:
+        from .reports import PlotUnavailableError, check_plot_available
+
+        try:
+            check_plot_available()
+        except PlotUnavailableError as exc:
+            raise click.ClickException(str(exc)) from exc
+    for p in (plot, *paths):
+        if p is not None:
+            p.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _write_outputs(doc: dict, tables, title: str, json_path, markdown_path, plot_path, panels):
+    from . import reports
+
+    reports.print_tables(tables)
+    if json_path:
+        reports.write_json(json_path, doc)
+        _note(f"wrote {json_path}")
+    if markdown_path:
+        Path(markdown_path).write_text(reports.markdown(doc, tables, title))
+        _note(f"wrote {markdown_path}")
+    if plot_path:
+        reports.plot_ced(plot_path, panels(), title=title)
+        _note(f"wrote {plot_path}")
+
+
+def _common_options(f):
+    opts = [
+        click.option("--weights", type=_PATH, default=None,
+                     help="facealign checkpoint (default: the shipped weights, or "
+                          "$FACEALIGN_WEIGHTS)."),
+        click.option("--baseline-3ddfa", "baseline", type=click.Path(
+            exists=True, dir_okay=False, path_type=Path), default=None,
+            help="Your 3DDFA-V2 MobileNet weights (mb05_120x120.pth) to compare against; "
+                 "never shipped or downloaded by facealign."),
+        click.option("--baseline-mean-std", type=click.Path(
+            exists=True, dir_okay=False, path_type=Path), default=None,
+            help="param_mean_std_62d_120x120.pkl of the baseline (default: beside its "
+                 "weights)."),
+        click.option("--json", "json_path", type=_PATH, default=None,
+                     help="Write every figure and the exact settings as JSON."),
+        click.option("--markdown", "markdown_path", type=_PATH, default=None,
+                     help="Write the tables as Markdown."),
+        click.option("--plot", "plot_path", type=_PATH, default=None,
+                     help="Write CED curves (PNG; needs matplotlib: facealign-cli[plot])."),
+        click.option("--limit", type=click.IntRange(min=0), default=0,
+                     help="Evaluate only N images spread evenly over the set (quick check)."),
+        click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.3,
+                     show_default=True,
+                     help="Minimum IoU of the detection matched to an annotated face."),
+        click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+                     help="CPU threads for torch and the detector (0 = torch's default). "
+                          "One thread is usually fastest: the crops are small and the "
+                          "detector protocols run the networks one face at a time."),
+        click.option("--per-image", is_flag=True,
+                     help="Also store per-image NME values in the JSON."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@click.group("evaluate")
+def evaluate():
+    """Benchmark landmark accuracy and head pose on public data sets.
+
+    Reports go to stdout as tables, and optionally to --json (every figure and the exact
+    settings), --markdown and --plot (CED curves). --baseline-3ddfa runs your own 3DDFA-V2
+    MobileNet weights through the same crops for a side-by-side comparison.
+    """
+
+
+@evaluate.command("aflw2000-3d", short_help="AFLW2000-3D: NME by yaw bin, 3D NME, head pose, "
+                  "detector in the loop, occlusion.")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--protocols", default="gt-crops,detector,occlusion", show_default=True,
+              help="Comma-separated subset of gt-crops, detector, occlusion.")
+@click.option("--occlusion-seed", type=click.IntRange(min=0), default=2023, show_default=True,
+              help="Seed of the synthetic occluders.")
+@_common_options
+def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mean_std,
+                json_path, markdown_path, plot_path, limit, iou_threshold, threads, per_image):
+    """Evaluate on AFLW2000-3D (PATH: the folder of imageNNNNN.jpg + .mat).
+
+    \b
+    With PATH/3ddfa-protocol (the 3DDFA benchmark arrays) the roi boxes, the ground truth
+    and both yaw splits (fit yaw and AFLW-label yaw) come from it. On the official folder
+    alone, roi boxes are derived from pt3d_68 with 3DDFA's landmark rule and the yaw bins
+    from Pose_Para yaw (the AFLW-label split is then unavailable).
+
+    \b
+    NME: mean 68-point 2D error / sqrt(w*h) of the ground-truth box, mean per |yaw| bin
+    [0,30], (30,60], (60,90] and their unweighted mean (3DDFA, TPAMI 2017). Head pose: MAE
+    against Pose_Para on faces with all angles within +-99 deg. Occlusion: one random square,
+    two intersecting squares or one full-height column per image (after DSFNet, CVPR 2023).
+    """
+    from . import evaluation as E
+    from . import geometry as G
+    from . import reports
+
+    protos = tuple(p.strip() for p in protocols.split(",") if p.strip())
+    bad = [p for p in protos if p not in E.PROTOCOLS]
+    if bad or not protos:
+        raise click.BadParameter(f"{', '.join(bad) or 'empty'}; choose from "
+                                 f"{', '.join(E.PROTOCOLS)}", param_hint="--protocols")
+    _check_outputs(plot_path, json_path, markdown_path)
+    try:
+        data = E.open_aflw2000(path, limit=limit)
+    except E.DatasetLayoutError as exc:
+        raise click.ClickException(f"not an AFLW2000-3D folder: {exc}") from exc
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads)
+    detector, det_info = (_load_detector(threads) if "detector" in protos else (None, None))
+    try:
+        with _progress(len(data), f"AFLW2000-3D ({', '.join(protos)})") as advance:
+            run = E.run_aflw2000(data, methods, protos, detector=detector,
+                                 occlusion_seed=occlusion_seed, iou_threshold=iou_threshold,
+                                 progress=advance)
+    except E.DatasetLayoutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except E.BasisNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    figs, per = E.summarise_aflw2000(run)
+    settings = {
+        "dataset": "AFLW2000-3D", "path": str(path), "layout": data.layout,
+        "images": len(data), "images_total": data.n_total,
+        "limit": limit, "subset": "evenly spaced over the list" if len(data) < data.n_total
+        else "all",
+        "protocols": list(run.protocols), "crop_rule": E.CROP_RULE,
+        "roi_boxes": data.roi_source,
+        "nme": "mean 68-point 2D error / sqrt(w*h) of the ground-truth 68-point 2D box "
+               "(3DDFA, Zhu et al. TPAMI 2017)",
+        "nme_3d": "mean 68-point 3D error after subtracting each set's mean z (ground-truth "
+                  "z negated to the output frame), same normalisation",
+        "yaw_bins_deg": [[0, 30], [30, 60], [60, 90]],
+        "yaw_splits": list(data.yaw_splits),
+        "yaw_split_sources": {k: E.YAW_SPLITS[k] if data.layout == "3ddfa-protocol"
+                              else "Pose_Para yaw" for k in data.yaw_splits},
+        "pose": f"MAE of yaw, pitch, roll (deg) against Pose_Para on faces with all "
+                f"|angles| <= {E.POSE_LIMIT_DEG:g}",
+        "ced": {"auc_threshold_pct": E.CED_AUC_THRESHOLD,
+                "failure_thresholds_pct": list(E.CED_FAILURE_THRESHOLDS),
+                "misses": "count as failures"},
+    }
+    if detector is not None:
+        settings["detector"] = det_info
+        settings["iou_threshold"] = iou_threshold
+        settings["detector_match"] = ("detection with the highest IoU with the 68-landmark "
+                                      f"box, IoU >= {iou_threshold}; else a miss")
+        settings["roi_rule_detector"] = (f"roi_box_from_detector_box(scale={G.ROI_SCALE}, "
+                                         f"shift_y={G.ROI_SHIFT_Y})")
+    if "occlusion" in run.protocols:
+        settings["occlusion"] = {
+            "seed": occlusion_seed, "kinds": list(E.OCCLUDER_KINDS),
+            "source": "after DSFNet's synthetic occlusion benchmark (Li et al., CVPR 2023)",
+            "sizes": "s = sqrt(w*h) of the 68-landmark box; square side U(0.3,0.5)s; two "
+                     "intersecting squares of side U(0.25,0.4)s; column width U(0.15,0.3)w, "
+                     "full image height; centres uniform in the box; colour uniform RGB",
+            "yaw_split": "fit"}
+    doc = {"command": "facealign evaluate aflw2000-3d", "version": __version__,
+           "created_utc": _now(), "settings": settings,
+           "methods": {m.key: m.info for m in methods}, "results": figs}
+    if per_image:
+        doc["per_image"] = {"names": data.names, "nme_2d_pct": per}
+    title = "facealign evaluate — AFLW2000-3D"
+    _write_outputs(doc, reports.aflw2000_tables(doc), title, json_path, markdown_path,
+                   plot_path,
+                   lambda: reports.aflw2000_panels(doc, per, data.yaw_splits["fit"]))
+
+
+@evaluate.command("landmarks68", short_help="Photos with 68-point annotations (.pts or JSON), "
+                  "detector in the loop.")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help='JSON {"photos": {stem: [[[x, y] * 68], ...]}} (0-based pixels) instead of '
+                   ".pts files.")
+@click.option("--pts-zero-based", is_flag=True,
+              help=".pts coordinates are 0-based (default: 1-based, the 300-W convention).")
+@_common_options
+def landmarks68(directory, annotations, pts_zero_based, weights, baseline, baseline_mean_std,
+                json_path, markdown_path, plot_path, limit, iou_threshold, threads, per_image):
+    """Evaluate 68 landmarks on annotated photos (DIRECTORY of images).
+
+    \b
+    Annotations: 300-W .pts files beside the images (photo.pts or photo_1.pts, photo_2.pts
+    for several faces of photo.jpg), or --annotations FILE.json. The detector runs on every
+    image; each annotated face is matched to the detection with the highest IoU with its
+    68-point box (>= --iou-threshold) or counted as a miss. NME is normalised by sqrt(w*h) of
+    the ground-truth box and by the inter-ocular distance (outer eye corners, iBUG points 36
+    and 45; the 300-W normalisation).
+    """
+    from . import evaluation as E
+    from . import reports
+
+    _check_outputs(plot_path, json_path, markdown_path)
+    try:
+        items = E.open_landmarks68(directory, annotations, pts_one_based=not pts_zero_based,
+                                   limit=limit)
+    except E.DatasetLayoutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads)
+    detector, det_info = _load_detector(threads)
+    try:
+        with _progress(len(items), "landmarks68") as advance:
+            run = E.run_landmarks68(items, methods, detector, iou_threshold, progress=advance)
+    except (E.DatasetLayoutError, E.BasisNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    figs, per = E.summarise_landmarks68(run)
+    settings = {
+        "dataset": "landmarks68", "path": str(directory),
+        "annotations": str(annotations) if annotations else ".pts files beside the images "
+        + ("(0-based)" if pts_zero_based else "(1-based, 300-W; 1 subtracted)"),
+        "images": len(items), "limit": limit, "detector": det_info,
+        "iou_threshold": iou_threshold,
+        "detector_match": "detection with the highest IoU with the 68-landmark box, "
+                          f"IoU >= {iou_threshold}; else a miss",
+        "crop_rule": E.CROP_RULE,
+        "nme_box": "mean 68-point error / sqrt(w*h) of the ground-truth 68-point box",
+        "nme_io": "mean 68-point error / distance of points 36 and 45 (outer eye corners; "
+                  "300-W, Sagonas et al. 2016)",
+        "ced": {"auc_threshold_pct": E.CED_AUC_THRESHOLD,
+                "failure_thresholds_pct": list(E.CED_FAILURE_THRESHOLDS),
+                "misses": "count as failures"},
+    }
+    doc = {"command": "facealign evaluate landmarks68", "version": __version__,
+           "created_utc": _now(), "settings": settings,
+           "methods": {m.key: m.info for m in methods}, "results": figs}
+    if per_image:
+        doc["per_image"] = {"faces": run.sources, "nme_pct": per}
+    _write_outputs(doc, reports.landmarks68_tables(doc), "facealign evaluate — landmarks68",
+                   json_path, markdown_path, plot_path,
+                   lambda: reports.landmarks68_panels(doc, per))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(evaluate())

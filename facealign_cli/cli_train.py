@@ -1,0 +1,54 @@
+"""``facealign train``: reproduce the shipped regressor weights (training only; needs the data
+folder ``../shared`` and a teacher weights file, neither of which the tool ships)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              default="configs/train_v1.toml", show_default=True, help="TOML training recipe.")
+@click.option("--shared", type=click.Path(exists=True, file_okay=False), default="../shared",
+              show_default=True, help="Data folder (AFLW-train, 300-W, AFLW2000-3D, teacher).")
+@click.option("--teacher", type=click.Path(dir_okay=False), default=None,
+              help="Teacher weights (default <shared>/teacher/mb05_120x120.pth).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/v1",
+              show_default=True, help="Run folder: model.pth, train_log.txt, summary.json.")
+@click.option("--cache", type=click.Path(file_okay=False), default=".cache", show_default=True,
+              help="Folder for the prepared training set.")
+@click.option("--max-steps", type=int, default=0, help="Stop after N steps (smoke run).")
+@click.option("--limit-faces", type=int, default=0, help="Train on N faces only (smoke run).")
+@click.option("--epochs", type=int, default=0, help="Override the config's epochs.")
+@click.option("--no-eval", is_flag=True, help="Skip the AFLW2000-3D evaluation at the end.")
+def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_faces, epochs,
+              no_eval):
+    """Train the regressor from random initialisation (distilling the teacher's labels)."""
+    import os
+
+    # OpenMP threads that spin while waiting make CPU training several times slower when the
+    # machine is shared; set before torch starts its thread pool.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .training.train import TrainConfig, train
+
+    cfg = TrainConfig.from_toml(config_path)
+    if max_steps:
+        cfg.max_steps = max_steps
+    if limit_faces:
+        cfg.limit_faces = limit_faces
+    if epochs:
+        cfg.epochs = epochs
+    shared_p = Path(shared)
+    teacher_p = Path(teacher) if teacher else shared_p / "teacher" / "mb05_120x120.pth"
+    eval_fn = None
+    aflw = shared_p / "data" / "aflw2000-3d"
+    if not no_eval and aflw.is_dir():
+        def eval_fn(ck):
+            from .evaluation import evaluate_aflw2000, load_aflw2000
+            from .regressor import Regressor
+
+            return evaluate_aflw2000(Regressor(ck).predict, load_aflw2000(aflw))
+    ck = train(cfg, shared_p, teacher_p, Path(out_dir), Path(cache), eval_fn=eval_fn)
+    click.echo(str(ck))

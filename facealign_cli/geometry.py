@@ -1,0 +1,220 @@
+"""Pure geometry on arrays: roi boxes, crops, 3DMM parameters to vertices, head pose.
+
+Frames used here:
+
+* **image frame**: pixels of the input image, x right, y down (see :mod:`facealign_cli.face`).
+* **crop frame**: the regressor's ``size`` x ``size`` input (120 px by default). The 3DDFA camera
+  matrix maps the 3DMM into this frame with y *up*: ``v = P[:, :3] @ S + P[:, 3]``, then 3DDFA's
+  convention ``x -= 1``, ``y = size - y`` turns it into crop pixels (x right, y down).
+* **output 3D frame**: image frame plus z in pixel units pointing away from the camera,
+  z = 0 at the mean depth of the 68 landmarks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .morphable_model import MorphableModel
+
+CROP_SIZE = 120
+
+# roi box from a BlazeFace detector box: the square crop is centred at the box centre shifted
+# down by ROI_SHIFT_Y box heights and is ROI_SCALE times the mean box side. Fitted on the
+# annotated AFW photos (`python scripts/fit_roi_rule.py`: medians 1.329 and 0.073 over 333
+# faces) so that detector crops match the landmark-derived
+# roi boxes (3DDFA's rule) used in training.
+ROI_SCALE = 1.33
+ROI_SHIFT_Y = 0.07
+
+
+def roi_box_from_landmarks(points: np.ndarray) -> np.ndarray:
+    """3DDFA's roi box from landmarks: the square whose side is the diagonal of the landmarks'
+    squared bounding box, centred on the bounding box centre.
+
+    Source: 3DDFA (Zhu et al., TPAMI 2017) and 3DDFA-V2 (Guo et al., ECCV 2020) crop rule for
+    landmark-derived boxes (side = sqrt(2) * max(w, h)).
+
+    Args:
+        points: (K, 2) or (K, 3) landmark coordinates in image pixels (x right, y down); only x
+            and y are used.
+
+    Returns:
+        (4,) float32 ``[sx, sy, ex, ey]`` in image pixels.
+    """
+    p = np.asarray(points, dtype=np.float64)[:, :2]
+    x1, y1 = p.min(axis=0)
+    x2, y2 = p.max(axis=0)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = max(x2 - x1, y2 - y1) / 2 * math.sqrt(2.0)
+    return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
+
+
+def roi_box_from_detector_box(box: np.ndarray, scale: float = ROI_SCALE,
+                              shift_y: float = ROI_SHIFT_Y) -> np.ndarray:
+    """Square roi box from a detector box ``[x1, y1, x2, y2]`` (image pixels).
+
+    The crop is centred at ``(cx, cy + shift_y * h)`` of the box and its side is
+    ``scale * (w + h) / 2``. The defaults are fitted for the BlazeFace detector so that the crop
+    matches :func:`roi_box_from_landmarks` on annotated faces (``scripts/fit_roi_rule.py``).
+
+    Returns:
+        (4,) float32 ``[sx, sy, ex, ey]``.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    w, h = x2 - x1, y2 - y1
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + shift_y * h
+    half = scale * (w + h) / 4
+    return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
+
+
+def crop_roi(image: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Crop ``roi_box`` from ``image`` and resize it to ``size`` x ``size``.
+
+    This is 3DDFA's crop rule: the roi box is rounded to integers, the part outside the image
+    is zero-padded, and the crop is resized with ``cv2.resize`` (bilinear).
+
+    Args:
+        image: (H, W, 3) uint8 image (any channel order; it is kept).
+        roi_box: (4,) ``[sx, sy, ex, ey]`` in image pixels.
+        size: output side in pixels.
+
+    Returns:
+        (size, size, 3) uint8 crop.
+
+    Raises:
+        ValueError: the rounded roi box is empty.
+    """
+    h, w = image.shape[:2]
+    sx, sy, ex, ey = (int(round(float(v))) for v in roi_box[:4])
+    dh, dw = ey - sy, ex - sx
+    if dh <= 0 or dw <= 0:
+        raise ValueError(f"empty roi box {roi_box!r}")
+    out = np.zeros((dh, dw) + image.shape[2:], dtype=image.dtype)
+    ix1, iy1, ix2, iy2 = max(sx, 0), max(sy, 0), min(ex, w), min(ey, h)
+    if ix2 > ix1 and iy2 > iy1:
+        out[iy1 - sy:iy2 - sy, ix1 - sx:ix2 - sx] = image[iy1:iy2, ix1:ix2]
+    return cv2.resize(out, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def split_params(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split (…, 62) parameters into ``R`` (…, 3, 3), ``t`` (…, 3), shape (…, 40), exp (…, 10).
+
+    ``R`` is the scaled (not orthonormal) left 3x3 block of the 3x4 camera matrix.
+    """
+    p = np.asarray(params, dtype=np.float32)
+    cam = p[..., :12].reshape(p.shape[:-1] + (3, 4))
+    return cam[..., :3], cam[..., 3], p[..., 12:52], p[..., 52:62]
+
+
+def params_to_crop_vertices(params: np.ndarray, model: MorphableModel,
+                            vertex_index: np.ndarray | None = None,
+                            size: int = CROP_SIZE) -> np.ndarray:
+    """3DMM parameters to vertices in the crop frame (pixels of the ``size`` crop, y down).
+
+    ``v = R @ (mean + W_shp a_shp + W_exp a_exp) + t``; then ``x -= 1``, ``y = size - y``
+    (3DDFA-V2's convention, Guo et al. 2020); z is left as the camera gives it (towards the
+    viewer, crop pixel units, arbitrary origin).
+
+    Args:
+        params: (62,) or (B, 62) float parameters.
+        model: the 3DMM.
+        vertex_index: optional (K,) vertex indices (default all).
+        size: crop side in pixels.
+
+    Returns:
+        (3, K) or (B, 3, K) float32.
+    """
+    R, t, a_s, a_e = split_params(params)
+    s = model.shape(a_s, a_e, vertex_index)
+    v = R @ s + t[..., None]
+    v[..., 0, :] -= 1
+    v[..., 1, :] = size - v[..., 1, :]
+    return v.astype(np.float32)
+
+
+def crop_to_image(v_crop: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Map crop-frame vertices (3, K) into the image frame given the roi box.
+
+    x, y are scaled by the roi side over ``size`` and shifted by the roi origin; z is scaled by
+    the mean of the x and y scales (3DDFA-V2) and negated so that z points away from the camera
+    (right-handed with x right, y down). No z offset is applied here.
+
+    Returns:
+        (3, K) float32 in the image frame.
+    """
+    sx, sy, ex, ey = (float(v) for v in roi_box[:4])
+    kx, ky = (ex - sx) / size, (ey - sy) / size
+    out = np.empty_like(v_crop, dtype=np.float32)
+    out[0] = v_crop[0] * kx + sx
+    out[1] = v_crop[1] * ky + sy
+    out[2] = -v_crop[2] * (kx + ky) / 2
+    return out
+
+
+def rotation_from_camera(params: np.ndarray) -> np.ndarray:
+    """Nearest rotation matrix to the camera's scaled 3x3 block (re-orthonormalised with SVD).
+
+    The first two rows of ``P[:, :3]`` are a scaled orthographic projection; the third row of a
+    3DDFA camera is filled by the regression too. We take the two first rows, normalise them,
+    complete with their cross product and project the result onto SO(3) by SVD
+    (``U @ V^T`` with the determinant fixed to +1).
+
+    Args:
+        params: (62,) or (12,) float.
+
+    Returns:
+        (3, 3) float64 rotation from the 3DMM model frame (x right, y up, z to viewer) to the
+        camera frame (same axes).
+    """
+    P = np.asarray(params, dtype=np.float64)[:12].reshape(3, 4)
+    r1, r2 = P[0, :3], P[1, :3]
+    r1 = r1 / (np.linalg.norm(r1) + 1e-12)
+    r2 = r2 / (np.linalg.norm(r2) + 1e-12)
+    r3 = np.cross(r1, r2)
+    M = np.stack([r1, r2, r3])
+    U, _, Vt = np.linalg.svd(M)
+    R = U @ Vt
+    if np.linalg.det(R) < 0:
+        U[:, -1] *= -1
+        R = U @ Vt
+    return R
+
+
+def angles_from_rotation(R: np.ndarray) -> np.ndarray:
+    """Yaw, pitch, roll in degrees from the model-to-camera rotation ``R`` (both frames x right,
+    y up, z towards the viewer), with the signs and order of AFLW2000-3D's ``Pose_Para``.
+
+    ``R`` is factored as ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)`` (equivalently
+    ``R.T = Rz(roll) @ Ry(yaw) @ Rx(pitch)``), with ``Rx``, ``Ry``, ``Rz`` the right-handed
+    elementary rotations. This reproduces the angles of the AFLW2000-3D fits (checked on the
+    benchmark: ``facealign evaluate``). In words:
+
+    * **yaw**: positive when the face turns towards the image's left (the subject turns to
+      their right); range [-90, 90].
+    * **pitch**: positive when the face looks up.
+    * **roll**: positive when the head tilts clockwise as seen in the image (its top moves
+      towards the image's right).
+
+    Returns:
+        (3,) float64 ``[yaw, pitch, roll]`` degrees.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    yaw = -math.asin(float(np.clip(R[0, 2], -1.0, 1.0)))
+    if abs(math.cos(yaw)) > 1e-6:
+        pitch = math.atan2(R[1, 2], R[2, 2])
+        roll = math.atan2(R[0, 1], R[0, 0])
+    else:  # gimbal lock (|yaw| = 90): roll and pitch are not separable; report roll = 0
+        pitch = math.atan2(-R[2, 1], R[1, 1])
+        roll = 0.0
+    return np.degrees(np.array([yaw, pitch, roll]))
+
+
+def pose_from_camera(params: np.ndarray) -> np.ndarray:
+    """Head pose ``[yaw, pitch, roll]`` in degrees from 62 (or 12) 3DMM parameters.
+
+    See :func:`rotation_from_camera` and :func:`angles_from_rotation` for the convention.
+    """
+    return angles_from_rotation(rotation_from_camera(params))

@@ -1,0 +1,586 @@
+"""Robust image reading for batch jobs over arbitrary photo archives.
+
+:func:`load_image` turns a file into the one array the model core expects: an ``(H, W, 3)``
+``uint8`` BGR image in the orientation a viewer sees (EXIF orientation applied). It never
+decodes an image whose header announces more pixels than a limit, and every way a file can be
+unusable raises a subclass of :class:`ImageError` with a one-line message that names the file.
+
+Policy (documented behaviour, relied on by the CLI):
+
+* **Formats**: JPEG, PNG, BMP, WebP and TIFF, recognised by their leading bytes (the file name
+  extension is ignored). Anything else raises :class:`NotAnImageError`.
+* **Size limit**: the width and height are read from the header *before* decoding. Images of at
+  most ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS` = 50 megapixels, override with the
+  environment variable ``FACEALIGN_MAX_PIXELS``) are decoded at full size. A larger JPEG is
+  decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling; the full-size image is never
+  materialised) with the smallest factor that brings it under the limit, and
+  :attr:`DecodedImage.scale` says by how much; a larger image of another format, or a JPEG still
+  over the limit at 1/8, raises :class:`ImageTooLargeError`. Files over ``max_file_bytes``
+  (default 512 MiB) are refused without being read.
+* **Colour**: grayscale becomes 3-channel BGR; 16-bit samples are scaled to 8 bit
+  (``round(v / 257)``); float samples are taken as 0..1. Images with an alpha channel (RGBA,
+  gray + alpha, palette with transparency) are **composited on white** (a transparent
+  background becomes white, not the undefined colour stored under it); an alpha channel that is
+  zero everywhere is treated as absent (32-bit BMPs often store 0 there). CMYK JPEGs and TIFFs
+  are converted by OpenCV.
+* **Orientation**: the EXIF orientation tag (JPEG APP1, PNG ``eXIf``, WebP ``EXIF`` chunk, TIFF
+  IFD0) is applied, so the returned image, and every coordinate computed on it, is upright as a
+  viewer sees the photo. This matches ``cv2.imread``'s default for JPEG.
+* **Integrity**: zero-byte files, a JPEG whose data ends before its end-of-image marker, a PNG
+  without its ``IEND`` chunk, a header whose size cannot be read, and data OpenCV cannot decode
+  are all refused (OpenCV's own behaviour on truncated data differs between versions, so the
+  checks do not rely on it).
+* **File names**: the file is read with :func:`numpy.fromfile` and decoded with
+  :func:`cv2.imdecode`, so non-ASCII names work on every platform.
+
+Only ``numpy`` is imported at module level; OpenCV is imported on the first decode.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Largest number of pixels (width x height, from the header) decoded at full size.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Largest file, in bytes, that is read at all.
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+#: Reduction factors libjpeg can decode at directly.
+_JPEG_REDUCTIONS = (2, 4, 8)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class ImageError(ValueError):
+    """A file cannot be used as an input image. ``str(err)`` is a one-line message naming the
+    file; ``err.kind`` is a short machine-readable tag (also the subclass), ``err.path`` the
+    path as given."""
+
+    kind = "image_error"
+
+    def __init__(self, path: str | os.PathLike, message: str):
+        self.path = os.fspath(path)
+        self.reason = message
+        super().__init__(f"{self.path}: {message}")
+
+
+class UnreadableImageError(ImageError):
+    """The file does not exist, is not a regular file, or cannot be read (permissions, I/O)."""
+
+    kind = "unreadable"
+
+
+class EmptyImageError(ImageError):
+    """The file has zero bytes."""
+
+    kind = "empty"
+
+
+class NotAnImageError(ImageError):
+    """The file's leading bytes are not those of a supported image format (e.g. text named
+    ``.jpg``)."""
+
+    kind = "not_image"
+
+
+class CorruptImageError(ImageError):
+    """The file looks like an image but its header or data cannot be decoded."""
+
+    kind = "corrupt"
+
+
+class TruncatedImageError(CorruptImageError):
+    """The file ends before the image data does (an interrupted copy or download)."""
+
+    kind = "truncated"
+
+
+class UnsupportedImageError(ImageError):
+    """A valid image of a kind this tool does not handle (e.g. 32-bit integer samples)."""
+
+    kind = "unsupported"
+
+
+class ImageTooLargeError(ImageError):
+    """The header announces more pixels (or the file has more bytes) than the limit."""
+
+    kind = "too_large"
+
+
+# --------------------------------------------------------------------------------------------
+# Header parsing (no decoding)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the leading bytes of an image file say, read without decoding pixels.
+
+    Attributes:
+        format: ``"jpeg"``, ``"png"``, ``"bmp"``, ``"webp"`` or ``"tiff"``.
+        width, height: stored size in pixels, *before* EXIF orientation.
+        orientation: EXIF orientation 1..8 (1 = as stored; 5..8 swap width and height).
+        cmyk: the stored colour model is CMYK (TIFF only; JPEG CMYK is handled by OpenCV).
+    """
+
+    format: str
+    width: int
+    height: int
+    orientation: int = 1
+    cmyk: bool = False
+
+    @property
+    def oriented_size(self) -> tuple[int, int]:
+        """``(width, height)`` as a viewer sees the image (after EXIF orientation)."""
+        if self.orientation >= 5:
+            return self.height, self.width
+        return self.width, self.height
+
+
+def sniff_format(data: bytes | memoryview) -> str | None:
+    """The format named by a file's first bytes, or ``None`` if not a supported image."""
+    head = bytes(data[:12])
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:2] == b"BM":
+        return "bmp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    return None
+
+
+class _HeaderError(Exception):
+    """Internal: the header is malformed (becomes CorruptImageError/TruncatedImageError)."""
+
+    def __init__(self, message: str, truncated: bool = False):
+        super().__init__(message)
+        self.truncated = truncated
+
+
+def _u(fmt: str, data: bytes, off: int):
+    """struct.unpack_from that reports running off the end as a truncated header."""
+    try:
+        return struct.unpack_from(fmt, data, off)
+    except struct.error:
+        raise _HeaderError("header ends early", truncated=True) from None
+
+
+def _tiff_tags(tiff: bytes, wanted: set[int]) -> dict[int, int]:
+    """First values of integer tags of IFD0 of a TIFF structure (a TIFF file or an EXIF blob).
+
+    Supports classic TIFF and BigTIFF, both byte orders; returns only tags in ``wanted`` whose
+    type is BYTE, SHORT, LONG or LONG8.
+    """
+    if tiff[:2] == b"II":
+        e = "<"
+    elif tiff[:2] == b"MM":
+        e = ">"
+    else:
+        raise _HeaderError("bad TIFF byte-order mark")
+    (magic,) = _u(e + "H", tiff, 2)
+    if magic == 42:
+        (ifd,) = _u(e + "I", tiff, 4)
+        (n,) = _u(e + "H", tiff, ifd)
+        entry, first, count_fmt, value_size = 12, ifd + 2, "I", 4
+    elif magic == 43:
+        (ifd,) = _u(e + "Q", tiff, 8)
+        (n,) = _u(e + "Q", tiff, ifd)
+        entry, first, count_fmt, value_size = 20, ifd + 8, "Q", 8
+    else:
+        raise _HeaderError("bad TIFF magic number")
+    if n > 4096:
+        raise _HeaderError("implausible TIFF directory")
+    sizes = {1: ("B", 1), 3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
+    out: dict[int, int] = {}
+    for i in range(n):
+        base = first + i * entry
+        tag, typ = _u(e + "HH", tiff, base)
+        if tag not in wanted or typ not in sizes:
+            continue
+        (count,) = _u(e + count_fmt, tiff, base + 4)
+        code, size = sizes[typ]
+        if count < 1:
+            continue
+        voff = base + 4 + value_size
+        if size * count > value_size:  # stored elsewhere; we only need the first value
+            (voff,) = _u(e + count_fmt, tiff, voff)
+        (out[tag],) = _u(e + code, tiff, voff)
+    return out
+
+
+def _exif_orientation(blob: bytes) -> int:
+    """EXIF orientation (1..8) from an EXIF blob (TIFF structure, optionally prefixed by
+    ``Exif\\0\\0``); 1 when absent or unreadable (a broken EXIF block never fails a photo)."""
+    if blob[:6] == b"Exif\x00\x00":
+        blob = blob[6:]
+    try:
+        o = _tiff_tags(blob, {0x0112}).get(0x0112, 1)
+    except _HeaderError:
+        return 1
+    return o if 1 <= o <= 8 else 1
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_header(d: bytes) -> ImageHeader:
+    pos, size, orientation = 2, None, 1
+    n = len(d)
+    while True:
+        # Find the next marker (skipping fill bytes 0xFF).
+        if pos >= n:
+            raise _HeaderError("file ends inside the JPEG header", truncated=True)
+        if d[pos] != 0xFF:  # extraneous bytes between segments: skip them, as libjpeg does
+            pos = d.find(b"\xff", pos)
+            if pos < 0:
+                raise _HeaderError("file ends inside the JPEG header", truncated=True)
+        while pos < n and d[pos] == 0xFF:
+            pos += 1
+        if pos >= n:
+            raise _HeaderError("file ends inside the JPEG header", truncated=True)
+        marker = d[pos]
+        pos += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
+            continue
+        if marker == 0xD9:
+            raise _HeaderError("JPEG ends before any image data")
+        (length,) = _u(">H", d, pos)
+        if length < 2:
+            raise _HeaderError("bad JPEG segment length")
+        seg = d[pos + 2 : pos + length]
+        if len(seg) < length - 2:
+            raise _HeaderError("file ends inside a JPEG header segment", truncated=True)
+        if marker == 0xE1 and seg[:6] == b"Exif\x00\x00" and orientation == 1:
+            orientation = _exif_orientation(seg)
+        elif marker in _JPEG_SOF and size is None:
+            h, w = _u(">HH", seg, 1)
+            size = (w, h)
+        elif marker == 0xDA:  # start of scan: entropy-coded data follows
+            if size is None:
+                raise _HeaderError("JPEG has no frame header before its image data")
+            # Entropy-coded data never contains FF D9 (0xFF is stuffed as FF 00), so the
+            # first FF D9 after the first scan is the end-of-image marker of this image.
+            if d.find(b"\xff\xd9", pos + length) < 0:
+                raise _HeaderError("JPEG data ends before its end-of-image marker",
+                                   truncated=True)
+            break
+        pos += length
+    w, h = size
+    if w == 0 or h == 0:
+        raise _HeaderError(f"JPEG header gives a {w}x{h} size")
+    return ImageHeader("jpeg", w, h, orientation)
+
+
+def _png_header(d: bytes) -> ImageHeader:
+    length, typ = _u(">I4s", d, 8)
+    if typ != b"IHDR" or length != 13:
+        raise _HeaderError("PNG does not start with an IHDR chunk")
+    w, h = _u(">II", d, 16)
+    pos, orientation, ended = 8, 1, False
+    n = len(d)
+    while pos + 8 <= n:
+        length, typ = struct.unpack_from(">I4s", d, pos)
+        if typ == b"eXIf":
+            orientation = _exif_orientation(d[pos + 8 : pos + 8 + length])
+        if typ == b"IEND":
+            ended = True
+            break
+        pos += 12 + length
+    if not ended:
+        raise _HeaderError("PNG has no IEND chunk (file cut short)", truncated=True)
+    if w == 0 or h == 0:
+        raise _HeaderError(f"PNG header gives a {w}x{h} size")
+    return ImageHeader("png", w, h, orientation)
+
+
+def _bmp_header(d: bytes) -> ImageHeader:
+    (file_size,) = _u("<I", d, 2)
+    (dib,) = _u("<I", d, 14)
+    if dib == 12:
+        w, h = _u("<HH", d, 18)
+    elif dib >= 40:
+        w, h = _u("<ii", d, 18)
+    else:
+        raise _HeaderError("unknown BMP header")
+    if file_size > len(d) and file_size - len(d) > 2:  # some writers are off by 2
+        raise _HeaderError(f"BMP announces {file_size} bytes, the file has {len(d)}",
+                           truncated=True)
+    w, h = abs(w), abs(h)
+    if w == 0 or h == 0:
+        raise _HeaderError(f"BMP header gives a {w}x{h} size")
+    return ImageHeader("bmp", w, h)
+
+
+def _webp_header(d: bytes) -> ImageHeader:
+    (riff_size,) = _u("<I", d, 4)
+    if riff_size + 8 > len(d):
+        raise _HeaderError(f"WebP announces {riff_size + 8} bytes, the file has {len(d)}",
+                           truncated=True)
+    pos, size, orientation = 12, None, 1
+    end = min(len(d), riff_size + 8)
+    while pos + 8 <= end:
+        tag, length = struct.unpack_from("<4sI", d, pos)
+        body = d[pos + 8 : pos + 8 + length]
+        if tag == b"VP8X" and size is None:
+            w = int.from_bytes(body[4:7], "little") + 1
+            h = int.from_bytes(body[7:10], "little") + 1
+            size = (w, h)
+        elif tag == b"VP8 " and size is None:
+            if body[3:6] != b"\x9d\x01\x2a":
+                raise _HeaderError("bad VP8 frame header")
+            w, h = _u("<HH", body, 6)
+            size = (w & 0x3FFF, h & 0x3FFF)
+        elif tag == b"VP8L" and size is None:
+            if body[:1] != b"\x2f":
+                raise _HeaderError("bad VP8L signature")
+            (bits,) = _u("<I", body, 1)
+            size = ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+        elif tag == b"EXIF":
+            orientation = _exif_orientation(body)
+        pos += 8 + length + (length & 1)
+    if size is None:
+        raise _HeaderError("WebP has no image chunk")
+    w, h = size
+    if w == 0 or h == 0:
+        raise _HeaderError(f"WebP header gives a {w}x{h} size")
+    return ImageHeader("webp", w, h, orientation)
+
+
+def _tiff_header(d: bytes) -> ImageHeader:
+    tags = _tiff_tags(d, {256, 257, 262, 274})
+    if 256 not in tags or 257 not in tags:
+        raise _HeaderError("TIFF has no image width/height tags")
+    o = tags.get(274, 1)
+    return ImageHeader("tiff", tags[256], tags[257], o if 1 <= o <= 8 else 1,
+                       cmyk=tags.get(262) == 5)
+
+
+_PARSERS = {"jpeg": _jpeg_header, "png": _png_header, "bmp": _bmp_header,
+            "webp": _webp_header, "tiff": _tiff_header}
+
+
+def read_header(path: str | os.PathLike, data: bytes | None = None) -> ImageHeader:
+    """Format, stored size and EXIF orientation of an image file, without decoding pixels.
+
+    Args:
+        path: the file (used for reading when ``data`` is None, and in messages).
+        data: the file's bytes, if already read.
+
+    Raises:
+        UnreadableImageError, EmptyImageError, NotAnImageError, CorruptImageError,
+        TruncatedImageError: see :func:`load_image`.
+    """
+    if data is None:
+        data = _read_bytes(path, DEFAULT_MAX_FILE_BYTES)
+    if len(data) == 0:
+        raise EmptyImageError(path, "empty file (0 bytes)")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise NotAnImageError(
+            path,
+            f"not a JPEG, PNG, BMP, WebP or TIFF image (file starts with {bytes(data[:8])!r})")
+    try:
+        return _PARSERS[fmt](data)
+    except _HeaderError as exc:
+        cls = TruncatedImageError if exc.truncated else CorruptImageError
+        msg = str(exc)
+        if fmt.upper() not in msg.upper():
+            msg = f"{fmt.upper()} {msg}"
+        raise cls(path, msg) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodedImage:
+    """A decoded input image and how it relates to the file.
+
+    Attributes:
+        image: (h, w, 3) uint8 BGR, C-contiguous, upright (EXIF orientation applied).
+        width, height: size of the full-resolution upright image in pixels (what coordinates
+            should be reported in); equal to ``image``'s size unless ``scale > 1``.
+        scale: 1, or the JPEG reduction factor (2, 4 or 8) the image was decoded at; a point
+            ``(x, y)`` of ``image`` is at ``(scale * x + (scale - 1) / 2, ...)`` in the full
+            image (pixel-centre convention of :mod:`facealign_cli.face`).
+        header: the parsed :class:`ImageHeader`.
+    """
+
+    image: np.ndarray
+    width: int
+    height: int
+    scale: int
+    header: ImageHeader
+
+
+def _read_bytes(path: str | os.PathLike, max_file_bytes: int) -> bytes:
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise UnreadableImageError(path, "no such file") from None
+    except OSError as exc:
+        raise UnreadableImageError(path, f"cannot access: {exc.strerror or exc}") from None
+    if not p.is_file():
+        raise UnreadableImageError(path, "not a regular file")
+    if st.st_size > max_file_bytes:
+        raise ImageTooLargeError(
+            path, f"file is {st.st_size / 2**20:.0f} MiB, over the "
+                  f"{max_file_bytes / 2**20:.0f} MiB limit")
+    try:
+        # np.fromfile takes any path (non-ASCII included) and reads in one go.
+        return np.fromfile(p, dtype=np.uint8).tobytes()
+    except OSError as exc:
+        raise UnreadableImageError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation ``orientation`` (1..8) to an (H, W[, C]) array (the same
+    transforms as OpenCV's and every viewer's)."""
+    import cv2
+
+    if orientation == 2:
+        img = cv2.flip(img, 1)
+    elif orientation == 3:
+        img = cv2.flip(img, -1)
+    elif orientation == 4:
+        img = cv2.flip(img, 0)
+    elif orientation >= 5:
+        img = cv2.transpose(img)
+        if orientation == 6:
+            img = cv2.flip(img, 1)
+        elif orientation == 7:
+            img = cv2.flip(img, -1)
+        elif orientation == 8:
+            img = cv2.flip(img, 0)
+    return img
+
+
+def _to_uint8(path, img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if img.dtype in (np.float32, np.float64, np.float16):
+        f = np.clip(np.nan_to_num(img.astype(np.float32)), 0.0, 1.0)
+        return (f * 255 + 0.5).astype(np.uint8)
+    raise UnsupportedImageError(path, f"unsupported sample type {img.dtype}")
+
+
+def _to_bgr(path, img: np.ndarray) -> np.ndarray:
+    """Any decoded layout (gray, gray+alpha, BGR, BGRA; 8/16-bit/float) to (H, W, 3) uint8."""
+    import cv2
+
+    img = _to_uint8(path, img)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    c = img.shape[2]
+    if c == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if c == 3:
+        return img
+    if c in (2, 4):
+        colour, alpha = img[:, :, :-1], img[:, :, -1]
+        if c == 2:
+            colour = cv2.cvtColor(colour[:, :, 0], cv2.COLOR_GRAY2BGR)
+        if not alpha.any():  # all-transparent alpha is padding, not transparency
+            return np.ascontiguousarray(colour)
+        a = alpha.astype(np.float32)[:, :, None] / 255.0
+        out = colour.astype(np.float32) * a + 255.0 * (1.0 - a)
+        return (out + 0.5).astype(np.uint8)
+    raise UnsupportedImageError(path, f"unsupported channel count {c}")
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
+               max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> DecodedImage:
+    """Read and decode one image file safely (see the module docstring for the policy).
+
+    Args:
+        path: file path (str or PathLike; any characters).
+        max_pixels: full-size decode limit in pixels; default ``$FACEALIGN_MAX_PIXELS`` or
+            :data:`DEFAULT_MAX_PIXELS`.
+        max_file_bytes: files larger than this are refused unread.
+
+    Returns:
+        A :class:`DecodedImage` (image (h, w, 3) uint8 BGR, upright).
+
+    Raises:
+        UnreadableImageError: missing, not a file, or unreadable.
+        EmptyImageError: zero bytes.
+        NotAnImageError: not a supported image format (judged by content, not name).
+        TruncatedImageError: the file is cut short.
+        CorruptImageError: the header or data cannot be decoded.
+        ImageTooLargeError: over the pixel limit (and not a JPEG that can be decoded reduced),
+            or over the file size limit.
+        UnsupportedImageError: an unusual sample type or channel count.
+    """
+    if max_pixels is None:
+        max_pixels = int(os.environ.get("FACEALIGN_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    data = _read_bytes(path, max_file_bytes)
+    hdr = read_header(path, data)
+    pixels = hdr.width * hdr.height
+    scale = 1
+    if pixels > max_pixels:
+        if hdr.format == "jpeg":
+            for k in _JPEG_REDUCTIONS:
+                if -(-hdr.width // k) * -(-hdr.height // k) <= max_pixels:
+                    scale = k
+                    break
+        if scale == 1:
+            raise ImageTooLargeError(
+                path, f"{hdr.width}x{hdr.height} = {pixels / 1e6:.1f} megapixels, over the "
+                      f"{max_pixels / 1e6:g} megapixel limit")
+
+    import cv2
+
+    if hdr.format == "jpeg":
+        # JPEG has neither alpha nor 16-bit samples; IMREAD_COLOR also converts CMYK.
+        flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+                 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[scale]
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
+    elif hdr.cmyk:
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+    else:
+        flags = cv2.IMREAD_UNCHANGED  # keeps alpha and 16 bit; ignores orientation
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
+        raise CorruptImageError(path, f"{hdr.format.upper()} decoder error: {msg}") from None
+    del data
+    if img is None or img.size == 0:
+        raise CorruptImageError(path,
+                                f"{hdr.format.upper()} data cannot be decoded (corrupt file?)")
+    img = _to_bgr(path, img)
+    img = np.ascontiguousarray(_apply_orientation(img, hdr.orientation))
+    w, h = hdr.oriented_size
+    if scale == 1 and (img.shape[1], img.shape[0]) != (w, h):
+        # Trust the decoder's size (e.g. a multi-page file); coordinates refer to it.
+        h, w = img.shape[:2]
+    return DecodedImage(image=img, width=int(w), height=int(h), scale=scale, header=hdr)
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as an upright ``(H, W, 3)`` ``uint8`` BGR array.
+
+    The shorthand of :func:`read_image` for callers that do not care about the size limit's
+    reduced decoding: a JPEG over ``max_pixels`` comes back reduced (use :func:`read_image`
+    to learn the factor).
+
+    Raises:
+        ImageError: (a subclass of) for every file that cannot be used; see :func:`read_image`.
+    """
+    return read_image(path, max_pixels=max_pixels).image

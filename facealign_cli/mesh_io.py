@@ -1,0 +1,190 @@
+"""Mesh files (OBJ with per-vertex colours, binary PLY) and per-vertex colours from a photo.
+
+Nothing here knows about the 3DMM: callers pass plain arrays. In this project the vertices are in
+the image pixel frame of :mod:`facealign_cli.face` (x right, y down, z away from the camera, a
+180-degree rotation about x of the model frame), so triangles wound counter-clockwise seen from
+outside in the model frame still have right-hand normals pointing out of the face (towards the
+camera, -z, on a frontal face). The writers keep vertex and triangle order and winding as given.
+
+Files are written atomically: to a temporary file in the destination folder, then
+``os.replace``-d onto the final name, so a reader never sees a half-written mesh and an
+interrupted run leaves no partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+MESH_FORMATS = ("obj", "ply")
+NEUTRAL_GREY = (128, 128, 128)
+
+
+def _check_mesh(vertices, triangles, colors) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
+        raise ValueError(f"vertices must be a non-empty (N, 3) array, got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("vertices contain NaN or infinite coordinates")
+    t = np.asarray(triangles)
+    if t.ndim != 2 or t.shape[1] != 3 or (t.size and not np.issubdtype(t.dtype, np.integer)):
+        raise ValueError(f"triangles must be an integer (T, 3) array, got {t.dtype} {t.shape}")
+    t = t.astype(np.int64)
+    if t.size and (t.min() < 0 or t.max() >= len(v)):
+        raise ValueError(f"triangle indices must lie in [0, {len(v) - 1}]")
+    c = None
+    if colors is not None:
+        c = np.asarray(colors)
+        if c.shape != (len(v), 3) or c.dtype != np.uint8:
+            raise ValueError(f"colors must be a ({len(v)}, 3) uint8 RGB array, "
+                             f"got {c.dtype} {c.shape}")
+    return v, t, c
+
+
+def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
+               fmt: str = "obj") -> bytes:
+    """Encode a triangle mesh as an OBJ or binary PLY file (in memory), using trimesh.
+
+    Args:
+        vertices: (N, 3) float vertex positions (any units and frame; written as given).
+        triangles: (T, 3) integer vertex indices (0..N-1), written in the given order/winding.
+        colors: (N, 3) uint8 RGB per-vertex colours, or None for none.
+        fmt: ``"obj"``: text, one ``v x y z [r g b]`` line per vertex (colours as floats in
+            [0, 1], the per-vertex colour extension MeshLab and Blender read) and ``f a b c``
+            lines (1-based), no normals, no material. ``"ply"``: binary little-endian PLY with
+            float vertices, uchar RGBA colours (alpha 255) and int triangle lists.
+
+    Returns:
+        The file content.
+
+    Raises:
+        ValueError: bad shapes/dtypes, indices out of range, non-finite vertices, unknown fmt.
+    """
+    import trimesh
+
+    fmt = fmt.lower()
+    if fmt not in MESH_FORMATS:
+        raise ValueError(f"unknown mesh format {fmt!r}; expected one of {MESH_FORMATS}")
+    v, t, c = _check_mesh(vertices, triangles, colors)
+    mesh = trimesh.Trimesh(vertices=v, faces=t, vertex_colors=c, process=False, validate=False)
+    if fmt == "obj":
+        text = trimesh.exchange.obj.export_obj(
+            mesh, include_normals=False, include_color=c is not None, include_texture=False,
+            header="facealign mesh: v x y z [r g b], colours in [0, 1]")
+        return text.encode("utf-8")
+    return trimesh.exchange.ply.export_ply(mesh, encoding="binary", vertex_normal=False,
+                                           include_attributes=False)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+
+    The folder is created if missing; the file gets the usual permissions (0666 minus umask).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        OSError: the folder cannot be created or written; the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_mesh(path: str | os.PathLike, vertices: np.ndarray, triangles: np.ndarray,
+               colors: np.ndarray | None = None, fmt: str = "obj") -> Path:
+    """Write a triangle mesh to an OBJ or binary PLY file, atomically.
+
+    Args:
+        path: destination file (its folder is created if missing; an existing file is
+            replaced).
+        vertices: (N, 3) float vertex positions, written as given (this project: image pixels,
+            x right, y down, z away from the camera).
+        triangles: (T, 3) integer indices into ``vertices``; order and winding are kept.
+        colors: (N, 3) uint8 RGB per-vertex colours, or None.
+        fmt: ``"obj"`` or ``"ply"`` (see :func:`mesh_bytes`).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: invalid arrays or format (nothing is written).
+        OSError: the file cannot be written (no temporary file is left behind).
+    """
+    return write_atomic(path, mesh_bytes(vertices, triangles, colors, fmt))
+
+
+def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
+                         outside: tuple[int, int, int] = NEUTRAL_GREY) -> np.ndarray:
+    """Per-vertex colours by bilinear sampling of an image at the vertices' (x, y).
+
+    Pixel (0, 0) has its centre at (0, 0) (the frame of :mod:`facealign_cli.face`). A vertex
+    whose (x, y) lies on the image (``-0.5 <= x <= W - 0.5`` and ``-0.5 <= y <= H - 0.5``) gets
+    the bilinear interpolation of the four nearest pixel centres (edge pixels repeated past the
+    outermost centres); any other vertex, or one with a non-finite coordinate, gets ``outside``.
+
+    Args:
+        image_bgr: (H, W, 3) uint8 BGR image (as OpenCV loads it); (H, W) grey or (H, W, 4)
+            BGRA are accepted too (alpha ignored).
+        vertices: (N, 2) or (N, 3) float positions in image pixels, x right, y down (z, if
+            present, is ignored).
+        outside: RGB colour for vertices off the image (default neutral grey 128).
+
+    Returns:
+        (N, 3) uint8 RGB colours (rounded to nearest).
+
+    Raises:
+        ValueError: image or vertices of the wrong shape or dtype.
+    """
+    img = np.asarray(image_bgr)
+    if img.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {img.dtype}")
+    if img.ndim == 2:
+        img = img[:, :, None].repeat(3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"image must be (H, W, 3) BGR, got shape {img.shape}")
+    if img.shape[2] == 1:
+        img = img.repeat(3, axis=2)
+    rgb = img[:, :, 2::-1]  # BGR(A) -> RGB
+    h, w = rgb.shape[:2]
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] not in (2, 3):
+        raise ValueError(f"vertices must be (N, 2) or (N, 3), got shape {v.shape}")
+    out = np.empty((len(v), 3), np.uint8)
+    out[:] = np.asarray(outside, dtype=np.uint8)
+    x, y = v[:, 0], v[:, 1]
+    with np.errstate(invalid="ignore"):
+        inside = (np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= w - 0.5)
+                  & (y >= -0.5) & (y <= h - 0.5))
+    if not inside.any():
+        return out
+    xs = np.clip(x[inside], 0.0, w - 1.0)
+    ys = np.clip(y[inside], 0.0, h - 1.0)
+    x0 = np.floor(xs).astype(np.int64)
+    y0 = np.floor(ys).astype(np.int64)
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx = (xs - x0)[:, None]
+    fy = (ys - y0)[:, None]
+    top = rgb[y0, x0] * (1.0 - fx) + rgb[y0, x1] * fx
+    bottom = rgb[y1, x0] * (1.0 - fx) + rgb[y1, x1] * fx
+    out[inside] = np.clip(np.rint(top * (1.0 - fy) + bottom * fy), 0, 255).astype(np.uint8)
+    return out

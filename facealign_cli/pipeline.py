@@ -1,0 +1,121 @@
+"""The model core's one entry point: image in, :class:`~facealign_cli.face.Face` list out.
+
+``FaceAligner`` chains the detector (BlazeFace by default), the roi-box rule, the crop, the
+regressor and the 3DMM. It knows nothing of files or the command line.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from . import geometry as G
+from .face import Face
+
+
+class Detector(Protocol):
+    """Anything with ``detect(image_bgr) -> list[Face]`` (box, score, keypoints filled)."""
+
+    def detect(self, image_bgr: np.ndarray) -> list[Face]: ...
+
+
+class FaceAligner:
+    """Detect faces and fit the 3DMM to each.
+
+    Args:
+        detector: a :class:`Detector`; default :class:`facealign_cli.detector.BlazeFaceDetector`.
+        regressor: a :class:`facealign_cli.regressor.Regressor`; default loads the shipped
+            weights.
+        max_faces: keep at most this many faces per image (highest scores first); 0 = all.
+        min_face: ignore detector boxes whose mean side is below this many pixels.
+        num_threads: threads for the detector and torch.
+
+    Raises:
+        FileNotFoundError: weights or model files are missing.
+    """
+
+    def __init__(self, detector: Detector | None = None, regressor=None, *, max_faces: int = 0,
+                 min_face: float = 12.0, num_threads: int | None = None):
+        if detector is None:
+            from .detector import BlazeFaceDetector
+
+            detector = BlazeFaceDetector(num_threads=num_threads or 1)
+        if regressor is None:
+            from .regressor import Regressor
+
+            regressor = Regressor(num_threads=num_threads)
+        self.detector = detector
+        self.regressor = regressor
+        self._model = None
+        self.max_faces = max_faces
+        self.min_face = min_face
+        self._topology = None
+
+    @property
+    def model(self):
+        """The 3DMM (:class:`~facealign_cli.morphable_model.MorphableModel`), loaded on first use
+        so that detection alone needs no basis."""
+        if self._model is None:
+            from .morphable_model import load_morphable_model
+
+            self._model = load_morphable_model()
+        return self._model
+
+    @property
+    def topology(self):
+        """The face region and triangles (:class:`~facealign_cli.morphable_model.FaceTopology`)."""
+        if self._topology is None:
+            from .morphable_model import load_face_topology
+
+            self._topology = load_face_topology()
+        return self._topology
+
+    def detect(self, image_bgr: np.ndarray) -> list[Face]:
+        """Faces found by the detector (box, score, keypoints), filtered by size and count."""
+        faces = [f for f in self.detector.detect(image_bgr)
+                 if (f.box[2] - f.box[0] + f.box[3] - f.box[1]) / 2 >= self.min_face]
+        faces.sort(key=lambda f: -f.score)
+        if self.max_faces:
+            faces = faces[:self.max_faces]
+        return faces
+
+    def fit(self, image_bgr: np.ndarray, faces: list[Face], *, dense: bool = False) -> list[Face]:
+        """Regress the 3DMM for given faces (roi box from each detector box), in place.
+
+        Fills ``roi_box``, ``params``, ``landmarks_3d``, ``pose`` and, if ``dense``,
+        ``vertices`` (the face region's vertices, :attr:`topology`). All faces of the image
+        go through the network in one batch.
+
+        Returns:
+            The same list.
+        """
+        if not faces:
+            return faces
+        for f in faces:
+            if f.roi_box is None:
+                # a face cut by the image border: its unclipped box gives the better crop centre
+                box = f.extra.get("box_unclipped", f.box) if f.extra else f.box
+                f.roi_box = G.roi_box_from_detector_box(np.asarray(box))
+        size = self.regressor.input_size
+        crops = np.stack([G.crop_roi(image_bgr, f.roi_box, size) for f in faces])
+        params = self.regressor.predict(crops)
+        kp = self.model.keypoint_vertices
+        for f, p in zip(faces, params):
+            f.params = p.astype(np.float32)
+            lm = G.crop_to_image(G.params_to_crop_vertices(p, self.model, kp, size), f.roi_box, size)
+            z0 = lm[2].mean()
+            lm[2] -= z0
+            f.landmarks_3d = lm.T.copy()
+            f.pose = G.pose_from_camera(p).astype(np.float32)
+            if dense:
+                vi = self.topology.vertex_index
+                v = G.crop_to_image(G.params_to_crop_vertices(p, self.model, vi, size),
+                                    f.roi_box, size)
+                v[2] -= z0
+                f.vertices = v.T.copy()
+        return faces
+
+    def __call__(self, image_bgr: np.ndarray, *, dense: bool = False) -> list[Face]:
+        """Detect and fit: (H, W, 3) uint8 BGR image to a list of faces (scores descending)."""
+        return self.fit(image_bgr, self.detect(image_bgr), dense=dense)

