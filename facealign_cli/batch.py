@@ -60,12 +60,32 @@ module-level cache) and writes its images' outputs itself; the parent writes the
 that dies (a crash in a native library, the out-of-memory killer) does not stop the run: the
 images that were in flight are redone one at a time, the one that kills a worker again is
 recorded as failed (error ``WorkerCrashed``), and the run goes on with fresh workers.
+
+**Dask** (``backend="dask"``, ``scheduler="tcp://host:8786"``): the same chunks run as tasks on a
+Dask distributed cluster through joblib's dask backend (``joblib.parallel_config(backend=
+"dask")`` with a ``distributed.Client`` connected to the scheduler; ``dask[distributed]`` is an
+optional extra, imported only then). Every worker process builds the model once (the same
+module-level cache; tasks of one worker process run one at a time) and *returns* the encoded
+output files instead of writing them: the client process writes outputs, done records, the
+manifest and ``pose.csv``, so the output folder need not be visible to the workers and the
+files are byte-for-byte those of a local run. The workers need facealign installed and the
+same weights at the same path (``weights`` is resolved on the client). ``jobs`` is not used:
+the cluster's worker threads set the parallelism (at most ``2 x`` that many chunks in flight).
+Failing to import dask or to reach the scheduler (or a scheduler without workers) within
+:data:`DASK_CONNECT_TIMEOUT` seconds raises :class:`BatchError`. A task that keeps killing
+workers (Dask's ``KilledWorker``) is handled like a crashed loky worker.
+
+**Temporary files**: outputs are written as hidden ``.<name>.<random>.tmp`` files and renamed
+into place (:mod:`facealign_cli.writers`); a run that is killed (SIGKILL, power loss) can leave
+such files behind, never a partial file under an output's name. Each run removes the leftover
+ones from ``<out>`` once it holds the lock (:func:`clean_stale_temp_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -93,6 +113,11 @@ EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
+BACKENDS = ("local", "dask")
+#: Seconds to wait for the Dask scheduler to answer and for at least one worker
+#: (``$FACEALIGN_DASK_TIMEOUT`` overrides).
+DASK_CONNECT_TIMEOUT = 10.0
+
 
 class BatchError(RuntimeError):
     """A run-level problem (not one image's): reported by the CLI with exit code 2."""
@@ -104,6 +129,11 @@ class OutputLockedError(BatchError):
 
 class ModelLoadError(BatchError):
     """The model (detector, regressor weights, 3DMM, topology) cannot be loaded."""
+
+
+class ClusterError(BatchError):
+    """The Dask cluster failed the run mid-way (scheduler lost, tasks cancelled): the run
+    stops like on a :class:`ModelLoadError` (exit code 2; re-run to resume)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +157,9 @@ class RunOptions:
         progress: ``"auto"`` (a rich bar when stderr is a terminal), ``"always"`` or ``"never"``.
         aligner_factory: callable ``(RunOptions, threads) -> aligner`` used instead of building a
             :class:`facealign_cli.pipeline.FaceAligner` (tests; must be picklable).
+        backend: ``"local"`` (this machine: in-process or loky workers) or ``"dask"`` (tasks
+            on the Dask cluster at ``scheduler``; outputs still written by this process).
+        scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
     """
 
     command: str
@@ -143,6 +176,8 @@ class RunOptions:
     verbose: int = 0
     progress: str = "auto"
     aligner_factory: Callable[..., Any] | None = None
+    backend: str = "local"
+    scheduler: str | None = None
 
     @property
     def streaming(self) -> bool:
@@ -218,8 +253,12 @@ class _DetectOnlyRegressor:
 
 
 def _effective_threads(opts: RunOptions) -> int:
+    """Threads per worker: ``opts.threads``, else CPU cores / jobs (local) or 1 (dask: a
+    cluster scales with worker processes, ``dask worker --nworkers N --nthreads 1``)."""
     if opts.threads > 0:
         return opts.threads
+    if opts.backend == "dask":
+        return 1
     return max(1, (os.cpu_count() or 1) // max(1, opts.jobs))
 
 
@@ -338,15 +377,79 @@ def _remove_stale(out: Path, command: str, key: str, keep: Sequence[str]) -> Non
             _out_path(out, rel).unlink()
 
 
-def _process_one(opts: RunOptions, item: InputItem) -> dict[str, Any]:
+def _json_file_bytes(doc: Any) -> bytes:
+    """The bytes :func:`facealign_cli.writers.write_json` writes for ``doc`` with
+    ``indent=None`` (one line + ``\n``, UTF-8)."""
+    return (writers.dumps(doc) + "\n").encode(writers.ENCODING, writers.ERRORS)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (hidden temporary file + rename)."""
+    with writers.atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def _write_outputs(out: Path, command: str, key: str, files: Sequence[tuple[str, bytes]],
+                   done: dict[str, Any]) -> None:
+    """Write one image's output files, remove its stale ones, then its done record (last, so
+    an image counts as done only once all its outputs are in place).
+
+    Args:
+        files: ``(path relative to out, '/'-separated; file content)`` pairs.
+        done: the done record (see the module docstring, *Resume*).
+
+    Raises:
+        OSError: a file cannot be written.
+    """
+    for rel, data in files:
+        _write_file(_out_path(out, rel), data)
+    _remove_stale(out, command, key, done["outputs"])
+    writers.write_json(_done_path(out, command, key), done, indent=None)
+
+
+def _commit_pending(opts: RunOptions, rec: dict[str, Any]) -> dict[str, Any]:
+    """Client side of ``backend="dask"``: write the files a worker returned in ``rec``
+    (key ``pending``) under ``opts.out``; a write error turns the record into a failure."""
+    pending = rec.pop("pending", None)
+    if pending is None or opts.streaming:
+        return rec
+    out = Path(opts.out)
+    try:
+        if pending["files"] is None:  # the image failed on the worker: it is not done now
+            with contextlib.suppress(OSError):
+                _done_path(out, opts.command, pending["key"]).unlink()
+        else:
+            _write_outputs(out, opts.command, pending["key"], pending["files"],
+                           pending["done"])
+    except Exception as exc:  # a write error fails this image, not the run
+        rec.update(status="failed", n_faces=None, outputs=[], error=type(exc).__name__,
+                   message=_one_line(exc))
+        rec.pop("rows", None)
+        with contextlib.suppress(OSError):
+            _done_path(out, opts.command, pending["key"]).unlink()
+    return rec
+
+
+def _process_one(opts: RunOptions, item: InputItem, write: bool = True) -> dict[str, Any]:
     """Run one image through the model and write its outputs. Never raises for a problem of
-    this image (returns a ``failed`` record); raises :class:`ModelLoadError`."""
+    this image (returns a ``failed`` record); raises :class:`ModelLoadError`.
+
+    With ``write=False`` (Dask workers) nothing is written under ``opts.out``: the record gets
+    a ``pending`` entry ``{key, files: [(rel, bytes)] or None when failed, done}`` for
+    :func:`_commit_pending` in the client process."""
     from .images import read_image
 
     t0 = time.perf_counter()
     out = None if opts.streaming else Path(opts.out)
     rec: dict[str, Any] = {"path": item.path, "status": "ok", "n_faces": None, "outputs": [],
                            "error": None, "message": None}
+    files: list[tuple[str, bytes]] = []  # (rel, content) of the files not yet written
+
+    def put(rel: str, data: bytes) -> None:
+        if write:
+            _write_file(_out_path(out, rel), data)
+        else:
+            files.append((rel, data))
     try:
         dec = read_image(item.path, max_pixels=opts.max_pixels)
         aligner = _get_aligner(opts)
@@ -378,7 +481,7 @@ def _process_one(opts: RunOptions, item: InputItem) -> dict[str, Any]:
                 rec["data"] = doc
             else:
                 rel = item.key + ".json"
-                writers.write_json(_out_path(out, rel), doc, indent=None)
+                put(rel, _json_file_bytes(doc))
                 rec["outputs"] = [rel]
         elif opts.command == "pose":
             rows = pose_rows(item.path, faces)
@@ -389,24 +492,26 @@ def _process_one(opts: RunOptions, item: InputItem) -> dict[str, Any]:
             elif rows:
                 rec["outputs"] = [POSE_CSV_NAME]
         else:  # mesh
-            from .mesh_io import write_mesh
+            from .mesh_io import mesh_bytes
 
             tris = aligner.topology.triangles
             outs = []
             for k, (f, col) in enumerate(zip(faces, colours)):
                 rel = f"{item.key}_face{k}.{opts.mesh_format}"
-                write_mesh(_out_path(out, rel), f.vertices, tris, col, opts.mesh_format)
+                put(rel, mesh_bytes(f.vertices, tris, col, opts.mesh_format))
                 outs.append(rel)
             rec["outputs"] = outs
 
         if out is not None:
-            _remove_stale(out, opts.command, item.key, rec["outputs"])
             done = {"fingerprint": opts.fingerprint(), "path": item.path,
                     "n_faces": rec["n_faces"], "outputs": rec["outputs"],
                     "width": dec.width, "height": dec.height}
             if opts.command == "pose":
                 done["rows"] = rec["rows"]
-            writers.write_json(_done_path(out, opts.command, item.key), done, indent=None)
+            if write:  # the files are written already: stale outputs, then the done record
+                _write_outputs(out, opts.command, item.key, [], done)
+            else:
+                rec["pending"] = {"key": item.key, "files": files, "done": done}
     except ModelLoadError:
         raise
     except Exception as exc:  # one bad image never stops the batch
@@ -416,7 +521,9 @@ def _process_one(opts: RunOptions, item: InputItem) -> dict[str, Any]:
         rec.pop("rows", None)
         if opts.verbose >= 2:
             rec["traceback"] = traceback.format_exc()
-        if out is not None:  # an image that fails now is not "done", whatever it was before
+        if out is not None and not write:  # the client unlinks the done record
+            rec["pending"] = {"key": item.key, "files": None, "done": None}
+        elif out is not None:  # an image that fails now is not "done", whatever it was before
             with contextlib.suppress(OSError):
                 _done_path(out, opts.command, item.key).unlink()
     rec["seconds"] = round(time.perf_counter() - t0, 3)
@@ -436,8 +543,12 @@ def _interrupted_record(item: InputItem, why: str = "the run was interrupted") -
             "error": "Interrupted", "message": f"not processed: {why}", "seconds": 0.0}
 
 
-def process_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[dict[str, Any]]:
+def process_chunk(opts: RunOptions, items: Sequence[InputItem], write: bool = True
+                  ) -> list[dict[str, Any]]:
     """Process a chunk of images (in a worker or in-process); one record per item, in order.
+
+    Args:
+        write: write outputs here (False: return them in the records, see :func:`_process_one`).
 
     Raises:
         ModelLoadError: the model cannot be built (the run stops).
@@ -447,8 +558,25 @@ def process_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[dict[str
         if _STOP.is_set():  # only in-process: stop between images
             recs.append(_interrupted_record(it))
         else:
-            recs.append(_process_one(opts, it))
+            recs.append(_process_one(opts, it, write))
     return recs
+
+
+#: Serialises the tasks of one Dask worker process (a worker started with several threads
+#: would otherwise run the one cached model from several threads at once, and could build it
+#: twice).
+_REMOTE_LOCK = threading.Lock()
+
+
+def remote_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[dict[str, Any]]:
+    """The task run on Dask workers: :func:`process_chunk` without writing (the client writes
+    the returned files), one task at a time per worker process, model cached per process.
+
+    Raises:
+        ModelLoadError: the model cannot be built on the worker (the run stops).
+    """
+    with _REMOTE_LOCK:
+        return process_chunk(opts, items, write=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -637,9 +765,13 @@ def _crashed_record(item: InputItem) -> dict[str, Any]:
             "seconds": 0.0}
 
 
-def _results(opts: RunOptions, todo: list[InputItem]) -> Iterator[dict[str, Any]]:
+def _results(opts: RunOptions, todo: list[InputItem], client: Any = None
+             ) -> Iterator[dict[str, Any]]:
     """Records of the ``todo`` items in order; stops early (fewer records) after a stop
     signal. Raises :class:`ModelLoadError`.
+
+    With a Dask ``client`` (``backend="dask"``) the chunks run on its cluster and the records
+    carry the files to write (``pending``); otherwise locally (in-process or loky workers).
 
     A worker process that dies breaks every chunk in flight, so the culprit is unknown. The
     run then goes on in *careful mode* for the images that may have been in flight: one image
@@ -649,21 +781,38 @@ def _results(opts: RunOptions, todo: list[InputItem]) -> Iterator[dict[str, Any]
     if not todo:
         return
     jobs = opts.jobs if opts.jobs > 0 else (os.cpu_count() or 1)
-    if jobs == 1:
+    if client is not None:
+        jobs = max(1, sum(client.nthreads().values()))
+    elif jobs == 1:
         for it in todo:
             if _STOP.is_set():
                 return
             yield from process_chunk(opts, [it])
         return
     size = opts.chunk_size or max(1, min(16, -(-len(todo) // (jobs * 4))))
-    from joblib import Parallel, delayed
-    from joblib.externals.loky.process_executor import BrokenProcessPool
+    from joblib import Parallel, delayed, parallel_config
+
+    if client is not None:
+        from distributed import KilledWorker
+
+        task_fn, crashed = remote_chunk, KilledWorker
+        backend = _dask_backend(client)
+
+        def config():  # entered around Parallel's creation and use (it reads the config)
+            if backend is None:  # pragma: no cover - joblib's plain dask backend
+                return parallel_config(backend="dask", client=client,
+                                       wait_for_workers_timeout=_dask_timeout())
+            return parallel_config(backend=backend)
+    else:
+        from joblib.externals.loky.process_executor import BrokenProcessPool
+
+        task_fn, crashed, config = process_chunk, BrokenProcessPool, contextlib.nullcontext
 
     def tasks(rest, csize):
         for ch in _chunks(rest, csize):
             if _STOP.is_set():  # consumed lazily by joblib: stop dispatching new chunks
                 return
-            yield delayed(process_chunk)(opts, ch)
+            yield delayed(task_fn)(opts, ch)
 
     pos = 0  # records yielded so far
     careful_until = 0  # todo[pos:careful_until] run one image at a time
@@ -672,19 +821,171 @@ def _results(opts: RunOptions, todo: list[InputItem]) -> Iterator[dict[str, Any]
         rest = todo[pos:careful_until] if careful else todo[pos:]
         csize = 1 if careful else size
         n_jobs = 2 if careful else max(2, min(jobs, -(-len(rest) // csize)))
-        par = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator", batch_size=1,
-                       pre_dispatch=1 if careful else "2*n_jobs", initializer=_worker_init)
         try:
-            for recs in par(tasks(rest, csize)):
-                for r in recs:
-                    pos += 1
-                    yield r
-        except BrokenProcessPool:
+            with config():
+                if client is not None:  # the dask backend uses every worker thread
+                    par = Parallel(return_as="generator", batch_size=1,
+                                   pre_dispatch=1 if careful else 2 * jobs)
+                else:
+                    par = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator",
+                                   batch_size=1, pre_dispatch=1 if careful else "2*n_jobs",
+                                   initializer=_worker_init)
+                for recs in par(tasks(rest, csize)):
+                    for r in recs:
+                        pos += 1
+                        yield r
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, crashed):
+                if client is None:
+                    raise
+                raise ClusterError(f"the Dask cluster failed: {type(exc).__name__}: "
+                                   f"{_one_line(exc)}") from None
             if careful:  # exactly one image was in flight
                 yield _crashed_record(todo[pos])
                 pos += 1
             else:  # every chunk dispatched since the last result may have been lost
                 careful_until = min(len(todo), pos + 2 * n_jobs * size)
+
+
+def _dask_backend(client):
+    """joblib's dask backend on ``client`` (None if joblib's layout is unknown), made to report tasks that fail on the scheduler's
+    side (a task that killed its workers: ``KilledWorker``) to ``Parallel``.
+
+    joblib's ``DaskDistributedBackend`` only calls a batch's completion callback for tasks that
+    return; for a future in error it sets the exception on its internal future and nothing
+    else, so ``Parallel`` would wait for that batch forever. Here the callback is also called
+    with the exception, which ``Parallel`` then raises from its results. And the backend never
+    reports a single worker thread, which would make ``Parallel`` run the tasks in the client
+    process instead of on the cluster.
+    """
+    try:
+        from joblib._dask import DaskDistributedBackend
+    except ImportError:  # pragma: no cover - another joblib layout: use the plain backend
+        return None
+
+    class _ReportingDaskBackend(DaskDistributedBackend):
+        def effective_n_jobs(self, n_jobs):
+            # joblib runs everything in this process when this is 1 (a one-thread cluster,
+            # or one worker left while another restarts): never let it.
+            return max(2, super().effective_n_jobs(n_jobs))
+
+        def submit(self, func, callback=None):
+            fut = super().submit(func, callback=callback)
+
+            def on_done(f):
+                if callback is not None and not f.cancelled() and f.exception() is not None:
+                    callback(f.exception())
+
+            fut.add_done_callback(on_done)
+            return fut
+
+    return _ReportingDaskBackend(client=client, wait_for_workers_timeout=_dask_timeout())
+
+
+def _dask_timeout() -> float:
+    """:data:`DASK_CONNECT_TIMEOUT`, or ``$FACEALIGN_DASK_TIMEOUT`` (seconds) when set."""
+    try:
+        return float(os.environ.get("FACEALIGN_DASK_TIMEOUT", DASK_CONNECT_TIMEOUT))
+    except ValueError:
+        return DASK_CONNECT_TIMEOUT
+
+
+def connect_dask(address: str, timeout: float | None = None):
+    """A ``distributed.Client`` for the scheduler at ``address`` (``tcp://host:8786``), once at
+    least one worker is connected to it. Imports ``distributed`` (only here).
+
+    Args:
+        address: the scheduler's address, as ``dask scheduler`` prints it.
+        timeout: seconds to wait for the scheduler, then for a worker (default
+            :func:`_dask_timeout`).
+
+    Raises:
+        BatchError: ``dask[distributed]`` is not installed, the scheduler cannot be reached in
+            time (or the address is malformed), or no worker joins it in time.
+    """
+    timeout = _dask_timeout() if timeout is None else timeout
+    try:
+        from distributed import Client
+    except ImportError:
+        raise BatchError("--backend dask needs Dask: pip install 'facealign-cli[dask]' "
+                         "(that is, dask[distributed])") from None
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:  # checked first: a Client that fails on a bad address hangs in its finaliser
+        scheme, loc = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(loc)
+    except (ValueError, TypeError) as exc:
+        raise BatchError(f"not a Dask scheduler address: {address!r} ({_one_line(exc)}); "
+                         "expected e.g. tcp://scheduler-host:8786") from None
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except Exception as exc:  # OSError / TimeoutError: no answer in time
+        raise BatchError(f"cannot reach the Dask scheduler at {address}: "
+                         f"{type(exc).__name__}: {_one_line(exc)}") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.close()
+        raise BatchError(f"the Dask scheduler at {address} has no workers "
+                         f"(waited {timeout:g} s)") from None
+    return client
+
+
+@contextlib.contextmanager
+def _quiet_dask_logs(enabled: bool = True) -> Iterator[None]:
+    """While active, the client-side log records of Dask (``distributed.*`` loggers: after a
+    lost scheduler, reconnection attempts with tracebacks) are dropped: the run reports a
+    cluster failure itself, in one line. Levels are restored afterwards."""
+    import logging
+
+    if not enabled:
+        yield
+        return
+    names = ["distributed"] + [n for n in list(logging.root.manager.loggerDict)
+                               if n.startswith("distributed.")]
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _close_dask(client) -> None:
+    """Close a client of :func:`connect_dask` (errors while closing are ignored)."""
+    with contextlib.suppress(Exception):
+        client.close(timeout=_dask_timeout())
+
+
+#: Names :func:`facealign_cli.writers.atomic_open` gives its temporary files
+#: (``tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")``: 8 random characters).
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def clean_stale_temp_files(out: str | os.PathLike) -> int:
+    """Remove the temporary files a killed run left under ``out`` (hidden
+    ``.<name>.<8 characters>.tmp`` files; symbolic links to folders are not followed).
+
+    Call it only while holding the output lock: a running writer's file would go too.
+
+    Returns:
+        The number of files removed.
+    """
+    n = 0
+    for dirpath, _dirs, names in os.walk(out):
+        for name in names:
+            if _TEMP_NAME.match(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+    return n
 
 
 @contextlib.contextmanager
@@ -732,7 +1033,9 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
 
     Raises:
         OutputLockedError: another run is using ``opts.out``.
-        ValueError: invalid options (unknown command, ``mesh`` to stdout ...).
+        BatchError: the output folder is unusable; with ``backend="dask"``: Dask is missing or
+            its scheduler unreachable (before anything is written).
+        ValueError: invalid options (unknown command or backend, ``mesh`` to stdout ...).
     """
     if opts.command not in COMMANDS:
         raise ValueError(f"unknown command {opts.command!r}")
@@ -740,6 +1043,10 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         raise ValueError(f"{opts.command} cannot write to stdout ('--out -')")
     if opts.mesh_format not in MESH_FORMATS:
         raise ValueError(f"unknown mesh format {opts.mesh_format!r}")
+    if opts.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
+    if opts.backend == "dask" and not opts.scheduler:
+        raise ValueError("the dask backend needs a scheduler address")
     # Pin settings that come from the environment now: reused worker processes may have
     # another environment than this one.
     if opts.weights is None and os.environ.get("FACEALIGN_WEIGHTS"):
@@ -768,6 +1075,8 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                 stack.enter_context(lock)
             except OSError as exc:
                 raise BatchError(f"cannot use output folder {out}: {exc}") from None
+            with contextlib.suppress(OSError):
+                clean_stale_temp_files(out)  # left by a killed run; we hold the lock
 
         # Resume: which images are done already (decided before any model is loaded).
         done: dict[int, dict] = {}
@@ -778,6 +1087,11 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                 if rec is not None:
                     done[it.index] = rec
         todo = [it for it in items if it.index not in done]
+        client = None
+        if opts.backend == "dask" and todo:  # connect before anything is written
+            client = connect_dask(opts.scheduler)
+            stack.enter_context(_quiet_dask_logs(opts.verbose < 2))  # -vv: keep Dask's logs
+            stack.callback(_close_dask, client)
 
         if out is not None:
             manifest = writers.AtomicJsonLinesFile(out / MANIFEST_NAME)
@@ -810,6 +1124,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         emitted = [0]
 
         def emit(rec: dict) -> None:
+            rec = _commit_pending(opts, rec)  # dask: write what the worker returned
             if _STOP.is_set() and not state.get("announced"):
                 state["announced"] = True
                 reporter.line(stop_msg)
@@ -835,7 +1150,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                 ndjson.write({**data, "status": st, "error": err, "message": rec.get("message")})
             emitted[0] += 1
 
-        results = _results(opts, todo)
+        results = _results(opts, todo, client)
         try:
             for it in items:
                 if it.index in done:
@@ -846,7 +1161,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                     continue
                 rec = next(results, None)  # None: stopped by a signal before this image
                 emit(rec if rec is not None else _interrupted_record(it))
-        except ModelLoadError as exc:
+        except (ModelLoadError, ClusterError) as exc:
             summary.fatal = str(exc)
             reporter.line(f"facealign: error: {exc}")
             _finish_not_run(items[emitted[0]:], done, emit, "the run stopped on an error")
@@ -898,5 +1213,6 @@ def _print_summary(opts: RunOptions, s: RunSummary, stderr: IO) -> None:
     stderr.flush()
 
 
-__all__ = ["COMMANDS", "POSE_COLUMNS", "RunOptions", "RunSummary", "run_batch", "process_chunk",
+__all__ = ["COMMANDS", "BACKENDS", "POSE_COLUMNS", "RunOptions", "RunSummary", "run_batch",
+           "process_chunk", "remote_chunk", "connect_dask", "clean_stale_temp_files",
            "build_aligner", "pose_rows", "BatchError", "OutputLockedError", "ModelLoadError"]

@@ -29,7 +29,8 @@ Exit codes:
   1    some images failed (see <out>/manifest.jsonl and stderr)
   2    usage or setup error: bad option, missing input path, --out in use
        by another run (lock file <out>/.facealign/lock), model files
-       missing; nothing (more) was processed
+       missing, Dask missing or its scheduler unreachable (--backend
+       dask); nothing (more) was processed
   130  interrupted by Ctrl-C / SIGINT (143: SIGTERM): images in flight were
        finished and the manifest written; re-run the same command to resume
 """
@@ -39,6 +40,7 @@ MAIN_EPILOG = EXIT_CODES_HELP + """
 Examples:
   facealign mesh ./photos --out ./meshes --jobs 4
   facealign pose ./photos --out ./poses          # -> ./poses/pose.csv
+  facealign landmarks ./photos --out ./lm --backend dask --scheduler tcp://head:8786
   find /archive -name '*.jpg' | facealign landmarks - --out -  > landmarks.ndjson
 """
 
@@ -112,6 +114,9 @@ def main():
     the input folders, and writes <out>/manifest.jsonl with one line per image. Re-running a
     command skips the images already done.
     """
+    # OpenMP threads that spin while idle make torch several times slower on a busy machine
+    # (and with --jobs > 1); must be set before torch starts its thread pool.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _common_options(f):
@@ -126,7 +131,17 @@ def _common_options(f):
                           "per worker; outputs keep the input order."),
         click.option("--threads", type=click.IntRange(min=0), default=0,
                      help="Threads per worker for the detector, torch and OpenCV "
-                          "[default: CPU cores / jobs]."),
+                          "[default: CPU cores / jobs; 1 with --backend dask]."),
+        click.option("--backend", type=click.Choice(["local", "dask"]), default="local",
+                     show_default=True,
+                     help="Where the images are processed: 'local' (--jobs processes on this "
+                          "machine) or 'dask' (the workers of a Dask cluster, see --scheduler; "
+                          "needs pip install 'facealign-cli[dask]'). Outputs and the manifest "
+                          "are written by this process either way."),
+        click.option("--scheduler", metavar="ADDRESS", default=None,
+                     help="Dask scheduler address for --backend dask, e.g. "
+                          "tcp://10.0.0.5:8786. The workers need facealign and the same "
+                          "--weights path; --jobs is then ignored."),
         click.option("--include", multiple=True, metavar="GLOB",
                      help="Only images whose relative path or file name matches (repeatable; "
                           "case-insensitive; '*' also matches '/')."),
@@ -184,6 +199,11 @@ def _run(command: str, params: dict, **extra) -> None:
                                ctx=click.get_current_context())
     if params["quiet"] and params["verbose"]:
         raise click.UsageError("--quiet and --verbose exclude each other")
+    if params["backend"] == "dask" and not params["scheduler"]:
+        raise click.UsageError("--backend dask needs --scheduler ADDRESS "
+                               "(e.g. tcp://scheduler-host:8786)")
+    if params["scheduler"] and params["backend"] != "dask":
+        raise click.UsageError("--scheduler is used only with --backend dask")
     max_pixels = None
     if params["max_megapixels"] is not None:
         max_pixels = int(params["max_megapixels"] * 1e6)
@@ -204,7 +224,8 @@ def _run(command: str, params: dict, **extra) -> None:
     opts = RunOptions(command=command, out=out, jobs=jobs, threads=params["threads"],
                       max_faces=params["max_faces"], weights=params["weights"],
                       overwrite=params["overwrite"], max_pixels=max_pixels,
-                      quiet=params["quiet"], verbose=params["verbose"], **extra)
+                      quiet=params["quiet"], verbose=params["verbose"],
+                      backend=params["backend"], scheduler=params["scheduler"], **extra)
     try:
         summary = run_batch(items, opts, stdout=click.get_binary_stream("stdout"), stderr=stderr)
     except BatchError as exc:

@@ -53,6 +53,15 @@ def dumps(record: Any, *, indent: int | None = None) -> str:
                       separators=None if indent else (",", ":"))
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None = None
                 ) -> Iterator[IO]:
@@ -64,6 +73,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None
         newline: passed to :func:`open` in text mode (``""`` for CSV).
 
     On an exception inside the block the temporary file is removed and ``path`` is untouched.
+    The file gets the usual permissions (0666 minus the umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +85,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None
             f = os.fdopen(fd, mode, encoding=ENCODING, errors=ERRORS, newline=newline)
         with f:
             yield f
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -99,3 +99,77 @@ def cmyk_jpeg_flat(stored_cmyk: tuple[int, int, int, int], size: int = 16) -> by
                 bits.put(d if d > 0 else d + (1 << s) - 1, s)
             bits.put(0, 1)  # EOB
     return b"\xff\xd8" + adobe + dqt + sof + dht_dc + dht_ac + sos + bits.flush() + b"\xff\xd9"
+
+
+def jpeg_claiming_size(width: int, height: int, stored: int = 64) -> bytes:
+    """A small JPEG (``stored`` x ``stored`` noise) whose frame header claims ``width`` x
+    ``height``: decoding it as announced would allocate ``3 * width * height`` bytes."""
+    img = np.random.default_rng(1).integers(0, 255, (stored, stored, 3), dtype=np.uint8)
+    b = bytearray(cv2.imencode(".jpg", img)[1].tobytes())
+    i = b.find(b"\xff\xc0")  # SOF0: marker, length (2), precision (1), height (2), width (2)
+    b[i + 5 : i + 9] = struct.pack(">HH", height, width)
+    return bytes(b)
+
+
+def odd_image_corpus(folder, photo_bgr: np.ndarray) -> dict[str, str | None]:
+    """Write one file per odd case an image archive holds into ``folder``.
+
+    Args:
+        folder: a ``pathlib.Path`` (created).
+        photo_bgr: (H, W, 3) uint8 BGR photo the readable variants are made from.
+
+    Returns:
+        file name -> expected error class name of a *failed* image, or None for an image that
+        must be processed (``huge_header.jpg``: either, see below).
+
+    Readable: plain JPEG, grayscale PNG, RGBA PNG (transparent strip), gray+alpha PNG,
+    16-bit PNG, CMYK JPEG, EXIF-rotated JPEG, 1x1 PNG, a non-ASCII file name, a photo without
+    a face. Unusable: truncated JPEG and PNG, corrupt JPEG (impossible Huffman table), corrupt
+    PNG data, zero bytes, text named ``.jpg``, a PNG header claiming 20000 x 20000 pixels.
+    ``huge_header.jpg`` claims 20000 x 20000 too: it is refused or decoded reduced (JPEG's
+    1/2..1/8 scaling), never at the claimed size.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = photo_bgr.shape[:2]
+    q = [cv2.IMWRITE_JPEG_QUALITY, 92]
+    jpg = cv2.imencode(".jpg", photo_bgr, q)[1].tobytes()
+    png = cv2.imencode(".png", photo_bgr)[1].tobytes()
+    expected: dict[str, str | None] = {}
+
+    def put(name: str, data: bytes, error: str | None) -> None:
+        (folder / name).write_bytes(data)
+        expected[name] = error
+
+    put("good.jpg", jpg, None)
+    put("gray.png", cv2.imencode(".png", cv2.cvtColor(photo_bgr, cv2.COLOR_BGR2GRAY))[1]
+        .tobytes(), None)
+    rgba = np.dstack([photo_bgr[:, :, ::-1], np.full((h, w), 255, np.uint8)])
+    rgba[: h // 20, :, 3] = 0
+    put("rgba.png", png_bytes(rgba, color_type=6), None)
+    la = np.dstack([cv2.cvtColor(photo_bgr, cv2.COLOR_BGR2GRAY), np.full((h, w), 255, np.uint8)])
+    put("gray_alpha.png", png_bytes(la, color_type=4), None)
+    put("deep16.png", cv2.imencode(".png", photo_bgr.astype(np.uint16) * 257)[1].tobytes(), None)
+    put("cmyk.jpg", cmyk_jpeg_flat((200, 150, 100, 230), size=64), None)
+    stored = cv2.rotate(photo_bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    put("exif_rotated.jpg", jpeg_with_orientation(stored, 6), None)
+    put("dot.png", cv2.imencode(".png", np.full((1, 1, 3), 128, np.uint8))[1].tobytes(), None)
+    put("фото лица.jpg", jpg, None)
+    noise = np.random.default_rng(0).integers(100, 140, (120, 160, 3), dtype=np.uint8)
+    put("no_face.png", cv2.imencode(".png", noise)[1].tobytes(), None)
+    put("huge_header.jpg", jpeg_claiming_size(20000, 20000), None)
+
+    put("truncated.jpg", jpg[: len(jpg) // 2], "TruncatedImageError")
+    put("truncated.png", png[: len(png) // 2], "TruncatedImageError")
+    bad = bytearray(jpg)
+    i = bad.find(b"\xff\xc4")  # first DHT segment: impossible code-length counts
+    bad[i + 5 : i + 21] = b"\xff" * 16
+    put("corrupt.jpg", bytes(bad), "CorruptImageError")
+    tiny = np.full((8, 8, 3), 90, np.uint8)
+    raw = png_bytes(tiny, color_type=2)
+    j = raw.find(b"IDAT") + 4
+    put("corrupt.png", raw[:j] + b"\x00garbage!" + raw[j + 9 :], "CorruptImageError")
+    put("zero.jpg", b"", "EmptyImageError")
+    put("notes.jpg", b"shopping list: eggs, milk\n", "NotAnImageError")
+    put("huge_header.png", png_bytes(np.zeros((2, 2, 3), np.uint8), 2,
+                                     header_size=(20000, 20000)), "ImageTooLargeError")
+    return expected

@@ -186,3 +186,31 @@ def test_sampling_matches_cv2_remap():
     ref = cv2.remap(img.astype(np.float32), pts[:, 0].astype(np.float32)[None],
                     pts[:, 1].astype(np.float32)[None], cv2.INTER_LINEAR)[0][:, ::-1]
     assert np.abs(ours - np.rint(ref)).max() <= 1
+
+
+# -- the vectorised OBJ encoder --------------------------------------------------------------
+
+
+def test_obj_numbers_match_printf_formatting():
+    rng = np.random.default_rng(3)
+    v = np.concatenate([rng.normal(0, 400, (300, 3)), rng.normal(0, 1e-4, (30, 3)),
+                        [[0.0, -0.0, 9.9999996], [-123456.75, 5e-7, -5e-7], [1e8, -1e8, 0.5]]])
+    t = np.array([[0, 1, 2], [330, 331, 332], [2, 1, 0]])
+    c = rng.integers(0, 256, (len(v), 3), dtype=np.uint8)
+    lines = mesh_io.mesh_bytes(v, t, c, "obj").decode("ascii").splitlines()
+    assert lines[0].startswith("#")
+    vlines = [ln.split() for ln in lines if ln.startswith("v ")]
+    assert len(vlines) == len(v)
+    for row, x, col in zip(vlines, v, c):
+        want = [f"{a:.6f}" for a in x]
+        # printf keeps the sign of a value that rounds to zero ("-0.000000"); we drop it
+        assert row[1:4] == [w.replace("-0.000000", "0.000000") for w in want]
+        assert row[4:] == [f"{a / 255:.6f}" for a in col]
+    flines = [ln for ln in lines if ln.startswith("f ")]
+    assert flines == ["f 1 2 3", "f 331 332 333", "f 3 2 1"]
+
+
+def test_obj_huge_coordinates_fall_back_to_python_formatting():
+    v = np.array([[1e12, -3.5e11, 0.25], [0.0, 1.0, 2.0], [7.0, 8.0, 9.0]])
+    text = mesh_io.mesh_bytes(v, np.array([[0, 1, 2]]), None, "obj").decode("ascii")
+    assert "v 1000000000000.000000 -350000000000.000000 0.250000" in text.splitlines()

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..geometry import pose_from_camera
 from ..morphable_model import load_morphable_model
 from ..regressor import FaceAlignNet, normalise_crops, sha256_of
 from .data import SIZE, prepare_training_set
@@ -54,6 +55,8 @@ class TrainConfig:
     threads: int = 2
     max_steps: int = 0  # >0: stop after this many steps (smoke runs)
     limit_faces: int = 0  # >0: use only this many faces (smoke runs)
+    yaw_weights: tuple = (1.0, 1.0, 1.0)  # sampling weight of |yaw| in [0,30], (30,60], (60,90]
+    init_from: str = ""  # checkpoint of an earlier stage of the same recipe ("" = random init)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -61,6 +64,8 @@ class TrainConfig:
         with open(path, "rb") as f:
             d = tomllib.load(f)
         d = d.get("train", d)
+        if "yaw_weights" in d:
+            d["yaw_weights"] = tuple(d["yaw_weights"])
         return cls(**d)
 
 
@@ -228,9 +233,18 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     pstd[11] = max(float(pstd[11]), 1.0)
     param_dims = torch.tensor([i for i in range(62) if i != 11])
     net = FaceAlignNet(cfg.arch, stem=cfg.stem)
-    with torch.no_grad():  # start at the mean face
-        net.fc.weight.mul_(0.01)
-        net.fc.bias.zero_()
+    if cfg.init_from:
+        # a later stage of a multi-stage recipe: continue from the project's own checkpoint of
+        # the earlier stage (itself trained from random initialisation)
+        prev = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        net.load_state_dict(prev["model"])
+        pmean = np.asarray(prev["param_mean"], dtype=np.float32)
+        pstd = np.asarray(prev["param_std"], dtype=np.float32)
+        _log(f"initialised from {cfg.init_from} (sha256 {sha256_of(cfg.init_from)[:16]})", logf)
+    else:
+        with torch.no_grad():  # start at the mean face
+            net.fc.weight.mul_(0.01)
+            net.fc.bias.zero_()
     net = net.to(memory_format=torch.channels_last)  # NHWC: much faster depthwise convs on CPU
     dec = VertexDecoder(model, tidx)
     t_mean, t_std = torch.from_numpy(pmean), torch.from_numpy(pstd)
@@ -246,8 +260,18 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     _log(f"training {cfg.arch} on {n} faces, {total} steps, config {asdict(cfg)}", logf)
     step = 0
     net.train()
+    # the benchmark averages the three |yaw| bins equally while profiles are rarer in the data:
+    # optionally draw faces with per-bin weights (yaw of the teacher's labels)
+    yaw = np.abs([pose_from_camera(p)[0] for p in params])
+    wbin = np.asarray(cfg.yaw_weights, dtype=np.float64)
+    wface = wbin[np.digitize(yaw, [30.0, 60.0], right=True)]
+    wface /= wface.sum()
+    _log(f"faces per |yaw| bin: {np.bincount(np.digitize(yaw, [30.0, 60.0], right=True))}", logf)
     while step < total:
-        order = rng.permutation(n)
+        if np.allclose(wbin, wbin[0]):
+            order = rng.permutation(n)
+        else:
+            order = rng.choice(n, size=n, replace=True, p=wface)
         run_loss, t_ep = 0.0, time.time()
         for b in range(steps_per_epoch):
             if step >= total:

@@ -1,0 +1,870 @@
+"""Speed and memory benchmark of facealign (issue 5): the regressor against the 3DDFA-V2
+teacher, the detector, whole ``landmarks`` / ``mesh`` runs, mesh writing, start-up, peak RSS.
+
+Usage (from the repository root)::
+
+    python benchmarks/bench.py --shared ../shared [--weights W] [--json out.json]
+                               [--repeats 3] [--quick] [--note TEXT]
+
+It prints a table (figure, median value, target, pass/fail, ratio to the teacher) and writes
+the full results as JSON (``--json``, default ``benchmarks/last_run.json``, not tracked). A
+full run (not ``--quick``) appends a one-line summary to ``benchmarks/history.jsonl``
+(git-tracked: the figures before and after each optimisation).
+
+Every figure is measured ``--repeats`` times in the same invocation; the table shows the
+median, and a target counts as met only when *every* repeat meets it. See
+``benchmarks/README.md`` for what each figure means. This is not a test: nothing here fails
+the build, and speed targets live here only.
+
+Data: the AFW sample photos (``<shared>/data/photos/afw``) and, when present, the teacher
+weights (``<shared>/teacher/mb05_120x120.pth``, user-supplied; its rows are left out without
+them). Run it on an otherwise idle machine: the 1-minute load average is recorded with the
+results and a warning is printed when the machine is busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HISTORY = REPO / "benchmarks" / "history.jsonl"
+DEFAULT_JSON = REPO / "benchmarks" / "last_run.json"
+
+#: Targets on the reference machine (2 cores): figure key -> (comparison, value, unit).
+TARGETS = {
+    "regressor.ratio.b1.t1": ("<=", 0.5, "x teacher"),
+    "regressor.ratio.b32.t1": ("<=", 0.5, "x teacher"),
+    "regressor.ratio.b1.t2": ("<=", 0.5, "x teacher"),
+    "regressor.ratio.b32.t2": ("<=", 0.5, "x teacher"),
+    "cli.landmarks.j2.photos_per_s": (">=", 25.0, "photos/s"),
+    "cli.mesh.j2.faces_per_s": (">=", 10.0, "faces/s"),
+    "mesh_write.obj_ms": ("<=", 20.0, "ms"),
+    "mesh.vertices": (">=", 30000, "vertices"),
+    "startup.help_s": ("<=", 0.3, "s"),
+    "startup.first_result_s": ("<=", 2.0, "s"),
+    "rss.peak_j2_mb": ("<=", 1536.0, "MB"),
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _timeit(fn, *, min_time: float, warmup: int = 2) -> float:
+    """Seconds per call of ``fn()``: ``warmup`` untimed calls, then a loop of at least
+    ``min_time`` seconds (at least 3 calls)."""
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        el = time.perf_counter() - t0
+        if el >= min_time and n >= 3:
+            return el / n
+
+
+def _med(values):
+    return statistics.median(values) if values else None
+
+
+class _TreeRSS:
+    """Polls the resident memory of a process and all its descendants (Linux ``/proc``, or
+    psutil when installed) in a background thread; keeps the peak of the tree's sum and of
+    the largest single process."""
+
+    def __init__(self, pid: int, interval: float = 0.025):
+        self.pid, self.interval = pid, interval
+        self.peak_sum = 0
+        self.peak_single = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        try:
+            import psutil  # noqa: F401
+
+            self._psutil = True
+        except ImportError:
+            self._psutil = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _children(self, pid: int) -> list[int]:
+        out: list[int] = []
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    out += [int(x) for x in
+                            Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        return out
+
+    def _sample(self) -> None:
+        rss = []
+        if self._psutil:
+            import psutil
+
+            try:
+                p = psutil.Process(self.pid)
+                procs = [p] + p.children(recursive=True)
+            except psutil.Error:
+                return
+            for q in procs:
+                with contextlib.suppress(psutil.Error):
+                    rss.append(q.memory_info().rss)
+        else:
+            todo, seen = [self.pid], set()
+            while todo:
+                pid = todo.pop()
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                try:
+                    rss.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self._page)
+                except (OSError, ValueError, IndexError):
+                    continue
+                todo += self._children(pid)
+        if rss:
+            self.peak_sum = max(self.peak_sum, sum(rss))
+            self.peak_single = max(self.peak_single, max(rss))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _facealign_cmd() -> list[str]:
+    exe = shutil.which("facealign")
+    if exe:
+        return [exe]
+    return [sys.executable, "-m", "facealign_cli.cli"]
+
+
+def _run_cli(args: list[str], *, env: dict, wait_for: Path | None = None,
+             poll_rss: bool = True) -> dict:
+    """Run ``facealign ARGS`` and measure it: wall seconds, exit code, peak RSS of the process
+    tree, and (``wait_for``) the seconds until that file first exists."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(_facealign_cmd() + args, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    first = None
+    rss = _TreeRSS(proc.pid) if poll_rss else contextlib.nullcontext()
+    with rss:
+        if wait_for is not None:
+            while proc.poll() is None:
+                if wait_for.exists():
+                    first = time.perf_counter() - t0
+                    break
+                time.sleep(0.002)
+        _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if first is None and wait_for is not None and wait_for.exists():
+        first = wall
+    res = {"wall_s": wall, "rc": proc.returncode, "first_result_s": first,
+           "stderr": err.decode(errors="replace")[-2000:]}
+    if poll_rss:
+        res["peak_rss_tree_mb"] = rss.peak_sum / 2**20
+        res["peak_rss_single_mb"] = rss.peak_single / 2**20
+    return res
+
+
+# ------------------------------------------------------------------------------------------
+# Regressor runtimes
+# ------------------------------------------------------------------------------------------
+
+
+class _TorchRunner:
+    """crops (B, S, S, 3) uint8 BGR -> (B, 62) parameters with a torch module, in a given
+    memory format (optionally with batch norms folded into the convolutions)."""
+
+    def __init__(self, net, mean, std, *, channels_last: bool, fold_bn: bool = False):
+        import torch
+
+        self.torch = torch
+        net = copy.deepcopy(net).eval().to(memory_format=torch.contiguous_format)
+        if fold_bn:
+            from torch.fx.experimental.optimization import fuse
+
+            net = fuse(net)
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(memory_format=self.fmt)
+        self.mean, self.std = mean, std
+
+    def __call__(self, crops):
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+            x = ((x - 127.5) / 128.0).contiguous(memory_format=self.fmt)
+            return self.net(x).numpy() * self.std + self.mean
+
+
+class _OrtRunner:
+    """The same network exported to ONNX (uint8 NHWC crops in, normalisation inside the
+    graph) and run with ONNX Runtime's CPU provider."""
+
+    def __init__(self, net, mean, std, *, threads: int, model_bytes: bytes | None = None):
+        import onnxruntime as ort
+
+        self.model_bytes = model_bytes or _export_onnx(net)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sess = ort.InferenceSession(self.model_bytes, so, providers=["CPUExecutionProvider"])
+        self.mean, self.std = mean, std
+
+    def __call__(self, crops):
+        return self.sess.run(None, {"crops": crops})[0] * self.std + self.mean
+
+
+def _export_onnx(net) -> bytes:
+    """ONNX bytes of ``net`` behind a wrapper taking (B, S, S, 3) uint8 BGR crops."""
+    import torch
+
+    class _Wrap(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, crops):
+            x = (crops.permute(0, 3, 1, 2).float() - 127.5) / 128.0
+            return self.inner(x)
+
+    w = _Wrap(copy.deepcopy(net).eval().to(memory_format=torch.contiguous_format)).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(w, (torch.zeros(1, 120, 120, 3, dtype=torch.uint8),), buf,
+                          input_names=["crops"], output_names=["y"],
+                          dynamic_axes={"crops": {0: "batch"}, "y": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
+def _real_crops(photos: list[Path], n: int):
+    """At least ``n`` real 120x120 face crops (detector boxes, the pipeline's roi rule)."""
+    import numpy as np
+
+    from facealign_cli import geometry as G
+    from facealign_cli.images import load_image
+    from facealign_cli.pipeline import FaceAligner
+
+    class _NoRegressor:
+        input_size = 120
+
+    aligner = FaceAligner(regressor=_NoRegressor(), num_threads=1)
+    crops = []
+    for p in photos:
+        img = load_image(p)
+        for f in aligner.detect(img):
+            box = f.extra.get("box_unclipped", f.box) if f.extra else f.box
+            crops.append(G.crop_roi(img, G.roi_box_from_detector_box(np.asarray(box)), 120))
+        if len(crops) >= n:
+            break
+    if not crops:
+        raise SystemExit("no face found in the sample photos")
+    while len(crops) < n:
+        crops += crops
+    return np.ascontiguousarray(np.stack(crops[:n]))
+
+
+def _shipped_regressor(weights: Path, threads: int):
+    """The regressor object the CLI builds for a run (``batch.build_aligner``)."""
+    from facealign_cli.batch import RunOptions, build_aligner
+
+    opts = RunOptions(command="landmarks", out="-", jobs=1, threads=threads,
+                      weights=str(weights))
+    return build_aligner(opts, threads).regressor
+
+
+def bench_regressors(weights: Path, teacher: Path | None, photos: list[Path], repeats: int,
+                     min_time: float, log) -> dict:
+    """ms per face of ours and the teacher, every runtime, batch 1 and 32, 1 and 2 threads."""
+    import numpy as np
+    import torch
+
+    from facealign_cli.regressor import Regressor
+
+    crops = _real_crops(photos, 32)
+    models = {}
+    ours = Regressor(weights)
+    models["ours"] = (ours.net, ours.param_mean, ours.param_std)
+    if teacher is not None:
+        from facealign_cli.baseline_3ddfa import Baseline3DDFA
+
+        t = Baseline3DDFA(teacher)
+        models["teacher"] = (t.net, t.mean, t.std)
+    try:
+        import onnxruntime  # noqa: F401
+
+        have_ort = True
+    except ImportError:
+        have_ort = False
+        log("onnxruntime not installed: ONNX Runtime rows left out "
+            "(pip install onnxruntime onnx)")
+
+    runtimes = ["torch-contiguous", "torch-channels-last", "torch-bnfold"]
+    onnx_bytes = {}
+    if have_ort:
+        try:
+            for name, (net, _, _) in models.items():
+                onnx_bytes[name] = _export_onnx(net)
+            runtimes.append("onnxruntime")
+        except Exception as exc:  # noqa: BLE001 - e.g. the exporter needs the onnx package
+            log(f"ONNX export failed ({type(exc).__name__}: {exc}); ONNX Runtime rows left out")
+
+    out: dict = {"models": list(models), "runtimes": runtimes, "ms_per_face": {},
+                 "max_abs_diff": {}}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for name, (net, mean, std) in models.items():
+            ref = None
+            for rt in (["shipped"] if name == "ours" else []) + runtimes:
+                if rt == "shipped":  # exactly what the CLI runs
+                    shipped = _shipped_regressor(weights, threads)
+                    out["shipped_runtime"] = getattr(shipped, "runtime", "torch")
+                    run = shipped.predict
+                elif rt == "onnxruntime":
+                    run = _OrtRunner(net, mean, std, threads=threads, model_bytes=onnx_bytes[name])
+                else:
+                    run = _TorchRunner(net, mean, std, channels_last=rt == "torch-channels-last",
+                                       fold_bn=rt == "torch-bnfold")
+                y = run(crops[:4])
+                if ref is None:
+                    ref = y
+                out["max_abs_diff"][f"{name}.{rt}"] = float(np.abs(y - ref).max())
+                for b in (1, 32):
+                    x = np.ascontiguousarray(crops[:b])
+                    vals = [1000.0 * _timeit(lambda: run(x), min_time=min_time) / b
+                            for _ in range(repeats)]
+                    out["ms_per_face"][f"{name}.{rt}.b{b}.t{threads}"] = vals
+                    log(f"  {name:8s} {rt:20s} batch {b:2d} threads {threads}: "
+                        f"{_med(vals):.3f} ms/face")
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Detector, mesh writing
+# ------------------------------------------------------------------------------------------
+
+
+def bench_detector(photos: list[Path], repeats: int, log) -> dict:
+    """Mean ms per photo of the default detector (decoding excluded), 1 and 2 threads."""
+    from facealign_cli.detector import BlazeFaceDetector
+    from facealign_cli.images import load_image
+
+    images = [load_image(p) for p in photos]
+    out = {"photos": len(images)}
+    for threads in (1, 2):
+        import cv2
+
+        cv2.setNumThreads(threads)
+        det = BlazeFaceDetector(num_threads=threads)
+        det.detect(images[0])
+        vals = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for im in images:
+                det.detect(im)
+            vals.append(1000.0 * (time.perf_counter() - t0) / len(images))
+        out[f"ms_per_photo.t{threads}"] = vals
+        log(f"  detector threads {threads}: {_med(vals):.1f} ms/photo")
+    return out
+
+
+def bench_mesh_write(weights: Path, photos: list[Path], repeats: int, min_time: float,
+                     log) -> dict:
+    """ms per :func:`facealign_cli.mesh_io.write_mesh` call on a real face (OBJ and PLY)."""
+    import numpy as np
+
+    from facealign_cli.images import load_image
+    from facealign_cli.mesh_io import sample_vertex_colors, write_mesh
+    from facealign_cli.pipeline import FaceAligner
+    from facealign_cli.regressor import Regressor
+
+    aligner = FaceAligner(regressor=Regressor(weights, num_threads=1), num_threads=1)
+    face = img = None
+    for p in photos:
+        img = load_image(p)
+        faces = aligner(img, dense=True)
+        if faces:
+            face = faces[0]
+            break
+    if face is None:
+        raise SystemExit("no face found for the mesh-write benchmark")
+    tris = aligner.topology.triangles
+    cols = sample_vertex_colors(img, face.vertices)
+    out = {"vertices": int(len(face.vertices)), "triangles": int(len(tris))}
+    with tempfile.TemporaryDirectory(prefix="facealign-bench-") as tmp:
+        for fmt in ("obj", "ply"):
+            path = Path(tmp) / f"face.{fmt}"
+            vals = [1000.0 * _timeit(lambda: write_mesh(path, face.vertices, tris, cols, fmt),
+                                     min_time=min_time) for _ in range(repeats)]
+            out[f"{fmt}_ms"] = vals
+            out[f"{fmt}_bytes"] = path.stat().st_size
+            log(f"  write_mesh {fmt}: {_med(vals):.1f} ms ({path.stat().st_size / 1e6:.1f} MB, "
+                f"{len(face.vertices)} vertices)")
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Whole CLI runs
+# ------------------------------------------------------------------------------------------
+
+
+def _manifest_counts(out: Path) -> tuple[int, int, int]:
+    ok = faces = failed = 0
+    with open(out / "manifest.jsonl", encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["status"] == "ok":
+                ok += 1
+                faces += rec.get("n_faces") or 0
+            elif rec["status"] == "failed":
+                failed += 1
+    return ok, faces, failed
+
+
+def _count_obj_vertices(path: Path) -> tuple[int, bool]:
+    n, coloured = 0, False
+    with open(path, "rb") as f:
+        for line in f:
+            if line.startswith(b"v "):
+                if n == 0:
+                    coloured = len(line.split()) == 7
+                n += 1
+    return n, coloured
+
+
+def bench_cli(photo_dir: Path, weights: Path, repeats: int, log) -> dict:
+    """Whole ``landmarks`` and ``mesh`` runs at --jobs 1 and 2, ``--help`` and a one-photo
+    run's time to first result."""
+    env = dict(os.environ)
+    env.pop("FACEALIGN_WEIGHTS", None)
+    wargs = ["--weights", str(weights)]
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="facealign-bench-") as tmp:
+        tmp = Path(tmp)
+        # start-up
+        help_vals = []
+        for _ in range(repeats):
+            runs = [_run_cli(["--help"], env=env, poll_rss=False)["wall_s"] for _ in range(5)]
+            help_vals.append(_med(runs))
+        out["help_s"] = help_vals
+        log(f"  facealign --help: {_med(help_vals):.3f} s")
+        one = sorted(photo_dir.glob("*.jpg"))[0]
+        first, total = [], []
+        for _ in range(repeats):
+            o = tmp / "one"
+            r = _run_cli(["landmarks", str(one), "--out", str(o), "--overwrite", "--quiet"]
+                         + wargs, env=env, wait_for=o / (one.stem + ".json"), poll_rss=False)
+            if r["rc"] != 0:
+                raise SystemExit(f"facealign failed: {r['stderr']}")
+            first.append(r["first_result_s"])
+            total.append(r["wall_s"])
+            shutil.rmtree(o)
+        out["first_result_s"] = first
+        out["one_photo_wall_s"] = total
+        log(f"  one-photo landmarks: first result {_med(first):.2f} s, "
+            f"process {_med(total):.2f} s")
+        # whole runs
+        for command in ("landmarks", "mesh"):
+            for jobs in (1, 2):
+                key = f"{command}.j{jobs}"
+                rec = {"wall_s": [], "photos_per_s": [], "faces_per_s": [],
+                       "peak_rss_tree_mb": [], "peak_rss_single_mb": []}
+                for _ in range(repeats):
+                    o = tmp / key
+                    r = _run_cli([command, str(photo_dir), "--out", str(o), "--jobs", str(jobs),
+                                  "--overwrite", "--quiet"] + wargs, env=env)
+                    if r["rc"] != 0:
+                        raise SystemExit(f"facealign {command} failed ({r['rc']}): {r['stderr']}")
+                    ok, faces, failed = _manifest_counts(o)
+                    rec["wall_s"].append(r["wall_s"])
+                    rec["photos_per_s"].append(ok / r["wall_s"])
+                    rec["faces_per_s"].append(faces / r["wall_s"])
+                    rec["peak_rss_tree_mb"].append(r["peak_rss_tree_mb"])
+                    rec["peak_rss_single_mb"].append(r["peak_rss_single_mb"])
+                    rec.update(photos=ok, faces=faces, failed=failed)
+                    if command == "mesh" and "mesh_vertices" not in out:
+                        first_obj = next(iter(sorted(o.glob("*_face0.obj"))), None)
+                        if first_obj is not None:
+                            out["mesh_vertices"], out["mesh_coloured"] = \
+                                _count_obj_vertices(first_obj)
+                    shutil.rmtree(o)
+                out[key] = rec
+                log(f"  {command} --jobs {jobs}: {_med(rec['photos_per_s']):.1f} photos/s, "
+                    f"{_med(rec['faces_per_s']):.1f} faces/s ({rec['photos']} photos, "
+                    f"{rec['faces']} faces, {_med(rec['wall_s']):.1f} s), peak RSS "
+                    f"{_med(rec['peak_rss_tree_mb']):.0f} MB")
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Figures, table, history
+# ------------------------------------------------------------------------------------------
+
+
+def figures(res: dict) -> dict[str, list[float]]:
+    """Flat ``{figure key: [value per repeat]}`` from the raw results (ratios included)."""
+    figs: dict[str, list[float]] = {}
+    reg = res.get("regressor")
+    if reg:
+        mpf = reg["ms_per_face"]
+        for k, v in mpf.items():
+            figs[f"regressor.{k}"] = v
+        for t in (1, 2):
+            for b in (1, 32):
+                ours = {rt: mpf[f"ours.{rt}.b{b}.t{t}"] for rt in reg["runtimes"]}
+                best_rt = min(ours, key=lambda rt: _med(ours[rt]))
+                shipped = mpf[f"ours.shipped.b{b}.t{t}"]
+                figs[f"regressor.ours_shipped.b{b}.t{t}"] = shipped
+                figs[f"regressor.ours_best.b{b}.t{t}"] = ours[best_rt]
+                res.setdefault("best_runtime", {})[f"ours.b{b}.t{t}"] = best_rt
+                if "teacher" in reg["models"]:
+                    teach = {rt: mpf[f"teacher.{rt}.b{b}.t{t}"] for rt in reg["runtimes"]}
+                    t_rt = min(teach, key=lambda rt: _med(teach[rt]))
+                    res["best_runtime"][f"teacher.b{b}.t{t}"] = t_rt
+                    figs[f"regressor.teacher_best.b{b}.t{t}"] = teach[t_rt]
+                    # per repeat: what the CLI runs (Regressor.predict) over the teacher's
+                    # fastest runtime; and ours' fastest runtime over the teacher's fastest
+                    figs[f"regressor.ratio.b{b}.t{t}"] = [
+                        o / tt for o, tt in zip(shipped, teach[t_rt])]
+                    figs[f"regressor.ratio_best.b{b}.t{t}"] = [
+                        o / tt for o, tt in zip(ours[best_rt], teach[t_rt])]
+    det = res.get("detector")
+    if det:
+        for t in (1, 2):
+            figs[f"detector.ms_per_photo.t{t}"] = det[f"ms_per_photo.t{t}"]
+    mw = res.get("mesh_write")
+    if mw:
+        figs["mesh_write.obj_ms"] = mw["obj_ms"]
+        figs["mesh_write.ply_ms"] = mw["ply_ms"]
+    cli = res.get("cli")
+    if cli:
+        figs["startup.help_s"] = cli["help_s"]
+        figs["startup.first_result_s"] = cli["first_result_s"]
+        figs["startup.one_photo_wall_s"] = cli["one_photo_wall_s"]
+        for c in ("landmarks", "mesh"):
+            for j in (1, 2):
+                r = cli[f"{c}.j{j}"]
+                figs[f"cli.{c}.j{j}.photos_per_s"] = r["photos_per_s"]
+                figs[f"cli.{c}.j{j}.faces_per_s"] = r["faces_per_s"]
+                figs[f"cli.{c}.j{j}.peak_rss_mb"] = r["peak_rss_tree_mb"]
+        figs["rss.peak_j2_mb"] = [max(a, b) for a, b in zip(
+            cli["landmarks.j2"]["peak_rss_tree_mb"], cli["mesh.j2"]["peak_rss_tree_mb"])]
+        if "mesh_vertices" in cli:
+            figs["mesh.vertices"] = [cli["mesh_vertices"]]
+    return figs
+
+
+def _check(key: str, vals: list[float]) -> bool | None:
+    if key not in TARGETS or not vals:
+        return None
+    op, target, _ = TARGETS[key]
+    return all((v <= target) if op == "<=" else (v >= target) for v in vals)
+
+
+def _fmt(v: float) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def _mark(key: str, vals: list[float]) -> str:
+    ok = _check(key, vals)
+    if ok is None:
+        return ""
+    n_ok = sum(bool(_check(key, [v])) for v in vals)
+    return ("PASS" if ok else "FAIL") + (f" ({n_ok}/{len(vals)})" if len(vals) > 1 else "")
+
+
+def _target(key: str) -> str:
+    if key not in TARGETS:
+        return ""
+    op, t, u = TARGETS[key]
+    return f"{op} {_fmt(t)} {u}"
+
+
+def _regressor_rows(res: dict, figs: dict) -> list[list[str]]:
+    """One row per model and runtime: ms per face (and ratio to the teacher's fastest runtime
+    at the same batch and threads) for batch 1 / 32 at 1 / 2 threads."""
+    reg = res.get("regressor")
+    if not reg:
+        return []
+    rows = []
+    for m in reg["models"]:
+        for rt in (["shipped"] if m == "ours" else []) + reg["runtimes"]:
+            label = f"CLI regressor ({reg.get('shipped_runtime')})" if rt == "shipped" else rt
+            row = [m, label]
+            for t in (1, 2):
+                for b in (1, 32):
+                    v = _med(figs[f"regressor.{m}.{rt}.b{b}.t{t}"])
+                    tb = figs.get(f"regressor.teacher_best.b{b}.t{t}")
+                    row.append(f"{v:.3f}" + (f" ({v / _med(tb):.2f}x)" if tb else ""))
+            rows.append(row)
+    return rows
+
+
+def _rows(res: dict, figs: dict) -> list[tuple[str, str, str, str]]:
+    """(figure, median, target, pass) rows of the summary table, in reading order."""
+    rows = []
+
+    def add(label, key, unit=""):
+        vals = figs.get(key)
+        if vals:
+            rows.append((label, f"{_fmt(_med(vals))} {unit}".strip(), _target(key),
+                         _mark(key, vals)))
+
+    if "best_runtime" in res and "teacher" in res.get("regressor", {}).get("models", []):
+        for t in (1, 2):
+            for b in (1, 32):
+                best = res["best_runtime"][f"ours.b{b}.t{t}"]
+                tbest = res["best_runtime"][f"teacher.b{b}.t{t}"]
+                add(f"regressor ms/face, batch {b}, {t} thread(s): ours, as the CLI runs it",
+                    f"regressor.ours_shipped.b{b}.t{t}", "ms")
+                add(f"  teacher fastest ({tbest})", f"regressor.teacher_best.b{b}.t{t}", "ms")
+                add("  ratio ours (CLI) / teacher fastest",
+                    f"regressor.ratio.b{b}.t{t}", "x")
+                add(f"  ours fastest ({best}) / teacher fastest",
+                    f"regressor.ratio_best.b{b}.t{t}", "x")
+    elif "best_runtime" in res:  # no teacher: no ratio
+        for t in (1, 2):
+            for b in (1, 32):
+                add(f"regressor ms/face, batch {b}, {t} thread(s): ours, as the CLI runs it",
+                    f"regressor.ours_shipped.b{b}.t{t}", "ms")
+                add(f"  ours fastest ({res['best_runtime'][f'ours.b{b}.t{t}']})",
+                    f"regressor.ours_best.b{b}.t{t}", "ms")
+    for t in (1, 2):
+        add(f"detector ms per AFW photo, {t} thread(s)", f"detector.ms_per_photo.t{t}", "ms")
+    for c in ("landmarks", "mesh"):
+        for j in (1, 2):
+            add(f"{c} --jobs {j}: photos/s", f"cli.{c}.j{j}.photos_per_s")
+            add(f"{c} --jobs {j}: faces/s", f"cli.{c}.j{j}.faces_per_s")
+            add(f"{c} --jobs {j}: peak RSS (process tree)", f"cli.{c}.j{j}.peak_rss_mb", "MB")
+    add("peak RSS at --jobs 2 (landmarks, mesh)", "rss.peak_j2_mb", "MB")
+    add("mesh vertices (OBJ with colours)", "mesh.vertices")
+    add("write_mesh, OBJ with colours, one face", "mesh_write.obj_ms", "ms")
+    add("write_mesh, PLY with colours, one face", "mesh_write.ply_ms", "ms")
+    add("facealign --help", "startup.help_s", "s")
+    add("one-photo landmarks: first result", "startup.first_result_s", "s")
+    add("one-photo landmarks: process exit", "startup.one_photo_wall_s", "s")
+    return rows
+
+
+def print_table(res: dict, figs: dict) -> None:
+    """Print the regressor table and the summary table (rich; plain text without rich)."""
+    meta = res["meta"]
+    title = (f"facealign benchmark {meta['date']} - {meta['machine']} - load "
+             f"{meta['load_before']} - medians of {meta['repeats']}")
+    reg_rows = _regressor_rows(res, figs)
+    reg_cols = ["model", "runtime"] + [f"b{b} {t}thr ms/face" for t in (1, 2) for b in (1, 32)]
+    rows = _rows(res, figs)
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        for r in [reg_cols] + reg_rows + list(rows):
+            print(" | ".join(r))
+        return
+    console = Console(width=max(120, shutil.get_terminal_size((120, 40)).columns))
+    if reg_rows:
+        t = Table(title="regressor, ms per face (x = ratio to the teacher's fastest runtime)")
+        for i, c in enumerate(reg_cols):
+            t.add_column(c, justify="left" if i < 2 else "right")
+        for r in reg_rows:
+            t.add_row(*r)
+        console.print(t)
+    table = Table(title=title)
+    for col, just in (("figure", "left"), ("value", "right"), ("target", "right"),
+                      ("pass/fail", "left")):
+        table.add_column(col, justify=just)
+    for r in rows:
+        table.add_row(*r, style="red" if r[3].startswith("FAIL") else None)
+    console.print(table)
+
+
+def _git_state() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    h = head.stdout.strip() or "no-commit"
+    return h + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def append_history(res: dict, figs: dict, note: str) -> None:
+    """Append a one-line summary (medians and pass/fail) to ``benchmarks/history.jsonl``."""
+    entry = {
+        "date": res["meta"]["date"],
+        "note": note,
+        "git": res["meta"]["git"],
+        "machine": res["meta"]["machine"],
+        "load_before": res["meta"]["load_before"],
+        "load_after": res["meta"]["load_after"],
+        "weights": res["meta"]["weights"],
+        "repeats": res["meta"]["repeats"],
+        "quick": res["meta"]["quick"],
+        "medians": {k: round(_med(v), 4) for k, v in figs.items()},
+        "pass": {k: _check(k, v) for k, v in figs.items() if k in TARGETS},
+        "best_runtime": res.get("best_runtime", {}),
+    }
+    with open(HISTORY, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared",
+                    help="the shared data folder (default ../shared)")
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="regressor checkpoint (default $FACEALIGN_WEIGHTS, else "
+                         "weights/facealign_v1.pth)")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="teacher weights (default <shared>/teacher/mb05_120x120.pth if present)")
+    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="full results (JSON)")
+    ap.add_argument("--repeats", type=int, default=3, help="measurements per figure")
+    ap.add_argument("--quick", action="store_true",
+                    help="a fast smoke run: 24 photos, short timing loops, no history entry")
+    ap.add_argument("--note", default="", help="what changed (stored in the history entry)")
+    ap.add_argument("--history", dest="history", action="store_true", default=None,
+                    help="append to benchmarks/history.jsonl (default: unless --quick)")
+    ap.add_argument("--no-history", dest="history", action="store_false")
+    ap.add_argument("--only", default="regressor,detector,mesh_write,cli",
+                    help="comma-separated sections to run (default all)")
+    args = ap.parse_args(argv)
+
+    from facealign_cli.regressor import default_weights_path
+
+    weights = (args.weights or default_weights_path()).resolve()
+    if not weights.is_file():
+        ap.error(f"regressor weights not found: {weights} (give --weights)")
+    photo_dir = args.shared / "data" / "photos" / "afw"
+    photos = sorted(photo_dir.glob("*.jpg"))
+    if not photos:
+        ap.error(f"no photos in {photo_dir}")
+    teacher = args.teacher or args.shared / "teacher" / "mb05_120x120.pth"
+    teacher = teacher if teacher.is_file() else None
+    sections = set(args.only.split(","))
+    history = (not args.quick) if args.history is None else args.history
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    load = _loadavg()
+    if load is not None and load > 0.5:
+        log(f"warning: 1-minute load average {load:.2f}: other work on the machine inflates "
+            "these figures")
+    res: dict = {"meta": {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, {platform.system()}",
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "weights": str(weights), "teacher": str(teacher) if teacher else None,
+        "repeats": args.repeats, "quick": args.quick, "load_before": load,
+        "git": _git_state(),
+    }}
+    with contextlib.suppress(ImportError):
+        import torch
+
+        res["meta"]["torch"] = torch.__version__
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        res["meta"]["onnxruntime"] = onnxruntime.__version__
+    if teacher is None:
+        log("teacher weights not found: teacher rows and ratios left out")
+
+    sub_photos = photos[:24] if args.quick else photos
+    min_time = 0.1 if args.quick else 0.4
+    tmp_inputs = None
+    cli_dir = photo_dir
+    if args.quick:  # a folder of links to a subset of the photos
+        tmp_inputs = tempfile.TemporaryDirectory(prefix="facealign-bench-in-")
+        cli_dir = Path(tmp_inputs.name)
+        for p in sub_photos:
+            os.symlink(p.resolve(), cli_dir / p.name)
+    try:
+        if "regressor" in sections:
+            log("regressor (ms per face):")
+            res["regressor"] = bench_regressors(weights, teacher, photos, args.repeats,
+                                                min_time, log)
+        if "detector" in sections:
+            log("detector:")
+            res["detector"] = bench_detector(sub_photos, args.repeats, log)
+        if "mesh_write" in sections:
+            log("mesh writing:")
+            res["mesh_write"] = bench_mesh_write(weights, photos, args.repeats, min_time, log)
+        if "cli" in sections:
+            log(f"whole runs ({len(sub_photos)} photos):")
+            res["cli"] = bench_cli(cli_dir, weights, args.repeats, log)
+    finally:
+        if tmp_inputs is not None:
+            tmp_inputs.cleanup()
+    res["meta"]["load_after"] = _loadavg()
+    figs = figures(res)
+    res["figures"] = figs
+    res["pass"] = {k: _check(k, v) for k, v in figs.items() if k in TARGETS}
+    print_table(res, figs)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        log(f"results: {args.json}")
+    if history:
+        append_history(res, figs, args.note)
+        log(f"history: {HISTORY}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
