@@ -209,7 +209,7 @@ def _run(command: str, params: dict, **extra) -> None:
         max_pixels = int(params["max_megapixels"] * 1e6)
     # Paths on stdin are decoded like command-line arguments (file-system encoding with
     # surrogateescape), so any file name the OS can list can be piped in.
-    stdin = io.TextIOWrapper(click.get_binary_stream("stdin"),
+    stdin = io.TextIOWrapper(sys.stdin.buffer,
                              encoding=sys.getfilesystemencoding(), errors="surrogateescape")
     try:
         items = collect_inputs(
@@ -227,7 +227,7 @@ def _run(command: str, params: dict, **extra) -> None:
                       quiet=params["quiet"], verbose=params["verbose"],
                       backend=params["backend"], scheduler=params["scheduler"], **extra)
     try:
-        summary = run_batch(items, opts, stdout=click.get_binary_stream("stdout"), stderr=stderr)
+        summary = run_batch(items, opts, stdout=sys.stdout.buffer, stderr=stderr)
     except BatchError as exc:
         click.echo(f"facealign: error: {exc}", err=True)
         sys.exit(2)

@@ -42,6 +42,9 @@ Default policy (chosen on AFLW2000-3D and the AFW photos; see ``benchmarks/detec
    neighbouring tile is discarded (the face is cut there: it appears whole in the neighbour,
    or is large enough for the whole-image passes), which removes most fragment detections.
 4. All candidates are merged by weighted NMS at IoU > 0.3.
+5. A "group box" (a loose box holding at least two higher-scoring detections, each >= 80 %
+   inside it — the whole-image pass sometimes frames two cheek-to-cheek faces as one) is
+   dropped.
 
 The whole-image passes find large and medium faces (AFLW2000-3D, portraits); the tiles find the
 small faces of group photos (down to about 3-4 % of the long side). Because the tiles are a
@@ -659,6 +662,10 @@ class BlazeFaceDetector:
         bgr = _as_bgr(image_bgr)
         h, w = bgr.shape[:2]
         boxes, kps, scores, names = self.detect_candidates(bgr)
+        keep = _drop_group_boxes(np.asarray(boxes, np.float64).reshape(-1, 4),
+                                 np.asarray(scores, np.float64).reshape(-1))
+        boxes, kps = [boxes[i] for i in keep], [kps[i] for i in keep]
+        scores, names = [scores[i] for i in keep], [names[i] for i in keep]
         faces: list[Face] = []
         for b, k, s, n in zip(boxes, kps, scores, names):
             clipped = np.clip(b, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
@@ -677,6 +684,37 @@ class BlazeFaceDetector:
         return faces
 
     __call__ = detect
+
+
+def _drop_group_boxes(boxes: np.ndarray, scores: np.ndarray, inside: float = 0.8) -> list[int]:
+    """Indices of the detections to keep after dropping "group boxes".
+
+    A whole-image pass sometimes returns one loose box around two neighbouring faces (cheek to
+    cheek in a group photo). Its IoU with each face is low, so NMS keeps it. We drop a detection
+    when at least two *higher-scoring* detections each lie at least ``inside`` (fraction of their
+    own area) within it.
+
+    Args:
+        boxes: (N, 4) ``[x1, y1, x2, y2]`` pixels; scores: (N,).
+
+    Returns:
+        Kept indices in the input order.
+    """
+    n = len(boxes)
+    if n < 3:
+        return list(range(n))
+    x1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y1 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y2 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    # frac[i, j]: part of box j inside box i
+    frac = inter / np.maximum(area[None, :], 1e-9)
+    np.fill_diagonal(frac, 0.0)
+    higher = scores[None, :] > scores[:, None]
+    contained = ((frac >= inside) & higher).sum(axis=1)
+    return [i for i in range(n) if contained[i] < 2]
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:

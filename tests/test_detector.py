@@ -266,3 +266,16 @@ def test_two_pasted_faces_found_at_their_places(detector, face_px, canvas):
     for e in expected:
         assert _best_iou(e, faces) >= 0.4
     assert faces[0].score >= faces[1].score
+
+
+def test_group_box_around_two_faces_is_dropped():
+    """A loose box around two higher-scoring faces goes; a lone face, and a big face that holds
+    only one smaller detection, stay."""
+    from facealign_cli.detector import _drop_group_boxes
+
+    boxes = np.array([[100, 100, 160, 160], [150, 140, 210, 200], [90, 90, 230, 230],
+                      [400, 400, 600, 600], [450, 450, 480, 480]], dtype=np.float64)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.95])
+    assert _drop_group_boxes(boxes, scores) == [0, 1, 3, 4]
+    # the group box is kept when it scores higher than the faces inside it
+    assert 2 in _drop_group_boxes(boxes, np.array([0.6, 0.5, 0.9, 0.6, 0.95]))
