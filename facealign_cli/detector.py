@@ -508,6 +508,7 @@ class BlazeFaceDetector:
             "passes": [asdict(p) for p in self.passes],
             "letterbox": "resize keeping aspect ratio, pad with black to a square",
             "tile_drop_cut": "tile boxes crossing an edge shared with another tile are dropped",
+            "group_box_drop": "a box holding >= 2 higher-scoring detections, each >= 80 % inside it, is dropped",
             "nms": {"method": "weighted", "iou_threshold": self.nms_iou},
             "max_faces": self.max_faces,
             "num_threads": self.num_threads,
