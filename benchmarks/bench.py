@@ -74,6 +74,24 @@ def _loadavg() -> float | None:
         return None
 
 
+def _cpu_snapshot() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its waited-for
+    children): the difference of two snapshots tells how much *other* work ran meanwhile."""
+    import resource
+
+    try:
+        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        j = [int(x) for x in f]
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = (sum(j[:8]) - j[3] - j[4]) / os.sysconf("SC_CLK_TCK")
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        own += r.ru_utime + r.ru_stime
+    return busy, own
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -701,7 +719,8 @@ def print_table(res: dict, figs: dict) -> None:
     """Print the regressor table and the summary table (rich; plain text without rich)."""
     meta = res["meta"]
     title = (f"facealign benchmark {meta['date']} - {meta['machine']} - load "
-             f"{meta['load_before']} - medians of {meta['repeats']}")
+             f"{meta['load_before']}, other processes {meta.get('other_cpu_pct', '?')} % CPU "
+             f"- medians of {meta['repeats']}")
     reg_rows = _regressor_rows(res, figs)
     reg_cols = ["model", "runtime"] + [f"b{b} {t}thr ms/face" for t in (1, 2) for b in (1, 32)]
     rows = _rows(res, figs)
@@ -751,6 +770,7 @@ def append_history(res: dict, figs: dict, note: str) -> None:
         "machine": res["meta"]["machine"],
         "load_before": res["meta"]["load_before"],
         "load_after": res["meta"]["load_after"],
+        "other_cpu_pct": res["meta"].get("other_cpu_pct"),
         "weights": res["meta"]["weights"],
         "repeats": res["meta"]["repeats"],
         "quick": res["meta"]["quick"],
@@ -825,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     if teacher is None:
         log("teacher weights not found: teacher rows and ratios left out")
 
+    cpu0, wall0 = _cpu_snapshot(), time.perf_counter()
     sub_photos = photos[:24] if args.quick else photos
     min_time = 0.1 if args.quick else 0.4
     tmp_inputs = None
@@ -852,6 +873,16 @@ def main(argv: list[str] | None = None) -> int:
         if tmp_inputs is not None:
             tmp_inputs.cleanup()
     res["meta"]["load_after"] = _loadavg()
+    cpu1 = _cpu_snapshot()
+    if cpu0 and cpu1:
+        # CPU time used on the machine by processes other than this benchmark and its children
+        other = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]))
+        wall = time.perf_counter() - wall0
+        res["meta"]["other_cpu_s"] = round(other, 1)
+        res["meta"]["other_cpu_pct"] = round(100.0 * other / (wall * (os.cpu_count() or 1)), 1)
+        if res["meta"]["other_cpu_pct"] > 3.0:
+            log(f"warning: other processes used {other:.0f} CPU-s during the run "
+                f"({res['meta']['other_cpu_pct']:.0f} % of the machine): figures are perturbed")
     figs = figures(res)
     res["figures"] = figs
     res["pass"] = {k: _check(k, v) for k, v in figs.items() if k in TARGETS}

@@ -13,10 +13,10 @@ interrupted run leaves no partial file under the final name.
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .writers import atomic_open
@@ -46,141 +46,18 @@ def _check_mesh(vertices, triangles, colors) -> tuple[np.ndarray, np.ndarray, np
     return v, t, c
 
 
-#: Decimals written for OBJ vertex coordinates and colours (``"%.6f"``).
-OBJ_DECIMALS = 6
-OBJ_HEADER = "# facealign mesh: v x y z [r g b], colours in [0, 1]\n"
-# Fixed-point fast path is exact while |value| * 10**decimals stays below 2**53.
-_FAST_LIMIT = 2.0 ** 53
-
-
-def _digits_ascii(a: np.ndarray, n: int, pad: bool) -> np.ndarray:
-    """ASCII digits of (N,) non-negative integers < 10**n as an (n, N) uint8 array (one row per
-    digit position, most significant first); with ``pad`` leading zeros (never the ones digit)
-    become NUL bytes."""
-    out = np.empty((n, len(a)), np.uint8)
-    r = a.astype(np.int32 if n <= 9 else np.int64)
-    for k in range(n):
-        r, d = np.divmod(r, 10)
-        d += 48
-        if pad and k:
-            d *= (r > 0) | (d > 48)  # NUL where this digit and all higher ones are zero
-        out[n - 1 - k] = d
-    return out
-
-
-def _fixed_point_ascii(a: np.ndarray, decimals: int) -> np.ndarray | None:
-    """Format (N,) finite floats as ``"%.{decimals}f"`` text, vectorised.
-
-    Returns a (W, N) uint8 array of ASCII codes, column ``i`` being the ``i``-th number,
-    right-aligned and padded on the left with NUL bytes (removed by the caller), or None when a
-    value is too large for the exact integer path (the caller then formats with Python).
-    Values that round to zero are written without a minus sign.
-    """
-    scale = 10 ** decimals
-    q = np.rint(np.abs(a) * scale)
-    if q.size and q.max() >= _FAST_LIMIT:
-        return None
-    q = q.astype(np.int64)
-    ip, fp = np.divmod(q, scale)
-    n_int = len(str(int(ip.max()))) if q.size else 1
-    width = 1 + n_int + (1 + decimals if decimals else 0)
-    out = np.empty((width, len(a)), np.uint8)
-    out[1:1 + n_int] = _digits_ascii(ip, n_int, pad=True)
-    # the sign goes in row 0, before the first digit; the NULs between are dropped later
-    out[0] = ((a < 0) & (q > 0)) * np.uint8(ord("-"))
-    if decimals:
-        out[n_int + 1] = ord(".")
-        out[n_int + 2:] = _digits_ascii(fp, decimals, pad=False)
-    return out
-
-
-def _uint_ascii(a: np.ndarray) -> np.ndarray:
-    """Format (N,) non-negative integers as decimal text: (W, N) uint8, NUL-padded on top."""
-    a = np.asarray(a, np.int64)
-    n = len(str(int(a.max()))) if a.size else 1
-    return _digits_ascii(a, n, pad=True)
-
-
-def _join_rows(prefix: bytes, fields: list[np.ndarray], n: int) -> bytes:
-    """Lines ``prefix f0 f1 ...\n`` from NUL-padded (W_i, N) ASCII fields, as bytes."""
-    if n == 0:
-        return b""
-    pre = np.frombuffer(prefix, np.uint8)
-    total = len(pre) + sum(f.shape[0] + 1 for f in fields) + 1
-    buf = np.empty((total, n), np.uint8)
-    buf[:len(pre)] = pre[:, None]
-    pos = len(pre)
-    for f in fields:
-        buf[pos] = ord(" ")
-        buf[pos + 1:pos + 1 + f.shape[0]] = f
-        pos += 1 + f.shape[0]
-    buf[pos] = ord("\n")
-    rows = np.ascontiguousarray(buf.T)  # one line per row, in order
-    return rows[rows != 0].tobytes()
-
-
-@functools.lru_cache(maxsize=4)
-def _colour_lut(decimals: int) -> np.ndarray:
-    """(W, 256) uint8: column ``i`` is the text of ``i / 255`` with ``decimals`` decimals."""
-    return np.ascontiguousarray(np.frombuffer(
-        b"".join(f"{i / 255:.{decimals}f}".encode() for i in range(256)),
-        np.uint8).reshape(256, -1).T)
-
-
-def _obj_bytes(v: np.ndarray, t: np.ndarray, c: np.ndarray | None,
-               decimals: int = OBJ_DECIMALS) -> bytes:
-    """OBJ text (see :func:`mesh_bytes`), vectorised with numpy."""
-    cols = [_fixed_point_ascii(v[:, k], decimals) for k in range(3)]
-    if any(x is None for x in cols):  # huge coordinates: plain Python formatting
-        fmt = " ".join([f"%.{decimals}f"] * (6 if c is not None else 3))
-        vals = v if c is None else np.column_stack([v, c / 255.0])
-        vtext = "".join("v " + fmt % tuple(row) + "\n" for row in vals.tolist()).encode()
-    else:
-        if c is not None:
-            lut = _colour_lut(decimals)
-            cols += [lut[:, c[:, k]] for k in range(3)]
-        vtext = _join_rows(b"v", cols, len(v))
-    ftext = _join_rows(b"f", [_uint_ascii(t[:, k] + 1) for k in range(3)], len(t))
-    return OBJ_HEADER.encode() + vtext + ftext
-
-
-def _ply_bytes(v: np.ndarray, t: np.ndarray, c: np.ndarray | None) -> bytes:
-    """Binary little-endian PLY (see :func:`mesh_bytes`)."""
-    header = ["ply", "format binary_little_endian 1.0", "comment facealign mesh",
-              f"element vertex {len(v)}", "property float x", "property float y",
-              "property float z"]
-    vfields = [("xyz", "<f4", (3,))]
-    if c is not None:
-        header += [f"property uchar {ch}" for ch in ("red", "green", "blue", "alpha")]
-        vfields.append(("rgba", "u1", (4,)))
-    header += [f"element face {len(t)}", "property list uchar int vertex_indices", "end_header"]
-    vert = np.empty(len(v), np.dtype(vfields))
-    vert["xyz"] = v
-    if c is not None:
-        vert["rgba"][:, :3] = c
-        vert["rgba"][:, 3] = 255
-    face = np.empty(len(t), np.dtype([("n", "u1"), ("idx", "<i4", (3,))]))
-    face["n"] = 3
-    face["idx"] = t
-    return ("\n".join(header) + "\n").encode("ascii") + vert.tobytes() + face.tobytes()
-
-
 def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
                fmt: str = "obj") -> bytes:
-    """Encode a triangle mesh as an OBJ or binary PLY file (in memory).
-
-    The encoders are vectorised numpy (about 100 times faster than a generic mesh library's
-    exporters on a 38k-vertex face); the files load in trimesh, MeshLab and Blender.
+    """Encode a triangle mesh as an OBJ or binary PLY file (in memory), using trimesh.
 
     Args:
         vertices: (N, 3) float vertex positions (any units and frame; written as given).
         triangles: (T, 3) integer vertex indices (0..N-1), written in the given order/winding.
         colors: (N, 3) uint8 RGB per-vertex colours, or None for none.
-        fmt: ``"obj"``: text, one comment line, then one ``v x y z [r g b]`` line per vertex
-            (coordinates with :data:`OBJ_DECIMALS` decimals; colours as floats in [0, 1], the
-            per-vertex colour extension MeshLab and Blender read) and ``f a b c`` lines
-            (1-based), no normals, no material. ``"ply"``: binary little-endian PLY with
-            float32 vertices, uchar RGBA colours (alpha 255) and int triangle lists.
+        fmt: ``"obj"``: text, one ``v x y z [r g b]`` line per vertex (colours as floats in
+            [0, 1], the per-vertex colour extension MeshLab and Blender read) and ``f a b c``
+            lines (1-based), no normals, no material. ``"ply"``: binary little-endian PLY with
+            float vertices, uchar RGBA colours (alpha 255) and int triangle lists.
 
     Returns:
         The file content.
@@ -188,19 +65,25 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
     Raises:
         ValueError: bad shapes/dtypes, indices out of range, non-finite vertices, unknown fmt.
     """
+    import trimesh
+
     fmt = fmt.lower()
     if fmt not in MESH_FORMATS:
         raise ValueError(f"unknown mesh format {fmt!r}; expected one of {MESH_FORMATS}")
     v, t, c = _check_mesh(vertices, triangles, colors)
+    mesh = trimesh.Trimesh(vertices=v, faces=t, vertex_colors=c, process=False, validate=False)
     if fmt == "obj":
-        return _obj_bytes(v, t, c)
-    return _ply_bytes(v, t, c)
+        text = trimesh.exchange.obj.export_obj(
+            mesh, include_normals=False, include_color=c is not None, include_texture=False,
+            header="facealign mesh: v x y z [r g b], colours in [0, 1]")
+        return text.encode("utf-8")
+    return trimesh.exchange.ply.export_ply(mesh, encoding="binary", vertex_normal=False,
+                                           include_attributes=False)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes to ``path`` atomically (temporary file in the same folder + ``os.replace``).
-
-    The folder is created if missing; the file gets the usual permissions (0666 minus umask).
+    """Write bytes to ``path`` atomically (temporary file in the same folder + ``os.replace``,
+    see :func:`facealign_cli.writers.atomic_open`).
 
     Returns:
         The destination path.
@@ -254,7 +137,7 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
         outside: RGB colour for vertices off the image (default neutral grey 128).
 
     Returns:
-        (N, 3) uint8 RGB colours (rounded to nearest).
+        (N, 3) uint8 RGB colours (OpenCV fixed-point bilinear interpolation, within 1 of exact).
 
     Raises:
         ValueError: image or vertices of the wrong shape or dtype.
@@ -263,10 +146,13 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
     if img.dtype != np.uint8:
         raise ValueError(f"image must be uint8, got {img.dtype}")
     if img.ndim == 2:
-        img = img[:, :, None]
+        img = img[:, :, None].repeat(3, axis=2)
     if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"image must be (H, W, 3) BGR, got shape {img.shape}")
-    h, w, ch = img.shape
+    if img.shape[2] == 1:
+        img = img.repeat(3, axis=2)
+    rgb = img[:, :, 2::-1]  # BGR(A) -> RGB
+    h, w = rgb.shape[:2]
     v = np.asarray(vertices, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] not in (2, 3):
         raise ValueError(f"vertices must be (N, 2) or (N, 3), got shape {v.shape}")
@@ -278,25 +164,17 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
                   & (y >= -0.5) & (y <= h - 0.5))
     if not inside.any():
         return out
-    if not inside.all():
-        x, y = x[inside], y[inside]
-    xs = np.clip(x, 0.0, w - 1.0)
-    ys = np.clip(y, 0.0, h - 1.0)
-    x0 = xs.astype(np.intp)  # xs >= 0, so truncation is floor
-    y0 = ys.astype(np.intp)
-    fx = (xs - x0)[:, None]
-    fy = (ys - y0)[:, None]
-    # the four neighbours as rows of the flattened image (edge pixels repeated)
-    flat = np.ascontiguousarray(img).reshape(h * w, ch)
-    i00 = y0 * w + x0
-    dx = (x0 < w - 1).astype(np.intp)
-    dy = (y0 < h - 1) * w
-    p00 = np.take(flat, i00, axis=0)[:, :3]
-    p01 = np.take(flat, i00 + dx, axis=0)[:, :3]
-    p10 = np.take(flat, i00 + dy, axis=0)[:, :3]
-    p11 = np.take(flat, i00 + dy + dx, axis=0)[:, :3]
-    top = p00 * (1.0 - fx) + p01 * fx
-    bottom = p10 * (1.0 - fx) + p11 * fx
-    res = np.clip(np.rint(top * (1.0 - fy) + bottom * fy), 0, 255).astype(np.uint8)
-    out[inside] = np.repeat(res, 3, axis=1) if ch == 1 else res[:, ::-1]  # BGR -> RGB
+    # OpenCV's bilinear remap (pixel centres at integer coordinates, edges replicated)
+    # (remap wants maps under 32767 rows/columns: lay the points out as a 256-wide grid)
+    k = int(inside.sum())
+    cols = 256
+    rows = -(-k // cols)
+    mx = np.zeros(rows * cols, np.float32)
+    my = np.zeros(rows * cols, np.float32)
+    mx[:k] = x[inside]
+    my[:k] = y[inside]
+    sampled = cv2.remap(np.ascontiguousarray(rgb), mx.reshape(rows, cols),
+                        my.reshape(rows, cols), interpolation=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+    out[inside] = sampled.reshape(-1, 3)[:k]
     return out

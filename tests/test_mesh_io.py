@@ -191,26 +191,10 @@ def test_sampling_matches_cv2_remap():
 # -- the vectorised OBJ encoder --------------------------------------------------------------
 
 
-def test_obj_numbers_match_printf_formatting():
+def test_sampling_many_vertices():
+    """More points than OpenCV's remap takes in one row or column (a whole face mesh)."""
     rng = np.random.default_rng(3)
-    v = np.concatenate([rng.normal(0, 400, (300, 3)), rng.normal(0, 1e-4, (30, 3)),
-                        [[0.0, -0.0, 9.9999996], [-123456.75, 5e-7, -5e-7], [1e8, -1e8, 0.5]]])
-    t = np.array([[0, 1, 2], [330, 331, 332], [2, 1, 0]])
-    c = rng.integers(0, 256, (len(v), 3), dtype=np.uint8)
-    lines = mesh_io.mesh_bytes(v, t, c, "obj").decode("ascii").splitlines()
-    assert lines[0].startswith("#")
-    vlines = [ln.split() for ln in lines if ln.startswith("v ")]
-    assert len(vlines) == len(v)
-    for row, x, col in zip(vlines, v, c):
-        want = [f"{a:.6f}" for a in x]
-        # printf keeps the sign of a value that rounds to zero ("-0.000000"); we drop it
-        assert row[1:4] == [w.replace("-0.000000", "0.000000") for w in want]
-        assert row[4:] == [f"{a / 255:.6f}" for a in col]
-    flines = [ln for ln in lines if ln.startswith("f ")]
-    assert flines == ["f 1 2 3", "f 331 332 333", "f 3 2 1"]
-
-
-def test_obj_huge_coordinates_fall_back_to_python_formatting():
-    v = np.array([[1e12, -3.5e11, 0.25], [0.0, 1.0, 2.0], [7.0, 8.0, 9.0]])
-    text = mesh_io.mesh_bytes(v, np.array([[0, 1, 2]]), None, "obj").decode("ascii")
-    assert "v 1000000000000.000000 -350000000000.000000 0.250000" in text.splitlines()
+    img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    pts = np.stack([rng.integers(0, 80, 40000), rng.integers(0, 60, 40000)], 1).astype(float)
+    got = mesh_io.sample_vertex_colors(img, pts)
+    np.testing.assert_array_equal(got, img[pts[:, 1].astype(int), pts[:, 0].astype(int), ::-1])
