@@ -217,7 +217,7 @@ def _run(command: str, params: dict, **extra) -> None:
             stdin=stdin, skip_dirs=[] if out == "-" else [out], missing_ok=True)
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     if not items and not params["quiet"]:
         stderr.write("facealign: warning: no images found in the given inputs\n")
     jobs = params["jobs"] or os.cpu_count() or 1
