@@ -84,6 +84,31 @@ class MorphableModel:
         """(68,) int64 vertex indices of the 68 landmarks."""
         return self.keypoint_rows[0::3] // 3
 
+    def subset(self, vertex_index: np.ndarray) -> "MorphableModel":
+        """The same 3DMM restricted to some vertices (their basis rows gathered once, so that
+        evaluating a region for many faces does not gather them again each time).
+
+        Args:
+            vertex_index: (K,) int vertex indices; must include the 68 landmark vertices.
+
+        Returns:
+            A :class:`MorphableModel` with K vertices, in the order of ``vertex_index``; its
+            ``keypoint_rows`` point at the landmarks' new positions.
+
+        Raises:
+            ValueError: a landmark vertex is missing from ``vertex_index``.
+        """
+        vi = np.asarray(vertex_index, dtype=np.int64)
+        rows = (vi[:, None] * 3 + np.arange(3)[None, :]).reshape(-1)
+        where = {int(v): i for i, v in enumerate(vi)}
+        try:
+            kp = np.array([where[int(v)] for v in self.keypoint_vertices], dtype=np.int64)
+        except KeyError as exc:
+            raise ValueError(f"landmark vertex {exc} is not in the subset") from None
+        kp_rows = (kp[:, None] * 3 + np.arange(3)[None, :]).reshape(-1)
+        return MorphableModel(mean=self.mean[rows], w_shp=np.ascontiguousarray(self.w_shp[rows]),
+                              w_exp=np.ascontiguousarray(self.w_exp[rows]), keypoint_rows=kp_rows)
+
     def shape(self, alpha_shp: np.ndarray, alpha_exp: np.ndarray,
               vertex_index: np.ndarray | None = None) -> np.ndarray:
         """Vertices in the model frame for the given coefficients.

@@ -48,6 +48,7 @@ class FaceAligner:
         self.detector = detector
         self.regressor = regressor
         self._model = None
+        self._dense_model = None
         self.max_faces = max_faces
         self.min_face = min_face
         self._topology = None
@@ -61,6 +62,13 @@ class FaceAligner:
 
             self._model = load_morphable_model()
         return self._model
+
+    @property
+    def dense_model(self):
+        """The 3DMM restricted to the face region of :attr:`topology` (gathered once)."""
+        if self._dense_model is None:
+            self._dense_model = self.model.subset(self.topology.vertex_index)
+        return self._dense_model
 
     @property
     def topology(self):
@@ -109,8 +117,7 @@ class FaceAligner:
             f.landmarks_3d = lm.T.copy()
             f.pose = G.pose_from_camera(p).astype(np.float32)
             if dense:
-                vi = self.topology.vertex_index
-                v = G.crop_to_image(G.params_to_crop_vertices(p, self.model, vi, size),
+                v = G.crop_to_image(G.params_to_crop_vertices(p, self.dense_model, None, size),
                                     f.roi_box, size)
                 v[2] -= z0
                 f.vertices = v.T.copy()

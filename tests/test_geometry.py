@@ -114,3 +114,15 @@ def test_crop_to_image_inverts_the_crop_mapping():
     np.testing.assert_allclose(out[0], [100, 220, 338])
     np.testing.assert_allclose(out[1], [50, 110, 288])
     np.testing.assert_allclose(out[2], [-20, 8, 0])  # z scaled by 2 and flipped
+
+
+def test_subset_model_gives_the_same_vertices():
+    m = load_morphable_model()
+    idx = np.array([5, 21873, 100, 40000] + list(m.keypoint_vertices))
+    sub = m.subset(idx)
+    p = _params(25, 5, -3)
+    np.testing.assert_allclose(G.params_to_crop_vertices(p, sub),
+                               G.params_to_crop_vertices(p, m, idx), rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(idx[sub.keypoint_vertices], m.keypoint_vertices)
+    with pytest.raises(ValueError):
+        m.subset(np.array([0, 1, 2]))
