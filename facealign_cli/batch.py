@@ -148,6 +148,9 @@ class RunOptions:
         max_faces: keep at most this many faces per image, highest scores first (0 = all).
         weights: regressor checkpoint (None = the default, see
             :func:`facealign_cli.regressor.default_weights_path`).
+        runtime: regressor runtime, ``"auto"``, ``"onnxruntime"`` or ``"torch"`` (None:
+            ``$FACEALIGN_RUNTIME``, else auto; see
+            :func:`facealign_cli.regressor_onnx.make_regressor`).
         overwrite: redo images already done.
         mesh_format: ``"obj"`` or ``"ply"`` (``mesh`` only).
         max_pixels: decode limit of :func:`facealign_cli.images.read_image` (None = default).
@@ -168,6 +171,7 @@ class RunOptions:
     threads: int = 0
     max_faces: int = 0
     weights: str | None = None
+    runtime: str | None = None
     overwrite: bool = False
     mesh_format: str = "obj"
     max_pixels: int | None = None
@@ -275,9 +279,9 @@ def build_aligner(opts: RunOptions, threads: int):
     if opts.command == "detect":
         regressor = _DetectOnlyRegressor()
     else:
-        from .regressor import Regressor
+        from .regressor_onnx import make_regressor
 
-        regressor = Regressor(weights=opts.weights, num_threads=threads)
+        regressor = make_regressor(opts.weights, num_threads=threads, runtime=opts.runtime)
     aligner = FaceAligner(regressor=regressor, max_faces=opts.max_faces, num_threads=threads)
     if opts.command == "mesh":
         aligner.topology  # noqa: B018 - load the topology now so a missing file is fatal
@@ -288,8 +292,8 @@ def _get_aligner(opts: RunOptions):
     """The aligner of this process for ``opts``, built once and cached (one per worker)."""
     global _ALIGNER, _ALIGNER_KEY
     factory = opts.aligner_factory or build_aligner
-    key = (opts.command == "detect", opts.command == "mesh", opts.weights,
-           os.environ.get("FACEALIGN_WEIGHTS"), opts.threads, opts.jobs, opts.max_faces, factory)
+    key = (opts.command == "detect", opts.command == "mesh", opts.weights, opts.runtime,
+           os.environ.get("FACEALIGN_WEIGHTS"), os.environ.get("FACEALIGN_RUNTIME"), opts.threads, opts.jobs, opts.max_faces, factory)
     if _ALIGNER is None or _ALIGNER_KEY != key:
         threads = _effective_threads(opts)
         try:

@@ -50,6 +50,8 @@ Examples:
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("facealign_cli.cli_evaluate", "Benchmark landmarks and pose on AFLW2000-3D."),
     "train": ("facealign_cli.cli_train", "Train the 3DMM parameter regressor."),
+    "export-onnx": ("facealign_cli.cli_export",
+                    "Export a regressor checkpoint for ONNX Runtime (the fast path)."),
 }
 
 
@@ -154,6 +156,11 @@ def _common_options(f):
                      metavar="PATH",
                      help="Regressor checkpoint [default: $FACEALIGN_WEIGHTS, else the "
                           "shipped weights]."),
+        click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "torch"]),
+                     default=None,
+                     help="Regressor runtime [default: $FACEALIGN_RUNTIME, else auto = ONNX "
+                          "Runtime when the weights have an up-to-date .onnx export beside "
+                          "them, else torch]."),
         click.option("--max-megapixels", type=click.FloatRange(min=0.01), default=None,
                      metavar="MP",
                      help="Largest image decoded at full size [default: 50]. Larger JPEGs are "
@@ -223,6 +230,7 @@ def _run(command: str, params: dict, **extra) -> None:
     jobs = params["jobs"] or os.cpu_count() or 1
     opts = RunOptions(command=command, out=out, jobs=jobs, threads=params["threads"],
                       max_faces=params["max_faces"], weights=params["weights"],
+                      runtime=params["runtime"],
                       overwrite=params["overwrite"], max_pixels=max_pixels,
                       quiet=params["quiet"], verbose=params["verbose"],
                       backend=params["backend"], scheduler=params["scheduler"], **extra)

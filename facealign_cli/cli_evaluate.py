@@ -44,11 +44,13 @@ def _note(msg: str) -> None:
 
 
 def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std: Path | None,
-                  threads: int):
-    """The methods to evaluate: the facealign regressor (``--weights`` or the default weights)
+                  threads: int, runtime: str | None = None):
+    """The methods to evaluate: the facealign regressor (``--weights`` or the default weights,
+    in the runtime the CLI would use, see :func:`facealign_cli.regressor_onnx.make_regressor`)
     and, with ``--baseline-3ddfa``, the user's 3DDFA-V2 MobileNet."""
     from .evaluation import Method
-    from .regressor import Regressor, default_weights_path, sha256_of
+    from .model_files import default_weights_path, sha256_of
+    from .regressor_onnx import make_regressor
 
     methods = []
     path = weights if weights is not None else default_weights_path()
@@ -56,12 +58,12 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
         raise click.ClickException(f"--weights: no such file: {weights}")
     if path.is_file():
         try:
-            reg = Regressor(path, num_threads=threads or None)
+            reg = make_regressor(path, num_threads=threads or None, runtime=runtime)
         except Exception as exc:  # torch / pickle raise many types for a wrong file
             raise click.ClickException(f"cannot load facealign weights {path}: {exc}") from exc
         methods.append(Method("facealign", "facealign", reg, {
             "label": "facealign", "weights": str(path), "sha256": sha256_of(path),
-            "arch": reg.arch, "input_size": reg.input_size}))
+            "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime}))
     elif baseline is None:
         raise click.ClickException(
             f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
@@ -69,7 +71,7 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
         _note(f"note: no facealign weights at {path}; evaluating the 3DDFA-V2 baseline only")
     if baseline is not None:
         from .baseline_3ddfa import Baseline3DDFA
-        from .regressor import sha256_of as sha
+        from .model_files import sha256_of as sha
 
         ms = baseline_mean_std or baseline.with_name("param_mean_std_62d_120x120.pkl")
         if not ms.is_file():
@@ -161,6 +163,10 @@ def _common_options(f):
                      help="CPU threads for torch and the detector (0 = torch's default). "
                           "One thread is usually fastest: the crops are small and the "
                           "detector protocols run the networks one face at a time."),
+        click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "torch"]),
+                     default=None,
+                     help="Runtime of the facealign regressor [default: $FACEALIGN_RUNTIME, "
+                          "else auto, as in the image commands]."),
         click.option("--per-image", is_flag=True,
                      help="Also store per-image NME values in the JSON."),
     ]
@@ -192,7 +198,8 @@ def evaluate():
               help="Seed of the synthetic occluders.")
 @_common_options
 def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mean_std,
-                json_path, markdown_path, plot_path, limit, iou_threshold, threads, per_image):
+                json_path, markdown_path, plot_path, limit, iou_threshold, threads, runtime,
+                per_image):
     """Evaluate on AFLW2000-3D (PATH: the folder of imageNNNNN.jpg + .mat).
 
     \b
@@ -221,7 +228,7 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
         data = E.open_aflw2000(path, limit=limit)
     except E.DatasetLayoutError as exc:
         raise click.ClickException(f"not an AFLW2000-3D folder: {exc}") from exc
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads)
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime)
     detector, det_info = (_load_detector(threads) if "detector" in protos else (None, None))
     try:
         with _progress(len(data), f"AFLW2000-3D ({', '.join(protos)})") as advance:
@@ -291,7 +298,8 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
               help=".pts coordinates are 0-based (default: 1-based, the 300-W convention).")
 @_common_options
 def landmarks68(directory, annotations, pts_zero_based, weights, baseline, baseline_mean_std,
-                json_path, markdown_path, plot_path, limit, iou_threshold, threads, per_image):
+                json_path, markdown_path, plot_path, limit, iou_threshold, threads, runtime,
+                per_image):
     """Evaluate 68 landmarks on annotated photos (DIRECTORY of images).
 
     \b
@@ -311,7 +319,7 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
                                    limit=limit)
     except E.DatasetLayoutError as exc:
         raise click.ClickException(str(exc)) from exc
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads)
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime)
     detector, det_info = _load_detector(threads)
     try:
         with _progress(len(items), "landmarks68") as advance:

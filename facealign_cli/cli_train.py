@@ -52,3 +52,10 @@ def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_fac
             return evaluate_aflw2000(Regressor(ck).predict, load_aflw2000(aflw))
     ck = train(cfg, shared_p, teacher_p, Path(out_dir), Path(cache), eval_fn=eval_fn)
     click.echo(str(ck))
+    try:  # the ONNX Runtime export the CLI runs by default (see facealign export-onnx)
+        from .regressor_onnx import export_onnx
+
+        click.echo(str(export_onnx(ck)))
+    except ImportError as exc:
+        click.echo(f"note: no ONNX export ({exc}); run facealign export-onnx {ck} later",
+                   err=True)

@@ -13,7 +13,12 @@ interrupted run leaves no partial file under the final name.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -46,18 +51,98 @@ def _check_mesh(vertices, triangles, colors) -> tuple[np.ndarray, np.ndarray, np
     return v, t, c
 
 
+#: First line of every OBJ file facealign writes.
+OBJ_HEADER = b"# facealign mesh: v x y z [r g b], colours in [0, 1]\n"
+
+_FACES_CACHE: OrderedDict[bytes, bytes] = OrderedDict()
+_FACES_CACHE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _colour_text():
+    """The text of the 256 possible colour values ``i / 255`` (6 significant digits)."""
+    import pyarrow as pa
+
+    return pa.array([f"{i / 255:.6g}" for i in range(256)])
+
+
+def _tag_column(tag: str, n: int):
+    """A column holding the line tag (``v`` or ``f``) n times (dictionary-encoded)."""
+    import pyarrow as pa
+
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([tag]))
+
+
+def _write_rows(columns: dict, sink) -> None:
+    """Space-separated text rows, one per table row, no header or quotes (pyarrow's CSV
+    writer, multi-threaded C++ number formatting)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    opts = pcsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none",
+                             batch_size=1 << 20)
+    pcsv.write_csv(pa.table(columns), sink, opts)
+
+
+def _obj_face_lines(t: np.ndarray) -> bytes:
+    """``f a b c`` lines (1-based) of a (T, 3) int64 triangle array. Every face of a run shares
+    one topology, so the text of the last few triangle arrays is kept (keyed by a hash of the
+    indices, never by object identity)."""
+    key = hashlib.blake2b(t.tobytes(), digest_size=16).digest() + str(t.shape).encode()
+    with _FACES_CACHE_LOCK:
+        hit = _FACES_CACHE.get(key)
+        if hit is not None:
+            _FACES_CACHE.move_to_end(key)
+            return hit
+    if len(t) == 0:
+        text = b""
+    else:
+        buf = io.BytesIO()
+        t1 = t + 1
+        _write_rows({"tag": _tag_column("f", len(t)), "a": t1[:, 0], "b": t1[:, 1],
+                     "c": t1[:, 2]}, buf)
+        text = buf.getvalue()
+    with _FACES_CACHE_LOCK:
+        _FACES_CACHE[key] = text
+        while len(_FACES_CACHE) > 4:
+            _FACES_CACHE.popitem(last=False)
+    return text
+
+
+def _obj_bytes(v: np.ndarray, t: np.ndarray, c: np.ndarray | None) -> bytes:
+    import pyarrow as pa
+
+    buf = io.BytesIO()
+    buf.write(OBJ_HEADER)
+    v32 = v.astype(np.float32)
+    cols = {"tag": _tag_column("v", len(v))}
+    for j, name in enumerate("xyz"):
+        cols[name] = v32[:, j]
+    if c is not None:
+        lut = _colour_text()
+        for j, name in enumerate("rgb"):
+            cols[name] = pa.DictionaryArray.from_arrays(pa.array(c[:, j].astype(np.int16)), lut)
+    _write_rows(cols, buf)
+    buf.write(_obj_face_lines(t))
+    return buf.getvalue()
+
+
 def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
                fmt: str = "obj") -> bytes:
-    """Encode a triangle mesh as an OBJ or binary PLY file (in memory), using trimesh.
+    """Encode a triangle mesh as an OBJ or binary PLY file (in memory).
 
     Args:
         vertices: (N, 3) float vertex positions (any units and frame; written as given).
         triangles: (T, 3) integer vertex indices (0..N-1), written in the given order/winding.
         colors: (N, 3) uint8 RGB per-vertex colours, or None for none.
-        fmt: ``"obj"``: text, one ``v x y z [r g b]`` line per vertex (colours as floats in
-            [0, 1], the per-vertex colour extension MeshLab and Blender read) and ``f a b c``
-            lines (1-based), no normals, no material. ``"ply"``: binary little-endian PLY with
-            float vertices, uchar RGBA colours (alpha 255) and int triangle lists.
+        fmt: ``"obj"``: text (Wavefront OBJ), a ``#`` comment line, one ``v x y z [r g b]`` line
+            per vertex (coordinates as float32 in shortest round-trip decimal form, colours as
+            ``i / 255`` with 6 significant digits: the per-vertex colour extension MeshLab,
+            Blender and trimesh read) and one ``f a b c`` line per triangle (1-based); no
+            normals, no material. The text is produced by pyarrow's CSV writer (C++ number
+            formatting: ~10x faster than Python string formatting for a 38k-vertex face).
+            ``"ply"``: binary little-endian PLY (trimesh's exporter) with float vertices,
+            uchar RGBA colours (alpha 255) and int triangle lists.
 
     Returns:
         The file content.
@@ -65,18 +150,15 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
     Raises:
         ValueError: bad shapes/dtypes, indices out of range, non-finite vertices, unknown fmt.
     """
-    import trimesh
-
     fmt = fmt.lower()
     if fmt not in MESH_FORMATS:
         raise ValueError(f"unknown mesh format {fmt!r}; expected one of {MESH_FORMATS}")
     v, t, c = _check_mesh(vertices, triangles, colors)
-    mesh = trimesh.Trimesh(vertices=v, faces=t, vertex_colors=c, process=False, validate=False)
     if fmt == "obj":
-        text = trimesh.exchange.obj.export_obj(
-            mesh, include_normals=False, include_color=c is not None, include_texture=False,
-            header="facealign mesh: v x y z [r g b], colours in [0, 1]")
-        return text.encode("utf-8")
+        return _obj_bytes(v, t, c)
+    import trimesh
+
+    mesh = trimesh.Trimesh(vertices=v, faces=t, vertex_colors=c, process=False, validate=False)
     return trimesh.exchange.ply.export_ply(mesh, encoding="binary", vertex_normal=False,
                                            include_attributes=False)
 

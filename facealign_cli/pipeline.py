@@ -42,9 +42,9 @@ class FaceAligner:
 
             detector = BlazeFaceDetector(num_threads=num_threads or 1)
         if regressor is None:
-            from .regressor import Regressor
+            from .regressor_onnx import make_regressor
 
-            regressor = Regressor(num_threads=num_threads)
+            regressor = make_regressor(num_threads=num_threads)
         self.detector = detector
         self.regressor = regressor
         self._model = None

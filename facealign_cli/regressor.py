@@ -10,15 +10,13 @@ checkpoint). Input: the roi crop, BGR uint8, normalised as ``(x - 127.5) / 128``
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-DEFAULT_WEIGHTS_NAME = "facealign_v1.pth"
+from .model_files import DEFAULT_WEIGHTS_NAME, default_weights_path, sha256_of  # noqa: F401
 
 # (out channels, stride) of each depthwise-separable block after the stem (16 ch, stride 2).
 ARCHS: dict[str, list[tuple[int, int]]] = {
@@ -74,24 +72,6 @@ def normalise_crops(crops_bgr: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - 127.5) / 128.0
 
 
-def default_weights_path() -> Path:
-    """Where the shipped weights are looked up: ``$FACEALIGN_WEIGHTS`` if set, else
-    ``weights/facealign_v1.pth`` at the root of the source tree (editable install)."""
-    env = os.environ.get("FACEALIGN_WEIGHTS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Regressor:
     """Loads a facealign checkpoint and regresses 3DMM parameters from roi crops.
 
@@ -102,7 +82,12 @@ class Regressor:
     Raises:
         FileNotFoundError: the checkpoint is missing.
         KeyError: the checkpoint lacks ``model``, ``arch``, ``param_mean`` or ``param_std``.
+
+    See :func:`facealign_cli.regressor_onnx.make_regressor` for the faster ONNX Runtime path
+    the CLI uses by default.
     """
+
+    runtime = "torch"
 
     def __init__(self, weights: str | Path | None = None, num_threads: int | None = None):
         path = Path(weights) if weights else default_weights_path()

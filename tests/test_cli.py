@@ -23,7 +23,6 @@ from facealign_cli.cli import main  # noqa: E402
 
 from fakes import fake_factory  # noqa: E402
 from imgtools import jpeg_with_orientation, png_bytes  # noqa: E402
-from model_fixtures import afw_photos, mesh_ready, real_weights  # noqa: E402,F401
 
 HEAVY = ("torch", "cv2", "numpy", "rich", "joblib", "trimesh", "scipy")
 

@@ -23,7 +23,6 @@ from facealign_cli.cli import main  # noqa: E402
 from facealign_cli.inputs import collect_inputs  # noqa: E402
 
 from fakes import FakeFactory  # noqa: E402
-from model_fixtures import afw_photos, mesh_ready, real_weights  # noqa: E402,F401
 
 TESTS = Path(__file__).resolve().parent
 

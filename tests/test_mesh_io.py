@@ -64,6 +64,31 @@ def test_obj_text_layout(tmp_path, face):
     assert [int(x) for x in flines[0].split()[1:]] == (t[0] + 1).tolist()  # 1-based
 
 
+def test_obj_faces_text_is_cached_by_content_not_identity(tmp_path, face):
+    """The f-lines of a topology are reused between faces; a different triangle array of the
+    same shape (or the same array changed in place) must still be written as given."""
+    v, t, c, _ = face
+    t2 = t.copy()
+    write_mesh(tmp_path / "a.obj", v, t2, c, "obj")
+    t2[:, [1, 2]] = t2[:, [2, 1]]  # flip the winding in place
+    write_mesh(tmp_path / "b.obj", v, t2, c, "obj")
+    write_mesh(tmp_path / "c.obj", v, t, c, "obj")
+    fa, fb, fc = (trimesh.load(tmp_path / f"{k}.obj", process=False, force="mesh").faces
+                  for k in "abc")
+    assert np.array_equal(fa, t) and np.array_equal(fb, t2) and np.array_equal(fc, t)
+
+
+def test_obj_numbers_of_any_sign_and_size(tmp_path):
+    v = np.array([[-1e-7, 0.0, -0.0], [12345.678, -98765.4321, 3.0e-3], [1.5, -2.25, 1e6]])
+    c = np.array([[0, 128, 255], [1, 2, 3], [254, 253, 252]], np.uint8)
+    write_mesh(tmp_path / "n.obj", v, np.array([[0, 1, 2]]), c, "obj")
+    rows = [ln.split() for ln in (tmp_path / "n.obj").read_text().splitlines()
+            if ln.startswith("v ")]
+    got = np.array([[float(x) for x in r[1:]] for r in rows])
+    assert np.allclose(got[:, :3], v.astype(np.float32), rtol=1e-7, atol=0)
+    assert np.abs(got[:, 3:] * 255 - c).max() < 1e-3
+
+
 def test_ply_is_binary_little_endian_with_colours(tmp_path, face):
     v, t, c, _ = face
     path = tmp_path / "face.ply"

@@ -22,7 +22,6 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from imgtools import odd_image_corpus  # noqa: E402
-from model_fixtures import afw_photos, real_weights  # noqa: E402,F401
 
 TESTS = Path(__file__).resolve().parent
 #: Hidden temporary names of facealign_cli.writers.atomic_open (removed by the next run).

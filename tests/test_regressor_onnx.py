@@ -1,0 +1,123 @@
+"""The ONNX Runtime regressor (facealign_cli.regressor_onnx): the committed export belongs to the
+shipped checkpoint and gives torch's numbers on real faces; exports are checked against the
+checkpoint they came from; the runtime choice of the CLI."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from facealign_cli.evaluation import evaluate_aflw2000, load_aflw2000
+from facealign_cli.regressor import FaceAlignNet, Regressor, default_weights_path
+from facealign_cli.regressor_onnx import (OnnxRegressor, StaleExportError, export_onnx,
+                                          make_regressor, onnx_path_for)
+
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    """A small random-initialised checkpoint (fan_s) in a temporary folder."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path / "w.pth"
+    torch.save({"model": FaceAlignNet("fan_s").state_dict(), "arch": "fan_s", "stem": 16,
+                "input_size": 120, "param_mean": np.linspace(-1, 1, 62, dtype=np.float32),
+                "param_std": np.full(62, 2.0, np.float32)}, path)
+    return path
+
+
+def test_shipped_export_is_the_default_runtime():
+    reg = make_regressor(default_weights_path(), num_threads=1)
+    assert isinstance(reg, OnnxRegressor), "weights/ must hold an up-to-date .onnx export"
+    assert reg.arch == Regressor(default_weights_path()).arch and reg.input_size == 120
+    assert isinstance(make_regressor(default_weights_path(), runtime="torch"), Regressor)
+
+
+def test_shipped_export_matches_torch_on_aflw2000(shared):
+    """Every 10th AFLW2000-3D face: parameters agree to float32 rounding and the benchmark
+    figures are the same to 0.01 (the ONNX path is not less accurate)."""
+    data = load_aflw2000(shared / "data" / "aflw2000-3d")
+    sel = np.arange(0, 2000, 10)
+    data.names = [data.names[i] for i in sel]
+    data.roi_boxes, data.pts68 = data.roi_boxes[sel], data.pts68[sel]
+    data.yaw, data.pose = data.yaw[sel], data.pose[sel]
+    torch_reg = Regressor(default_weights_path(), num_threads=2)
+    onnx_reg = OnnxRegressor(default_weights_path(), num_threads=2)
+    calls = []
+
+    def both(crops):
+        a, b = torch_reg.predict(crops), onnx_reg.predict(crops)
+        calls.append(np.abs(a - b).max() / np.abs(a).max())
+        return b
+
+    res_onnx = evaluate_aflw2000(both, data)
+    res_torch = evaluate_aflw2000(torch_reg.predict, data)
+    assert max(calls) < 1e-4
+    assert abs(res_onnx["nme_mean"] - res_torch["nme_mean"]) < 0.01
+    assert abs(res_onnx["pose_mae"]["mean"] - res_torch["pose_mae"]["mean"]) < 0.01
+
+
+def test_export_matches_torch(checkpoint):
+    assert export_onnx(checkpoint) == onnx_path_for(checkpoint)
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["w.onnx", "w.pth"]
+    crops = np.random.default_rng(0).integers(0, 256, (5, 120, 120, 3), dtype=np.uint8)
+    ref = Regressor(checkpoint).predict(crops)
+    got = OnnxRegressor(checkpoint).predict(crops)
+    assert got.shape == (5, 62) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(OnnxRegressor(checkpoint).predict(crops[2:3]), ref[2:3],
+                               rtol=1e-4, atol=1e-4)
+    assert OnnxRegressor(checkpoint).predict(crops[:0]).shape == (0, 62)
+
+
+def test_stale_export_is_never_used(checkpoint):
+    export_onnx(checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")  # another checkpoint, same path
+    with pytest.raises(StaleExportError):
+        OnnxRegressor(checkpoint)
+    with pytest.raises(StaleExportError):
+        make_regressor(checkpoint, runtime="onnxruntime")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert type(make_regressor(checkpoint, runtime="auto")) is Regressor  # torch
+    assert any("re-export" in str(x.message) for x in w)
+
+
+def test_without_export_auto_uses_torch(checkpoint, monkeypatch):
+    assert type(make_regressor(checkpoint)) is Regressor
+    with pytest.raises(FileNotFoundError, match="export-onnx"):
+        make_regressor(checkpoint, runtime="onnxruntime")
+    with pytest.raises(ValueError, match="unknown runtime"):
+        make_regressor(checkpoint, runtime="tensorflow")
+    monkeypatch.setenv("FACEALIGN_RUNTIME", "torch")
+    export_onnx(checkpoint)
+    assert type(make_regressor(checkpoint)) is Regressor  # the environment picks torch
+
+
+def test_cli_export_and_runtimes_agree(checkpoint, afw_photos):
+    """``facealign export-onnx`` writes the export; ``--runtime torch`` and ``--runtime
+    onnxruntime`` give the same landmarks on real photos (JSON rounds to 0.01 px)."""
+    from click.testing import CliRunner
+
+    from facealign_cli.cli import main
+
+    r = CliRunner().invoke(main, ["export-onnx", str(checkpoint)])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == str(onnx_path_for(checkpoint))
+    out = {}
+    for rt in ("torch", "onnxruntime"):
+        r = CliRunner().invoke(main, ["landmarks", *map(str, afw_photos), "--out", "-",
+                                      "--runtime", rt, "--quiet"])
+        assert r.exit_code == 0, r.output
+        out[rt] = [json.loads(line) for line in r.stdout.splitlines()]
+    lm = {rt: [np.array(f["landmarks_2d"]) for rec in recs for f in rec["faces"]]
+          for rt, recs in out.items()}
+    assert len(lm["torch"]) == len(lm["onnxruntime"]) >= 3
+    for a, b in zip(lm["torch"], lm["onnxruntime"]):
+        assert np.abs(a - b).max() <= 0.02
