@@ -14,11 +14,9 @@ interrupted run leaves no partial file under the final name.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -54,16 +52,23 @@ def _check_mesh(vertices, triangles, colors) -> tuple[np.ndarray, np.ndarray, np
 #: First line of every OBJ file facealign writes.
 OBJ_HEADER = b"# facealign mesh: v x y z [r g b], colours in [0, 1]\n"
 
-_FACES_CACHE: OrderedDict[bytes, bytes] = OrderedDict()
+#: Decimals kept in OBJ vertex coordinates (0.001 px), and in OBJ colours (``i / 255``).
+OBJ_COORD_DECIMALS = 3
+OBJ_COLOUR_DECIMALS = 4
+
+# the f-lines of the last few triangle arrays: [(copy of the array, text)], newest last
+_FACES_CACHE: list[tuple[np.ndarray, bytes]] = []
 _FACES_CACHE_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
 def _colour_text():
-    """The text of the 256 possible colour values ``i / 255`` (6 significant digits)."""
+    """The text of the 256 possible colour values ``i / 255`` (:data:`OBJ_COLOUR_DECIMALS`
+    decimals, trailing zeros dropped: enough to recover ``i`` exactly)."""
     import pyarrow as pa
 
-    return pa.array([f"{i / 255:.6g}" for i in range(256)])
+    return pa.array([f"{i / 255:.{OBJ_COLOUR_DECIMALS}f}".rstrip("0").rstrip(".") or "0"
+                     for i in range(256)])
 
 
 def _tag_column(tag: str, n: int):
@@ -75,7 +80,7 @@ def _tag_column(tag: str, n: int):
 
 def _write_rows(columns: dict, sink) -> None:
     """Space-separated text rows, one per table row, no header or quotes (pyarrow's CSV
-    writer, multi-threaded C++ number formatting)."""
+    writer: C++ number formatting, shortest round-trip form for floats)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -86,14 +91,13 @@ def _write_rows(columns: dict, sink) -> None:
 
 def _obj_face_lines(t: np.ndarray) -> bytes:
     """``f a b c`` lines (1-based) of a (T, 3) int64 triangle array. Every face of a run shares
-    one topology, so the text of the last few triangle arrays is kept (keyed by a hash of the
-    indices, never by object identity)."""
-    key = hashlib.blake2b(t.tobytes(), digest_size=16).digest() + str(t.shape).encode()
+    one topology, so the text of the last few triangle arrays is kept, found by comparing the
+    indices themselves (never by object identity)."""
     with _FACES_CACHE_LOCK:
-        hit = _FACES_CACHE.get(key)
-        if hit is not None:
-            _FACES_CACHE.move_to_end(key)
-            return hit
+        for i, (known, text) in enumerate(_FACES_CACHE):
+            if known.shape == t.shape and np.array_equal(known, t):
+                _FACES_CACHE.append(_FACES_CACHE.pop(i))
+                return text
     if len(t) == 0:
         text = b""
     else:
@@ -103,18 +107,17 @@ def _obj_face_lines(t: np.ndarray) -> bytes:
                      "c": t1[:, 2]}, buf)
         text = buf.getvalue()
     with _FACES_CACHE_LOCK:
-        _FACES_CACHE[key] = text
-        while len(_FACES_CACHE) > 4:
-            _FACES_CACHE.popitem(last=False)
+        _FACES_CACHE.append((t.copy(), text))
+        del _FACES_CACHE[:-4]
     return text
 
 
-def _obj_bytes(v: np.ndarray, t: np.ndarray, c: np.ndarray | None) -> bytes:
+def _write_obj(v: np.ndarray, t: np.ndarray, c: np.ndarray | None, sink) -> None:
+    """Write the OBJ text (see :func:`mesh_bytes`) to a binary file object."""
     import pyarrow as pa
 
-    buf = io.BytesIO()
-    buf.write(OBJ_HEADER)
-    v32 = v.astype(np.float32)
+    sink.write(OBJ_HEADER)
+    v32 = np.round(v, OBJ_COORD_DECIMALS).astype(np.float32)
     cols = {"tag": _tag_column("v", len(v))}
     for j, name in enumerate("xyz"):
         cols[name] = v32[:, j]
@@ -122,9 +125,8 @@ def _obj_bytes(v: np.ndarray, t: np.ndarray, c: np.ndarray | None) -> bytes:
         lut = _colour_text()
         for j, name in enumerate("rgb"):
             cols[name] = pa.DictionaryArray.from_arrays(pa.array(c[:, j].astype(np.int16)), lut)
-    _write_rows(cols, buf)
-    buf.write(_obj_face_lines(t))
-    return buf.getvalue()
+    _write_rows(cols, sink)
+    sink.write(_obj_face_lines(t))
 
 
 def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
@@ -136,9 +138,10 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
         triangles: (T, 3) integer vertex indices (0..N-1), written in the given order/winding.
         colors: (N, 3) uint8 RGB per-vertex colours, or None for none.
         fmt: ``"obj"``: text (Wavefront OBJ), a ``#`` comment line, one ``v x y z [r g b]`` line
-            per vertex (coordinates as float32 in shortest round-trip decimal form, colours as
-            ``i / 255`` with 6 significant digits: the per-vertex colour extension MeshLab,
-            Blender and trimesh read) and one ``f a b c`` line per triangle (1-based); no
+            per vertex (coordinates rounded to 0.001, then written as the shortest decimal
+            that reads back as the same float32; colours as ``i / 255`` with 4 decimals: the
+            per-vertex colour extension MeshLab, Blender and trimesh read) and one
+            ``f a b c`` line per triangle (1-based); no
             normals, no material. The text is produced by pyarrow's CSV writer (C++ number
             formatting: ~10x faster than Python string formatting for a 38k-vertex face).
             ``"ply"``: binary little-endian PLY (trimesh's exporter) with float vertices,
@@ -155,7 +158,9 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
         raise ValueError(f"unknown mesh format {fmt!r}; expected one of {MESH_FORMATS}")
     v, t, c = _check_mesh(vertices, triangles, colors)
     if fmt == "obj":
-        return _obj_bytes(v, t, c)
+        buf = io.BytesIO()
+        _write_obj(v, t, c, buf)
+        return buf.getvalue()
     import trimesh
 
     mesh = trimesh.Trimesh(vertices=v, faces=t, vertex_colors=c, process=False, validate=False)
@@ -199,7 +204,14 @@ def write_mesh(path: str | os.PathLike, vertices: np.ndarray, triangles: np.ndar
         ValueError: invalid arrays or format (nothing is written).
         OSError: the file cannot be written (no temporary file is left behind).
     """
-    return write_atomic(path, mesh_bytes(vertices, triangles, colors, fmt))
+    fmt = fmt.lower()
+    if fmt != "obj":
+        return write_atomic(path, mesh_bytes(vertices, triangles, colors, fmt))
+    v, t, c = _check_mesh(vertices, triangles, colors)
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:  # streamed: no second copy of the text in memory
+        _write_obj(v, t, c, fh)
+    return path
 
 
 def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
