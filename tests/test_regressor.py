@@ -104,3 +104,32 @@ def test_roi_rule_matches_landmark_crops(shared):
 def test_model_card_lists_the_reproduction_command():
     card = (REPO / "weights" / "README.md").read_text()
     assert re.search(r"facealign train --config configs/\S+\.toml", card)
+
+
+def test_model_card_recipe_is_the_one_that_made_the_shipped_file():
+    """The config stored in the shipped checkpoint is one of configs/*.toml, named in the model
+    card, and its chain of earlier stages (``init_from``) goes back to a stage trained from
+    random initialisation, every stage's config being in the card too."""
+    import torch
+
+    from facealign_cli.training.train import TrainConfig
+
+    card = (REPO / "weights" / "README.md").read_text()
+    configs = {p: TrainConfig.from_toml(p) for p in sorted((REPO / "configs").glob("*.toml"))}
+    ck = torch.load(default_weights_path(), map_location="cpu", weights_only=False)
+    stored = dict(ck["config"], yaw_weights=tuple(ck["config"]["yaw_weights"]))
+    found = [p for p, c in configs.items() if vars(c) == stored]
+    assert found, f"no configs/*.toml matches the shipped checkpoint's config {stored}"
+    path, seen = found[0], set()
+    while True:
+        assert f"configs/{path.name}" in card, f"model card does not name configs/{path.name}"
+        assert path not in seen
+        seen.add(path)
+        prev = configs[path].init_from
+        if not prev:
+            break  # random initialisation
+        # the earlier stage's run folder is the --out of a card command with its config
+        m = re.search(rf"--config (configs/\S+\.toml) \S.* --out {re.escape(str(Path(prev).parent))}\b", card)
+        assert m, f"model card has no command writing {prev}"
+        path = REPO / m.group(1)
+    assert len(seen) >= 1
