@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .model_files import default_weights_path, sha256_of
+from .writers import atomic_open
 
 #: Values of ``--runtime`` / ``$FACEALIGN_RUNTIME``.
 RUNTIMES = ("auto", "onnxruntime", "torch")
@@ -128,12 +129,8 @@ def export_onnx(weights: str | Path, out: str | Path | None = None) -> Path:
         p = model.metadata_props.add()
         p.key, p.value = k, v
     out = Path(out) if out else onnx_path_for(weights)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        tmp.write_bytes(model.SerializeToString())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(out, "wb") as fh:
+        fh.write(model.SerializeToString())
     return out
 
 

@@ -24,7 +24,7 @@ from facealign_cli.cli import main  # noqa: E402
 from fakes import fake_factory  # noqa: E402
 from imgtools import jpeg_with_orientation, png_bytes  # noqa: E402
 
-HEAVY = ("torch", "cv2", "numpy", "rich", "joblib", "trimesh", "scipy")
+HEAVY = ("torch", "cv2", "numpy", "rich", "joblib", "trimesh", "scipy", "onnxruntime", "pyarrow")
 
 
 def invoke(args, **kw):
