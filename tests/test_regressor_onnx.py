@@ -121,3 +121,21 @@ def test_cli_export_and_runtimes_agree(checkpoint, afw_photos):
     assert len(lm["torch"]) == len(lm["onnxruntime"]) >= 3
     for a, b in zip(lm["torch"], lm["onnxruntime"]):
         assert np.abs(a - b).max() <= 0.02
+
+
+def test_onnx_path_does_not_import_torch(afw_photos):
+    """The default path (detector + ONNX regressor + 3DMM) on a real photo never imports torch
+    (that is where the start-up time of a one-photo run goes)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from facealign_cli.images import load_image\n"
+            "from facealign_cli.pipeline import FaceAligner\n"
+            f"faces = FaceAligner(num_threads=1)(load_image({str(afw_photos[0])!r}), dense=True)\n"
+            "assert faces and faces[0].vertices is not None\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "print(type(faces[0]).__name__, len(faces))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Face ")
