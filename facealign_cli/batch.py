@@ -293,7 +293,8 @@ def _get_aligner(opts: RunOptions):
     global _ALIGNER, _ALIGNER_KEY
     factory = opts.aligner_factory or build_aligner
     key = (opts.command == "detect", opts.command == "mesh", opts.weights, opts.runtime,
-           os.environ.get("FACEALIGN_WEIGHTS"), os.environ.get("FACEALIGN_RUNTIME"), opts.threads, opts.jobs, opts.max_faces, factory)
+           os.environ.get("FACEALIGN_WEIGHTS"), os.environ.get("FACEALIGN_RUNTIME"),
+           opts.threads, opts.jobs, opts.max_faces, factory)
     if _ALIGNER is None or _ALIGNER_KEY != key:
         threads = _effective_threads(opts)
         try:

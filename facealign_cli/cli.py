@@ -22,6 +22,7 @@ import sys
 import click
 
 from . import __version__
+from .model_files import RUNTIMES
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -156,7 +157,7 @@ def _common_options(f):
                      metavar="PATH",
                      help="Regressor checkpoint [default: $FACEALIGN_WEIGHTS, else the "
                           "shipped weights]."),
-        click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "torch"]),
+        click.option("--runtime", type=click.Choice(RUNTIMES),
                      default=None,
                      help="Regressor runtime [default: $FACEALIGN_RUNTIME, else auto = ONNX "
                           "Runtime when the weights have an up-to-date .onnx export beside "

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .model_files import RUNTIMES
 
 _PATH = click.Path(path_type=Path)
 
@@ -163,7 +164,7 @@ def _common_options(f):
                      help="CPU threads for torch and the detector (0 = torch's default). "
                           "One thread is usually fastest: the crops are small and the "
                           "detector protocols run the networks one face at a time."),
-        click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "torch"]),
+        click.option("--runtime", type=click.Choice(RUNTIMES),
                      default=None,
                      help="Runtime of the facealign regressor [default: $FACEALIGN_RUNTIME, "
                           "else auto, as in the image commands]."),

@@ -9,6 +9,10 @@ from pathlib import Path
 
 DEFAULT_WEIGHTS_NAME = "facealign_v1.pth"
 
+#: Values of ``--runtime`` / ``$FACEALIGN_RUNTIME`` (see
+#: :func:`facealign_cli.regressor_onnx.make_regressor`).
+RUNTIMES = ("auto", "onnxruntime", "torch")
+
 
 def default_weights_path() -> Path:
     """Where the shipped weights are looked up: ``$FACEALIGN_WEIGHTS`` if set, else

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_files import default_weights_path, sha256_of
+from .model_files import RUNTIMES, default_weights_path, sha256_of
 from .writers import atomic_open
 
-#: Values of ``--runtime`` / ``$FACEALIGN_RUNTIME``.
-RUNTIMES = ("auto", "onnxruntime", "torch")
 ONNX_META_SHA = "facealign_checkpoint_sha256"
 ONNX_META_INFO = "facealign_checkpoint_meta"
 ONNX_OPSET = 17
@@ -224,5 +222,4 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
                 raise
     from .regressor import Regressor
 
-    reg = Regressor(path, num_threads=num_threads)
-    return reg
+    return Regressor(path, num_threads=num_threads)
