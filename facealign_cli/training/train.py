@@ -28,7 +28,9 @@ import torch
 from ..geometry import pose_from_camera
 from ..morphable_model import load_morphable_model
 from ..regressor import FaceAlignNet, normalise_crops, sha256_of
+from ..evaluation import nme_box
 from .data import SIZE, prepare_training_set
+from .labels import prepare_refitted_set
 from .symmetry import ibug68_flip_permutation, vertex_mirror_map
 
 
@@ -57,6 +59,9 @@ class TrainConfig:
     limit_faces: int = 0  # >0: use only this many faces (smoke runs)
     yaw_weights: tuple = (1.0, 1.0, 1.0)  # sampling weight of |yaw| in [0,30], (30,60], (60,90]
     init_from: str = ""  # checkpoint of an earlier stage of the same recipe ("" = random init)
+    labels: str = "teacher"  # "teacher" (v1) or "refit" (labels refitted to the real landmarks)
+    prior: float = 100.0  # weight of the refit's prior (labels = "refit")
+    hold_out_val: bool = False  # keep the 300-W AFW faces out of training, validate on them
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -216,11 +221,21 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t_start = time.time()
-    data_path = prepare_training_set(shared, teacher_weights, cache, cfg.n_dense,
-                                     log=lambda m: _log(m, logf))
+    if cfg.labels == "refit":
+        data_path = prepare_refitted_set(shared, teacher_weights, cache, cfg.n_dense, cfg.prior,
+                                         log=lambda m: _log(m, logf))
+    else:
+        data_path = prepare_training_set(shared, teacher_weights, cache, cfg.n_dense,
+                                         log=lambda m: _log(m, logf))
     data = np.load(data_path)
     crops, targets, real = data["crops"], data["targets"], data["real_pts"]
     params, tidx = data["params"], data["target_index"]
+    val = None
+    if cfg.hold_out_val:
+        is_val = np.char.startswith(data["names"].astype(str), "300w/afw/")
+        val = (crops[is_val], real[is_val])
+        keep = ~is_val
+        crops, targets, real, params = crops[keep], targets[keep], real[keep], params[keep]
     if cfg.limit_faces:
         sel = rng.permutation(len(crops))[:cfg.limit_faces]
         crops, targets, real, params = crops[sel], targets[sel], real[sel], params[sel]
@@ -258,7 +273,21 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
                                                 pct_start=0.05, div_factor=20,
                                                 final_div_factor=200)
     _log(f"training {cfg.arch} on {n} faces, {total} steps, config {asdict(cfg)}", logf)
-    step = 0
+    step, epoch, best = 0, 0, None
+    last = out_dir / "last.pth"
+    if last.is_file():  # resume an interrupted run of the same config
+        st = torch.load(last, map_location="cpu", weights_only=False)
+        if st["config"] != asdict(cfg):
+            raise ValueError(f"{last} was written by another config; use another --out")
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        step, epoch, best = st["steps"], st["epoch"], st.get("best")
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        aug.rng = rng
+        t_start -= st["wall_time_s"]
+        _log(f"resumed from {last} at epoch {epoch}, step {step}", logf)
     net.train()
     # the benchmark averages the three |yaw| bins equally while profiles are rarer in the data:
     # optionally draw faces with per-bin weights (yaw of the teacher's labels)
@@ -316,12 +345,27 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
                 _log(f"step {step}/{total} loss {loss.item():.3f} dense {dense.item():.3f} "
                      f"lmk {lmk.item():.3f} real {real_l.item():.3f} param {param_l.item():.3f} lr {sched.get_last_lr()[0]:.2e}",
                      logf)
-        _log(f"epoch done: mean loss {run_loss / max(b + 1, 1):.3f} in {time.time() - t_ep:.0f} s",
+        epoch += 1
+        msg = f"epoch {epoch} done: mean loss {run_loss / max(b + 1, 1):.3f} in {time.time() - t_ep:.0f} s"
+        ck = _save(net, cfg, pmean, pstd, out_dir / "model.pth", t_start, step)
+        if val is not None:
+            v_nme = validate(net, val[0], val[1], t_mean, t_std, dec)
+            msg += f"; validation NME {v_nme:.3f} %"
+            if best is None or v_nme < best["nme"]:
+                best = {"nme": v_nme, "epoch": epoch, "steps": step}
+                _save(net, cfg, pmean, pstd, out_dir / "best.pth", t_start, step,
+                      extra={"validation": best})
+                msg += " (best)"
+            net.train()
+        _log(msg, logf)
+        _save_state(last, net, opt, sched, cfg, step, epoch, best, rng, t_start)
+    ck = out_dir / "model.pth"
+    if best is not None and (out_dir / "best.pth").is_file():  # chosen on the validation split
+        (out_dir / "best.pth").replace(ck)
+        _log(f"kept the epoch-{best['epoch']} checkpoint (validation NME {best['nme']:.3f} %)",
              logf)
-        _save(net, cfg, pmean, pstd, out_dir / "model.pth", t_start, step)
-    ck = _save(net, cfg, pmean, pstd, out_dir / "model.pth", t_start, step)
     summary = {"config": asdict(cfg), "steps": step, "wall_time_s": round(time.time() - t_start),
-               "checkpoint": str(ck), "sha256": sha256_of(ck)}
+               "checkpoint": str(ck), "sha256": sha256_of(ck), "validation": best}
     if eval_fn is not None:
         summary["metrics"] = eval_fn(ck)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -329,10 +373,38 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     return ck
 
 
-def _save(net, cfg, pmean, pstd, path: Path, t_start: float, step: int) -> Path:
+@torch.inference_mode()
+def validate(net, crops: np.ndarray, real: np.ndarray, t_mean, t_std, dec) -> float:
+    """Mean NME (%) of the 68 landmarks on validation crops (ground-truth-box normaliser).
+
+    Args:
+        crops: (N, 120, 120, 3) uint8 BGR validation crops.
+        real: (N, 68, 2) float32 manual landmarks, crop pixels.
+    """
+    net.eval()
+    lm = []
+    for i in range(0, len(crops), 256):
+        x = normalise_crops(crops[i:i + 256]).contiguous(memory_format=torch.channels_last)
+        lm.append(dec(net(x) * t_std + t_mean)[:, :2, :68].transpose(1, 2).numpy())
+    return float(100 * nme_box(np.concatenate(lm), real).mean())
+
+
+def _save_state(path: Path, net, opt, sched, cfg, step, epoch, best, rng, t_start) -> None:
+    """Everything needed to resume a run after its last finished epoch."""
+    st = {"model": net.state_dict(), "optimizer": opt.state_dict(),
+          "scheduler": sched.state_dict(), "config": asdict(cfg), "steps": step, "epoch": epoch,
+          "best": best, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+          "wall_time_s": round(time.time() - t_start)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(st, tmp)
+    tmp.replace(path)
+
+
+def _save(net, cfg, pmean, pstd, path: Path, t_start: float, step: int,
+          extra: dict | None = None) -> Path:
     ck = {"model": net.state_dict(), "arch": cfg.arch, "stem": cfg.stem, "input_size": SIZE,
           "param_mean": pmean, "param_std": pstd, "config": asdict(cfg), "steps": step,
-          "wall_time_s": round(time.time() - t_start)}
+          "wall_time_s": round(time.time() - t_start), **(extra or {})}
     tmp = path.with_suffix(".tmp")
     torch.save(ck, tmp)
     tmp.replace(path)
