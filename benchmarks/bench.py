@@ -198,7 +198,7 @@ def _facealign_cmd() -> list[str]:
     exe = shutil.which("facealign")
     if exe:
         return [exe]
-    return [sys.executable, "-m", "facealign_cli.cli"]
+    return [sys.executable, "-m", "facealign_cli.cli.main"]
 
 
 def _run_cli(args: list[str], *, env: dict, wait_for: Path | None = None,
@@ -307,9 +307,9 @@ def _real_crops(photos: list[Path], n: int):
     """At least ``n`` real 120x120 face crops (detector boxes, the pipeline's roi rule)."""
     import numpy as np
 
-    from facealign_cli import geometry as G
-    from facealign_cli.images import load_image
-    from facealign_cli.pipeline import FaceAligner
+    from facealign_cli.core import geometry as G
+    from facealign_cli.io.images import load_image
+    from facealign_cli.core.pipeline import FaceAligner
 
     class _NoRegressor:
         input_size = 120
@@ -332,7 +332,7 @@ def _real_crops(photos: list[Path], n: int):
 
 def _shipped_regressor(weights: Path, threads: int):
     """The regressor object the CLI builds for a run (``batch.build_aligner``)."""
-    from facealign_cli.batch import RunOptions, build_aligner
+    from facealign_cli.batch.engine import RunOptions, build_aligner
 
     opts = RunOptions(command="landmarks", out="-", jobs=1, threads=threads,
                       weights=str(weights))
@@ -345,14 +345,14 @@ def bench_regressors(weights: Path, teacher: Path | None, photos: list[Path], re
     import numpy as np
     import torch
 
-    from facealign_cli.regressor import Regressor
+    from facealign_cli.models.regressor import Regressor
 
     crops = _real_crops(photos, 32)
     models = {}
     ours = Regressor(weights)
     models["ours"] = (ours.net, ours.param_mean, ours.param_std)
     if teacher is not None:
-        from facealign_cli.baseline_3ddfa import Baseline3DDFA
+        from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
 
         t = Baseline3DDFA(teacher)
         models["teacher"] = (t.net, t.mean, t.std)
@@ -421,8 +421,8 @@ def bench_regressors(weights: Path, teacher: Path | None, photos: list[Path], re
 
 def bench_detector(photos: list[Path], repeats: int, log) -> dict:
     """Mean ms per photo of the default detector (decoding excluded), 1 and 2 threads."""
-    from facealign_cli.detector import BlazeFaceDetector
-    from facealign_cli.images import load_image
+    from facealign_cli.models.detector import BlazeFaceDetector
+    from facealign_cli.io.images import load_image
 
     images = [load_image(p) for p in photos]
     out = {"photos": len(images)}
@@ -445,13 +445,13 @@ def bench_detector(photos: list[Path], repeats: int, log) -> dict:
 
 def bench_mesh_write(weights: Path, photos: list[Path], repeats: int, min_time: float,
                      log) -> dict:
-    """ms per :func:`facealign_cli.mesh_io.write_mesh` call on a real face (OBJ and PLY)."""
+    """ms per :func:`facealign_cli.io.meshes.write_mesh` call on a real face (OBJ and PLY)."""
     import numpy as np
 
-    from facealign_cli.images import load_image
-    from facealign_cli.mesh_io import sample_vertex_colors, write_mesh
-    from facealign_cli.pipeline import FaceAligner
-    from facealign_cli.regressor import Regressor
+    from facealign_cli.io.images import load_image
+    from facealign_cli.io.meshes import sample_vertex_colors, write_mesh
+    from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.models.regressor import Regressor
 
     aligner = FaceAligner(regressor=Regressor(weights, num_threads=1), num_threads=1)
     face = img = None
@@ -835,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated sections to run (default all)")
     args = ap.parse_args(argv)
 
-    from facealign_cli.regressor import default_weights_path
+    from facealign_cli.models.regressor import default_weights_path
 
     weights = (args.weights or default_weights_path()).resolve()
     if not weights.is_file():

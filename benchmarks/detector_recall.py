@@ -1,4 +1,4 @@
-"""Recall and speed of the default face detector (``facealign_cli.detector.BlazeFaceDetector``).
+"""Recall and speed of the default face detector (``facealign_cli.models.detector.BlazeFaceDetector``).
 
 Usage::
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facealign_cli.detector import BlazeFaceDetector
+from facealign_cli.models.detector import BlazeFaceDetector
 
 IOU_FOUND = 0.3
 

@@ -105,7 +105,7 @@ def run_one(command: str, corpus: Path, out: Path, jobs: int, n: int, interval: 
             env: dict, extra: list[str]) -> dict:
     """Run one ``facealign`` command, sampling its process tree; returns the figures."""
     exe = shutil.which("facealign")
-    cmd = ([exe] if exe else [sys.executable, "-m", "facealign_cli.cli"]) + [
+    cmd = ([exe] if exe else [sys.executable, "-m", "facealign_cli.cli.main"]) + [
         command, str(corpus), "--out", str(out), "--jobs", str(jobs), "-q", *extra]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

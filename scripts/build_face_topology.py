@@ -69,7 +69,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import Delaunay, cKDTree
 
-from facealign_cli.morphable_model import TOPOLOGY_FILE, load_morphable_model
+from facealign_cli.core.morphable_model import TOPOLOGY_FILE, load_morphable_model
 
 JAW_MARGIN = 0.05        # band kept below the jaw curve, in face heights (brow to chin)
 JAW_FIRST_LANDMARK = 3   # jaw curve starts at landmark 3 / 13 (below the ear lobe)
@@ -97,7 +97,7 @@ def mean_face() -> tuple[np.ndarray, np.ndarray]:
         viewer; model units) and (68,) int64 landmark vertex indices (iBUG order).
 
     Raises:
-        facealign_cli.morphable_model.BasisNotFoundError: the basis is not installed.
+        facealign_cli.core.morphable_model.BasisNotFoundError: the basis is not installed.
     """
     m = load_morphable_model()
     v = m.shape(np.zeros(40, np.float32), np.zeros(10, np.float32)).T.astype(np.float64)
@@ -496,7 +496,7 @@ def build(out: str | os.PathLike | None = None, verbose: bool = True) -> dict:
         RuntimeError: a landmark is lost, fewer than 30,000 vertices remain, or a check on the
             result (folds, degenerate / duplicate triangles, components, manifoldness, outward
             normals at the nose tip) fails.
-        facealign_cli.morphable_model.BasisNotFoundError: the 3DMM basis is not installed.
+        facealign_cli.core.morphable_model.BasisNotFoundError: the 3DMM basis is not installed.
     """
     out = Path(out) if out is not None else TOPOLOGY_FILE
     v, kp = mean_face()

@@ -1,7 +1,7 @@
 """Fit the roi-box rule from BlazeFace boxes (geometry.ROI_SCALE, geometry.ROI_SHIFT_Y).
 
 The regressor is trained on crops made with 3DDFA's landmark rule
-(:func:`facealign_cli.geometry.roi_box_from_landmarks`). At run time only the detector box is
+(:func:`facealign_cli.core.geometry.roi_box_from_landmarks`). At run time only the detector box is
 known, so we fit the two numbers that map a detector box onto that crop: the crop side as a
 multiple of the box's mean side, and the vertical offset of the crop centre in box heights
 (medians over faces, robust to a few odd matches). The horizontal offset is ~0 by symmetry.
@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facealign_cli import geometry as G
-from facealign_cli.detector import BlazeFaceDetector
-from facealign_cli.evaluation import box_iou as iou
+from facealign_cli.core import geometry as G
+from facealign_cli.models.detector import BlazeFaceDetector
+from facealign_cli.evaluation.protocols import box_iou as iou
 
 
 def main() -> None:

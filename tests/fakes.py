@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from facealign_cli.face import Face
+from facealign_cli.core.face import Face
 
 
 class FakeAligner:

@@ -31,7 +31,7 @@ def afw_photos() -> list[Path]:
 def _find_weights() -> Path:
     """The shipped regressor weights (or ``$FACEALIGN_WEIGHTS``); they are part of the
     repository, so a missing file is a failure, not a skip."""
-    from facealign_cli.regressor import default_weights_path
+    from facealign_cli.models.regressor import default_weights_path
 
     path = default_weights_path()
     assert path.is_file(), f"regressor weights missing: {path}"
@@ -47,7 +47,7 @@ def real_weights() -> Path:
 @pytest.fixture(scope="session")
 def mesh_ready(real_weights):
     """The checkpoint, once the face topology has loaded (a missing topology fails)."""
-    from facealign_cli.morphable_model import load_face_topology
+    from facealign_cli.core.morphable_model import load_face_topology
 
     load_face_topology()
     return real_weights

@@ -19,10 +19,10 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from facealign_cli import writers  # noqa: E402
-from facealign_cli.batch import (  # noqa: E402
+from facealign_cli.io import records as writers  # noqa: E402
+from facealign_cli.batch.engine import (  # noqa: E402
     POSE_COLUMNS, OutputLockedError, RunOptions, _OutputLock, run_batch)
-from facealign_cli.inputs import collect_inputs  # noqa: E402
+from facealign_cli.io.inputs import collect_inputs  # noqa: E402
 
 from fakes import FakeFactory, broken_factory, fake_factory  # noqa: E402
 
@@ -287,8 +287,8 @@ def test_writers_are_atomic(tmp_path):
 _SIGINT_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    from facealign_cli.batch import RunOptions, run_batch
-    from facealign_cli.inputs import collect_inputs
+    from facealign_cli.batch.engine import RunOptions, run_batch
+    from facealign_cli.io.inputs import collect_inputs
     from fakes import FakeFactory
     items = collect_inputs([{src!r}])
     s = run_batch(items, RunOptions("landmarks", {out!r}, jobs={jobs}, chunk_size=1,
@@ -356,8 +356,8 @@ def test_worker_crash_fails_only_the_culprit_and_the_run_goes_on(tmp_path):
 _NOISY_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    import facealign_cli.batch as batch
-    from facealign_cli.cli import main
+    import facealign_cli.batch.engine as batch
+    from facealign_cli.cli.main import main
     from fakes import FakeFactory
     batch.build_aligner = FakeFactory(noise=True)
     main(["landmarks", {src!r}, "--out", "-"])
@@ -390,7 +390,7 @@ def test_rich_progress_bar(tmp_path):
 
 
 def test_mesh_files_and_stale_faces_removed(tmp_path):
-    pytest.importorskip("facealign_cli.mesh_io")
+    pytest.importorskip("facealign_cli.io.meshes")
     trimesh = pytest.importorskip("trimesh")
     _write_img(tmp_path / "in" / "sub" / "m.png")
     out = tmp_path / "out"

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 cv2 = pytest.importorskip("cv2")
 
-import facealign_cli.batch as batch  # noqa: E402
-from facealign_cli.cli import main  # noqa: E402
+import facealign_cli.batch.engine as batch  # noqa: E402
+from facealign_cli.cli.main import main  # noqa: E402
 
 from fakes import fake_factory  # noqa: E402
 from imgtools import jpeg_with_orientation, png_bytes  # noqa: E402
@@ -61,7 +61,7 @@ def test_help_documents_commands_and_exit_codes():
 
 
 def test_help_imports_nothing_heavy():
-    code = ("import sys\nfrom facealign_cli.cli import main\n"
+    code = ("import sys\nfrom facealign_cli.cli.main import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
             f"bad = [m for m in {HEAVY!r} if m in sys.modules]\n"
             "assert not bad, bad\n")
@@ -273,7 +273,7 @@ def test_real_ndjson_stdout(afw_photos, real_env):
 
 def test_real_mesh_loads_in_trimesh(afw_photos, mesh_ready, tmp_path):
     trimesh = pytest.importorskip("trimesh")
-    from facealign_cli.morphable_model import load_face_topology
+    from facealign_cli.core.morphable_model import load_face_topology
 
     topo = load_face_topology()
     out = tmp_path / "mesh"
@@ -364,7 +364,7 @@ def test_real_jobs2_matches_jobs1(afw_photos, real_env, tmp_path):
 
 
 def test_real_detect_needs_neither_weights_nor_torch(afw_photos, real_weights, tmp_path):
-    code = ("import sys\nfrom facealign_cli.cli import main\n"
+    code = ("import sys\nfrom facealign_cli.cli.main import main\n"
             "try:\n"
             f"    main(['detect', {str(afw_photos[0])!r}, '--out', {str(tmp_path / 'd')!r}, '-q'])\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"

@@ -18,9 +18,9 @@ cv2 = pytest.importorskip("cv2")
 
 from click.testing import CliRunner  # noqa: E402
 
-from facealign_cli.batch import RunOptions, run_batch  # noqa: E402
-from facealign_cli.cli import main  # noqa: E402
-from facealign_cli.inputs import collect_inputs  # noqa: E402
+from facealign_cli.batch.engine import RunOptions, run_batch  # noqa: E402
+from facealign_cli.cli.main import main  # noqa: E402
+from facealign_cli.io.inputs import collect_inputs  # noqa: E402
 
 from fakes import FakeFactory  # noqa: E402
 
@@ -178,7 +178,7 @@ def test_unreachable_scheduler_is_exit_2_and_writes_nothing(tmp_path):
     src = tmp_path / "in"
     _synthetic(src, 1)
     out = tmp_path / "o"
-    code = ("import sys\nfrom facealign_cli.cli import main\n"
+    code = ("import sys\nfrom facealign_cli.cli.main import main\n"
             f"main(['detect', {str(src)!r}, '--out', {str(out)!r}, '--backend', 'dask', "
             "'--scheduler', 'tcp://127.0.0.1:9'])\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -206,7 +206,7 @@ def test_dask_not_installed_is_exit_2(tmp_path):
     src = tmp_path / "in"
     _synthetic(src, 1)
     code = ("import sys\nsys.modules['distributed'] = None  # as if not installed\n"
-            "from facealign_cli.cli import main\n"
+            "from facealign_cli.cli.main import main\n"
             f"main(['detect', {str(src)!r}, '--out', {str(tmp_path / 'o')!r}, "
             "'--backend', 'dask', '--scheduler', 'tcp://127.0.0.1:9'])\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -215,7 +215,7 @@ def test_dask_not_installed_is_exit_2(tmp_path):
 
 
 def test_help_does_not_import_dask():
-    code = ("import sys\nfrom facealign_cli.cli import main\n"
+    code = ("import sys\nfrom facealign_cli.cli.main import main\n"
             "for args in (['--help'], ['detect', '--help']):\n"
             "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0\n"
             "bad = [m for m in ('dask', 'distributed', 'joblib') if m in sys.modules]\n"

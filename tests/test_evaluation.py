@@ -1,4 +1,4 @@
-"""Tests of ``facealign evaluate`` (facealign_cli.evaluation, .reports, .cli_evaluate).
+"""Tests of ``facealign evaluate`` (facealign_cli.evaluation.protocols, .reports, .cli_evaluate).
 
 Formula tests use hand-computed cases; data tests read ``../shared`` (or ``$FACEALIGN_SHARED``)
 and skip cleanly when it is absent. Nothing here is written outside pytest's tmp folders.
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facealign_cli import evaluation as E
-from facealign_cli import reports as R
-from facealign_cli.cli_evaluate import evaluate
-from facealign_cli.face import Face
+from facealign_cli.evaluation import protocols as E
+from facealign_cli.evaluation import reports as R
+from facealign_cli.cli.evaluate import evaluate
+from facealign_cli.core.face import Face
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEALIGN_SHARED", REPO.parent / "shared"))
@@ -259,7 +259,7 @@ class _BoxDetector:
         return hashlib.sha1(img.tobytes()).digest()
 
     def detect(self, img):
-        from facealign_cli import geometry as G
+        from facealign_cli.core import geometry as G
 
         k = self.key(img)
         if k in self.miss:
@@ -278,7 +278,7 @@ class _BoxDetector:
 
 
 def _teacher_method():
-    from facealign_cli.baseline_3ddfa import Baseline3DDFA
+    from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
 
     return E.Method("3ddfa-v2", "3DDFA-V2", Baseline3DDFA(TEACHER, num_threads=1), {})
 
@@ -287,7 +287,7 @@ def _random_checkpoint(path: Path) -> Path:
     """A facealign checkpoint with random weights (exercises the two-method path)."""
     import torch
 
-    from facealign_cli.regressor import FaceAlignNet
+    from facealign_cli.models.regressor import FaceAlignNet
 
     with open(TEACHER.with_name("param_mean_std_62d_120x120.pkl"), "rb") as f:
         ms = pickle.load(f)
@@ -338,7 +338,7 @@ def test_cli_aflw2000_limit30_with_baseline(tmp_path, monkeypatch):
 def test_cli_aflw2000_two_methods_and_detector_protocol(tmp_path, monkeypatch):
     """Detector protocol with a stand-in detector (3 images missed on purpose) and a second
     (random) facealign checkpoint: misses are counted per bin, never dropped silently."""
-    import facealign_cli.cli_evaluate as C
+    import facealign_cli.cli.evaluate as C
 
     data = E.open_aflw2000(AFLW, limit=12)
     imgs = [data.read_image(i) for i in range(len(data))]

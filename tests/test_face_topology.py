@@ -11,7 +11,7 @@ import pytest
 
 trimesh = pytest.importorskip("trimesh")
 
-from facealign_cli.morphable_model import (  # noqa: E402
+from facealign_cli.core.morphable_model import (  # noqa: E402
     TOPOLOGY_FILE, BasisNotFoundError, load_face_topology, load_morphable_model)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_face_topology.py"

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from facealign_cli import geometry as G
-from facealign_cli.morphable_model import basis_dir, load_morphable_model
+from facealign_cli.core import geometry as G
+from facealign_cli.core.morphable_model import basis_dir, load_morphable_model
 
 
 def _rot(axis: str, deg: float) -> np.ndarray:

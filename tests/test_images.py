@@ -1,4 +1,4 @@
-"""facealign_cli.images: every odd file an archive can hold, built by the tests themselves."""
+"""facealign_cli.io.images: every odd file an archive can hold, built by the tests themselves."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from facealign_cli.images import (  # noqa: E402
+from facealign_cli.io.images import (  # noqa: E402
     CorruptImageError, EmptyImageError, ImageError, ImageTooLargeError, NotAnImageError,
     TruncatedImageError, UnreadableImageError, load_image, read_header, read_image)
 

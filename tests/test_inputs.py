@@ -1,4 +1,4 @@
-"""facealign_cli.inputs: walking folders, filters, stdin lists and collision-free output keys."""
+"""facealign_cli.io.inputs: walking folders, filters, stdin lists and collision-free output keys."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from facealign_cli.inputs import InputError, assign_keys, collect_inputs
+from facealign_cli.io.inputs import InputError, assign_keys, collect_inputs
 
 
 def _touch(root, *rels):

@@ -1,4 +1,4 @@
-"""facealign_cli.mesh_io: OBJ / PLY writers (atomic, with colours) and colour sampling."""
+"""facealign_cli.io.meshes: OBJ / PLY writers (atomic, with colours) and colour sampling."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 trimesh = pytest.importorskip("trimesh")
 
-from facealign_cli import mesh_io  # noqa: E402
-from facealign_cli.mesh_io import sample_vertex_colors, write_mesh  # noqa: E402
-from facealign_cli.morphable_model import (  # noqa: E402
+from facealign_cli.io import meshes as mesh_io  # noqa: E402
+from facealign_cli.io.meshes import sample_vertex_colors, write_mesh  # noqa: E402
+from facealign_cli.core.morphable_model import (  # noqa: E402
     BasisNotFoundError, load_face_topology, load_morphable_model)
 
 

@@ -1,4 +1,4 @@
-"""The ONNX Runtime regressor (facealign_cli.regressor_onnx): the committed export belongs to the
+"""The ONNX Runtime regressor (facealign_cli.models.regressor_onnx): the committed export belongs to the
 shipped checkpoint and gives torch's numbers on real faces; exports are checked against the
 checkpoint they came from; the runtime choice of the CLI."""
 
@@ -10,9 +10,9 @@ import warnings
 import numpy as np
 import pytest
 
-from facealign_cli.evaluation import evaluate_aflw2000, load_aflw2000
-from facealign_cli.regressor import FaceAlignNet, Regressor, default_weights_path
-from facealign_cli.regressor_onnx import (
+from facealign_cli.evaluation.protocols import evaluate_aflw2000, load_aflw2000
+from facealign_cli.models.regressor import FaceAlignNet, Regressor, default_weights_path
+from facealign_cli.models.regressor_onnx import (
     OnnxRegressor,
     StaleExportError,
     export_onnx,
@@ -109,7 +109,7 @@ def test_cli_export_and_runtimes_agree(checkpoint, afw_photos):
     onnxruntime`` give the same landmarks on real photos (JSON rounds to 0.01 px)."""
     from click.testing import CliRunner
 
-    from facealign_cli.cli import main
+    from facealign_cli.cli.main import main
 
     r = CliRunner().invoke(main, ["export-onnx", str(checkpoint)])
     assert r.exit_code == 0, r.output
@@ -134,8 +134,8 @@ def test_onnx_path_does_not_import_torch(afw_photos):
     import sys
 
     code = ("import sys\n"
-            "from facealign_cli.images import load_image\n"
-            "from facealign_cli.pipeline import FaceAligner\n"
+            "from facealign_cli.io.images import load_image\n"
+            "from facealign_cli.core.pipeline import FaceAligner\n"
             f"faces = FaceAligner(num_threads=1)(load_image({str(afw_photos[0])!r}), dense=True)\n"
             "assert faces and faces[0].vertices is not None\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -24,7 +24,7 @@ cv2 = pytest.importorskip("cv2")
 from imgtools import odd_image_corpus  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
-#: Hidden temporary names of facealign_cli.writers.atomic_open (removed by the next run).
+#: Hidden temporary names of facealign_cli.io.records.atomic_open (removed by the next run).
 TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 # A facealign run through the real command line, with the fake model (its speed is set by
@@ -32,8 +32,8 @@ TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 _CLI_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    import facealign_cli.batch as batch
-    from facealign_cli.cli import main
+    import facealign_cli.batch.engine as batch
+    from facealign_cli.cli.main import main
     from fakes import FakeFactory
     factory = FakeFactory(delay={delay})
     batch.build_aligner = factory  # jobs=1: this process
@@ -170,7 +170,7 @@ def test_sigkill_real_detect_then_resume(afw_photos, tmp_path):
     src.mkdir()
     for p in photos:
         (src / p.name).symlink_to(p)
-    cmd = [sys.executable, "-m", "facealign_cli.cli", "detect", str(src), "-q", "--out"]
+    cmd = [sys.executable, "-m", "facealign_cli.cli.main", "detect", str(src), "-q", "--out"]
     ref_out, out = tmp_path / "ref", tmp_path / "out"
     r = subprocess.run(cmd + [str(ref_out)], capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr.decode()
@@ -269,7 +269,7 @@ def test_every_odd_image_in_one_run_real_model(afw_photos, real_weights, tmp_pat
     expected = odd_image_corpus(src, photo)
     out = tmp_path / "out"
     env = {**os.environ, "FACEALIGN_WEIGHTS": str(real_weights)}
-    r = subprocess.run([sys.executable, "-m", "facealign_cli.cli", "landmarks", str(src),
+    r = subprocess.run([sys.executable, "-m", "facealign_cli.cli.main", "landmarks", str(src),
                         "--out", str(out)], capture_output=True, timeout=600, env=env)
     _check_corpus_run(expected, out, r.returncode, r.stderr.decode("utf-8", errors="replace"))
     man = {Path(m["path"]).name: m for m in _manifest(out)}

@@ -6,7 +6,7 @@ Sources (``<shared>/README.md``):
 * ``data/aflw-train``: 19,080 AFLW faces already cropped to 120 x 120 (AFLW2000-3D's images
   are excluded), with the visible AFLW 21-point annotation.
 * ``data/300w-train/{afw,helen}``: 1,207 faces with 68 iBUG landmarks; cropped here with 3DDFA's
-  landmark roi rule (:func:`facealign_cli.geometry.roi_box_from_landmarks`).
+  landmark roi rule (:func:`facealign_cli.core.geometry.roi_box_from_landmarks`).
 
 Labels: the teacher (3DDFA-V2 MobileNet, user-supplied weights) regresses parameters on each crop
 and on its mirror image; the vertex targets are the mean of the direct prediction and the
@@ -23,10 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import geometry as G
-from ..baseline_3ddfa import Baseline3DDFA
-from ..morphable_model import MorphableModel, load_morphable_model
-from .symmetry import ibug68_flip_permutation, vertex_mirror_map
+from facealign_cli.core import geometry as G
+from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
+from facealign_cli.core.morphable_model import MorphableModel, load_morphable_model
+from facealign_cli.training.symmetry import ibug68_flip_permutation, vertex_mirror_map
 
 SIZE = G.CROP_SIZE
 # AFLW 21-point index -> iBUG 68 index (the points with an unambiguous iBUG counterpart).

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import geometry as G
-from ..evaluation import nme_box
-from ..morphable_model import load_morphable_model
-from . import refit as R
-from .data import prepare_training_set
+from facealign_cli.core import geometry as G
+from facealign_cli.evaluation.protocols import nme_box
+from facealign_cli.core.morphable_model import load_morphable_model
+from facealign_cli.training import refit as R
+from facealign_cli.training.data import prepare_training_set
 
 
 def _teacher_std(teacher_weights: Path) -> np.ndarray:

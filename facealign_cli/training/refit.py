@@ -191,7 +191,7 @@ def refit(params: np.ndarray, problem: FitProblem, model, std: np.ndarray,
     Args:
         params: (N, 62) prior centres ``p0``.
         problem: the observations of the N faces.
-        model: the 3DMM (:class:`~facealign_cli.morphable_model.MorphableModel`).
+        model: the 3DMM (:class:`~facealign_cli.core.morphable_model.MorphableModel`).
         std: (62,) float parameter std of the prior (the teacher's).
         prior: weight of the prior against the squared crop-pixel error summed over points.
         steps: Adam steps (fixed: the result is deterministic on CPU).

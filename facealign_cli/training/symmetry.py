@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..morphable_model import MorphableModel
+from facealign_cli.core.morphable_model import MorphableModel
 
 
 def ibug68_flip_permutation() -> np.ndarray:

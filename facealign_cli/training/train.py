@@ -25,13 +25,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..geometry import pose_from_camera
-from ..morphable_model import load_morphable_model
-from ..regressor import FaceAlignNet, normalise_crops, sha256_of
-from ..evaluation import nme_box
-from .data import SIZE, prepare_training_set
-from .labels import prepare_refitted_set
-from .symmetry import ibug68_flip_permutation, vertex_mirror_map
+from facealign_cli.core.geometry import pose_from_camera
+from facealign_cli.core.morphable_model import load_morphable_model
+from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
+from facealign_cli.evaluation.protocols import nme_box
+from facealign_cli.training.data import SIZE, prepare_training_set
+from facealign_cli.training.labels import prepare_refitted_set
+from facealign_cli.training.symmetry import ibug68_flip_permutation, vertex_mirror_map
 
 
 @dataclass

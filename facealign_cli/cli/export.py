@@ -20,8 +20,8 @@ def export_onnx_cmd(checkpoints, check):
     so an export left beside a changed checkpoint is never used."""
     import numpy as np
 
-    from .regressor import Regressor
-    from .regressor_onnx import OnnxRegressor, export_onnx
+    from facealign_cli.models.regressor import Regressor
+    from facealign_cli.models.regressor_onnx import OnnxRegressor, export_onnx
 
     for ck in checkpoints:
         try:

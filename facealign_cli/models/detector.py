@@ -63,7 +63,7 @@ right eye appears on the image's left on a frontal face)::
     0 right eye, 1 left eye, 2 nose tip, 3 mouth centre, 4 right ear tragion, 5 left ear tragion
 
 Coordinate frame of every output: image pixels, x to the right, y down, pixel (0, 0) has its
-centre at (0, 0) (the convention of :mod:`facealign_cli.face`).
+centre at (0, 0) (the convention of :mod:`facealign_cli.core.face`).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facealign_cli.face import Face
+from facealign_cli.core.face import Face
 
 __all__ = [
     "KEYPOINT_NAMES",

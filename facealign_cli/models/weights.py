@@ -10,7 +10,7 @@ from pathlib import Path
 DEFAULT_WEIGHTS_NAME = "facealign_v1.pth"
 
 #: Values of ``--runtime`` / ``$FACEALIGN_RUNTIME`` (see
-#: :func:`facealign_cli.regressor_onnx.make_regressor`).
+#: :func:`facealign_cli.models.regressor_onnx.make_regressor`).
 RUNTIMES = ("auto", "onnxruntime", "torch")
 
 
@@ -20,7 +20,7 @@ def default_weights_path() -> Path:
     env = os.environ.get("FACEALIGN_WEIGHTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
+    return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_WEIGHTS_NAME
 
 
 def sha256_of(path: str | Path) -> str:

@@ -7,7 +7,7 @@ from the camera* (into the scene), so (x, y, z) is a right-handed frame like Ope
 frame; z = 0 is the mean depth of the 68 landmarks of that face (smaller z = nearer the viewer,
 e.g. the nose tip has negative z on a frontal face).
 
-Pose angles are in degrees; see :func:`facealign_cli.geometry.pose_from_camera` for the
+Pose angles are in degrees; see :func:`facealign_cli.core.geometry.pose_from_camera` for the
 convention (yaw positive when the face turns towards the image's left, i.e. the subject turns
 to their right; pitch positive when the face looks up; roll positive when the face tilts
 clockwise as seen in the image).

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model_files import DEFAULT_WEIGHTS_NAME, default_weights_path, sha256_of  # noqa: F401
+from facealign_cli.models.weights import DEFAULT_WEIGHTS_NAME, default_weights_path, sha256_of  # noqa: F401
 
 # (out channels, stride) of each depthwise-separable block after the stem (16 ch, stride 2).
 ARCHS: dict[str, list[tuple[int, int]]] = {
@@ -83,7 +83,7 @@ class Regressor:
         FileNotFoundError: the checkpoint is missing.
         KeyError: the checkpoint lacks ``model``, ``arch``, ``param_mean`` or ``param_std``.
 
-    See :func:`facealign_cli.regressor_onnx.make_regressor` for the faster ONNX Runtime path
+    See :func:`facealign_cli.models.regressor_onnx.make_regressor` for the faster ONNX Runtime path
     the CLI uses by default.
     """
 

@@ -1,4 +1,4 @@
-"""The model core's one entry point: image in, :class:`~facealign_cli.face.Face` list out.
+"""The model core's one entry point: image in, :class:`~facealign_cli.core.face.Face` list out.
 
 ``FaceAligner`` chains the detector (BlazeFace by default), the roi-box rule, the crop, the
 regressor and the 3DMM. It knows nothing of files or the command line.
@@ -10,8 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
-from . import geometry as G
-from .face import Face
+from facealign_cli.core import geometry as G
+from facealign_cli.core.face import Face
 
 
 class Detector(Protocol):
@@ -24,8 +24,8 @@ class FaceAligner:
     """Detect faces and fit the 3DMM to each.
 
     Args:
-        detector: a :class:`Detector`; default :class:`facealign_cli.detector.BlazeFaceDetector`.
-        regressor: a :class:`facealign_cli.regressor.Regressor`; default loads the shipped
+        detector: a :class:`Detector`; default :class:`facealign_cli.models.detector.BlazeFaceDetector`.
+        regressor: a :class:`facealign_cli.models.regressor.Regressor`; default loads the shipped
             weights.
         max_faces: keep at most this many faces per image (highest scores first); 0 = all.
         min_face: ignore detector boxes whose mean side is below this many pixels.
@@ -38,11 +38,11 @@ class FaceAligner:
     def __init__(self, detector: Detector | None = None, regressor=None, *, max_faces: int = 0,
                  min_face: float = 12.0, num_threads: int | None = None):
         if detector is None:
-            from .detector import BlazeFaceDetector
+            from facealign_cli.models.detector import BlazeFaceDetector
 
             detector = BlazeFaceDetector(num_threads=num_threads or 1)
         if regressor is None:
-            from .regressor_onnx import make_regressor
+            from facealign_cli.models.regressor_onnx import make_regressor
 
             regressor = make_regressor(num_threads=num_threads)
         self.detector = detector
@@ -55,10 +55,10 @@ class FaceAligner:
 
     @property
     def model(self):
-        """The 3DMM (:class:`~facealign_cli.morphable_model.MorphableModel`), loaded on first use
+        """The 3DMM (:class:`~facealign_cli.core.morphable_model.MorphableModel`), loaded on first use
         so that detection alone needs no basis."""
         if self._model is None:
-            from .morphable_model import load_morphable_model
+            from facealign_cli.core.morphable_model import load_morphable_model
 
             self._model = load_morphable_model()
         return self._model
@@ -72,9 +72,9 @@ class FaceAligner:
 
     @property
     def topology(self):
-        """The face region and triangles (:class:`~facealign_cli.morphable_model.FaceTopology`)."""
+        """The face region and triangles (:class:`~facealign_cli.core.morphable_model.FaceTopology`)."""
         if self._topology is None:
-            from .morphable_model import load_face_topology
+            from facealign_cli.core.morphable_model import load_face_topology
 
             self._topology = load_face_topology()
         return self._topology

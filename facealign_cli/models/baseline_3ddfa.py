@@ -8,7 +8,7 @@ Architecture (Howard et al. 2017, MobileNet-V1, as used by 3DDFA-V2 with width m
 a 3x3 stride-2 convolution, 13 depthwise-separable blocks (strides 1,2,1,2,1,2,1,1,1,1,1,2,1),
 global average pooling and a 62-output linear layer (an unused 136-output landmark head is
 kept so that the state dict loads). Input: BGR crop 120 x 120, ``(x - 127.5) / 128``. Output
-``y * std + mean`` gives the 62 parameters (see :mod:`facealign_cli.geometry`).
+``y * std + mean`` gives the 62 parameters (see :mod:`facealign_cli.core.geometry`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Protocol (3DDFA, Zhu et al. TPAMI 2017; used by 3DDFA-V2 and SynergyNet):
 
 * each image is cropped to its ground-truth-derived roi box (``AFLW2000-3D_crop.roi_box.npy``)
-  with 3DDFA's crop rule (:func:`facealign_cli.geometry.crop_roi`: integer box, zero padding,
+  with 3DDFA's crop rule (:func:`facealign_cli.core.geometry.crop_roi`: integer box, zero padding,
   bilinear ``cv2.resize`` to 120 x 120), the 68 predicted landmarks are mapped back to the image;
 * NME of an image = mean over the 68 points of the 2D (x, y) error divided by ``sqrt(w * h)`` of
   the ground-truth 68-point 2D bounding box;
@@ -35,8 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import geometry as G
-from .morphable_model import BasisNotFoundError, MorphableModel, load_morphable_model  # noqa: F401
+from facealign_cli.core import geometry as G
+from facealign_cli.core.morphable_model import BasisNotFoundError, MorphableModel, load_morphable_model  # noqa: F401
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 
@@ -613,7 +613,7 @@ class AFLW2000Set:
         n_total: size of the full list (2000).
         roi_boxes: (B, 4) float64 ``[sx, sy, ex, ey]`` crop boxes, image pixels: the protocol's
             ``AFLW2000-3D_crop.roi_box.npy``, or, in the official layout,
-            :func:`facealign_cli.geometry.roi_box_from_landmarks` of ``pt3d_68`` (3DDFA's rule;
+            :func:`facealign_cli.core.geometry.roi_box_from_landmarks` of ``pt3d_68`` (3DDFA's rule;
             within 1 px of the protocol boxes).
         pts68: (B, 68, 3) float64 ground truth as stored: x, y image pixels, z depth in pixel
             units pointing *towards* the viewer (the nose tip has the largest z).
@@ -942,8 +942,8 @@ class Method:
         key: short id used in the JSON (``facealign``, ``3ddfa-v2``).
         label: human-readable name for tables and plots.
         regressor: an object with ``predict((B, 120, 120, 3) uint8 BGR) -> (B, 62)`` and
-            ``input_size`` (120), e.g. :class:`facealign_cli.regressor.Regressor` or
-            :class:`facealign_cli.baseline_3ddfa.Baseline3DDFA`.
+            ``input_size`` (120), e.g. :class:`facealign_cli.models.regressor.Regressor` or
+            :class:`facealign_cli.models.baseline_3ddfa.Baseline3DDFA`.
         info: what the report records about it (weights path, sha256, ...).
     """
 
@@ -955,7 +955,7 @@ class Method:
 
 def _fit_detected(aligner, image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray]:
     """Run the pipeline's fit on a fresh copy of a detected face; (68, 3) landmarks, (3,) pose."""
-    from .face import Face
+    from facealign_cli.core.face import Face
 
     f = Face(box=np.asarray(face.box, dtype=np.float32).copy(), score=float(face.score),
              keypoints=None if face.keypoints is None else np.asarray(face.keypoints).copy())
@@ -997,7 +997,7 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
 
     * ``gt-crops``: the 3DDFA protocol (Zhu et al., TPAMI 2017): crop each image to its roi box
       with :data:`CROP_RULE`, regress, map the 68 landmarks back (:func:`predict_on_crops`).
-    * ``detector``: the full pipeline (:class:`facealign_cli.pipeline.FaceAligner`: detector,
+    * ``detector``: the full pipeline (:class:`facealign_cli.core.pipeline.FaceAligner`: detector,
       roi rule from the detector box, crop, regressor) on the whole 450 x 450 image; the
       annotated face is the detection with the highest IoU with the 68-landmark box if that IoU
       is >= ``iou_threshold``, else a miss (kept, as NaN). All methods share the detections.
@@ -1020,7 +1020,7 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
         ValueError: unknown protocol, ``detector`` protocol without a detector, no methods.
         DatasetLayoutError: an unreadable image.
     """
-    from .pipeline import FaceAligner
+    from facealign_cli.core.pipeline import FaceAligner
 
     protocols = tuple(protocols)
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -1201,7 +1201,7 @@ def run_landmarks68(items: list[AnnotatedImage], methods: list[Method], detector
     Raises:
         DatasetLayoutError: an unreadable image.
     """
-    from .pipeline import FaceAligner
+    from facealign_cli.core.pipeline import FaceAligner
 
     aligners = [FaceAligner(detector=detector, regressor=m.regressor) for m in methods]
     gts = [f for it in items for f in it.faces]

@@ -415,7 +415,7 @@ class DecodedImage:
             should be reported in); equal to ``image``'s size unless ``scale > 1``.
         scale: 1, or the JPEG reduction factor (2, 4 or 8) the image was decoded at; a point
             ``(x, y)`` of ``image`` is at ``(scale * x + (scale - 1) / 2, ...)`` in the full
-            image (pixel-centre convention of :mod:`facealign_cli.face`).
+            image (pixel-centre convention of :mod:`facealign_cli.core.face`).
         header: the parsed :class:`ImageHeader`.
     """
 

@@ -1,5 +1,5 @@
 """The ``facealign`` command line: a thin layer that parses options and calls
-:func:`facealign_cli.batch.run_batch`.
+:func:`facealign_cli.batch.engine.run_batch`.
 
 Import rule: ``facealign --help`` must be instant, so this module imports only ``click`` and the
 standard library at module level. Everything heavy (numpy, OpenCV, torch, rich, joblib) is
@@ -21,8 +21,8 @@ import sys
 
 import click
 
-from . import __version__
-from .model_files import RUNTIMES
+from facealign_cli import __version__
+from facealign_cli.models.weights import RUNTIMES
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -49,9 +49,9 @@ Examples:
 #: shown in ``facealign --help`` without importing the module). The module must define a
 #: ``click.Command`` whose ``name`` is the command name (any attribute name).
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "evaluate": ("facealign_cli.cli_evaluate", "Benchmark landmarks and pose on AFLW2000-3D."),
-    "train": ("facealign_cli.cli_train", "Train the 3DMM parameter regressor."),
-    "export-onnx": ("facealign_cli.cli_export",
+    "evaluate": ("facealign_cli.cli.evaluate", "Benchmark landmarks and pose on AFLW2000-3D."),
+    "train": ("facealign_cli.cli.train", "Train the 3DMM parameter regressor."),
+    "export-onnx": ("facealign_cli.cli.export",
                     "Export a regressor checkpoint for ONNX Runtime (the fast path)."),
 }
 
@@ -198,8 +198,8 @@ def _with_input_help(f):
 
 def _run(command: str, params: dict, **extra) -> None:
     """Shared body of the image commands: collect inputs, run the batch, exit with its code."""
-    from .batch import EXIT_SIGINT, BatchError, RunOptions, run_batch
-    from .inputs import InputError, collect_inputs
+    from facealign_cli.batch.engine import EXIT_SIGINT, BatchError, RunOptions, run_batch
+    from facealign_cli.io.inputs import InputError, collect_inputs
 
     out = params["out"]
     if out == "-" and command == "mesh":

@@ -1,8 +1,8 @@
 """``facealign evaluate``: benchmark the regressor (and optionally the user's 3DDFA-V2 weights).
 
 Thin command layer: options, loading of the methods and the detector, progress bar and report
-files. The protocols live in :mod:`facealign_cli.evaluation`, the formatting in
-:mod:`facealign_cli.reports`. Every expected failure (wrong folder layout, missing weights,
+files. The protocols live in :mod:`facealign_cli.evaluation.protocols`, the formatting in
+:mod:`facealign_cli.evaluation.reports`. Every expected failure (wrong folder layout, missing weights,
 missing detector or matplotlib) ends in a :class:`click.ClickException` (a one-line error, exit
 status 1), never a traceback.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .model_files import RUNTIMES
+from facealign_cli import __version__
+from facealign_cli.models.weights import RUNTIMES
 
 _PATH = click.Path(path_type=Path)
 
@@ -47,11 +47,11 @@ def _note(msg: str) -> None:
 def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std: Path | None,
                   threads: int, runtime: str | None = None):
     """The methods to evaluate: the facealign regressor (``--weights`` or the default weights,
-    in the runtime the CLI would use, see :func:`facealign_cli.regressor_onnx.make_regressor`)
+    in the runtime the CLI would use, see :func:`facealign_cli.models.regressor_onnx.make_regressor`)
     and, with ``--baseline-3ddfa``, the user's 3DDFA-V2 MobileNet."""
-    from .evaluation import Method
-    from .model_files import default_weights_path, sha256_of
-    from .regressor_onnx import make_regressor
+    from facealign_cli.evaluation.protocols import Method
+    from facealign_cli.models.weights import default_weights_path, sha256_of
+    from facealign_cli.models.regressor_onnx import make_regressor
 
     methods = []
     path = weights if weights is not None else default_weights_path()
@@ -71,8 +71,8 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
     else:
         _note(f"note: no facealign weights at {path}; evaluating the 3DDFA-V2 baseline only")
     if baseline is not None:
-        from .baseline_3ddfa import Baseline3DDFA
-        from .model_files import sha256_of as sha
+        from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
+        from facealign_cli.models.weights import sha256_of as sha
 
         ms = baseline_mean_std or baseline.with_name("param_mean_std_62d_120x120.pkl")
         if not ms.is_file():
@@ -92,10 +92,10 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
 def _load_detector(threads: int):
     """The default detector and its description for the report."""
     try:
-        from .detector import BlazeFaceDetector
+        from facealign_cli.models.detector import BlazeFaceDetector
     except ImportError as exc:
         raise click.ClickException(
-            f"the detector protocols need facealign_cli.detector.BlazeFaceDetector ({exc}); "
+            f"the detector protocols need facealign_cli.models.detector.BlazeFaceDetector ({exc}); "
             "run --protocols gt-crops,occlusion instead") from exc
     try:
         det = BlazeFaceDetector(num_threads=threads or 1)
@@ -110,7 +110,7 @@ def _load_detector(threads: int):
 
 def _check_outputs(plot: Path | None, *paths: Path | None) -> None:
     if plot is not None:
-        from .reports import PlotUnavailableError, check_plot_available
+        from facealign_cli.evaluation.reports import PlotUnavailableError, check_plot_available
 
         try:
             check_plot_available()
@@ -122,7 +122,7 @@ def _check_outputs(plot: Path | None, *paths: Path | None) -> None:
 
 
 def _write_outputs(doc: dict, tables, title: str, json_path, markdown_path, plot_path, panels):
-    from . import reports
+    from facealign_cli.evaluation import reports
 
     reports.print_tables(tables)
     if json_path:
@@ -215,9 +215,9 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
     against Pose_Para on faces with all angles within +-99 deg. Occlusion: one random square,
     two intersecting squares or one full-height column per image (after DSFNet, CVPR 2023).
     """
-    from . import evaluation as E
-    from . import geometry as G
-    from . import reports
+    from facealign_cli.evaluation import protocols as E
+    from facealign_cli.core import geometry as G
+    from facealign_cli.evaluation import reports
 
     protos = tuple(p.strip() for p in protocols.split(",") if p.strip())
     bad = [p for p in protos if p not in E.PROTOCOLS]
@@ -311,8 +311,8 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
     the ground-truth box and by the inter-ocular distance (outer eye corners, iBUG points 36
     and 45; the 300-W normalisation).
     """
-    from . import evaluation as E
-    from . import reports
+    from facealign_cli.evaluation import protocols as E
+    from facealign_cli.evaluation import reports
 
     _check_outputs(plot_path, json_path, markdown_path)
     try:

@@ -1,10 +1,10 @@
 """The batch runner: images in, per-image outputs + a manifest out, with fan-out, resume,
-locking, progress and exit codes. The command line (:mod:`facealign_cli.cli`) only parses
+locking, progress and exit codes. The command line (:mod:`facealign_cli.cli.main`) only parses
 options and calls :func:`run_batch`.
 
 Commands and what one image produces (``<key>`` is the image's output key, see
-:mod:`facealign_cli.inputs`; every coordinate is in the full-resolution, upright image's
-pixels, frame of :mod:`facealign_cli.face`):
+:mod:`facealign_cli.io.inputs`; every coordinate is in the full-resolution, upright image's
+pixels, frame of :mod:`facealign_cli.core.face`):
 
 * ``detect``: ``<out>/<key>.json`` = ``{path, width, height, faces: [{box, score, keypoints}]}``.
 * ``landmarks``: ``<out>/<key>.json`` = ``{path, width, height, faces: [Face.to_dict()]}``
@@ -76,7 +76,7 @@ Failing to import dask or to reach the scheduler (or a scheduler without workers
 workers (Dask's ``KilledWorker``) is handled like a crashed loky worker.
 
 **Temporary files**: outputs are written as hidden ``.<name>.<random>.tmp`` files and renamed
-into place (:mod:`facealign_cli.writers`); a run that is killed (SIGKILL, power loss) can leave
+into place (:mod:`facealign_cli.io.records`); a run that is killed (SIGKILL, power loss) can leave
 such files behind, never a partial file under an output's name. Each run removes the leftover
 ones from ``<out>`` once it holds the lock (:func:`clean_stale_temp_files`).
 """
@@ -96,8 +96,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from . import writers
-from .inputs import InputItem
+from facealign_cli.io import records as writers
+from facealign_cli.io.inputs import InputItem
 
 COMMANDS = ("detect", "landmarks", "pose", "mesh")
 STREAMABLE = ("detect", "landmarks", "pose")
@@ -147,19 +147,19 @@ class RunOptions:
         threads: threads per worker for the detector, torch and OpenCV (0 = CPU cores / jobs).
         max_faces: keep at most this many faces per image, highest scores first (0 = all).
         weights: regressor checkpoint (None = the default, see
-            :func:`facealign_cli.regressor.default_weights_path`).
+            :func:`facealign_cli.models.regressor.default_weights_path`).
         runtime: regressor runtime, ``"auto"``, ``"onnxruntime"`` or ``"torch"`` (None:
             ``$FACEALIGN_RUNTIME``, else auto; see
-            :func:`facealign_cli.regressor_onnx.make_regressor`).
+            :func:`facealign_cli.models.regressor_onnx.make_regressor`).
         overwrite: redo images already done.
         mesh_format: ``"obj"`` or ``"ply"`` (``mesh`` only).
-        max_pixels: decode limit of :func:`facealign_cli.images.read_image` (None = default).
+        max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = default).
         chunk_size: images per worker task (0 = automatic).
         quiet: print nothing but per-image errors and run-level errors.
         verbose: 1 = one stderr line per image; 2 = also tracebacks of failures.
         progress: ``"auto"`` (a rich bar when stderr is a terminal), ``"always"`` or ``"never"``.
         aligner_factory: callable ``(RunOptions, threads) -> aligner`` used instead of building a
-            :class:`facealign_cli.pipeline.FaceAligner` (tests; must be picklable).
+            :class:`facealign_cli.core.pipeline.FaceAligner` (tests; must be picklable).
         backend: ``"local"`` (this machine: in-process or loky workers) or ``"dask"`` (tasks
             on the Dask cluster at ``scheduler``; outputs still written by this process).
         scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
@@ -267,19 +267,19 @@ def _effective_threads(opts: RunOptions) -> int:
 
 
 def build_aligner(opts: RunOptions, threads: int):
-    """The :class:`~facealign_cli.pipeline.FaceAligner` for a run's settings.
+    """The :class:`~facealign_cli.core.pipeline.FaceAligner` for a run's settings.
 
     ``detect`` gets a detector-only aligner (no weights, no torch).
 
     Raises:
         Exception: whatever loading raises (missing weights, 3DMM basis, topology ...).
     """
-    from .pipeline import FaceAligner
+    from facealign_cli.core.pipeline import FaceAligner
 
     if opts.command == "detect":
         regressor = _DetectOnlyRegressor()
     else:
-        from .regressor_onnx import make_regressor
+        from facealign_cli.models.regressor_onnx import make_regressor
 
         regressor = make_regressor(opts.weights, num_threads=threads, runtime=opts.runtime)
     aligner = FaceAligner(regressor=regressor, max_faces=opts.max_faces, num_threads=threads)
@@ -383,7 +383,7 @@ def _remove_stale(out: Path, command: str, key: str, keep: Sequence[str]) -> Non
 
 
 def _json_file_bytes(doc: Any) -> bytes:
-    """The bytes :func:`facealign_cli.writers.write_json` writes for ``doc`` with
+    """The bytes :func:`facealign_cli.io.records.write_json` writes for ``doc`` with
     ``indent=None`` (one line + ``\n``, UTF-8)."""
     return (writers.dumps(doc) + "\n").encode(writers.ENCODING, writers.ERRORS)
 
@@ -442,7 +442,7 @@ def _process_one(opts: RunOptions, item: InputItem, write: bool = True) -> dict[
     With ``write=False`` (Dask workers) nothing is written under ``opts.out``: the record gets
     a ``pending`` entry ``{key, files: [(rel, bytes)] or None when failed, done}`` for
     :func:`_commit_pending` in the client process."""
-    from .images import read_image
+    from facealign_cli.io.images import read_image
 
     t0 = time.perf_counter()
     out = None if opts.streaming else Path(opts.out)
@@ -465,7 +465,7 @@ def _process_one(opts: RunOptions, item: InputItem, write: bool = True) -> dict[
             faces = aligner(img, dense=opts.command == "mesh")
         colours = None
         if opts.command == "mesh":
-            from .mesh_io import sample_vertex_colors
+            from facealign_cli.io.meshes import sample_vertex_colors
 
             colours = [sample_vertex_colors(img, f.vertices) for f in faces]
         if dec.scale > 1:
@@ -497,7 +497,7 @@ def _process_one(opts: RunOptions, item: InputItem, write: bool = True) -> dict[
             elif rows:
                 rec["outputs"] = [POSE_CSV_NAME]
         else:  # mesh
-            from .mesh_io import mesh_bytes
+            from facealign_cli.io.meshes import mesh_bytes
 
             tris = aligner.topology.triangles
             outs = []
@@ -536,7 +536,7 @@ def _process_one(opts: RunOptions, item: InputItem, write: bool = True) -> dict[
 
 
 def _one_line(exc: BaseException) -> str:
-    from .images import ImageError
+    from facealign_cli.io.images import ImageError
 
     msg = exc.reason if isinstance(exc, ImageError) else str(exc)
     msg = " ".join(msg.split())
@@ -969,7 +969,7 @@ def _close_dask(client) -> None:
         client.close(timeout=_dask_timeout())
 
 
-#: Names :func:`facealign_cli.writers.atomic_open` gives its temporary files
+#: Names :func:`facealign_cli.io.records.atomic_open` gives its temporary files
 #: (``tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")``: 8 random characters).
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
@@ -1027,7 +1027,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
     """Run a command over images and write outputs, manifest and (``pose``) the CSV.
 
     Args:
-        items: the run's images (:func:`facealign_cli.inputs.collect_inputs`), input order.
+        items: the run's images (:func:`facealign_cli.io.inputs.collect_inputs`), input order.
         opts: the run's settings.
         stdout: binary stream for NDJSON when ``opts.out == "-"`` (default
             ``sys.stdout.buffer``).
@@ -1057,7 +1057,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
     if opts.weights is None and os.environ.get("FACEALIGN_WEIGHTS"):
         opts = replace(opts, weights=os.environ["FACEALIGN_WEIGHTS"])
     if opts.max_pixels is None:
-        from .images import DEFAULT_MAX_PIXELS
+        from facealign_cli.io.images import DEFAULT_MAX_PIXELS
 
         opts = replace(opts, max_pixels=int(os.environ.get("FACEALIGN_MAX_PIXELS",
                                                            DEFAULT_MAX_PIXELS)))

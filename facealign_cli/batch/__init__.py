@@ -1,0 +1,1 @@
+"""The batch engine behind the image commands: resume, manifest, workers, backends."""
