@@ -45,7 +45,7 @@ def _note(msg: str) -> None:
 
 
 def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std: Path | None,
-                  threads: int, runtime: str | None = None):
+                  threads: int, runtime: str | None = None, flip: bool = True):
     """The methods to evaluate: the facealign regressor (``--weights`` or the default weights,
     in the runtime the CLI would use, see :func:`facealign_cli.models.regressor_onnx.make_regressor`)
     and, with ``--baseline-3ddfa``, the user's 3DDFA-V2 MobileNet."""
@@ -64,7 +64,8 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
             raise click.ClickException(f"cannot load facealign weights {path}: {exc}") from exc
         methods.append(Method("facealign", "facealign", reg, {
             "label": "facealign", "weights": str(path), "sha256": sha256_of(path),
-            "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime}))
+            "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
+            "flip": flip}, flip=flip))
     elif baseline is None:
         raise click.ClickException(
             f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
@@ -170,6 +171,10 @@ def _common_options(f):
                           "else auto, as in the image commands]."),
         click.option("--per-image", is_flag=True,
                      help="Also store per-image NME values in the JSON."),
+        click.option("--flip/--no-flip", default=True, show_default=True,
+                     help="Test-time flip averaging for facealign, as the image commands do "
+                          "by default. The --baseline-3ddfa model runs as its authors ship "
+                          "it (no flip)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -200,7 +205,7 @@ def evaluate():
 @_common_options
 def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mean_std,
                 json_path, markdown_path, plot_path, limit, iou_threshold, threads, runtime,
-                per_image):
+                per_image, flip):
     """Evaluate on AFLW2000-3D (PATH: the folder of imageNNNNN.jpg + .mat).
 
     \b
@@ -229,7 +234,7 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
         data = E.open_aflw2000(path, limit=limit)
     except E.DatasetLayoutError as exc:
         raise click.ClickException(f"not an AFLW2000-3D folder: {exc}") from exc
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime)
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
     detector, det_info = (_load_detector(threads) if "detector" in protos else (None, None))
     try:
         with _progress(len(data), f"AFLW2000-3D ({', '.join(protos)})") as advance:
@@ -300,7 +305,7 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
 @_common_options
 def landmarks68(directory, annotations, pts_zero_based, weights, baseline, baseline_mean_std,
                 json_path, markdown_path, plot_path, limit, iou_threshold, threads, runtime,
-                per_image):
+                per_image, flip):
     """Evaluate 68 landmarks on annotated photos (DIRECTORY of images).
 
     \b
@@ -320,7 +325,7 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
                                    limit=limit)
     except E.DatasetLayoutError as exc:
         raise click.ClickException(str(exc)) from exc
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime)
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
     detector, det_info = _load_detector(threads)
     try:
         with _progress(len(items), "landmarks68") as advance:

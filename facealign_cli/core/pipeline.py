@@ -30,13 +30,17 @@ class FaceAligner:
         max_faces: keep at most this many faces per image (highest scores first); 0 = all.
         min_face: ignore detector boxes whose mean side is below this many pixels.
         num_threads: threads for the detector and torch.
+        flip: test-time flip averaging: each crop is also regressed mirrored and
+            the landmarks, vertices and pose are the average of both
+            (:mod:`facealign_cli.core.regression`); ``Face.params`` stays the prediction of the
+            unflipped crop.
 
     Raises:
         FileNotFoundError: weights or model files are missing.
     """
 
     def __init__(self, detector: Detector | None = None, regressor=None, *, max_faces: int = 0,
-                 min_face: float = 12.0, num_threads: int | None = None):
+                 min_face: float = 12.0, num_threads: int | None = None, flip: bool = False):
         if detector is None:
             from facealign_cli.models.detector import BlazeFaceDetector
 
@@ -52,6 +56,20 @@ class FaceAligner:
         self.max_faces = max_faces
         self.min_face = min_face
         self._topology = None
+        self.flip = flip
+        self._fitters = {}
+
+    def fitter(self, dense: bool = False):
+        """The :class:`~facealign_cli.core.regression.CropFitter` of the 68 landmarks and, with
+        ``dense``, of the face region (built once each)."""
+        if dense not in self._fitters:
+            from facealign_cli.core.regression import CropFitter
+
+            sets = ["landmarks"]
+            if dense:
+                sets.append((self.dense_model, self.topology.vertex_index))
+            self._fitters[dense] = CropFitter(self.model, sets, flip=self.flip)
+        return self._fitters[dense]
 
     @property
     def model(self):
@@ -107,18 +125,16 @@ class FaceAligner:
                 f.roi_box = G.roi_box_from_detector_box(np.asarray(box))
         size = self.regressor.input_size
         crops = np.stack([G.crop_roi(image_bgr, f.roi_box, size) for f in faces])
-        params = self.regressor.predict(crops)
-        kp = self.model.keypoint_vertices
-        for f, p in zip(faces, params):
-            f.params = p.astype(np.float32)
-            lm = G.crop_to_image(G.params_to_crop_vertices(p, self.model, kp, size), f.roi_box, size)
+        fit = self.fitter(dense)(self.regressor, crops)
+        for i, f in enumerate(faces):
+            f.params = fit.params[i]
+            lm = G.crop_to_image(fit.vertices[0][i], f.roi_box, size)
             z0 = lm[2].mean()
             lm[2] -= z0
             f.landmarks_3d = lm.T.copy()
-            f.pose = G.pose_from_camera(p).astype(np.float32)
+            f.pose = fit.pose[i].astype(np.float32)
             if dense:
-                v = G.crop_to_image(G.params_to_crop_vertices(p, self.dense_model, None, size),
-                                    f.roi_box, size)
+                v = G.crop_to_image(fit.vertices[1][i], f.roi_box, size)
                 v[2] -= z0
                 f.vertices = v.T.copy()
         return faces

@@ -137,27 +137,42 @@ def load_aflw2000(root: str | Path) -> AFLW2000:
 
 
 def predict_on_crops(predict, images: list[np.ndarray], roi_boxes: np.ndarray,
-                     model: MorphableModel, batch: int = 128):
+                     model: MorphableModel, batch: int = 128, *, flip: bool = False):
     """Run a parameter regressor on 3DDFA-rule crops and map the 68 landmarks back.
 
     Args:
-        predict: callable (B, 120, 120, 3) uint8 BGR -> (B, 62) parameters.
+        predict: callable (B, 120, 120, 3) uint8 BGR -> (B, 62) parameters, or a regressor
+            object (``predict`` and ``input_size``).
         images: list of (H, W, 3) uint8 BGR images.
         roi_boxes: (B, 4) roi boxes.
+        flip: test-time flip averaging (:mod:`facealign_cli.core.regression`).
 
     Returns:
-        ``(landmarks (B, 68, 3) image frame, pose (B, 3) degrees, params (B, 62))``.
+        ``(landmarks (B, 68, 3) image frame, pose (B, 3) degrees, params (B, 62))``; the
+        parameters are those of the unflipped crops.
     """
-    params = []
+    from facealign_cli.core.regression import CropFitter
+
+    reg = predict if hasattr(predict, "predict") else _CallableRegressor(predict)
+    fitter = CropFitter(model, ("landmarks",), flip=flip)
+    params, lms, pose = [], [], []
     for i in range(0, len(images), batch):
         crops = np.stack([G.crop_roi(im, r) for im, r in zip(images[i:i + batch],
                                                               roi_boxes[i:i + batch])])
-        params.append(predict(crops))
-    params = np.concatenate(params)
-    lms = np.stack([G.crop_to_image(G.params_to_crop_vertices(p, model, model.keypoint_vertices),
-                                    r).T for p, r in zip(params, roi_boxes)])
-    pose = np.stack([G.pose_from_camera(p) for p in params])
-    return lms, pose, params
+        fit = fitter(reg, crops)
+        params.append(fit.params)
+        lms.extend(G.crop_to_image(v, r).T for v, r in zip(fit.vertices[0],
+                                                             roi_boxes[i:i + batch]))
+        pose.append(fit.pose)
+    return np.stack(lms), np.concatenate(pose), np.concatenate(params)
+
+
+@dataclass
+class _CallableRegressor:
+    """A bare ``predict`` callable seen as a regressor of 120-px crops."""
+
+    predict: object
+    input_size: int = 120
 
 
 def evaluate_aflw2000(predict, data: AFLW2000, images: list[np.ndarray] | None = None) -> dict:
@@ -945,12 +960,14 @@ class Method:
             ``input_size`` (120), e.g. :class:`facealign_cli.models.regressor.Regressor` or
             :class:`facealign_cli.models.baseline_3ddfa.Baseline3DDFA`.
         info: what the report records about it (weights path, sha256, ...).
+        flip: test-time flip averaging (:mod:`facealign_cli.core.regression`).
     """
 
     key: str
     label: str
     regressor: object
     info: dict
+    flip: bool = False
 
 
 def _fit_detected(aligner, image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray]:
@@ -1040,7 +1057,8 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
     det: dict = {}
     occ: dict = {}
     if "detector" in protocols:
-        aligners = [FaceAligner(detector=detector, regressor=m.regressor) for m in methods]
+        aligners = [FaceAligner(detector=detector, regressor=m.regressor, flip=m.flip)
+                    for m in methods]
         det = {"matched": np.zeros(B, bool), "iou": np.zeros(B), "box": nan3(B, 4),
                "n_detections": np.zeros(B, np.int64)}
         det.update({m.key: {"lms": nan3(B, 68, 3), "pose": nan3(B, 3)} for m in methods})
@@ -1055,7 +1073,7 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
         roi = data.roi_boxes[sl]
         if do_gt:
             for m in methods:
-                lms, pose, _ = predict_on_crops(m.regressor.predict, images, roi, model)
+                lms, pose, _ = predict_on_crops(m.regressor, images, roi, model, flip=m.flip)
                 gt[m.key]["lms"][sl], gt[m.key]["pose"][sl] = lms, pose
         if occ:
             for kind in OCCLUDER_KINDS:
@@ -1065,7 +1083,8 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
                                              for o, b in zip(occs, face_boxes[sl])]
                 occluded = [apply_occluder(im, o) for im, o in zip(images, occs)]
                 for m in methods:
-                    lms, pose, _ = predict_on_crops(m.regressor.predict, occluded, roi, model)
+                    lms, pose, _ = predict_on_crops(m.regressor, occluded, roi, model,
+                                                    flip=m.flip)
                     occ[kind][m.key]["lms"][sl], occ[kind][m.key]["pose"][sl] = lms, pose
         if det:
             for j, im in enumerate(images):
@@ -1203,7 +1222,8 @@ def run_landmarks68(items: list[AnnotatedImage], methods: list[Method], detector
     """
     from facealign_cli.core.pipeline import FaceAligner
 
-    aligners = [FaceAligner(detector=detector, regressor=m.regressor) for m in methods]
+    aligners = [FaceAligner(detector=detector, regressor=m.regressor, flip=m.flip)
+                for m in methods]
     gts = [f for it in items for f in it.faces]
     F = len(gts)
     pred = {m.key: np.full((F, 68, 3), np.nan) for m in methods}

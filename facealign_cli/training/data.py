@@ -26,7 +26,8 @@ import numpy as np
 from facealign_cli.core import geometry as G
 from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
 from facealign_cli.core.morphable_model import MorphableModel, load_morphable_model
-from facealign_cli.training.symmetry import ibug68_flip_permutation, vertex_mirror_map
+from facealign_cli.core.regression import CropFitter, gather_vertices
+from facealign_cli.core.symmetry import vertex_mirror_map
 
 SIZE = G.CROP_SIZE
 # AFLW 21-point index -> iBUG 68 index (the points with an unambiguous iBUG counterpart).
@@ -99,21 +100,13 @@ def teacher_targets(teacher: Baseline3DDFA, crops: np.ndarray, model: MorphableM
         ``(params, targets)``: (B, 62) float32 teacher parameters of the unflipped crops and
         (B, 3, K) float32 flip-averaged vertices in the crop frame.
     """
-    mirror = vertex_mirror_map(model)
-    perm = ibug68_flip_permutation()
-    # the vertex whose un-mirrored prediction stands for each target vertex
-    partner = mirror[target_index]
-    partner[:68] = target_index[:68][perm]
+    dense = np.asarray(target_index[68:])
+    fitter = CropFitter(model, ("landmarks", (gather_vertices(model, dense), dense)), flip=True)
     params, targets = [], []
     for i in range(0, len(crops), batch):
-        c = crops[i:i + batch]
-        p = teacher.predict(c)
-        pf = teacher.predict(np.ascontiguousarray(c[:, :, ::-1]))
-        v = G.params_to_crop_vertices(p, model, target_index)
-        vf = G.params_to_crop_vertices(pf, model, partner)
-        vf[:, 0] = (SIZE - 1) - vf[:, 0]
-        params.append(p)
-        targets.append(0.5 * (v + vf))
+        fit = fitter(teacher, crops[i:i + batch])
+        params.append(fit.params)
+        targets.append(np.concatenate(fit.vertices, axis=2))
     return np.concatenate(params).astype(np.float32), np.concatenate(targets).astype(np.float32)
 
 

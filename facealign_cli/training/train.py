@@ -31,7 +31,7 @@ from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256
 from facealign_cli.evaluation.protocols import nme_box
 from facealign_cli.training.data import SIZE, prepare_training_set
 from facealign_cli.training.labels import prepare_refitted_set
-from facealign_cli.training.symmetry import ibug68_flip_permutation, vertex_mirror_map
+from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
 
 
 @dataclass

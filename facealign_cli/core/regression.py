@@ -1,0 +1,153 @@
+"""From roi crops to fitted 3DMM geometry, with optional test-time flip averaging.
+
+Flip averaging (test-time augmentation): the regressor also sees the mirror image of each crop;
+the mirror image's vertices are mapped back (vertex ``i`` of the face is vertex ``mirror[i]`` of
+its mirror image, x reflected in the crop: ``x -> (S - 1) - x``) and averaged with the direct
+prediction; the rotation of the mirror image is reflected back (``M R_f M``, ``M = diag(-1, 1,
+1)``) and averaged with the direct one on SO(3) (chordal mean: the nearest rotation to their
+sum). This is the flip-averaging used for the teacher's training labels
+(:mod:`facealign_cli.training.data`) applied at test time; it costs one more regressor pass per
+face.
+
+Frames: the crop frame of :mod:`facealign_cli.core.geometry` (S-px crop, x right, y down, z
+towards the viewer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from facealign_cli.core import geometry as G
+from facealign_cli.core.morphable_model import MorphableModel
+from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
+
+_REFLECT_X = np.diag([-1.0, 1.0, 1.0])
+
+
+class Regressor(Protocol):
+    """Anything that regresses 3DMM parameters from roi crops.
+
+    Attributes:
+        input_size: crop side S in pixels (120).
+    """
+
+    input_size: int
+
+    def predict(self, crops_bgr: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) uint8 BGR crops to (B, 62) float32 parameters (camera in the S-px crop
+        frame, 40 shape, 10 expression coefficients)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CropFit:
+    """The fitted geometry of a batch of crops.
+
+    Attributes:
+        params: (B, 62) float32 parameters regressed on the crops as given (unflipped).
+        vertices: tuple of (B, 3, K_j) float32 crop-frame vertices, one per requested vertex
+            set (flip-averaged when flip averaging is on).
+        rotation: (B, 3, 3) float64 model-to-camera rotations (flip-averaged when on).
+        pose: (B, 3) float64 ``[yaw, pitch, roll]`` degrees from ``rotation``
+            (:func:`facealign_cli.core.geometry.angles_from_rotation`).
+    """
+
+    params: np.ndarray
+    vertices: tuple[np.ndarray, ...]
+    rotation: np.ndarray
+    pose: np.ndarray
+
+
+def gather_vertices(model: MorphableModel, vertex_index: np.ndarray) -> MorphableModel:
+    """The 3DMM rows of some vertices, in the given order; unlike
+    :meth:`~facealign_cli.core.morphable_model.MorphableModel.subset` the landmarks need not be
+    among them (the result has no ``keypoint_rows``).
+
+    Args:
+        vertex_index: (K,) int vertex indices of the full model.
+    """
+    vi = np.asarray(vertex_index, dtype=np.int64)
+    rows = (vi[:, None] * 3 + np.arange(3)[None, :]).reshape(-1)
+    return MorphableModel(mean=model.mean[rows], w_shp=np.ascontiguousarray(model.w_shp[rows]),
+                          w_exp=np.ascontiguousarray(model.w_exp[rows]),
+                          keypoint_rows=np.zeros(0, dtype=np.int64))
+
+
+def mean_rotation(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
+    """Chordal mean of two rotations: the rotation nearest (Frobenius) to ``Ra + Rb``.
+
+    Args:
+        Ra, Rb: (..., 3, 3) rotation matrices.
+
+    Returns:
+        (..., 3, 3) float64 rotations (SVD projection, determinant +1).
+    """
+    U, _, Vt = np.linalg.svd(np.asarray(Ra, np.float64) + np.asarray(Rb, np.float64))
+    d = np.sign(np.linalg.det(U @ Vt))
+    U = U.copy()
+    U[..., :, -1] *= d[..., None]
+    return U @ Vt
+
+
+class CropFitter:
+    """Regress crops and evaluate the 3DMM on fixed vertex sets, optionally flip-averaged.
+
+    Args:
+        model: the full 3DMM (:func:`facealign_cli.core.morphable_model.load_morphable_model`).
+        vertex_sets: the vertex sets to evaluate, each either the string ``"landmarks"`` (the 68
+            iBUG keypoints, mirrored with the iBUG permutation) or a
+            :class:`~facealign_cli.core.morphable_model.MorphableModel` subset together with
+            its (K,) vertex indices in the full model, as a tuple ``(subset, index)``.
+        flip: average with the prediction of the mirrored crop.
+
+    The mirror partners are computed once per instance (a k-d tree over the mean face).
+    """
+
+    def __init__(self, model: MorphableModel, vertex_sets=("landmarks",), *, flip: bool = True):
+        self.model = model
+        self.flip = flip
+        self._sets = []
+        mirror = vertex_mirror_map(model) if flip else None
+        for vs in vertex_sets:
+            if isinstance(vs, str) and vs == "landmarks":
+                kp = model.keypoint_vertices
+                direct = gather_vertices(model, kp)
+                partner = gather_vertices(model, kp[ibug68_flip_permutation()]) if flip else None
+            else:
+                direct, index = vs
+                partner = gather_vertices(model, mirror[np.asarray(index)]) if flip else None
+            self._sets.append((direct, partner))
+
+    def __call__(self, regressor: Regressor, crops: np.ndarray, *,
+                 sets: tuple[int, ...] | None = None) -> CropFit:
+        """Fit a batch of crops.
+
+        Args:
+            regressor: a :class:`Regressor`.
+            crops: (B, S, S, 3) uint8 BGR roi crops, S = ``regressor.input_size``.
+            sets: indices of the vertex sets to evaluate (default all).
+
+        Returns:
+            A :class:`CropFit`.
+        """
+        size = regressor.input_size
+        which = range(len(self._sets)) if sets is None else sets
+        params = regressor.predict(crops).astype(np.float32)
+        rot = np.stack([G.rotation_from_camera(p) for p in params]) if len(params) else \
+            np.zeros((0, 3, 3))
+        verts = [G.params_to_crop_vertices(params, self._sets[j][0], None, size) for j in which]
+        if self.flip and len(params):
+            pf = regressor.predict(np.ascontiguousarray(crops[:, :, ::-1])).astype(np.float32)
+            rf = np.stack([_REFLECT_X @ G.rotation_from_camera(p) @ _REFLECT_X for p in pf])
+            rot = mean_rotation(rot, rf)
+            for k, j in enumerate(which):
+                vf = G.params_to_crop_vertices(pf, self._sets[j][1], None, size)
+                vf[:, 0] = (size - 1) - vf[:, 0]
+                verts[k] = 0.5 * (verts[k] + vf)
+        pose = np.stack([G.angles_from_rotation(r) for r in rot]) if len(rot) else \
+            np.zeros((0, 3))
+        return CropFit(params=params, vertices=tuple(v.astype(np.float32) for v in verts),
+                       rotation=rot, pose=pose)
