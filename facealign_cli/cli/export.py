@@ -1,11 +1,36 @@
 """``facealign export-onnx``: write the ONNX Runtime export of a regressor checkpoint beside it
-(needs torch and the ``onnx`` package; running the export needs only ``onnxruntime``)."""
+(needs torch and the ``onnx`` package, the ``[train]`` extra; running the export needs only
+``onnxruntime``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+
+class SetupError(click.ClickException):
+    """A one-line error for a missing package or file, exit code 2 (the CLI's setup error)."""
+
+    exit_code = 2
+
+
+def require_torch(feature: str, *, onnx: bool = False) -> None:
+    """Fail with :class:`SetupError` (the install command) unless torch (and, with ``onnx``,
+    the ``onnx`` package) imports: the parts of the CLI that need the ``[train]`` extra."""
+    from facealign_cli.models.weights import TorchMissingError, import_torch
+
+    try:
+        import_torch(feature)
+        if onnx:
+            try:
+                import onnx as _onnx  # noqa: F401
+            except ImportError as exc:
+                raise TorchMissingError(
+                    f"{feature} needs the onnx package, which is not installed; install it "
+                    "with: python3 -m pip install onnx") from exc
+    except TorchMissingError as exc:
+        raise SetupError(str(exc)) from None
 
 
 @click.command("export-onnx")
@@ -18,6 +43,7 @@ def export_onnx_cmd(checkpoints, check):
     """Export each CHECKPOINT (.pth) to CHECKPOINT.onnx, the file the ONNX Runtime path of
     every command runs (--runtime auto/onnxruntime). The export records the checkpoint's sha256,
     so an export left beside a changed checkpoint is never used."""
+    require_torch("facealign export-onnx", onnx=True)
     import numpy as np
 
     from facealign_cli.models.regressor import Regressor
@@ -27,8 +53,7 @@ def export_onnx_cmd(checkpoints, check):
         try:
             out = export_onnx(ck)
         except ImportError as exc:
-            raise click.ClickException(f"exporting needs torch and onnx ({exc}); "
-                                       "pip install 'facealign-cli[onnx]'") from None
+            raise SetupError(str(exc)) from None
         except (OSError, KeyError, RuntimeError) as exc:
             raise click.ClickException(f"cannot export {ck}: {exc}") from None
         if check:

@@ -25,8 +25,13 @@ import click
 @click.option("--no-eval", is_flag=True, help="Skip the AFLW2000-3D evaluation at the end.")
 def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_faces, epochs,
               no_eval):
-    """Train the regressor from random initialisation (distilling the teacher's labels)."""
+    """Train the regressor from random initialisation (distilling the teacher's labels).
+    Needs torch (pip install torch==2.13.0 onnx, the [train] extra)."""
     import os
+
+    from facealign_cli.cli.export import require_torch
+
+    require_torch("facealign train")
 
     # OpenMP threads that spin while waiting make CPU training several times slower when the
     # machine is shared; set before torch starts its thread pool.
@@ -46,10 +51,21 @@ def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_fac
     aflw = shared_p / "data" / "aflw2000-3d"
     if not no_eval and aflw.is_dir():
         def eval_fn(ck):
-            from facealign_cli.evaluation.protocols import evaluate_aflw2000, load_aflw2000
+            """AFLW2000-3D ground-truth crops (3DDFA protocol), no flip averaging, as the
+            summary has always reported: ``nme_bins`` / ``nme_mean`` (% , fit-yaw bins),
+            ``bin_counts``, ``pose_mae`` (degrees) and ``pose_count``, rounded to 3 decimals."""
+            from facealign_cli.evaluation.datasets import open_aflw2000
+            from facealign_cli.evaluation.protocols import Method, run_aflw2000, summarise_aflw2000
             from facealign_cli.models.regressor import Regressor
 
-            return evaluate_aflw2000(Regressor(ck).predict, load_aflw2000(aflw))
+            method = Method("facealign", "facealign", Regressor(ck), {"weights": str(ck)})
+            figs, _ = summarise_aflw2000(run_aflw2000(open_aflw2000(aflw), [method], batch=128))
+            f = figs["gt-crops"]["facealign"]
+            fit, pose = f["nme_2d"]["splits"]["fit"], f["pose"]
+            return {"nme_bins": [round(b, 3) for b in fit["bins"]],
+                    "nme_mean": round(fit["mean"], 3), "bin_counts": fit["counts"],
+                    "pose_mae": {k: round(pose[k], 3) for k in ("yaw", "pitch", "roll", "mean")},
+                    "pose_count": pose["count"]}
     ck = train(cfg, shared_p, teacher_p, Path(out_dir), Path(cache), eval_fn=eval_fn)
     click.echo(str(ck))
     try:  # the ONNX Runtime export the CLI runs by default (see facealign export-onnx)

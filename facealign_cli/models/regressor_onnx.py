@@ -16,7 +16,6 @@ Nothing here imports torch at module level.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -206,11 +205,11 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
     """The regressor for a checkpoint, in the fastest runtime available.
 
     Args:
-        weights: checkpoint (None: ``$FACEALIGN_WEIGHTS``, else the shipped weights).
+        weights: checkpoint (None: the shipped weights).
         num_threads: intra-op threads of the runtime (None: its default).
         runtime: ``"auto"`` (ONNX Runtime when an up-to-date export lies beside the checkpoint
             and onnxruntime imports, else torch), ``"onnxruntime"`` (fail if that is not
-            possible) or ``"torch"``. None: ``$FACEALIGN_RUNTIME``, else ``"auto"``.
+            possible) or ``"torch"``. None: ``"auto"``.
 
     Returns:
         An :class:`OnnxRegressor` or a :class:`facealign_cli.models.regressor.Regressor`.
@@ -223,7 +222,7 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
         ImportError, FileNotFoundError, StaleExportError: with ``runtime="onnxruntime"``.
         whatever :class:`~facealign_cli.models.regressor.Regressor` raises for a bad checkpoint.
     """
-    runtime = (runtime or os.environ.get("FACEALIGN_RUNTIME") or "auto").lower()
+    runtime = (runtime or "auto").lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
     path = Path(weights) if weights else default_weights_path()
@@ -242,7 +241,8 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
     except TorchMissingError:
         if runtime == "torch":
             raise torch_missing("--runtime torch") from None
-        raise torch_missing(f"running {path} without an ONNX export ({why_not_onnx})") from None
+        raise torch_missing(f"running {path} with torch (no usable ONNX export: {why_not_onnx})"
+                            ) from None
     if stale:
         warnings.warn(f"{why_not_onnx}; using torch", RuntimeWarning, stacklevel=2)
     return Regressor(path, num_threads=num_threads)
