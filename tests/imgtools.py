@@ -173,3 +173,132 @@ def odd_image_corpus(folder, photo_bgr: np.ndarray) -> dict[str, str | None]:
     put("huge_header.png", png_bytes(np.zeros((2, 2, 3), np.uint8), 2,
                                      header_size=(20000, 20000)), "ImageTooLargeError")
     return expected
+
+
+# ------------------------------------------------------------------ orientation and bombs
+
+
+def orient_inverse(upright: np.ndarray, orientation: int) -> np.ndarray:
+    """The array a file must store so that a viewer applying EXIF ``orientation`` shows
+    ``upright`` (inverse of the TIFF/EXIF orientation transform)."""
+    if orientation == 1:
+        return upright.copy()
+    if orientation == 2:
+        return upright[:, ::-1].copy()
+    if orientation == 3:
+        return upright[::-1, ::-1].copy()
+    if orientation == 4:
+        return upright[::-1].copy()
+    if orientation == 5:  # transpose (its own inverse)
+        return np.ascontiguousarray(np.swapaxes(upright, 0, 1))
+    if orientation == 6:  # a viewer turns it 90° clockwise: store it turned counter-clockwise
+        return np.ascontiguousarray(np.rot90(upright, 1))
+    if orientation == 7:  # transverse (its own inverse)
+        return np.ascontiguousarray(np.swapaxes(upright, 0, 1)[::-1, ::-1])
+    if orientation == 8:  # a viewer turns it 90° counter-clockwise: store it turned clockwise
+        return np.ascontiguousarray(np.rot90(upright, -1))
+    raise ValueError(f"orientation {orientation} not in 1..8")
+
+
+def exif_tiff(orientation: int, big_endian: bool = False) -> bytes:
+    """A TIFF structure (EXIF block without the ``Exif\\0\\0`` prefix) holding only the
+    Orientation tag."""
+    e = ">" if big_endian else "<"
+    ifd = struct.pack(e + "H", 1) + struct.pack(e + "HHIHH", 0x0112, 3, 1, orientation, 0) \
+        + struct.pack(e + "I", 0)
+    return (b"MM\x00*" if big_endian else b"II*\x00") + struct.pack(e + "I", 8) + ifd
+
+
+def png_with_orientation(img_bgr: np.ndarray, orientation: int) -> bytes:
+    """PNG bytes of ``img_bgr`` (stored as is) with an ``eXIf`` chunk after IHDR."""
+    b = cv2.imencode(".png", img_bgr)[1].tobytes()
+    end_ihdr = 8 + 8 + 13 + 4
+    return b[:end_ihdr] + _png_chunk(b"eXIf", exif_tiff(orientation, True)) + b[end_ihdr:]
+
+
+def webp_with_orientation(img_bgr: np.ndarray, orientation: int, quality: int = 101) -> bytes:
+    """WebP bytes of ``img_bgr`` (stored as is; lossless by default) in the extended format:
+    a ``VP8X`` chunk with the EXIF flag, the image chunk, then an ``EXIF`` chunk."""
+    b = cv2.imencode(".webp", img_bgr, [cv2.IMWRITE_WEBP_QUALITY, quality])[1].tobytes()
+    assert b[12:16] in (b"VP8 ", b"VP8L"), "expected a simple-format WebP"
+    h, w = img_bgr.shape[:2]
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes([0x08, 0, 0, 0]) \
+        + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    exif = exif_tiff(orientation)
+    exif_chunk = b"EXIF" + struct.pack("<I", len(exif)) + exif + b"\x00" * (len(exif) & 1)
+    body = b"WEBP" + vp8x + b[12:] + exif_chunk
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def tiff_bytes(arr: np.ndarray, *, orientation: int | None = None, big_endian: bool = False,
+               pages: int = 1) -> bytes:
+    """An uncompressed single-strip TIFF of ``arr`` ((H, W) gray or (H, W, 3) RGB; uint8,
+    uint16 or float32 samples), optionally with an Orientation tag; ``pages`` > 1 repeats the
+    image as further pages."""
+    e = ">" if big_endian else "<"
+    h, w = arr.shape[:2]
+    spp = 1 if arr.ndim == 2 else arr.shape[2]
+    dt = arr.dtype
+    bits = dt.itemsize * 8
+    fmt = 3 if dt.kind == "f" else 1
+    data = arr.astype(dt.newbyteorder(e)).tobytes()
+    out = bytearray((b"MM\x00*" if big_endian else b"II*\x00") + struct.pack(e + "I", 0))
+    prev_link = 4  # where the offset of the next IFD goes
+    for _ in range(pages):
+        while len(out) % 2:
+            out += b"\x00"
+        data_off = len(out)
+        out += data
+        bps_off = 0
+        if spp > 1:
+            while len(out) % 2:
+                out += b"\x00"
+            bps_off = len(out)
+            out += struct.pack(e + "H" * spp, *([bits] * spp))
+        tags = [(256, 4, 1, w), (257, 4, 1, h),
+                (258, 3, spp, bits if spp == 1 else bps_off), (259, 3, 1, 1),
+                (262, 3, 1, 2 if spp >= 3 else 1), (273, 4, 1, data_off),
+                (277, 3, 1, spp), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1),
+                (339, 3, 1, fmt)]
+        if orientation is not None:
+            tags.append((274, 3, 1, orientation))
+        tags.sort()
+        while len(out) % 2:
+            out += b"\x00"
+        ifd_off = len(out)
+        struct.pack_into(e + "I", out, prev_link, ifd_off)
+        out += struct.pack(e + "H", len(tags))
+        for tag, typ, count, value in tags:
+            if typ == 3 and count == 1:
+                out += struct.pack(e + "HHIHH", tag, typ, count, value, 0)
+            else:
+                out += struct.pack(e + "HHII", tag, typ, count, value)
+        prev_link = len(out)
+        out += struct.pack(e + "I", 0)
+    return bytes(out)
+
+
+def tiff_with_orientation(img_bgr: np.ndarray, orientation: int) -> bytes:
+    """An 8-bit RGB TIFF of ``img_bgr`` (stored as is) with Orientation tag ``orientation``."""
+    return tiff_bytes(np.ascontiguousarray(img_bgr[:, :, ::-1]), orientation=orientation)
+
+
+#: Builders of a file in each orientation-carrying format: (bgr, orientation) -> bytes.
+ORIENTED_WRITERS = {"jpeg": jpeg_with_orientation, "png": png_with_orientation,
+                    "webp": webp_with_orientation, "tiff": tiff_with_orientation}
+
+
+def progressive_jpeg_claiming_size(width: int, height: int, stored: int = 64) -> bytes:
+    """A ~9 KB progressive 4:4:4 JPEG (``stored`` x ``stored`` noise) whose SOF2 header claims
+    ``width`` x ``height``: libjpeg keeps a whole-image coefficient buffer for progressive
+    files (6 bytes a pixel at 4:4:4), whatever the reduced size it is asked to decode at."""
+    img = np.random.default_rng(1).integers(0, 255, (stored, stored, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1,
+                                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    assert ok
+    b = bytearray(buf.tobytes())
+    i = b.find(b"\xff\xc2")  # SOF2: marker, length (2), precision (1), height (2), width (2)
+    assert i > 0
+    b[i + 5 : i + 9] = struct.pack(">HH", height, width)
+    return bytes(b)

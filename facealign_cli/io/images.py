@@ -10,22 +10,39 @@ Policy (documented behaviour, relied on by the CLI):
 * **Formats**: JPEG, PNG, BMP, WebP and TIFF, recognised by their leading bytes (the file name
   extension is ignored). Anything else raises :class:`NotAnImageError`.
 * **Size limit**: the width and height are read from the header *before* decoding. Images of at
-  most ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS` = 50 megapixels, override with the
-  environment variable ``FACEALIGN_MAX_PIXELS``) are decoded at full size. A larger JPEG is
-  decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling; the full-size image is never
-  materialised) with the smallest factor that brings it under the limit, and
+  most ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS` = 50 megapixels; the command line
+  passes ``--max-megapixels`` / ``$FACEALIGN_MAX_PIXELS``) are decoded at full size. A larger
+  JPEG is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling; the full-size image is
+  never materialised) with the smallest factor that brings it under the limit, and
   :attr:`DecodedImage.scale` says by how much; a larger image of another format, or a JPEG still
   over the limit at 1/8, raises :class:`ImageTooLargeError`. Files over ``max_file_bytes``
   (default 512 MiB) are refused without being read.
+* **Memory limit**: before decoding, the memory the decode will take is computed from the
+  header (:func:`decode_memory`: the file's bytes, the decoder's output at its native sample
+  type and channel count, the 8-bit BGR result, an orientation copy, and for a JPEG with more
+  than one scan (progressive, or non-interleaved) libjpeg's whole-image coefficient buffer of
+  128 bytes per 8x8 block and component, which reduced-size decoding does **not** shrink). A
+  file whose decode would exceed ``max_decode_bytes`` (default
+  ``max(DEFAULT_MAX_DECODE_BYTES, 16 * max_pixels)`` = 1 GiB at the default pixel limit) at
+  every size it may be decoded at raises :class:`ImageTooLargeError` without decoding: e.g. a
+  9 KB progressive JPEG whose header claims 32767 x 32767 (it would need 6 GiB) is refused
+  with a peak memory of the process well under 300 MiB. Conversions after decoding work in
+  bands of rows, so they add no full-size temporaries.
 * **Colour**: grayscale becomes 3-channel BGR; 16-bit samples are scaled to 8 bit
-  (``round(v / 257)``); float samples are taken as 0..1. Images with an alpha channel (RGBA,
-  gray + alpha, palette with transparency) are **composited on white** (a transparent
+  (``round(v / 257)``); float samples (float TIFF) are scaled by the range their largest finite
+  value shows: at most 2 -> 0..1, at most 255.5 -> 0..255, at most 65535.5 -> 0..65535,
+  otherwise 0..max (values are clipped to the range; NaN becomes 0). Images with an alpha
+  channel (RGBA, gray + alpha, palette with transparency) are **composited on white** (a transparent
   background becomes white, not the undefined colour stored under it); an alpha channel that is
   zero everywhere is treated as absent (32-bit BMPs often store 0 there). CMYK JPEGs and TIFFs
   are converted by OpenCV.
 * **Orientation**: the EXIF orientation tag (JPEG APP1, PNG ``eXIf``, WebP ``EXIF`` chunk, TIFF
-  IFD0) is applied, so the returned image, and every coordinate computed on it, is upright as a
-  viewer sees the photo. This matches ``cv2.imread``'s default for JPEG.
+  IFD0) is applied exactly once, so the returned image, and every coordinate computed on it, is
+  upright as a viewer sees the photo. This matches ``cv2.imread``'s default for JPEG. The
+  decoders are always made to return the stored orientation first (OpenCV's TIFF decoder
+  orients by itself, so the tag is set to 1 in a copy of the bytes before decoding a TIFF).
+* **Several frames**: a multi-page TIFF, an animated WebP or an animated PNG (APNG) is decoded
+  as its first page / frame only; :attr:`DecodedImage.warnings` says so.
 * **Integrity**: zero-byte files, a JPEG whose data ends before its end-of-image marker, a PNG
   without its ``IEND`` chunk, a header whose size cannot be read, and data OpenCV cannot decode
   are all refused (OpenCV's own behaviour on truncated data differs between versions, so the
@@ -49,6 +66,13 @@ import numpy as np
 DEFAULT_MAX_PIXELS = 50_000_000
 #: Largest file, in bytes, that is read at all.
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+#: Memory a single decode may take (see :func:`decode_memory`), in bytes, at the default pixel
+#: limit; the default limit is ``max(DEFAULT_MAX_DECODE_BYTES, 16 * max_pixels)``.
+DEFAULT_MAX_DECODE_BYTES = 1024 * 1024 * 1024
+#: Memory allowed per pixel of ``max_pixels`` in the default memory limit.
+_DECODE_BYTES_PER_PIXEL = 16
+#: Pixels converted at a time after decoding (bounds the conversions' temporaries).
+_BAND_PIXELS = 1 << 20
 #: Reduction factors libjpeg can decode at directly.
 _JPEG_REDUCTIONS = (2, 4, 8)
 
@@ -128,6 +152,15 @@ class ImageHeader:
         width, height: stored size in pixels, *before* EXIF orientation.
         orientation: EXIF orientation 1..8 (1 = as stored; 5..8 swap width and height).
         cmyk: the stored colour model is CMYK (TIFF only; JPEG CMYK is handled by OpenCV).
+        channels: samples per pixel the decoder returns (alpha and palette expansion counted).
+        sample_bytes: bytes per sample the decoder returns (2 for 16 bit, 4 or 8 for float).
+        multi_scan: a JPEG with more than one scan (progressive or non-interleaved): libjpeg
+            keeps all its DCT coefficients in memory, whatever the output size.
+        sampling: a JPEG's per-component ``(h, v)`` sampling factors.
+        frames: number of pages (TIFF) or frames (animated WebP / PNG); only the first one is
+            decoded.
+        orientation_offset: TIFF only: byte offset of the orientation tag's value (a SHORT),
+            or -1.
     """
 
     format: str
@@ -135,6 +168,12 @@ class ImageHeader:
     height: int
     orientation: int = 1
     cmyk: bool = False
+    channels: int = 3
+    sample_bytes: int = 1
+    multi_scan: bool = False
+    sampling: tuple[tuple[int, int], ...] = ()
+    frames: int = 1
+    orientation_offset: int = -1
 
     @property
     def oriented_size(self) -> tuple[int, int]:
@@ -176,11 +215,14 @@ def _u(fmt: str, data: bytes, off: int):
         raise _HeaderError("header ends early", truncated=True) from None
 
 
-def _tiff_tags(tiff: bytes, wanted: set[int]) -> dict[int, int]:
+def _tiff_tags(tiff: bytes, wanted: set[int], offsets: dict[int, int] | None = None,
+               chain: list[int] | None = None) -> dict[int, int]:
     """First values of integer tags of IFD0 of a TIFF structure (a TIFF file or an EXIF blob).
 
     Supports classic TIFF and BigTIFF, both byte orders; returns only tags in ``wanted`` whose
-    type is BYTE, SHORT, LONG or LONG8.
+    type is BYTE, SHORT, LONG or LONG8. ``offsets`` (if given) receives the byte offset of each
+    returned tag's first value; ``chain`` (if given) receives the offsets of IFD0 and of the
+    IFDs chained after it (pages), at most 1024.
     """
     if tiff[:2] == b"II":
         e = "<"
@@ -216,6 +258,22 @@ def _tiff_tags(tiff: bytes, wanted: set[int]) -> dict[int, int]:
         if size * count > value_size:  # stored elsewhere; we only need the first value
             (voff,) = _u(e + count_fmt, tiff, voff)
         (out[tag],) = _u(e + code, tiff, voff)
+        if offsets is not None:
+            offsets[tag] = voff if code == "H" else -1  # only SHORT values are patched
+    if chain is not None:
+        chain.append(ifd)
+        link_fmt = e + ("I" if magic == 42 else "Q")
+        nxt = first + n * entry
+        while len(chain) < 1024:
+            try:
+                (ifd,) = struct.unpack_from(link_fmt, tiff, nxt)
+                (n,) = struct.unpack_from(e + ("H" if magic == 42 else "Q"), tiff, ifd)
+            except struct.error:
+                break  # a broken link: only the pages before it count
+            if ifd == 0 or ifd in chain or n > 4096:
+                break
+            chain.append(ifd)
+            nxt = ifd + (2 if magic == 42 else 8) + n * entry
     return out
 
 
@@ -235,8 +293,9 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 
 def _jpeg_header(d: bytes) -> ImageHeader:
-    pos, size, orientation = 2, None, 1
+    pos, size, orientation, sof, sampling = 2, None, 1, None, ()
     n = len(d)
+    multi_scan = False
     while True:
         # Find the next marker (skipping fill bytes 0xFF).
         if pos >= n:
@@ -264,35 +323,48 @@ def _jpeg_header(d: bytes) -> ImageHeader:
         if marker == 0xE1 and seg[:6] == b"Exif\x00\x00" and orientation == 1:
             orientation = _exif_orientation(seg)
         elif marker in _JPEG_SOF and size is None:
-            h, w = _u(">HH", seg, 1)
-            size = (w, h)
+            h, w, nc = _u(">HHB", seg, 1)
+            size, sof = (w, h), marker
+            sampling = tuple((hv >> 4, hv & 15)
+                             for (hv,) in (_u(">B", seg, 7 + 3 * i) for i in range(nc)))
+            if any(not (1 <= a <= 4 and 1 <= b <= 4) for a, b in sampling):
+                raise _HeaderError("bad JPEG sampling factors")
         elif marker == 0xDA:  # start of scan: entropy-coded data follows
             if size is None:
                 raise _HeaderError("JPEG has no frame header before its image data")
             # Entropy-coded data never contains FF D9 (0xFF is stuffed as FF 00), so the
             # first FF D9 after the first scan is the end-of-image marker of this image.
-            if d.find(b"\xff\xd9", pos + length) < 0:
+            eoi = d.find(b"\xff\xd9", pos + length)
+            if eoi < 0:
                 raise _HeaderError("JPEG data ends before its end-of-image marker",
                                    truncated=True)
+            # A progressive frame, or a second scan before the end of the image (a
+            # non-interleaved file), makes libjpeg buffer every coefficient of the image.
+            multi_scan = sof in (0xC2, 0xC6, 0xCA, 0xCE) or d.find(b"\xff\xda", pos, eoi) >= 0
             break
         pos += length
     w, h = size
     if w == 0 or h == 0:
         raise _HeaderError(f"JPEG header gives a {w}x{h} size")
-    return ImageHeader("jpeg", w, h, orientation)
+    return ImageHeader("jpeg", w, h, orientation, channels=3, multi_scan=multi_scan,
+                       sampling=sampling)
 
 
 def _png_header(d: bytes) -> ImageHeader:
     length, typ = _u(">I4s", d, 8)
     if typ != b"IHDR" or length != 13:
         raise _HeaderError("PNG does not start with an IHDR chunk")
-    w, h = _u(">II", d, 16)
-    pos, orientation, ended = 8, 1, False
+    w, h, depth, colour = _u(">IIBB", d, 16)
+    pos, orientation, ended, frames, trns = 8, 1, False, 1, False
     n = len(d)
     while pos + 8 <= n:
         length, typ = struct.unpack_from(">I4s", d, pos)
         if typ == b"eXIf":
             orientation = _exif_orientation(d[pos + 8 : pos + 8 + length])
+        elif typ == b"acTL" and length >= 8:  # APNG: number of frames
+            (frames,) = struct.unpack_from(">I", d, pos + 8)
+        elif typ == b"tRNS":
+            trns = True
         if typ == b"IEND":
             ended = True
             break
@@ -301,7 +373,11 @@ def _png_header(d: bytes) -> ImageHeader:
         raise _HeaderError("PNG has no IEND chunk (file cut short)", truncated=True)
     if w == 0 or h == 0:
         raise _HeaderError(f"PNG header gives a {w}x{h} size")
-    return ImageHeader("png", w, h, orientation)
+    channels = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}.get(colour, 4)  # OpenCV: gray+alpha -> BGRA
+    if trns:
+        channels = 4
+    return ImageHeader("png", w, h, orientation, channels=channels,
+                       sample_bytes=2 if depth == 16 else 1, frames=max(1, frames))
 
 
 def _bmp_header(d: bytes) -> ImageHeader:
@@ -309,8 +385,10 @@ def _bmp_header(d: bytes) -> ImageHeader:
     (dib,) = _u("<I", d, 14)
     if dib == 12:
         w, h = _u("<HH", d, 18)
+        bpp = 24
     elif dib >= 40:
         w, h = _u("<ii", d, 18)
+        (bpp,) = _u("<H", d, 28)
     else:
         raise _HeaderError("unknown BMP header")
     if file_size > len(d) and file_size - len(d) > 2:  # some writers are off by 2
@@ -319,7 +397,7 @@ def _bmp_header(d: bytes) -> ImageHeader:
     w, h = abs(w), abs(h)
     if w == 0 or h == 0:
         raise _HeaderError(f"BMP header gives a {w}x{h} size")
-    return ImageHeader("bmp", w, h)
+    return ImageHeader("bmp", w, h, channels=4 if bpp == 32 else 3)
 
 
 def _webp_header(d: bytes) -> ImageHeader:
@@ -327,11 +405,13 @@ def _webp_header(d: bytes) -> ImageHeader:
     if riff_size + 8 > len(d):
         raise _HeaderError(f"WebP announces {riff_size + 8} bytes, the file has {len(d)}",
                            truncated=True)
-    pos, size, orientation = 12, None, 1
+    pos, size, orientation, frames = 12, None, 1, 0
     end = min(len(d), riff_size + 8)
     while pos + 8 <= end:
         tag, length = struct.unpack_from("<4sI", d, pos)
         body = d[pos + 8 : pos + 8 + length]
+        if tag == b"ANMF":
+            frames += 1
         if tag == b"VP8X" and size is None:
             w = int.from_bytes(body[4:7], "little") + 1
             h = int.from_bytes(body[7:10], "little") + 1
@@ -354,16 +434,24 @@ def _webp_header(d: bytes) -> ImageHeader:
     w, h = size
     if w == 0 or h == 0:
         raise _HeaderError(f"WebP header gives a {w}x{h} size")
-    return ImageHeader("webp", w, h, orientation)
+    return ImageHeader("webp", w, h, orientation, channels=4, frames=max(1, frames))
 
 
 def _tiff_header(d: bytes) -> ImageHeader:
-    tags = _tiff_tags(d, {256, 257, 262, 274})
+    offsets: dict[int, int] = {}
+    chain: list[int] = []
+    tags = _tiff_tags(d, {256, 257, 258, 262, 274, 277}, offsets, chain)
     if 256 not in tags or 257 not in tags:
         raise _HeaderError("TIFF has no image width/height tags")
     o = tags.get(274, 1)
+    spp = max(1, min(tags.get(277, 1), 16))
+    bits = max(1, min(tags.get(258, 8), 64))
+    # OpenCV returns 8-bit data through libtiff's RGBA reader (4 channels)
+    channels = max(spp, 4) if bits <= 8 else max(spp, 3)
     return ImageHeader("tiff", tags[256], tags[257], o if 1 <= o <= 8 else 1,
-                       cmyk=tags.get(262) == 5)
+                       cmyk=tags.get(262) == 5, channels=channels,
+                       sample_bytes=max(1, -(-bits // 8)), frames=max(1, len(chain)),
+                       orientation_offset=offsets.get(274, -1) if 274 in tags else -1)
 
 
 _PARSERS = {"jpeg": _jpeg_header, "png": _png_header, "bmp": _bmp_header,
@@ -417,6 +505,8 @@ class DecodedImage:
             ``(x, y)`` of ``image`` is at ``(scale * x + (scale - 1) / 2, ...)`` in the full
             image (pixel-centre convention of :mod:`facealign_cli.core.face`).
         header: the parsed :class:`ImageHeader`.
+        warnings: one-line notes on how the file was read (e.g. only the first of several
+            frames), for the run's manifest.
     """
 
     image: np.ndarray
@@ -424,9 +514,42 @@ class DecodedImage:
     height: int
     scale: int
     header: ImageHeader
+    warnings: tuple[str, ...] = ()
+
+
+def decode_memory(hdr: ImageHeader, scale: int = 1, file_bytes: int = 0) -> int:
+    """Bytes that decoding an image with header ``hdr`` at ``1/scale`` of its size takes at its
+    peak (an upper estimate, not counting the interpreter and the libraries themselves).
+
+    Counts the file's bytes, the decoder's output (its native sample size and channel count),
+    (twice for deep samples and TIFF: their decoders go through a second buffer of that size),
+    the 8-bit BGR result and a copy for the orientation, and, for a JPEG with several scans,
+    libjpeg's whole-image coefficient buffer (2 bytes per coefficient, 64 per 8x8 block, every
+    component at its sampling, in whole MCUs), which does not shrink with ``scale``.
+    """
+    w, h = hdr.width, hdr.height
+    sw, sh = -(-w // scale), -(-h // scale)
+    out8 = sw * sh * 3
+    total = file_bytes + out8 * (2 if hdr.orientation != 1 else 1)
+    if hdr.format == "jpeg":
+        sampling = hdr.sampling or ((1, 1),) * 3
+        hmax = max(a for a, _ in sampling)
+        vmax = max(b for _, b in sampling)
+        if len(sampling) != 3:  # gray is expanded to BGR; CMYK is decoded to 4 channels first
+            total += sw * sh * len(sampling)
+        if hdr.multi_scan:
+            mcu_cols, mcu_rows = -(-w // (8 * hmax)), -(-h // (8 * vmax))
+            total += sum(mcu_cols * a * mcu_rows * b * 128 for a, b in sampling)
+    else:
+        native = w * h * hdr.channels * hdr.sample_bytes
+        # Deep samples are byte-swapped / converted through a second buffer, and libtiff may
+        # read a whole-image strip before OpenCV copies it out.
+        total += native * (2 if hdr.sample_bytes > 1 or hdr.format == "tiff" else 1)
+    return total
 
 
 def _read_bytes(path: str | os.PathLike, max_file_bytes: int) -> bytes:
+    """The file's bytes (one buffer; any file name), after the size check."""
     p = Path(path)
     try:
         st = p.stat()
@@ -441,8 +564,8 @@ def _read_bytes(path: str | os.PathLike, max_file_bytes: int) -> bytes:
             path, f"file is {st.st_size / 2**20:.0f} MiB, over the "
                   f"{max_file_bytes / 2**20:.0f} MiB limit")
     try:
-        # np.fromfile takes any path (non-ASCII included) and reads in one go.
-        return np.fromfile(p, dtype=np.uint8).tobytes()
+        with open(p, "rb") as f:  # any path (non-ASCII included), one buffer, no copy
+            return f.read()
     except OSError as exc:
         raise UnreadableImageError(path, f"cannot read: {exc.strerror or exc}") from None
 
@@ -469,14 +592,47 @@ def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     return img
 
 
+def _bands(img: np.ndarray):
+    """Row slices of ``img`` of about :data:`_BAND_PIXELS` pixels each."""
+    step = max(1, _BAND_PIXELS // max(1, img.shape[1]))
+    for y in range(0, img.shape[0], step):
+        yield slice(y, y + step)
+
+
+def float_range(img: np.ndarray) -> float:
+    """The value that float samples ``img`` map to 255 (see the module docstring): 1, 255,
+    65535, or the largest finite value."""
+    top = 0.0
+    for band in _bands(img):
+        part = img[band]
+        finite = part[np.isfinite(part)]
+        if finite.size:
+            top = max(top, float(finite.max()))
+    if top <= 2.0:
+        return 1.0
+    if top <= 255.5:
+        return 255.0
+    if top <= 65535.5:
+        return 65535.0
+    return top
+
+
 def _to_uint8(path, img: np.ndarray) -> np.ndarray:
+    """Samples of any supported type as uint8, converted band by band (no full-size float or
+    32-bit temporaries)."""
     if img.dtype == np.uint8:
         return img
+    out = np.empty(img.shape, np.uint8)
     if img.dtype == np.uint16:
-        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        for band in _bands(img):
+            out[band] = (img[band].astype(np.uint32) + 128) // 257
+        return out
     if img.dtype in (np.float32, np.float64, np.float16):
-        f = np.clip(np.nan_to_num(img.astype(np.float32)), 0.0, 1.0)
-        return (f * 255 + 0.5).astype(np.uint8)
+        k = 255.0 / float_range(img)
+        for band in _bands(img):
+            f = np.nan_to_num(img[band].astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            out[band] = np.clip(f * k + 0.5, 0.0, 255.0)
+        return out
     raise UnsupportedImageError(path, f"unsupported sample type {img.dtype}")
 
 
@@ -498,21 +654,25 @@ def _to_bgr(path, img: np.ndarray) -> np.ndarray:
             colour = cv2.cvtColor(colour[:, :, 0], cv2.COLOR_GRAY2BGR)
         if not alpha.any():  # all-transparent alpha is padding, not transparency
             return np.ascontiguousarray(colour)
-        a = alpha.astype(np.float32)[:, :, None] / 255.0
-        out = colour.astype(np.float32) * a + 255.0 * (1.0 - a)
-        return (out + 0.5).astype(np.uint8)
+        out = np.empty(colour.shape, np.uint8)
+        for band in _bands(colour):
+            a = alpha[band].astype(np.float32)[:, :, None] / 255.0
+            out[band] = colour[band].astype(np.float32) * a + 255.0 * (1.0 - a) + 0.5
+        return out
     raise UnsupportedImageError(path, f"unsupported channel count {c}")
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
-               max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> DecodedImage:
+               max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+               max_decode_bytes: int | None = None) -> DecodedImage:
     """Read and decode one image file safely (see the module docstring for the policy).
 
     Args:
         path: file path (str or PathLike; any characters).
-        max_pixels: full-size decode limit in pixels; default ``$FACEALIGN_MAX_PIXELS`` or
-            :data:`DEFAULT_MAX_PIXELS`.
+        max_pixels: full-size decode limit in pixels; default :data:`DEFAULT_MAX_PIXELS`.
         max_file_bytes: files larger than this are refused unread.
+        max_decode_bytes: memory limit of the decode (:func:`decode_memory`); default
+            ``max(DEFAULT_MAX_DECODE_BYTES, 16 * max_pixels)``.
 
     Returns:
         A :class:`DecodedImage` (image (h, w, 3) uint8 BGR, upright).
@@ -524,25 +684,41 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
         TruncatedImageError: the file is cut short.
         CorruptImageError: the header or data cannot be decoded.
         ImageTooLargeError: over the pixel limit (and not a JPEG that can be decoded reduced),
-            or over the file size limit.
+            over the file size limit, or needing more memory than ``max_decode_bytes`` at
+            every size it may be decoded at.
         UnsupportedImageError: an unusual sample type or channel count.
     """
     if max_pixels is None:
-        max_pixels = int(os.environ.get("FACEALIGN_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+        max_pixels = DEFAULT_MAX_PIXELS
+    if max_decode_bytes is None:
+        max_decode_bytes = max(DEFAULT_MAX_DECODE_BYTES, _DECODE_BYTES_PER_PIXEL * max_pixels)
     data = _read_bytes(path, max_file_bytes)
     hdr = read_header(path, data)
     pixels = hdr.width * hdr.height
-    scale = 1
-    if pixels > max_pixels:
-        if hdr.format == "jpeg":
-            for k in _JPEG_REDUCTIONS:
-                if -(-hdr.width // k) * -(-hdr.height // k) <= max_pixels:
-                    scale = k
-                    break
-        if scale == 1:
-            raise ImageTooLargeError(
-                path, f"{hdr.width}x{hdr.height} = {pixels / 1e6:.1f} megapixels, over the "
-                      f"{max_pixels / 1e6:g} megapixel limit")
+    scales = (1,) + (_JPEG_REDUCTIONS if hdr.format == "jpeg" else ())
+    fitting = [k for k in scales if -(-hdr.width // k) * -(-hdr.height // k) <= max_pixels]
+    if not fitting:
+        raise ImageTooLargeError(
+            path, f"{hdr.width}x{hdr.height} = {pixels / 1e6:.1f} megapixels, over the "
+                  f"{max_pixels / 1e6:g} megapixel limit")
+    need = {k: decode_memory(hdr, k, len(data)) for k in fitting}
+    within = [k for k in fitting if need[k] <= max_decode_bytes]
+    if not within:
+        k = fitting[-1]
+        what = ("progressive " if hdr.multi_scan else "") + hdr.format.upper()
+        raise ImageTooLargeError(
+            path, f"{what} of {hdr.width}x{hdr.height} pixels: decoding it "
+                  f"{'at 1/' + str(k) + ' size ' if k > 1 else ''}needs about "
+                  f"{need[k] / 2**20:.0f} MiB, over the {max_decode_bytes / 2**20:.0f} MiB "
+                  f"memory limit")
+    scale = within[0]
+    if hdr.format == "tiff" and hdr.orientation != 1 and hdr.orientation_offset >= 0:
+        # OpenCV's TIFF decoder applies the orientation tag itself (on some of its paths):
+        # make it return the stored image, which is then turned once, below.
+        buf = bytearray(data)
+        order = "<" if buf[:2] == b"II" else ">"
+        struct.pack_into(order + "H", buf, hdr.orientation_offset, 1)
+        data = buf
 
     import cv2
 
@@ -570,7 +746,12 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     if scale == 1 and (img.shape[1], img.shape[0]) != (w, h):
         # Trust the decoder's size (e.g. a multi-page file); coordinates refer to it.
         h, w = img.shape[:2]
-    return DecodedImage(image=img, width=int(w), height=int(h), scale=scale, header=hdr)
+    warnings = []
+    if hdr.frames > 1:
+        kind = "pages" if hdr.format == "tiff" else "frames"
+        warnings.append(f"the file holds {hdr.frames} {kind}; only the first is used")
+    return DecodedImage(image=img, width=int(w), height=int(h), scale=scale, header=hdr,
+                        warnings=tuple(warnings))
 
 
 def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:

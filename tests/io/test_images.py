@@ -10,11 +10,20 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from facealign_cli.io.images import (  # noqa: E402
-    CorruptImageError, EmptyImageError, ImageError, ImageTooLargeError, NotAnImageError,
-    TruncatedImageError, UnreadableImageError, load_image, read_header, read_image)
-
 from imgtools import _png_chunk, cmyk_jpeg_flat, jpeg_with_orientation, png_bytes  # noqa: E402
+
+from facealign_cli.io.images import (  # noqa: E402
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnreadableImageError,
+    load_image,
+    read_header,
+    read_image,
+)
 
 
 def _marker_image(h=48, w=64):
@@ -285,3 +294,101 @@ def test_errors_share_one_base_class():
     for cls in (EmptyImageError, NotAnImageError, TruncatedImageError, CorruptImageError,
                 UnreadableImageError, ImageTooLargeError):
         assert issubclass(cls, ImageError) and issubclass(cls, ValueError)
+
+
+# ---------------------------------------------------------------- memory bound (issue 12.1)
+
+_PEAK_RSS_CHILD = r"""
+import resource, subprocess, sys
+code = '''
+import sys
+from facealign_cli.io.images import ImageError, read_image
+try:
+    d = read_image(sys.argv[1])
+    print("decoded", d.scale)
+except ImageError as exc:
+    print(type(exc).__name__, exc)
+'''
+r = subprocess.run([sys.executable, "-c", code, sys.argv[1]], capture_output=True, text=True)
+sys.stdout.write(r.stdout)
+# the grandchild's peak: this small process's own memory is all its exec could inherit
+print("peak_kib", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_rss_of_reading(path) -> tuple[str, float]:
+    """``read_image(path)``'s outcome line and the peak RSS (MiB) of a fresh process doing it
+    (measured one process further down, so that pytest's own RSS is not inherited)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _PEAK_RSS_CHILD, str(path)],
+                       capture_output=True, text=True, timeout=300, check=True)
+    lines = r.stdout.strip().splitlines()
+    return lines[0], int(lines[-1].split()[1]) / 1024
+
+
+@pytest.mark.parametrize("side", [20000, 30000, 32767])
+def test_progressive_jpeg_bomb_bounded(tmp_path, side):
+    from imgtools import progressive_jpeg_claiming_size
+
+    p = tmp_path / f"bomb{side}.jpg"
+    p.write_bytes(progressive_jpeg_claiming_size(side, side))
+    assert p.stat().st_size < 20_000
+    assert read_header(p).multi_scan
+    outcome, peak_mib = peak_rss_of_reading(p)
+    print(f"{side}x{side}: {outcome}; peak RSS {peak_mib:.0f} MiB")
+    assert peak_mib <= 300, (outcome, peak_mib)
+    assert outcome.startswith("ImageTooLargeError") and "memory limit" in outcome
+
+
+def test_decode_memory_counts_the_coefficient_buffer(tmp_path):
+    from imgtools import progressive_jpeg_claiming_size
+
+    from facealign_cli.io.images import decode_memory
+
+    p = tmp_path / "bomb.jpg"
+    p.write_bytes(progressive_jpeg_claiming_size(32767, 32767))
+    h = read_header(p)
+    assert h.sampling == ((1, 1),) * 3
+    # 3 components x 4096^2 blocks x 128 bytes, at any reduction
+    assert decode_memory(h, 8) >= 3 * 4096 * 4096 * 128
+    baseline = tmp_path / "base.jpg"
+    baseline.write_bytes(_jpeg_bytes(64, 80))
+    hb = read_header(baseline)
+    assert not hb.multi_scan and decode_memory(hb) == 64 * 80 * 3
+
+
+def test_progressive_jpeg_within_the_limit_is_decoded(tmp_path):
+    from imgtools import progressive_jpeg_claiming_size
+
+    img = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    p = tmp_path / "prog.jpg"
+    p.write_bytes(buf.tobytes())
+    d = read_image(p)
+    assert d.header.multi_scan and d.image.shape == (48, 64, 3)
+    # 3000 x 3000 progressive 4:4:4 needs ~100 MiB of coefficients: decoded reduced under a
+    # 1 MP limit, refused under a 50 MiB memory limit
+    p.write_bytes(progressive_jpeg_claiming_size(3000, 3000))
+    assert read_image(p, max_pixels=1_000_000).scale == 4
+    with pytest.raises(ImageTooLargeError, match="memory limit"):
+        read_image(p, max_pixels=1_000_000, max_decode_bytes=50 * 2**20)
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".webp", ".tif"])
+def test_memory_limit_for_every_format(tmp_path, ext):
+    img = np.zeros((100, 100, 3), np.uint8)
+    p = tmp_path / f"x{ext}"
+    p.write_bytes(cv2.imencode(ext, img)[1].tobytes())
+    assert read_image(p, max_decode_bytes=10 * 2**20).image.shape == (100, 100, 3)
+    with pytest.raises(ImageTooLargeError, match="memory limit"):
+        read_image(p, max_decode_bytes=20_000)
+
+
+def test_deep_png_bomb_refused_by_memory(tmp_path):
+    # 16-bit RGBA, 7000 x 7000: under the 50 MP pixel limit, but ~1 GiB to decode
+    p = tmp_path / "deep.png"
+    p.write_bytes(png_bytes(np.zeros((2, 2, 4), np.uint16), 6, 16, header_size=(7000, 7000)))
+    with pytest.raises(ImageTooLargeError, match="memory limit"):
+        read_image(p, max_decode_bytes=512 * 2**20)

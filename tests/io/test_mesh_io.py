@@ -9,10 +9,13 @@ import pytest
 
 trimesh = pytest.importorskip("trimesh")
 
+from facealign_cli.core.morphable_model import (  # noqa: E402
+    BasisNotFoundError,
+    load_face_topology,
+    load_morphable_model,
+)
 from facealign_cli.io import meshes as mesh_io  # noqa: E402
 from facealign_cli.io.meshes import sample_vertex_colors, write_mesh  # noqa: E402
-from facealign_cli.core.morphable_model import (  # noqa: E402
-    BasisNotFoundError, load_face_topology, load_morphable_model)
 
 
 @pytest.fixture(scope="module")
