@@ -302,3 +302,44 @@ def progressive_jpeg_claiming_size(width: int, height: int, stored: int = 64) ->
     assert i > 0
     b[i + 5 : i + 9] = struct.pack(">HH", height, width)
     return bytes(b)
+
+
+def apng_bytes(frames_bgr: list[np.ndarray]) -> bytes:
+    """An animated PNG (APNG) of equally sized 8-bit BGR frames; the first is also the default
+    image (what a plain PNG decoder shows)."""
+    h, w = frames_bgr[0].shape[:2]
+
+    def idat(img):
+        rgb = np.ascontiguousarray(img[:, :, ::-1])
+        return zlib.compress(b"".join(b"\x00" + rgb[y].tobytes() for y in range(h)))
+
+    def fctl(seq):
+        return _png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, w, h, 0, 0, 1, 10, 0, 0))
+
+    out = [b"\x89PNG\r\n\x1a\n",
+           _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)),
+           _png_chunk(b"acTL", struct.pack(">II", len(frames_bgr), 0)),
+           fctl(0), _png_chunk(b"IDAT", idat(frames_bgr[0]))]
+    seq = 1
+    for img in frames_bgr[1:]:
+        out.append(fctl(seq))
+        out.append(_png_chunk(b"fdAT", struct.pack(">I", seq + 1) + idat(img)))
+        seq += 2
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def animated_webp_bytes(frames_bgr: list[np.ndarray]) -> bytes:
+    """An animated WebP (VP8X + ANIM + one ANMF chunk per lossless frame)."""
+    h, w = frames_bgr[0].shape[:2]
+    u24 = lambda v: int(v).to_bytes(3, "little")  # noqa: E731
+    chunks = [b"VP8X" + struct.pack("<I", 10) + bytes([0x02, 0, 0, 0]) + u24(w - 1)
+              + u24(h - 1),
+              b"ANIM" + struct.pack("<I", 6) + b"\xff\xff\xff\xff" + struct.pack("<H", 0)]
+    for img in frames_bgr:
+        b = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+        frame = b[12:]  # the VP8L chunk (header, data, padding)
+        body = u24(0) + u24(0) + u24(w - 1) + u24(h - 1) + u24(100) + b"\x00" + frame
+        chunks.append(b"ANMF" + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) & 1))
+    riff = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(riff)) + riff

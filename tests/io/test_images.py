@@ -392,3 +392,137 @@ def test_deep_png_bomb_refused_by_memory(tmp_path):
     p.write_bytes(png_bytes(np.zeros((2, 2, 4), np.uint16), 6, 16, header_size=(7000, 7000)))
     with pytest.raises(ImageTooLargeError, match="memory limit"):
         read_image(p, max_decode_bytes=512 * 2**20)
+
+
+# ---------------------------------------------------------------- orientation (issue 12.2)
+
+_LOSSY = {"jpeg"}
+
+
+def _oriented_file(tmp_path, fmt, upright, orientation):
+    from imgtools import ORIENTED_WRITERS, orient_inverse
+
+    p = tmp_path / f"o{orientation}.{fmt}"
+    p.write_bytes(ORIENTED_WRITERS[fmt](orient_inverse(upright, orientation), orientation))
+    return p
+
+
+def _assert_same_picture(got, upright, fmt):
+    assert got.shape == upright.shape
+    diff = np.abs(got.astype(np.int16) - upright.astype(np.int16))
+    if fmt in _LOSSY:
+        assert diff.mean() < 3.0, diff.mean()
+    else:
+        assert diff.max() <= 1, diff.max()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_format_lands_upright(tmp_path, fmt, orientation):
+    # a non-square, asymmetric picture: a gradient and a bright block at the top left
+    yy, xx = np.mgrid[0:48, 0:64]
+    upright = np.dstack([xx * 3, yy * 4, (xx + yy) * 2]).astype(np.uint8)
+    upright[4:16, 4:20] = 255
+    p = _oriented_file(tmp_path, fmt, upright, orientation)
+    d = read_image(p)
+    assert d.header.format == fmt and d.header.orientation == orientation
+    assert (d.width, d.height) == (64, 48)
+    _assert_same_picture(d.image, upright, fmt)
+
+
+def _face_photo(shared):
+    """A real photo with exactly one annotated face, and that face's 68 points."""
+    import json
+
+    root = shared / "data" / "photos" / "afw"
+    ann = json.loads((root / "annotations.json").read_text())["photos"]
+    stem = next(s for s in sorted(ann) if len(ann[s]) == 1)
+    img = cv2.imread(str(root / f"{stem}.jpg"), cv2.IMREAD_COLOR)
+    return img, np.asarray(ann[stem][0], np.float64)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+def test_real_photo_every_orientation(tmp_path, shared, fmt):
+    photo, _ = _face_photo(shared)
+    for orientation in range(1, 9):
+        d = read_image(_oriented_file(tmp_path, fmt, photo, orientation))
+        _assert_same_picture(d.image, photo, fmt)
+
+
+def test_landmarks_land_on_the_face_in_every_orientation(tmp_path, shared, real_weights):
+    """The full pipeline on the decoded image of each orientation (formats taken in turn):
+    the landmarks are where the annotation of the upright photo puts them."""
+    from facealign_cli.core.pipeline import FaceAligner
+
+    photo, gt = _face_photo(shared)
+    side = np.sqrt(np.prod(gt.max(0) - gt.min(0)))
+    aligner = FaceAligner(num_threads=2)
+    formats = ["jpeg", "png", "webp", "tiff"]
+    for orientation in range(1, 9):
+        fmt = formats[(orientation - 1) % 4]
+        img = read_image(_oriented_file(tmp_path, fmt, photo, orientation)).image
+        faces = aligner(img)
+        assert faces, (fmt, orientation)
+        err = min(np.linalg.norm(f.landmarks_2d - gt, axis=1).mean() for f in faces) / side
+        assert err < 0.1, (fmt, orientation, err)
+
+
+# ---------------------------------------------------------------- float TIFF, several frames
+
+
+@pytest.mark.parametrize("top,expected", [(1.0, 1.0), (255.0, 255.0), (200.0, 255.0),
+                                          (60000.0, 65535.0), (1e6, 1e6)])
+def test_float_tiff_range(tmp_path, top, expected):
+    from imgtools import tiff_bytes
+
+    g = np.linspace(0.0, top, 64 * 32, dtype=np.float32).reshape(32, 64)
+    rgb = np.dstack([g, g * 0.5, np.zeros_like(g)])
+    p = tmp_path / "f.tif"
+    p.write_bytes(tiff_bytes(rgb))
+    img = read_image(p).image
+    want = np.clip(rgb[:, :, ::-1] * (255.0 / expected) + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(img.astype(int) - want).max() <= 1
+    assert img[-1, -1, 2] == min(255, round(top * 255.0 / expected))
+
+
+def test_float_tiff_holding_0_255_is_not_white(tmp_path):
+    from imgtools import tiff_bytes
+
+    g = np.full((8, 8), 100.0, np.float32)  # a mid-gray stored as float 0..255
+    g[0, 0] = 255.0
+    p = tmp_path / "gray.tif"
+    p.write_bytes(tiff_bytes(g))
+    img = read_image(p).image
+    assert tuple(img[4, 4]) == (100, 100, 100)
+
+
+def _frames():
+    a = np.zeros((16, 24, 3), np.uint8)
+    a[:, :12] = (0, 0, 255)
+    b = np.full((16, 24, 3), 200, np.uint8)
+    return [a, b, b]
+
+
+def test_multipage_tiff_first_page_with_warning(tmp_path):
+    from imgtools import tiff_bytes
+
+    p = tmp_path / "pages.tif"
+    p.write_bytes(tiff_bytes(_frames()[0][:, :, ::-1].copy(), pages=3))
+    d = read_image(p)
+    assert np.array_equal(d.image, _frames()[0])
+    assert d.header.frames == 3
+    assert d.warnings == ("the file holds 3 pages; only the first is used",)
+    single = tmp_path / "one.tif"
+    single.write_bytes(tiff_bytes(_frames()[0]))
+    assert read_image(single).warnings == ()
+
+
+@pytest.mark.parametrize("fmt", ["apng", "webp"])
+def test_animation_first_frame_with_warning(tmp_path, fmt):
+    from imgtools import animated_webp_bytes, apng_bytes
+
+    p = tmp_path / f"anim.{fmt}"
+    p.write_bytes((apng_bytes if fmt == "apng" else animated_webp_bytes)(_frames()))
+    d = read_image(p)
+    assert np.array_equal(d.image, _frames()[0])
+    assert d.warnings == ("the file holds 3 frames; only the first is used",)
