@@ -24,20 +24,12 @@ _PATH = click.Path(path_type=Path)
 
 @contextmanager
 def _progress(total: int, description: str):
-    """A rich progress bar on stderr when stderr is a terminal; yields ``advance(n)`` or None."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    """A rich progress bar on stderr when stderr is a terminal; yields ``advance(n)`` or None
+    (the tool's one progress bar, :func:`facealign_cli.batch.progress.terminal_progress`)."""
+    from facealign_cli.batch.progress import terminal_progress
 
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield None
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  transient=True) as p:
-        task = p.add_task(description, total=total)
-        yield lambda n: p.advance(task, n)
+    with terminal_progress(total, description) as advance:
+        yield advance
 
 
 def _note(msg: str) -> None:
@@ -53,8 +45,12 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
     from facealign_cli.models.weights import default_weights_path, sha256_of
     from facealign_cli.models.regressor_onnx import make_regressor
 
+    from facealign_cli.cli.main import env_runtime, env_weights
+
     methods = []
-    path = weights if weights is not None else default_weights_path()
+    env = env_weights()  # $FACEALIGN_WEIGHTS / $FACEALIGN_RUNTIME: read here, at the edge
+    runtime = runtime or env_runtime()
+    path = weights if weights is not None else (Path(env) if env else default_weights_path())
     if weights is not None and not weights.is_file():
         raise click.ClickException(f"--weights: no such file: {weights}")
     if path.is_file():

@@ -1,5 +1,5 @@
 """The ``facealign`` command line: a thin layer that parses options and calls
-:func:`facealign_cli.batch.engine.run_batch`.
+:func:`facealign_cli.batch.runner.run_batch`.
 
 Import rule: ``facealign --help`` must be instant, so this module imports only ``click`` and the
 standard library at module level. Everything heavy (numpy, OpenCV, torch, rich, joblib) is
@@ -196,15 +196,129 @@ def _with_input_help(f):
     return f
 
 
-def _run(command: str, params: dict, **extra) -> None:
-    """Shared body of the image commands: collect inputs, run the batch, exit with its code."""
-    from facealign_cli.batch.engine import EXIT_SIGINT, BatchError, RunOptions, run_batch
-    from facealign_cli.io.inputs import InputError, collect_inputs
+#: Environment variables read by the image commands (once, here; see :func:`read_env`).
+ENV_VARS = ("FACEALIGN_WEIGHTS", "FACEALIGN_RUNTIME", "FACEALIGN_MAX_PIXELS",
+            "FACEALIGN_DASK_TIMEOUT")
 
+
+def _env_error(name: str, value: str, expected: str) -> click.UsageError:
+    return click.UsageError(f"environment variable {name}={value!r} is invalid: expected "
+                            f"{expected}")
+
+
+def env_weights(environ=None) -> str | None:
+    """``$FACEALIGN_WEIGHTS`` (None when unset or empty)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("FACEALIGN_WEIGHTS") or None
+
+
+def env_runtime(environ=None) -> str | None:
+    """``$FACEALIGN_RUNTIME`` (lower-case; None when unset or empty).
+
+    Raises:
+        click.UsageError: not one of :data:`RUNTIMES`.
+    """
+    environ = os.environ if environ is None else environ
+    v = environ.get("FACEALIGN_RUNTIME")
+    if not v:
+        return None
+    if v.lower() not in RUNTIMES:
+        raise _env_error("FACEALIGN_RUNTIME", v, "one of " + ", ".join(RUNTIMES))
+    return v.lower()
+
+
+def read_env(environ=None) -> dict:
+    """The ``FACEALIGN_*`` settings of the image commands, validated: ``weights`` (str or
+    None), ``runtime`` (one of :data:`RUNTIMES` or None), ``max_pixels`` (int > 0 or None),
+    ``dask_timeout`` (float > 0 or None).
+
+    Raises:
+        click.UsageError: a variable is set to an invalid value (the message names it).
+    """
+    import math
+
+    environ = os.environ if environ is None else environ
+    env: dict = {"weights": env_weights(environ), "runtime": env_runtime(environ),
+                 "max_pixels": None, "dask_timeout": None}
+    v = environ.get("FACEALIGN_MAX_PIXELS")
+    if v is not None and v.strip():
+        try:
+            n = int(v.strip().replace("_", ""))
+        except ValueError:
+            n = 0
+        if n <= 0:
+            raise _env_error("FACEALIGN_MAX_PIXELS", v, "a whole number of pixels > 0")
+        env["max_pixels"] = n
+    v = environ.get("FACEALIGN_DASK_TIMEOUT")
+    if v is not None and v.strip():
+        try:
+            t = float(v)
+        except ValueError:
+            t = math.nan
+        if not (math.isfinite(t) and t > 0):
+            raise _env_error("FACEALIGN_DASK_TIMEOUT", v, "a number of seconds > 0")
+        env["dask_timeout"] = t
+    return env
+
+
+def _safe_streams() -> None:
+    """Make closed standard streams harmless: a closed fd 1 or 2 is reopened on the null
+    device (so no file the run opens later becomes "stdout"), and ``sys.stderr`` is never
+    None. A closed stdout matters only for ``--out -`` (reported there)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                nul = os.open(os.devnull, os.O_RDWR)
+                if nul != fd:
+                    os.dup2(nul, fd)
+                    os.close(nul)
+            except OSError:
+                pass
+            if fd == 1:
+                sys.stdout = None
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+
+
+def _say(msg: str) -> None:
+    """One line on stderr; a closed or broken stderr is ignored."""
+    try:
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _stdin_items(stdin, bad: list):
+    """The stdin path list as a stream for :func:`collect_inputs`, without the paths that hold
+    a NUL byte (no file can have such a name): those go to ``bad``."""
+    from facealign_cli.io.inputs import read_path_list
+
+    good = []
+    for p in read_path_list(stdin):
+        (bad if "\0" in p else good).append(p)
+    return io.StringIO("".join(p + "\n" for p in good))
+
+
+def _run(command: str, params: dict, **extra) -> None:
+    """Shared body of the image commands: validate options and environment, collect inputs,
+    run the batch, exit with its code."""
+    import math
+
+    from facealign_cli.batch import options as batch_options
+    from facealign_cli.batch.runner import run_batch
+    from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
+
+    _safe_streams()
+    ctx = click.get_current_context()
     out = params["out"]
+    if not out or not out.strip() or "\0" in out:
+        raise click.UsageError("--out: empty or invalid folder name; give a folder, or '-' "
+                               "for stdout", ctx=ctx)
     if out == "-" and command == "mesh":
-        raise click.UsageError("mesh writes files: give a folder to --out, not '-'",
-                               ctx=click.get_current_context())
+        raise click.UsageError("mesh writes files: give a folder to --out, not '-'", ctx=ctx)
     if params["quiet"] and params["verbose"]:
         raise click.UsageError("--quiet and --verbose exclude each other")
     if params["backend"] == "dask" and not params["scheduler"]:
@@ -212,37 +326,65 @@ def _run(command: str, params: dict, **extra) -> None:
                                "(e.g. tcp://scheduler-host:8786)")
     if params["scheduler"] and params["backend"] != "dask":
         raise click.UsageError("--scheduler is used only with --backend dask")
-    max_pixels = None
-    if params["max_megapixels"] is not None:
-        max_pixels = int(params["max_megapixels"] * 1e6)
+    mp = params["max_megapixels"]
+    if mp is not None and not (math.isfinite(mp) and mp >= 0.01):
+        raise click.UsageError(f"--max-megapixels: {mp} is not a number of megapixels "
+                               ">= 0.01", ctx=ctx)
+    env = read_env()
+    max_pixels = int(mp * 1e6) if mp is not None else env["max_pixels"]
+    weights = params["weights"] or env["weights"]
+    runtime = params["runtime"] or env["runtime"]
     # Paths on stdin are decoded like command-line arguments (file-system encoding with
     # surrogateescape), so any file name the OS can list can be piped in.
-    stdin = io.TextIOWrapper(sys.stdin.buffer,
-                             encoding=sys.getfilesystemencoding(), errors="surrogateescape")
+    stdin = None
+    bad_paths: list[str] = []
+    if "-" in params["inputs"] and sys.stdin is not None:
+        stdin = _stdin_items(io.TextIOWrapper(sys.stdin.buffer,
+                                              encoding=sys.getfilesystemencoding(),
+                                              errors="surrogateescape"), bad_paths)
     try:
         items = collect_inputs(
             params["inputs"], include=params["include"], exclude=params["exclude"],
             stdin=stdin, skip_dirs=[] if out == "-" else [out], missing_ok=True)
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
-    stderr = sys.stderr
-    if not items and not params["quiet"]:
-        stderr.write("facealign: warning: no images found in the given inputs\n")
-    jobs = params["jobs"] or os.cpu_count() or 1
-    opts = RunOptions(command=command, out=out, jobs=jobs, threads=params["threads"],
-                      max_faces=params["max_faces"], weights=params["weights"],
-                      runtime=params["runtime"],
-                      overwrite=params["overwrite"], max_pixels=max_pixels,
-                      quiet=params["quiet"], verbose=params["verbose"],
-                      backend=params["backend"], scheduler=params["scheduler"], **extra)
+    for p in bad_paths:  # recorded as failed (reading a NUL-byte path fails), after the others
+        items.append(InputItem(len(items), p, p.replace("\0", "%00"),
+                               f"invalid-path~{len(items)}"))
+    if not items:
+        raise click.UsageError("no images found in the given inputs", ctx=ctx)
+    cores = os.cpu_count() or 1
+    jobs = params["jobs"] or cores
+    if jobs > cores and params["backend"] == "local":
+        if not params["quiet"]:
+            _say(f"facealign: warning: --jobs {jobs} is more than the {cores} CPU cores; "
+                 f"using {cores}")
+        jobs = cores
+    threads = params["threads"]
+    if threads > cores:
+        if not params["quiet"]:
+            _say(f"facealign: warning: --threads {threads} is more than the {cores} CPU "
+                 f"cores; using {cores}")
+        threads = cores
+    kw = {} if env["dask_timeout"] is None else {"dask_timeout": env["dask_timeout"]}
+    opts = batch_options.RunOptions(
+        command=command, out=out, jobs=jobs, threads=threads, max_faces=params["max_faces"],
+        weights=weights, runtime=runtime, overwrite=params["overwrite"], max_pixels=max_pixels,
+        quiet=params["quiet"], verbose=params["verbose"], backend=params["backend"],
+        scheduler=params["scheduler"], **kw, **extra)
+    stdout = getattr(sys.stdout, "buffer", None)
     try:
-        summary = run_batch(items, opts, stdout=sys.stdout.buffer, stderr=stderr)
-    except BatchError as exc:
-        click.echo(f"facealign: error: {exc}", err=True)
-        sys.exit(2)
+        summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
+    except batch_options.OutputWriteError as exc:
+        _say(f"facealign: error: {exc}")
+        sys.exit(batch_options.EXIT_BROKEN_PIPE if exc.broken_pipe
+                 else batch_options.EXIT_OUTPUT)
+    except batch_options.BatchError as exc:
+        _say(f"facealign: error: {exc}")
+        sys.exit(batch_options.EXIT_USAGE)
     except KeyboardInterrupt:
-        click.echo("facealign: interrupted", err=True)
-        sys.exit(EXIT_SIGINT)
+        _say("facealign: interrupted")
+        sys.exit(batch_options.EXIT_SIGINT)
     sys.exit(summary.exit_code)
 
 

@@ -10,7 +10,6 @@ maps that package onto ``weights/``), so :func:`default_weights_path` looks in b
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 DEFAULT_WEIGHTS_NAME = "facealign_v1.pth"
@@ -65,11 +64,8 @@ def weights_dir() -> Path:
 
 
 def default_weights_path() -> Path:
-    """Where the shipped weights are looked up: ``$FACEALIGN_WEIGHTS`` if set, else
-    ``facealign_v1.pth`` in :func:`weights_dir`."""
-    env = os.environ.get("FACEALIGN_WEIGHTS")
-    if env:
-        return Path(env)
+    """Where the shipped weights are: ``facealign_v1.pth`` in :func:`weights_dir` (the command
+    line reads ``$FACEALIGN_WEIGHTS`` and passes it on as an explicit path)."""
     return weights_dir() / DEFAULT_WEIGHTS_NAME
 
 

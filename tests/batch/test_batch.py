@@ -20,13 +20,15 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from facealign_cli.io import records as writers  # noqa: E402
-from facealign_cli.batch.engine import (  # noqa: E402
-    POSE_COLUMNS, OutputLockedError, RunOptions, _OutputLock, run_batch)
+from facealign_cli.batch.commands import POSE_COLUMNS  # noqa: E402
+from facealign_cli.batch.options import OutputLockedError, RunOptions  # noqa: E402
+from facealign_cli.batch.runner import run_batch  # noqa: E402
+from facealign_cli.batch.state import OutputLock as _OutputLock  # noqa: E402
 from facealign_cli.io.inputs import collect_inputs  # noqa: E402
 
 from fakes import FakeFactory, broken_factory, fake_factory  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: fakes.py, imgtools.py
 
 
 def _write_img(path: Path, value=100, h=60, w=80, flat=False):
@@ -287,7 +289,8 @@ def test_writers_are_atomic(tmp_path):
 _SIGINT_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    from facealign_cli.batch.engine import RunOptions, run_batch
+    from facealign_cli.batch.options import RunOptions
+    from facealign_cli.batch.runner import run_batch
     from facealign_cli.io.inputs import collect_inputs
     from fakes import FakeFactory
     items = collect_inputs([{src!r}])
@@ -356,10 +359,10 @@ def test_worker_crash_fails_only_the_culprit_and_the_run_goes_on(tmp_path):
 _NOISY_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    import facealign_cli.batch.engine as batch
+    import facealign_cli.batch.worker as worker
     from facealign_cli.cli.main import main
     from fakes import FakeFactory
-    batch.build_aligner = FakeFactory(noise=True)
+    worker.build_aligner = FakeFactory(noise=True)
     main(["landmarks", {src!r}, "--out", "-"])
 """)
 

@@ -18,13 +18,14 @@ cv2 = pytest.importorskip("cv2")
 
 from click.testing import CliRunner  # noqa: E402
 
-from facealign_cli.batch.engine import RunOptions, run_batch  # noqa: E402
+from facealign_cli.batch.options import RunOptions  # noqa: E402
+from facealign_cli.batch.runner import run_batch  # noqa: E402
 from facealign_cli.cli.main import main  # noqa: E402
 from facealign_cli.io.inputs import collect_inputs  # noqa: E402
 
 from fakes import FakeFactory  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: fakes.py
 
 
 @pytest.fixture(scope="module")

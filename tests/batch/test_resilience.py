@@ -23,7 +23,7 @@ cv2 = pytest.importorskip("cv2")
 
 from imgtools import odd_image_corpus  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: fakes.py, imgtools.py
 #: Hidden temporary names of facealign_cli.io.records.atomic_open (removed by the next run).
 TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
@@ -32,17 +32,18 @@ TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 _CLI_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    import facealign_cli.batch.engine as batch
+    import facealign_cli.batch.options as options
+    import facealign_cli.batch.worker as worker
     from facealign_cli.cli.main import main
     from fakes import FakeFactory
     factory = FakeFactory(delay={delay})
-    batch.build_aligner = factory  # jobs=1: this process
-    _opts = batch.RunOptions  # jobs>1: the options travel to the workers with the factory
+    worker.build_aligner = factory  # jobs=1: this process
+    _opts = options.RunOptions  # jobs>1: the options travel to the workers with the factory
     class Opts(_opts):
         def __init__(self, *a, **k):
             k.setdefault("aligner_factory", factory)
             super().__init__(*a, **k)
-    batch.RunOptions = Opts
+    options.RunOptions = Opts
     try:
         main({args!r})
     finally:

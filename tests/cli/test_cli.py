@@ -18,7 +18,9 @@ from click.testing import CliRunner
 
 cv2 = pytest.importorskip("cv2")
 
-import facealign_cli.batch.engine as batch  # noqa: E402
+import facealign_cli.batch.worker as worker  # noqa: E402
+from facealign_cli.batch.commands import POSE_COLUMNS  # noqa: E402
+from facealign_cli.batch.state import OutputLock  # noqa: E402
 from facealign_cli.cli.main import main  # noqa: E402
 
 from fakes import fake_factory  # noqa: E402
@@ -34,7 +36,7 @@ def invoke(args, **kw):
 @pytest.fixture()
 def fake_model(monkeypatch):
     """Every run in this process uses the fast fake model instead of the real one."""
-    monkeypatch.setattr(batch, "build_aligner", fake_factory)
+    monkeypatch.setattr(worker, "build_aligner", fake_factory)
 
 
 def _img(path: Path, value=90, h=60, w=80):
@@ -183,7 +185,7 @@ def test_locked_output_exit_2(tmp_path, fake_model):
     _img(tmp_path / "in" / "a.jpg")
     out = tmp_path / "o"
     out.mkdir()
-    with batch._OutputLock(out):
+    with OutputLock(out):
         r = invoke(["detect", tmp_path / "in", "--out", out])
     assert r.exit_code == 2 and "in use by another facealign run" in r.stderr
 
@@ -252,7 +254,7 @@ def test_real_pose_csv(afw_photos, real_env, tmp_path):
     r = invoke(["pose", *afw_photos, "--out", out], env=real_env)
     assert r.exit_code == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO((out / "pose.csv").read_text("utf-8"))))
-    assert list(rows[0]) == list(batch.POSE_COLUMNS)
+    assert list(rows[0]) == list(POSE_COLUMNS)
     n_faces = sum(m["n_faces"] for m in _manifest(out))
     assert len(rows) == n_faces >= 3
     order = [str(p) for p in afw_photos]

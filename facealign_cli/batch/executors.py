@@ -1,0 +1,142 @@
+"""Where chunks of images run: this process, local worker processes, or a Dask cluster.
+
+Every executor runs :func:`facealign_cli.batch.worker.process_chunk` (or its Dask twin) on a
+chunk and hands back its results; none of them writes outputs. Public APIs only: loky's
+``get_reusable_executor`` (the executor joblib uses, ``concurrent.futures`` semantics; a dead
+worker breaks the pool with :class:`concurrent.futures.process.BrokenProcessPool`) and
+``distributed.Client.submit`` (a task that keeps killing workers fails with ``KilledWorker``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
+
+from facealign_cli.batch.options import BatchError, RunOptions
+from facealign_cli.batch.result import one_line
+from facealign_cli.batch.worker import process_chunk, remote_chunk, worker_init
+
+
+class LocalExecutor:
+    """Worker processes on this machine (loky's reusable executor: workers and their models
+    are reused by the next run of the same process)."""
+
+    crash_errors: tuple[type[BaseException], ...] = (BrokenProcessPool,)
+    cluster_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, jobs: int):
+        self.parallelism = jobs
+        self._ex = None
+
+    def submit(self, opts: RunOptions, chunk, workers: int):
+        from joblib.externals.loky import get_reusable_executor
+
+        self._ex = get_reusable_executor(max_workers=workers, initializer=worker_init,
+                                         initargs=(os.getpid(),))
+        return self._ex.submit(process_chunk, opts, chunk)
+
+    def abort(self) -> None:
+        """Stop every worker now (the run was aborted; results in flight are dropped)."""
+        if self._ex is not None:
+            with contextlib.suppress(Exception):
+                self._ex.shutdown(wait=False, kill_workers=True)
+            self._ex = None
+
+    def close(self) -> None:
+        pass  # idle workers stay for the next run of this process (and die with it)
+
+
+class DaskExecutor:
+    """Tasks on a Dask cluster through a connected ``distributed.Client``."""
+
+    cluster_errors: tuple[type[BaseException], ...] = (Exception,)
+
+    def __init__(self, client, timeout: float):
+        from distributed import KilledWorker
+
+        self.client = client
+        self.timeout = timeout
+        self.crash_errors = (KilledWorker,)
+        self.parallelism = max(1, sum(client.nthreads().values()))
+
+    def submit(self, opts: RunOptions, chunk, workers: int):
+        return self.client.submit(remote_chunk, opts, chunk, pure=False)
+
+    def abort(self) -> None:
+        pass  # futures are cancelled one by one by the runner
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=self.timeout)
+
+
+def connect_dask(address: str, timeout: float):
+    """A ``distributed.Client`` for the scheduler at ``address`` (``tcp://host:8786``), once at
+    least one worker is connected to it. Imports ``distributed`` (only here).
+
+    Args:
+        address: the scheduler's address, as ``dask scheduler`` prints it.
+        timeout: seconds to wait for the scheduler, then for a worker.
+
+    Raises:
+        BatchError: ``dask[distributed]`` is not installed, the scheduler cannot be reached in
+            time (or the address is malformed), or no worker joins it in time.
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise BatchError("--backend dask needs Dask: pip install 'facealign-cli[dask]' "
+                         "(that is, dask[distributed])") from None
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:  # checked first: a Client that fails on a bad address hangs in its finaliser
+        scheme, loc = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(loc)
+    except (ValueError, TypeError) as exc:
+        raise BatchError(f"not a Dask scheduler address: {address!r} ({one_line(exc)}); "
+                         "expected e.g. tcp://scheduler-host:8786") from None
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except Exception as exc:  # OSError / TimeoutError: no answer in time
+        raise BatchError(f"cannot reach the Dask scheduler at {address}: "
+                         f"{type(exc).__name__}: {one_line(exc)}") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.close()
+        raise BatchError(f"the Dask scheduler at {address} has no workers "
+                         f"(waited {timeout:g} s)") from None
+    return client
+
+
+@contextlib.contextmanager
+def quiet_dask_logs(enabled: bool = True) -> Iterator[None]:
+    """While active, the client-side log records of Dask (``distributed.*`` loggers: after a
+    lost scheduler, reconnection attempts with tracebacks) are dropped: the run reports a
+    cluster failure itself, in one line. Levels are restored afterwards."""
+    if not enabled:
+        yield
+        return
+    names = ["distributed"] + [n for n in list(logging.root.manager.loggerDict)
+                               if n.startswith("distributed.")]
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {one_line(exc)}"
+
+
+__all__ = ["LocalExecutor", "DaskExecutor", "connect_dask", "quiet_dask_logs"]

@@ -1,0 +1,156 @@
+"""Settings of a run, its outcome, run-level errors and the exit codes.
+
+Nothing here reads the environment: the command line (:mod:`facealign_cli.cli.main`) reads and
+validates the ``FACEALIGN_*`` variables once and passes their values in :class:`RunOptions`.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("local", "dask")
+MESH_FORMATS = ("obj", "ply")
+STATE_DIR = ".facealign"
+MANIFEST_NAME = "manifest.jsonl"
+POSE_CSV_NAME = "pose.csv"
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+#: The manifest or the NDJSON stream on stdout could not be written (disk full, closed
+#: stdout): the run stopped cleanly; run the same command again to resume.
+EXIT_OUTPUT = 3
+EXIT_SIGINT = 130
+#: stdout is a pipe whose reader went away (``| head -1``): 128 + SIGPIPE, as a shell reports.
+EXIT_BROKEN_PIPE = 141
+EXIT_SIGTERM = 143
+
+#: Seconds to wait for the Dask scheduler to answer and for at least one worker.
+DASK_CONNECT_TIMEOUT = 10.0
+
+
+class BatchError(RuntimeError):
+    """A run-level problem (not one image's): reported by the CLI with exit code 2."""
+
+
+class OutputLockedError(BatchError):
+    """Another run holds the lock of the output folder."""
+
+
+class ModelLoadError(BatchError):
+    """The model (detector, regressor weights, 3DMM, topology) cannot be loaded."""
+
+
+class ClusterError(BatchError):
+    """The Dask cluster failed the run mid-way (scheduler lost, tasks cancelled): the run
+    stops like on a :class:`ModelLoadError` (exit code 2; re-run to resume)."""
+
+
+class OutputWriteError(BatchError):
+    """The manifest or the NDJSON stream cannot be written (exit code :data:`EXIT_OUTPUT`, or
+    :data:`EXIT_BROKEN_PIPE` when ``broken_pipe``)."""
+
+    def __init__(self, message: str, broken_pipe: bool = False):
+        super().__init__(message)
+        self.broken_pipe = broken_pipe
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Settings of one run (all picklable: a copy goes to every worker).
+
+    Attributes:
+        command: one of :data:`facealign_cli.batch.commands.COMMANDS`.
+        out: output folder, or ``"-"`` for NDJSON on stdout.
+        jobs: worker processes (1 = in this process; 0 = one per CPU core).
+        threads: threads per worker for the detector, torch and OpenCV (0 = CPU cores / jobs).
+        max_faces: keep at most this many faces per image, highest scores first (0 = all).
+        weights: regressor checkpoint (None = the shipped weights, see
+            :func:`facealign_cli.models.weights.default_weights_path`).
+        runtime: regressor runtime, ``"auto"``, ``"onnxruntime"`` or ``"torch"`` (None = auto;
+            see :func:`facealign_cli.models.regressor_onnx.make_regressor`).
+        overwrite: redo images already done.
+        mesh_format: ``"obj"`` or ``"ply"`` (``mesh`` only).
+        max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = its
+            default).
+        chunk_size: images per worker task (0 = automatic).
+        quiet: print nothing but per-image errors and run-level errors.
+        verbose: 1 = one stderr line per image; 2 = also tracebacks of failures.
+        progress: ``"auto"`` (a rich bar when stderr is a terminal), ``"always"`` or ``"never"``.
+        aligner_factory: callable ``(RunOptions, threads) -> aligner`` used instead of building a
+            :class:`facealign_cli.core.pipeline.FaceAligner` (tests; must be picklable).
+        backend: ``"local"`` (this machine: in-process or worker processes) or ``"dask"``
+            (tasks on the Dask cluster at ``scheduler``).
+        scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
+        dask_timeout: seconds to wait for the scheduler and for a worker.
+    """
+
+    command: str
+    out: str
+    jobs: int = 1
+    threads: int = 0
+    max_faces: int = 0
+    weights: str | None = None
+    runtime: str | None = None
+    overwrite: bool = False
+    mesh_format: str = "obj"
+    max_pixels: int | None = None
+    chunk_size: int = 0
+    quiet: bool = False
+    verbose: int = 0
+    progress: str = "auto"
+    aligner_factory: Callable[..., Any] | None = None
+    backend: str = "local"
+    scheduler: str | None = None
+    dask_timeout: float = DASK_CONNECT_TIMEOUT
+
+    @property
+    def streaming(self) -> bool:
+        """True when records go to stdout as NDJSON instead of files."""
+        return self.out == "-"
+
+
+@dataclass
+class RunSummary:
+    """Counts and outcome of a run.
+
+    Attributes:
+        total: images in the run.
+        ok, failed, skipped: images by status (``skipped`` = done earlier).
+        not_run: images left out because the run was interrupted or stopped.
+        interrupted: the signal number that stopped the run, or 0.
+        fatal: message of a run-level error that stopped it (model loading), or None.
+        output_error: message of a failed write of the manifest or of stdout, or None.
+        broken_pipe: the output error was a reader that went away.
+        seconds: wall time.
+        manifest: path of the manifest written, or None.
+    """
+
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    not_run: int = 0
+    interrupted: int = 0
+    fatal: str | None = None
+    output_error: str | None = None
+    broken_pipe: bool = False
+    seconds: float = 0.0
+    manifest: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done, 1 some images failed, 2 stopped by a run-level error, 3 the manifest or
+        stdout could not be written (141: stdout's reader went away), 130/143 signal."""
+        if self.interrupted == signal.SIGINT:
+            return EXIT_SIGINT
+        if self.interrupted:
+            return EXIT_SIGTERM
+        if self.output_error:
+            return EXIT_BROKEN_PIPE if self.broken_pipe else EXIT_OUTPUT
+        if self.fatal:
+            return EXIT_USAGE
+        return EXIT_FAILURES if self.failed else EXIT_OK

@@ -1,0 +1,120 @@
+"""The outcome of one image: a frozen :class:`ImageResult`, made by the worker, committed and
+recorded by the runner (manifest line, NDJSON record, ``pose.csv`` rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from facealign_cli.io.inputs import InputItem
+
+#: Keys of a manifest line, in order.
+MANIFEST_KEYS = ("path", "status", "n_faces", "outputs", "error", "message", "seconds")
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def printable(text: str) -> str:
+    """``text`` for a one-line terminal message: control characters (newline, escape ...)
+    written as ``\\n``, ``\\x1b``, and bytes that are not valid UTF-8 as ``\\udcXX``-free
+    ``\\xNN``."""
+    out = text.translate(_CONTROL)
+    if any(0xDC80 <= ord(c) <= 0xDCFF for c in out):
+        out = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c
+                      for c in out)
+    return out
+
+
+def one_line(exc: BaseException) -> str:
+    """A short, single-line message for an exception (at most about 500 characters)."""
+    from facealign_cli.io.images import ImageError
+
+    msg = exc.reason if isinstance(exc, ImageError) else str(exc)
+    msg = " ".join(msg.split())
+    return (msg[:500] + "...") if len(msg) > 500 else (msg or type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's outcome.
+
+    Attributes:
+        path: the input path (as given or found).
+        key: its output key (:mod:`facealign_cli.io.inputs`).
+        status: ``"ok"``, ``"failed"`` or ``"skipped"``.
+        n_faces: faces found (None unless ok / done earlier).
+        outputs: output paths relative to ``out`` (``/``-separated).
+        error: exception class name, ``"Interrupted"`` / ``"WorkerCrashed"``, or None.
+        message: human-readable detail, or None.
+        seconds: processing time.
+        width, height: image size (full resolution), when decoded.
+        rows: ``pose.csv`` rows (``pose`` only).
+        record: the NDJSON record's ``{path, width, height, faces}`` (streaming only).
+        files: ``(relative path, content)`` of the files to write (not yet written).
+        done: the resume record to write after ``files`` (None: nothing to commit).
+        traceback: the failure's traceback (``verbose >= 2``).
+    """
+
+    path: str
+    key: str = ""
+    status: str = "ok"
+    n_faces: int | None = None
+    outputs: tuple[str, ...] = ()
+    error: str | None = None
+    message: str | None = None
+    seconds: float = 0.0
+    width: int | None = None
+    height: int | None = None
+    rows: tuple[tuple[Any, ...], ...] | None = None
+    record: dict[str, Any] | None = field(default=None, compare=False)
+    files: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
+    done: dict[str, Any] | None = field(default=None, compare=False)
+    traceback: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.error == "Interrupted"
+
+    @classmethod
+    def failure(cls, item: InputItem, exc: BaseException, seconds: float = 0.0,
+                tb: str | None = None) -> ImageResult:
+        return cls(item.path, item.key, "failed", error=type(exc).__name__,
+                   message=one_line(exc), seconds=seconds, traceback=tb)
+
+    @classmethod
+    def not_run(cls, item: InputItem, why: str = "the run was interrupted") -> ImageResult:
+        return cls(item.path, item.key, "skipped", error="Interrupted",
+                   message=f"not processed: {why}")
+
+    @classmethod
+    def crashed(cls, item: InputItem) -> ImageResult:
+        return cls(item.path, item.key, "failed", error="WorkerCrashed",
+                   message="the worker process died while processing this image (out of "
+                           "memory, or a crash in a native library)")
+
+    @classmethod
+    def done_earlier(cls, item: InputItem, done: dict[str, Any]) -> ImageResult:
+        rows = done.get("rows")
+        return cls(item.path, item.key, "skipped", n_faces=done.get("n_faces"),
+                   outputs=tuple(done.get("outputs", [])),
+                   rows=None if rows is None else tuple(tuple(r) for r in rows))
+
+    def failed_with(self, exc: BaseException) -> ImageResult:
+        """This result turned into a failure (a write error while committing it)."""
+        return replace(self, status="failed", n_faces=None, outputs=(), rows=None, record=None,
+                       files=(), done=None, error=type(exc).__name__, message=one_line(exc))
+
+    def committed(self) -> ImageResult:
+        """This result once its files are written (drops their content)."""
+        return replace(self, files=(), done=None)
+
+    def manifest_line(self) -> dict[str, Any]:
+        return {"path": self.path, "status": self.status, "n_faces": self.n_faces,
+                "outputs": list(self.outputs), "error": self.error, "message": self.message,
+                "seconds": self.seconds}
+
+    def stream_record(self) -> dict[str, Any]:
+        data = self.record or {"path": self.path, "width": self.width, "height": self.height,
+                               "faces": []}
+        return {**data, "status": self.status, "error": self.error, "message": self.message}

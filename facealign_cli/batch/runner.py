@@ -1,0 +1,477 @@
+"""``run_batch``: images in, per-image outputs + a manifest out (see ``docs/batch.md``).
+
+The runner is the only writer, for every backend: workers (in-process, local processes, Dask
+tasks) return an :class:`~facealign_cli.batch.result.ImageResult` holding the encoded files,
+and :func:`facealign_cli.batch.state.commit` writes them here, in input order, followed by the
+image's manifest line (or NDJSON record on stdout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from facealign_cli.batch.commands import POSE_COLUMNS, get_command
+from facealign_cli.batch.options import (
+    BACKENDS,
+    MANIFEST_NAME,
+    MESH_FORMATS,
+    POSE_CSV_NAME,
+    BatchError,
+    ClusterError,
+    ModelLoadError,
+    OutputWriteError,
+    RunOptions,
+    RunSummary,
+)
+from facealign_cli.batch.progress import Reporter
+from facealign_cli.batch.result import ImageResult, one_line
+from facealign_cli.batch.state import (
+    OutputLock,
+    check_done,
+    clean_stale_temp_files,
+    commit,
+    iter_done_records,
+)
+from facealign_cli.batch.worker import STOP, process_chunk
+from facealign_cli.io import records
+from facealign_cli.io.inputs import InputItem
+
+#: Signals that stop a run like Ctrl-C does (finish the images in flight, commit, exit).
+STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM",
+                                                                    "SIGHUP")) if s)
+
+
+@contextlib.contextmanager
+def _signals_to_stop(state: dict) -> Iterator[None]:
+    """While active, SIGINT/SIGTERM/SIGHUP set ``STOP`` (and ``state['signal']``); a second
+    signal raises KeyboardInterrupt (deferred while a record is being written). No-op outside
+    the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if state.get("committing"):
+            return
+        if STOP.is_set():
+            if state.get("writing"):
+                state["abort_pending"] = True
+                return
+            raise KeyboardInterrupt
+        state["signal"] = signum
+        STOP.set()
+        cb = state.get("on_signal")
+        if cb:
+            cb(signum)
+
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _clean_stdout(stdout: IO | None) -> Iterator[IO]:
+    """The binary stream NDJSON goes to; while active, anything else printed to stdout (by
+    Python code or, when stdout is the real fd 1, by C libraries) goes to stderr instead.
+
+    Raises:
+        OutputWriteError: there is no stdout (closed).
+    """
+    if stdout is None:
+        stdout = getattr(sys.stdout, "buffer", None)
+    if stdout is None:
+        raise OutputWriteError("cannot write to stdout: it is closed (give a folder to --out)")
+    real_fd = None
+    try:
+        if stdout.fileno() == 1 and sys.stderr is not None and sys.stderr.fileno() == 2:
+            real_fd = 1
+    except (OSError, ValueError, AttributeError):
+        real_fd = None
+    if real_fd is None:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield stdout
+        return
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    saved = os.dup(1)
+    stream = os.fdopen(os.dup(saved), "wb", buffering=0)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield stream
+    finally:
+        with contextlib.suppress(OSError):
+            stream.close()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _write_all(stream: IO, data: bytes) -> None:
+    """Write all of ``data`` (a raw stream may write fewer bytes, e.g. to a pipe when a signal
+    arrives), then flush."""
+    view = memoryview(data)
+    while view:
+        n = stream.write(view)
+        if n is None:  # non-blocking stream that would block: try again
+            time.sleep(0.01)
+            continue
+        view = view[n:]
+    stream.flush()
+
+
+def _output_error(what: str, exc: OSError) -> OutputWriteError:
+    if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
+        return OutputWriteError(f"cannot write {what}: the reader went away (broken pipe)",
+                                broken_pipe=True)
+    reason = os.strerror(exc.errno) if exc.errno else one_line(exc)
+    return OutputWriteError(f"cannot write {what}: {reason}")
+
+
+def _chunk_size(opts: RunOptions, n: int, jobs: int) -> int:
+    return opts.chunk_size or max(1, min(16, -(-n // (jobs * 4))))
+
+
+def _results(opts: RunOptions, todo: list[InputItem], executor,
+             warn: Callable[[str], None]) -> Iterator[ImageResult]:
+    """Results of the ``todo`` items in order; stops early (fewer results) after a stop signal.
+
+    Without an ``executor`` the images run in this process, one by one. Otherwise chunks run
+    on it, at most ``2 x`` its parallelism in flight. A worker that dies breaks the chunks in
+    flight, so the culprit is unknown: the run then goes on in *careful mode* for the images
+    that may have been in flight (one image per task, one task at a time), so a second death
+    names its image exactly (recorded as failed, error ``WorkerCrashed``); after that window,
+    normal fan-out resumes.
+
+    Raises:
+        ModelLoadError: the model cannot be built. ClusterError: the Dask cluster failed.
+    """
+    if not todo:
+        return
+    if executor is None:
+        for it in todo:
+            if STOP.is_set():
+                return
+            yield from process_chunk(opts, [it])
+        return
+    jobs = executor.parallelism
+    size = _chunk_size(opts, len(todo), jobs)
+    pos = 0  # results yielded so far
+    careful_until = 0  # todo[pos:careful_until] run one image at a time
+    inflight: deque = deque()
+    finished = False
+    try:
+        while pos < len(todo) and not STOP.is_set():
+            careful = pos < careful_until
+            end = careful_until if careful else len(todo)
+            csize = 1 if careful else size
+            workers = 2 if careful else max(2, min(jobs, -(-(end - pos) // csize)))
+            window = 1 if careful else 2 * jobs
+            start = pos
+            try:
+                while True:
+                    while len(inflight) < window and start < end and not STOP.is_set():
+                        chunk = list(todo[start:start + csize])
+                        inflight.append(executor.submit(opts, chunk, workers))
+                        start += len(chunk)
+                    if not inflight:
+                        break
+                    recs = inflight[0].result()
+                    inflight.popleft()
+                    for r in recs:
+                        pos += 1
+                        yield r
+            except ModelLoadError:
+                raise
+            except executor.crash_errors:
+                for f in inflight:
+                    f.cancel()
+                inflight.clear()
+                if careful:  # exactly one image was in flight
+                    yield ImageResult.crashed(todo[pos])
+                    pos += 1
+                else:  # every chunk dispatched since the last result may have been lost
+                    warn("facealign: warning: a worker process died (out of memory or a crash "
+                         "in a native library); redoing the images in flight one at a time")
+                    careful_until = min(len(todo), pos + 2 * workers * size)
+            except executor.cluster_errors as exc:
+                raise ClusterError(f"the Dask cluster failed: {type(exc).__name__}: "
+                                   f"{one_line(exc)}") from None
+        finished = True
+    finally:
+        for f in inflight:
+            with contextlib.suppress(Exception):
+                f.cancel()
+        if not finished:
+            executor.abort()
+
+
+def _make_executor(opts: RunOptions, todo: list, stack: contextlib.ExitStack, warn):
+    """The executor of the run (None: in this process); connects to Dask if needed."""
+    if not todo:
+        return None
+    if opts.backend == "dask":
+        from facealign_cli.batch.executors import DaskExecutor, connect_dask, quiet_dask_logs
+
+        client = connect_dask(opts.scheduler, opts.dask_timeout)
+        stack.enter_context(quiet_dask_logs(opts.verbose < 2))  # -vv: keep Dask's logs
+        ex = DaskExecutor(client, opts.dask_timeout)
+        stack.callback(ex.close)
+        return ex
+    jobs = opts.jobs if opts.jobs > 0 else (os.cpu_count() or 1)
+    if jobs == 1:
+        return None
+    from facealign_cli.batch.executors import LocalExecutor
+
+    return LocalExecutor(jobs)
+
+
+def _validate(opts: RunOptions) -> None:
+    cmd = get_command(opts.command)
+    if opts.streaming and not cmd.streamable:
+        raise ValueError(f"{opts.command} cannot write to stdout ('--out -')")
+    if opts.mesh_format not in MESH_FORMATS:
+        raise ValueError(f"unknown mesh format {opts.mesh_format!r}")
+    if opts.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
+    if opts.backend == "dask" and not opts.scheduler:
+        raise ValueError("the dask backend needs a scheduler address")
+    if not opts.out:
+        raise ValueError("the output folder is empty ('')")
+
+
+def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None = None,
+              stderr: IO | None = None) -> RunSummary:
+    """Run a command over images and write outputs, manifest and (``pose``) the CSV.
+
+    Args:
+        items: the run's images (:func:`facealign_cli.io.inputs.collect_inputs`), input order.
+        opts: the run's settings.
+        stdout: binary stream for NDJSON when ``opts.out == "-"`` (default
+            ``sys.stdout.buffer``).
+        stderr: text stream for progress and messages (default ``sys.stderr``).
+
+    Returns:
+        A :class:`RunSummary`; its ``exit_code`` is the CLI's exit status.
+
+    Raises:
+        OutputLockedError: another run is using ``opts.out``.
+        BatchError: the output folder is unusable; with ``backend="dask"``: Dask is missing or
+            its scheduler unreachable (before anything is written); with ``--out -``: no
+            stdout.
+        ValueError: invalid options (unknown command or backend, ``mesh`` to stdout ...).
+    """
+    _validate(opts)
+    cmd = get_command(opts.command)
+    stderr = stderr or sys.stderr
+    t0 = time.perf_counter()
+    STOP.clear()
+    summary = RunSummary(total=len(items))
+    state: dict[str, Any] = {}
+
+    with contextlib.ExitStack() as stack:
+        out = None
+        manifest = pose_csv = ndjson = None
+        if opts.streaming:
+            ndjson = stack.enter_context(_clean_stdout(stdout))
+        else:
+            out = Path(opts.out)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(OutputLock(out))
+            except OSError as exc:
+                raise BatchError(f"cannot use output folder {out}: {exc}") from None
+            with contextlib.suppress(OSError):
+                clean_stale_temp_files(out)  # left by a killed run; we hold the lock
+
+        # Resume: which images are done already (decided before any model is loaded).
+        done: dict[int, dict] = {}
+        if out is not None and not opts.overwrite:
+            fp = cmd.fingerprint(opts)
+            for it in items:
+                rec = check_done(cmd, opts, out, it, fp)
+                if rec is not None:
+                    done[it.index] = rec
+        todo = [it for it in items if it.index not in done]
+
+        reporter = Reporter(opts.command, len(items), stderr, quiet=opts.quiet,
+                            verbose=opts.verbose, progress=opts.progress)
+        stack.callback(reporter.close)
+        executor = _make_executor(opts, todo, stack, reporter.line)  # before any write
+
+        if out is not None:
+            try:
+                manifest = records.AtomicJsonLinesFile(out / MANIFEST_NAME)
+                if cmd.table:
+                    pose_csv = records.StreamingCSV(out / POSE_CSV_NAME, POSE_COLUMNS)
+            except OSError as exc:
+                raise BatchError(f"cannot use output folder {out}: {exc}") from None
+            summary.manifest = str(out / MANIFEST_NAME)
+
+        stop_msg = ("facealign: interrupted: finishing the images in flight "
+                    "(press Ctrl-C again to abort at once)")
+        try:
+            err_fd = stderr.fileno()
+        except (OSError, ValueError, AttributeError):
+            err_fd = None
+
+        def on_signal(signum):
+            # Runs inside the signal handler: only an unbuffered os.write is safe here (a
+            # buffered stream may be in the middle of a write). Without a file descriptor the
+            # message is printed by emit() at the next record.
+            if err_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.write(err_fd, ("\n" + stop_msg + "\n").encode())
+                    state["announced"] = True
+
+        state["on_signal"] = on_signal
+        stack.enter_context(_signals_to_stop(state))
+        emitted = [0]
+
+        def emit(res: ImageResult) -> None:
+            res = commit(out, cmd.name, res)  # the one write path, for every backend
+            if STOP.is_set() and not state.get("announced"):
+                state["announced"] = True
+                reporter.line(stop_msg)
+            if res.status == "ok":
+                summary.ok += 1
+            elif res.status == "failed":
+                summary.failed += 1
+            elif res.interrupted:
+                summary.not_run += 1
+            else:
+                summary.skipped += 1
+            emitted[0] += 1
+            reporter.record(res)
+            if pose_csv is not None and res.rows:
+                pose_csv.writerows(res.rows)
+            state["writing"] = True
+            try:
+                if manifest is not None:
+                    try:
+                        manifest.write(res.manifest_line())
+                    except OSError as exc:
+                        raise _output_error(f"the manifest {manifest.partial}", exc) from None
+                if ndjson is not None:
+                    line = (records.dumps(res.stream_record()) + "\n").encode(
+                        records.ENCODING, records.ERRORS)
+                    try:
+                        _write_all(ndjson, line)
+                    except (OSError, ValueError) as exc:
+                        if isinstance(exc, ValueError):  # closed
+                            exc = OSError(errno.EBADF, os.strerror(errno.EBADF))
+                        raise _output_error("to stdout", exc) from None
+            finally:
+                state["writing"] = False
+            if state.pop("abort_pending", False):
+                raise KeyboardInterrupt
+
+        results = _results(opts, todo, executor, reporter.line)
+        try:
+            for it in items:
+                if it.index in done:
+                    emit(ImageResult.done_earlier(it, done[it.index]))
+                    continue
+                res = next(results, None)  # None: stopped by a signal before this image
+                emit(res if res is not None else ImageResult.not_run(it))
+        except (ModelLoadError, ClusterError) as exc:
+            summary.fatal = str(exc)
+            reporter.line(f"facealign: error: {exc}")
+            _finish_not_run(items[emitted[0]:], done, emit, "the run stopped on an error")
+        except OutputWriteError as exc:
+            summary.output_error = str(exc)
+            summary.broken_pipe = exc.broken_pipe
+            summary.not_run += len(items) - emitted[0]
+            reporter.line(f"facealign: error: {exc}; stopped (run the same command again "
+                          "to resume)")
+        except KeyboardInterrupt:
+            state.setdefault("signal", signal.SIGINT)
+            with contextlib.suppress(OutputWriteError):
+                _finish_not_run(items[emitted[0]:], done, emit, "the run was interrupted")
+        finally:
+            state["committing"] = True  # signals are ignored from here on
+            with contextlib.suppress(Exception):
+                results.close()
+            if manifest is not None:
+                try:
+                    manifest.commit()
+                except OSError as exc:
+                    if summary.output_error is None:
+                        summary.output_error = str(_output_error(f"the manifest {manifest.path}",
+                                                                 exc))
+                        reporter.line(f"facealign: error: {summary.output_error}")
+            if pose_csv is not None:
+                try:
+                    _add_other_rows(pose_csv, out, cmd, opts, items)
+                    pose_csv.commit()
+                except OSError as exc:
+                    pose_csv.abort()
+                    if summary.output_error is None:
+                        summary.output_error = f"cannot write {out / POSE_CSV_NAME}: {exc}"
+                        reporter.line(f"facealign: error: {summary.output_error}")
+        reporter.close()
+        summary.interrupted = int(state.get("signal", 0))
+
+    summary.seconds = time.perf_counter() - t0
+    if not opts.quiet:
+        _print_summary(opts, summary, stderr)
+    STOP.clear()
+    return summary
+
+
+def _add_other_rows(pose_csv, out: Path, cmd, opts: RunOptions,
+                    items: Sequence[InputItem]) -> None:
+    """Append to ``pose.csv`` the rows of images done in ``out`` by earlier runs (same
+    settings) that are not among this run's inputs (by output key order)."""
+    paths = {it.path for it in items}
+    fp = cmd.fingerprint(opts)
+    for rec in iter_done_records(out, cmd.name):
+        rows = rec.get("rows")
+        if (rec.get("fingerprint") != fp or not isinstance(rows, list)
+                or rec.get("path") in paths):
+            continue
+        pose_csv.writerows(rows)
+
+
+def _finish_not_run(rest, done, emit, why: str) -> None:
+    """Record the images not yet recorded (after an abort or a fatal error): those done by
+    an earlier run as skipped, the others as not processed."""
+    for it in rest:
+        if it.index in done:
+            emit(ImageResult.done_earlier(it, done[it.index]))
+        else:
+            emit(ImageResult.not_run(it, why))
+
+
+def _print_summary(opts: RunOptions, s: RunSummary, stderr: IO) -> None:
+    parts = [f"{s.ok} ok", f"{s.failed} failed", f"{s.skipped} skipped"]
+    if s.not_run:
+        parts.append(f"{s.not_run} not run")
+    msg = (f"facealign {opts.command}: {s.total} image(s): " + ", ".join(parts)
+           + f" in {s.seconds:.1f} s")
+    if s.manifest:
+        msg += f"; manifest: {s.manifest}"
+    try:
+        stderr.write(msg + "\n")
+        if s.interrupted or s.output_error:
+            stderr.write("facealign: stopped early; run the same command again to resume\n"
+                         if s.output_error and not s.interrupted else
+                         "facealign: interrupted; run the same command again to resume\n")
+        stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass  # a closed stderr must not turn a finished run into an error
+
+
+__all__ = ["run_batch", "RunOptions", "RunSummary"]

@@ -1,0 +1,209 @@
+"""What a run keeps in ``<out>/.facealign/``: the lock, the per-image done records (resume),
+and the one place where a result's files are written (:func:`commit`).
+
+**Resume**: after an image's outputs are written, a small record is written to
+``<out>/.facealign/done/<command>/<key>.json`` (atomically, last). A later run skips an image
+whose record exists, whose listed outputs all exist and whose settings (command, mesh format,
+``max_faces``, weights) match. When an image is redone, the outputs of its old record that the
+new run does not produce are removed.
+
+**Locking**: ``<out>/.facealign/lock`` is held (``flock``) for the whole run; a second run on
+the same ``<out>`` fails at once with :class:`OutputLockedError`. The lock dies with the
+process, so a crashed run never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from facealign_cli.batch.commands import Command
+from facealign_cli.batch.options import (
+    MANIFEST_NAME,
+    POSE_CSV_NAME,
+    STATE_DIR,
+    OutputLockedError,
+    RunOptions,
+)
+from facealign_cli.batch.result import ImageResult
+from facealign_cli.io import records
+from facealign_cli.io.inputs import InputItem
+
+
+def done_path(out: Path, command: str, key: str) -> Path:
+    return out / STATE_DIR / "done" / command / (key + ".json")
+
+
+def out_path(out: Path, rel: str) -> Path:
+    return out.joinpath(*rel.split("/"))
+
+
+class OutputLock:
+    """Exclusive lock on ``<out>/.facealign/lock`` for the duration of a run.
+
+    Raises:
+        OutputLockedError: another process holds it.
+    """
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / STATE_DIR / "lock"
+        self._f = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            _lock_file(f)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown process"
+            f.close()
+            raise OutputLockedError(
+                f"output folder {self.path.parent.parent} is in use by another facealign run "
+                f"({holder}); wait for it to finish or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        self._f = f
+        return self
+
+    def __exit__(self, *exc):
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.seek(0)
+                self._f.truncate()
+                _unlock_file(self._f)
+            self._f.close()
+            self._f = None
+
+
+def _lock_file(f) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock_file(f) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def check_done(cmd: Command, opts: RunOptions, out: Path, item: InputItem, fp: dict
+               ) -> dict | None:
+    """The done record of an earlier run if ``item`` can be skipped, else None."""
+    try:
+        rec = records.read_json(done_path(out, cmd.name, item.key))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("fingerprint") != fp:
+        return None
+    outputs = rec.get("outputs")
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        return None
+    if not cmd.outputs_present(out, outputs):
+        return None
+    if cmd.table and not isinstance(rec.get("rows"), list):
+        return None
+    return rec
+
+
+def _remove_stale(out: Path, command: str, key: str, keep: Sequence[str]) -> None:
+    """Delete outputs listed by an earlier run's done record that this run does not produce."""
+    try:
+        old = records.read_json(done_path(out, command, key))
+        old_outputs = list(old.get("outputs", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return
+    for rel in old_outputs:
+        if (not isinstance(rel, str) or rel in keep or rel in (POSE_CSV_NAME, MANIFEST_NAME)
+                or rel.startswith(("/", STATE_DIR)) or ".." in rel.split("/")):
+            continue  # run-wide files and anything outside <out> are never removed
+        with contextlib.suppress(OSError):
+            out_path(out, rel).unlink()
+
+
+def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
+    """Write one image's result under ``out``, for every backend: its output files, then the
+    removal of its stale outputs, then its done record (last, so an image counts as done only
+    once all its outputs are in place). A failed image loses its done record (it is not done
+    now, whatever it was before). A write error turns the result into a failure.
+
+    Returns:
+        The result as recorded (without the files' content).
+    """
+    if out is None or res.status == "skipped":
+        return res.committed()
+    if res.done is None:  # failed: not done any more
+        with contextlib.suppress(OSError):
+            done_path(out, command, res.key).unlink()
+        return res.committed()
+    try:
+        for rel, data in res.files:
+            with records.atomic_open(out_path(out, rel), "wb") as f:
+                f.write(data)
+        _remove_stale(out, command, res.key, res.done["outputs"])
+        records.write_json(done_path(out, command, res.key), res.done, indent=None)
+    except Exception as exc:  # a write error fails this image, not the run
+        with contextlib.suppress(OSError):
+            done_path(out, command, res.key).unlink()
+        return res.failed_with(exc)
+    return res.committed()
+
+
+#: Names :func:`facealign_cli.io.records.atomic_open` gives its temporary files
+#: (``tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")``: 8 random characters).
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def clean_stale_temp_files(out: str | os.PathLike) -> int:
+    """Remove the temporary files a killed run left under ``out`` (hidden
+    ``.<name>.<8 characters>.tmp`` files; symbolic links to folders are not followed).
+
+    Call it only while holding the output lock: a running writer's file would go too.
+
+    Returns:
+        The number of files removed.
+    """
+    n = 0
+    for dirpath, _dirs, names in os.walk(out):
+        for name in names:
+            if _TEMP_NAME.match(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+    return n
+
+
+def iter_done_records(out: Path, command: str) -> Iterator[dict[str, Any]]:
+    """Every readable done record of ``command`` under ``out`` (any run), by key order."""
+    root = out / STATE_DIR / "done" / command
+    found = []
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            if name.endswith(".json") and not name.startswith("."):
+                p = Path(dirpath) / name
+                found.append((p.relative_to(root).as_posix()[:-5], p))
+    for _key, p in sorted(found):
+        with contextlib.suppress(OSError, ValueError):
+            rec = records.read_json(p)
+            if isinstance(rec, dict):
+                yield rec

@@ -1,0 +1,211 @@
+"""Processing images: the model cache of a process, one image -> :class:`ImageResult`.
+
+Workers never write under the output folder: they return the encoded files in the result and
+the runner (the parent process, for every backend) commits them. A worker process watches its
+parent and exits as soon as the parent is gone (:func:`worker_init`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from facealign_cli.batch.commands import get_command
+from facealign_cli.batch.options import ModelLoadError, RunOptions
+from facealign_cli.batch.result import ImageResult
+from facealign_cli.io.inputs import InputItem
+
+_ALIGNER: Any = None
+_ALIGNER_KEY: tuple | None = None
+#: Set by the parent's signal handler (only ever in the parent process), so the in-process
+#: (``jobs=1``) loop stops between images. Workers ignore SIGINT and finish their chunk.
+STOP = threading.Event()
+#: Seconds between two checks of the parent process by a worker's watchdog.
+PARENT_POLL_SECONDS = 0.2
+
+
+class _DetectOnlyRegressor:
+    """Stands in for the regressor when only detection is needed (``detect`` never loads the
+    weights or torch)."""
+
+    input_size = 120
+
+    def predict(self, crops):  # pragma: no cover - never called by FaceAligner.detect
+        raise RuntimeError("the detect command does not run the regressor")
+
+
+def effective_threads(opts: RunOptions) -> int:
+    """Threads per worker: ``opts.threads``, else CPU cores / jobs (local) or 1 (dask: a
+    cluster scales with worker processes, ``dask worker --nworkers N --nthreads 1``)."""
+    if opts.threads > 0:
+        return opts.threads
+    if opts.backend == "dask":
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, opts.jobs))
+
+
+def build_aligner(opts: RunOptions, threads: int):
+    """The :class:`~facealign_cli.core.pipeline.FaceAligner` for a run's settings.
+
+    ``detect`` gets a detector-only aligner (no weights, no torch).
+
+    Raises:
+        Exception: whatever loading raises (missing weights, 3DMM basis, topology ...).
+    """
+    from facealign_cli.core.pipeline import FaceAligner
+
+    cmd = get_command(opts.command)
+    if not cmd.uses_regressor:
+        regressor = _DetectOnlyRegressor()
+    else:
+        from facealign_cli.models.regressor_onnx import make_regressor
+
+        regressor = make_regressor(opts.weights, num_threads=threads,
+                                   runtime=opts.runtime or "auto")
+    aligner = FaceAligner(regressor=regressor, max_faces=opts.max_faces, num_threads=threads)
+    if cmd.dense:
+        aligner.topology  # noqa: B018 - load the topology now so a missing file is fatal
+    return aligner
+
+
+def get_aligner(opts: RunOptions):
+    """The aligner of this process for ``opts``, built once and cached (one per worker).
+
+    Raises:
+        ModelLoadError: the model cannot be built.
+    """
+    global _ALIGNER, _ALIGNER_KEY
+    factory = opts.aligner_factory or build_aligner
+    cmd = get_command(opts.command)
+    key = (cmd.uses_regressor, cmd.dense, opts.weights, opts.runtime, opts.threads, opts.jobs,
+           opts.max_faces, factory)
+    if _ALIGNER is None or _ALIGNER_KEY != key:
+        threads = effective_threads(opts)
+        try:
+            import cv2
+
+            cv2.setNumThreads(threads)
+        except ImportError:  # pragma: no cover
+            pass
+        _ALIGNER = None  # free the old model before building the next
+        try:
+            _ALIGNER = factory(opts, threads)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load the model: {type(exc).__name__}: {exc}") from None
+        _ALIGNER_KEY = key
+    return _ALIGNER
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        if os.getppid() != parent:
+            os._exit(1)  # the parent is gone: nobody will read our results
+
+
+def worker_init(parent: int | None = None) -> None:
+    """Initializer of local worker processes: leave SIGINT / SIGTERM / SIGHUP to the parent
+    (which lets the images in flight finish), keep stdout clean, and exit when the parent
+    process dies (a watchdog thread that polls the parent's pid: when the worker is
+    re-parented, it exits at once, without finishing its chunk)."""
+    for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if s is not None:
+            signal.signal(s, signal.SIG_IGN)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), 1)  # a stray print in a worker must not corrupt NDJSON
+    sys.stdout = sys.stderr
+    parent = parent or os.getppid()
+    if os.getppid() != parent:  # died before the watchdog started
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="facealign-parent-watch",
+                     daemon=True).start()
+
+
+def _rescale_faces(faces, scale: int) -> None:
+    """Map faces found on an image decoded at 1/``scale`` to full-resolution pixels, in place
+    (x' = scale * x + (scale - 1) / 2, same for y; z' = scale * z)."""
+    import numpy as np
+
+    off = (scale - 1) / 2.0
+    for f in faces:
+        for name in ("box", "roi_box"):
+            a = getattr(f, name)
+            if a is not None:
+                setattr(f, name, (np.asarray(a, np.float32) * scale + off).astype(np.float32))
+        if f.keypoints is not None:
+            f.keypoints = (np.asarray(f.keypoints, np.float32) * scale + off).astype(np.float32)
+        for name in ("landmarks_3d", "vertices"):
+            a = getattr(f, name)
+            if a is not None:
+                a = np.asarray(a, np.float32) * scale
+                a[:, :2] += off
+                setattr(f, name, a.astype(np.float32))
+
+
+def process_image(opts: RunOptions, item: InputItem) -> ImageResult:
+    """Run one image through the model and encode its outputs (nothing is written). Never
+    raises for a problem of this image (returns a ``failed`` result).
+
+    Raises:
+        ModelLoadError: the model cannot be built.
+    """
+    from facealign_cli.io.images import read_image
+
+    t0 = time.perf_counter()
+    cmd = get_command(opts.command)
+    try:
+        dec = read_image(item.path, max_pixels=opts.max_pixels)
+        aligner = get_aligner(opts)
+        faces, extra = cmd.infer(aligner, dec.image)
+        message = None
+        if dec.scale > 1:
+            _rescale_faces(faces, dec.scale)
+            message = f"decoded at 1/{dec.scale} size (over the pixel limit)"
+        enc = cmd.encode(item.path, item.key, dec.width, dec.height, faces, extra, aligner,
+                         opts)
+        done = None
+        if not opts.streaming:
+            done = {"fingerprint": cmd.fingerprint(opts), "path": item.path,
+                    "n_faces": len(faces), "outputs": list(enc.outputs),
+                    "width": dec.width, "height": dec.height}
+            if cmd.table:
+                done["rows"] = [list(r) for r in enc.rows]
+        return ImageResult(item.path, item.key, "ok", n_faces=len(faces), outputs=enc.outputs,
+                           message=message, seconds=round(time.perf_counter() - t0, 3),
+                           width=dec.width, height=dec.height, rows=enc.rows,
+                           record=enc.record, files=enc.files, done=done)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # one bad image never stops the batch
+        tb = traceback.format_exc() if opts.verbose >= 2 else None
+        return ImageResult.failure(item, exc, round(time.perf_counter() - t0, 3), tb)
+
+
+def process_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[ImageResult]:
+    """Process a chunk of images (in a worker or in-process); one result per item, in order.
+
+    Raises:
+        ModelLoadError: the model cannot be built (the run stops).
+    """
+    return [ImageResult.not_run(it) if STOP.is_set() else process_image(opts, it)
+            for it in items]
+
+
+#: Serialises the tasks of one Dask worker process (a worker started with several threads
+#: would otherwise run the one cached model from several threads at once).
+_REMOTE_LOCK = threading.Lock()
+
+
+def remote_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[ImageResult]:
+    """The task run on Dask workers: :func:`process_chunk`, one task at a time per worker
+    process, model cached per process."""
+    with _REMOTE_LOCK:
+        return process_chunk(opts, items)
