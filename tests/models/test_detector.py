@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from facealign_cli.core.face import Face
 from facealign_cli.models.detector import (
     KEYPOINT_NAMES,
     MODEL_SPECS,
@@ -23,12 +24,11 @@ from facealign_cli.models.detector import (
     ssd_anchor_centres,
     weighted_nms,
 )
-from facealign_cli.core.face import Face
 
 
 def _shared() -> Path:
     env = os.environ.get("FACEALIGN_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
 
 
 SHARED = _shared()

@@ -1,6 +1,6 @@
-"""The ONNX Runtime regressor (facealign_cli.models.regressor_onnx): the committed export belongs to the
-shipped checkpoint and gives torch's numbers on real faces; exports are checked against the
-checkpoint they came from; the runtime choice of the CLI."""
+"""The ONNX Runtime regressor (facealign_cli.models.regressor_onnx): the committed export
+belongs to the shipped checkpoint and gives torch's numbers on real faces; exports are checked
+against the checkpoint they came from; the runtime choice of the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from facealign_cli.evaluation.protocols import evaluate_aflw2000, load_aflw2000
+from facealign_cli.evaluation.datasets import open_aflw2000
 from facealign_cli.models.regressor import FaceAlignNet, Regressor, default_weights_path
 from facealign_cli.models.regressor_onnx import (
     OnnxRegressor,
@@ -25,12 +25,12 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture()
 def checkpoint(tmp_path):
-    """A small random-initialised checkpoint (fan_s) in a temporary folder."""
+    """A small random-initialised checkpoint (dws_s) in a temporary folder."""
     import torch
 
     torch.manual_seed(0)
     path = tmp_path / "w.pth"
-    torch.save({"model": FaceAlignNet("fan_s").state_dict(), "arch": "fan_s", "stem": 16,
+    torch.save({"model": FaceAlignNet("dws_s").state_dict(), "arch": "dws_s", "stem": 16,
                 "input_size": 120, "param_mean": np.linspace(-1, 1, 62, dtype=np.float32),
                 "param_std": np.full(62, 2.0, np.float32)}, path)
     return path
@@ -46,25 +46,27 @@ def test_shipped_export_is_the_default_runtime():
 def test_shipped_export_matches_torch_on_aflw2000(shared):
     """Every 10th AFLW2000-3D face: parameters agree to float32 rounding and the benchmark
     figures are the same to 0.01 (the ONNX path is not less accurate)."""
-    data = load_aflw2000(shared / "data" / "aflw2000-3d")
-    sel = np.arange(0, 2000, 10)
-    data.names = [data.names[i] for i in sel]
-    data.roi_boxes, data.pts68 = data.roi_boxes[sel], data.pts68[sel]
-    data.yaw, data.pose = data.yaw[sel], data.pose[sel]
+    from test_regressor import gt_crop_figures
+
+    data = open_aflw2000(shared / "data" / "aflw2000-3d", limit=200)
     torch_reg = Regressor(default_weights_path(), num_threads=2)
     onnx_reg = OnnxRegressor(default_weights_path(), num_threads=2)
     calls = []
 
-    def both(crops):
-        a, b = torch_reg.predict(crops), onnx_reg.predict(crops)
-        calls.append(np.abs(a - b).max() / np.abs(a).max())
-        return b
+    class Both:
+        input_size = 120
 
-    res_onnx = evaluate_aflw2000(both, data)
-    res_torch = evaluate_aflw2000(torch_reg.predict, data)
+        @staticmethod
+        def predict(crops):
+            a, b = torch_reg.predict(crops), onnx_reg.predict(crops)
+            calls.append(np.abs(a - b).max() / np.abs(a).max())
+            return b
+
+    res_onnx = gt_crop_figures(Both(), data)
+    res_torch = gt_crop_figures(torch_reg, data)
     assert max(calls) < 1e-4
     assert abs(res_onnx["nme_mean"] - res_torch["nme_mean"]) < 0.01
-    assert abs(res_onnx["pose_mae"]["mean"] - res_torch["pose_mae"]["mean"]) < 0.01
+    assert abs(res_onnx["pose_mae"] - res_torch["pose_mae"]) < 0.01
 
 
 def test_export_matches_torch(checkpoint):
@@ -99,9 +101,11 @@ def test_without_export_auto_uses_torch(checkpoint, monkeypatch):
         make_regressor(checkpoint, runtime="onnxruntime")
     with pytest.raises(ValueError, match="unknown runtime"):
         make_regressor(checkpoint, runtime="tensorflow")
-    monkeypatch.setenv("FACEALIGN_RUNTIME", "torch")
     export_onnx(checkpoint)
-    assert type(make_regressor(checkpoint)) is Regressor  # the environment picks torch
+    # the runtime is an explicit value: $FACEALIGN_RUNTIME is read by the command line only
+    monkeypatch.setenv("FACEALIGN_RUNTIME", "torch")
+    assert type(make_regressor(checkpoint)) is not Regressor  # auto: the fresh export
+    assert type(make_regressor(checkpoint, runtime="torch")) is Regressor
 
 
 def test_cli_export_and_runtimes_agree(checkpoint, afw_photos):

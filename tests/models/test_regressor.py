@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from facealign_cli.core import geometry as G
-from facealign_cli.evaluation.protocols import evaluate_aflw2000, load_aflw2000, nme_box
+from facealign_cli.evaluation.datasets import open_aflw2000
+from facealign_cli.evaluation.metrics import nme_box
+from facealign_cli.evaluation.protocols import Method, run_aflw2000, summarise_aflw2000
 from facealign_cli.models.regressor import Regressor, default_weights_path, sha256_of
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +43,23 @@ def test_predict_shapes_and_determinism(regressor):
     assert regressor.predict(np.zeros((0, 120, 120, 3), np.uint8)).shape == (0, 62)
 
 
+def gt_crop_figures(regressor, data) -> dict:
+    """NME (mean of the yaw bins, the bins; fit split) and pose MAE of ``regressor`` on the
+    3DDFA protocol (ground-truth crops) of an AFLW2000-3D subset."""
+    run = run_aflw2000(data, [Method("m", "m", regressor, {})], protocols=("gt-crops",))
+    fig = summarise_aflw2000(run)[0]["gt-crops"]["m"]
+    fit = fig["nme_2d"]["splits"]["fit"]
+    return {"nme_mean": fit["mean"], "nme_bins": fit["bins"], "pose_mae": fig["pose"]["mean"]}
+
+
 def test_aflw2000_subset_accuracy(shared, regressor):
-    """Every 5th AFLW2000-3D image (400 faces) on the 3DDFA protocol: the mean NME of the yaw
-    bins and the pose MAE stay near the full-set figures of the model card."""
-    data = load_aflw2000(shared / "data" / "aflw2000-3d")
-    sel = np.arange(0, 2000, 5)
-    data.names = [data.names[i] for i in sel]
-    data.roi_boxes, data.pts68 = data.roi_boxes[sel], data.pts68[sel]
-    data.yaw, data.pose = data.yaw[sel], data.pose[sel]
-    res = evaluate_aflw2000(regressor.predict, data)
+    """400 AFLW2000-3D images spread over the set on the 3DDFA protocol: the mean NME of the
+    yaw bins and the pose MAE stay near the full-set figures of the model card."""
+    data = open_aflw2000(shared / "data" / "aflw2000-3d", limit=400)
+    res = gt_crop_figures(regressor, data)
     assert res["nme_mean"] < 4.6, res
     assert res["nme_bins"][0] < 3.6, res
-    assert res["pose_mae"]["mean"] < 5.0, res
+    assert res["pose_mae"] < 5.0, res
 
 
 def test_pipeline_landmarks_on_annotated_photos(shared):
@@ -84,7 +91,7 @@ def test_roi_rule_matches_landmark_crops(shared):
     images the centre is within 10 % and the side within 15 % of the protocol box (median)."""
     from facealign_cli.models.detector import BlazeFaceDetector
 
-    data = load_aflw2000(shared / "data" / "aflw2000-3d")
+    data = open_aflw2000(shared / "data" / "aflw2000-3d")
     det = BlazeFaceDetector()
     dc, ds = [], []
     for i in range(0, 2000, 40):
@@ -130,7 +137,51 @@ def test_model_card_recipe_is_the_one_that_made_the_shipped_file():
         if not prev:
             break  # random initialisation
         # the earlier stage's run folder is the --out of a card command with its config
-        m = re.search(rf"--config (configs/\S+\.toml) \S.* --out {re.escape(str(Path(prev).parent))}\b", card)
+        out = re.escape(str(Path(prev).parent))
+        m = re.search(rf"--config (configs/\S+\.toml) \S.* --out {out}\b", card)
         assert m, f"model card has no command writing {prev}"
         path = REPO / m.group(1)
     assert len(seen) >= 1
+
+
+def test_arch_names_do_not_collide_with_fan_and_old_names_still_load(tmp_path):
+    """``dws_s`` / ``dws_m`` ("depthwise-separable") are the arch names; ``fan_s`` / ``fan_m``
+    (a clash with FAN, the landmark network) stay loadable aliases: the shipped checkpoint and
+    its ONNX export store ``fan_m`` and are not rewritten."""
+    import torch
+
+    from facealign_cli.models.regressor import ARCH_ALIASES, ARCHS, FaceAlignNet
+    from facealign_cli.models.regressor_onnx import OnnxRegressor
+
+    assert sorted(ARCHS) == ["dws_m", "dws_s"]
+    assert not any(a.startswith("fan") for a in ARCHS)
+    assert ARCH_ALIASES == {"fan_s": "dws_s", "fan_m": "dws_m"}
+    for old, new in ARCH_ALIASES.items():
+        a, b = FaceAlignNet(old).state_dict(), FaceAlignNet(new).state_dict()
+        assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    ck = torch.load(default_weights_path(), map_location="cpu", weights_only=False)
+    assert ck["arch"] == "fan_m"  # the shipped file keeps its old name ...
+    assert Regressor(default_weights_path()).arch == "dws_m"  # ... and reports the new one
+    assert OnnxRegressor(default_weights_path()).arch == "dws_m"
+    with pytest.raises(KeyError, match="dws_m"):
+        FaceAlignNet("fan_xl")
+
+
+def test_a_missing_torch_says_what_to_install(monkeypatch):
+    import sys
+
+    from facealign_cli.models.weights import TorchMissingError, import_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(TorchMissingError, match=r"--runtime torch needs torch.*"
+                                                r"python3 -m pip install torch==2.13.0"):
+        import_torch("--runtime torch")
+    assert issubclass(TorchMissingError, ImportError)
+
+
+def test_missing_weights_name_the_option(tmp_path):
+    from facealign_cli.models.regressor_onnx import make_regressor
+
+    for runtime in ("auto", "onnxruntime", "torch"):
+        with pytest.raises(FileNotFoundError, match="--weights"):
+            make_regressor(tmp_path / "nope.pth", runtime=runtime)
