@@ -3,10 +3,18 @@ list of images of a run, each with the output key its results are written under.
 
 Rules (documented in the CLI help):
 
-* A **folder** is walked recursively (sorted, depth first); files whose extension is one of
-  :data:`IMAGE_EXTENSIONS` (case-insensitive) are taken. Names starting with ``.`` (hidden
-  files such as macOS ``._photo.jpg`` resource forks, hidden folders) and the run's own output
-  folder are skipped. Symbolic links to files are followed; links to folders are not (no loops).
+* A **folder** is walked recursively (sorted by name, depth first: a folder's files, then its
+  subfolders); regular files whose extension is one of :data:`IMAGE_EXTENSIONS`
+  (case-insensitive) are taken. Names starting with ``.`` (hidden files such as macOS
+  ``._photo.jpg`` resource forks, hidden folders) and the run's own output folder are skipped
+  silently. Symbolic links to files are followed; links to folders are not (no loops).
+* **Entries that cannot be taken are reported, never dropped silently**: a subfolder that
+  cannot be listed (permissions, I/O error), a symbolic link to a folder, and an entry named
+  like an image (or without extension) that is not a regular file -- a FIFO, a device, a
+  socket, a dangling symbolic link, a symbolic-link loop -- each become an :class:`InputItem`
+  with a :attr:`~InputItem.skip_reason` at its place in the walk (no key: nothing is written
+  for it). The batch engine records it in the manifest as ``skipped`` with that reason, and
+  warns.
 * A **file** named explicitly is always taken, whatever its extension (content decides whether
   it is an image).
 * ``-`` reads more arguments, one path per line, from stdin (blank lines ignored); they follow
@@ -15,19 +23,32 @@ Rules (documented in the CLI help):
   tested against the path relative to its input root *and* against the file name; a file is
   kept when it matches some include (or none are given) and no exclude.
 * The same file reached twice (a folder and a file inside it) is kept once, at its first place.
-* **Output key**: the path relative to its input root, without extension, with ``/``
-  separators (a file named explicitly is relative to its own folder: key = its stem). Outputs go
-  to ``<out>/<key>...``, mirroring the input tree. When two inputs would share a key
-  (``a.jpg`` and ``a.png`` in one folder, or ``x.jpg`` in two roots; compared
-  case-insensitively, for case-insensitive file systems), those inputs use the file name with
-  its extension (``a.jpg``) as the last component instead, and any that still collide get
-  ``~2``, ``~3`` ... appended in input order.
+* **Output key** (:func:`assign_keys`): the path relative to its input root, without
+  extension, with ``/`` separators (a file named explicitly is relative to its own folder: key
+  = its stem). Outputs go to ``<out>/<key>...``, mirroring the input tree. Keys are compared
+  *folded* (Unicode NFC, then case-folded), as a case-insensitive, normalising file system
+  (macOS, Windows) would compare the names. The rule, applied to the run's whole input list:
+
+  1. Inputs whose keys fold equal (``a.jpg`` and ``a.png`` in one folder, ``x.jpg`` in two
+     roots, ``A.jpg`` and ``a.jpg``) keep the file name *with* its extension as the last
+     component instead (``a.jpg``, ``a.png``). These are the inputs' *claimed* keys.
+  2. In input order, an input takes its claimed key unless an earlier input has taken that key
+     (folded); then it takes ``<claimed key>~N`` with the smallest ``N >= 2`` whose folded form
+     is neither taken nor claimed by any input of the run.
+
+  So keys are unique over the run by construction (also folded): a ``~N`` key never takes the
+  key another input claims (``d1/x.jpg``, ``d2/x.jpg``, ``d2/x.jpg~2.jpg`` get ``x.jpg``,
+  ``x.jpg~3``, ``x.jpg~2``), and they depend only on the input list, so a re-run of the same
+  command finds the same outputs.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
+import stat
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -51,12 +72,23 @@ class InputItem:
             relative path inside a folder); written to outputs and the manifest.
         rel: path relative to its input root, POSIX separators (e.g. ``"sub/img.jpg"``).
         key: output key (``"sub/img"``), unique within the run; see the module docstring.
+            ``""`` for a skipped entry.
+        skip_reason: ``None`` for an image to process; for a folder entry that cannot be
+            taken (unreadable folder, FIFO, device, dangling link, link loop ...), why, in a
+            few words: the engine records it as ``skipped`` with this message and processes
+            nothing.
     """
 
     index: int
     path: str
     rel: str
     key: str
+    skip_reason: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        """The entry is reported, not processed (:attr:`skip_reason` is set)."""
+        return self.skip_reason is not None
 
 
 def _matches(patterns: Sequence[str], rel: str) -> bool:
@@ -66,18 +98,72 @@ def _matches(patterns: Sequence[str], rel: str) -> bool:
                for p in patterns)
 
 
-def _walk(root: Path, skip: set[str]) -> Iterable[Path]:
-    """Image files under ``root``, sorted, depth first, hidden names and ``skip`` dirs pruned."""
-    for dirpath, dirnames, filenames in os.walk(root, onerror=None):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and os.path.realpath(os.path.join(dirpath, d)) not in skip)
-        for name in sorted(filenames):
-            if name.startswith("."):
+def _why_not_a_file(full: str) -> str | None:
+    """Why a folder entry (not a folder) cannot be read as an image, or None for a regular
+    file (symbolic links followed)."""
+    try:
+        st = os.stat(full)
+    except OSError as exc:
+        if os.path.islink(full):
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop"
+            if exc.errno == errno.ENOENT:
+                return "dangling symbolic link (its target does not exist)"
+            return f"symbolic link that cannot be followed: {exc.strerror or exc}"
+        return f"cannot access: {exc.strerror or exc}"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    return "not a regular file"
+
+
+def _walk(root: Path, skip: set[str]) -> Iterable[tuple[Path, str | None]]:
+    """``(path, None)`` for the image files under ``root`` and ``(path, reason)`` for the
+    entries that cannot be taken, sorted, depth first (a folder's files, then its subfolders),
+    hidden names and ``skip`` folders pruned."""
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield root, f"cannot read folder: {exc.strerror or exc}"
+        return
+    files: list[tuple[Path, str | None]] = []
+    folders: list[tuple[Path, str | None]] = []
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        full = Path(root) / e.name
+        try:
+            is_dir = e.is_dir()  # follows symbolic links
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if os.path.realpath(full) in skip:
                 continue
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                full = Path(dirpath) / name
-                if full.is_file():
-                    yield full
+            if e.is_symlink():
+                folders.append((full, "symbolic link to a folder (not followed)"))
+            else:
+                folders.append((full, None))
+            continue
+        ext = os.path.splitext(e.name)[1].lower()
+        if ext not in IMAGE_EXTENSIONS and ext:
+            continue
+        why = _why_not_a_file(str(full))
+        if why is None and not ext:
+            continue  # a regular file without extension: not an image by name
+        files.append((full, why))
+    yield from files
+    for full, why in folders:
+        if why is None:
+            yield from _walk(full, skip)
+        else:
+            yield full, why
 
 
 def read_path_list(stream) -> list[str]:
@@ -126,55 +212,82 @@ def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
         else:
             entries.append((a, False))
 
-    found: list[tuple[str, str]] = []  # (display path, rel)
+    found: list[tuple[str, str, str | None]] = []  # (display path, rel, skip reason)
     for a, from_stdin in entries:
         p = Path(a)
         if p.is_dir():
-            for f in _walk(p, skip):
-                rel = f.relative_to(p).as_posix()
-                found.append((os.path.join(a, *rel.split("/")), rel))
+            for f, why in _walk(p, skip):
+                rel = f.relative_to(p).as_posix() if f != p else p.name
+                shown = a if f == p else os.path.join(a, *rel.split("/"))
+                found.append((shown, rel, why))
         elif p.exists() or (from_stdin and missing_ok):
-            found.append((a, p.name))
+            found.append((a, p.name, None))
         else:
             raise InputError(f"no such file or folder: {a}")
 
     seen: set[str] = set()
-    kept: list[tuple[str, str]] = []
-    for path, rel in found:
-        if include and not _matches(include, rel):
-            continue
-        if exclude and _matches(exclude, rel):
+    kept: list[tuple[str, str, str | None]] = []
+    for path, rel, why in found:
+        if why is None or not _is_folder_entry_reason(why):
+            if include and not _matches(include, rel):
+                continue
+        if exclude and (_matches(exclude, rel)
+                        or (why is not None and _matches(exclude, rel + "/"))):
             continue
         ident = os.path.realpath(path)
         if ident in seen:
             continue
         seen.add(ident)
-        kept.append((path, rel))
+        kept.append((path, rel, why))
 
-    keys = assign_keys([rel for _, rel in kept])
-    return [InputItem(i, path, rel, key) for i, ((path, rel), key) in enumerate(zip(kept, keys))]
+    keys = iter(assign_keys([rel for _, rel, why in kept if why is None]))
+    return [InputItem(i, path, rel, next(keys) if why is None else "", why)
+            for i, (path, rel, why) in enumerate(kept)]
+
+
+def _is_folder_entry_reason(why: str) -> bool:
+    """The skip reason is about a folder (an include pattern for files does not hide it)."""
+    return why.startswith(("cannot read folder", "symbolic link to a folder"))
+
+
+def fold_key(key: str) -> str:
+    """A key as a case-insensitive, normalising file system compares it (NFC, case-folded)."""
+    return unicodedata.normalize("NFC", key).casefold()
 
 
 def assign_keys(rels: Sequence[str]) -> list[str]:
-    """Unique output keys for relative paths (see the module docstring for the rule).
+    """Unique output keys for relative paths (the rule is in the module docstring): unique
+    also after :func:`fold_key`, and a function of the whole list only.
 
     >>> assign_keys(["a.jpg", "a.png", "b/c.jpg"])
     ['a.jpg', 'a.png', 'b/c']
+    >>> assign_keys(["x.jpg", "x.jpg", "x.jpg~2.jpg"])
+    ['x.jpg', 'x.jpg~3', 'x.jpg~2']
     """
 
     def stem_key(rel: str) -> str:
         pp = PurePosixPath(rel)
         return str(pp.with_suffix("")) if pp.suffix else rel
 
-    keys = [stem_key(r) for r in rels]
+    stems = [stem_key(r) for r in rels]
     counts: dict[str, int] = {}
-    for k in keys:
-        counts[k.lower()] = counts.get(k.lower(), 0) + 1
-    keys = [rel if counts[k.lower()] > 1 else k for k, rel in zip(keys, rels)]
-    used: dict[str, int] = {}
+    for k in stems:
+        counts[fold_key(k)] = counts.get(fold_key(k), 0) + 1
+    claimed = [rel if counts[fold_key(k)] > 1 else k for k, rel in zip(stems, rels)]
+    reserved = {fold_key(k) for k in claimed}
+    taken: set[str] = set()
+    next_n: dict[str, int] = {}  # claimed key (folded) -> next suffix number to try
     out = []
-    for k in keys:
-        n = used.get(k.lower(), 0) + 1
-        used[k.lower()] = n
-        out.append(k if n == 1 else f"{k}~{n}")
+    for k in claimed:
+        f = fold_key(k)
+        if f not in taken:
+            taken.add(f)
+            out.append(k)
+            continue
+        n = next_n.get(f, 2)
+        while fold_key(f"{k}~{n}") in taken or fold_key(f"{k}~{n}") in reserved:
+            n += 1
+        next_n[f] = n + 1
+        taken.add(fold_key(f"{k}~{n}"))
+        out.append(f"{k}~{n}")
     return out

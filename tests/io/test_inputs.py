@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
-from facealign_cli.io.inputs import InputError, assign_keys, collect_inputs
+from facealign_cli.io.inputs import InputError, assign_keys, collect_inputs, fold_key
 
 
 def _touch(root, *rels):
@@ -74,3 +75,123 @@ def test_assign_keys_rule():
     assert assign_keys(["a.jpg", "a.png", "b/c.jpg"]) == ["a.jpg", "a.png", "b/c"]
     assert assign_keys(["s/a.jpg", "a.jpg"]) == ["s/a", "a"]
     assert assign_keys(["a.jpg", "a.jpg", "a.jpg"]) == ["a.jpg", "a.jpg~2", "a.jpg~3"]
+
+
+# ---------------------------------------------------------------- unique keys (issue 12.3)
+
+
+def _outputs(items):
+    """The landmarks output file of each processed item, folded as a case-insensitive file
+    system compares names."""
+    return [fold_key(it.key + ".json") for it in items if not it.skipped]
+
+
+def test_suffix_never_takes_another_inputs_key(tmp_path):
+    _touch(tmp_path, "d1/x.jpg", "d2/x.jpg", "d2/x.jpg~2.jpg")
+    args = [str(tmp_path / "d1/x.jpg"), str(tmp_path / "d2/x.jpg"),
+            str(tmp_path / "d2/x.jpg~2.jpg")]
+    items = collect_inputs(args)
+    assert [it.key for it in items] == ["x.jpg", "x.jpg~3", "x.jpg~2"]
+    assert len(set(_outputs(items))) == 3
+    assert [it.key for it in collect_inputs(args)] == [it.key for it in items]  # deterministic
+
+
+def test_case_variants_in_one_folder(tmp_path):
+    names = ["A.jpg", "a.jpg", "a.jpg~2.jpg"]
+    _touch(tmp_path, *names)
+    if len(list(tmp_path.iterdir())) < 3:
+        pytest.skip("case-insensitive file system")
+    items = collect_inputs([str(tmp_path)])
+    assert [it.rel for it in items] == names
+    assert [it.key for it in items] == ["A.jpg", "a.jpg~3", "a.jpg~2"]
+    assert len(set(_outputs(items))) == 3
+
+
+def test_assign_keys_unique_folded_over_random_lists():
+    import random
+
+    rng = random.Random(12)
+    parts = ["x", "X", "x.jpg", "x.jpg~2", "x~2", "x.JPG~3", "é", "e\u0301", "É", "y.png~2"]
+    for _ in range(2000):
+        rels = []
+        for _ in range(rng.randint(1, 9)):
+            folder = rng.choice(["", "", "s/", "S/"])
+            rels.append(folder + rng.choice(parts) + rng.choice([".jpg", ".png", ".JPG", ""]))
+        keys = assign_keys(rels)
+        assert len({fold_key(k) for k in keys}) == len(keys), (rels, keys)
+        assert assign_keys(rels) == keys
+        # the first input of each name keeps its name (with or without the extension)
+        assert keys[0] in (rels[0], rels[0].rsplit(".", 1)[0])
+
+
+def test_assign_keys_nfc_and_case():
+    assert assign_keys(["caf\u00e9.jpg", "cafe\u0301.jpg"]) == ["caf\u00e9.jpg",
+                                                                  "cafe\u0301.jpg~2"]
+    assert assign_keys(["Straße.jpg", "STRASSE.png"]) == ["Straße.jpg", "STRASSE.png"]
+    assert assign_keys(["Straße.jpg", "strasse.jpg"]) == ["Straße.jpg", "strasse.jpg~2"]
+
+
+# ---------------------------------------------------------------- entries that cannot be taken
+
+
+def test_special_entries_are_reported_in_walk_order(tmp_path):
+    import socket
+
+    _touch(tmp_path, "a.jpg", "m.jpg", "sub/z.jpg", "real/r.jpg", "notes.txt")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    os.symlink("/dev/null", tmp_path / "dev.png")
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "gone.jpg")
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    os.symlink(tmp_path / "real", tmp_path / "linked")
+    os.symlink(tmp_path / "nowhere", tmp_path / "gone_dir")
+    os.symlink("/dev/null", tmp_path / "pipe.txt")  # not named like an image: ignored
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "s.webp"))
+        items = collect_inputs([str(tmp_path)])
+    finally:
+        sock.close()
+    got = [(it.rel, it.skip_reason) for it in items]
+    assert got == [
+        ("a.jpg", None),
+        ("dev.png", "a device, not a regular file"),
+        ("fifo.jpg", "a FIFO (named pipe), not a regular file"),
+        ("gone.jpg", "dangling symbolic link (its target does not exist)"),
+        ("gone_dir", "dangling symbolic link (its target does not exist)"),
+        ("loop.jpg", "symbolic link loop"),
+        ("m.jpg", None),
+        ("s.webp", "a socket, not a regular file"),
+        ("linked", "symbolic link to a folder (not followed)"),
+        ("real/r.jpg", None),
+        ("sub/z.jpg", None),
+    ]
+    assert all(it.key == "" for it in items if it.skipped)
+    assert [it.key for it in items if not it.skipped] == ["a", "m", "real/r", "sub/z"]
+    assert [it.index for it in items] == list(range(len(items)))
+
+
+def test_unreadable_subfolder_is_reported(tmp_path, monkeypatch):
+    _touch(tmp_path, "a.jpg", "locked/b.jpg", "open/c.jpg")
+    locked = tmp_path / "locked"
+    if os.geteuid() != 0:
+        locked.chmod(0)
+    else:  # root reads any folder: make listing it fail the way a permission error does
+        real_scandir = os.scandir
+
+        def scandir(path):
+            if os.fspath(path) == str(locked):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        items = collect_inputs([str(tmp_path)], include=["*.jpg"])
+    finally:
+        locked.chmod(0o755)
+    assert [(it.rel, it.skip_reason) for it in items] == [
+        ("a.jpg", None), ("locked", "cannot read folder: Permission denied"),
+        ("open/c.jpg", None)]
+    assert items[1].path == str(locked) and items[1].skipped
+    # an excluded folder is not reported
+    items = collect_inputs([str(tmp_path)], exclude=["locked/*"])
+    assert [it.rel for it in items] == ["a.jpg", "open/c.jpg"]
