@@ -25,6 +25,8 @@ import numpy as np
 
 from facealign_cli.core import geometry as G
 from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
+from facealign_cli.models.regressor import Regressor
+from facealign_cli.models.weights import sha256_of
 from facealign_cli.core.morphable_model import MorphableModel, load_morphable_model
 from facealign_cli.core.regression import CropFitter, gather_vertices
 from facealign_cli.core.symmetry import vertex_mirror_map
@@ -111,8 +113,11 @@ def teacher_targets(teacher: Baseline3DDFA, crops: np.ndarray, model: MorphableM
 
 
 def prepare_training_set(shared: Path, teacher_weights: Path, cache: Path,
-                         n_dense: int = 1000, log=print) -> Path:
+                         n_dense: int = 1000, log=print, labeller: Path | None = None) -> Path:
     """Build (or reuse) the cached training set.
+
+    ``labeller``: label with this facealign checkpoint (the project's own student, for a
+    round of self-training) instead of the teacher; cached under the checkpoint's sha256.
 
     Returns:
         Path of the ``.npz`` with ``names`` (N,), ``crops`` (N, 120, 120, 3) uint8 BGR,
@@ -124,7 +129,8 @@ def prepare_training_set(shared: Path, teacher_weights: Path, cache: Path,
         FileNotFoundError: a data folder or the teacher weights are missing.
     """
     cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"trainset_k{n_dense}.npz"
+    tag = f"_self{sha256_of(labeller)[:12]}" if labeller else ""
+    out = cache / f"trainset_k{n_dense}{tag}.npz"
     if out.is_file():
         log(f"using cached training set {out}")
         return out
@@ -135,8 +141,9 @@ def prepare_training_set(shared: Path, teacher_weights: Path, cache: Path,
     names = np.array(n1 + n2)
     crops = np.concatenate([c1, c2])
     real = np.concatenate([p1, p2])
-    log(f"loaded {len(names)} crops in {time.time() - t0:.0f} s; labelling with the teacher")
-    teacher = Baseline3DDFA(teacher_weights)
+    who = f"the student {labeller}" if labeller else "the teacher"
+    log(f"loaded {len(names)} crops in {time.time() - t0:.0f} s; labelling with {who}")
+    teacher = Regressor(labeller) if labeller else Baseline3DDFA(teacher_weights)
     tidx = choose_target_vertices(model, n_dense)
     params, targets = teacher_targets(teacher, crops, model, tidx)
     log(f"labelled in {time.time() - t0:.0f} s")

@@ -2,6 +2,9 @@
 :func:`facealign_cli.training.data.prepare_training_set`, its labels refitted to the real
 landmarks (:mod:`facealign_cli.training.refit`), and the held-out validation split.
 
+Labels come from the teacher, or (``labeller``) from the project's own student for a round of
+self-training; either way they are flip-averaged and then refitted.
+
 Split: the 337 300-W **AFW** faces are the validation set (manual 68-point annotations, not
 AFLW2000-3D); they are never trained on. Training: the 19,080 AFLW faces and the 870 300-W
 HELEN faces.
@@ -23,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from facealign_cli.core import geometry as G
-from facealign_cli.evaluation.protocols import nme_box
+from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.core.morphable_model import load_morphable_model
+from facealign_cli.models.weights import sha256_of
 from facealign_cli.training import refit as R
 from facealign_cli.training.data import prepare_training_set
 
@@ -40,17 +44,19 @@ def _obs_from_68(pts68: np.ndarray, combo: np.ndarray) -> np.ndarray:
 
 
 def prepare_refitted_set(shared: Path, teacher_weights: Path, cache: Path, n_dense: int = 1000,
-                         prior: float = 100.0, log=print) -> Path:
+                         prior: float = 100.0, log=print, labeller: Path | None = None) -> Path:
     """Build (or reuse) the refitted training set; see the module docstring.
 
     Raises:
         FileNotFoundError: a data folder or the teacher weights are missing.
     """
-    out = cache / f"trainset_k{n_dense}_refit_p{prior:g}.npz"
+    tag = f"_self{sha256_of(labeller)[:12]}" if labeller else ""
+    out = cache / f"trainset_k{n_dense}{tag}_refit_p{prior:g}.npz"
     if out.is_file():
         log(f"using cached refitted training set {out}")
         return out
-    base = np.load(prepare_training_set(shared, teacher_weights, cache, n_dense, log=log))
+    base = np.load(prepare_training_set(shared, teacher_weights, cache, n_dense, log=log,
+                                        labeller=labeller))
     t0 = time.time()
     names = base["names"]
     params0, targets0, tidx = base["params"], base["targets"], base["target_index"]

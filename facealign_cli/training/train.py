@@ -28,7 +28,7 @@ import torch
 from facealign_cli.core.geometry import pose_from_camera
 from facealign_cli.core.morphable_model import load_morphable_model
 from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
-from facealign_cli.evaluation.protocols import nme_box
+from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.training.data import SIZE, prepare_training_set
 from facealign_cli.training.labels import prepare_refitted_set
 from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
@@ -62,6 +62,7 @@ class TrainConfig:
     labels: str = "teacher"  # "teacher" (v1) or "refit" (labels refitted to the real landmarks)
     prior: float = 100.0  # weight of the refit's prior (labels = "refit")
     hold_out_val: bool = False  # keep the 300-W AFW faces out of training, validate on them
+    labeller: str = ""  # label with this facealign checkpoint instead of the teacher (self-training)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -223,7 +224,8 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     t_start = time.time()
     if cfg.labels == "refit":
         data_path = prepare_refitted_set(shared, teacher_weights, cache, cfg.n_dense, cfg.prior,
-                                         log=lambda m: _log(m, logf))
+                                         log=lambda m: _log(m, logf),
+                                         labeller=Path(cfg.labeller) if cfg.labeller else None)
     else:
         data_path = prepare_training_set(shared, teacher_weights, cache, cfg.n_dense,
                                          log=lambda m: _log(m, logf))
