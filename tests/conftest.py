@@ -23,3 +23,38 @@ def shared() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"data folder {SHARED} not found")
     return SHARED
+
+
+def _shared_path(shared: Path, rel: str, what: str) -> Path:
+    path = shared / rel
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def aflw2000_dir(shared) -> Path:
+    """AFLW2000-3D with its ``3ddfa-protocol`` folder (``../shared/data/aflw2000-3d``); skips
+    the test when absent."""
+    return _shared_path(shared, "data/aflw2000-3d/3ddfa-protocol", "AFLW2000-3D").parent
+
+
+@pytest.fixture(scope="session")
+def teacher_weights(shared) -> Path:
+    """The 3DDFA-V2 teacher checkpoint ``mb05_120x120.pth`` (its mean/std ``.pkl`` beside it);
+    skips the test when absent."""
+    return _shared_path(shared, "teacher/mb05_120x120.pth", "teacher weights")
+
+
+@pytest.fixture(scope="session")
+def w300_afw_dir(shared) -> Path:
+    """300-W AFW training crops (``images/`` + ``labels.npz`` with ``pts68``); skips the test
+    when absent."""
+    return _shared_path(shared, "data/300w-train/afw/labels.npz", "300-W AFW crops").parent
+
+
+@pytest.fixture(scope="session")
+def afw_annotated_dir(shared) -> Path:
+    """The AFW photo archive with its ``annotations.json`` (68 points per annotated face);
+    skips the test when absent."""
+    return _shared_path(shared, "data/photos/afw/annotations.json", "AFW annotations").parent

@@ -1,10 +1,12 @@
 """``facealign evaluate``: benchmark the regressor (and optionally the user's 3DDFA-V2 weights).
 
 Thin command layer: options, loading of the methods and the detector, progress bar and report
-files. The protocols live in :mod:`facealign_cli.evaluation.protocols`, the formatting in
-:mod:`facealign_cli.evaluation.reports`. Every expected failure (wrong folder layout, missing weights,
-missing detector or matplotlib) ends in a :class:`click.ClickException` (a one-line error, exit
-status 1), never a traceback.
+files. The data sets live in :mod:`facealign_cli.evaluation.datasets`, the protocols in
+:mod:`facealign_cli.evaluation.protocols` (metrics in :mod:`facealign_cli.evaluation.metrics`,
+occluders in :mod:`facealign_cli.evaluation.occlusion`), the formatting in
+:mod:`facealign_cli.evaluation.reports`. Every expected failure (wrong folder layout, missing
+weights, missing detector or matplotlib) ends in a :class:`click.ClickException` (a one-line
+error, exit status 1), never a traceback.
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ def _note(msg: str) -> None:
 def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std: Path | None,
                   threads: int, runtime: str | None = None, flip: bool = True):
     """The methods to evaluate: the facealign regressor (``--weights`` or the default weights,
-    in the runtime the CLI would use, see :func:`facealign_cli.models.regressor_onnx.make_regressor`)
-    and, with ``--baseline-3ddfa``, the user's 3DDFA-V2 MobileNet."""
-    from facealign_cli.evaluation.protocols import Method
-    from facealign_cli.models.weights import default_weights_path, sha256_of
-    from facealign_cli.models.regressor_onnx import make_regressor
-
+    in the runtime the CLI would use, see
+    :func:`facealign_cli.models.regressor_onnx.make_regressor`) and, with ``--baseline-3ddfa``,
+    the user's 3DDFA-V2 MobileNet."""
     from facealign_cli.cli.main import env_runtime, env_weights
+    from facealign_cli.evaluation.protocols import Method
+    from facealign_cli.models.regressor_onnx import make_regressor
+    from facealign_cli.models.weights import default_weights_path, sha256_of
 
     methods = []
     env = env_weights()  # $FACEALIGN_WEIGHTS / $FACEALIGN_RUNTIME: read here, at the edge
@@ -178,7 +180,7 @@ def _common_options(f):
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 @click.group("evaluate")
@@ -216,51 +218,55 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
     against Pose_Para on faces with all angles within +-99 deg. Occlusion: one random square,
     two intersecting squares or one full-height column per image (after DSFNet, CVPR 2023).
     """
-    from facealign_cli.evaluation import protocols as E
     from facealign_cli.core import geometry as G
+    from facealign_cli.core.morphable_model import BasisNotFoundError
+    from facealign_cli.evaluation import datasets as D
+    from facealign_cli.evaluation import metrics as M
+    from facealign_cli.evaluation import occlusion as O
+    from facealign_cli.evaluation import protocols as P
     from facealign_cli.evaluation import reports
 
     protos = tuple(p.strip() for p in protocols.split(",") if p.strip())
-    bad = [p for p in protos if p not in E.PROTOCOLS]
+    bad = [p for p in protos if p not in P.PROTOCOLS]
     if bad or not protos:
         raise click.BadParameter(f"{', '.join(bad) or 'empty'}; choose from "
-                                 f"{', '.join(E.PROTOCOLS)}", param_hint="--protocols")
+                                 f"{', '.join(P.PROTOCOLS)}", param_hint="--protocols")
     _check_outputs(plot_path, json_path, markdown_path)
     try:
-        data = E.open_aflw2000(path, limit=limit)
-    except E.DatasetLayoutError as exc:
+        data = D.open_aflw2000(path, limit=limit)
+    except D.DatasetLayoutError as exc:
         raise click.ClickException(f"not an AFLW2000-3D folder: {exc}") from exc
     methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
     detector, det_info = (_load_detector(threads) if "detector" in protos else (None, None))
     try:
         with _progress(len(data), f"AFLW2000-3D ({', '.join(protos)})") as advance:
-            run = E.run_aflw2000(data, methods, protos, detector=detector,
+            run = P.run_aflw2000(data, methods, protos, detector=detector,
                                  occlusion_seed=occlusion_seed, iou_threshold=iou_threshold,
                                  progress=advance)
-    except E.DatasetLayoutError as exc:
+    except D.DatasetLayoutError as exc:
         raise click.ClickException(str(exc)) from exc
-    except E.BasisNotFoundError as exc:
+    except BasisNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
-    figs, per = E.summarise_aflw2000(run)
+    figs, per = P.summarise_aflw2000(run)
     settings = {
         "dataset": "AFLW2000-3D", "path": str(path), "layout": data.layout,
         "images": len(data), "images_total": data.n_total,
         "limit": limit, "subset": "evenly spaced over the list" if len(data) < data.n_total
         else "all",
-        "protocols": list(run.protocols), "crop_rule": E.CROP_RULE,
+        "protocols": list(run.protocols), "crop_rule": P.CROP_RULE,
         "roi_boxes": data.roi_source,
         "nme": "mean 68-point 2D error / sqrt(w*h) of the ground-truth 68-point 2D box "
                "(3DDFA, Zhu et al. TPAMI 2017)",
         "nme_3d": "mean 68-point 3D error after subtracting each set's mean z (ground-truth "
                   "z negated to the output frame), same normalisation",
-        "yaw_bins_deg": [[0, 30], [30, 60], [60, 90]],
+        "yaw_bins_deg": [list(b) for b in M.YAW_BINS],
         "yaw_splits": list(data.yaw_splits),
-        "yaw_split_sources": {k: E.YAW_SPLITS[k] if data.layout == "3ddfa-protocol"
+        "yaw_split_sources": {k: D.YAW_SPLITS[k] if data.layout == "3ddfa-protocol"
                               else "Pose_Para yaw" for k in data.yaw_splits},
         "pose": f"MAE of yaw, pitch, roll (deg) against Pose_Para on faces with all "
-                f"|angles| <= {E.POSE_LIMIT_DEG:g}",
-        "ced": {"auc_threshold_pct": E.CED_AUC_THRESHOLD,
-                "failure_thresholds_pct": list(E.CED_FAILURE_THRESHOLDS),
+                f"|angles| <= {M.POSE_LIMIT_DEG:g}",
+        "ced": {"auc_threshold_pct": M.CED_AUC_THRESHOLD,
+                "failure_thresholds_pct": list(M.CED_FAILURE_THRESHOLDS),
                 "misses": "count as failures"},
     }
     if detector is not None:
@@ -272,7 +278,7 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
                                          f"shift_y={G.ROI_SHIFT_Y})")
     if "occlusion" in run.protocols:
         settings["occlusion"] = {
-            "seed": occlusion_seed, "kinds": list(E.OCCLUDER_KINDS),
+            "seed": occlusion_seed, "kinds": list(O.OCCLUDER_KINDS),
             "source": "after DSFNet's synthetic occlusion benchmark (Li et al., CVPR 2023)",
             "sizes": "s = sqrt(w*h) of the 68-landmark box; square side U(0.3,0.5)s; two "
                      "intersecting squares of side U(0.25,0.4)s; column width U(0.15,0.3)w, "
@@ -312,23 +318,26 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
     the ground-truth box and by the inter-ocular distance (outer eye corners, iBUG points 36
     and 45; the 300-W normalisation).
     """
-    from facealign_cli.evaluation import protocols as E
+    from facealign_cli.core.morphable_model import BasisNotFoundError
+    from facealign_cli.evaluation import datasets as D
+    from facealign_cli.evaluation import metrics as M
+    from facealign_cli.evaluation import protocols as P
     from facealign_cli.evaluation import reports
 
     _check_outputs(plot_path, json_path, markdown_path)
     try:
-        items = E.open_landmarks68(directory, annotations, pts_one_based=not pts_zero_based,
+        items = D.open_landmarks68(directory, annotations, pts_one_based=not pts_zero_based,
                                    limit=limit)
-    except E.DatasetLayoutError as exc:
+    except D.DatasetLayoutError as exc:
         raise click.ClickException(str(exc)) from exc
     methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
     detector, det_info = _load_detector(threads)
     try:
         with _progress(len(items), "landmarks68") as advance:
-            run = E.run_landmarks68(items, methods, detector, iou_threshold, progress=advance)
-    except (E.DatasetLayoutError, E.BasisNotFoundError) as exc:
+            run = P.run_landmarks68(items, methods, detector, iou_threshold, progress=advance)
+    except (D.DatasetLayoutError, BasisNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
-    figs, per = E.summarise_landmarks68(run)
+    figs, per = P.summarise_landmarks68(run)
     settings = {
         "dataset": "landmarks68", "path": str(directory),
         "annotations": str(annotations) if annotations else ".pts files beside the images "
@@ -337,12 +346,12 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
         "iou_threshold": iou_threshold,
         "detector_match": "detection with the highest IoU with the 68-landmark box, "
                           f"IoU >= {iou_threshold}; else a miss",
-        "crop_rule": E.CROP_RULE,
+        "crop_rule": P.CROP_RULE,
         "nme_box": "mean 68-point error / sqrt(w*h) of the ground-truth 68-point box",
         "nme_io": "mean 68-point error / distance of points 36 and 45 (outer eye corners; "
                   "300-W, Sagonas et al. 2016)",
-        "ced": {"auc_threshold_pct": E.CED_AUC_THRESHOLD,
-                "failure_thresholds_pct": list(E.CED_FAILURE_THRESHOLDS),
+        "ced": {"auc_threshold_pct": M.CED_AUC_THRESHOLD,
+                "failure_thresholds_pct": list(M.CED_FAILURE_THRESHOLDS),
                 "misses": "count as failures"},
     }
     doc = {"command": "facealign evaluate landmarks68", "version": __version__,

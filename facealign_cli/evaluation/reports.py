@@ -1,8 +1,9 @@
 """Reports of ``facealign evaluate``: rich tables on the terminal, Markdown, JSON and CED plots.
 
-Everything here formats figures computed by :mod:`facealign_cli.evaluation.protocols`; nothing is
-computed from images. Units: NME in percent, head pose in degrees, AUC as a fraction in [0, 1],
-failure rates as percentages of the annotated faces (misses of the detector count as failures).
+Everything here formats figures computed by :mod:`facealign_cli.evaluation.protocols` (with the
+metrics of :mod:`facealign_cli.evaluation.metrics`); nothing is computed from images. Units: NME
+in percent, head pose in degrees, AUC as a fraction in [0, 1], failure rates as percentages of
+the annotated faces (misses of the detector count as failures).
 
 Tables are built once as :class:`Table` (title, header, rows, notes) and rendered either with
 rich or as Markdown, so the terminal and the Markdown file always show the same numbers.
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign_cli.evaluation.protocols import BIN_LABELS, OCCLUDER_KINDS, YAW_SPLITS, ced_summary
+from facealign_cli.evaluation.datasets import YAW_SPLITS
+from facealign_cli.evaluation.metrics import BIN_LABELS, ced_curve, ced_summary, yaw_bin_index
+from facealign_cli.evaluation.occlusion import OCCLUDER_KINDS
 
 PROTOCOL_TITLES = {
     "gt-crops": "ground-truth crops (3DDFA protocol)",
@@ -302,8 +305,6 @@ def plot_ced(path: str | Path, panels: list[tuple[str, list[tuple[str, np.ndarra
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from facealign_cli.evaluation.protocols import ced_curve
-
     n = len(panels)
     ncol = min(n, 3)
     nrow = math.ceil(n / ncol)
@@ -335,8 +336,6 @@ def aflw2000_panels(doc: dict, per_image: dict, yaw_fit: np.ndarray) -> list:
     """CED panels for AFLW2000-3D: all faces, each fit-yaw bin (solid: ground-truth crops,
     dashed: detector in the loop; one colour per method) and, if run, occlusion (one line
     style per occluder)."""
-    from facealign_cli.evaluation.protocols import yaw_bin_index
-
     labels = _labels(doc["methods"])
     keys = list(labels)
     b = yaw_bin_index(yaw_fit)
