@@ -76,6 +76,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facealign_cli.core.boxes import box_iou
 from facealign_cli.core.face import Face
 
 __all__ = [
@@ -241,18 +242,6 @@ def decode_detections(
     return boxes, kps, scores[keep].astype(np.float32)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) box with (M, 4) boxes (``[x1, y1, x2, y2]``); (M,) float."""
-    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
-        boxes[:, 3] - boxes[:, 1], 0, None
-    )
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
 def weighted_nms(
     boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.3
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -283,7 +272,7 @@ def weighted_nms(
     out_b, out_k, out_s, out_i = [], [], [], []
     while len(remaining):
         top = remaining[0]
-        member = _iou(boxes[top], boxes[remaining]) > iou_threshold
+        member = box_iou(boxes[top], boxes[remaining]) > iou_threshold
         member[0] = True
         idx = remaining[member]
         w = scores[idx].astype(np.float64)
