@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import IO, Any
 
-from facealign_cli.batch.result import ImageResult, printable
+from facealign_cli.batch.result import INPUT_SKIPPED, ImageResult, printable
 
 
 def progress_bar(stream: IO | None, label: str, *, info: bool = False, transient: bool = False):
@@ -90,6 +90,10 @@ class Reporter:
                       f"{printable(res.message or '')}")
             if res.traceback:
                 self.line(res.traceback.rstrip())
+        elif st == "skipped" and res.error == INPUT_SKIPPED:
+            if not self.quiet:
+                self.line(f"facealign: warning: skipped {printable(res.path)}: "
+                          f"{printable(res.message or '')}")
         elif self.verbose and not self.quiet:
             if st == "ok":
                 self.line(f"ok {printable(res.path)}: {res.n_faces} face(s) "

@@ -8,6 +8,9 @@ from typing import Any
 
 from facealign_cli.io.inputs import InputItem
 
+#: ``error`` of a folder entry that was not processed (unreadable folder, FIFO, device,
+#: dangling link ...; :attr:`facealign_cli.io.inputs.InputItem.skip_reason` is the message).
+INPUT_SKIPPED = "InputSkipped"
 #: Keys of a manifest line, in order.
 MANIFEST_KEYS = ("path", "status", "n_faces", "outputs", "error", "message", "seconds")
 
@@ -45,7 +48,8 @@ class ImageResult:
         status: ``"ok"``, ``"failed"`` or ``"skipped"``.
         n_faces: faces found (None unless ok / done earlier).
         outputs: output paths relative to ``out`` (``/``-separated).
-        error: exception class name, ``"Interrupted"`` / ``"WorkerCrashed"``, or None.
+        error: exception class name, ``"Interrupted"`` / ``"WorkerCrashed"`` /
+            ``"InputSkipped"`` (a folder entry that cannot be read as a file), or None.
         message: human-readable detail, or None.
         seconds: processing time.
         width, height: image size (full resolution), when decoded.
@@ -86,6 +90,12 @@ class ImageResult:
     def not_run(cls, item: InputItem, why: str = "the run was interrupted") -> ImageResult:
         return cls(item.path, item.key, "skipped", error="Interrupted",
                    message=f"not processed: {why}")
+
+    @classmethod
+    def input_skipped(cls, item: InputItem) -> ImageResult:
+        """A folder entry the input walk could not take (``item.skip_reason``)."""
+        return cls(item.path, item.key, "skipped", error=INPUT_SKIPPED,
+                   message=item.skip_reason)
 
     @classmethod
     def crashed(cls, item: InputItem) -> ImageResult:

@@ -42,7 +42,7 @@ from facealign_cli.batch.state import (
     commit,
     iter_done_records,
 )
-from facealign_cli.batch.worker import STOP, process_chunk
+from facealign_cli.batch.worker import STOP, preflight, process_chunk
 from facealign_cli.io import records
 from facealign_cli.io.inputs import InputItem
 
@@ -301,14 +301,18 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         if out is not None and not opts.overwrite:
             fp = cmd.fingerprint(opts)
             for it in items:
+                if it.skipped:
+                    continue
                 rec = check_done(cmd, opts, out, it, fp)
                 if rec is not None:
                     done[it.index] = rec
-        todo = [it for it in items if it.index not in done]
+        todo = [it for it in items if it.index not in done and not it.skipped]
 
         reporter = Reporter(opts.command, len(items), stderr, quiet=opts.quiet,
                             verbose=opts.verbose, progress=opts.progress)
         stack.callback(reporter.close)
+        if todo:
+            preflight(opts)  # a missing model file: one setup error before any work
         executor = _make_executor(opts, todo, stack, reporter.line)  # before any write
 
         if out is not None:
@@ -384,6 +388,9 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                 if it.index in done:
                     emit(ImageResult.done_earlier(it, done[it.index]))
                     continue
+                if it.skipped:  # a folder entry the input walk could not take
+                    emit(ImageResult.input_skipped(it))
+                    continue
                 res = next(results, None)  # None: stopped by a signal before this image
                 emit(res if res is not None else ImageResult.not_run(it))
         except (ModelLoadError, ClusterError) as exc:
@@ -451,6 +458,8 @@ def _finish_not_run(rest, done, emit, why: str) -> None:
     for it in rest:
         if it.index in done:
             emit(ImageResult.done_earlier(it, done[it.index]))
+        elif it.skipped:
+            emit(ImageResult.input_skipped(it))
         else:
             emit(ImageResult.not_run(it, why))
 

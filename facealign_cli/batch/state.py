@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -169,14 +168,10 @@ def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
     return res.committed()
 
 
-#: Names :func:`facealign_cli.io.records.atomic_open` gives its temporary files
-#: (``tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")``: 8 random characters).
-_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
 def clean_stale_temp_files(out: str | os.PathLike) -> int:
-    """Remove the temporary files a killed run left under ``out`` (hidden
-    ``.<name>.<8 characters>.tmp`` files; symbolic links to folders are not followed).
+    """Remove the temporary files a killed run left under ``out``: only names this tool gives
+    them (:func:`facealign_cli.io.records.is_temp_name`, ``.<name>.<8>.facealign-tmp``), never
+    anyone else's hidden ``.tmp`` files; symbolic links to folders are not followed.
 
     Call it only while holding the output lock: a running writer's file would go too.
 
@@ -186,7 +181,7 @@ def clean_stale_temp_files(out: str | os.PathLike) -> int:
     n = 0
     for dirpath, _dirs, names in os.walk(out):
         for name in names:
-            if _TEMP_NAME.match(name):
+            if records.is_temp_name(name):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, name))
                     n += 1

