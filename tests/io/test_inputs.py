@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import pytest
@@ -195,3 +196,57 @@ def test_unreadable_subfolder_is_reported(tmp_path, monkeypatch):
     # an excluded folder is not reported
     items = collect_inputs([str(tmp_path)], exclude=["locked/*"])
     assert [it.rel for it in items] == ["a.jpg", "open/c.jpg"]
+
+
+# ---------------------------------------------------------------- through the batch engine
+
+
+def _run_landmarks(items, out):
+    from fakes import FakeFactory
+
+    from facealign_cli.batch.options import RunOptions
+    from facealign_cli.batch.runner import run_batch
+
+    err = io.StringIO()
+    summary = run_batch(items, RunOptions("landmarks", str(out), jobs=1,
+                                          aligner_factory=FakeFactory(), progress="never"),
+                        stdout=io.BytesIO(), stderr=err)
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    return summary, lines, err.getvalue()
+
+
+def test_batch_one_output_per_input_and_skipped_entries_recorded(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    src = tmp_path / "in"
+    for i, rel in enumerate(["d1/x.jpg", "d2/x.jpg", "d2/x.jpg~2.jpg", "d3/A.jpg",
+                             "d3/a.jpg", "d3/a.jpg~2.jpg"]):
+        p = src / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        img = np.full((64, 64 + 8 * i, 3), 40 + 10 * i, np.uint8)  # each a different width
+        p.write_bytes(cv2.imencode(".jpg", img)[1].tobytes())
+    os.mkfifo(src / "d3" / "pipe.jpg")
+    os.symlink(src / "nowhere.jpg", src / "d2" / "gone.jpg")
+    args = [str(src / "d1/x.jpg"), str(src / "d2"), str(src / "d3")]
+    out = tmp_path / "out"
+    summary, lines, err = _run_landmarks(collect_inputs(args), out)
+    assert summary.ok == 6 and summary.failed == 0 and summary.exit_code == 0
+    by_path = {ln["path"]: ln for ln in lines}
+    assert len(lines) == 8
+    for rel, why in [("d2/gone.jpg", "dangling symbolic link"), ("d3/pipe.jpg", "FIFO")]:
+        ln = by_path[str(src / rel)]
+        assert ln["status"] == "skipped" and ln["error"] == "InputSkipped"
+        assert why in ln["message"] and ln["outputs"] == []
+        assert f"facealign: warning: skipped {src / rel}: " in err
+    # every image has its own output file, holding its own size (none overwritten)
+    outs = [ln["outputs"][0] for ln in lines if ln["status"] == "ok"]
+    assert len({fold_key(o) for o in outs}) == 6
+    for ln in lines:
+        if ln["status"] == "ok":
+            doc = json.loads((out / ln["outputs"][0]).read_text())
+            assert doc["path"] == ln["path"]
+    # a re-run finds every image done (same keys), and records the entries again
+    summary, lines2, _ = _run_landmarks(collect_inputs(args), out)
+    assert summary.ok == 0 and summary.skipped == 8
+    assert [ln["path"] for ln in lines2] == [ln["path"] for ln in lines]
