@@ -526,3 +526,26 @@ def test_animation_first_frame_with_warning(tmp_path, fmt):
     d = read_image(p)
     assert np.array_equal(d.image, _frames()[0])
     assert d.warnings == ("the file holds 3 frames; only the first is used",)
+
+
+def test_first_frame_note_reaches_the_manifest(tmp_path):
+    import io
+    import json
+
+    from fakes import FakeFactory
+    from imgtools import apng_bytes
+
+    from facealign_cli.batch.options import RunOptions
+    from facealign_cli.batch.runner import run_batch
+    from facealign_cli.io.inputs import collect_inputs
+
+    frames = [np.full((64, 96, 3), v, np.uint8) for v in (90, 120)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "anim.png").write_bytes(apng_bytes(frames))
+    out = tmp_path / "out"
+    run_batch(collect_inputs([str(tmp_path / "in")]),
+              RunOptions("landmarks", str(out), jobs=1, aligner_factory=FakeFactory(),
+                         progress="never"), stdout=io.BytesIO(), stderr=io.StringIO())
+    (line,) = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert line["status"] == "ok"
+    assert line["message"] == "the file holds 2 frames; only the first is used"
