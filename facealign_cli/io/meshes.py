@@ -6,6 +6,17 @@ the image pixel frame of :mod:`facealign_cli.core.face` (x right, y down, z away
 outside in the model frame still have right-hand normals pointing out of the face (towards the
 camera, -z, on a frontal face). The writers keep vertex and triangle order and winding as given.
 
+Two frames can be written (``frame=``, see :func:`to_viewer_frame`):
+
+* ``"image"`` (the default for now): the vertices as given, the image frame above (y down, z away
+  from the camera). Mesh viewers (Blender, MeshLab, Open3D, trimesh), which take y up and look
+  down -z, show such a mesh upside down and from behind.
+* ``"viewer"``: ``(x, H - y, -z)`` with ``H`` the photo's height: y up, z towards the viewer, units
+  still pixels of the photo, so the face opens upright and facing the viewer. This is a rotation
+  by 180 degrees about x (plus a shift), not a mirror, so the triangles keep their winding and
+  their right-hand normals still point out of the face (3DDFA-V2 reverses its triangles because
+  its own conversion, ``(x, H - y, z)`` from a y-down, z-towards-the-viewer frame, is a mirror).
+
 Files are written atomically: to a temporary file in the destination folder, then
 ``os.replace``-d onto the final name, so a reader never sees a half-written mesh and an
 interrupted run leaves no partial file under the final name.
@@ -25,6 +36,8 @@ import numpy as np
 from facealign_cli.io.records import atomic_open
 
 MESH_FORMATS = ("obj", "ply")
+#: Frames a mesh can be written in (see the module docstring); the first is the default.
+MESH_FRAMES = ("image", "viewer")
 NEUTRAL_GREY = (128, 128, 128)
 
 
@@ -47,6 +60,65 @@ def _check_mesh(vertices, triangles, colors) -> tuple[np.ndarray, np.ndarray, np
             raise ValueError(f"colors must be a ({len(v)}, 3) uint8 RGB array, "
                              f"got {c.dtype} {c.shape}")
     return v, t, c
+
+
+def to_viewer_frame(vertices: np.ndarray, image_height: float,
+                    triangles: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image-frame vertices to the viewer frame: ``(x, y, z) -> (x, H - y, -z)``.
+
+    The image frame (:mod:`facealign_cli.core.face`) has x right, y down, z away from the camera;
+    the viewer frame has x right, y up, z towards the viewer, in the same pixel units, with
+    ``y = 0`` at the photo's bottom edge (``H - y``, as 3DDFA-V2 writes its meshes). The map is a
+    proper rotation (180 degrees about x) plus a shift, so it keeps the handedness of every
+    triangle: triangles whose right-hand normals point out of the face in the image frame
+    (the face topology's) still do in the viewer frame, now towards +z on a frontal face. The
+    triangles are therefore returned in the same order and winding (a copy); were the map a
+    mirror, they would have to be reversed.
+
+    Args:
+        vertices: (N, 3) float vertices in the image frame (pixels).
+        image_height: H, the photo's height in pixels (of the EXIF-corrected image).
+        triangles: optional (T, 3) integer triangles.
+
+    Returns:
+        ``(vertices, triangles)``: (N, 3) float64 viewer-frame vertices and a (T, 3) int64 copy
+        of the triangles with the winding that keeps normals out of the face (None if none were
+        given).
+
+    Raises:
+        ValueError: vertices not (N, 3), or a non-finite or negative image height.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"vertices must be an (N, 3) array, got shape {v.shape}")
+    h = float(image_height)
+    if not np.isfinite(h) or h < 0:
+        raise ValueError(f"image_height must be a finite number >= 0, got {image_height!r}")
+    linear = np.array([1.0, -1.0, -1.0])
+    out = v * linear
+    out[:, 1] += h
+    t = None
+    if triangles is not None:
+        t = np.array(triangles, dtype=np.int64, copy=True)
+        if np.prod(linear) < 0:  # a mirror would flip the normals: reverse the winding
+            t = t[:, ::-1].copy()
+    return out, t
+
+
+def _in_frame(vertices, triangles, frame: str, image_height: float | None):
+    """Vertices and triangles converted to ``frame`` (``"image"``: unchanged)."""
+    frame = str(frame).lower()
+    if frame not in MESH_FRAMES:
+        raise ValueError(f"unknown mesh frame {frame!r}; expected one of {MESH_FRAMES}")
+    if frame == "image":
+        return vertices, triangles
+    if image_height is None:
+        raise ValueError("frame='viewer' needs image_height (the photo's height in pixels)")
+    t = np.asarray(triangles)
+    if t.ndim != 2 or t.shape[1] != 3 or (t.size and not np.issubdtype(t.dtype, np.integer)):
+        raise ValueError(f"triangles must be an integer (T, 3) array, got {t.dtype} {t.shape}")
+    return to_viewer_frame(vertices, image_height, t)
 
 
 #: First line of every OBJ file facealign writes.
@@ -130,7 +202,8 @@ def _write_obj(v: np.ndarray, t: np.ndarray, c: np.ndarray | None, sink) -> None
 
 
 def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
-               fmt: str = "obj") -> bytes:
+               fmt: str = "obj", *, frame: str = "image",
+               image_height: float | None = None) -> bytes:
     """Encode a triangle mesh as an OBJ or binary PLY file (in memory).
 
     Args:
@@ -146,17 +219,22 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
             formatting: ~10x faster than Python string formatting for a 38k-vertex face).
             ``"ply"``: binary little-endian PLY (trimesh's exporter) with float vertices,
             uchar RGBA colours (alpha 255) and int triangle lists.
+        frame: ``"image"`` (default): the vertices as given; ``"viewer"``: converted with
+            :func:`to_viewer_frame` (y up, z towards the viewer; needs ``image_height``).
+        image_height: the photo's height in pixels (``frame="viewer"`` only).
 
     Returns:
         The file content.
 
     Raises:
-        ValueError: bad shapes/dtypes, indices out of range, non-finite vertices, unknown fmt.
+        ValueError: bad shapes/dtypes, indices out of range, non-finite vertices, unknown fmt
+            or frame, ``frame="viewer"`` without ``image_height``.
     """
     fmt = fmt.lower()
     if fmt not in MESH_FORMATS:
         raise ValueError(f"unknown mesh format {fmt!r}; expected one of {MESH_FORMATS}")
     v, t, c = _check_mesh(vertices, triangles, colors)
+    v, t = _in_frame(v, t, frame, image_height)
     if fmt == "obj":
         buf = io.BytesIO()
         _write_obj(v, t, c, buf)
@@ -185,29 +263,37 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_mesh(path: str | os.PathLike, vertices: np.ndarray, triangles: np.ndarray,
-               colors: np.ndarray | None = None, fmt: str = "obj") -> Path:
+               colors: np.ndarray | None = None, fmt: str = "obj", *, frame: str = "image",
+               image_height: float | None = None) -> Path:
     """Write a triangle mesh to an OBJ or binary PLY file, atomically.
 
     Args:
         path: destination file (its folder is created if missing; an existing file is
             replaced).
-        vertices: (N, 3) float vertex positions, written as given (this project: image pixels,
-            x right, y down, z away from the camera).
-        triangles: (T, 3) integer indices into ``vertices``; order and winding are kept.
+        vertices: (N, 3) float vertex positions in the image frame (pixels, x right, y down, z
+            away from the camera), written as given with ``frame="image"``.
+        triangles: (T, 3) integer indices into ``vertices``; order is kept, and so is winding
+            (in both frames, see :func:`to_viewer_frame`).
         colors: (N, 3) uint8 RGB per-vertex colours, or None.
         fmt: ``"obj"`` or ``"ply"`` (see :func:`mesh_bytes`).
+        frame: ``"image"`` (default, for now) or ``"viewer"`` (:func:`to_viewer_frame`: opens
+            upright, facing the viewer, in Blender, MeshLab, Open3D and trimesh).
+        image_height: the photo's height in pixels, needed for ``frame="viewer"``.
 
     Returns:
         The destination path.
 
     Raises:
-        ValueError: invalid arrays or format (nothing is written).
+        ValueError: invalid arrays, format or frame, or ``frame="viewer"`` without
+            ``image_height`` (nothing is written).
         OSError: the file cannot be written (no temporary file is left behind).
     """
     fmt = fmt.lower()
     if fmt != "obj":
-        return write_atomic(path, mesh_bytes(vertices, triangles, colors, fmt))
+        return write_atomic(path, mesh_bytes(vertices, triangles, colors, fmt, frame=frame,
+                                             image_height=image_height))
     v, t, c = _check_mesh(vertices, triangles, colors)
+    v, t = _in_frame(v, t, frame, image_height)
     path = Path(path)
     with atomic_open(path, "wb") as fh:  # streamed: no second copy of the text in memory
         _write_obj(v, t, c, fh)
