@@ -168,18 +168,19 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
       annotated face is the detection with the highest IoU with the 68-landmark box if that IoU
       is >= ``iou_threshold``, else a miss (kept, as NaN). All methods share the detections.
     * ``occlusion``: the ``gt-crops`` protocol on images occluded by each of
-      :data:`OCCLUDER_KINDS` (:func:`occluders_for`, keyed by the full-list index), after
-      DSFNet (Li et al., CVPR 2023).
+      :data:`~.occlusion.OCCLUDER_KINDS` (:func:`~.occlusion.occluders_for`, keyed by the
+      full-list index), after DSFNet (Li et al., CVPR 2023).
 
     Images are streamed in batches of ``batch`` (memory stays small).
 
     Args:
-        data: from :func:`open_aflw2000`.
+        data: from :func:`~.datasets.open_aflw2000`.
         methods: regressors to compare (same crops for all).
         protocols: subset of :data:`PROTOCOLS`.
         detector: required for ``detector``: anything with ``detect(image_bgr) -> list[Face]``.
         occlusion_seed: seed of the occluders.
         iou_threshold: minimum IoU of a detection matched to the annotated face.
+        batch: images read and cropped at a time.
         progress: optional callable ``progress(n_images_done_in_this_step)``.
 
     Raises:
@@ -270,8 +271,8 @@ def summarise_aflw2000(run: AFLW2000Run) -> tuple[dict, dict]:
 
     Returns:
         ``(figures, per_image)``. ``figures[protocol][method_key]`` holds ``nme_2d`` and
-        ``nme_3d`` (:func:`nme_figures`, %), ``pose`` (:func:`pose_figures`, degrees);
-        ``figures[protocol]["difference"]`` is first method minus second (when two);
+        ``nme_3d`` (:func:`~.metrics.nme_figures`, %), ``pose`` (:func:`~.metrics.pose_figures`,
+        degrees); ``figures[protocol]["difference"]`` is first method minus second (when two);
         ``figures["detector"]["detection"]`` the detection counts;
         ``figures["occlusion"][method_key][kind]`` adds ``increase`` (mean of bins minus clean,
         percentage points) and ``increase_bins``. ``per_image[protocol][method_key]`` is the
@@ -338,8 +339,9 @@ class Landmarks68Run:
         items: the images.
         methods: the methods.
         sources: F face labels.
-        matched: (F,) bool; iou: (F,) best IoU; gt: (F, 68, 2) ground truth.
-        pred: method key -> (F, 68, 3) landmarks (NaN for misses).
+        matched: (F,) bool; iou: (F,) best IoU; gt: (F, 68, 2) ground truth (image pixels).
+        pred: method key -> (F, 68, 3) landmarks, image frame (NaN for misses).
+        settings: ``{"iou_threshold": float}``.
     """
 
     items: list[AnnotatedImage]
@@ -361,7 +363,7 @@ def run_landmarks68(items: list[AnnotatedImage], methods: list[Method], detector
     ``iou_threshold``); each method fits the matched detections with the pipeline's roi rule.
 
     Args:
-        items: from :func:`open_landmarks68`.
+        items: from :func:`~.datasets.open_landmarks68`.
         methods: regressors to compare.
         detector: anything with ``detect(image_bgr) -> list[Face]``.
         progress: optional callable ``progress(1)`` after each image.
