@@ -141,16 +141,18 @@ def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
         len(meshes[0]), -1).shape[1])
     if n_faces == 0 or h == 0 or w == 0:
         return _empty((h, w), n_ch)
+    for i, (v, t) in enumerate(zip(meshes, tris)):
+        if np.ndim(v) != 2 or np.shape(v)[1] != 3:
+            raise ValueError(f"mesh {i}: vertices must be (N, 3), got {np.shape(v)}")
+        t = np.asarray(t)
+        if t.ndim != 2 or t.shape[1] != 3 or (t.size and (t.min() < 0 or t.max() >= len(v))):
+            raise ValueError(f"mesh {i}: triangles must be (T, 3) indices into its vertices")
     depths = scene_depths(meshes, image_shape, focal)
     ij, dep, cols, faces = [], [], [], []
     offset = 0
     for i, (v, t, d, c) in enumerate(zip(meshes, tris, depths, vals)):
         v = np.asarray(v)
-        if v.ndim != 2 or v.shape[1] != 3:
-            raise ValueError(f"mesh {i}: vertices must be (N, 3), got {v.shape}")
         t = np.asarray(t)
-        if t.ndim != 2 or t.shape[1] != 3 or (t.size and (t.min() < 0 or t.max() >= len(v))):
-            raise ValueError(f"mesh {i}: triangles must be (T, 3) indices into its vertices")
         col = np.empty((len(v), n_ch + 1), np.float64)
         col[:, 0] = i  # constant over each face: interpolates exactly
         if n_ch:
