@@ -19,14 +19,14 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from facealign_cli.io import records as writers  # noqa: E402
+from fakes import FakeFactory, broken_factory, fake_factory  # noqa: E402
+
 from facealign_cli.batch.commands import POSE_COLUMNS  # noqa: E402
 from facealign_cli.batch.options import OutputLockedError, RunOptions  # noqa: E402
 from facealign_cli.batch.runner import run_batch  # noqa: E402
 from facealign_cli.batch.state import OutputLock as _OutputLock  # noqa: E402
+from facealign_cli.io import records as writers  # noqa: E402
 from facealign_cli.io.inputs import collect_inputs  # noqa: E402
-
-from fakes import FakeFactory, broken_factory, fake_factory  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]  # tests/: fakes.py, imgtools.py
 
@@ -301,7 +301,7 @@ _SIGINT_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("jobs,sig,code", [(1, signal.SIGINT, 130), (2, signal.SIGINT, 130),
-                                           (2, signal.SIGTERM, 143)])
+                                           (2, signal.SIGTERM, 143), (2, signal.SIGHUP, 143)])
 def test_signal_finishes_images_in_flight_and_writes_manifest(tmp_path, jobs, sig, code):
     src = tmp_path / "in"
     n = 12
@@ -354,6 +354,7 @@ def test_worker_crash_fails_only_the_culprit_and_the_run_goes_on(tmp_path):
     assert (s.exit_code, s.failed, s.ok) == (1, 1, 7)  # only the culprit fails
     assert all(by[f"c{i}.png"]["status"] == "ok" for i in (0, 1, 2, 4, 5, 6, 7))
     assert "WorkerCrashed" in err
+    assert "warning: a worker process died" in err  # the recovery is said, once per death
 
 
 _NOISY_SCRIPT = textwrap.dedent("""

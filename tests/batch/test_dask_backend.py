@@ -17,13 +17,12 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from click.testing import CliRunner  # noqa: E402
+from fakes import FakeFactory  # noqa: E402
 
 from facealign_cli.batch.options import RunOptions  # noqa: E402
 from facealign_cli.batch.runner import run_batch  # noqa: E402
 from facealign_cli.cli.main import main  # noqa: E402
 from facealign_cli.io.inputs import collect_inputs  # noqa: E402
-
-from fakes import FakeFactory  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]  # tests/: fakes.py
 
@@ -218,7 +217,8 @@ def test_dask_not_installed_is_exit_2(tmp_path):
 def test_help_does_not_import_dask():
     code = ("import sys\nfrom facealign_cli.cli.main import main\n"
             "for args in (['--help'], ['detect', '--help']):\n"
-            "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0\n"
+            "    try:\n        main(args)\n"
+            "    except SystemExit as e:\n        assert e.code == 0\n"
             "bad = [m for m in ('dask', 'distributed', 'joblib') if m in sys.modules]\n"
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

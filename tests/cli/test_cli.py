@@ -18,13 +18,13 @@ from click.testing import CliRunner
 
 cv2 = pytest.importorskip("cv2")
 
+from fakes import fake_factory  # noqa: E402
+from imgtools import jpeg_with_orientation, png_bytes  # noqa: E402
+
 import facealign_cli.batch.worker as worker  # noqa: E402
 from facealign_cli.batch.commands import POSE_COLUMNS  # noqa: E402
 from facealign_cli.batch.state import OutputLock  # noqa: E402
 from facealign_cli.cli.main import main  # noqa: E402
-
-from fakes import fake_factory  # noqa: E402
-from imgtools import jpeg_with_orientation, png_bytes  # noqa: E402
 
 HEAVY = ("torch", "cv2", "numpy", "rich", "joblib", "trimesh", "scipy", "onnxruntime", "pyarrow")
 
@@ -368,7 +368,8 @@ def test_real_jobs2_matches_jobs1(afw_photos, real_env, tmp_path):
 def test_real_detect_needs_neither_weights_nor_torch(afw_photos, real_weights, tmp_path):
     code = ("import sys\nfrom facealign_cli.cli.main import main\n"
             "try:\n"
-            f"    main(['detect', {str(afw_photos[0])!r}, '--out', {str(tmp_path / 'd')!r}, '-q'])\n"
+            f"    main(['detect', {str(afw_photos[0])!r}, '--out', {str(tmp_path / 'd')!r},"
+            " '-q'])\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"
             "assert 'torch' not in sys.modules\n")
     env = {**os.environ, "FACEALIGN_WEIGHTS": str(tmp_path / "no_such_weights.pth")}
