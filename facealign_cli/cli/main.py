@@ -28,12 +28,15 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0    every image processed (or already done by an earlier run)
   1    some images failed (see <out>/manifest.jsonl and stderr)
-  2    usage or setup error: bad option, missing input path, --out in use
-       by another run (lock file <out>/.facealign/lock), model files
-       missing, Dask missing or its scheduler unreachable (--backend
-       dask); nothing (more) was processed
-  130  interrupted by Ctrl-C / SIGINT (143: SIGTERM): images in flight were
-       finished and the manifest written; re-run the same command to resume
+  2    usage or setup error: bad option or FACEALIGN_* value, missing input
+       path, no images found, --out in use by another run (lock file
+       <out>/.facealign/lock), model files missing, Dask missing or its
+       scheduler unreachable (--backend dask); nothing (more) was processed
+  3    the manifest or stdout could not be written (disk full, stdout
+       closed): stopped cleanly; re-run the same command to resume
+  130  interrupted by Ctrl-C / SIGINT (143: SIGTERM or SIGHUP): images in
+       flight were finished and the manifest written; re-run to resume
+  141  --out - and the reader of stdout went away (e.g. | head -1)
 """
 
 MAIN_EPILOG = EXIT_CODES_HELP + """
