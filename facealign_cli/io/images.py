@@ -73,6 +73,8 @@ DEFAULT_MAX_DECODE_BYTES = 1024 * 1024 * 1024
 _DECODE_BYTES_PER_PIXEL = 16
 #: Pixels converted at a time after decoding (bounds the conversions' temporaries).
 _BAND_PIXELS = 1 << 20
+#: Decoders' working memory besides the image buffers (row buffers, tables, band temporaries).
+_DECODER_OVERHEAD = 16 * 1024 * 1024
 #: Reduction factors libjpeg can decode at directly.
 _JPEG_REDUCTIONS = (2, 4, 8)
 
@@ -521,16 +523,17 @@ def decode_memory(hdr: ImageHeader, scale: int = 1, file_bytes: int = 0) -> int:
     """Bytes that decoding an image with header ``hdr`` at ``1/scale`` of its size takes at its
     peak (an upper estimate, not counting the interpreter and the libraries themselves).
 
-    Counts the file's bytes, the decoder's output (its native sample size and channel count),
-    (twice for deep samples and TIFF: their decoders go through a second buffer of that size),
-    the 8-bit BGR result and a copy for the orientation, and, for a JPEG with several scans,
-    libjpeg's whole-image coefficient buffer (2 bytes per coefficient, 64 per 8x8 block, every
-    component at its sampling, in whole MCUs), which does not shrink with ``scale``.
+    Counts a fixed 16 MiB of working memory, the file's bytes, the decoder's output (its
+    native sample size and channel count; twice for deep samples and TIFF: their decoders go
+    through a second buffer of that size), the 8-bit BGR result and a copy for the orientation,
+    and, for a JPEG with several scans, libjpeg's whole-image coefficient buffer (2 bytes per
+    coefficient, 64 per 8x8 block, every component at its sampling, in whole MCUs), which does
+    not shrink with ``scale``.
     """
     w, h = hdr.width, hdr.height
     sw, sh = -(-w // scale), -(-h // scale)
     out8 = sw * sh * 3
-    total = file_bytes + out8 * (2 if hdr.orientation != 1 else 1)
+    total = _DECODER_OVERHEAD + file_bytes + out8 * (2 if hdr.orientation != 1 else 1)
     if hdr.format == "jpeg":
         sampling = hdr.sampling or ((1, 1),) * 3
         hmax = max(a for a, _ in sampling)

@@ -304,25 +304,26 @@ code = '''
 import sys
 from facealign_cli.io.images import ImageError, read_image
 try:
-    d = read_image(sys.argv[1])
+    d = read_image(sys.argv[1], **({"max_pixels": int(sys.argv[2])} if sys.argv[2:] else {}))
     print("decoded", d.scale)
 except ImageError as exc:
     print(type(exc).__name__, exc)
 '''
-r = subprocess.run([sys.executable, "-c", code, sys.argv[1]], capture_output=True, text=True)
+r = subprocess.run([sys.executable, "-c", code, *sys.argv[1:]], capture_output=True, text=True)
 sys.stdout.write(r.stdout)
 # the grandchild's peak: this small process's own memory is all its exec could inherit
 print("peak_kib", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def peak_rss_of_reading(path) -> tuple[str, float]:
+def peak_rss_of_reading(path, max_pixels: int | None = None) -> tuple[str, float]:
     """``read_image(path)``'s outcome line and the peak RSS (MiB) of a fresh process doing it
     (measured one process further down, so that pytest's own RSS is not inherited)."""
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", _PEAK_RSS_CHILD, str(path)],
+    extra = [] if max_pixels is None else [str(max_pixels)]
+    r = subprocess.run([sys.executable, "-c", _PEAK_RSS_CHILD, str(path), *extra],
                        capture_output=True, text=True, timeout=300, check=True)
     lines = r.stdout.strip().splitlines()
     return lines[0], int(lines[-1].split()[1]) / 1024
@@ -342,6 +343,37 @@ def test_progressive_jpeg_bomb_bounded(tmp_path, side):
     assert outcome.startswith("ImageTooLargeError") and "memory limit" in outcome
 
 
+def test_decodes_stay_within_their_computed_memory(tmp_path):
+    """The memory limit is real: the peak RSS a decode adds (over reading a tiny image) is at
+    most what decode_memory computed for it, in the decoders' big-buffer cases (progressive
+    JPEG decoded reduced, 16-bit PNG, float TIFF in one strip, a rotated TIFF)."""
+    from imgtools import progressive_jpeg_claiming_size, tiff_bytes
+
+    from facealign_cli.io.images import decode_memory
+
+    tiny = tmp_path / "tiny.png"
+    tiny.write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    outcome, base = peak_rss_of_reading(tiny)
+    assert outcome == "decoded 1"
+    rng = np.random.default_rng(5)
+    smooth = cv2.resize(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), (2400, 1800))
+    cases = {
+        "bomb.jpg": (progressive_jpeg_claiming_size(6000, 6000), 3_000_000),
+        "deep.png": (cv2.imencode(".png", smooth.astype(np.uint16) * 257)[1].tobytes(), None),
+        "float.tif": (tiff_bytes(smooth.astype(np.float32)), None),
+        "rot.tif": (tiff_bytes(smooth, orientation=6), None),
+    }
+    for name, (data, max_pixels) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        outcome, peak = peak_rss_of_reading(p, max_pixels)
+        assert outcome.startswith("decoded"), outcome
+        scale = int(outcome.split()[1])
+        budget = decode_memory(read_header(p), scale, len(data)) / 2**20
+        print(f"{name}: +{peak - base:.0f} MiB for a computed {budget:.0f} MiB")
+        assert peak - base <= budget, (name, peak - base, budget)
+
+
 def test_decode_memory_counts_the_coefficient_buffer(tmp_path):
     from imgtools import progressive_jpeg_claiming_size
 
@@ -356,7 +388,7 @@ def test_decode_memory_counts_the_coefficient_buffer(tmp_path):
     baseline = tmp_path / "base.jpg"
     baseline.write_bytes(_jpeg_bytes(64, 80))
     hb = read_header(baseline)
-    assert not hb.multi_scan and decode_memory(hb) == 64 * 80 * 3
+    assert not hb.multi_scan and decode_memory(hb) == 16 * 2**20 + 64 * 80 * 3
 
 
 def test_progressive_jpeg_within_the_limit_is_decoded(tmp_path):
@@ -381,7 +413,7 @@ def test_memory_limit_for_every_format(tmp_path, ext):
     img = np.zeros((100, 100, 3), np.uint8)
     p = tmp_path / f"x{ext}"
     p.write_bytes(cv2.imencode(ext, img)[1].tobytes())
-    assert read_image(p, max_decode_bytes=10 * 2**20).image.shape == (100, 100, 3)
+    assert read_image(p, max_decode_bytes=20 * 2**20).image.shape == (100, 100, 3)
     with pytest.raises(ImageTooLargeError, match="memory limit"):
         read_image(p, max_decode_bytes=20_000)
 
