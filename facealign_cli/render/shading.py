@@ -135,6 +135,10 @@ def mesh_layers(image_shape: tuple[int, ...], meshes: Sequence[np.ndarray],
     vals = [np.stack([shade_vertices(v, triangles, light), relative_depth(v)], axis=1)
             for v in meshes]
     r = rasterize(meshes, triangles, image_shape, vals, focal=focal)
+    if r.values.shape[2] < 2:  # no mesh
+        empty = np.zeros(r.face.shape, np.float32)
+        return MeshLayers(shape=r.shape, origin=r.origin, shade=empty, nearness=empty,
+                          face=r.face, depth=r.depth)
     return MeshLayers(shape=r.shape, origin=r.origin, shade=np.clip(r.values[:, :, 0], 0, 1),
                       nearness=np.clip(r.values[:, :, 1], 0, 1), face=r.face, depth=r.depth)
 
