@@ -160,7 +160,8 @@ td,th{padding:1px 6px;text-align:right;border-bottom:1px solid #eee}
 th{color:#666;font-weight:normal}
 .none{font-size:.8em;color:#888}
 .failed{background:#fff;border:1px solid #e3b4b4;border-radius:6px;padding:8px;margin-top:1.2em}
-.failed td{text-align:left;vertical-align:top}
+.failed td,.failed th{text-align:left;vertical-align:top}
+.failed h2{font-size:1.1em;margin:0 0 .4em}
 """
 
 
@@ -188,8 +189,8 @@ def sheet_pages(entries: Iterable[SheetEntry | Mapping[str, Any]], *,
                 stem: str = "index") -> list[tuple[str, str]]:
     """The HTML of the sheet, as ``(file name, text)`` pages: ``index.html``, ``index-2.html``
     … with ``per_page`` photos each (at least one page). The first page also lists every
-    failed image (name, error, reason) and images not processed; every page links to the
-    others.
+    failed image (name, error, reason) and images not processed, below the photos (its
+    summary line links there); every page links to the others.
 
     Args:
         entries: :class:`SheetEntry` objects or dicts for :meth:`SheetEntry.from_record`, in
@@ -205,10 +206,13 @@ def sheet_pages(entries: Iterable[SheetEntry | Mapping[str, Any]], *,
     n_pages = max(1, -(-len(shown) // per_page))
     n_faces = sum(len(e.faces) for e in shown)
     t = html.escape(title)
-    summary = (f'<p class="summary">{len(shown)} photo(s) shown, {n_faces} face(s); '
-               f'{len(failed)} image(s) failed or not processed.</p>')
     pages = []
     for p in range(n_pages):
+        where = "#failed" if p == 0 else _url(_page_name(0, stem)) + "#failed"
+        n_failed = (f'<a href="{where}">{len(failed)} image(s) failed or not processed</a>'
+                    if failed else "no image failed")
+        summary = (f'<p class="summary">{len(shown)} photo(s) shown, {n_faces} face(s); '
+                   f'{n_failed}.</p>')
         nav = ""
         if n_pages > 1:
             links = [f"<span>page {i + 1}</span>" if i == p else
@@ -222,7 +226,7 @@ def sheet_pages(entries: Iterable[SheetEntry | Mapping[str, Any]], *,
                 f"<tr><td>{html.escape(e.name)}</td><td>{html.escape(e.status)}</td>"
                 f"<td>{html.escape(e.error or '')}</td><td>{html.escape(e.message or '')}</td>"
                 "</tr>" for e in failed)
-            fail = ('<div class="failed"><h2>Failed or not processed</h2><table><tr>'
+            fail = ('<div class="failed" id="failed"><h2>Failed or not processed</h2><table><tr>'
                     "<th>image</th><th>status</th><th>error</th><th>reason</th></tr>"
                     f"{rows}</table></div>")
         body = f"<h1>{t}</h1>{summary}{nav}<div class=\"grid\">{cards}</div>{nav}{fail}"
