@@ -29,7 +29,7 @@ def test_mean_rotation_of_two_rotations_about_one_axis_is_the_half_angle():
 
 @pytest.fixture(scope="module")
 def crops(shared):
-    from facealign_cli.evaluation.protocols import open_aflw2000
+    from facealign_cli.evaluation.datasets import open_aflw2000
 
     data = open_aflw2000(shared / "data" / "aflw2000-3d", limit=24)
     return np.stack([G.crop_roi(data.read_image(i), data.roi_boxes[i])
