@@ -5,8 +5,9 @@ files. The data sets live in :mod:`facealign_cli.evaluation.datasets`, the proto
 :mod:`facealign_cli.evaluation.protocols` (metrics in :mod:`facealign_cli.evaluation.metrics`,
 occluders in :mod:`facealign_cli.evaluation.occlusion`), the formatting in
 :mod:`facealign_cli.evaluation.reports`. Every expected failure (wrong folder layout, missing
-weights, missing detector or matplotlib) ends in a :class:`click.ClickException` (a one-line
-error, exit status 1), never a traceback.
+weights, torch, detector or matplotlib) ends in a
+:class:`~facealign_cli.cli.export.SetupError` (a one-line error, exit status 2, the CLI's setup
+error), never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+
+from facealign_cli.cli.export import SetupError
 
 from facealign_cli import __version__
 from facealign_cli.models.weights import RUNTIMES
@@ -54,34 +57,37 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
     runtime = runtime or env_runtime()
     path = weights if weights is not None else (Path(env) if env else default_weights_path())
     if weights is not None and not weights.is_file():
-        raise click.ClickException(f"--weights: no such file: {weights}")
+        raise SetupError(f"--weights: no such file: {weights}")
     if path.is_file():
         try:
             reg = make_regressor(path, num_threads=threads or None, runtime=runtime)
         except Exception as exc:  # torch / pickle raise many types for a wrong file
-            raise click.ClickException(f"cannot load facealign weights {path}: {exc}") from exc
+            raise SetupError(f"cannot load facealign weights {path}: {exc}") from exc
         methods.append(Method("facealign", "facealign", reg, {
             "label": "facealign", "weights": str(path), "sha256": sha256_of(path),
             "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
             "flip": flip}, flip=flip))
     elif baseline is None:
-        raise click.ClickException(
+        raise SetupError(
             f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
     else:
         _note(f"note: no facealign weights at {path}; evaluating the 3DDFA-V2 baseline only")
     if baseline is not None:
         from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
+        from facealign_cli.models.weights import TorchMissingError
         from facealign_cli.models.weights import sha256_of as sha
 
         ms = baseline_mean_std or baseline.with_name("param_mean_std_62d_120x120.pkl")
         if not ms.is_file():
-            raise click.ClickException(
+            raise SetupError(
                 f"the 3DDFA-V2 parameter mean/std file {ms} is missing: pass "
                 "--baseline-mean-std param_mean_std_62d_120x120.pkl")
         try:
             b = Baseline3DDFA(baseline, ms, num_threads=threads or None)
+        except TorchMissingError as exc:
+            raise SetupError(str(exc)) from None
         except Exception as exc:
-            raise click.ClickException(f"cannot load 3DDFA-V2 weights {baseline}: {exc}") from exc
+            raise SetupError(f"cannot load 3DDFA-V2 weights {baseline}: {exc}") from exc
         methods.append(Method("3ddfa-v2", "3DDFA-V2 MobileNet (user weights)", b, {
             "label": "3DDFA-V2", "weights": str(baseline), "sha256": sha(baseline),
             "mean_std": str(ms), "mean_std_sha256": sha(ms), "input_size": 120}))
@@ -93,13 +99,13 @@ def _load_detector(threads: int):
     try:
         from facealign_cli.models.detector import BlazeFaceDetector
     except ImportError as exc:
-        raise click.ClickException(
+        raise SetupError(
             f"the detector protocols need facealign_cli.models.detector.BlazeFaceDetector ({exc}); "
             "run --protocols gt-crops,occlusion instead") from exc
     try:
         det = BlazeFaceDetector(num_threads=threads or 1)
     except Exception as exc:
-        raise click.ClickException(f"cannot start the BlazeFace detector: {exc}") from exc
+        raise SetupError(f"cannot start the BlazeFace detector: {exc}") from exc
     try:
         policy = det.policy()
     except Exception:  # the policy is informative only
@@ -114,7 +120,7 @@ def _check_outputs(plot: Path | None, *paths: Path | None) -> None:
         try:
             check_plot_available()
         except PlotUnavailableError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise SetupError(str(exc)) from exc
     for p in (plot, *paths):
         if p is not None:
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +241,7 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
     try:
         data = D.open_aflw2000(path, limit=limit)
     except D.DatasetLayoutError as exc:
-        raise click.ClickException(f"not an AFLW2000-3D folder: {exc}") from exc
+        raise SetupError(f"not an AFLW2000-3D folder: {exc}") from exc
     methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
     detector, det_info = (_load_detector(threads) if "detector" in protos else (None, None))
     try:
@@ -244,9 +250,9 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
                                  occlusion_seed=occlusion_seed, iou_threshold=iou_threshold,
                                  progress=advance)
     except D.DatasetLayoutError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise SetupError(str(exc)) from exc
     except BasisNotFoundError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise SetupError(str(exc)) from exc
     figs, per = P.summarise_aflw2000(run)
     settings = {
         "dataset": "AFLW2000-3D", "path": str(path), "layout": data.layout,
@@ -329,14 +335,14 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
         items = D.open_landmarks68(directory, annotations, pts_one_based=not pts_zero_based,
                                    limit=limit)
     except D.DatasetLayoutError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise SetupError(str(exc)) from exc
     methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
     detector, det_info = _load_detector(threads)
     try:
         with _progress(len(items), "landmarks68") as advance:
             run = P.run_landmarks68(items, methods, detector, iou_threshold, progress=advance)
     except (D.DatasetLayoutError, BasisNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise SetupError(str(exc)) from exc
     figs, per = P.summarise_landmarks68(run)
     settings = {
         "dataset": "landmarks68", "path": str(directory),

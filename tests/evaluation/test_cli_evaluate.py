@@ -115,8 +115,9 @@ def test_cli_flip_flag_changes_only_facealign(tmp_path, aflw2000_dir, real_weigh
 # ------------------------------------------------------------------------------------------
 
 def _invoke_error(args) -> str:
+    """A setup error: one message, exit code 2 (as documented in --help), no traceback."""
     res = CliRunner().invoke(evaluate, args)
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
     return res.output
 
@@ -154,7 +155,7 @@ def test_bad_protocol_and_missing_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
     res = CliRunner().invoke(evaluate, ["aflw2000-3d", str(tmp_path), "--plot",
                                         str(tmp_path / "p.png")])
-    assert res.exit_code == 1 and "needs matplotlib" in res.output
+    assert res.exit_code == 2 and "needs matplotlib" in res.output
 
 
 DEV_CHECKPOINTS = [REPO / "weights" / "facealign_v1.pth", REPO / "runs" / "smoke" / "model.pth"]

@@ -123,12 +123,17 @@ def test_model_card_recipe_is_the_one_that_made_the_shipped_file():
 
     card = (REPO / "weights" / "README.md").read_text()
     configs = {p: TrainConfig.from_toml(p) for p in sorted((REPO / "configs").glob("*.toml"))}
-    ck = torch.load(default_weights_path(), map_location="cpu", weights_only=False)
-    # keys added to TrainConfig after the checkpoint was written take their defaults
-    stored = vars(TrainConfig(**dict(ck["config"], yaw_weights=tuple(ck["config"]["yaw_weights"]))))
-    found = [p for p, c in configs.items() if vars(c) == stored]
-    assert found, f"no configs/*.toml matches the shipped checkpoint's config {stored}"
-    path, seen = found[0], set()
+
+    def config_of(checkpoint: Path) -> Path:
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        # keys added to TrainConfig after the checkpoint was written take their defaults
+        stored = vars(TrainConfig(**dict(ck["config"],
+                                         yaw_weights=tuple(ck["config"]["yaw_weights"]))))
+        found = [p for p, c in configs.items() if vars(c) == stored]
+        assert found, f"no configs/*.toml matches the config stored in {checkpoint}: {stored}"
+        return found[0]
+
+    path, seen = config_of(default_weights_path()), set()
     while True:
         assert f"configs/{path.name}" in card, f"model card does not name configs/{path.name}"
         assert path not in seen
@@ -136,6 +141,10 @@ def test_model_card_recipe_is_the_one_that_made_the_shipped_file():
         prev = configs[path].init_from
         if not prev:
             break  # random initialisation
+        if Path(prev).parent.name == "weights":
+            # continues an earlier shipped model: its own stored config goes on the chain
+            path = config_of(REPO / prev)
+            continue
         # the earlier stage's run folder is the --out of a card command with its config
         out = re.escape(str(Path(prev).parent))
         m = re.search(rf"--config (configs/\S+\.toml) \S.* --out {out}\b", card)
