@@ -349,15 +349,6 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
             if STOP.is_set() and not state.get("announced"):
                 state["announced"] = True
                 reporter.line(stop_msg)
-            if res.status == "ok":
-                summary.ok += 1
-            elif res.status == "failed":
-                summary.failed += 1
-            elif res.interrupted:
-                summary.not_run += 1
-            else:
-                summary.skipped += 1
-            emitted[0] += 1
             reporter.record(res)
             if pose_csv is not None and res.rows:
                 pose_csv.writerows(res.rows)
@@ -379,6 +370,15 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                         raise _output_error("to stdout", exc) from None
             finally:
                 state["writing"] = False
+            if res.status == "ok":  # counted once recorded (a record that cannot be written
+                summary.ok += 1     # is counted as not run)
+            elif res.status == "failed":
+                summary.failed += 1
+            elif res.interrupted:
+                summary.not_run += 1
+            else:
+                summary.skipped += 1
+            emitted[0] += 1
             if state.pop("abort_pending", False):
                 raise KeyboardInterrupt
 
@@ -474,10 +474,8 @@ def _print_summary(opts: RunOptions, s: RunSummary, stderr: IO) -> None:
         msg += f"; manifest: {s.manifest}"
     try:
         stderr.write(msg + "\n")
-        if s.interrupted or s.output_error:
-            stderr.write("facealign: stopped early; run the same command again to resume\n"
-                         if s.output_error and not s.interrupted else
-                         "facealign: interrupted; run the same command again to resume\n")
+        if s.interrupted:
+            stderr.write("facealign: interrupted; run the same command again to resume\n")
         stderr.flush()
     except (OSError, ValueError, AttributeError):
         pass  # a closed stderr must not turn a finished run into an error

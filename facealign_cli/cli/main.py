@@ -1,10 +1,11 @@
-"""The ``facealign`` command line: a thin layer that parses options and calls
-:func:`facealign_cli.batch.runner.run_batch`.
+"""The ``facealign`` command line: a thin layer that parses and validates options, reads the
+``FACEALIGN_*`` environment variables (here only: :func:`read_env`) and calls
+:func:`facealign_cli.batch.runner.run_batch` with explicit values.
 
 Import rule: ``facealign --help`` must be instant, so this module imports only ``click`` and the
 standard library at module level. Everything heavy (numpy, OpenCV, torch, rich, joblib) is
 imported inside the command callbacks. The same rule binds the lazily loaded command modules
-listed in :data:`LAZY_COMMANDS` (``facealign_cli/cli_evaluate.py``, ``facealign_cli/cli_train.py``):
+listed in :data:`LAZY_COMMANDS` (``facealign_cli/cli/evaluate.py``, ``facealign_cli/cli/train.py``):
 each defines one ``click.Command`` object (e.g. ``evaluate = click.command(...)(fn)``) and imports
 heavy packages inside the callback; they are imported only when their command runs (or its own
 ``--help`` is shown), never for ``facealign --help``.
