@@ -326,18 +326,12 @@ def remove_bowties(t: np.ndarray) -> tuple[np.ndarray, int]:
             fan = np.flatnonzero((t == vid).any(axis=1))
             # the other two corners of each triangle; triangles sharing one are connected
             others = [set(t[f][t[f] != vid].tolist()) for f in fan]
-            label = list(range(len(fan)))
-
-            def root(a: int) -> int:
-                while label[a] != a:
-                    a = label[a]
-                return a
-
-            for a in range(len(fan)):
-                for b in range(a + 1, len(fan)):
-                    if others[a] & others[b]:
-                        label[root(b)] = root(a)
-            roots = np.array([root(a) for a in range(len(fan))])
+            pairs = [(a, b) for a in range(len(fan)) for b in range(a + 1, len(fan))
+                     if others[a] & others[b]]
+            ia, ib = (np.array(x, dtype=np.int64) for x in zip(*pairs)) if pairs else \
+                (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            adj = coo_matrix((np.ones(len(ia)), (ia, ib)), shape=(len(fan), len(fan)))
+            _, roots = connected_components(adj, directed=False)
             sizes = np.bincount(roots, minlength=len(fan))
             drop[fan[roots != np.argmax(sizes)]] = True
         t = t[~drop]

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from facealign_cli.core import geometry as G
-from facealign_cli.models.detector import BlazeFaceDetector
 from facealign_cli.core.boxes import box_iou as iou
+from facealign_cli.models.detector import BlazeFaceDetector
 
 
 def main() -> None:

@@ -85,7 +85,7 @@ class MorphableModel:
         """(68,) int64 vertex indices of the 68 landmarks."""
         return self.keypoint_rows[0::3] // 3
 
-    def subset(self, vertex_index: np.ndarray) -> "MorphableModel":
+    def subset(self, vertex_index: np.ndarray) -> MorphableModel:
         """The same 3DMM restricted to some vertices (their basis rows gathered once, so that
         evaluating a region for many faces does not gather them again each time).
 

@@ -24,7 +24,8 @@ class FaceAligner:
     """Detect faces and fit the 3DMM to each.
 
     Args:
-        detector: a :class:`Detector`; default :class:`facealign_cli.models.detector.BlazeFaceDetector`.
+        detector: a :class:`Detector`; default
+            :class:`facealign_cli.models.detector.BlazeFaceDetector`.
         regressor: a :class:`facealign_cli.models.regressor.Regressor`; default loads the shipped
             weights.
         max_faces: keep at most this many faces per image (highest scores first); 0 = all.
@@ -73,8 +74,8 @@ class FaceAligner:
 
     @property
     def model(self):
-        """The 3DMM (:class:`~facealign_cli.core.morphable_model.MorphableModel`), loaded on first use
-        so that detection alone needs no basis."""
+        """The 3DMM (:class:`~facealign_cli.core.morphable_model.MorphableModel`), loaded on
+        first use so that detection alone needs no basis."""
         if self._model is None:
             from facealign_cli.core.morphable_model import load_morphable_model
 
@@ -90,7 +91,8 @@ class FaceAligner:
 
     @property
     def topology(self):
-        """The face region and triangles (:class:`~facealign_cli.core.morphable_model.FaceTopology`)."""
+        """The face region and triangles
+        (:class:`~facealign_cli.core.morphable_model.FaceTopology`)."""
         if self._topology is None:
             from facealign_cli.core.morphable_model import load_face_topology
 

@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 
 from facealign_cli.core import geometry as G
-from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
-from facealign_cli.models.regressor import Regressor
-from facealign_cli.models.weights import sha256_of
 from facealign_cli.core.morphable_model import MorphableModel, load_morphable_model
 from facealign_cli.core.regression import CropFitter, gather_vertices
 from facealign_cli.core.symmetry import vertex_mirror_map
+from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
+from facealign_cli.models.regressor import Regressor
+from facealign_cli.models.weights import sha256_of
 
 SIZE = G.CROP_SIZE
 # AFLW 21-point index -> iBUG 68 index (the points with an unambiguous iBUG counterpart).

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from facealign_cli.core import geometry as G
-from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.core.morphable_model import load_morphable_model
+from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.models.weights import sha256_of
 from facealign_cli.training import refit as R
 from facealign_cli.training.data import prepare_training_set

@@ -27,11 +27,11 @@ import torch
 
 from facealign_cli.core.geometry import pose_from_camera
 from facealign_cli.core.morphable_model import load_morphable_model
-from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
+from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
 from facealign_cli.evaluation.metrics import nme_box
+from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
 from facealign_cli.training.data import SIZE, prepare_training_set
 from facealign_cli.training.labels import prepare_refitted_set
-from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
 
 
 @dataclass
@@ -62,11 +62,11 @@ class TrainConfig:
     labels: str = "teacher"  # "teacher" (v1) or "refit" (labels refitted to the real landmarks)
     prior: float = 100.0  # weight of the refit's prior (labels = "refit")
     hold_out_val: bool = False  # keep the 300-W AFW faces out of training, validate on them
-    labeller: str = ""  # label with this facealign checkpoint instead of the teacher (self-training)
+    labeller: str = ""  # label with this facealign checkpoint, not the teacher (self-training)
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "TrainConfig":
+    def from_toml(cls, path: str | Path) -> TrainConfig:
         with open(path, "rb") as f:
             d = tomllib.load(f)
         d = d.get("train", d)
@@ -345,10 +345,11 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
             run_loss += loss.item()
             if step % 50 == 0:
                 _log(f"step {step}/{total} loss {loss.item():.3f} dense {dense.item():.3f} "
-                     f"lmk {lmk.item():.3f} real {real_l.item():.3f} param {param_l.item():.3f} lr {sched.get_last_lr()[0]:.2e}",
-                     logf)
+                     f"lmk {lmk.item():.3f} real {real_l.item():.3f} "
+                     f"param {param_l.item():.3f} lr {sched.get_last_lr()[0]:.2e}", logf)
         epoch += 1
-        msg = f"epoch {epoch} done: mean loss {run_loss / max(b + 1, 1):.3f} in {time.time() - t_ep:.0f} s"
+        msg = (f"epoch {epoch} done: mean loss {run_loss / max(b + 1, 1):.3f} "
+               f"in {time.time() - t_ep:.0f} s")
         ck = _save(net, cfg, pmean, pstd, out_dir / "model.pth", t_start, step)
         if val is not None:
             v_nme = validate(net, val[0], val[1], t_mean, t_std, dec)

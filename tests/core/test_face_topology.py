@@ -12,7 +12,11 @@ import pytest
 trimesh = pytest.importorskip("trimesh")
 
 from facealign_cli.core.morphable_model import (  # noqa: E402
-    TOPOLOGY_FILE, BasisNotFoundError, load_face_topology, load_morphable_model)
+    TOPOLOGY_FILE,
+    BasisNotFoundError,
+    load_face_topology,
+    load_morphable_model,
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_face_topology.py"
 
