@@ -1,1 +1,7 @@
-"""Files in and out: image decoding, input discovery, JSON/CSV records and atomic writes, mesh files."""
+"""Files in and out, knowing nothing of models.
+
+* :mod:`.images`: image decoding (formats, EXIF orientation, memory bounds, image errors);
+* :mod:`.inputs`: the images of a run from files, folders and stdin lists, their output keys;
+* :mod:`.records`: JSON / CSV / NDJSON records and atomic writes;
+* :mod:`.meshes`: mesh files (OBJ, PLY) in the image or viewer frame.
+"""
