@@ -107,7 +107,7 @@ def scene_depths(meshes: Sequence[np.ndarray], image_shape: tuple[int, ...],
 
 def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
               image_shape: tuple[int, ...], values: Sequence[np.ndarray] | None = None,
-              *, focal: float | None = None) -> Raster:
+              *, focal: float | None = None, face_ids: bool = True) -> Raster:
     """Rasterise the faces of one photo into one z-buffer.
 
     Args:
@@ -120,6 +120,9 @@ def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
         values: per face, (N_i, C) float per-vertex values to interpolate (e.g. shaded
             colours); None: C = 0.
         focal: see :func:`scene_depths`.
+        face_ids: find which mesh is seen at each pixel (one more interpolated channel).
+            False: :attr:`Raster.face` is only 0 where some mesh is seen, -1 elsewhere (faster
+            when the values already tell the meshes apart).
 
     Returns:
         A :class:`Raster`.
@@ -141,25 +144,35 @@ def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
         len(meshes[0]), -1).shape[1])
     if n_faces == 0 or h == 0 or w == 0:
         return _empty((h, w), n_ch)
+    ranges: dict[int, tuple[int, int]] = {}  # per triangle array (shared by the faces): min, max
     for i, (v, t) in enumerate(zip(meshes, tris)):
         if np.ndim(v) != 2 or np.shape(v)[1] != 3:
             raise ValueError(f"mesh {i}: vertices must be (N, 3), got {np.shape(v)}")
-        t = np.asarray(t)
-        if t.ndim != 2 or t.shape[1] != 3 or (t.size and (t.min() < 0 or t.max() >= len(v))):
+        if id(t) not in ranges:
+            ta = np.asarray(t)
+            if ta.ndim != 2 or ta.shape[1] != 3 or not np.issubdtype(ta.dtype, np.integer):
+                raise ValueError(f"mesh {i}: triangles must be an integer (T, 3) array")
+            ranges[id(t)] = (int(ta.min()), int(ta.max())) if ta.size else (0, -1)
+        lo, hi = ranges[id(t)]
+        if lo < 0 or hi >= len(v):
             raise ValueError(f"mesh {i}: triangles must be (T, 3) indices into its vertices")
     depths = scene_depths(meshes, image_shape, focal)
+    # channels rendered: the face index (or, without face_ids and values, a dummy one: the
+    # renderer needs one), then the values
+    k0 = 1 if face_ids or not n_ch else 0
     ij, dep, cols, faces = [], [], [], []
     offset = 0
     for i, (v, t, d, c) in enumerate(zip(meshes, tris, depths, vals)):
         v = np.asarray(v)
         t = np.asarray(t)
-        col = np.empty((len(v), n_ch + 1), np.float64)
-        col[:, 0] = i  # constant over each face: interpolates exactly
+        col = np.empty((len(v), n_ch + k0), np.float64)
+        if k0:
+            col[:, 0] = i  # constant over each face: interpolates exactly
         if n_ch:
             cv = np.asarray(c).reshape(len(v), -1)
             if cv.shape[1] != n_ch:
                 raise ValueError(f"mesh {i}: values must be ({len(v)}, {n_ch})")
-            col[:, 1:] = cv
+            col[:, k0:] = cv
         ij.append(v[:, :2])
         dep.append(d)
         cols.append(col)
@@ -184,7 +197,7 @@ def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
         return _empty((h, w), n_ch)
     ww, wh = int(x1 - x0 + 1), int(y1 - y0 + 1)
     ij -= (x0, y0)
-    nv, nt, nc = len(ij), len(face_ix), n_ch + 1
+    nv, nt, nc = len(ij), len(face_ix), n_ch + k0
     scene = Scene2D(
         faces=face_ix, faces_uv=face_ix, ij=ij, depths=dep,
         textured=np.zeros(nt, bool), uv=np.zeros((nv, 2)), shade=np.zeros(nv), colors=cols,
@@ -192,11 +205,16 @@ def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
         nb_colors=nc, texture=np.zeros((0, 0, nc)), background_color=np.full(nc, -1.0),
         backface_culling=False, integer_pixel_centers=True)
     image, zbuf = scene.render(sigma=0.0)
-    face = np.rint(image[:, :, 0]).astype(np.int16)
-    covered = np.isfinite(zbuf) & (face >= 0)
-    face[~covered] = -1
-    return Raster(shape=(h, w), origin=(int(x0), int(y0)),
-                  values=np.where(covered[:, :, None], image[:, :, 1:], 0.0).astype(np.float32),
+    covered = np.isfinite(zbuf)
+    if face_ids:
+        face = np.rint(image[:, :, 0]).astype(np.int16)
+        covered &= face >= 0
+        face[~covered] = -1
+    else:
+        face = np.where(covered, 0, -1).astype(np.int16)
+    vals_out = image[:, :, k0:]
+    vals_out[~covered] = 0.0
+    return Raster(shape=(h, w), origin=(int(x0), int(y0)), values=vals_out.astype(np.float32),
                   depth=np.where(covered, zbuf, np.inf).astype(np.float32), face=face)
 
 

@@ -12,6 +12,7 @@ Images are OpenCV's (H, W, 3) uint8 BGR.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,31 @@ DEFAULT_LIGHT = (-0.35, -0.5, -1.0)
 MESH_COLOR = (215, 210, 205)
 
 
+# the vertex-triangle incidence matrices of the last few triangle arrays: [(copy, matrix)]
+_INCIDENCE: list[tuple[np.ndarray, object]] = []
+_INCIDENCE_LOCK = threading.Lock()
+
+
+def _incidence(t: np.ndarray, n_vertices: int):
+    """(N, T) sparse matrix with a 1 where vertex i is a corner of triangle j (kept for the
+    last few triangle arrays, found by comparing the indices, never by object identity)."""
+    from scipy import sparse
+
+    with _INCIDENCE_LOCK:
+        for i, (known, m) in enumerate(_INCIDENCE):
+            if known.shape == t.shape and m.shape[0] == n_vertices and np.array_equal(known, t):
+                _INCIDENCE.append(_INCIDENCE.pop(i))
+                return m
+    rows = t.ravel()
+    cols = np.repeat(np.arange(len(t)), 3)
+    m = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                          shape=(n_vertices, len(t)))
+    with _INCIDENCE_LOCK:
+        _INCIDENCE.append((t.copy(), m))
+        del _INCIDENCE[:-4]
+    return m
+
+
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Unit per-vertex normals: the area-weighted sum of the right-hand normals of the
     triangles around each vertex.
@@ -38,15 +64,21 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
         (N, 3) float32 unit normals in the vertices' frame ((0, 0, 0) for a vertex in no
         triangle).
     """
-    v = np.asarray(vertices, dtype=np.float64)
-    t = np.asarray(triangles, dtype=np.int64)
-    fn = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])  # |fn| = 2 * area
-    n = np.zeros((len(v), 3))
-    idx = t.ravel()
-    for j in range(3):
-        n[:, j] = np.bincount(idx, weights=np.repeat(fn[:, j], 3), minlength=len(v))
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return (n / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+    v = np.asarray(vertices, dtype=np.float32)
+    t = np.asarray(triangles)
+    if t.ndim != 2 or t.shape[1] != 3:
+        raise ValueError(f"triangles must be (T, 3), got {t.shape}")
+    if len(t) == 0:
+        return np.zeros((len(v), 3), np.float32)
+    a, b, c = v[t[:, 0]], v[t[:, 1]], v[t[:, 2]]
+    e1, e2 = b - a, c - a
+    fn = np.empty((len(t), 3), np.float32)  # cross product, |fn| = 2 * area
+    fn[:, 0] = e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1]
+    fn[:, 1] = e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2]
+    fn[:, 2] = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    n = np.asarray(_incidence(t, len(v)) @ fn, dtype=np.float32)
+    norm = np.sqrt((n * n).sum(axis=1, keepdims=True))
+    return n / np.where(norm > 0, norm, 1.0)
 
 
 def shade_vertices(vertices: np.ndarray, triangles: np.ndarray,
@@ -63,11 +95,12 @@ def shade_vertices(vertices: np.ndarray, triangles: np.ndarray,
     Returns:
         (N,) float32 intensities, clipped to [0, 1].
     """
-    n = vertex_normals(vertices, triangles).astype(np.float64)
+    n = vertex_normals(vertices, triangles)
     ld = np.asarray(light, dtype=np.float64)
     ld = ld / np.linalg.norm(ld)
     hv = ld + np.array([0.0, 0.0, -1.0])
-    hv = hv / (np.linalg.norm(hv) or 1.0)
+    hv = (hv / (np.linalg.norm(hv) or 1.0)).astype(np.float32)
+    ld = ld.astype(np.float32)
     i = ambient + diffuse * np.clip(n @ ld, 0, None)
     if specular:
         i = i + specular * np.clip(n @ hv, 0, None) ** shininess
@@ -132,15 +165,33 @@ def mesh_layers(image_shape: tuple[int, ...], meshes: Sequence[np.ndarray],
         focal: focal length in pixels for the depth order between faces
             (:func:`facealign_cli.render.raster.scene_depths`).
     """
-    vals = [np.stack([shade_vertices(v, triangles, light), relative_depth(v)], axis=1)
-            for v in meshes]
-    r = rasterize(meshes, triangles, image_shape, vals, focal=focal)
-    if r.values.shape[2] < 2:  # no mesh
+    from facealign_cli.render.raster import face_size
+
+    # one interpolated channel: 2 * face index + shade (shade in [0, 1] and the index constant
+    # over each face, so both come back exactly); nearness from the z-buffer
+    vals = [2.0 * i + shade_vertices(v, triangles, light) for i, v in enumerate(meshes)]
+    r = rasterize(meshes, triangles, image_shape, vals, focal=focal, face_ids=False)
+    if r.values.shape[2] == 0:  # no mesh
         empty = np.zeros(r.face.shape, np.float32)
         return MeshLayers(shape=r.shape, origin=r.origin, shade=empty, nearness=empty,
                           face=r.face, depth=r.depth)
-    return MeshLayers(shape=r.shape, origin=r.origin, shade=np.clip(r.values[:, :, 0], 0, 1),
-                      nearness=np.clip(r.values[:, :, 1], 0, 1), face=r.face, depth=r.depth)
+    m = r.face >= 0
+    packed = r.values[:, :, 0]
+    face = np.where(m, np.clip(np.floor(packed / 2 + 1e-4), 0, len(meshes) - 1),
+                    -1).astype(np.int16)
+    shade = np.where(m, np.clip(packed - 2.0 * face, 0, 1), 0).astype(np.float32)
+    # nearness: back from scene depth d = (focal + z) * s_max / s to the face's own z
+    h, w = int(image_shape[0]), int(image_shape[1])
+    f = float(np.hypot(h, w)) if focal is None else float(focal)
+    sizes = np.array([max(face_size(v), 1e-6) for v in meshes])
+    z_lo = np.array([np.nanmin(np.asarray(v)[:, 2]) for v in meshes], np.float64)
+    z_hi = np.array([np.nanmax(np.asarray(v)[:, 2]) for v in meshes], np.float64)
+    fi = np.maximum(face, 0)
+    z = r.depth.astype(np.float64) * (sizes / sizes.max())[fi] - f
+    span = np.where(z_hi > z_lo, z_hi - z_lo, 1.0)[fi]
+    near = np.where(m, np.clip((z_hi[fi] - z) / span, 0, 1), 0).astype(np.float32)
+    return MeshLayers(shape=r.shape, origin=r.origin, shade=shade, nearness=near, face=face,
+                      depth=r.depth)
 
 
 def blend_mesh(image_bgr: np.ndarray, layers: MeshLayers, *, color: Sequence[int] = MESH_COLOR,
