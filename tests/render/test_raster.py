@@ -144,3 +144,28 @@ def test_real_meshes_profile_and_overlap(afw_faces):
     both = (r1 == 0) & (rb == 0)
     assert both.sum() > 1000
     assert (face2[both] == 1).all()
+
+
+def test_without_face_ids():
+    far = square(2, 2, 14, 14, 5.0)
+    near = square(8, 8, 20, 20, -5.0)
+    vals = [np.full((4, 1), 1.0), np.full((4, 1), 2.0)]
+    r = rasterize([far, near], SQUARE_T, (24, 24), vals, face_ids=False)
+    face, v = r.full("face", -1), r.full("values")
+    assert face[10, 10] == 0 and face[4, 4] == 0 and face[0, 0] == -1  # coverage only
+    assert v[10, 10, 0] == 2.0 and v[4, 4, 0] == 1.0 and v[0, 0, 0] == 0.0
+    r = rasterize([far, near], SQUARE_T, (24, 24), face_ids=False)  # no values either
+    assert r.values.shape[2] == 0 and r.full("face", -1)[10, 10] == 0
+
+
+def test_mesh_layers_tell_overlapping_faces_apart():
+    from facealign_cli.render.shading import mesh_layers
+
+    meshes = [square(2, 2, 14, 14, 5.0), square(8, 8, 20, 20, -5.0), square(0, 0, 4, 4, 9.0)]
+    layers = mesh_layers((24, 24), meshes, SQUARE_T)
+    face = np.full((24, 24), -1)
+    face[layers.window] = layers.face
+    assert face[10, 10] == 1 and face[5, 5] == 0 and face[1, 1] == 2 and face[23, 0] == -1
+    shade = np.zeros((24, 24))
+    shade[layers.window] = layers.shade
+    assert 0 < shade[10, 10] <= 1 and 0 < shade[5, 5] <= 1
