@@ -365,3 +365,26 @@ def test_missing_3dmm_basis_is_one_setup_error_before_any_work(tmp_path, monkeyp
         run_batch(items, RunOptions("landmarks", str(out), progress="never"),
                   stderr=io.StringIO())
     assert not (out / "manifest.jsonl").exists() and not list(out.glob("*.json"))
+
+
+def test_sigterm_with_a_slow_reader_leaves_only_whole_lines(tmp_path):
+    """``--out -`` into a pipe read slowly; SIGTERM arrives while records (larger than the
+    pipe's atomic write size) are being written: every line is still one whole record."""
+    src = _folder(tmp_path / "in", 16)
+    proc = subprocess.Popen(cli_cmd(["landmarks", src, "--out", "-", "-q", "--jobs", "2"],
+                                    delay=0.02),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    data = proc.stdout.read(200)  # the run has started writing
+    proc.send_signal(signal.SIGTERM)
+    while True:
+        chunk = proc.stdout.read(512)
+        if not chunk:
+            break
+        data += chunk
+        time.sleep(0.005)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 143, err
+    lines = data.decode().splitlines()
+    assert data.endswith(b"\n") and 1 <= len(lines) <= 16
+    assert all(json.loads(x)["path"].endswith(".jpg") for x in lines)
+    assert len(lines[0]) > 4096  # records bigger than PIPE_BUF: writes can be cut short
