@@ -31,9 +31,11 @@ def afw_photos() -> list[Path]:
 def _find_weights() -> Path:
     """The shipped regressor weights (or ``$FACEALIGN_WEIGHTS``); they are part of the
     repository, so a missing file is a failure, not a skip."""
-    from facealign_cli.models.regressor import default_weights_path
+    from facealign_cli.models.weights import default_weights_path
 
-    path = default_weights_path()
+    # the library reads no environment variable: the variable is honoured here, as the CLI does
+    env = os.environ.get("FACEALIGN_WEIGHTS")
+    path = Path(env) if env else default_weights_path()
     assert path.is_file(), f"regressor weights missing: {path}"
     return path
 
