@@ -1,0 +1,302 @@
+"""Video files as a stream of frames: OpenCV's ``cv2.VideoCapture`` (its FFmpeg backend, shipped
+in ``opencv-python-headless``), one frame in memory at a time.
+
+Usage::
+
+    with VideoReader("clip.mp4", frame_step=2, max_fps=10) as video:
+        for frame in video:          # VideoFrame: index, time (s), image (H, W, 3) uint8 BGR
+            ...
+    video.status                     # VideoStatus: frames delivered, complete or why not
+
+* **Never the whole video in memory**: :class:`VideoReader` is an iterator; each
+  :class:`VideoFrame` is decoded when asked for and may be dropped by the caller at once. Frames
+  that subsampling skips are only ``grab()``-ed (demuxed and decoded by FFmpeg, never converted
+  to a BGR array).
+* **Subsampling**: ``frame_step = N`` keeps the frames whose index is a multiple of N (0, N,
+  2N, ...); ``max_fps = F`` then keeps a frame only when at least ``1 / F`` seconds (minus half a
+  source frame, so that 30 fps with ``max_fps=15`` keeps every second frame) have passed since the
+  last kept frame. Both may be given; the first frame is always kept.
+* **Frame index and time**: ``index`` is the 0-based position of the frame in the decoded
+  stream (before subsampling), ``time`` its presentation time in seconds: the container's time
+  stamp (``CAP_PROP_POS_MSEC``) while it is finite and non-decreasing, else ``index / fps``
+  (``index`` itself when the frame rate is unknown too).
+* **Corrupt or truncated video**: a file that cannot be opened raises :class:`VideoOpenError`
+  (a truncated MP4 whose ``moov`` index is lost cannot be opened: 0 frames delivered). A stream
+  that stops early is not an exception: iteration ends, and :attr:`VideoReader.status` says how
+  many frames were decoded and delivered and, when the container declared more frames than
+  could be decoded, ``complete = False`` with the reason (a truncated AVI delivers its first
+  frames and then stops). Callers record ``status.as_record()`` with the video's results.
+
+Coordinates: frames are images like any other input (x right, y down, pixels); nothing is
+rotated (container rotation metadata is applied by FFmpeg where OpenCV supports it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Extensions of the files taken as videos (compared lower-case).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+
+#: A container's declared frame count may exceed the decodable frames by this many without the
+#: video being called truncated (some muxers count a trailing empty or duplicate packet).
+FRAME_COUNT_SLACK = 1
+
+
+class VideoError(ValueError):
+    """A video file that cannot be read."""
+
+
+class VideoOpenError(VideoError):
+    """The file cannot be opened as a video (missing, not a video, or its index is lost)."""
+
+
+def is_video_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has one of :data:`VIDEO_EXTENSIONS` (case-insensitive); the content is
+    not looked at."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container declares (may be wrong for damaged files).
+
+    Attributes:
+        path: the file.
+        width, height: frame size in pixels.
+        fps: frames per second (0.0 when unknown).
+        frame_count: declared number of frames (0 when unknown; for a truncated file it may be
+            larger than what can be decoded).
+        duration: ``frame_count / fps`` in seconds (0.0 when either is unknown).
+        fourcc: the codec's four-character code (``"MJPG"``, ``"mp4v"``, ``"h264"``, ...), or
+            ``""``.
+        backend: the OpenCV backend that opened it (``"FFMPEG"``).
+    """
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration: float
+    fourcc: str
+    backend: str
+
+
+@dataclass
+class VideoFrame:
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based frame number in the source stream (before subsampling).
+        time: presentation time in seconds from the start of the stream.
+        image: (H, W, 3) uint8 BGR pixels (a fresh array owned by the caller).
+    """
+
+    index: int
+    time: float
+    image: np.ndarray
+
+
+@dataclass
+class VideoStatus:
+    """How the reading of one video went (final once iteration has ended).
+
+    Attributes:
+        frames_decoded: frames read from the stream (delivered or skipped by subsampling).
+        frames_delivered: frames yielded to the caller.
+        frames_declared: the container's frame count (0 = unknown).
+        last_index: index of the last decoded frame (-1 when none).
+        complete: the stream ended where the container said it would (or, with an unknown
+            count, it ended without an error); ``False`` for a truncated or corrupt video.
+        error: why it is incomplete, else ``None``.
+        finished: iteration reached the end of the stream (``False`` if the caller stopped
+            early, e.g. with ``break``; ``complete`` is then ``True`` until proven otherwise).
+    """
+
+    frames_decoded: int = 0
+    frames_delivered: int = 0
+    frames_declared: int = 0
+    last_index: int = -1
+    complete: bool = True
+    error: str | None = None
+    finished: bool = False
+
+    def as_record(self) -> dict:
+        """Plain-JSON view for a manifest or a run record."""
+        return asdict(self)
+
+
+def _fourcc(value: float) -> str:
+    try:
+        code = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return ""
+    if code <= 0:
+        return ""
+    s = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
+    return s if s.isprintable() else ""
+
+
+class VideoReader:
+    """Stream the frames of one video file (see the module docstring for the rules).
+
+    Args:
+        path: the video file.
+        frame_step: keep every N-th frame (N >= 1).
+        max_fps: keep at most this many frames per second of video time (``None`` = all).
+        start: skip the frames before this index (they are grabbed, not converted).
+        max_frames: stop after delivering this many frames (``None`` = all).
+
+    Raises:
+        VideoOpenError: the file cannot be opened (raised by the constructor).
+        ValueError: ``frame_step < 1`` or ``max_fps <= 0``.
+
+    Iterating twice restarts from the beginning (the file is reopened). Use as a context
+    manager, or call :meth:`close`, to release the decoder early.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, frame_step: int = 1,
+                 max_fps: float | None = None, start: int = 0, max_frames: int | None = None):
+        if int(frame_step) < 1:
+            raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+        if max_fps is not None and not max_fps > 0:
+            raise ValueError(f"max_fps must be > 0, got {max_fps}")
+        self.path = Path(path)
+        self.frame_step = int(frame_step)
+        self.max_fps = None if max_fps is None else float(max_fps)
+        self.start = max(0, int(start))
+        self.max_frames = max_frames
+        self._cap = self._open()
+        self.info = self._read_info(self._cap)
+        self.status = VideoStatus(frames_declared=self.info.frame_count)
+
+    def _open(self):
+        import cv2
+
+        if not self.path.is_file():
+            raise VideoOpenError(f"{self.path}: no such file")
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise VideoOpenError(f"{self.path}: cannot open as a video (not a video, an "
+                                 "unsupported codec, or a truncated/corrupt file whose index is "
+                                 "lost); 0 frames delivered")
+        return cap
+
+    def _read_info(self, cap) -> VideoInfo:
+        import cv2
+
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        fps = fps if math.isfinite(fps) and 0 < fps < 10_000 else 0.0
+        n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        n = int(n) if math.isfinite(n) and n > 0 else 0
+        try:
+            backend = cap.getBackendName()
+        except cv2.error:  # pragma: no cover - every opened capture has one
+            backend = ""
+        return VideoInfo(path=str(self.path), width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                         height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps=fps,
+                         frame_count=n, duration=n / fps if n and fps else 0.0,
+                         fourcc=_fourcc(cap.get(cv2.CAP_PROP_FOURCC)), backend=backend)
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the decoder (iteration afterwards reopens the file)."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _keep(self, index: int, time: float, last_kept: float | None) -> bool:
+        if index < self.start or (index - self.start) % self.frame_step:
+            return False
+        if self.max_fps is None or last_kept is None:
+            return True
+        half = 0.5 / self.info.fps if self.info.fps else 0.0
+        return time - last_kept >= 1.0 / self.max_fps - half - 1e-9
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        import cv2
+
+        if self._cap is None:
+            self._cap = self._open()
+        cap = self._cap
+        st = self.status = VideoStatus(frames_declared=self.info.frame_count)
+        fps = self.info.fps
+        last_kept: float | None = None
+        last_time = -math.inf
+        index = -1
+        error = None
+        try:
+            while True:
+                if self.max_frames is not None and st.frames_delivered >= self.max_frames:
+                    return
+                try:
+                    ok = cap.grab()
+                except cv2.error as exc:  # pragma: no cover - FFmpeg reports by return value
+                    ok, error = False, f"decoder error: {exc}"
+                if not ok:
+                    break
+                index += 1
+                st.frames_decoded += 1
+                st.last_index = index
+                t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                if not (math.isfinite(t) and t >= last_time and (index == 0 or t > 0)):
+                    t = index / fps if fps else float(index)  # no usable stamp
+                last_time = t
+                if not self._keep(index, t, last_kept):
+                    continue
+                ok, image = cap.retrieve()
+                if not ok or image is None or image.ndim != 3 or image.shape[2] != 3:
+                    error = f"frame {index} could not be decoded"
+                    break
+                last_kept = t
+                st.frames_delivered += 1
+                yield VideoFrame(index=index, time=float(t),
+                                 image=np.ascontiguousarray(image, dtype=np.uint8))
+            st.finished = True
+            declared = self.info.frame_count
+            if error is None and declared and st.frames_decoded + FRAME_COUNT_SLACK < declared:
+                error = (f"truncated or corrupt: the stream ended after {st.frames_decoded} of "
+                         f"{declared} declared frames")
+            if error is not None:
+                st.complete = False
+                st.error = f"{error}; {st.frames_delivered} frames delivered"
+        finally:
+            # the next iteration starts from the beginning again
+            self.close()
+
+
+def read_video_info(path: str | os.PathLike) -> VideoInfo:
+    """The container's :class:`VideoInfo` without decoding any frame.
+
+    Raises:
+        VideoOpenError: the file cannot be opened.
+    """
+    r = VideoReader(path)
+    r.close()
+    return r.info
+
+
+def iter_frames(path: str | os.PathLike, *, frame_step: int = 1, max_fps: float | None = None
+                ) -> Iterator[VideoFrame]:
+    """Shorthand for ``iter(VideoReader(path, frame_step=..., max_fps=...))`` when the status is
+    not needed."""
+    yield from VideoReader(path, frame_step=frame_step, max_fps=max_fps)
