@@ -14,9 +14,11 @@ rasteriser, the blend) is timed ``--repeats`` times over all photos. The process
 one core (``--core``) and every thread pool is limited to one thread. Printed: ms per face
 (total time over all faces, wall clock and CPU time), per photo (median, 90th percentile),
 the split between shading, rasteriser and blend, and the default layers
-(``box,landmarks,pose``) and ``depth`` for comparison. It is not a test: nothing fails the
-build. Run it on an idle machine: the 1-minute load average is printed, with a warning when
-the machine is busy.
+(``box,landmarks,pose``) and ``depth`` for comparison. The target is checked on both clocks
+(every repeat must meet it): on an idle core they agree (the renderer is single-threaded); on a
+busy machine the wall clock also counts the time other processes hold the core, and the CPU
+time is the figure to read. It is not a test: nothing fails the build. Run it on an idle
+machine: the 1-minute load average is printed, with a warning when the machine is busy.
 """
 
 from __future__ import annotations
@@ -106,10 +108,11 @@ def main(argv=None) -> int:
         cpu = [c / n_faces * 1e3 for _, c in runs]
         pp = np.array(per_photo) * 1e3
         verdict = ""
-        if target is not None:
-            ok = sum(w <= target for w in wall)
-            verdict = f"  target <= {target:.0f}: {'PASS' if ok == len(wall) else 'FAIL'} " \
-                      f"({ok}/{len(wall)})"
+        if target is not None:  # every repeat must meet it; on a busy machine see the CPU one
+            ok_w, ok_c = sum(w <= target for w in wall), sum(c <= target for c in cpu)
+            verdict = (f"  target <= {target:.0f}: wall {'PASS' if ok_w == len(wall) else 'FAIL'}"
+                       f" ({ok_w}/{len(wall)}), CPU {'PASS' if ok_c == len(cpu) else 'FAIL'}"
+                       f" ({ok_c}/{len(cpu)})")
         print(f"{label:<34} {statistics.median(wall):7.1f} ms/face wall "
               f"(min {min(wall):.1f})  {statistics.median(cpu):7.1f} ms/face CPU   "
               f"per photo median {np.median(pp):6.1f}, p90 {np.percentile(pp, 90):6.1f} ms"
