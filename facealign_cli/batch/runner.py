@@ -351,7 +351,10 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                 reporter.line(stop_msg)
             reporter.record(res)
             if pose_csv is not None and res.rows:
-                pose_csv.writerows(res.rows)
+                try:
+                    pose_csv.writerows(res.rows)
+                except OSError as exc:
+                    raise _output_error(f"the table {out / POSE_CSV_NAME}", exc) from None
             state["writing"] = True
             try:
                 if manifest is not None:
@@ -401,8 +404,8 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
             summary.output_error = str(exc)
             summary.broken_pipe = exc.broken_pipe
             summary.not_run += len(items) - emitted[0]
-            reporter.line(f"facealign: error: {exc}; stopped (run the same command again "
-                          "to resume)")
+            reporter.line(f"facealign: error: {exc}; stopped" + (
+                " (run the same command again to resume)" if out is not None else ""))
         except KeyboardInterrupt:
             state.setdefault("signal", signal.SIGINT)
             with contextlib.suppress(OutputWriteError):
