@@ -342,7 +342,9 @@ def _run(command: str, params: dict, **extra) -> None:
     # surrogateescape), so any file name the OS can list can be piped in.
     stdin = None
     bad_paths: list[str] = []
-    if "-" in params["inputs"] and sys.stdin is not None:
+    if "-" in params["inputs"]:
+        if sys.stdin is None:
+            raise click.UsageError("'-' reads paths from stdin, but stdin is closed", ctx=ctx)
         stdin = _stdin_items(io.TextIOWrapper(sys.stdin.buffer,
                                               encoding=sys.getfilesystemencoding(),
                                               errors="surrogateescape"), bad_paths)
