@@ -19,9 +19,8 @@ from pathlib import Path
 
 import click
 
-from facealign_cli.cli.export import SetupError
-
 from facealign_cli import __version__
+from facealign_cli.cli.export import SetupError
 from facealign_cli.models.weights import RUNTIMES
 
 _PATH = click.Path(path_type=Path)
