@@ -32,7 +32,10 @@ class LocalExecutor:
         self._ex = None
 
     def submit(self, opts: RunOptions, chunk, workers: int):
-        from joblib.externals.loky import get_reusable_executor
+        try:  # the loky package, else the copy joblib ships (the same public API)
+            from loky import get_reusable_executor
+        except ImportError:
+            from joblib.externals.loky import get_reusable_executor
 
         self._ex = get_reusable_executor(max_workers=workers, initializer=worker_init,
                                          initargs=(os.getpid(),))
