@@ -1,0 +1,287 @@
+"""Faces across the frames of a video: track ids (:class:`FaceTracker`) and the per-frame
+pipeline of a video (:class:`VideoAligner`: detector every k-th frame, landmarks carried in
+between, optional One-Euro smoothing).
+
+**Track ids** (:class:`FaceTracker`): on every frame where the detector ran, the faces are
+matched to the live tracks by box overlap: the cost of a pair is ``1 - IoU`` of the face's box
+with the track's last box (:func:`facealign_cli.core.boxes.box_iou`, the project's one IoU),
+the assignment minimising the total cost is solved with
+:func:`scipy.optimize.linear_sum_assignment`, and a pair is kept only when its IoU is at least
+``iou_threshold`` (:data:`DEFAULT_IOU_THRESHOLD`). A face left unmatched starts a new track
+(ids 0, 1, 2, ... in order of appearance, never reused within a video). A track left unmatched
+counts one *missed* frame; it ends when it has missed more than ``max_missed`` consecutive
+processed frames (:data:`DEFAULT_MAX_MISSED` = 5: a face hidden for up to 5 frames keeps its
+id; from the 6th it is ended and a face reappearing there gets a new id). "Frames" are the
+frames given to the tracker, i.e. after ``--frame-step`` / ``--max-fps`` subsampling.
+
+**Detector every k-th frame** (:class:`VideoAligner`, ``detect_every = k``): the detector runs
+on frames 0, k, 2k, ... of the processed frames; in between, each track matched on the previous
+frame is regressed again from the crop of its previous landmarks (3DDFA's landmark roi rule,
+:func:`facealign_cli.core.geometry.roi_box_from_landmarks`, as in 3DDFA-V2's video demo), and
+its box is the previous detector box moved and scaled with the landmarks. A carried face whose
+crop leaves the image by more than half is dropped (a missed frame for its track). No new face
+is found between detector frames. What this costs and gains is measured by ``facealign
+evaluate stability --detect-every k`` (the detector is about 85 % of the time of a frame on
+1024-px photos on one CPU thread; see the command's report).
+
+All boxes and landmarks are in image pixels (x right, y down), as in
+:class:`~facealign_cli.core.face.Face`; the track id is ``face.extra["track"]`` (an ``int``),
+and a carried face has ``face.extra["carried"] = True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facealign_cli.core.boxes import box_area, box_iou
+from facealign_cli.core.face import Face
+
+#: Minimum IoU of a face with a track's last box to continue that track.
+DEFAULT_IOU_THRESHOLD = 0.3
+#: A track survives this many consecutive processed frames without a match, and ends after.
+DEFAULT_MAX_MISSED = 5
+
+
+def track_of(face: Face) -> int | None:
+    """The track id of a face (``None`` when it was not tracked)."""
+    return (face.extra or {}).get("track")
+
+
+@dataclass
+class Track:
+    """One face followed over frames.
+
+    Attributes:
+        id: the track id (>= 0).
+        box: (4,) float64 last box ``[x1, y1, x2, y2]``, image pixels.
+        score: last detector score.
+        first_frame, last_frame: processed-frame numbers of the first and last match.
+        missed: consecutive processed frames without a match.
+        hits: frames matched so far.
+        landmarks: (68, 2) float64 last raw (unsmoothed) landmarks, image pixels, or ``None``.
+    """
+
+    id: int
+    box: np.ndarray
+    score: float
+    first_frame: int
+    last_frame: int
+    missed: int = 0
+    hits: int = 1
+    landmarks: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class FaceTracker:
+    """Give faces a track id that persists across frames (rules in the module docstring).
+
+    Args:
+        iou_threshold: minimum IoU of a matched pair, in [0, 1].
+        max_missed: consecutive missed frames a track survives (>= 0).
+    """
+
+    def __init__(self, iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+                 max_missed: int = DEFAULT_MAX_MISSED):
+        if not 0 <= iou_threshold <= 1 or max_missed < 0:
+            raise ValueError("need 0 <= iou_threshold <= 1 and max_missed >= 0")
+        self.iou_threshold = float(iou_threshold)
+        self.max_missed = int(max_missed)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track (a new video)."""
+        self.tracks: dict[int, Track] = {}
+        self.ended: list[int] = []
+        self.frame = -1
+        self._next_id = 0
+
+    def match(self, boxes: np.ndarray) -> list[tuple[int, int]]:
+        """Assignment of boxes to live tracks: ``[(track id, box index)]`` with IoU >=
+        threshold (nothing is changed)."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        ids = list(self.tracks)
+        if not ids or not len(boxes):
+            return []
+        from scipy.optimize import linear_sum_assignment
+
+        iou = box_iou(np.stack([self.tracks[i].box for i in ids]), boxes)
+        rows, cols = linear_sum_assignment(1.0 - iou)
+        return [(ids[r], int(c)) for r, c in zip(rows, cols)
+                if iou[r, c] >= self.iou_threshold and iou[r, c] > 0]
+
+    def update(self, faces: list[Face]) -> list[Face]:
+        """Assign track ids to the faces of the next frame (``face.extra["track"]``), in place.
+
+        Args:
+            faces: the faces of the frame (their ``box`` is used), possibly empty.
+
+        Returns:
+            The same list. :attr:`ended` then lists the ids ended at this frame.
+        """
+        self.frame += 1
+        pairs = self.match(np.array([f.box[:4] for f in faces], dtype=np.float64))
+        matched_tracks = {t for t, _ in pairs}
+        matched_faces = {j: t for t, j in pairs}
+        for j, f in enumerate(faces):
+            t = matched_faces.get(j)
+            if t is None:
+                t = self._next_id
+                self._next_id += 1
+                self.tracks[t] = Track(t, np.asarray(f.box[:4], np.float64).copy(),
+                                       float(f.score), self.frame, self.frame)
+            else:
+                tr = self.tracks[t]
+                tr.box = np.asarray(f.box[:4], np.float64).copy()
+                tr.score = float(f.score)
+                tr.last_frame, tr.missed = self.frame, 0
+                tr.hits += 1
+            f.extra["track"] = t
+        self.ended = []
+        for t in list(self.tracks):
+            if t in matched_tracks or self.tracks[t].first_frame == self.frame:
+                continue
+            self.tracks[t].missed += 1
+            if self.tracks[t].missed > self.max_missed:
+                self.ended.append(t)
+                del self.tracks[t]
+        return faces
+
+    def carry(self, faces: list[Face]) -> list[Face]:
+        """Advance one frame without detection: the faces (each already with its
+        ``extra["track"]``) continue their tracks; live tracks without a face count a missed
+        frame. Returns the same list."""
+        self.frame += 1
+        seen = set()
+        for f in faces:
+            t = track_of(f)
+            tr = self.tracks.get(t)
+            if tr is None:
+                continue
+            tr.box = np.asarray(f.box[:4], np.float64).copy()
+            tr.last_frame, tr.missed = self.frame, 0
+            tr.hits += 1
+            seen.add(t)
+        self.ended = []
+        for t in list(self.tracks):
+            if t not in seen:
+                self.tracks[t].missed += 1
+                if self.tracks[t].missed > self.max_missed:
+                    self.ended.append(t)
+                    del self.tracks[t]
+        return faces
+
+
+def _landmark_box(lm2d: np.ndarray) -> np.ndarray:
+    return np.array([lm2d[:, 0].min(), lm2d[:, 1].min(), lm2d[:, 0].max(), lm2d[:, 1].max()])
+
+
+def _moved_box(box: np.ndarray, lm_from: np.ndarray, lm_to: np.ndarray) -> np.ndarray:
+    """``box`` moved and scaled as the landmark box moved from ``lm_from`` to ``lm_to``."""
+    a, b = _landmark_box(lm_from), _landmark_box(lm_to)
+    ca, cb = (a[:2] + a[2:]) / 2, (b[:2] + b[2:]) / 2
+    sa = np.sqrt(max(np.prod(a[2:] - a[:2]), 1e-6))
+    sb = np.sqrt(max(np.prod(b[2:] - b[:2]), 1e-6))
+    k = sb / sa
+    c = (box[:2] + box[2:]) / 2
+    half = (box[2:] - box[:2]) / 2 * k
+    nc = cb + (c - ca) * k
+    return np.concatenate([nc - half, nc + half])
+
+
+class VideoAligner:
+    """The per-frame pipeline of one video: detect (every k-th frame), track, fit, smooth.
+
+    Args:
+        aligner: a :class:`facealign_cli.core.pipeline.FaceAligner` (its ``detect`` and
+            ``fit``; its ``max_faces`` and ``min_face`` apply on detector frames).
+        detect_every: run the detector on every k-th processed frame (1 = every frame); in
+            between, tracks are carried by their landmarks (module docstring).
+        iou_threshold, max_missed: of the :class:`FaceTracker`.
+        smoother: a :class:`facealign_cli.core.smoothing.FaceSmoother`, or ``None`` (no
+            smoothing, the default for photos and videos alike).
+        dense: also fit the dense vertices (``Face.vertices``).
+
+    One instance per video (or call :meth:`reset` between videos). Usage::
+
+        va = VideoAligner(FaceAligner(), detect_every=1, smoother=FaceSmoother())
+        for frame in VideoReader(path):
+            faces = va.process(frame.image, frame.time)   # Face list, extra["track"] set
+    """
+
+    def __init__(self, aligner, *, detect_every: int = 1,
+                 iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+                 max_missed: int = DEFAULT_MAX_MISSED, smoother=None, dense: bool = False):
+        if int(detect_every) < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.aligner = aligner
+        self.detect_every = int(detect_every)
+        self.tracker = FaceTracker(iou_threshold, max_missed)
+        self.smoother = smoother
+        self.dense = dense
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new video: no tracks, smoothing state forgotten."""
+        self.tracker.reset()
+        if self.smoother is not None:
+            self.smoother.reset()
+        self.frames = 0
+        self.detector_frames = 0
+
+    def _carried_faces(self, image: np.ndarray) -> list[Face]:
+        from facealign_cli.core import geometry as G
+
+        h, w = image.shape[:2]
+        faces = []
+        for tr in self.tracker.tracks.values():
+            if tr.missed or tr.landmarks is None:
+                continue
+            roi = G.roi_box_from_landmarks(tr.landmarks)
+            inside = box_area(np.array([max(roi[0], 0), max(roi[1], 0), min(roi[2], w),
+                                        min(roi[3], h)]))
+            if inside < 0.5 * box_area(np.asarray(roi, dtype=np.float64)):
+                continue
+            faces.append(Face(box=tr.box.astype(np.float32), score=tr.score,
+                              roi_box=np.asarray(roi, np.float32),
+                              extra={"track": tr.id, "carried": True}))
+        return faces
+
+    def process(self, image_bgr: np.ndarray, time: float | None = None) -> list[Face]:
+        """Faces of the next frame.
+
+        Args:
+            image_bgr: (H, W, 3) uint8 BGR frame.
+            time: its time stamp in seconds (needed with a smoother; default: frame number /
+                30).
+
+        Returns:
+            The faces, detector frames in score order, each with ``extra["track"]``;
+            ``landmarks_3d`` / ``pose`` (and ``vertices``) smoothed when a smoother is set, the
+            raw values in ``extra["raw_landmarks_3d"]`` / ``extra["raw_pose"]``.
+        """
+        t = self.frames / 30.0 if time is None else float(time)
+        detect = self.frames % self.detect_every == 0
+        self.frames += 1
+        if detect:
+            self.detector_frames += 1
+            faces = self.aligner.detect(image_bgr)
+            self.tracker.update(faces)
+        else:
+            faces = self._carried_faces(image_bgr)
+        self.aligner.fit(image_bgr, faces, dense=self.dense)
+        for f in faces:
+            tr = self.tracker.tracks.get(track_of(f))
+            if tr is None or f.landmarks_3d is None:
+                continue
+            lm = np.asarray(f.landmarks_3d[:, :2], dtype=np.float64)
+            if not detect and tr.landmarks is not None:
+                f.box = _moved_box(tr.box, tr.landmarks, lm).astype(np.float32)
+            tr.landmarks = lm.copy()
+        if not detect:
+            self.tracker.carry(faces)
+        if self.smoother is not None:
+            self.smoother.keep_only(self.tracker.tracks)
+            self.smoother.apply(faces, t)
+        return faces
