@@ -69,6 +69,8 @@ class Command:
         fp: dict[str, Any] = {"command": self.name, "max_faces": opts.max_faces}
         if self.uses_regressor:
             fp["weights"] = str(opts.weights or "default")
+            if not opts.flip:  # (key absent = flip averaging on, the default)
+                fp["flip"] = False
         return fp
 
     def infer(self, aligner, img) -> tuple[list, Any]:

@@ -72,6 +72,8 @@ class RunOptions:
             :func:`facealign_cli.models.weights.default_weights_path`).
         runtime: regressor runtime, ``"auto"``, ``"onnxruntime"`` or ``"torch"`` (None = auto;
             see :func:`facealign_cli.models.regressor_onnx.make_regressor`).
+        flip: test-time flip averaging of the regressor (see
+            :mod:`facealign_cli.core.regression`).
         overwrite: redo images already done.
         mesh_format: ``"obj"`` or ``"ply"`` (``mesh`` only).
         max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = its
@@ -95,6 +97,7 @@ class RunOptions:
     max_faces: int = 0
     weights: str | None = None
     runtime: str | None = None
+    flip: bool = True
     overwrite: bool = False
     mesh_format: str = "obj"
     max_pixels: int | None = None

@@ -69,7 +69,8 @@ def build_aligner(opts: RunOptions, threads: int):
 
         regressor = make_regressor(opts.weights, num_threads=threads,
                                    runtime=opts.runtime or "auto")
-    aligner = FaceAligner(regressor=regressor, max_faces=opts.max_faces, num_threads=threads)
+    aligner = FaceAligner(regressor=regressor, max_faces=opts.max_faces, num_threads=threads,
+                          flip=opts.flip)
     if cmd.uses_regressor:
         aligner.model  # noqa: B018 - load the 3DMM now: a missing basis is one setup error
     if cmd.dense:
@@ -116,7 +117,7 @@ def get_aligner(opts: RunOptions):
     factory = opts.aligner_factory or build_aligner
     cmd = get_command(opts.command)
     key = (cmd.uses_regressor, cmd.dense, opts.weights, opts.runtime, opts.threads, opts.jobs,
-           opts.max_faces, factory)
+           opts.max_faces, opts.flip, factory)
     if _ALIGNER is None or _ALIGNER_KEY != key:
         threads = effective_threads(opts)
         try:

@@ -166,6 +166,10 @@ def _common_options(f):
                      help="Regressor runtime [default: $FACEALIGN_RUNTIME, else auto = ONNX "
                           "Runtime when the weights have an up-to-date .onnx export beside "
                           "them, else torch]."),
+        click.option("--flip/--no-flip", default=True, show_default=True,
+                     help="Test-time flip averaging: the regressor also sees each face "
+                          "mirrored and the landmarks, pose and mesh average both (about 0.1 "
+                          "NME better on AFLW2000-3D, one more regressor pass per face)."),
         click.option("--max-megapixels", type=click.FloatRange(min=0.01), default=None,
                      metavar="MP",
                      help="Largest image decoded at full size [default: 50]. Larger JPEGs are "
@@ -375,7 +379,8 @@ def _run(command: str, params: dict, **extra) -> None:
     kw = {} if env["dask_timeout"] is None else {"dask_timeout": env["dask_timeout"]}
     opts = batch_options.RunOptions(
         command=command, out=out, jobs=jobs, threads=threads, max_faces=params["max_faces"],
-        weights=weights, runtime=runtime, overwrite=params["overwrite"], max_pixels=max_pixels,
+        weights=weights, runtime=runtime, flip=params["flip"], overwrite=params["overwrite"],
+        max_pixels=max_pixels,
         quiet=params["quiet"], verbose=params["verbose"], backend=params["backend"],
         scheduler=params["scheduler"], **kw, **extra)
     stdout = getattr(sys.stdout, "buffer", None)

@@ -31,7 +31,7 @@ class FaceAligner:
         max_faces: keep at most this many faces per image (highest scores first); 0 = all.
         min_face: ignore detector boxes whose mean side is below this many pixels.
         num_threads: threads for the detector and torch.
-        flip: test-time flip averaging: each crop is also regressed mirrored and
+        flip: test-time flip averaging (default on): each crop is also regressed mirrored and
             the landmarks, vertices and pose are the average of both
             (:mod:`facealign_cli.core.regression`); ``Face.params`` stays the prediction of the
             unflipped crop.
@@ -41,7 +41,7 @@ class FaceAligner:
     """
 
     def __init__(self, detector: Detector | None = None, regressor=None, *, max_faces: int = 0,
-                 min_face: float = 12.0, num_threads: int | None = None, flip: bool = False):
+                 min_face: float = 12.0, num_threads: int | None = None, flip: bool = True):
         if detector is None:
             from facealign_cli.models.detector import BlazeFaceDetector
 
