@@ -331,8 +331,9 @@ def _real_crops(photos: list[Path], n: int):
 
 
 def _shipped_regressor(weights: Path, threads: int):
-    """The regressor object the CLI builds for a run (``batch.build_aligner``)."""
-    from facealign_cli.batch.engine import RunOptions, build_aligner
+    """The regressor object the CLI builds for a run (``batch.worker.build_aligner``)."""
+    from facealign_cli.batch.options import RunOptions
+    from facealign_cli.batch.worker import build_aligner
 
     opts = RunOptions(command="landmarks", out="-", jobs=1, threads=threads,
                       weights=str(weights))
