@@ -1,0 +1,134 @@
+"""Streaming video frames (facealign_cli.io.video): indices, time stamps, subsampling, and the
+record of a truncated or unreadable video. The test videos are written here with
+cv2.VideoWriter (MJPG in .avi, mp4v in .mp4); frame i carries a white bar at x = 8 i so that
+every delivered frame can be identified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facealign_cli.io.video import (
+    VIDEO_EXTENSIONS,
+    VideoOpenError,
+    VideoReader,
+    is_video_path,
+    read_video_info,
+)
+
+W, H, N, FPS = 320, 240, 20, 25.0
+
+
+def bar_x(img: np.ndarray) -> int:
+    """Column of the white bar (frame identity)."""
+    return int(np.argmax(img[H // 2, :, :].mean(axis=-1)))
+
+
+def write_video(path: Path, fourcc: str, n: int = N, fps: float = FPS) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    assert w.isOpened(), f"no {fourcc} encoder"
+    for i in range(n):
+        img = np.full((H, W, 3), 40, np.uint8)
+        img[:, 8 * i + 2:8 * i + 6] = 255
+        w.write(img)
+    w.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def avi(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("v") / "clip.avi", "MJPG")
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("v") / "clip.mp4", "mp4v")
+
+
+def test_extensions():
+    assert VIDEO_EXTENSIONS == {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+    assert is_video_path("a/B.MP4") and is_video_path("x.webm") and not is_video_path("x.jpg")
+
+
+@pytest.mark.parametrize("which", ["avi", "mp4"])
+def test_every_frame_with_index_and_time(which, request):
+    path = request.getfixturevalue(which)
+    info = read_video_info(path)
+    assert (info.width, info.height, info.fps, info.frame_count) == (W, H, FPS, N)
+    r = VideoReader(path)
+    frames = list(r)
+    assert [f.index for f in frames] == list(range(N))
+    np.testing.assert_allclose([f.time for f in frames], np.arange(N) / FPS, atol=1e-6)
+    assert all(f.image.shape == (H, W, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert [bar_x(f.image) for f in frames] == pytest.approx([8 * i + 3.5 for i in range(N)],
+                                                             abs=2)
+    st = r.status
+    assert st.complete and st.finished and st.error is None
+    assert (st.frames_decoded, st.frames_delivered, st.frames_declared, st.last_index) == (
+        N, N, N, N - 1)
+
+
+def test_frame_step_and_max_fps(avi):
+    assert [f.index for f in VideoReader(avi, frame_step=3)] == list(range(0, N, 3))
+    # 25 fps source, at most 12.5 fps: every second frame
+    assert [f.index for f in VideoReader(avi, max_fps=12.5)] == list(range(0, N, 2))
+    assert [f.index for f in VideoReader(avi, max_fps=5)] == list(range(0, N, 5))
+    # both: every 2nd frame, then at most 5 per second -> 0, 6, 12, 18 (>= 0.2 s apart)
+    r = VideoReader(avi, frame_step=2, max_fps=5)
+    got = list(r)
+    assert [f.index for f in got] == [0, 6, 12, 18]
+    assert [bar_x(f.image) // 8 for f in got] == [0, 6, 12, 18]
+    assert r.status.frames_decoded == N and r.status.frames_delivered == 4
+    with pytest.raises(ValueError):
+        VideoReader(avi, frame_step=0)
+    with pytest.raises(ValueError):
+        VideoReader(avi, max_fps=0)
+
+
+def test_streams_lazily_and_restarts(avi):
+    r = VideoReader(avi)
+    it = iter(r)
+    first = next(it)
+    second = next(it)
+    assert (first.index, second.index) == (0, 1)
+    assert r.status.frames_delivered == 2 and not r.status.finished
+    it.close()
+    # a new iteration starts at the beginning again
+    assert [f.index for f in r][:3] == [0, 1, 2]
+    with VideoReader(avi, max_frames=4) as r2:
+        assert len(list(r2)) == 4
+
+
+def test_truncated_avi_is_recorded_with_its_frame_count(avi, tmp_path):
+    data = avi.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+    r = VideoReader(cut)
+    frames = list(r)
+    st = r.status
+    assert 0 < len(frames) < N
+    assert not st.complete and st.finished
+    assert st.frames_delivered == len(frames) and st.frames_declared == N
+    assert f"{st.frames_decoded} of {N} declared frames" in st.error
+    assert f"{len(frames)} frames delivered" in st.error
+    rec = st.as_record()
+    assert rec["complete"] is False and rec["frames_delivered"] == len(frames)
+    # frames delivered before the cut are intact
+    assert [bar_x(f.image) // 8 for f in frames[:-1]] == list(range(len(frames) - 1))
+
+
+def test_truncated_mp4_and_non_videos_cannot_be_opened(mp4, tmp_path):
+    data = mp4.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 2])  # OpenCV's mp4 writer puts the index at the end
+    with pytest.raises(VideoOpenError, match="0 frames delivered"):
+        VideoReader(cut)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(VideoOpenError):
+        VideoReader(junk)
+    with pytest.raises(VideoOpenError, match="no such file"):
+        VideoReader(tmp_path / "missing.avi")
