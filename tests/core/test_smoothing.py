@@ -1,0 +1,133 @@
+"""The One-Euro filter (Casiez, Roussel, Vogel, CHI 2012) and the per-track face smoother."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from facealign_cli.core.face import Face
+from facealign_cli.core.smoothing import (
+    LANDMARK_DEFAULTS,
+    POSE_DEFAULTS,
+    FaceSmoother,
+    OneEuroFilter,
+    OneEuroParams,
+    smoothing_factor,
+)
+
+FPS = 30.0
+
+
+def test_smoothing_factor_is_the_papers():
+    # a = 1 / (1 + tau / dt), tau = 1 / (2 pi fc)
+    fc, dt = 2.0, 1 / 30
+    assert smoothing_factor(fc, dt) == pytest.approx(1 / (1 + 1 / (2 * math.pi * fc) / dt))
+    assert smoothing_factor(1e9, dt) == pytest.approx(1.0)
+
+
+def test_first_sample_passes_and_constant_stays():
+    f = OneEuroFilter(LANDMARK_DEFAULTS)
+    x = np.random.default_rng(0).normal(size=(68, 3))
+    np.testing.assert_array_equal(f(x, 0.0), x)
+    for i in range(1, 10):
+        np.testing.assert_allclose(f(x, i / FPS), x, atol=1e-12)
+
+
+def test_beta_zero_is_a_first_order_low_pass():
+    """With beta = 0 the filter is an exponential moving average at min_cutoff: on a ramp of
+    speed v its steady-state lag is v * tau (tau = 1 / (2 pi fc))."""
+    fc, v = 1.0, 10.0
+    f = OneEuroFilter(min_cutoff=fc, beta=0.0, speed="element")
+    out = [f(np.array([v * i / FPS]), i / FPS)[0] for i in range(300)]
+    a = smoothing_factor(fc, 1 / FPS)
+    lag = v * (1 / FPS) * (1 - a) / a  # EMA of a ramp: v dt (1 - a) / a = v tau
+    assert v * 299 / FPS - out[-1] == pytest.approx(lag, rel=1e-6)
+    assert lag == pytest.approx(v / (2 * math.pi * fc), rel=1e-9)
+
+
+def test_still_noise_is_damped_and_fast_motion_is_followed():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 100, (68, 2))
+    n = 90
+    noise = rng.normal(0, 0.5, (n, 68, 2))
+    f = OneEuroFilter(LANDMARK_DEFAULTS)
+    still = np.stack([f(base + noise[i], i / FPS, 100.0) for i in range(n)])
+    assert still[30:].std(axis=0).mean() < 0.35 * noise[30:].std(axis=0).mean()
+    # a face translating at 2 face sizes per second: the lag stays a few % of the face size
+    f = OneEuroFilter(LANDMARK_DEFAULTS)
+    shift = np.array([200.0, 0.0]) / FPS
+    moving = [f(base + i * shift + noise[i], i / FPS, 100.0) for i in range(n)]
+    lag = np.linalg.norm(base + (n - 1) * shift - moving[-1], axis=-1).mean()
+    plain = OneEuroFilter(min_cutoff=LANDMARK_DEFAULTS.min_cutoff, beta=0.0)
+    ema = [plain(base + i * shift, i / FPS, 100.0) for i in range(n)]
+    ema_lag = np.linalg.norm(base + (n - 1) * shift - ema[-1], axis=-1).mean()
+    assert lag < 3.0 and lag < 0.05 * ema_lag
+
+
+@pytest.mark.parametrize("speed", ["affine", "shared", "point", "element"])
+def test_speed_is_in_units_of_scale(speed):
+    """Filtering k * x with scale k gives k * (the filtered x): one beta for all face sizes."""
+    rng = np.random.default_rng(2)
+    xs = np.cumsum(rng.normal(0, 1, (20, 68, 2)), axis=0) + rng.uniform(0, 50, (68, 2))
+    p = OneEuroParams(0.7, 20.0, 1.0, speed)
+    a, b = OneEuroFilter(p), OneEuroFilter(p)
+    for i, x in enumerate(xs):
+        ya = a(x, i / FPS, 10.0)
+        yb = b(7 * x, i / FPS, 70.0)
+    np.testing.assert_allclose(yb, 7 * ya, rtol=1e-9)
+
+
+def test_restart_on_non_increasing_time_and_bad_params():
+    f = OneEuroFilter()
+    f(np.zeros(3), 1.0)
+    np.testing.assert_array_equal(f(np.ones(3), 1.0), np.ones(3))  # dt = 0: restart
+    with pytest.raises(ValueError):
+        OneEuroFilter(min_cutoff=0)
+    with pytest.raises(ValueError):
+        OneEuroFilter(speed="fast")
+    with pytest.raises(ValueError):
+        OneEuroFilter(beta=-1)
+
+
+def _face(track, lm, pose=(0, 0, 0), vertices=None):
+    return Face(box=np.array([0, 0, 10, 10], np.float32), score=1.0,
+                landmarks_3d=np.asarray(lm, np.float32),
+                pose=np.asarray(pose, np.float32),
+                vertices=None if vertices is None else np.asarray(vertices, np.float32),
+                extra={} if track is None else {"track": track})
+
+
+def test_face_smoother_per_track_raw_kept_and_untracked_untouched():
+    rng = np.random.default_rng(3)
+    a0, b0 = rng.uniform(0, 100, (68, 3)), rng.uniform(300, 400, (68, 3))
+    sm = FaceSmoother()
+    outs = []
+    for i in range(30):
+        fa = _face(0, a0 + rng.normal(0, 1, (68, 3)), vertices=a0[:10] + 1.0)
+        fb = _face(1, b0 + rng.normal(0, 1, (68, 3)))
+        fn = _face(None, b0)
+        raw = fa.landmarks_3d.copy()
+        sm.apply([fa, fb, fn], i / FPS)
+        np.testing.assert_array_equal(fa.extra["raw_landmarks_3d"], raw)
+        assert fn.landmarks_3d is not None and "raw_landmarks_3d" not in fn.extra
+        outs.append((fa.landmarks_3d.copy(), fb.landmarks_3d.copy()))
+        assert fa.vertices.dtype == np.float32 and fa.vertices.shape == (10, 3)
+    # the two tracks never mix
+    assert np.abs(outs[-1][0] - a0).mean() < 1.0 and np.abs(outs[-1][1] - b0).mean() < 1.0
+    sm.keep_only([1])
+    assert list(sm._state) == [1]
+
+
+def test_pose_is_unwrapped_across_180():
+    sm = FaceSmoother(pose=POSE_DEFAULTS)
+    lm = np.random.default_rng(4).uniform(0, 100, (68, 3))
+    out = []
+    for i, roll in enumerate([179.0, -179.0, 179.5, -179.5, 180.0]):
+        f = _face(0, lm, pose=(0.0, 0.0, roll))
+        sm.apply([f], i / FPS)
+        out.append(float(f.pose[2]))
+        assert f.extra["raw_pose"][2] == roll
+    # never pulled towards 0 by the jump from +179 to -179
+    assert all(abs(abs(r) - 180) < 2 for r in out)
