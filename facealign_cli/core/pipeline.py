@@ -135,6 +135,7 @@ class FaceAligner:
             lm[2] -= z0
             f.landmarks_3d = lm.T.copy()
             f.pose = fit.pose[i].astype(np.float32)
+            f.rotation = fit.rotation[i]
             if dense:
                 v = G.crop_to_image(fit.vertices[1][i], f.roi_box, size)
                 v[2] -= z0
