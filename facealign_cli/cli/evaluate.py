@@ -369,5 +369,138 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
                    lambda: reports.landmarks68_panels(doc, per))
 
 
+@evaluate.command("stability", short_help="Jitter and lag on synthetic videos made from "
+                  "photos (tracking, One-Euro smoothing).")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--frames", type=click.IntRange(min=2), default=None,
+              help="Frames of each photo's jitter video [default: 30].")
+@click.option("--moving-frames", type=click.IntRange(min=2), default=None,
+              help="Frames of each photo's moving-face video [default: 45].")
+@click.option("--fps", type=click.FloatRange(min=1, min_open=False), default=None,
+              help="Frame rate of the synthetic videos [default: 30].")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the random similarities (photo k uses seed + k) [default: 0].")
+@click.option("--detect-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the detector on every k-th frame, landmarks carried in between.")
+@click.option("--smooth-min-cutoff", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="One-Euro cutoff at rest, Hz [default: the tool's].")
+@click.option("--smooth-beta", type=click.FloatRange(min=0), default=None,
+              help="One-Euro speed coefficient, per face size per second [default: the "
+                   "tool's].")
+@click.option("--smooth-d-cutoff", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="One-Euro cutoff of the speed estimate, Hz [default: the tool's].")
+@click.option("--weights", type=_PATH, default=None,
+              help="facealign checkpoint (default: the shipped weights, or $FACEALIGN_WEIGHTS).")
+@click.option("--baseline-3ddfa", "baseline", type=click.Path(
+    exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Your 3DDFA-V2 MobileNet weights (mb05_120x120.pth) to compare against; never "
+         "shipped or downloaded by facealign.")
+@click.option("--baseline-mean-std", type=click.Path(
+    exists=True, dir_okay=False, path_type=Path), default=None,
+    help="param_mean_std_62d_120x120.pkl of the baseline (default: beside its weights).")
+@click.option("--json", "json_path", type=_PATH, default=None,
+              help="Write every figure and the exact settings as JSON.")
+@click.option("--markdown", "markdown_path", type=_PATH, default=None,
+              help="Write the tables as Markdown.")
+@click.option("--limit", type=click.IntRange(min=0), default=0,
+              help="Evaluate only N photos spread evenly over the folder (quick check).")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="CPU threads for the networks (0 = the runtime's default).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
+              help="Runtime of the facealign regressor [default: $FACEALIGN_RUNTIME, else "
+                   "auto, as in the image commands].")
+@click.option("--per-image", is_flag=True, help="Also store per-photo figures in the JSON.")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Test-time flip averaging for facealign, as the image commands do by "
+                   "default. The --baseline-3ddfa model runs as its authors ship it (no flip).")
+def stability(directory, frames, moving_frames, fps, seed, detect_every, smooth_min_cutoff,
+              smooth_beta, smooth_d_cutoff, weights, baseline, baseline_mean_std, json_path,
+              markdown_path, limit, threads, runtime, per_image, flip):
+    """Stability on synthetic videos made from the photos of DIRECTORY (no annotations).
+
+    \b
+    After 3DDFA-V2's short-video synthesis (Guo et al., ECCV 2020): each photo becomes a
+    jitter video of independent random similarities (scale 0.95-1.05, rotation +-3 deg,
+    shift +-5 px, fixed seed) and a moving-face video (a known smooth trajectory). The
+    detector, tracker and regressor run on the frames in order; the landmarks are mapped
+    back to the photo through the known transforms.
+
+    \b
+    Reported, in % of the face size (sqrt(w*h) of its 68-point box): jitter (mean distance
+    to the per-point mean over the frames), frame-to-frame motion, raw and after the
+    One-Euro filter (Casiez et al., CHI 2012) of --smooth; the moving-face error (distance
+    to the landmarks on the still photo), raw and smoothed: its rise is the lag that
+    smoothing costs. Also tracks per face, and frames per second of the video pipeline.
+    """
+    import dataclasses
+
+    from facealign_cli.core.morphable_model import BasisNotFoundError
+    from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, POSE_DEFAULTS, FaceSmoother
+    from facealign_cli.core.tracking import (
+        DEFAULT_IOU_THRESHOLD,
+        DEFAULT_MAX_MISSED,
+        VideoAligner,
+    )
+    from facealign_cli.evaluation import datasets as D
+    from facealign_cli.evaluation import stability as S
+
+    frames = S.DEFAULT_FRAMES if frames is None else frames
+    moving_frames = S.DEFAULT_MOVING_FRAMES if moving_frames is None else moving_frames
+    fps = S.DEFAULT_FPS if fps is None else fps
+    seed = S.DEFAULT_SEED if seed is None else seed
+    smooth = dataclasses.replace(LANDMARK_DEFAULTS, **{k: v for k, v in {
+        "min_cutoff": smooth_min_cutoff, "beta": smooth_beta,
+        "d_cutoff": smooth_d_cutoff}.items() if v is not None})
+    _check_outputs(None, json_path, markdown_path)
+    photos = sorted(p for p in directory.iterdir()
+                    if p.is_file() and p.suffix in D.IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not photos:
+        raise SetupError(f"{directory} holds no photos ({', '.join(D.IMAGE_SUFFIXES)})")
+    photos = [photos[i] for i in D.select_indices(len(photos), limit)]
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
+    detector, det_info = _load_detector(threads)
+    figs, per = {}, {}
+    try:
+        for m in methods:
+            aligner = FaceAligner(detector=detector, regressor=m.regressor, flip=m.flip)
+            va = VideoAligner(aligner, detect_every=detect_every,
+                              smoother=FaceSmoother(smooth, POSE_DEFAULTS))
+            with _progress(len(photos), f"stability ({m.label})") as advance:
+                run = S.run_stability(photos, aligner, va, frames=frames,
+                                      moving_frames=moving_frames, fps=fps, seed=seed,
+                                      smooth=smooth, read_image=D.read_dataset_image,
+                                      progress=advance)
+            figs[m.key], per[m.key] = S.summarise_stability(run)
+    except (D.DatasetLayoutError, BasisNotFoundError) as exc:
+        raise SetupError(str(exc)) from exc
+    settings = {
+        "dataset": "photos", "path": str(directory), "photos": len(photos), "limit": limit,
+        "subset": "evenly spaced over the sorted names" if limit else "all",
+        "frames": frames, "moving_frames": moving_frames, "fps": fps, "seed": seed,
+        "similarities": {"scale": list(S.SCALE_RANGE), "rotation_deg": S.ROTATION_DEG,
+                         "shift_px": S.SHIFT_PX, "centre": "mean centre of the photo's faces",
+                         "source": "3DDFA-V2 short-video synthesis (Guo et al., ECCV 2020)"},
+        "moving": (f"shift {S.MOVING_SHIFT:g} x median face size (x; y half, twice the "
+                   f"frequency), rotation ±{S.MOVING_ROTATION_DEG:g}°, scale "
+                   f"±{100 * S.MOVING_SCALE:g}%, period {S.MOVING_PERIOD_S:g} s"),
+        "smoothing": dataclasses.asdict(smooth),
+        "smoothing_jitter_video": "One-Euro over each track's mapped-back landmarks (a still "
+                                  "face with the pipeline's noise)",
+        "smoothing_moving_video": "the pipeline's FaceSmoother on the frames, then mapped back",
+        "detect_every": detect_every, "threads": threads, "detector": det_info,
+        "tracking": {"iou_threshold": DEFAULT_IOU_THRESHOLD, "max_missed": DEFAULT_MAX_MISSED,
+                     "track_match_iou": S.MATCH_IOU},
+        "units": "% of the face size, sqrt(w*h) of its 68-point box on the photo",
+    }
+    doc = {"command": "facealign evaluate stability", "version": __version__,
+           "created_utc": _now(), "settings": settings,
+           "methods": {m.key: m.info for m in methods}, "results": figs}
+    if per_image:
+        doc["per_image"] = per
+    _write_outputs(doc, S.stability_tables(doc), "facealign evaluate — stability", json_path,
+                   markdown_path, None, lambda: [])
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(evaluate())
