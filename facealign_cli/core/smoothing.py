@@ -160,6 +160,18 @@ def _wrap_deg(x: np.ndarray) -> np.ndarray:
     return (x + 180.0) % 360.0 - 180.0
 
 
+def _smooth_rotation(prev: np.ndarray | None, rot: np.ndarray, alpha) -> np.ndarray:
+    """One smoothing step of a (3, 3) rotation with the pose filter's factor: the blend
+    ``prev + a (rot - prev)`` projected back onto the rotations (SVD)."""
+    if prev is None or np.ndim(alpha) != 0 or prev.shape != rot.shape:
+        return rot.copy()
+    m = prev + float(alpha) * (rot - prev)
+    u, _, vt = np.linalg.svd(m)
+    if np.linalg.det(u @ vt) < 0:
+        u[:, -1] = -u[:, -1]
+    return u @ vt
+
+
 class FaceSmoother:
     """One-Euro filters per face track: landmarks (and dense vertices) and head pose.
 
@@ -176,8 +188,10 @@ class FaceSmoother:
     What is smoothed: ``landmarks_3d`` (68, 3) float32 image pixels; with
     ``speed="affine"`` or ``"shared"`` the dense ``vertices`` (N, 3) get the same smoothing factor
     as the landmarks of that frame (a vertex array whose size changes restarts its filter);
-    ``pose`` (3,) degrees, unwrapped across +-180. ``params``, ``box`` and ``roi_box`` are left
-    as estimated (the tracker uses the raw values).
+    ``pose`` (3,) degrees, unwrapped across +-180, and the (3, 3) ``rotation`` (when the face
+    has one) blended with the pose's smoothing factor and projected back onto the rotations.
+    ``params``, ``box`` and ``roi_box`` are left as estimated (the tracker uses the raw
+    values); the raw rotation is in ``face.extra["raw_rotation"]``.
     """
 
     def __init__(self, landmarks: OneEuroParams | None = LANDMARK_DEFAULTS,
@@ -229,4 +243,10 @@ class FaceSmoother:
                 prev = st["pose"].x_hat
                 x = raw if prev is None else _unwrap_deg(raw, prev)
                 f.pose = _wrap_deg(st["pose"](x, t)).astype(np.float32)
+                rot = getattr(f, "rotation", None)
+                if rot is not None:
+                    st["rot"] = _smooth_rotation(st.get("rot"), np.asarray(rot, np.float64),
+                                                 st["pose"].last_alpha)
+                    f.extra["raw_rotation"] = rot
+                    f.rotation = st["rot"].copy()
         return faces

@@ -131,3 +131,19 @@ def test_pose_is_unwrapped_across_180():
         assert f.extra["raw_pose"][2] == roll
     # never pulled towards 0 by the jump from +179 to -179
     assert all(abs(abs(r) - 180) < 2 for r in out)
+
+
+def test_rotation_stays_a_rotation_and_raw_is_kept():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(5)
+    sm = FaceSmoother()
+    lm = rng.uniform(0, 100, (68, 3))
+    for i in range(10):
+        f = _face(0, lm, pose=(10.0 + i, 0.0, 0.0))
+        raw = Rotation.from_euler("y", 10.0 + i + rng.normal(0, 2), degrees=True).as_matrix()
+        f.rotation = raw
+        sm.apply([f], i / FPS)
+        np.testing.assert_allclose(f.rotation @ f.rotation.T, np.eye(3), atol=1e-9)
+        assert np.linalg.det(f.rotation) == pytest.approx(1.0)
+        assert f.extra["raw_rotation"] is raw
