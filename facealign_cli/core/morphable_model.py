@@ -34,6 +34,7 @@ N_SHAPE = 40
 N_EXP = 10
 N_PARAMS = 12 + N_SHAPE + N_EXP  # 62
 TOPOLOGY_FILE = Path(__file__).resolve().parents[1] / "data" / "face_topology.npz"
+UV_FILE = Path(__file__).resolve().parents[1] / "data" / "face_uv.npz"
 
 
 class BasisNotFoundError(RuntimeError):
@@ -178,3 +179,40 @@ def load_face_topology(path: str | None = None) -> FaceTopology:
     with np.load(p) as z:
         return FaceTopology(vertex_index=z["vertex_index"].astype(np.int64),
                             triangles=z["triangles"].astype(np.int32))
+
+
+@dataclass(frozen=True)
+class FaceUV:
+    """The fixed UV unwrapping of the face region (``scripts/build_face_uv.py``).
+
+    Attributes:
+        uv: (M, 2) float32 texture coordinates in [0, 1] of the :class:`FaceTopology` vertices
+            (same order); u grows to the subject's left (the image's right on a frontal face),
+            v upwards (OBJ's convention: v = 0 is the texture's bottom row).
+        mirror: (M,) int32 index of each vertex's mirror partner in the region (nearest vertex
+            to its mirror image on the mean face).
+        aspect: width / height of a texture whose texels cover equal angles both ways.
+    """
+
+    uv: np.ndarray
+    mirror: np.ndarray
+    aspect: float = 1.0
+
+
+@functools.lru_cache(maxsize=1)
+def load_face_uv(path: str | None = None) -> FaceUV:
+    """Load the UV unwrapping shipped in ``facealign_cli/data/face_uv.npz``.
+
+    Raises:
+        FileNotFoundError: the file is missing (rebuild it with
+            ``python scripts/build_face_uv.py``).
+        ValueError: it does not match the shipped topology's vertex count.
+    """
+    p = Path(path) if path else UV_FILE
+    with np.load(p) as z:
+        out = FaceUV(uv=z["uv"].astype(np.float32), mirror=z["mirror"].astype(np.int32),
+                     aspect=float(z["aspect"]))
+    n = len(load_face_topology().vertex_index) if path is None else len(out.uv)
+    if out.uv.shape != (n, 2) or out.mirror.shape != (n,):
+        raise ValueError(f"{p}: UVs for {len(out.uv)} vertices, the topology has {n}")
+    return out
