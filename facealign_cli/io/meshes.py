@@ -1,4 +1,6 @@
-"""Mesh files (OBJ with per-vertex colours, binary PLY) and per-vertex colours from a photo.
+"""Mesh files (OBJ with per-vertex colours, binary PLY, binary glTF), UV-textured meshes (OBJ +
+MTL + PNG, or GLB with the texture embedded, through trimesh's exporters) and per-vertex colours
+from a photo.
 
 Nothing here knows about the 3DMM: callers pass plain arrays. In this project the vertices are in
 the image pixel frame of :mod:`facealign_cli.core.face` (x right, y down, z away from the camera, a
@@ -35,7 +37,7 @@ import numpy as np
 
 from facealign_cli.io.records import atomic_open
 
-MESH_FORMATS = ("obj", "ply")
+MESH_FORMATS = ("obj", "ply", "glb")
 #: Frames a mesh can be written in (see the module docstring); the first is the default.
 MESH_FRAMES = ("image", "viewer")
 NEUTRAL_GREY = (128, 128, 128)
@@ -219,6 +221,8 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
             formatting: ~10x faster than Python string formatting for a 38k-vertex face).
             ``"ply"``: binary little-endian PLY (trimesh's exporter) with float vertices,
             uchar RGBA colours (alpha 255) and int triangle lists.
+            ``"glb"``: binary glTF 2.0 (trimesh's exporter), float32 positions, RGBA
+            ``COLOR_0`` vertex colours, uint32 indices; no normals.
         frame: ``"image"`` (default): the vertices as given; ``"viewer"``: converted with
             :func:`to_viewer_frame` (y up, z towards the viewer; needs ``image_height``).
         image_height: the photo's height in pixels (``frame="viewer"`` only).
@@ -242,8 +246,87 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
     import trimesh
 
     mesh = trimesh.Trimesh(vertices=v, faces=t, vertex_colors=c, process=False, validate=False)
+    if fmt == "glb":
+        return trimesh.exchange.gltf.export_glb(mesh, include_normals=False)
     return trimesh.exchange.ply.export_ply(mesh, encoding="binary", vertex_normal=False,
                                            include_attributes=False)
+
+
+#: Formats of a UV-textured mesh (:func:`textured_mesh_files`).
+TEXTURED_FORMATS = ("obj", "glb")
+#: Decimals of the coordinates in a textured OBJ (vertices and UVs: trimesh's ``digits``).
+TEXTURED_OBJ_DIGITS = 4
+
+
+def safe_texture_stem(name: str) -> str:
+    """A file stem usable in OBJ's ``mtllib`` / ``map_Kd`` lines and as an MTL material name
+    (which end at white space): ``name`` itself when it is made of ASCII letters, digits and
+    ``_ . - + ~``, else those characters kept, the others replaced by ``_``, and 8 hex digits
+    of the name's SHA-1 appended (so two names never share a stem)."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.+~-]", "_", name)
+    if safe == name and name:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{safe}-{digest}"
+
+
+def textured_mesh_files(stem: str, vertices: np.ndarray, triangles: np.ndarray,
+                        uv: np.ndarray, texture_rgb: np.ndarray, fmt: str = "obj", *,
+                        frame: str = "image", image_height: float | None = None
+                        ) -> list[tuple[str, bytes]]:
+    """Encode a UV-textured triangle mesh with trimesh's exporters (in memory).
+
+    Args:
+        stem: the file name stem (no folder): ``obj`` gives ``<stem>.obj`` (``mtllib`` and
+            ``usemtl`` lines, ``v``, ``vt`` and ``f a/a b/b c/c`` lines, coordinates with
+            :data:`TEXTURED_OBJ_DIGITS` decimals), ``<t>.mtl`` and ``<t>.png`` with ``t =``
+            :func:`safe_texture_stem` of ``stem`` (the material is named ``t`` too); ``glb``
+            gives ``<stem>.glb`` with the PNG texture embedded (baseColorTexture).
+        vertices, triangles: as for :func:`mesh_bytes`.
+        uv: (N, 2) float texture coordinates in [0, 1] per vertex (v up: 0 = the texture's
+            bottom row).
+        texture_rgb: (H, W, 3) uint8 RGB texture image.
+        fmt: ``"obj"`` or ``"glb"``.
+        frame, image_height: as for :func:`mesh_bytes`.
+
+    Returns:
+        ``[(file name, content), ...]``, the mesh file first.
+
+    Raises:
+        ValueError: bad shapes, format or frame.
+    """
+    import trimesh
+    from PIL import Image
+
+    fmt = fmt.lower()
+    if fmt not in TEXTURED_FORMATS:
+        raise ValueError(f"unknown textured mesh format {fmt!r}; expected one of "
+                         f"{TEXTURED_FORMATS}")
+    v, t, _ = _check_mesh(vertices, triangles, None)
+    v, t = _in_frame(v, t, frame, image_height)
+    uv = np.asarray(uv, dtype=np.float64)
+    if uv.shape != (len(v), 2):
+        raise ValueError(f"uv must be ({len(v)}, 2), got {uv.shape}")
+    tex = np.asarray(texture_rgb)
+    if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != np.uint8 or not tex.size:
+        raise ValueError(f"texture must be (H, W, 3) uint8 RGB, got {tex.dtype} {tex.shape}")
+    name = safe_texture_stem(stem)
+    material = trimesh.visual.material.SimpleMaterial(image=Image.fromarray(tex), name=name)
+    mesh = trimesh.Trimesh(vertices=v, faces=t, process=False, validate=False,
+                           visual=trimesh.visual.TextureVisuals(uv=uv, material=material))
+    if fmt == "glb":
+        return [(f"{stem}.glb", trimesh.exchange.gltf.export_glb(mesh, include_normals=False))]
+    text, extra = trimesh.exchange.obj.export_obj(
+        mesh, include_normals=False, include_color=False, include_texture=True,
+        return_texture=True, mtl_name=f"{name}.mtl", digits=TEXTURED_OBJ_DIGITS,
+        header="facealign textured mesh")
+    files = [(f"{stem}.obj", text.encode("utf-8"))]
+    for fname in sorted(extra):  # the .mtl and the .png
+        files.append((fname, bytes(extra[fname])))
+    return files
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
