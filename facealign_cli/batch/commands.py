@@ -11,10 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from facealign_cli.batch.options import POSE_CSV_NAME, RunOptions
+from facealign_cli.batch.options import DEFAULT_MIN_SCORE, POSE_CSV_NAME, RunOptions
 from facealign_cli.io import records
 
-POSE_COLUMNS = ("path", "face", "yaw", "pitch", "roll", "x1", "y1", "x2", "y2", "score")
+POSE_COLUMNS = ("path", "face", "yaw", "pitch", "roll", "x1", "y1", "x2", "y2", "score",
+                "qw", "qx", "qy", "qz")
+#: Folder (under ``--out``) of the thumbnails of ``render --sheet``: a hidden name, which no
+#: output key can start with (a folder walk skips hidden entries; a file named on the command
+#: line has a key without ``/``).
+THUMBS_DIR = ".thumbs"
+#: JPEG quality of the overlays of ``render``.
+OVERLAY_QUALITY = 90
 
 
 @dataclass(frozen=True)
@@ -26,10 +33,33 @@ class Encoded:
     outputs: tuple[str, ...] = ()
     rows: tuple[tuple[Any, ...], ...] | None = None
     record: dict[str, Any] | None = None
+    done_extra: dict[str, Any] | None = None
 
 
 def _num(v, nd: int = 2):
     return round(float(v), nd)
+
+
+def face_rotation(face):
+    """The face's model-to-camera rotation: ``Face.rotation``, else (a face from another
+    aligner) composed from its pose angles (``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``)."""
+    import numpy as np
+
+    if getattr(face, "rotation", None) is not None:
+        return np.asarray(face.rotation, dtype=np.float64)
+    from facealign_cli.render.overlay import rotation_from_pose
+
+    return rotation_from_pose(face.pose)
+
+
+def quaternion(R) -> list[float]:
+    """``[qw, qx, qy, qz]`` of a rotation matrix (scipy's ``Rotation``), ``qw >= 0``."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(R).as_quat(scalar_first=True)
+    if q[0] < 0:
+        q = -q
+    return [round(float(v), 6) for v in q]
 
 
 def pose_rows(path: str, faces) -> list[list[Any]]:
@@ -38,8 +68,16 @@ def pose_rows(path: str, faces) -> list[list[Any]]:
     for k, f in enumerate(faces):
         yaw, pitch, roll = (_num(v) for v in f.pose)
         x1, y1, x2, y2 = (_num(v) for v in f.box[:4])
-        rows.append([path, k, yaw, pitch, roll, x1, y1, x2, y2, _num(f.score, 4)])
+        rows.append([path, k, yaw, pitch, roll, x1, y1, x2, y2, _num(f.score, 4),
+                     *quaternion(face_rotation(f))])
     return rows
+
+
+def align(aligner, img, dense: bool, opts: RunOptions) -> list:
+    """The faces of ``img`` (regressed, vertices with ``dense``) whose detector score is at
+    least ``opts.min_score``."""
+    faces = aligner(img, dense=dense)
+    return [f for f in faces if float(f.score) >= opts.min_score]
 
 
 def json_file_bytes(doc: Any) -> bytes:
@@ -67,15 +105,17 @@ class Command:
     def fingerprint(self, opts: RunOptions) -> dict[str, Any]:
         """Settings an earlier run must have used for its outputs to be reused."""
         fp: dict[str, Any] = {"command": self.name, "max_faces": opts.max_faces}
+        if opts.min_score != DEFAULT_MIN_SCORE:  # (key absent = the detector's default)
+            fp["min_score"] = opts.min_score
         if self.uses_regressor:
             fp["weights"] = str(opts.weights or "default")
             if not opts.flip:  # (key absent = flip averaging on, the default)
                 fp["flip"] = False
         return fp
 
-    def infer(self, aligner, img) -> tuple[list, Any]:
+    def infer(self, aligner, img, opts: RunOptions) -> tuple[list, Any]:
         """The faces of ``img`` and any per-face data taken from the decoded image."""
-        return aligner(img, dense=self.dense), None
+        return align(aligner, img, self.dense, opts), None
 
     def encode(self, path: str, key: str, width: int, height: int, faces, extra, aligner,
                opts: RunOptions) -> Encoded:
@@ -84,6 +124,16 @@ class Command:
     def outputs_present(self, out, outputs) -> bool:
         """Whether an earlier run's outputs are all still there (resume)."""
         return all(out.joinpath(*o.split("/")).is_file() for o in outputs)
+
+    def finish(self, out, opts: RunOptions, lines) -> list:
+        """Run-level outputs written after the manifest (``render --sheet``'s contact sheet);
+        ``lines``: ``[(key, manifest line)]`` of the run, in input order (collected only
+        when :meth:`wants_lines`)."""
+        return []
+
+    def wants_lines(self, opts: RunOptions) -> bool:
+        """Whether :meth:`finish` needs the run's manifest lines."""
+        return False
 
 
 class _JsonCommand(Command):
@@ -104,8 +154,8 @@ class Detect(_JsonCommand):
     name = "detect"
     uses_regressor = False
 
-    def infer(self, aligner, img):
-        return aligner.detect(img), None
+    def infer(self, aligner, img, opts):
+        return [f for f in aligner.detect(img) if float(f.score) >= opts.min_score], None
 
     def faces_json(self, faces):
         return [{k: v for k, v in f.to_dict(with_landmarks=False).items()
@@ -114,7 +164,8 @@ class Detect(_JsonCommand):
 
 class Landmarks(_JsonCommand):
     """``<out>/<key>.json`` = ``{path, width, height, faces: [Face.to_dict()]}`` (box, score,
-    keypoints, roi_box, landmarks_2d (68x2), landmarks_3d (68x3), pose)."""
+    keypoints, roi_box, landmarks_2d (68x2), landmarks_3d (68x3), pose, rotation (3x3), camera
+    scale and translation, the 62 params and their basis)."""
 
     name = "landmarks"
 
@@ -139,34 +190,154 @@ class Pose(Command):
 
 
 class Mesh(Command):
-    """``<out>/<key>_face<k>.<obj|ply>`` per face ``k`` (0 = highest score): the dense
-    face-region vertices (pixels, z away from the camera), the topology's triangles and
-    per-vertex RGB colours sampled from the photo."""
+    """``<out>/<key>_face<k>.<obj|ply|glb>`` per face ``k`` (0 = highest score): the dense
+    face-region vertices (pixels; ``opts.mesh_frame``: ``viewer`` = ``(x, H - y, -z)``, y up
+    and z towards the viewer, or ``image`` = the image frame, y down, z away from the camera),
+    the topology's triangles and per-vertex RGB colours sampled from the photo. With
+    ``opts.texture``: a UV texture instead of vertex colours, ``<key>_face<k>.obj`` +
+    ``.mtl`` + ``.png`` (:func:`facealign_cli.io.meshes.textured_mesh_files`) or one ``.glb``
+    with the texture embedded."""
 
     name = "mesh"
     streamable = False
     dense = True
 
     def fingerprint(self, opts):
-        return {**super().fingerprint(opts), "format": opts.mesh_format}
+        fp = {**super().fingerprint(opts), "format": opts.mesh_format,
+              "frame": opts.mesh_frame}
+        if opts.texture:
+            fp["texture"] = True
+        return fp
 
-    def infer(self, aligner, img):
+    def infer(self, aligner, img, opts):
+        faces = align(aligner, img, True, opts)
+        if opts.texture:
+            from facealign_cli.core.morphable_model import load_face_uv
+            from facealign_cli.io.texture import bake_texture, texture_size
+
+            uv = load_face_uv()
+            size = texture_size(uv.aspect)
+            tris = aligner.topology.triangles
+            return faces, [bake_texture(img, f.vertices, tris, uv.uv, uv.mirror, size)
+                           for f in faces]
         from facealign_cli.io.meshes import sample_vertex_colors
 
-        faces = aligner(img, dense=True)
         return faces, [sample_vertex_colors(img, f.vertices) for f in faces]
 
     def encode(self, path, key, width, height, faces, extra, aligner, opts):
-        from facealign_cli.io.meshes import mesh_bytes
+        from facealign_cli.io.meshes import mesh_bytes, textured_mesh_files
 
         tris = aligner.topology.triangles
-        files = tuple((f"{key}_face{k}.{opts.mesh_format}",
-                       mesh_bytes(f.vertices, tris, col, opts.mesh_format))
-                      for k, (f, col) in enumerate(zip(faces, extra)))
-        return Encoded(files=files, outputs=tuple(rel for rel, _ in files))
+        frame = {"frame": opts.mesh_frame, "image_height": height}
+        files: list[tuple[str, bytes]] = []
+        for k, (f, col) in enumerate(zip(faces, extra)):
+            if opts.texture:
+                from facealign_cli.core.morphable_model import load_face_uv
+
+                folder, _, base = key.rpartition("/")
+                prefix = folder + "/" if folder else ""
+                files += [(prefix + name, data) for name, data in textured_mesh_files(
+                    f"{base}_face{k}", f.vertices, tris, load_face_uv().uv, col,
+                    opts.mesh_format, **frame)]
+            else:
+                files.append((f"{key}_face{k}.{opts.mesh_format}",
+                              mesh_bytes(f.vertices, tris, col, opts.mesh_format, **frame)))
+        return Encoded(files=tuple(files), outputs=tuple(rel for rel, _ in files))
 
 
-_ALL: dict[str, Command] = {c.name: c() for c in (Detect, Landmarks, Pose, Mesh)}
+def _jpeg(image_bgr, quality: int) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("could not encode the picture as JPEG")
+    return buf.tobytes()
+
+
+class Render(Command):
+    """``<out>/<key>.jpg`` per photo: the photo with the ``opts.draw`` layers of its faces
+    (:func:`facealign_cli.render.draw_faces`). With ``opts.sheet`` also
+    ``<out>/.thumbs/<key>.jpg`` (a thumbnail) and, after the run, ``<out>/index.html`` (a
+    contact sheet of the run's photos, :func:`facealign_cli.render.write_sheet`, built from the
+    manifest and the done records: :meth:`finish`)."""
+
+    name = "render"
+    streamable = False
+    dense = True  # the topology is loaded; vertices are computed only for mesh / depth
+
+    def fingerprint(self, opts):
+        return {**super().fingerprint(opts), "draw": list(opts.draw), "sheet": opts.sheet}
+
+    @staticmethod
+    def needs_dense(opts: RunOptions) -> bool:
+        return any(d in ("mesh", "depth") for d in opts.draw)
+
+    def infer(self, aligner, img, opts):
+        from facealign_cli.render import draw_faces
+
+        dense = self.needs_dense(opts)
+        faces = align(aligner, img, dense, opts)
+        pic = draw_faces(img, faces, opts.draw,
+                         triangles=aligner.topology.triangles if dense else None)
+        thumb = None
+        if opts.sheet:
+            from facealign_cli.render.sheet import THUMB_QUALITY, thumbnail
+
+            thumb = _jpeg(thumbnail(pic), THUMB_QUALITY)
+        return faces, (_jpeg(pic, OVERLAY_QUALITY), thumb)
+
+    def encode(self, path, key, width, height, faces, extra, aligner, opts):
+        overlay, thumb = extra
+        files = [(key + ".jpg", overlay)]
+        if thumb is not None:
+            files.append((f"{THUMBS_DIR}/{key}.jpg", thumb))
+        summary = [{"score": round(float(f.score), 4),
+                    "pose": None if f.pose is None else [round(float(a), 2) for a in f.pose]}
+                   for f in faces]
+        return Encoded(files=tuple(files), outputs=tuple(rel for rel, _ in files),
+                       done_extra={"faces": summary})
+
+    def finish(self, out, opts: RunOptions, lines) -> list:
+        """After a run with ``opts.sheet``: write ``<out>/index.html`` (and further pages) from
+        the run's manifest lines, ``[(key, manifest line)]`` in input order, and the done
+        records of the photos rendered (this run's or an earlier one's).
+
+        Returns:
+            The pages written (none without ``opts.sheet``).
+
+        Raises:
+            OSError: a page cannot be written.
+        """
+        if not opts.sheet:
+            return []
+        from facealign_cli.batch.result import printable
+        from facealign_cli.batch.state import done_path
+        from facealign_cli.render import write_sheet
+
+        entries = []
+        for key, line in lines:
+            e = {"name": printable(str(line.get("path", ""))), "status": line.get("status"),
+                 "error": line.get("error"), "message": line.get("message")}
+            if line.get("status") == "ok" or (line.get("status") == "skipped"
+                                               and line.get("error") is None):
+                try:
+                    rec = records.read_json(done_path(out, self.name, key))
+                except (OSError, ValueError):
+                    rec = None
+                if isinstance(rec, dict):
+                    e["overlay"] = key + ".jpg"
+                    thumb = f"{THUMBS_DIR}/{key}.jpg"
+                    e["thumbnail"] = thumb if thumb in rec.get("outputs", []) else None
+                    e["faces"] = [{"score": f.get("score"), "pose": f.get("pose")}
+                                  for f in rec.get("faces") or [] if isinstance(f, dict)]
+            entries.append(e)
+        return write_sheet(out, entries)
+
+    def wants_lines(self, opts):
+        return opts.sheet
+
+
+_ALL: dict[str, Command] = {c.name: c() for c in (Detect, Landmarks, Pose, Mesh, Render)}
 COMMANDS = tuple(_ALL)
 STREAMABLE = tuple(n for n, c in _ALL.items() if c.streamable)
 

@@ -12,9 +12,20 @@ from dataclasses import dataclass
 from typing import Any
 
 BACKENDS = ("local", "dask")
-MESH_FORMATS = ("obj", "ply")
+MESH_FORMATS = ("obj", "ply", "glb")
+#: Frames a mesh can be written in (:func:`facealign_cli.io.meshes.to_viewer_frame`); the
+#: default of the ``mesh`` command is ``"viewer"`` (opens upright, facing the viewer).
+MESH_FRAMES = ("viewer", "image")
+#: The detector's own score threshold (``BlazeFaceDetector(score_threshold=0.45)``): the
+#: default of ``--min-score``.
+DEFAULT_MIN_SCORE = 0.45
+#: What ``render`` draws by default, and what it can draw (``facealign_cli.render``'s).
+RENDER_DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
+RENDER_DEFAULT_DRAW = ("box", "landmarks", "pose")
 STATE_DIR = ".facealign"
 MANIFEST_NAME = "manifest.jsonl"
+#: The run's settings beside the manifest (command, resume fingerprint, --min-score ...).
+SETTINGS_NAME = "manifest.settings.json"
 POSE_CSV_NAME = "pose.csv"
 
 EXIT_OK = 0
@@ -75,7 +86,15 @@ class RunOptions:
         flip: test-time flip averaging of the regressor (see
             :mod:`facealign_cli.core.regression`).
         overwrite: redo images already done.
-        mesh_format: ``"obj"`` or ``"ply"`` (``mesh`` only).
+        mesh_format: ``"obj"``, ``"ply"`` or ``"glb"`` (``mesh`` only).
+        mesh_frame: ``"viewer"`` (x, H - y, -z: y up, z towards the viewer) or ``"image"``
+            (the pixel frame of :mod:`facealign_cli.core.face`) (``mesh`` only).
+        texture: ``mesh`` writes a UV texture (PNG) per face instead of vertex colours (OBJ:
+            OBJ + MTL + PNG; GLB: embedded).
+        min_score: drop detections below this score (the detector runs with it as its
+            threshold; default :data:`DEFAULT_MIN_SCORE`, the detector's own).
+        draw: the layers ``render`` draws (:data:`RENDER_DRAW_CHOICES`).
+        sheet: ``render`` also writes thumbnails and ``index.html`` (a contact sheet).
         max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = its
             default).
         chunk_size: images per worker task (0 = automatic).
@@ -100,6 +119,11 @@ class RunOptions:
     flip: bool = True
     overwrite: bool = False
     mesh_format: str = "obj"
+    mesh_frame: str = "viewer"
+    texture: bool = False
+    min_score: float = DEFAULT_MIN_SCORE
+    draw: tuple[str, ...] = RENDER_DEFAULT_DRAW
+    sheet: bool = False
     max_pixels: int | None = None
     chunk_size: int = 0
     quiet: bool = False

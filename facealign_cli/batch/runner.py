@@ -25,7 +25,10 @@ from facealign_cli.batch.options import (
     BACKENDS,
     MANIFEST_NAME,
     MESH_FORMATS,
+    MESH_FRAMES,
     POSE_CSV_NAME,
+    RENDER_DRAW_CHOICES,
+    SETTINGS_NAME,
     BatchError,
     ClusterError,
     ModelLoadError,
@@ -244,6 +247,18 @@ def _validate(opts: RunOptions) -> None:
         raise ValueError(f"{opts.command} cannot write to stdout ('--out -')")
     if opts.mesh_format not in MESH_FORMATS:
         raise ValueError(f"unknown mesh format {opts.mesh_format!r}")
+    if opts.mesh_frame not in MESH_FRAMES:
+        raise ValueError(f"unknown mesh frame {opts.mesh_frame!r}; expected one of "
+                         f"{MESH_FRAMES}")
+    if opts.texture and opts.mesh_format not in ("obj", "glb"):
+        raise ValueError("a textured mesh is written as obj or glb, not "
+                         f"{opts.mesh_format!r}")
+    bad = [d for d in opts.draw if d not in RENDER_DRAW_CHOICES]
+    if bad or not opts.draw:
+        raise ValueError(f"invalid draw choice(s) {bad or list(opts.draw)}; expected some of "
+                         f"{RENDER_DRAW_CHOICES}")
+    if not 0.0 <= opts.min_score <= 1.0:
+        raise ValueError(f"min_score must lie in [0, 1], got {opts.min_score!r}")
     if opts.backend not in BACKENDS:
         raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
     if opts.backend == "dask" and not opts.scheduler:
@@ -295,6 +310,10 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                 raise BatchError(f"cannot use output folder {out}: {exc}") from None
             with contextlib.suppress(OSError):
                 clean_stale_temp_files(out)  # left by a killed run; we hold the lock
+            try:
+                records.write_json(out / SETTINGS_NAME, run_settings(cmd, opts), indent=None)
+            except OSError as exc:
+                raise BatchError(f"cannot use output folder {out}: {exc}") from None
 
         # Resume: which images are done already (decided before any model is loaded).
         done: dict[int, dict] = {}
@@ -343,9 +362,12 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         state["on_signal"] = on_signal
         stack.enter_context(_signals_to_stop(state))
         emitted = [0]
+        lines: list | None = [] if out is not None and cmd.wants_lines(opts) else None
 
         def emit(res: ImageResult) -> None:
             res = commit(out, cmd.name, res)  # the one write path, for every backend
+            if lines is not None:
+                lines.append((res.key, res.manifest_line()))
             if STOP.is_set() and not state.get("announced"):
                 state["announced"] = True
                 reporter.line(stop_msg)
@@ -422,6 +444,12 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                         summary.output_error = str(_output_error(f"the manifest {manifest.path}",
                                                                  exc))
                         reporter.line(f"facealign: error: {summary.output_error}")
+            if lines is not None and summary.output_error is None:
+                try:
+                    cmd.finish(out, opts, lines)
+                except OSError as exc:
+                    summary.output_error = f"cannot write the run's pages in {out}: {exc}"
+                    reporter.line(f"facealign: error: {summary.output_error}")
             if pose_csv is not None:
                 try:
                     _add_other_rows(pose_csv, out, cmd, opts, items)
@@ -439,6 +467,16 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         _print_summary(opts, summary, stderr)
     STOP.clear()
     return summary
+
+
+def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
+    """What ``<out>/manifest.settings.json`` records: the command and every setting that
+    changes its outputs (the resume fingerprint, with ``min_score`` and ``flip`` always
+    spelled out)."""
+    settings = {**cmd.fingerprint(opts), "min_score": opts.min_score}
+    if cmd.uses_regressor:
+        settings["flip"] = opts.flip
+    return {"command": cmd.name, "settings": settings}
 
 
 def _add_other_rows(pose_csv, out: Path, cmd, opts: RunOptions,

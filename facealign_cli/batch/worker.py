@@ -69,8 +69,12 @@ def build_aligner(opts: RunOptions, threads: int):
 
         regressor = make_regressor(opts.weights, num_threads=threads,
                                    runtime=opts.runtime or "auto")
-    aligner = FaceAligner(regressor=regressor, max_faces=opts.max_faces, num_threads=threads,
-                          flip=opts.flip)
+    from facealign_cli.models.detector import BlazeFaceDetector
+
+    # the detector's threshold is --min-score (tiles keep their stricter one when higher)
+    detector = BlazeFaceDetector(score_threshold=opts.min_score, num_threads=threads)
+    aligner = FaceAligner(detector=detector, regressor=regressor, max_faces=opts.max_faces,
+                          num_threads=threads, flip=opts.flip)
     if cmd.uses_regressor:
         aligner.model  # noqa: B018 - load the 3DMM now: a missing basis is one setup error
     if cmd.dense:
@@ -117,7 +121,7 @@ def get_aligner(opts: RunOptions):
     factory = opts.aligner_factory or build_aligner
     cmd = get_command(opts.command)
     key = (cmd.uses_regressor, cmd.dense, opts.weights, opts.runtime, opts.threads, opts.jobs,
-           opts.max_faces, opts.flip, factory)
+           opts.max_faces, opts.flip, opts.min_score, factory)
     if _ALIGNER is None or _ALIGNER_KEY != key:
         threads = effective_threads(opts)
         try:
@@ -196,7 +200,7 @@ def process_image(opts: RunOptions, item: InputItem) -> ImageResult:
     try:
         dec = read_image(item.path, max_pixels=opts.max_pixels)
         aligner = get_aligner(opts)
-        faces, extra = cmd.infer(aligner, dec.image)
+        faces, extra = cmd.infer(aligner, dec.image, opts)
         notes = list(dec.warnings)  # e.g. only the first frame of an animation
         if dec.scale > 1:
             _rescale_faces(faces, dec.scale)
@@ -211,6 +215,8 @@ def process_image(opts: RunOptions, item: InputItem) -> ImageResult:
                     "width": dec.width, "height": dec.height}
             if cmd.table:
                 done["rows"] = [list(r) for r in enc.rows]
+            if enc.done_extra:
+                done.update(enc.done_extra)
         return ImageResult(item.path, item.key, "ok", n_faces=len(faces), outputs=enc.outputs,
                            message=message, seconds=round(time.perf_counter() - t0, 3),
                            width=dec.width, height=dec.height, rows=enc.rows,

@@ -25,6 +25,10 @@ import click
 from facealign_cli import __version__
 from facealign_cli.models.weights import RUNTIMES
 
+#: The detector's own threshold (``BlazeFaceDetector(score_threshold=0.45)``, the same as
+#: ``facealign_cli.batch.options.DEFAULT_MIN_SCORE``; a test checks all three agree).
+DEFAULT_MIN_SCORE = 0.45
+
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    every image processed (or already done by an earlier run)
@@ -45,6 +49,7 @@ MAIN_EPILOG = EXIT_CODES_HELP + """
 Examples:
   facealign mesh ./photos --out ./meshes --jobs 4
   facealign pose ./photos --out ./poses          # -> ./poses/pose.csv
+  facealign render ./photos --out ./look --draw box,landmarks,pose,mesh --sheet
   facealign landmarks ./photos --out ./lm --backend dask --scheduler tcp://head:8786
   find /archive -name '*.jpg' | facealign landmarks - --out -  > landmarks.ndjson
 """
@@ -57,6 +62,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("facealign_cli.cli.train", "Train the 3DMM parameter regressor."),
     "export-onnx": ("facealign_cli.cli.export",
                     "Export a regressor checkpoint for ONNX Runtime (the fast path)."),
+    "render": ("facealign_cli.cli.render",
+               "Draw the results over each photo (boxes, landmarks, pose, mesh, depth); "
+               "--sheet: index.html."),
 }
 
 
@@ -157,6 +165,12 @@ def _common_options(f):
         click.option("--max-faces", type=click.IntRange(min=0), default=0,
                      help="Keep at most N faces per image, highest detector score first "
                           "[default: 0 = all]."),
+        click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=DEFAULT_MIN_SCORE,
+                     show_default=True, metavar="S",
+                     help="Drop detections whose detector score is below S (the detector "
+                          "runs with S as its threshold; tiles of large photos keep 0.65 when "
+                          "higher). Raise it (e.g. 0.7) to drop the false positives of group "
+                          "photos (hands, hair); recorded in <out>/manifest.settings.json."),
         click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
                      metavar="PATH",
                      help="Regressor checkpoint [default: $FACEALIGN_WEIGHTS, else the "
@@ -325,8 +339,9 @@ def _run(command: str, params: dict, **extra) -> None:
     if not out or not out.strip() or "\0" in out:
         raise click.UsageError("--out: empty or invalid folder name; give a folder, or '-' "
                                "for stdout", ctx=ctx)
-    if out == "-" and command == "mesh":
-        raise click.UsageError("mesh writes files: give a folder to --out, not '-'", ctx=ctx)
+    if out == "-" and command in ("mesh", "render"):
+        raise click.UsageError(f"{command} writes files: give a folder to --out, not '-'",
+                               ctx=ctx)
     if params["quiet"] and params["verbose"]:
         raise click.UsageError("--quiet and --verbose exclude each other")
     if params["backend"] == "dask" and not params["scheduler"]:
@@ -379,6 +394,7 @@ def _run(command: str, params: dict, **extra) -> None:
     kw = {} if env["dask_timeout"] is None else {"dask_timeout": env["dask_timeout"]}
     opts = batch_options.RunOptions(
         command=command, out=out, jobs=jobs, threads=threads, max_faces=params["max_faces"],
+        min_score=params["min_score"],
         weights=weights, runtime=runtime, flip=params["flip"], overwrite=params["overwrite"],
         max_pixels=max_pixels,
         quiet=params["quiet"], verbose=params["verbose"], backend=params["backend"],
@@ -447,18 +463,34 @@ def pose(**params):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @_common_options
-@click.option("--format", "mesh_format", type=click.Choice(["obj", "ply"], case_sensitive=False),
-              default="obj", show_default=True, help="Mesh file format.")
+@click.option("--format", "mesh_format",
+              type=click.Choice(["obj", "ply", "glb"], case_sensitive=False),
+              default="obj", show_default=True,
+              help="Mesh file format: OBJ text, binary PLY, or binary glTF (GLB).")
+@click.option("--mesh-frame", type=click.Choice(["viewer", "image"], case_sensitive=False),
+              default="viewer", show_default=True,
+              help="viewer: (x, H - y, -z), y up and z towards the viewer, pixels of the "
+                   "photo (opens upright, facing you, in Blender, MeshLab, Open3D, trimesh); "
+                   "image: the photo's pixel frame (y down, z away from the camera).")
+@click.option("--texture", is_flag=True,
+              help="A UV texture sampled from the photo instead of vertex colours: "
+                   "<stem>_face<k>.obj + .mtl + .png (with --format glb: the texture inside "
+                   "the .glb). Not with --format ply.")
 @_with_input_help
-def mesh(mesh_format, **params):
+def mesh(mesh_format, mesh_frame, texture, **params):
     """Dense 3D face meshes with colours: one file per face.
 
-    Writes <out>/<relative path without extension>_face<k>.obj (or .ply), k = 0, 1, ... by
-    descending detector score: the fitted face model's vertices in image pixels (x right,
-    y down, z away from the camera), its triangles, and per-vertex colours sampled from the
-    photo. --out must be a folder.
+    Writes <out>/<relative path without extension>_face<k>.obj (or .ply, .glb), k = 0, 1, ...
+    by descending detector score: the fitted face model's vertices (38,731; in pixels of the
+    photo, by default in the viewer frame x, H - y, -z: upright and facing the viewer; see
+    --mesh-frame), its triangles (normals out of the face), and per-vertex colours sampled
+    from the photo, or with --texture a UV texture (OBJ + MTL + PNG). --out must be a folder.
     """
-    _run("mesh", params, mesh_format=mesh_format.lower())
+    if texture and mesh_format.lower() == "ply":
+        raise click.UsageError("--texture writes OBJ + MTL + PNG or GLB: use --format obj "
+                               "or glb")
+    _run("mesh", params, mesh_format=mesh_format.lower(), mesh_frame=mesh_frame.lower(),
+         texture=texture)
 
 
 
