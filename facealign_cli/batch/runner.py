@@ -311,7 +311,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
             with contextlib.suppress(OSError):
                 clean_stale_temp_files(out)  # left by a killed run; we hold the lock
             try:
-                records.write_json(out / SETTINGS_NAME, run_settings(cmd, opts), indent=None)
+                _write_settings(out / SETTINGS_NAME, run_settings(cmd, opts))
             except OSError as exc:
                 raise BatchError(f"cannot use output folder {out}: {exc}") from None
 
@@ -477,6 +477,15 @@ def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
     if cmd.uses_regressor:
         settings["flip"] = opts.flip
     return {"command": cmd.name, "settings": settings}
+
+
+def _write_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Write the run's settings, unless the file already says the same (a re-run with the same
+    settings touches nothing but the manifest)."""
+    with contextlib.suppress(OSError, ValueError):
+        if records.read_json(path) == settings:
+            return
+    records.write_json(path, settings, indent=None)
 
 
 def _add_other_rows(pose_csv, out: Path, cmd, opts: RunOptions,
