@@ -94,8 +94,9 @@ class Face:
         regressed and ``with_landmarks`` is true, ``landmarks_2d``, ``landmarks_3d``, ``pose``
         (a dict with ``yaw``, ``pitch``, ``roll``), ``rotation`` (3x3, row-major, 6 decimals),
         ``camera`` (``scale`` and ``translation`` of the camera of ``params``, 120-px crop
-        frame), ``params`` (the 62 values, each the shortest decimal of its float32) and
-        ``params_basis`` / ``params_layout`` / ``params_frame`` (what they refer to).
+        frame), ``params`` (the 62 values, each the shortest decimal of its float32),
+        ``params_basis`` / ``params_layout`` / ``params_frame`` (what they refer to) and
+        ``params_crop`` (``roi_box`` unrounded and the crop ``size``, 120 px).
         Dense vertices are never included.
         """
 
@@ -123,4 +124,7 @@ class Face:
             out["params_basis"] = PARAMS_BASIS
             out["params_layout"] = PARAMS_LAYOUT
             out["params_frame"] = PARAMS_FRAME
+            if self.roi_box is not None:  # the crop, unrounded (float32 shortest decimals)
+                out["params_crop"] = {"roi_box": [_sig(v) for v in np.asarray(
+                    self.roi_box, np.float32)[:4]], "size": 120}
         return out
