@@ -24,8 +24,6 @@ RENDER_DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
 RENDER_DEFAULT_DRAW = ("box", "landmarks", "pose")
 STATE_DIR = ".facealign"
 MANIFEST_NAME = "manifest.jsonl"
-#: The run's settings beside the manifest (command, resume fingerprint, --min-score ...).
-SETTINGS_NAME = "manifest.settings.json"
 POSE_CSV_NAME = "pose.csv"
 
 EXIT_OK = 0

@@ -28,7 +28,7 @@ from facealign_cli.batch.options import (
     MESH_FRAMES,
     POSE_CSV_NAME,
     RENDER_DRAW_CHOICES,
-    SETTINGS_NAME,
+    STATE_DIR,
     BatchError,
     ClusterError,
     ModelLoadError,
@@ -310,10 +310,6 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                 raise BatchError(f"cannot use output folder {out}: {exc}") from None
             with contextlib.suppress(OSError):
                 clean_stale_temp_files(out)  # left by a killed run; we hold the lock
-            try:
-                _write_settings(out / SETTINGS_NAME, run_settings(cmd, opts))
-            except OSError as exc:
-                raise BatchError(f"cannot use output folder {out}: {exc}") from None
 
         # Resume: which images are done already (decided before any model is loaded).
         done: dict[int, dict] = {}
@@ -337,6 +333,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         if out is not None:
             try:
                 manifest = records.AtomicJsonLinesFile(out / MANIFEST_NAME)
+                _write_settings(settings_path(out, cmd.name), run_settings(cmd, opts))
                 if cmd.table:
                     pose_csv = records.StreamingCSV(out / POSE_CSV_NAME, POSE_COLUMNS)
             except OSError as exc:
@@ -469,8 +466,14 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
     return summary
 
 
+def settings_path(out: Path, command: str) -> Path:
+    """``<out>/.facealign/settings/<command>.json``: the settings of the command's last run
+    in ``out``, beside its manifest (written when the manifest is opened)."""
+    return out / STATE_DIR / "settings" / f"{command}.json"
+
+
 def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
-    """What ``<out>/manifest.settings.json`` records: the command and every setting that
+    """What :func:`settings_path` records: the command and every setting that
     changes its outputs (the resume fingerprint, with ``min_score`` and ``flip`` always
     spelled out)."""
     settings = {**cmd.fingerprint(opts), "min_score": opts.min_score}

@@ -170,7 +170,8 @@ def _common_options(f):
                      help="Drop detections whose detector score is below S (the detector "
                           "runs with S as its threshold; tiles of large photos keep 0.65 when "
                           "higher). Raise it (e.g. 0.7) to drop the false positives of group "
-                          "photos (hands, hair); recorded in <out>/manifest.settings.json."),
+                          "photos (hands, hair). Recorded with the run's settings in "
+                          "<out>/.facealign/settings/<command>.json."),
         click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
                      metavar="PATH",
                      help="Regressor checkpoint [default: $FACEALIGN_WEIGHTS, else the "

@@ -63,14 +63,14 @@ def test_min_score_filters_and_is_recorded(fake_model, photos, tmp_path):
     assert r.exit_code == 1  # bad.jpg
     doc = json.loads((out / "a.json").read_text())
     assert [f["score"] for f in doc["faces"]] == [0.9, 0.5]
-    settings = json.loads((out / "manifest.settings.json").read_text())
+    settings = json.loads((out / ".facealign" / "settings" / "detect.json").read_text())
     assert settings["command"] == "detect" and settings["settings"]["min_score"] == 0.45
     # a stricter threshold: not skipped as done (fingerprint), the 0.5 face is dropped
     r = invoke(["detect", photos, "--out", out, "--min-score", "0.7"])
     doc = json.loads((out / "a.json").read_text())
     assert [f["score"] for f in doc["faces"]] == [0.9]
     assert [m["status"] for m in _manifest(out)][:2] == ["ok", "ok"]
-    assert json.loads((out / "manifest.settings.json").read_text())["settings"][
+    assert json.loads((out / ".facealign/settings/detect.json").read_text())["settings"][
         "min_score"] == 0.7
     r = invoke(["detect", photos, "--out", out, "--min-score", "0.7"])
     assert [m["status"] for m in _manifest(out)][:2] == ["skipped", "skipped"]
