@@ -60,6 +60,7 @@ TARGETS = {
     "cli.landmarks.j2.photos_per_s": (">=", 25.0, "photos/s"),
     "cli.mesh.j2.faces_per_s": (">=", 10.0, "faces/s"),
     "mesh_write.obj_ms": ("<=", 20.0, "ms"),
+    "render.mesh_cpu_ms_per_face": ("<=", 50.0, "ms"),
     "mesh.vertices": (">=", 30000, "vertices"),
     "startup.help_s": ("<=", 0.3, "s"),
     "startup.first_result_s": ("<=", 2.0, "s"),
@@ -308,8 +309,8 @@ def _real_crops(photos: list[Path], n: int):
     import numpy as np
 
     from facealign_cli.core import geometry as G
-    from facealign_cli.io.images import load_image
     from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.io.images import load_image
 
     class _NoRegressor:
         input_size = 120
@@ -407,7 +408,7 @@ def bench_regressors(weights: Path, teacher: Path | None, photos: list[Path], re
                     out["max_abs_diff"][f"{name}.{rt}"] = float(np.abs(y - ref).max())
                     for b in (1, 32):
                         x = np.ascontiguousarray(crops[:b])
-                        vals = [1000.0 * _timeit(lambda: run(x), min_time=min_time) / b
+                        vals = [1000.0 * _timeit(lambda run=run, x=x: run(x), min_time=min_time) / b
                                 for _ in range(repeats)]
                         out["ms_per_face"][f"{name}.{rt}.b{b}.t{threads}"] = vals
                         log(f"  {name:8s} {rt:20s} batch {b:2d} threads {threads}: "
@@ -422,8 +423,8 @@ def bench_regressors(weights: Path, teacher: Path | None, photos: list[Path], re
 
 def bench_detector(photos: list[Path], repeats: int, log) -> dict:
     """Mean ms per photo of the default detector (decoding excluded), 1 and 2 threads."""
-    from facealign_cli.models.detector import BlazeFaceDetector
     from facealign_cli.io.images import load_image
+    from facealign_cli.models.detector import BlazeFaceDetector
 
     images = [load_image(p) for p in photos]
     out = {"photos": len(images)}
@@ -447,11 +448,10 @@ def bench_detector(photos: list[Path], repeats: int, log) -> dict:
 def bench_mesh_write(weights: Path, photos: list[Path], repeats: int, min_time: float,
                      log) -> dict:
     """ms per :func:`facealign_cli.io.meshes.write_mesh` call on a real face (OBJ and PLY)."""
-    import numpy as np
 
+    from facealign_cli.core.pipeline import FaceAligner
     from facealign_cli.io.images import load_image
     from facealign_cli.io.meshes import sample_vertex_colors, write_mesh
-    from facealign_cli.core.pipeline import FaceAligner
     from facealign_cli.models.regressor import Regressor
 
     aligner = FaceAligner(regressor=Regressor(weights, num_threads=1), num_threads=1)
@@ -478,12 +478,14 @@ def bench_mesh_write(weights: Path, photos: list[Path], repeats: int, min_time: 
                 sub = Path(tmp) / "new"
                 sub.mkdir()
                 vals.append(1000.0 * _timeit(
-                    lambda: write_mesh(sub / f"face{next(counter)}.{fmt}", face.vertices, tris,
-                                       cols, fmt), min_time=min_time))
+                    lambda sub=sub, counter=counter, fmt=fmt: write_mesh(
+                        sub / f"face{next(counter)}.{fmt}", face.vertices, tris, cols, fmt),
+                    min_time=min_time))
                 shutil.rmtree(sub)
                 path = Path(tmp) / f"face.{fmt}"
                 vals_replace.append(1000.0 * _timeit(
-                    lambda: write_mesh(path, face.vertices, tris, cols, fmt), min_time=min_time))
+                    lambda path=path, fmt=fmt: write_mesh(path, face.vertices, tris, cols, fmt),
+                    min_time=min_time))
             out[f"{fmt}_ms"] = vals
             out[f"{fmt}_replace_ms"] = vals_replace
             out[f"{fmt}_bytes"] = path.stat().st_size
@@ -491,6 +493,55 @@ def bench_mesh_write(weights: Path, photos: list[Path], repeats: int, min_time: 
                 f"replacing a file ({path.stat().st_size / 1e6:.1f} MB, "
                 f"{len(face.vertices)} vertices)")
     return out
+
+
+def bench_render(weights: Path, photos: list[Path], repeats: int, log, n_photos: int = 20
+                 ) -> dict:
+    """ms per face of ``facealign render``'s mesh layer (:func:`facealign_cli.render.draw_faces`
+    with ``["mesh"]``: shading, the z-buffered rasteriser, the blend) at 1024 px, one thread
+    (the same measurement as ``benchmarks/render_bench.py``, which pins a core and splits the
+    time); wall clock and CPU time of this process, over the first ``n_photos`` photos with a
+    face. Faces are fitted once, outside the timing."""
+    import cv2
+
+    from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.io.images import load_image
+    from facealign_cli.models.regressor import Regressor
+    from facealign_cli.render import draw_faces
+
+    cv2.setNumThreads(1)
+    aligner = FaceAligner(regressor=Regressor(weights, num_threads=1), num_threads=1)
+    tris = aligner.topology.triangles
+    scenes = []
+    for p in photos:
+        img = load_image(p)
+        k = 1024 / max(img.shape[:2])
+        if k != 1:
+            img = cv2.resize(img, (round(img.shape[1] * k), round(img.shape[0] * k)),
+                             interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        faces = aligner(img, dense=True)
+        if faces:
+            scenes.append((img, faces))
+        if len(scenes) >= n_photos:
+            break
+    n_faces = sum(len(f) for _, f in scenes)
+    draw_faces(scenes[0][0], scenes[0][1], ["mesh"], triangles=tris)  # warm-up
+    wall, cpu, default = [], [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for img, faces in scenes:
+            draw_faces(img, faces, ["mesh"], triangles=tris)
+        wall.append(1000.0 * (time.perf_counter() - t0) / n_faces)
+        cpu.append(1000.0 * (time.process_time() - c0) / n_faces)
+        t0 = time.perf_counter()
+        for img, faces in scenes:
+            draw_faces(img, faces, ["box", "landmarks", "pose"])
+        default.append(1000.0 * (time.perf_counter() - t0) / n_faces)
+    log(f"  render mesh layer: {_med(wall):.1f} ms/face wall, {_med(cpu):.1f} ms/face CPU; "
+        f"default layers {_med(default):.2f} ms/face ({len(scenes)} photos at 1024 px, "
+        f"{n_faces} faces)")
+    return {"photos": len(scenes), "faces": n_faces, "mesh_ms_per_face": wall,
+            "mesh_cpu_ms_per_face": cpu, "default_ms_per_face": default}
 
 
 # ------------------------------------------------------------------------------------------
@@ -627,6 +678,11 @@ def figures(res: dict) -> dict[str, list[float]]:
         figs["mesh_write.obj_ms"] = mw["obj_ms"]
         figs["mesh_write.ply_ms"] = mw["ply_ms"]
         figs["mesh_write.obj_replace_ms"] = mw["obj_replace_ms"]
+    rd = res.get("render")
+    if rd:
+        figs["render.mesh_ms_per_face"] = rd["mesh_ms_per_face"]
+        figs["render.mesh_cpu_ms_per_face"] = rd["mesh_cpu_ms_per_face"]
+        figs["render.default_ms_per_face"] = rd["default_ms_per_face"]
     cli = res.get("cli")
     if cli:
         figs["startup.help_s"] = cli["help_s"]
@@ -740,6 +796,10 @@ def _rows(res: dict, figs: dict) -> list[tuple[str, str, str, str]]:
     add("write_mesh, OBJ with colours, one face, new file", "mesh_write.obj_ms", "ms")
     add("  the same, replacing an existing file", "mesh_write.obj_replace_ms", "ms")
     add("write_mesh, PLY with colours, one face, new file", "mesh_write.ply_ms", "ms")
+    add("render, mesh layer at 1024 px, ms/face (wall)", "render.mesh_ms_per_face", "ms")
+    add("  the same, CPU time", "render.mesh_cpu_ms_per_face", "ms")
+    add("render, default layers (box, landmarks, pose), ms/face", "render.default_ms_per_face",
+        "ms")
     add("facealign --help", "startup.help_s", "s")
     add("one-photo landmarks: first result", "startup.first_result_s", "s")
     add("one-photo landmarks: process exit", "startup.one_photo_wall_s", "s")
@@ -832,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--history", dest="history", action="store_true", default=None,
                     help="append to benchmarks/history.jsonl (default: unless --quick)")
     ap.add_argument("--no-history", dest="history", action="store_false")
-    ap.add_argument("--only", default="regressor,detector,mesh_write,cli",
+    ap.add_argument("--only", default="regressor,detector,mesh_write,render,cli",
                     help="comma-separated sections to run (default all)")
     args = ap.parse_args(argv)
 
@@ -897,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
         if "mesh_write" in sections:
             log("mesh writing:")
             res["mesh_write"] = bench_mesh_write(weights, photos, args.repeats, min_time, log)
+        if "render" in sections:
+            log("render (ms per face):")
+            res["render"] = bench_render(weights, photos, args.repeats, log)
         if "cli" in sections:
             log(f"whole runs ({len(sub_photos)} photos):")
             res["cli"] = bench_cli(cli_dir, weights, args.repeats, log)
