@@ -27,6 +27,7 @@ import torch
 
 from facealign_cli.core.geometry import pose_from_camera
 from facealign_cli.core.morphable_model import load_morphable_model
+from facealign_cli.core.regression import CropFitter
 from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
 from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
@@ -232,10 +233,11 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     data = np.load(data_path)
     crops, targets, real = data["crops"], data["targets"], data["real_pts"]
     params, tidx = data["params"], data["target_index"]
-    val = None
+    val = val_fitter = None
     if cfg.hold_out_val:
         is_val = np.char.startswith(data["names"].astype(str), "300w/afw/")
         val = (crops[is_val], real[is_val])
+        val_fitter = CropFitter(load_morphable_model(), ("landmarks",), flip=True)
         keep = ~is_val
         crops, targets, real, params = crops[keep], targets[keep], real[keep], params[keep]
     if cfg.limit_faces:
@@ -352,7 +354,7 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
                f"in {time.time() - t_ep:.0f} s")
         ck = _save(net, cfg, pmean, pstd, out_dir / "model.pth", t_start, step)
         if val is not None:
-            v_nme = validate(net, val[0], val[1], t_mean, t_std, dec)
+            v_nme = validate(net, val[0], val[1], t_mean, t_std, val_fitter)
             msg += f"; validation NME {v_nme:.3f} %"
             if best is None or v_nme < best["nme"]:
                 best = {"nme": v_nme, "epoch": epoch, "steps": step}
@@ -376,19 +378,33 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     return ck
 
 
-@torch.inference_mode()
-def validate(net, crops: np.ndarray, real: np.ndarray, t_mean, t_std, dec) -> float:
-    """Mean NME (%) of the 68 landmarks on validation crops (ground-truth-box normaliser).
+class _NetRegressor:
+    """The network being trained seen as a :class:`~facealign_cli.core.regression.Regressor`."""
+
+    input_size = SIZE
+
+    def __init__(self, net, t_mean, t_std):
+        self.net, self.t_mean, self.t_std = net, t_mean, t_std
+
+    @torch.inference_mode()
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        x = normalise_crops(crops).contiguous(memory_format=torch.channels_last)
+        return (self.net(x) * self.t_std + self.t_mean).numpy()
+
+
+def validate(net, crops: np.ndarray, real: np.ndarray, t_mean, t_std, fitter) -> float:
+    """Mean NME (%) of the 68 landmarks on validation crops (ground-truth-box normaliser),
+    predicted as the image commands predict them (``fitter``: a
+    :class:`~facealign_cli.core.regression.CropFitter` of the landmarks, flip-averaged).
 
     Args:
         crops: (N, 120, 120, 3) uint8 BGR validation crops.
         real: (N, 68, 2) float32 manual landmarks, crop pixels.
     """
     net.eval()
-    lm = []
-    for i in range(0, len(crops), 256):
-        x = normalise_crops(crops[i:i + 256]).contiguous(memory_format=torch.channels_last)
-        lm.append(dec(net(x) * t_std + t_mean)[:, :2, :68].transpose(1, 2).numpy())
+    reg = _NetRegressor(net, t_mean, t_std)
+    lm = [fitter(reg, crops[i:i + 256]).vertices[0][:, :2].transpose(0, 2, 1)
+          for i in range(0, len(crops), 256)]
     return float(100 * nme_box(np.concatenate(lm), real).mean())
 
 
