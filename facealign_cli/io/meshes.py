@@ -314,7 +314,11 @@ def textured_mesh_files(stem: str, vertices: np.ndarray, triangles: np.ndarray,
     if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != np.uint8 or not tex.size:
         raise ValueError(f"texture must be (H, W, 3) uint8 RGB, got {tex.dtype} {tex.shape}")
     name = safe_texture_stem(stem)
-    material = trimesh.visual.material.SimpleMaterial(image=Image.fromarray(tex), name=name)
+    # white diffuse / ambient, no specular: viewers multiply the texture by the diffuse colour
+    # (trimesh's default grey 0.4 would darken it; in GLB it becomes baseColorFactor)
+    material = trimesh.visual.material.SimpleMaterial(
+        image=Image.fromarray(tex), name=name, diffuse=(255, 255, 255, 255),
+        ambient=(255, 255, 255, 255), specular=(0, 0, 0, 255), glossiness=1.0)
     mesh = trimesh.Trimesh(vertices=v, faces=t, process=False, validate=False,
                            visual=trimesh.visual.TextureVisuals(uv=uv, material=material))
     if fmt == "glb":
