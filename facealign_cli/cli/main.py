@@ -377,7 +377,10 @@ def _run(command: str, params: dict, **extra) -> None:
     for p in bad_paths:  # recorded as failed (reading a NUL-byte path fails), after the others
         items.append(InputItem(len(items), p, p.replace("\0", "%00"),
                                f"invalid-path~{len(items)}"))
-    if not items:
+    if not any(not getattr(it, "skipped", False) for it in items):
+        # nothing to do (entries that could not be taken still get a warning each)
+        for it in items:
+            _say(f"facealign: warning: skipped {it.path}: {it.skip_reason}")
         raise click.UsageError("no images found in the given inputs", ctx=ctx)
     cores = os.cpu_count() or 1
     jobs = params["jobs"] or cores

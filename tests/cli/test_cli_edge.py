@@ -128,6 +128,18 @@ def test_no_images_found_is_exit_2(tmp_path, fake_model):
     assert r.exit_code == 2 and "no images found" in r.stderr
 
 
+def test_only_entries_that_cannot_be_taken_is_exit_2_with_their_warnings(tmp_path, fake_model):
+    import os
+
+    d = tmp_path / "odd"
+    d.mkdir()
+    os.mkfifo(d / "pipe.jpg")
+    (d / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    r = invoke(["landmarks", d, "--out", tmp_path / "o"])
+    assert r.exit_code == 2 and "no images found" in r.stderr
+    assert "skipped" in r.stderr and "pipe.jpg" in r.stderr and "gone.jpg" in r.stderr
+
+
 def test_missing_3dmm_basis_is_exit_2_with_one_line(tmp_path, monkeypatch):
     from facealign_cli.core import morphable_model
 
