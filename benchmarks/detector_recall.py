@@ -1,4 +1,5 @@
-"""Recall and speed of the default face detector (``facealign_cli.models.detector.BlazeFaceDetector``).
+"""Recall and speed of the default face detector
+(``facealign_cli.models.detector.BlazeFaceDetector``).
 
 Usage::
 

@@ -31,7 +31,7 @@ from facealign_cli.core.face import Face
 class FakeAligner:
     topology = SimpleNamespace(triangles=np.array([[0, 1, 2], [0, 2, 3]], dtype=np.int32))
 
-    def __init__(self, max_faces: int = 0, cfg: "FakeFactory | None" = None):
+    def __init__(self, max_faces: int = 0, cfg: FakeFactory | None = None):
         self.max_faces = max_faces
         self.cfg = cfg or FakeFactory()
 
