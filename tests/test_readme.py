@@ -24,12 +24,12 @@ def test_ci_runs_the_readmes_test_command():
     readme = _command_lines(_readme())
     ci = _command_lines((REPO / ".ci" / "run").read_text())
     assert len(readme) == 2, "the README opens with exactly two set-up commands"
-    assert readme[1].endswith("python3 -m pytest -q")
+    assert readme[1].endswith("python3 -m pytest -q && python3 -m ruff check .")
     assert ci == [readme[1]]
     # both install the same way; the test command adds torch (first) and the test extra
     install = readme[0].split(" && facealign ")[0]
     assert readme[1] == (f"{TORCH_FIRST} && " + install.replace("-e .", "-e '.[test]'")
-                         + " && python3 -m pytest -q")
+                         + " && python3 -m pytest -q && python3 -m ruff check .")
 
 
 def test_install_order():
