@@ -380,6 +380,13 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
               help="Frame rate of the synthetic videos [default: 30].")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of the random similarities (photo k uses seed + k) [default: 0].")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help='JSON {"photos": {stem: [[[x, y] * 68], ...]}}: only the detections matched '
+                   "to an annotated face count (false detections excluded); the annotations "
+                   "are never compared with.")
+@click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Minimum IoU of the detection matched to an annotated face.")
 @click.option("--detect-every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the detector on every k-th frame, landmarks carried in between.")
 @click.option("--smooth-min-cutoff", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -413,7 +420,8 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Test-time flip averaging for facealign, as the image commands do by "
                    "default. The --baseline-3ddfa model runs as its authors ship it (no flip).")
-def stability(directory, frames, moving_frames, fps, seed, detect_every, smooth_min_cutoff,
+def stability(directory, frames, moving_frames, fps, seed, annotations, iou_threshold,
+              detect_every, smooth_min_cutoff,
               smooth_beta, smooth_d_cutoff, weights, baseline, baseline_mean_std, json_path,
               markdown_path, limit, threads, runtime, per_image, flip):
     """Stability on synthetic videos made from the photos of DIRECTORY (no annotations).
@@ -458,6 +466,13 @@ def stability(directory, frames, moving_frames, fps, seed, detect_every, smooth_
     if not photos:
         raise SetupError(f"{directory} holds no photos ({', '.join(D.IMAGE_SUFFIXES)})")
     photos = [photos[i] for i in D.select_indices(len(photos), limit)]
+    annotated = None
+    if annotations is not None:
+        try:
+            items = D.open_landmarks68(directory, annotations)
+        except D.DatasetLayoutError as exc:
+            raise SetupError(str(exc)) from exc
+        annotated = {it.path.stem: it.faces for it in items}
     methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
     detector, det_info = _load_detector(threads)
     figs, per = {}, {}
@@ -470,7 +485,8 @@ def stability(directory, frames, moving_frames, fps, seed, detect_every, smooth_
                 run = S.run_stability(photos, aligner, va, frames=frames,
                                       moving_frames=moving_frames, fps=fps, seed=seed,
                                       smooth=smooth, read_image=D.read_dataset_image,
-                                      progress=advance)
+                                      progress=advance, annotations=annotated,
+                                      iou_threshold=iou_threshold)
             figs[m.key], per[m.key] = S.summarise_stability(run)
     except (D.DatasetLayoutError, BasisNotFoundError) as exc:
         raise SetupError(str(exc)) from exc
@@ -478,6 +494,9 @@ def stability(directory, frames, moving_frames, fps, seed, detect_every, smooth_
         "dataset": "photos", "path": str(directory), "photos": len(photos), "limit": limit,
         "subset": "evenly spaced over the sorted names" if limit else "all",
         "frames": frames, "moving_frames": moving_frames, "fps": fps, "seed": seed,
+        "faces": ("detections matched to an annotated face of " + str(annotations) +
+                  f" (IoU >= {iou_threshold}); annotations select faces only")
+        if annotations is not None else "every detection on the photo",
         "similarities": {"scale": list(S.SCALE_RANGE), "rotation_deg": S.ROTATION_DEG,
                          "shift_px": S.SHIFT_PX, "centre": "mean centre of the photo's faces",
                          "source": "3DDFA-V2 short-video synthesis (Guo et al., ECCV 2020)"},

@@ -38,8 +38,10 @@ landmarks on every frame.
    not an annotation: AFW's annotated faces are training faces), % of the face size; the rise of
    the smoothed error over the raw one is what smoothing costs in lag.
 
-Tracking is checked on the way: the number of tracks per photo face over each video (1.0 =
-every face kept its id).
+The photo's faces are the pipeline's detections on it, or, with annotations (``--annotations``),
+only the detections matched to an annotated face (false detections excluded; the annotated
+landmarks are never compared with). Tracking is checked on the way: the number of tracks per
+photo face over each video (1.0 = every face kept its id).
 
 The figures of a run come from :func:`run_stability` then :func:`summarise_stability`; the
 tables from :func:`stability_tables`. All distances are in image pixels of the photo before the
@@ -252,7 +254,8 @@ class PhotoResult:
 
 def evaluate_photo(aligner, video_aligner, photo: np.ndarray, name: str, *, frames: int,
                    moving_frames: int, fps: float, seed: int,
-                   smooth: OneEuroParams) -> PhotoResult:
+                   smooth: OneEuroParams, annotated: list[np.ndarray] | None = None,
+                   iou_threshold: float = 0.3) -> PhotoResult:
     """Both synthetic videos of one photo (module docstring).
 
     Args:
@@ -267,8 +270,21 @@ def evaluate_photo(aligner, video_aligner, photo: np.ndarray, name: str, *, fram
         fps: frame rate of both (time stamps ``i / fps``).
         seed: seed of this photo's random similarities.
         smooth: One-Euro settings applied to the jitter video's mapped-back tracks.
+        annotated: optional (68, 2) annotated landmarks of the photo's faces (pixels): only
+            the detections matched to one of them (highest IoU with its 68-point box, >=
+            ``iou_threshold``, :func:`facealign_cli.evaluation.metrics.match_detection`) are
+            the photo's faces; the annotations select faces, they are never compared with.
+        iou_threshold: of that match.
     """
     ref = aligner(photo)
+    if annotated is not None:
+        from facealign_cli.evaluation.metrics import landmark_box, match_detection
+
+        boxes = np.array([f.box[:4] for f in ref], dtype=np.float64).reshape(-1, 4)
+        keep = sorted({k for a in annotated
+                       for k in [match_detection(landmark_box(np.asarray(a)), boxes,
+                                                 iou_threshold)[0]] if k >= 0})
+        ref = [ref[k] for k in keep]
     ref_lm = [np.asarray(f.landmarks_3d[:, :2], np.float64) for f in ref]
     res = PhotoResult(name, len(ref))
     if not ref:
@@ -334,7 +350,8 @@ class StabilityRun:
 def run_stability(photos: list[Path], aligner, video_aligner, *, frames: int = DEFAULT_FRAMES,
                   moving_frames: int = DEFAULT_MOVING_FRAMES, fps: float = DEFAULT_FPS,
                   seed: int = DEFAULT_SEED, smooth: OneEuroParams = LANDMARK_DEFAULTS,
-                  read_image=None, progress=None) -> StabilityRun:
+                  read_image=None, progress=None, annotations: dict | None = None,
+                  iou_threshold: float = 0.3) -> StabilityRun:
     """Run :func:`evaluate_photo` on every photo (the k-th photo of the list uses seed
     ``seed + k``).
 
@@ -344,6 +361,9 @@ def run_stability(photos: list[Path], aligner, video_aligner, *, frames: int = D
         read_image: path -> (H, W, 3) uint8 BGR (default
             :func:`facealign_cli.evaluation.datasets.read_dataset_image`).
         progress: called with 1 after each photo, or ``None``.
+        annotations: photo stem -> list of (68, 2) annotated faces (see
+            :func:`evaluate_photo`); ``None``: every detection on a photo is a face.
+        iou_threshold: of the detection-to-annotation match.
     """
     if read_image is None:
         from facealign_cli.evaluation.datasets import read_dataset_image as read_image
@@ -351,7 +371,10 @@ def run_stability(photos: list[Path], aligner, video_aligner, *, frames: int = D
     for k, p in enumerate(photos):
         out.append(evaluate_photo(aligner, video_aligner, read_image(p), Path(p).stem,
                                   frames=frames, moving_frames=moving_frames, fps=fps,
-                                  seed=seed + k, smooth=smooth))
+                                  seed=seed + k, smooth=smooth,
+                                  annotated=None if annotations is None
+                                  else annotations.get(Path(p).stem, []),
+                                  iou_threshold=iou_threshold))
         if progress is not None:
             progress(1)
     return StabilityRun(out, {"frames": frames, "moving_frames": moving_frames, "fps": fps,
