@@ -123,6 +123,19 @@ def test_evaluate_photo_with_known_noise():
     assert per["square"]["faces"] == 1
 
 
+def test_annotations_select_the_faces():
+    photo = np.zeros((300, 300, 3), np.uint8)
+    photo[110:190, 90:210] = 255
+    al = NoisyAligner(sigma=0.5)
+    va = VideoAligner(al)
+    kw = dict(frames=4, moving_frames=4, fps=30.0, seed=0, smooth=LANDMARK_DEFAULTS)
+    on_face = np.stack(np.meshgrid(np.linspace(92, 208, 17), np.linspace(112, 188, 4)),
+                       -1).reshape(68, 2)
+    assert S.evaluate_photo(al, va, photo, "a", annotated=[on_face], **kw).faces == 1
+    assert S.evaluate_photo(al, va, photo, "b", annotated=[on_face + 150], **kw).faces == 0
+    assert S.evaluate_photo(al, va, photo, "c", annotated=[], **kw).faces == 0
+
+
 def test_photo_without_faces_counts():
     class Blind(NoisyAligner):
         def __call__(self, img, dense=False):
@@ -144,13 +157,15 @@ def test_cli_stability_on_two_afw_photos(afw_annotated_dir, real_weights, tmp_pa
     md = tmp_path / "st.md"
     r = CliRunner().invoke(evaluate, [
         "stability", str(afw_annotated_dir), "--limit", "2", "--frames", "6",
-        "--moving-frames", "6", "--json", str(out), "--markdown", str(md), "--per-image"])
+        "--moving-frames", "6", "--json", str(out), "--markdown", str(md), "--per-image",
+        "--annotations", str(afw_annotated_dir / "annotations.json")])
     assert r.exit_code == 0, r.output
     assert "Jitter raw" in r.output and "smoothed" in r.output and "Frames/s" in r.output
     doc = json.loads(out.read_text())
     assert doc["command"] == "facealign evaluate stability"
     fig = doc["results"]["facealign"]
     assert doc["settings"]["photos"] == 2 and doc["settings"]["frames"] == 6
+    assert doc["settings"]["faces"].startswith("detections matched to an annotated face")
     assert fig["faces_tracked"] >= 1
     for k in ("jitter", "motion", "moving_error"):
         assert fig[k]["raw"] > 0 and fig[k]["smoothed"] > 0
