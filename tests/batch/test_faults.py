@@ -130,8 +130,12 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
         time.sleep(0.1)
     assert not [p for p in workers if _alive(p)], "workers outlived their parent"
     assert len(list(done.glob("*.json"))) == n_after_kill < 40  # nothing written after it
-    outputs = [p for p in out.glob("*.json")]
-    assert len(outputs) == n_after_kill  # and no output without its done record
+    outputs = {p.stem for p in out.glob("*.json")}
+    records = {p.stem for p in done.glob("*.json")}
+    # every done record has its output; the parent commits one image at a time (outputs, then
+    # the record), so a SIGKILL can leave at most the one in flight without its record, which
+    # the next run redoes
+    assert records <= outputs and len(outputs - records) <= 1
 
 
 # -------------------------------------------------- 5: the manifest cannot be written (ENOSPC)
