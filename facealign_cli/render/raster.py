@@ -31,8 +31,24 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class ImageWindow:
+    """Mixin of the per-pixel results over a window of an image: needs ``shape`` (H, W),
+    ``origin`` (x0, y0) and a (h, w) ``face`` array (-1 where no mesh covers the pixel)."""
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices of the window in the whole image."""
+        x0, y0 = self.origin
+        return slice(y0, y0 + self.face.shape[0]), slice(x0, x0 + self.face.shape[1])
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(h, w) bool: the window's pixels covered by some mesh."""
+        return self.face >= 0
+
+
 @dataclass
-class Raster:
+class Raster(ImageWindow):
     """What :func:`rasterize` gives back: per pixel of a window ``[y0:y0+h, x0:x0+w]`` of the
     (H, W) image (the bounding box of the meshes, clipped to the image; nothing is covered
     outside it).
@@ -52,17 +68,6 @@ class Raster:
     values: np.ndarray
     depth: np.ndarray
     face: np.ndarray
-
-    @property
-    def window(self) -> tuple[slice, slice]:
-        """``(rows, cols)`` slices of the window in the whole image."""
-        x0, y0 = self.origin
-        return slice(y0, y0 + self.face.shape[0]), slice(x0, x0 + self.face.shape[1])
-
-    @property
-    def mask(self) -> np.ndarray:
-        """(h, w) bool: the window's pixels covered by some mesh."""
-        return self.face >= 0
 
     def full(self, name: str, fill=0) -> np.ndarray:
         """One of ``values``, ``depth``, ``face`` as a whole-image (H, W[, C]) array, ``fill``

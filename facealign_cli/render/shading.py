@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facealign_cli.render.raster import rasterize
+from facealign_cli.render.raster import ImageWindow, rasterize
 
 #: Default light: from the camera, a little above and to the left of it (image frame, towards
 #: the light).
@@ -116,7 +116,7 @@ def relative_depth(vertices: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class MeshLayers:
+class MeshLayers(ImageWindow):
     """Per-pixel pictures of the faces of one photo (one z-buffer for all of them), over the
     window of the image that the faces cover (see :class:`facealign_cli.render.raster.Raster`).
 
@@ -138,17 +138,6 @@ class MeshLayers:
     nearness: np.ndarray
     face: np.ndarray
     depth: np.ndarray
-
-    @property
-    def window(self) -> tuple[slice, slice]:
-        """``(rows, cols)`` slices of the window in the whole image."""
-        x0, y0 = self.origin
-        return slice(y0, y0 + self.face.shape[0]), slice(x0, x0 + self.face.shape[1])
-
-    @property
-    def mask(self) -> np.ndarray:
-        """(h, w) bool: the window's pixels covered by a face."""
-        return self.face >= 0
 
 
 def mesh_layers(image_shape: tuple[int, ...], meshes: Sequence[np.ndarray],
