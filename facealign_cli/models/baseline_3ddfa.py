@@ -136,8 +136,8 @@ class Baseline3DDFA:
         """
         import torch  # present: __init__ checked
 
+        from facealign_cli.models.regressor import normalise_crops  # the same input rule
+
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(crops_bgr)).permute(0, 3, 1, 2).float()
-            x = (x - 127.5) / 128.0
-            y = self.net(x).numpy()
+            y = self.net(normalise_crops(crops_bgr)).numpy()
         return y * self.std + self.mean
