@@ -14,8 +14,20 @@ from typing import Any, ClassVar
 from facealign_cli.batch.options import DEFAULT_MIN_SCORE, POSE_CSV_NAME, RunOptions
 from facealign_cli.io import records
 
+#: Columns of ``pose.csv``. ``frame`` (source frame index), ``time`` (seconds) and ``track``
+#: (face track id) are filled for the rows of a video and empty for photos; the header is the
+#: same for every run.
 POSE_COLUMNS = ("path", "face", "yaw", "pitch", "roll", "x1", "y1", "x2", "y2", "score",
-                "qw", "qx", "qy", "qz")
+                "qw", "qx", "qy", "qz", "frame", "time", "track")
+#: The video columns of :data:`POSE_COLUMNS` (empty for a photo).
+POSE_VIDEO_COLUMNS = ("frame", "time", "track")
+
+
+def pad_pose_row(row) -> tuple:
+    """A ``pose.csv`` row with every column of :data:`POSE_COLUMNS` (rows recorded before
+    the video columns existed get them empty)."""
+    row = tuple(row)
+    return row + (None,) * (len(POSE_COLUMNS) - len(row))
 #: Folder (under ``--out``) of the thumbnails of ``render --sheet``: a hidden name, which no
 #: output key can start with (a folder walk skips hidden entries; a file named on the command
 #: line has a key without ``/``).
@@ -113,6 +125,17 @@ class Command:
                 fp["flip"] = False
         return fp
 
+    def video_fingerprint(self, opts: RunOptions) -> dict[str, Any]:
+        """The settings a video's outputs depend on: :meth:`fingerprint` plus the frame
+        subsampling (and, for the regressing commands, ``detect_every`` and ``smooth``;
+        ``mesh``: ``mesh_every``)."""
+        v: dict[str, Any] = {"frame_step": opts.frame_step, "max_fps": opts.max_fps}
+        if self.uses_regressor:
+            v.update(detect_every=opts.detect_every, smooth=opts.smooth)
+        if self.dense:
+            v["mesh_every"] = opts.mesh_every
+        return {**self.fingerprint(opts), "video": v}
+
     def infer(self, aligner, img, opts: RunOptions) -> tuple[list, Any]:
         """The faces of ``img`` and any per-face data taken from the decoded image."""
         return align(aligner, img, self.dense, opts), None
@@ -178,7 +201,7 @@ class Pose(Command):
     table = True
 
     def encode(self, path, key, width, height, faces, extra, aligner, opts):
-        rows = tuple(tuple(r) for r in pose_rows(path, faces))
+        rows = tuple(pad_pose_row(r) for r in pose_rows(path, faces))
         if opts.streaming:
             rec = {"path": path, "width": width, "height": height,
                    "faces": [dict(zip(POSE_COLUMNS[1:], r[1:])) for r in rows]}
@@ -352,3 +375,8 @@ def get_command(name: str) -> Command:
         return _ALL[name]
     except KeyError:
         raise ValueError(f"unknown command {name!r}") from None
+
+
+def video_fingerprint(cmd: Command, opts: RunOptions) -> dict[str, Any]:
+    """:meth:`Command.video_fingerprint` of ``cmd``."""
+    return cmd.video_fingerprint(opts)

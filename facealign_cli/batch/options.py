@@ -22,6 +22,8 @@ DEFAULT_MIN_SCORE = 0.45
 #: What ``render`` draws by default, and what it can draw (``facealign_cli.render``'s).
 RENDER_DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
 RENDER_DEFAULT_DRAW = ("box", "landmarks", "pose")
+#: ``mesh`` on a video writes the meshes of every N-th processed frame (``--mesh-every``).
+DEFAULT_MESH_EVERY = 30
 STATE_DIR = ".facealign"
 MANIFEST_NAME = "manifest.jsonl"
 POSE_CSV_NAME = "pose.csv"
@@ -105,6 +107,13 @@ class RunOptions:
             (tasks on the Dask cluster at ``scheduler``).
         scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
         dask_timeout: seconds to wait for the scheduler and for a worker.
+        frame_step: videos: process every N-th frame (:class:`facealign_cli.io.video.VideoReader`).
+        max_fps: videos: process at most this many frames per second of video (None = all).
+        smooth: videos: One-Euro smoothing per face track
+            (:class:`facealign_cli.core.smoothing.FaceSmoother`, its defaults).
+        detect_every: videos: run the detector on every k-th processed frame, landmarks
+            carried in between (:class:`facealign_cli.core.tracking.VideoAligner`).
+        mesh_every: videos, ``mesh``: write the meshes of every N-th processed frame.
     """
 
     command: str
@@ -131,6 +140,11 @@ class RunOptions:
     backend: str = "local"
     scheduler: str | None = None
     dask_timeout: float = DASK_CONNECT_TIMEOUT
+    frame_step: int = 1
+    max_fps: float | None = None
+    smooth: bool = False
+    detect_every: int = 1
+    mesh_every: int = DEFAULT_MESH_EVERY
 
     @property
     def streaming(self) -> bool:

@@ -39,6 +39,36 @@ def one_line(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
+class SpoolFile:
+    """An output file's content kept in a local temporary file (``path``, outside ``--out``)
+    instead of memory: the outputs of a video, which can be large. The runner copies it to
+    its output name (atomically) and deletes it (:func:`facealign_cli.batch.state.commit`);
+    a result that is not committed deletes it with :meth:`discard`."""
+
+    path: str
+
+    def copy_to(self, f) -> None:
+        import shutil
+
+        with open(self.path, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+
+    def discard(self) -> None:
+        import contextlib
+        import os
+
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def discard_spools(files) -> None:
+    """Delete the :class:`SpoolFile` s among ``files`` (``(relative path, content)``)."""
+    for _rel, data in files:
+        if isinstance(data, SpoolFile):
+            data.discard()
+
+
+@dataclass(frozen=True)
 class ImageResult:
     """One image's outcome.
 
@@ -58,6 +88,9 @@ class ImageResult:
         files: ``(relative path, content)`` of the files to write (not yet written).
         done: the resume record to write after ``files`` (None: nothing to commit).
         traceback: the failure's traceback (``verbose >= 2``).
+        video: a video's frame counts (``frames``, ``frames_failed``, ``frames_decoded``,
+            ``frames_declared``, ``complete``, ...), None for a photo; written to its
+            manifest line as ``video``.
     """
 
     path: str
@@ -75,6 +108,7 @@ class ImageResult:
     files: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
     done: dict[str, Any] | None = field(default=None, compare=False)
     traceback: str | None = None
+    video: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def interrupted(self) -> bool:
@@ -106,12 +140,15 @@ class ImageResult:
     @classmethod
     def done_earlier(cls, item: InputItem, done: dict[str, Any]) -> ImageResult:
         rows = done.get("rows")
+        video = done.get("video")
         return cls(item.path, item.key, "skipped", n_faces=done.get("n_faces"),
                    outputs=tuple(done.get("outputs", [])),
-                   rows=None if rows is None else tuple(tuple(r) for r in rows))
+                   rows=None if rows is None else tuple(tuple(r) for r in rows),
+                   video=video if isinstance(video, dict) else None)
 
     def failed_with(self, exc: BaseException) -> ImageResult:
         """This result turned into a failure (a write error while committing it)."""
+        discard_spools(self.files)
         return replace(self, status="failed", n_faces=None, outputs=(), rows=None, record=None,
                        files=(), done=None, error=type(exc).__name__, message=one_line(exc))
 
@@ -120,9 +157,12 @@ class ImageResult:
         return replace(self, files=(), done=None)
 
     def manifest_line(self) -> dict[str, Any]:
-        return {"path": self.path, "status": self.status, "n_faces": self.n_faces,
+        line = {"path": self.path, "status": self.status, "n_faces": self.n_faces,
                 "outputs": list(self.outputs), "error": self.error, "message": self.message,
                 "seconds": self.seconds}
+        if self.video is not None:
+            line["video"] = self.video
+        return line
 
     def stream_record(self) -> dict[str, Any]:
         data = self.record or {"path": self.path, "width": self.width, "height": self.height,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from facealign_cli.batch.commands import POSE_COLUMNS, get_command
+from facealign_cli.batch.commands import POSE_COLUMNS, get_command, pad_pose_row
 from facealign_cli.batch.options import (
     BACKENDS,
     MANIFEST_NAME,
@@ -286,9 +286,15 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         BatchError: the output folder is unusable; with ``backend="dask"``: Dask is missing or
             its scheduler unreachable (before anything is written); with ``--out -``: no
             stdout.
-        ValueError: invalid options (unknown command or backend, ``mesh`` to stdout ...).
+        ValueError: invalid options (unknown command or backend, ``mesh`` or a video to
+            stdout ...).
     """
     _validate(opts)
+    if opts.streaming:
+        from facealign_cli.io.video import is_video_path
+
+        if any(not it.skipped and is_video_path(it.path) for it in items):
+            raise ValueError("videos are written as files: give a folder to --out, not '-'")
     cmd = get_command(opts.command)
     stderr = stderr or sys.stderr
     t0 = time.perf_counter()
@@ -314,11 +320,13 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         # Resume: which images are done already (decided before any model is loaded).
         done: dict[int, dict] = {}
         if out is not None and not opts.overwrite:
-            fp = cmd.fingerprint(opts)
+            from facealign_cli.io.video import is_video_path
+
+            fp, vfp = cmd.fingerprint(opts), cmd.video_fingerprint(opts)
             for it in items:
                 if it.skipped:
                     continue
-                rec = check_done(cmd, opts, out, it, fp)
+                rec = check_done(cmd, opts, out, it, vfp if is_video_path(it.path) else fp)
                 if rec is not None:
                     done[it.index] = rec
         todo = [it for it in items if it.index not in done and not it.skipped]
@@ -371,7 +379,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
             reporter.record(res)
             if pose_csv is not None and res.rows:
                 try:
-                    pose_csv.writerows(res.rows)
+                    pose_csv.writerows(pad_pose_row(r) for r in res.rows)
                 except OSError as exc:
                     raise _output_error(f"the table {out / POSE_CSV_NAME}", exc) from None
             state["writing"] = True
@@ -496,13 +504,13 @@ def _add_other_rows(pose_csv, out: Path, cmd, opts: RunOptions,
     """Append to ``pose.csv`` the rows of images done in ``out`` by earlier runs (same
     settings) that are not among this run's inputs (by output key order)."""
     paths = {it.path for it in items}
-    fp = cmd.fingerprint(opts)
+    fps = (cmd.fingerprint(opts), cmd.video_fingerprint(opts))
     for rec in iter_done_records(out, cmd.name):
         rows = rec.get("rows")
-        if (rec.get("fingerprint") != fp or not isinstance(rows, list)
+        if (rec.get("fingerprint") not in fps or not isinstance(rows, list)
                 or rec.get("path") in paths):
             continue
-        pose_csv.writerows(rows)
+        pose_csv.writerows(pad_pose_row(r) for r in rows)
 
 
 def _finish_not_run(rest, done, emit, why: str) -> None:

@@ -29,7 +29,7 @@ from facealign_cli.batch.options import (
     OutputLockedError,
     RunOptions,
 )
-from facealign_cli.batch.result import ImageResult
+from facealign_cli.batch.result import ImageResult, SpoolFile, discard_spools
 from facealign_cli.io import records
 from facealign_cli.io.inputs import InputItem
 
@@ -149,22 +149,26 @@ def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
     Returns:
         The result as recorded (without the files' content).
     """
-    if out is None or res.status == "skipped":
-        return res.committed()
-    if res.done is None:  # failed: not done any more
-        with contextlib.suppress(OSError):
-            done_path(out, command, res.key).unlink()
+    if out is None or res.status == "skipped" or res.done is None:
+        discard_spools(res.files)
+        if out is not None and res.status != "skipped":  # failed: not done any more
+            with contextlib.suppress(OSError):
+                done_path(out, command, res.key).unlink()
         return res.committed()
     try:
         for rel, data in res.files:
             with records.atomic_open(out_path(out, rel), "wb") as f:
-                f.write(data)
+                if isinstance(data, SpoolFile):  # a video's output, streamed from disk
+                    data.copy_to(f)
+                else:
+                    f.write(data)
         _remove_stale(out, command, res.key, res.done["outputs"])
         records.write_json(done_path(out, command, res.key), res.done, indent=None)
     except Exception as exc:  # a write error fails this image, not the run
         with contextlib.suppress(OSError):
             done_path(out, command, res.key).unlink()
         return res.failed_with(exc)
+    discard_spools(res.files)
     return res.committed()
 
 

@@ -194,7 +194,12 @@ def process_image(opts: RunOptions, item: InputItem) -> ImageResult:
         ModelLoadError: the model cannot be built.
     """
     from facealign_cli.io.images import read_image
+    from facealign_cli.io.video import is_video_path
 
+    if is_video_path(item.path):  # one video = one item (facealign_cli.batch.video_items)
+        from facealign_cli.batch.video_items import process_video
+
+        return process_video(opts, item, get_aligner, STOP)
     t0 = time.perf_counter()
     cmd = get_command(opts.command)
     try:

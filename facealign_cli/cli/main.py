@@ -202,10 +202,33 @@ def _common_options(f):
     return f
 
 
+def _video_options(f):
+    """Options of the commands that take video files (detect, landmarks, pose, mesh)."""
+    opts = [
+        click.option("--frame-step", type=click.IntRange(min=1), default=1, show_default=True,
+                     metavar="N", help="Videos: process every N-th frame (0, N, 2N, ...)."),
+        click.option("--max-fps", type=click.FloatRange(min=0.0, min_open=True), default=None,
+                     metavar="F", help="Videos: process at most F frames per second of video "
+                                       "[default: all]."),
+        click.option("--smooth", is_flag=True,
+                     help="Videos: One-Euro smoothing of each face track's landmarks and pose "
+                          "(off by default)."),
+        click.option("--detect-every", type=click.IntRange(min=1), default=1,
+                     show_default=True, metavar="K",
+                     help="Videos: run the detector on every K-th processed frame, faces "
+                          "carried by their landmarks in between (faster; not for detect)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 INPUT_HELP = """
 
 INPUT is an image file, a folder (searched recursively for .jpg .jpeg .png .bmp .webp
 .tif .tiff, any case; hidden files skipped), or '-' to read paths from stdin, one per line.
+detect, landmarks, pose and mesh also take videos (.mp4 .avi .mov .mkv .webm), one item
+each, frames tracked (see docs/batch.md); videos need a folder as --out.
 Outputs mirror each INPUT folder's structure under --out. Images are read with their EXIF
 orientation applied; transparent areas become white. Coordinates are image pixels of the
 upright photo, x right, y down, origin at the centre of the top-left pixel; 3D z is in pixels,
@@ -332,9 +355,14 @@ def _run(command: str, params: dict, **extra) -> None:
 
     from facealign_cli.batch import options as batch_options
     from facealign_cli.batch.runner import run_batch
+    from facealign_cli.batch.video_items import VIDEO_COMMANDS
     from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
+    from facealign_cli.io.video import is_video_path
 
     _safe_streams()
+    for name in ("frame_step", "max_fps", "smooth", "detect_every", "mesh_every"):
+        if name in params:
+            extra[name] = params.pop(name)
     ctx = click.get_current_context()
     out = params["out"]
     if not out or not out.strip() or "\0" in out:
@@ -371,9 +399,13 @@ def _run(command: str, params: dict, **extra) -> None:
     try:
         items = collect_inputs(
             params["inputs"], include=params["include"], exclude=params["exclude"],
-            stdin=stdin, skip_dirs=[] if out == "-" else [out], missing_ok=True)
+            stdin=stdin, skip_dirs=[] if out == "-" else [out], missing_ok=True,
+            videos=command in VIDEO_COMMANDS)
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
+    if out == "-" and any(not it.skipped and is_video_path(it.path) for it in items):
+        raise click.UsageError("videos are written as files (one .jsonl per video, or rows "
+                               "of pose.csv): give a folder to --out, not '-'", ctx=ctx)
     for p in bad_paths:  # recorded as failed (reading a NUL-byte path fails), after the others
         items.append(InputItem(len(items), p, p.replace("\0", "%00"),
                                f"invalid-path~{len(items)}"))
@@ -421,6 +453,7 @@ def _run(command: str, params: dict, **extra) -> None:
 
 @main.command(epilog=EXIT_CODES_HELP)
 @_common_options
+@_video_options
 @_with_input_help
 def detect(**params):
     """Find faces: one JSON per image with boxes, scores and 6 keypoints.
@@ -437,6 +470,7 @@ def detect(**params):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @_common_options
+@_video_options
 @_with_input_help
 def landmarks(**params):
     """68 landmarks (2D and 3D) and head pose: one JSON per image.
@@ -451,6 +485,7 @@ def landmarks(**params):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @_common_options
+@_video_options
 @_with_input_help
 def pose(**params):
     """Head pose: one CSV table for the whole run.
@@ -480,6 +515,10 @@ def pose(**params):
               help="A UV texture sampled from the photo instead of vertex colours: "
                    "<stem>_face<k>.obj + .mtl + .png (with --format glb: the texture inside "
                    "the .glb). Not with --format ply.")
+@_video_options
+@click.option("--mesh-every", type=click.IntRange(min=1), default=30, show_default=True,
+              metavar="N", help="Videos: write the meshes of every N-th processed frame, "
+                                "<key>/frame<NNNNNN>_track<k>.<format>.")
 @_with_input_help
 def mesh(mesh_format, mesh_frame, texture, **params):
     """Dense 3D face meshes with colours: one file per face.

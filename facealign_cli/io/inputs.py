@@ -5,7 +5,9 @@ Rules (documented in the CLI help):
 
 * A **folder** is walked recursively (sorted by name, depth first: a folder's files, then its
   subfolders); regular files whose extension is one of :data:`IMAGE_EXTENSIONS`
-  (case-insensitive) are taken. Names starting with ``.`` (hidden files such as macOS
+  (case-insensitive) are taken, and with ``videos=True`` (``detect``, ``landmarks``, ``pose``,
+  ``mesh``) also those of :data:`facealign_cli.io.video.VIDEO_EXTENSIONS` (one item per video).
+  Names starting with ``.`` (hidden files such as macOS
   ``._photo.jpg`` resource forks, hidden folders) and the run's own output folder are skipped
   silently. Symbolic links to files are followed; links to folders are not (no loops).
 * **Entries that cannot be taken are reported, never dropped silently**: a subfolder that
@@ -123,7 +125,8 @@ def _why_not_a_file(full: str) -> str | None:
     return "not a regular file"
 
 
-def _walk(root: Path, skip: set[str]) -> Iterable[tuple[Path, str | None]]:
+def _walk(root: Path, skip: set[str], exts: frozenset[str] = IMAGE_EXTENSIONS
+          ) -> Iterable[tuple[Path, str | None]]:
     """``(path, None)`` for the image files under ``root`` and ``(path, reason)`` for the
     entries that cannot be taken, sorted, depth first (a folder's files, then its subfolders),
     hidden names and ``skip`` folders pruned."""
@@ -152,7 +155,7 @@ def _walk(root: Path, skip: set[str]) -> Iterable[tuple[Path, str | None]]:
                 folders.append((full, None))
             continue
         ext = os.path.splitext(e.name)[1].lower()
-        if ext not in IMAGE_EXTENSIONS and ext:
+        if ext not in exts and ext:
             continue
         why = _why_not_a_file(str(full))
         if why is None and not ext:
@@ -161,7 +164,7 @@ def _walk(root: Path, skip: set[str]) -> Iterable[tuple[Path, str | None]]:
     yield from files
     for full, why in folders:
         if why is None:
-            yield from _walk(full, skip)
+            yield from _walk(full, skip, exts)
         else:
             yield full, why
 
@@ -180,7 +183,7 @@ def read_path_list(stream) -> list[str]:
 def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
                    exclude: Sequence[str] = (), stdin=None,
                    skip_dirs: Sequence[str | os.PathLike] = (),
-                   missing_ok: bool = False) -> list[InputItem]:
+                   missing_ok: bool = False, videos: bool = False) -> list[InputItem]:
     """Expand command-line inputs into the run's images, in order, with unique output keys.
 
     Args:
@@ -191,6 +194,8 @@ def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
         missing_ok: keep non-existent paths from the stdin list as items (their reading fails
             later and is recorded per image) instead of raising. Missing command-line
             arguments always raise.
+        videos: folders also yield the files with one of
+            :data:`facealign_cli.io.video.VIDEO_EXTENSIONS` (the commands that take videos).
 
     Returns:
         The :class:`InputItem` list.
@@ -201,6 +206,11 @@ def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
     import sys
 
     skip = {os.path.realpath(d) for d in skip_dirs}
+    exts = IMAGE_EXTENSIONS
+    if videos:
+        from facealign_cli.io.video import VIDEO_EXTENSIONS
+
+        exts = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
     entries: list[tuple[str, bool]] = []  # (path, from_stdin)
     seen_stdin = False
     for a in args:
@@ -216,7 +226,7 @@ def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
     for a, from_stdin in entries:
         p = Path(a)
         if p.is_dir():
-            for f, why in _walk(p, skip):
+            for f, why in _walk(p, skip, exts):
                 rel = f.relative_to(p).as_posix() if f != p else p.name
                 shown = a if f == p else os.path.join(a, *rel.split("/"))
                 found.append((shown, rel, why))

@@ -89,7 +89,10 @@ def test_pose_csv_has_the_quaternion_of_the_pose(fake_model, photos, tmp_path):
     invoke(["pose", photos, "--out", out])
     with open(out / "pose.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0])[-4:] == ["qw", "qx", "qy", "qz"]
+    cols = list(rows[0])
+    assert cols[cols.index("score") + 1:][:4] == ["qw", "qx", "qy", "qz"]
+    assert cols[-3:] == ["frame", "time", "track"]  # the video columns, empty for photos
+    assert all(row["frame"] == row["time"] == row["track"] == "" for row in rows)
     for row in rows:
         q = np.array([float(row[k]) for k in ("qw", "qx", "qy", "qz")])
         assert abs(np.linalg.norm(q) - 1) < 1e-5 and q[0] >= 0

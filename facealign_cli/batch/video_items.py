@@ -1,0 +1,254 @@
+"""A video as one batch item: its frames streamed through the tracker, its outputs spooled to
+local temporary files (never the whole video, or all its outputs, in memory).
+
+Per command (``<key>`` is the video's output key, :mod:`facealign_cli.io.inputs`):
+
+* ``detect``, ``landmarks``: ``<key>.jsonl``, one line per processed frame,
+  ``{"frame", "time", "faces"}`` (``frame``: 0-based index in the source stream, ``time``:
+  seconds; ``faces`` as in the photo JSON, each with its ``track`` id); a frame whose
+  processing raised has ``"faces": []`` and an ``"error"`` (counted in ``frames_failed``).
+  ``detect`` runs the detector on every processed frame (``--detect-every`` is for the
+  regressing commands); ``landmarks`` uses :class:`~facealign_cli.core.tracking.VideoAligner`.
+* ``pose``: rows of the run's ``pose.csv`` with the ``frame``, ``time`` and ``track`` columns
+  filled (``face`` = the face's rank in its frame).
+* ``mesh``: ``<key>/frame<NNNNNN>_track<k>.<fmt>`` (``NNNNNN`` = the source frame index) for
+  every ``opts.mesh_every``-th processed frame (0, N, 2N, ... of the frames kept by
+  ``--frame-step`` / ``--max-fps``); only those frames get the dense fit.
+
+The item's ``n_faces`` is the number of distinct face tracks of the video. Its result carries
+``video`` (manifest line and done record): ``frames`` (processed), ``frames_failed``,
+``frames_decoded``, ``frames_declared``, ``complete``, ``fps``, ``width``, ``height``.
+
+A video that cannot be opened fails with ``VideoOpenError`` (0 frames); one whose stream ends
+before its declared frame count (truncated, corrupt) fails with ``TruncatedVideoError`` and the
+frame counts it reached: **its partial outputs are removed** (nothing is written for it, and a
+re-run retries it, as for a failed photo).
+
+Outputs are written to spool files in the system's temporary folder (outside ``--out``;
+workers never write there) and handed to the runner as
+:class:`~facealign_cli.batch.result.SpoolFile` s, which it copies atomically to their output
+names; with the Dask backend (workers on other machines) they travel as bytes instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+import traceback
+from typing import Any
+
+from facealign_cli.batch.commands import (
+    get_command,
+    json_file_bytes,
+    pose_rows,
+    video_fingerprint,
+)
+from facealign_cli.batch.options import ModelLoadError, RunOptions
+from facealign_cli.batch.result import ImageResult, SpoolFile, discard_spools, one_line
+from facealign_cli.io.inputs import InputItem
+
+#: The commands that take video files.
+VIDEO_COMMANDS = ("detect", "landmarks", "pose", "mesh")
+
+
+class TruncatedVideoError(ValueError):
+    """The stream ended before the frames its container declares (truncated or corrupt)."""
+
+
+class VideoNotSupportedError(ValueError):
+    """The command does not take video files."""
+
+
+class _ScoreFiltered:
+    """An aligner whose detections below ``min_score`` are dropped (as :func:`align` does for
+    photos), for :class:`~facealign_cli.core.tracking.VideoAligner`."""
+
+    def __init__(self, aligner, min_score: float):
+        self._a = aligner
+        self._min = float(min_score)
+
+    def detect(self, image):
+        return [f for f in self._a.detect(image) if float(f.score) >= self._min]
+
+    def fit(self, image, faces, *, dense: bool = False):
+        return self._a.fit(image, faces, dense=dense)
+
+    def __getattr__(self, name):
+        return getattr(self._a, name)
+
+
+def _spool() -> tuple[SpoolFile, Any]:
+    fd, path = tempfile.mkstemp(prefix="facealign-video-", suffix=".spool")
+    return SpoolFile(path), os.fdopen(fd, "wb")
+
+
+def _spool_bytes(data: bytes) -> SpoolFile:
+    sp, f = _spool()
+    with f:
+        f.write(data)
+    return sp
+
+
+def _mesh_files(base: str, face, colour, aligner, opts: RunOptions, height: int):
+    from facealign_cli.io.meshes import mesh_bytes, textured_mesh_files
+
+    tris = aligner.topology.triangles
+    frame = {"frame": opts.mesh_frame, "image_height": height}
+    if opts.texture:
+        from facealign_cli.core.morphable_model import load_face_uv
+
+        folder, _, name = base.rpartition("/")
+        prefix = folder + "/" if folder else ""
+        return [(prefix + n, data) for n, data in textured_mesh_files(
+            name, face.vertices, tris, load_face_uv().uv, colour, opts.mesh_format, **frame)]
+    return [(f"{base}.{opts.mesh_format}",
+             mesh_bytes(face.vertices, tris, colour, opts.mesh_format, **frame))]
+
+
+def _colours(aligner, img, faces, opts: RunOptions) -> list:
+    if opts.texture:
+        from facealign_cli.core.morphable_model import load_face_uv
+        from facealign_cli.io.texture import bake_texture, texture_size
+
+        uv = load_face_uv()
+        size = texture_size(uv.aspect)
+        tris = aligner.topology.triangles
+        return [bake_texture(img, f.vertices, tris, uv.uv, uv.mirror, size) for f in faces]
+    from facealign_cli.io.meshes import sample_vertex_colors
+
+    return [sample_vertex_colors(img, f.vertices) for f in faces]
+
+
+def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> ImageResult:
+    """Run one video through the model and spool its outputs (nothing is written under
+    ``--out``). Never raises for a problem of this video (returns a ``failed`` result); a
+    stop signal (``stop.is_set()``, in-process runs) between two frames returns a not-run
+    result.
+
+    Raises:
+        ModelLoadError: the model cannot be built.
+    """
+    from facealign_cli.core.tracking import FaceTracker, VideoAligner, track_of
+    from facealign_cli.io.video import VideoReader
+
+    t0 = time.perf_counter()
+    cmd = get_command(opts.command)
+    files: list[tuple[str, Any]] = []
+    video: dict[str, Any] | None = None
+    jsonl = None
+    try:
+        if cmd.name not in VIDEO_COMMANDS:
+            raise VideoNotSupportedError(f"{cmd.name} does not take video files (only "
+                                         f"{', '.join(VIDEO_COMMANDS)})")
+        reader = VideoReader(item.path, frame_step=opts.frame_step, max_fps=opts.max_fps)
+        aligner = get_aligner(opts)
+        filtered = _ScoreFiltered(aligner, opts.min_score)
+        if cmd.name == "detect":
+            tracker, va = FaceTracker(), None
+        else:
+            smoother = None
+            if opts.smooth:
+                from facealign_cli.core.smoothing import FaceSmoother
+
+                smoother = FaceSmoother()
+            tracker, va = None, VideoAligner(filtered, detect_every=opts.detect_every,
+                                            smoother=smoother, dense=False)
+        if cmd.name in ("detect", "landmarks"):
+            sp, jsonl = _spool()
+            files.append((item.key + ".jsonl", sp))
+        rows: list[tuple] = []
+        tracks: set[int] = set()
+        n = failed = 0
+        width, height = reader.info.width, reader.info.height
+        with reader:
+            for fr in reader:
+                if stop.is_set():
+                    jsonl and jsonl.close()
+                    discard_spools(files)
+                    return ImageResult.not_run(item)
+                height, width = fr.image.shape[:2]
+                mesh_frame = cmd.name == "mesh" and n % max(1, opts.mesh_every) == 0
+                err = None
+                try:
+                    if va is None:
+                        faces = tracker.update(filtered.detect(fr.image))
+                    else:
+                        va.dense = mesh_frame
+                        faces = va.process(fr.image, fr.time)
+                    if mesh_frame:
+                        cols = _colours(aligner, fr.image, faces, opts)
+                        for f, col in zip(faces, cols):
+                            base = f"{item.key}/frame{fr.index:06d}_track{track_of(f)}"
+                            for rel, data in _mesh_files(base, f, col, aligner, opts, height):
+                                files.append((rel, _spool_bytes(data)))
+                except ModelLoadError:
+                    raise
+                except Exception as exc:  # one bad frame never stops the video
+                    faces, err = [], f"{type(exc).__name__}: {one_line(exc)}"
+                    failed += 1
+                n += 1
+                tracks.update(t for t in (track_of(f) for f in faces) if t is not None)
+                t = round(float(fr.time), 6)
+                if jsonl is not None:
+                    doc: dict[str, Any] = {"frame": fr.index, "time": t, "faces": [
+                        {**d, "track": track_of(f)}
+                        for f, d in zip(faces, cmd.faces_json(faces))]}
+                    if err is not None:
+                        doc["error"] = err
+                    jsonl.write(json_file_bytes(doc))
+                if cmd.table:
+                    rows += [tuple(r[:14]) + (fr.index, t, track_of(f))
+                             for r, f in zip(pose_rows(item.path, faces), faces)]
+                del fr, faces
+        if jsonl is not None:
+            jsonl.close()
+        st = reader.status
+        video = {"frames": st.frames_delivered, "frames_failed": failed,
+                 "frames_decoded": st.frames_decoded, "frames_declared": st.frames_declared,
+                 "complete": st.complete, "fps": round(reader.info.fps, 3),
+                 "width": width, "height": height}
+        if not st.complete:
+            raise TruncatedVideoError(st.error or "the stream ended early")
+        outputs = tuple(rel for rel, _ in files)
+        if cmd.table and rows:
+            from facealign_cli.batch.options import POSE_CSV_NAME
+
+            outputs = (POSE_CSV_NAME,)
+        if opts.backend == "dask":  # the runner is on another machine: bytes, not spools
+            loaded = []
+            for rel, sp in files:
+                with open(sp.path, "rb") as f:
+                    loaded.append((rel, f.read()))
+                sp.discard()
+            files = loaded
+        done = {"fingerprint": video_fingerprint(cmd, opts), "path": item.path,
+                "n_faces": len(tracks), "outputs": list(outputs), "width": width,
+                "height": height, "video": video}
+        if cmd.table:
+            done["rows"] = [list(r) for r in rows]
+        message = f"{failed} of {n} frames failed" if failed else None
+        return ImageResult(item.path, item.key, "ok", n_faces=len(tracks), outputs=outputs,
+                           message=message, seconds=round(time.perf_counter() - t0, 3),
+                           width=width, height=height, rows=tuple(rows) if cmd.table else None,
+                           files=tuple(files), done=done, video=video)
+    except ModelLoadError:
+        with contextlib.suppress(Exception):
+            jsonl and jsonl.close()
+        discard_spools(files)
+        raise
+    except Exception as exc:  # one bad video never stops the batch
+        with contextlib.suppress(Exception):
+            jsonl and jsonl.close()
+        discard_spools(files)
+        tb = traceback.format_exc() if opts.verbose >= 2 else None
+        res = ImageResult.failure(item, exc, round(time.perf_counter() - t0, 3), tb)
+        if video is None and type(exc).__name__ == "VideoOpenError":
+            video = {"frames": 0, "frames_failed": 0, "frames_decoded": 0,
+                     "frames_declared": 0, "complete": False}
+        if video is not None:
+            from dataclasses import replace
+
+            res = replace(res, video=video)
+        return res

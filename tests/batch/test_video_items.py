@@ -1,0 +1,196 @@
+"""Video files as batch items (``facealign_cli.batch.video_items``): one ``.jsonl`` line per
+frame with stable track ids, ``pose.csv`` rows with frame / time / track, meshes of every N-th
+frame, a truncated video recorded as a failure with its frame count while the rest of the batch
+is done, resume of a finished video, and ``--out -`` refused for videos.
+
+The clips are built here with ``cv2.VideoWriter`` (MJPG in .avi) from an AFW photo with three
+clear faces (``../shared/data/photos/afw``; skipped without it), shifted by (2, 1) px a frame,
+with the real model (shipped weights)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+cv2 = pytest.importorskip("cv2")
+
+from facealign_cli.cli.main import main  # noqa: E402
+
+PHOTO = "406798473"  # three faces, detector scores 0.8-0.95 at half size, nothing else above 0.45
+N = 8
+MIN_SCORE = "0.6"
+
+
+def invoke(args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
+def make_clip(photo: Path, path: Path, n: int = N, scale: float = 0.5) -> Path:
+    img = cv2.imread(str(photo))
+    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    h, w = img.shape[:2]
+    w, h = w // 2 * 2, h // 2 * 2
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
+    assert vw.isOpened()
+    for i in range(n):
+        m = np.float32([[1, 0, 2.0 * i], [0, 1, 1.0 * i]])
+        vw.write(cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT))
+    vw.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(afw_annotated_dir, tmp_path_factory) -> Path:
+    photo = afw_annotated_dir / f"{PHOTO}.jpg"
+    if not photo.is_file():
+        pytest.skip(f"{photo} not found")
+    d = tmp_path_factory.mktemp("clips")
+    make_clip(photo, d / "clip.avi")
+    return d
+
+
+@pytest.fixture()
+def env(real_weights):
+    return {"FACEALIGN_WEIGHTS": str(real_weights)}
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in path.read_text().splitlines()]
+
+
+def test_landmarks_on_a_video_one_line_per_frame_with_stable_tracks(clips, env, tmp_path):
+    out = tmp_path / "lm"
+    r = invoke(["landmarks", clips / "clip.avi", "--out", out, "--min-score", MIN_SCORE],
+               env=env)
+    assert r.exit_code == 0, r.output
+    lines = _lines(out / "clip.jsonl")
+    assert [d["frame"] for d in lines] == list(range(N))
+    np.testing.assert_allclose([d["time"] for d in lines], np.arange(N) / 25.0, atol=1e-3)
+    first = {f["track"]: np.array(f["box"]) for f in lines[0]["faces"]}
+    assert sorted(first) == [0, 1, 2]
+    for i, d in enumerate(lines):
+        tracks = {f["track"]: f for f in d["faces"]}
+        assert sorted(tracks) == [0, 1, 2], i  # the same three ids on every frame
+        for t, f in tracks.items():
+            assert np.array(f["landmarks_2d"]).shape == (68, 2)
+            # each track follows its face: the box moved by about (2, 1) px a frame
+            moved = np.array(f["box"]) - first[t]
+            assert np.abs(moved - [2 * i, i, 2 * i, i]).max() < 12, (i, t)
+    (line,) = _manifest(out)
+    assert line["status"] == "ok" and line["outputs"] == ["clip.jsonl"]
+    assert line["n_faces"] == 3  # distinct tracks
+    assert line["video"]["frames"] == N and line["video"]["frames_failed"] == 0
+    assert line["video"]["complete"] is True
+    assert not list(out.rglob("*.facealign-tmp"))
+
+    # resume skips the finished video; other video settings redo it
+    r = invoke(["landmarks", clips / "clip.avi", "--out", out, "--min-score", MIN_SCORE],
+               env=env)
+    assert r.exit_code == 0
+    (line,) = _manifest(out)
+    assert line["status"] == "skipped" and line["error"] is None
+    assert line["video"]["frames"] == N
+    r = invoke(["landmarks", clips / "clip.avi", "--out", out, "--min-score", MIN_SCORE,
+                "--frame-step", "2", "--smooth"], env=env)
+    assert r.exit_code == 0
+    (line,) = _manifest(out)
+    assert line["status"] == "ok" and line["video"]["frames"] == N // 2
+    assert [d["frame"] for d in _lines(out / "clip.jsonl")] == list(range(0, N, 2))
+
+
+def test_detect_on_a_folder_of_videos_and_photos(clips, env, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.avi").write_bytes((clips / "clip.avi").read_bytes())
+    cv2.imwrite(str(src / "b.jpg"), np.full((64, 64, 3), 128, np.uint8))
+    out = tmp_path / "det"
+    r = invoke(["detect", src, "--out", out, "--min-score", MIN_SCORE, "--max-fps", "12.5"],
+               env=env)
+    assert r.exit_code == 0, r.output
+    lines = _lines(out / "a.jsonl")
+    assert [d["frame"] for d in lines] == list(range(0, N, 2))
+    assert all(sorted(f["track"] for f in d["faces"]) == [0, 1, 2] for d in lines)
+    assert set(lines[0]["faces"][0]) == {"box", "score", "keypoints", "track"}
+    assert [m["status"] for m in _manifest(out)] == ["ok", "ok"]
+    assert (out / "b.json").is_file()
+
+
+def test_videos_cannot_stream_to_stdout(clips, env):
+    r = invoke(["landmarks", clips / "clip.avi", "--out", "-"], env=env)
+    assert r.exit_code == 2 and "give a folder to --out" in r.output
+
+
+def test_pose_and_mesh_on_a_video(clips, env, tmp_path):
+    from facealign_cli.batch.commands import POSE_COLUMNS
+
+    out = tmp_path / "pose"
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), next(_frames(clips / "clip.avi")))
+    r = invoke(["pose", clips / "clip.avi", photo, "--out", out, "--min-score", MIN_SCORE,
+                "--detect-every", "2"], env=env)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO((out / "pose.csv").read_text("utf-8"))))
+    assert list(rows[0]) == list(POSE_COLUMNS)
+    video = [r for r in rows if r["path"].endswith("clip.avi")]
+    assert len(video) == 3 * N
+    assert sorted({int(r["frame"]) for r in video}) == list(range(N))
+    assert {int(r["track"]) for r in video} == {0, 1, 2}
+    assert all(float(r["time"]) == pytest.approx(int(r["frame"]) / 25.0, abs=1e-3)
+               for r in video)
+    still = [r for r in rows if r["path"].endswith("photo.jpg")]
+    assert len(still) == 3 and all(r["frame"] == r["time"] == r["track"] == "" for r in still)
+
+    out = tmp_path / "mesh"
+    r = invoke(["mesh", clips / "clip.avi", "--out", out, "--min-score", MIN_SCORE,
+                "--mesh-every", "5"], env=env)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (out / "clip").iterdir())
+    assert names == [f"frame{f:06d}_track{t}.obj" for f in (0, 5) for t in range(3)]
+    (line,) = _manifest(out)
+    assert sorted(line["outputs"]) == sorted(f"clip/{n}" for n in names)
+    text = (out / "clip" / names[0]).read_text()
+    assert text.count("\nv ") > 1000 and "\nf " in text
+
+
+def _frames(path: Path):
+    cap = cv2.VideoCapture(str(path))
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        yield img
+    cap.release()
+
+
+def test_a_truncated_video_fails_with_its_frame_count_and_the_rest_is_done(clips, env,
+                                                                          tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    data = (clips / "clip.avi").read_bytes()
+    (src / "a_cut.avi").write_bytes(data[:int(len(data) * 0.6)])
+    (src / "b_whole.avi").write_bytes(data)
+    (src / "c_junk.mp4").write_bytes(b"not a video at all")
+    out = tmp_path / "lm"
+    r = invoke(["landmarks", src, "--out", out, "--min-score", MIN_SCORE], env=env)
+    assert r.exit_code == 1
+    cut, whole, junk = _manifest(out)
+    assert cut["status"] == "failed" and cut["error"] == "TruncatedVideoError"
+    assert 0 < cut["video"]["frames"] < N and cut["video"]["frames_declared"] == N
+    assert f"{cut['video']['frames']} frames delivered" in cut["message"]
+    assert cut["outputs"] == [] and not (out / "a_cut.jsonl").exists()  # partial: removed
+    assert whole["status"] == "ok" and len(_lines(out / "b_whole.jsonl")) == N
+    assert junk["status"] == "failed" and junk["error"] == "VideoOpenError"
+    assert junk["video"]["frames"] == 0
+    # a re-run retries the failures and skips the finished video
+    r = invoke(["landmarks", src, "--out", out, "--min-score", MIN_SCORE], env=env)
+    assert [m["status"] for m in _manifest(out)] == ["failed", "skipped", "failed"]
