@@ -108,14 +108,14 @@ def test_landmarks_on_a_video_one_line_per_frame_with_stable_tracks(clips, env, 
     assert [d["frame"] for d in _lines(out / "clip.jsonl")] == list(range(0, N, 2))
 
 
-def test_detect_on_a_folder_of_videos_and_photos(clips, env, tmp_path):
+def test_detect_on_a_folder_of_videos_and_photos_with_jobs(clips, env, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     (src / "a.avi").write_bytes((clips / "clip.avi").read_bytes())
     cv2.imwrite(str(src / "b.jpg"), np.full((64, 64, 3), 128, np.uint8))
     out = tmp_path / "det"
-    r = invoke(["detect", src, "--out", out, "--min-score", MIN_SCORE, "--max-fps", "12.5"],
-               env=env)
+    r = invoke(["detect", src, "--out", out, "--min-score", MIN_SCORE, "--max-fps", "12.5",
+                "--jobs", "2"], env=env)
     assert r.exit_code == 0, r.output
     lines = _lines(out / "a.jsonl")
     assert [d["frame"] for d in lines] == list(range(0, N, 2))
@@ -194,3 +194,17 @@ def test_a_truncated_video_fails_with_its_frame_count_and_the_rest_is_done(clips
     # a re-run retries the failures and skips the finished video
     r = invoke(["landmarks", src, "--out", out, "--min-score", MIN_SCORE], env=env)
     assert [m["status"] for m in _manifest(out)] == ["failed", "skipped", "failed"]
+
+
+def test_run_batch_refuses_to_stream_a_video(tmp_path):
+    from facealign_cli.batch.options import RunOptions
+    from facealign_cli.batch.runner import run_batch
+    from facealign_cli.io.inputs import collect_inputs
+
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    cv2.imwrite(str(tmp_path / "p.jpg"), np.zeros((8, 8, 3), np.uint8))
+    items = collect_inputs([tmp_path], videos=True)
+    assert [Path(it.path).name for it in items] == ["p.jpg", "v.mp4"]
+    assert [Path(it.path).name for it in collect_inputs([tmp_path])] == ["p.jpg"]
+    with pytest.raises(ValueError, match="videos are written as files"):
+        run_batch(items, RunOptions(command="landmarks", out="-"))
