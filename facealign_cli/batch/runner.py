@@ -143,8 +143,16 @@ def _output_error(what: str, exc: OSError) -> OutputWriteError:
     return OutputWriteError(f"cannot write {what}: {reason}")
 
 
+MAX_CHUNK = 16
+# commands with dense outputs (meshes of ~3 MB per face) send each image's files back on its
+# own: a chunk's encoded outputs live in the worker, in the pipe and in the parent until they
+# are written, so a 16-image chunk of meshes cost ~0.5 GB per worker
+MAX_DENSE_CHUNK = 1
+
+
 def _chunk_size(opts: RunOptions, n: int, jobs: int) -> int:
-    return opts.chunk_size or max(1, min(16, -(-n // (jobs * 4))))
+    cap = MAX_DENSE_CHUNK if get_command(opts.command).dense else MAX_CHUNK
+    return opts.chunk_size or max(1, min(cap, -(-n // (jobs * 4))))
 
 
 def _results(opts: RunOptions, todo: list[InputItem], executor,
