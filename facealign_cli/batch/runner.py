@@ -28,7 +28,6 @@ from facealign_cli.batch.options import (
     MESH_FRAMES,
     POSE_CSV_NAME,
     RENDER_DRAW_CHOICES,
-    STATE_DIR,
     BatchError,
     ClusterError,
     ModelLoadError,
@@ -38,6 +37,7 @@ from facealign_cli.batch.options import (
 )
 from facealign_cli.batch.progress import Reporter
 from facealign_cli.batch.result import ImageResult, one_line
+from facealign_cli.batch.settings import run_settings, settings_path, write_settings
 from facealign_cli.batch.state import (
     OutputLock,
     check_done,
@@ -45,6 +45,7 @@ from facealign_cli.batch.state import (
     commit,
     iter_done_records,
 )
+from facealign_cli.batch.streams import clean_stdout, output_error, write_all
 from facealign_cli.batch.worker import STOP, preflight, process_chunk
 from facealign_cli.io import records
 from facealign_cli.io.inputs import InputItem
@@ -83,64 +84,6 @@ def _signals_to_stop(state: dict) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _clean_stdout(stdout: IO | None) -> Iterator[IO]:
-    """The binary stream NDJSON goes to; while active, anything else printed to stdout (by
-    Python code or, when stdout is the real fd 1, by C libraries) goes to stderr instead.
-
-    Raises:
-        OutputWriteError: there is no stdout (closed).
-    """
-    if stdout is None:
-        stdout = getattr(sys.stdout, "buffer", None)
-    if stdout is None:
-        raise OutputWriteError("cannot write to stdout: it is closed (give a folder to --out)")
-    real_fd = None
-    try:
-        if stdout.fileno() == 1 and sys.stderr is not None and sys.stderr.fileno() == 2:
-            real_fd = 1
-    except (OSError, ValueError, AttributeError):
-        real_fd = None
-    if real_fd is None:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield stdout
-        return
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdout.flush()
-    saved = os.dup(1)
-    stream = os.fdopen(os.dup(saved), "wb", buffering=0)
-    os.dup2(2, 1)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield stream
-    finally:
-        with contextlib.suppress(OSError):
-            stream.close()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def _write_all(stream: IO, data: bytes) -> None:
-    """Write all of ``data`` (a raw stream may write fewer bytes, e.g. to a pipe when a signal
-    arrives), then flush."""
-    view = memoryview(data)
-    while view:
-        n = stream.write(view)
-        if n is None:  # non-blocking stream that would block: try again
-            time.sleep(0.01)
-            continue
-        view = view[n:]
-    stream.flush()
-
-
-def _output_error(what: str, exc: OSError) -> OutputWriteError:
-    if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
-        return OutputWriteError(f"cannot write {what}: the reader went away (broken pipe)",
-                                broken_pipe=True)
-    reason = os.strerror(exc.errno) if exc.errno else one_line(exc)
-    return OutputWriteError(f"cannot write {what}: {reason}")
 
 
 MAX_CHUNK = 16
@@ -314,7 +257,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         out = None
         manifest = pose_csv = ndjson = None
         if opts.streaming:
-            ndjson = stack.enter_context(_clean_stdout(stdout))
+            ndjson = stack.enter_context(clean_stdout(stdout))
         else:
             out = Path(opts.out)
             try:
@@ -349,7 +292,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         if out is not None:
             try:
                 manifest = records.AtomicJsonLinesFile(out / MANIFEST_NAME)
-                _write_settings(settings_path(out, cmd.name), run_settings(cmd, opts))
+                write_settings(settings_path(out, cmd.name), run_settings(cmd, opts))
                 if cmd.table:
                     pose_csv = records.StreamingCSV(out / POSE_CSV_NAME, POSE_COLUMNS)
             except OSError as exc:
@@ -389,23 +332,23 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                 try:
                     pose_csv.writerows(pad_pose_row(r) for r in res.rows)
                 except OSError as exc:
-                    raise _output_error(f"the table {out / POSE_CSV_NAME}", exc) from None
+                    raise output_error(f"the table {out / POSE_CSV_NAME}", exc) from None
             state["writing"] = True
             try:
                 if manifest is not None:
                     try:
                         manifest.write(res.manifest_line())
                     except OSError as exc:
-                        raise _output_error(f"the manifest {manifest.partial}", exc) from None
+                        raise output_error(f"the manifest {manifest.partial}", exc) from None
                 if ndjson is not None:
                     line = (records.dumps(res.stream_record()) + "\n").encode(
                         records.ENCODING, records.ERRORS)
                     try:
-                        _write_all(ndjson, line)
+                        write_all(ndjson, line)
                     except (OSError, ValueError) as exc:
                         if isinstance(exc, ValueError):  # closed
                             exc = OSError(errno.EBADF, os.strerror(errno.EBADF))
-                        raise _output_error("to stdout", exc) from None
+                        raise output_error("to stdout", exc) from None
             finally:
                 state["writing"] = False
             if res.status == "ok":  # counted once recorded (a record that cannot be written
@@ -454,7 +397,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                     manifest.commit()
                 except OSError as exc:
                     if summary.output_error is None:
-                        summary.output_error = str(_output_error(f"the manifest {manifest.path}",
+                        summary.output_error = str(output_error(f"the manifest {manifest.path}",
                                                                  exc))
                         reporter.line(f"facealign: error: {summary.output_error}")
             if lines is not None and summary.output_error is None:
@@ -480,31 +423,6 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         _print_summary(opts, summary, stderr)
     STOP.clear()
     return summary
-
-
-def settings_path(out: Path, command: str) -> Path:
-    """``<out>/.facealign/settings/<command>.json``: the settings of the command's last run
-    in ``out``, beside its manifest (written when the manifest is opened)."""
-    return out / STATE_DIR / "settings" / f"{command}.json"
-
-
-def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
-    """What :func:`settings_path` records: the command and every setting that
-    changes its outputs (the resume fingerprint, with ``min_score`` and ``flip`` always
-    spelled out)."""
-    settings = {**cmd.fingerprint(opts), "min_score": opts.min_score}
-    if cmd.uses_regressor:
-        settings["flip"] = opts.flip
-    return {"command": cmd.name, "settings": settings}
-
-
-def _write_settings(path: Path, settings: dict[str, Any]) -> None:
-    """Write the run's settings, unless the file already says the same (a re-run with the same
-    settings touches nothing but the manifest)."""
-    with contextlib.suppress(OSError, ValueError):
-        if records.read_json(path) == settings:
-            return
-    records.write_json(path, settings, indent=None)
 
 
 def _add_other_rows(pose_csv, out: Path, cmd, opts: RunOptions,

@@ -1,7 +1,9 @@
 """``facealign evaluate``: benchmark the regressor (and optionally the user's 3DDFA-V2 weights).
 
-Thin command layer: options, loading of the methods and the detector, progress bar and report
-files. The data sets live in :mod:`facealign_cli.evaluation.datasets`, the protocols in
+Thin command layer: the commands and their own options; loading of the methods and the
+detector, the common options, progress bar and report files are in
+:mod:`facealign_cli.cli.evaluate_setup`. The data sets live in
+:mod:`facealign_cli.evaluation.datasets`, the protocols in
 :mod:`facealign_cli.evaluation.protocols` (metrics in :mod:`facealign_cli.evaluation.metrics`,
 occluders in :mod:`facealign_cli.evaluation.occlusion`), the formatting in
 :mod:`facealign_cli.evaluation.reports`. Every expected failure (wrong folder layout, missing
@@ -12,180 +14,24 @@ error), never a traceback.
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from facealign_cli import __version__
+from facealign_cli.cli.evaluate_setup import (  # noqa: F401 - _load_* also used by scripts/
+    _PATH,
+    _check_outputs,
+    _common_options,
+    _load_detector,
+    _load_methods,
+    _now,
+    _progress,
+    _write_outputs,
+)
 from facealign_cli.cli.export import SetupError
 from facealign_cli.models.weights import RUNTIMES
-
-_PATH = click.Path(path_type=Path)
-
-
-@contextmanager
-def _progress(total: int, description: str):
-    """A rich progress bar on stderr when stderr is a terminal; yields ``advance(n)`` or None
-    (the tool's one progress bar, :func:`facealign_cli.batch.progress.terminal_progress`)."""
-    from facealign_cli.batch.progress import terminal_progress
-
-    with terminal_progress(total, description) as advance:
-        yield advance
-
-
-def _note(msg: str) -> None:
-    click.echo(msg, err=True)
-
-
-def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std: Path | None,
-                  threads: int, runtime: str | None = None, flip: bool = True):
-    """The methods to evaluate: the facealign regressor (``--weights`` or the default weights,
-    in the runtime the CLI would use, see
-    :func:`facealign_cli.models.regressor_onnx.make_regressor`) and, with ``--baseline-3ddfa``,
-    the user's 3DDFA-V2 MobileNet."""
-    from facealign_cli.cli.main import env_runtime, env_weights
-    from facealign_cli.evaluation.protocols import Method
-    from facealign_cli.models.regressor_onnx import make_regressor
-    from facealign_cli.models.weights import default_weights_path, sha256_of
-
-    methods = []
-    env = env_weights()  # $FACEALIGN_WEIGHTS / $FACEALIGN_RUNTIME: read here, at the edge
-    runtime = runtime or env_runtime()
-    path = weights if weights is not None else (Path(env) if env else default_weights_path())
-    if weights is not None and not weights.is_file():
-        raise SetupError(f"--weights: no such file: {weights}")
-    if path.is_file():
-        try:
-            reg = make_regressor(path, num_threads=threads or None, runtime=runtime)
-        except Exception as exc:  # torch / pickle raise many types for a wrong file
-            raise SetupError(f"cannot load facealign weights {path}: {exc}") from exc
-        methods.append(Method("facealign", "facealign", reg, {
-            "label": "facealign", "weights": str(path), "sha256": sha256_of(path),
-            "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
-            "flip": flip}, flip=flip))
-    elif baseline is None:
-        raise SetupError(
-            f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
-    else:
-        _note(f"note: no facealign weights at {path}; evaluating the 3DDFA-V2 baseline only")
-    if baseline is not None:
-        from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
-        from facealign_cli.models.weights import TorchMissingError
-        from facealign_cli.models.weights import sha256_of as sha
-
-        ms = baseline_mean_std or baseline.with_name("param_mean_std_62d_120x120.pkl")
-        if not ms.is_file():
-            raise SetupError(
-                f"the 3DDFA-V2 parameter mean/std file {ms} is missing: pass "
-                "--baseline-mean-std param_mean_std_62d_120x120.pkl")
-        try:
-            b = Baseline3DDFA(baseline, ms, num_threads=threads or None)
-        except TorchMissingError as exc:
-            raise SetupError(str(exc)) from None
-        except Exception as exc:
-            raise SetupError(f"cannot load 3DDFA-V2 weights {baseline}: {exc}") from exc
-        methods.append(Method("3ddfa-v2", "3DDFA-V2 MobileNet (user weights)", b, {
-            "label": "3DDFA-V2", "weights": str(baseline), "sha256": sha(baseline),
-            "mean_std": str(ms), "mean_std_sha256": sha(ms), "input_size": 120}))
-    return methods
-
-
-def _load_detector(threads: int):
-    """The default detector and its description for the report."""
-    try:
-        from facealign_cli.models.detector import BlazeFaceDetector
-    except ImportError as exc:
-        raise SetupError(
-            f"the detector protocols need facealign_cli.models.detector.BlazeFaceDetector ({exc}); "
-            "run --protocols gt-crops,occlusion instead") from exc
-    try:
-        det = BlazeFaceDetector(num_threads=threads or 1)
-    except Exception as exc:
-        raise SetupError(f"cannot start the BlazeFace detector: {exc}") from exc
-    try:
-        policy = det.policy()
-    except Exception:  # the policy is informative only
-        policy = None
-    return det, {"name": type(det).__name__, "policy": policy}
-
-
-def _check_outputs(plot: Path | None, *paths: Path | None) -> None:
-    if plot is not None:
-        from facealign_cli.evaluation.reports import PlotUnavailableError, check_plot_available
-
-        try:
-            check_plot_available()
-        except PlotUnavailableError as exc:
-            raise SetupError(str(exc)) from exc
-    for p in (plot, *paths):
-        if p is not None:
-            p.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _write_outputs(doc: dict, tables, title: str, json_path, markdown_path, plot_path, panels):
-    from facealign_cli.evaluation import reports
-
-    reports.print_tables(tables)
-    if json_path:
-        reports.write_json(json_path, doc)
-        _note(f"wrote {json_path}")
-    if markdown_path:
-        Path(markdown_path).write_text(reports.markdown(doc, tables, title))
-        _note(f"wrote {markdown_path}")
-    if plot_path:
-        reports.plot_ced(plot_path, panels(), title=title)
-        _note(f"wrote {plot_path}")
-
-
-def _common_options(f):
-    opts = [
-        click.option("--weights", type=_PATH, default=None,
-                     help="facealign checkpoint (default: the shipped weights, or "
-                          "$FACEALIGN_WEIGHTS)."),
-        click.option("--baseline-3ddfa", "baseline", type=click.Path(
-            exists=True, dir_okay=False, path_type=Path), default=None,
-            help="Your 3DDFA-V2 MobileNet weights (mb05_120x120.pth) to compare against; "
-                 "never shipped or downloaded by facealign."),
-        click.option("--baseline-mean-std", type=click.Path(
-            exists=True, dir_okay=False, path_type=Path), default=None,
-            help="param_mean_std_62d_120x120.pkl of the baseline (default: beside its "
-                 "weights)."),
-        click.option("--json", "json_path", type=_PATH, default=None,
-                     help="Write every figure and the exact settings as JSON."),
-        click.option("--markdown", "markdown_path", type=_PATH, default=None,
-                     help="Write the tables as Markdown."),
-        click.option("--plot", "plot_path", type=_PATH, default=None,
-                     help="Write CED curves (PNG; needs matplotlib: facealign-cli[plot])."),
-        click.option("--limit", type=click.IntRange(min=0), default=0,
-                     help="Evaluate only N images spread evenly over the set (quick check)."),
-        click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.3,
-                     show_default=True,
-                     help="Minimum IoU of the detection matched to an annotated face."),
-        click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
-                     help="CPU threads for torch and the detector (0 = torch's default). "
-                          "One thread is usually fastest: the crops are small and the "
-                          "detector protocols run the networks one face at a time."),
-        click.option("--runtime", type=click.Choice(RUNTIMES),
-                     default=None,
-                     help="Runtime of the facealign regressor [default: $FACEALIGN_RUNTIME, "
-                          "else auto, as in the image commands]."),
-        click.option("--per-image", is_flag=True,
-                     help="Also store per-image NME values in the JSON."),
-        click.option("--flip/--no-flip", default=True, show_default=True,
-                     help="Test-time flip averaging for facealign, as the image commands do "
-                          "by default. The --baseline-3ddfa model runs as its authors ship "
-                          "it (no flip)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 @click.group("evaluate")

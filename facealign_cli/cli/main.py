@@ -13,8 +13,6 @@ heavy packages inside the callback; they are imported only when their command ru
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import io
 import os
@@ -23,6 +21,13 @@ import sys
 import click
 
 from facealign_cli import __version__
+from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exported
+    ENV_VARS,
+    env_runtime,
+    env_weights,
+    read_env,
+)
+from facealign_cli.cli.lazy_group import LazyGroup
 from facealign_cli.models.weights import RUNTIMES
 
 #: The detector's own threshold (``BlazeFaceDetector(score_threshold=0.45)``, the same as
@@ -68,56 +73,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A click group whose :data:`LAZY_COMMANDS` are imported only when invoked.
-
-    A lazy command whose module is not installed is simply not listed; invoking it gives a
-    usage error. Its help line in ``facealign --help`` comes from :data:`LAZY_COMMANDS`.
-    """
-
-    @staticmethod
-    def _available(name: str) -> bool:
-        try:
-            return importlib.util.find_spec(LAZY_COMMANDS[name][0]) is not None
-        except (ImportError, ValueError):
-            return False
-
-    def list_commands(self, ctx):
-        lazy = [n for n in LAZY_COMMANDS if n not in self.commands and self._available(n)]
-        return sorted(list(self.commands) + lazy)
-
-    def get_command(self, ctx, cmd_name):
-        cmd = self.commands.get(cmd_name)
-        if cmd is not None or cmd_name not in LAZY_COMMANDS or not self._available(cmd_name):
-            return cmd
-        module_name = LAZY_COMMANDS[cmd_name][0]
-        module = importlib.import_module(module_name)
-        cmd = getattr(module, cmd_name, None)
-        if not isinstance(cmd, click.Command):
-            found = [v for v in vars(module).values()
-                     if isinstance(v, click.Command) and v.name == cmd_name]
-            if not found:
-                raise RuntimeError(f"{module_name} defines no click command named {cmd_name!r}")
-            cmd = found[0]
-        self.commands[cmd_name] = cmd
-        return cmd
-
-    def format_commands(self, ctx, formatter):
-        rows = []
-        for name in self.list_commands(ctx):
-            if name in self.commands:
-                cmd = self.commands[name]
-                if cmd.hidden:
-                    continue
-                rows.append((name, cmd.get_short_help_str(limit=formatter.width - 6 - len(name))))
-            else:
-                rows.append((name, LAZY_COMMANDS[name][1]))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-@click.group(cls=LazyGroup, epilog=MAIN_EPILOG,
+@click.group(cls=LazyGroup, lazy_commands=LAZY_COMMANDS, epilog=MAIN_EPILOG,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="facealign")
 def main():
@@ -240,71 +196,6 @@ def _with_input_help(f):
     """Append :data:`INPUT_HELP` to a command function's docstring (before click reads it)."""
     f.__doc__ = inspect.cleandoc(f.__doc__ or "") + INPUT_HELP
     return f
-
-
-#: Environment variables read by the image commands (once, here; see :func:`read_env`).
-ENV_VARS = ("FACEALIGN_WEIGHTS", "FACEALIGN_RUNTIME", "FACEALIGN_MAX_PIXELS",
-            "FACEALIGN_DASK_TIMEOUT")
-
-
-def _env_error(name: str, value: str, expected: str) -> click.UsageError:
-    return click.UsageError(f"environment variable {name}={value!r} is invalid: expected "
-                            f"{expected}")
-
-
-def env_weights(environ=None) -> str | None:
-    """``$FACEALIGN_WEIGHTS`` (None when unset or empty)."""
-    environ = os.environ if environ is None else environ
-    return environ.get("FACEALIGN_WEIGHTS") or None
-
-
-def env_runtime(environ=None) -> str | None:
-    """``$FACEALIGN_RUNTIME`` (lower-case; None when unset or empty).
-
-    Raises:
-        click.UsageError: not one of :data:`RUNTIMES`.
-    """
-    environ = os.environ if environ is None else environ
-    v = environ.get("FACEALIGN_RUNTIME")
-    if not v:
-        return None
-    if v.lower() not in RUNTIMES:
-        raise _env_error("FACEALIGN_RUNTIME", v, "one of " + ", ".join(RUNTIMES))
-    return v.lower()
-
-
-def read_env(environ=None) -> dict:
-    """The ``FACEALIGN_*`` settings of the image commands, validated: ``weights`` (str or
-    None), ``runtime`` (one of :data:`RUNTIMES` or None), ``max_pixels`` (int > 0 or None),
-    ``dask_timeout`` (float > 0 or None).
-
-    Raises:
-        click.UsageError: a variable is set to an invalid value (the message names it).
-    """
-    import math
-
-    environ = os.environ if environ is None else environ
-    env: dict = {"weights": env_weights(environ), "runtime": env_runtime(environ),
-                 "max_pixels": None, "dask_timeout": None}
-    v = environ.get("FACEALIGN_MAX_PIXELS")
-    if v is not None and v.strip():
-        try:
-            n = int(v.strip().replace("_", ""))
-        except ValueError:
-            n = 0
-        if n <= 0:
-            raise _env_error("FACEALIGN_MAX_PIXELS", v, "a whole number of pixels > 0")
-        env["max_pixels"] = n
-    v = environ.get("FACEALIGN_DASK_TIMEOUT")
-    if v is not None and v.strip():
-        try:
-            t = float(v)
-        except ValueError:
-            t = math.nan
-        if not (math.isfinite(t) and t > 0):
-            raise _env_error("FACEALIGN_DASK_TIMEOUT", v, "a number of seconds > 0")
-        env["dask_timeout"] = t
-    return env
 
 
 def _safe_streams() -> None:

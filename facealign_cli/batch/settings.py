@@ -1,0 +1,38 @@
+"""The settings file of a run: ``<out>/.facealign/settings/<command>.json`` records the command
+and every setting that changes its outputs (see ``docs/batch.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from facealign_cli.batch.options import RunOptions
+from facealign_cli.batch.state import STATE_DIR
+from facealign_cli.io import records
+
+
+def settings_path(out: Path, command: str) -> Path:
+    """``<out>/.facealign/settings/<command>.json``: the settings of the command's last run
+    in ``out``, beside its manifest (written when the manifest is opened)."""
+    return out / STATE_DIR / "settings" / f"{command}.json"
+
+
+def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
+    """What :func:`settings_path` records: the command and every setting that
+    changes its outputs (the resume fingerprint, with ``min_score`` and ``flip`` always
+    spelled out)."""
+    settings = {**cmd.fingerprint(opts), "min_score": opts.min_score}
+    if cmd.uses_regressor:
+        settings["flip"] = opts.flip
+    return {"command": cmd.name, "settings": settings}
+
+
+def write_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Write the run's settings, unless the file already says the same (a re-run with the same
+    settings touches nothing but the manifest)."""
+    with contextlib.suppress(OSError, ValueError):
+        if records.read_json(path) == settings:
+            return
+    records.write_json(path, settings, indent=None)
