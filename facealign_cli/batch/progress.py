@@ -113,3 +113,16 @@ class Reporter:
             with contextlib.suppress(OSError, ValueError):
                 self._progress.stop()
             self._progress = None
+
+
+def one_line_warnings() -> None:
+    """Show Python warnings as ``facealign: warning: MESSAGE`` lines on stderr (no source
+    line): a stale or corrupt ONNX export, a capped ``--jobs``. Called by the CLI and by
+    each worker process."""
+    import warnings
+
+    def fmt(message, category, filename, lineno, line=None):
+        return f"facealign: warning: {message}\n"
+
+    warnings.formatwarning = fmt
+

@@ -158,6 +158,9 @@ def worker_init(parent: int | None = None) -> None:
         sys.stdout.flush()
         os.dup2(sys.stderr.fileno(), 1)  # a stray print in a worker must not corrupt NDJSON
     sys.stdout = sys.stderr
+    from facealign_cli.batch.progress import one_line_warnings
+
+    one_line_warnings()
     parent = parent or os.getppid()
     if os.getppid() != parent:  # died before the watchdog started
         os._exit(1)

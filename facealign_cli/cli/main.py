@@ -88,6 +88,9 @@ def main():
     # OpenMP threads that spin while idle make torch several times slower on a busy machine
     # (and with --jobs > 1); must be set before torch starts its thread pool.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from facealign_cli.batch.progress import one_line_warnings
+
+    one_line_warnings()
 
 
 def _common_options(f):

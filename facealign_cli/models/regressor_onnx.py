@@ -219,7 +219,9 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
         FileNotFoundError: the checkpoint is missing (the message says how to give one).
         TorchMissingError: torch is needed (``runtime="torch"``, or ``"auto"`` without a usable
             export) and not installed; the message gives the install command.
-        ImportError, FileNotFoundError, StaleExportError: with ``runtime="onnxruntime"``.
+        ImportError, FileNotFoundError, StaleExportError: with ``runtime="onnxruntime"`` (and
+            ONNX Runtime's own error for a corrupt export; with ``"auto"`` a corrupt export
+            gives a warning and the torch runtime).
         whatever :class:`~facealign_cli.models.regressor.Regressor` raises for a bad checkpoint.
     """
     runtime = (runtime or "auto").lower()
@@ -236,6 +238,13 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
             if runtime == "onnxruntime":
                 raise
             why_not_onnx, stale = str(exc), isinstance(exc, StaleExportError)
+        except Exception as exc:  # a corrupt or unreadable export (ONNX Runtime's own errors)
+            if runtime == "onnxruntime":
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            why_not_onnx = (f"the ONNX export {onnx_path_for(path)} cannot be loaded "
+                            f"({type(exc).__name__}: {first[:200]})")
+            stale = True  # warn as for a stale export
     try:
         from facealign_cli.models.regressor import Regressor
     except TorchMissingError:

@@ -95,6 +95,20 @@ def test_stale_export_is_never_used(checkpoint):
     assert any("re-export" in str(x.message) for x in w)
 
 
+def test_corrupt_export_auto_falls_back_to_torch_with_a_warning(checkpoint):
+    onnx = export_onnx(checkpoint)
+    onnx.write_bytes(onnx.read_bytes()[:4000])  # cut: not a model any more
+    with pytest.raises(Exception):  # noqa: B017 - ONNX Runtime's own error type
+        make_regressor(checkpoint, runtime="onnxruntime")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        reg = make_regressor(checkpoint, runtime="auto")
+    assert type(reg) is Regressor  # torch, and it still predicts
+    assert reg.predict(np.zeros((1, 120, 120, 3), np.uint8)).shape == (1, 62)
+    assert any("cannot be loaded" in str(x.message) and "using torch" in str(x.message)
+               for x in w)
+
+
 def test_without_export_auto_uses_torch(checkpoint, monkeypatch):
     assert type(make_regressor(checkpoint)) is Regressor
     with pytest.raises(FileNotFoundError, match="export-onnx"):
