@@ -1,10 +1,12 @@
 """Speed and memory benchmark of facealign (issue 5): the regressor against the 3DDFA-V2
-teacher, the detector, whole ``landmarks`` / ``mesh`` runs, mesh writing, start-up, peak RSS.
+teacher, the detector, whole ``landmarks`` / ``mesh`` runs, mesh writing, start-up, peak RSS,
+and video frames per second on a synthetic 720p clip (issue 14).
 
 Usage (from the repository root)::
 
     python benchmarks/bench.py --shared ../shared [--weights W] [--json out.json]
-                               [--repeats 3] [--quick] [--note TEXT]
+                               [--repeats 3] [--quick] [--note TEXT] [--only SECTIONS]
+                               [--video-minutes 0.25] [--video-detect-every 1,5]
 
 It prints a table (figure, median value, target, pass/fail, ratio to the teacher) and writes
 the full results as JSON (``--json``, default ``benchmarks/last_run.json``, not tracked). A
@@ -50,6 +52,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 HISTORY = REPO / "benchmarks" / "history.jsonl"
 DEFAULT_JSON = REPO / "benchmarks" / "last_run.json"
+
+#: Sections (``--only``), in the order they run.
+SECTIONS = ("regressor", "detector", "mesh_write", "render", "cli", "video")
 
 #: Targets on the reference machine (2 cores): figure key -> (comparison, value, unit).
 TARGETS = {
@@ -129,10 +134,13 @@ class _TreeRSS:
     psutil when installed) in a background thread; keeps the peak of the tree's sum and of
     the largest single process."""
 
-    def __init__(self, pid: int, interval: float = 0.025):
+    def __init__(self, pid: int, interval: float = 0.025, record: bool = False):
         self.pid, self.interval = pid, interval
         self.peak_sum = 0
         self.peak_single = 0
+        #: with ``record``: (seconds since the start of polling, tree RSS in bytes) per sample
+        self.samples: list[tuple[float, int]] | None = [] if record else None
+        self._t0 = time.perf_counter()
         self._stop = threading.Event()
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         try:
@@ -180,6 +188,8 @@ class _TreeRSS:
         if rss:
             self.peak_sum = max(self.peak_sum, sum(rss))
             self.peak_single = max(self.peak_single, max(rss))
+            if self.samples is not None:
+                self.samples.append((time.perf_counter() - self._t0, sum(rss)))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -187,6 +197,7 @@ class _TreeRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self):
+        self._t0 = time.perf_counter()
         self._thread.start()
         return self
 
@@ -203,14 +214,16 @@ def _facealign_cmd() -> list[str]:
 
 
 def _run_cli(args: list[str], *, env: dict, wait_for: Path | None = None,
-             poll_rss: bool = True) -> dict:
+             poll_rss: bool = True, rss_at: tuple[float, ...] = ()) -> dict:
     """Run ``facealign ARGS`` and measure it: wall seconds, exit code, peak RSS of the process
-    tree, and (``wait_for``) the seconds until that file first exists."""
+    tree, (``wait_for``) the seconds until that file first exists, and (``rss_at``, fractions
+    of the run's wall time) the tree's RSS sampled at those points of the run."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(_facealign_cmd() + args, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     first = None
-    rss = _TreeRSS(proc.pid) if poll_rss else contextlib.nullcontext()
+    rss = (_TreeRSS(proc.pid, record=bool(rss_at)) if poll_rss
+           else contextlib.nullcontext())
     with rss:
         if wait_for is not None:
             while proc.poll() is None:
@@ -227,7 +240,24 @@ def _run_cli(args: list[str], *, env: dict, wait_for: Path | None = None,
     if poll_rss:
         res["peak_rss_tree_mb"] = rss.peak_sum / 2**20
         res["peak_rss_single_mb"] = rss.peak_single / 2**20
+        if rss_at:
+            res["rss_at_mb"] = _rss_at(rss.samples or [], rss_at)
     return res
+
+
+def _rss_at(samples: list[tuple[float, int]], fractions: tuple[float, ...]
+            ) -> dict[str, float | None]:
+    """``{"10": MB, ...}``: the tree RSS of the sample nearest each fraction of the polled
+    span (first to last sample)."""
+    if not samples:
+        return {f"{round(100 * f)}": None for f in fractions}
+    t_end = samples[-1][0]
+    out: dict[str, float | None] = {}
+    for f in fractions:
+        t = f * t_end
+        _, b = min(samples, key=lambda s, t=t: abs(s[0] - t))
+        out[f"{round(100 * f)}"] = b / 2**20
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -638,6 +668,133 @@ def bench_cli(photo_dir: Path, weights: Path, repeats: int, log) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
+# Video: a synthetic 720p clip through the real CLI
+# ------------------------------------------------------------------------------------------
+
+#: AFW photos with several faces (the first one found is used for the clip)
+VIDEO_PHOTOS = ("2086996835.jpg", "406798473.jpg")
+VIDEO_SIZE = (1280, 720)
+VIDEO_FPS = 30.0
+#: points of a run (fractions of its wall time) where the process tree's RSS is reported
+VIDEO_RSS_AT = (0.1, 0.5, 0.9)
+
+
+def make_video_clip(photo: Path, path: Path, n_frames: int, *, size=VIDEO_SIZE,
+                    fps: float = VIDEO_FPS) -> Path:
+    """Write an MJPG ``.avi`` of ``n_frames`` frames of ``size`` (width, height) made from
+    ``photo``: a 16:9 window that pans along an ellipse and zooms in and out (periods of 8 and
+    5 seconds), so consecutive frames differ as in a hand-held shot rather than a still."""
+    import math
+
+    import cv2
+    import numpy as np
+
+    from facealign_cli.io.images import load_image
+
+    img = load_image(photo)
+    h, w = img.shape[:2]
+    out_w, out_h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (out_w, out_h))
+    if not writer.isOpened():
+        raise SystemExit(f"cv2.VideoWriter cannot write MJPG to {path}")
+    try:
+        full_w = min(w, h * out_w / out_h)  # widest 16:9 window inside the photo
+        for i in range(n_frames):
+            t = i / fps
+            win_w = full_w * (0.8 + 0.15 * math.sin(2 * math.pi * t / 5.0))
+            win_h = win_w * out_h / out_w
+            cx = w / 2 + 0.5 * (w - win_w) * math.sin(2 * math.pi * t / 8.0)
+            cy = h / 2 + 0.5 * (h - win_h) * math.cos(2 * math.pi * t / 8.0)
+            k = out_w / win_w
+            m = np.array([[k, 0.0, out_w / 2 - k * cx], [0.0, k, out_h / 2 - k * cy]])
+            writer.write(cv2.warpAffine(img, m, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REFLECT101))
+    finally:
+        writer.release()
+    return path
+
+
+def _faces_per_frame(jsonl: Path) -> float | None:
+    """Mean faces per processed frame of a video's ``<key>.jsonl`` (a clip whose faces are
+    lost would run faster and mean nothing)."""
+    n = faces = 0
+    with contextlib.suppress(OSError), open(jsonl, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                n += 1
+                faces += len(json.loads(line).get("faces") or [])
+    return faces / n if n else None
+
+
+def _video_manifest(out: Path) -> dict:
+    with open(out / "manifest.jsonl", encoding="utf-8") as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    if len(recs) != 1 or recs[0]["status"] != "ok":
+        raise SystemExit(f"facealign video run: unexpected manifest {recs}")
+    return recs[0]
+
+
+def bench_video(photo_dir: Path, weights: Path, repeats: int, log, *, minutes: float,
+                detect_every: list[int]) -> dict:
+    """``facealign landmarks clip.avi --out TMP -q`` on a synthetic 1280x720 MJPG clip of
+    ``minutes`` minutes at 30 fps (:func:`make_video_clip`), once per ``--detect-every`` value
+    (1 = the detector on every frame): frames per second of the whole process (frames / wall
+    seconds) and of the manifest (``video.frames / seconds``), peak RSS of the process tree,
+    and its RSS at 10/50/90 % of the run (memory must stay flat however long the video)."""
+    photo = next((photo_dir / n for n in VIDEO_PHOTOS if (photo_dir / n).is_file()), None)
+    if photo is None:
+        raise SystemExit(f"none of {VIDEO_PHOTOS} in {photo_dir}")
+    n_frames = max(1, round(minutes * 60 * VIDEO_FPS))
+    env = dict(os.environ)
+    env.pop("FACEALIGN_WEIGHTS", None)
+    out: dict = {"photo": photo.name, "width": VIDEO_SIZE[0], "height": VIDEO_SIZE[1],
+                 "fps": VIDEO_FPS, "frames": n_frames, "minutes": minutes}
+    with tempfile.TemporaryDirectory(prefix="facealign-bench-video-") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        clip = make_video_clip(photo, tmp / "clip.avi", n_frames)
+        out["clip_mb"] = clip.stat().st_size / 1e6
+        out["clip_build_s"] = time.perf_counter() - t0
+        log(f"  clip: {n_frames} frames {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]} MJPG from {photo.name} "
+            f"({out['clip_mb']:.0f} MB, built in {out['clip_build_s']:.0f} s)")
+        for k in detect_every:
+            key = f"d{k}"
+            rec: dict = {"wall_s": [], "seconds": [], "fps_wall": [], "fps_manifest": [],
+                         "peak_rss_tree_mb": [], "rss_at_mb": []}
+            for _ in range(repeats):
+                o = tmp / "out"
+                args = ["landmarks", str(clip), "--out", str(o), "-q", "--weights", str(weights)]
+                if k != 1:
+                    args += ["--detect-every", str(k)]
+                r = _run_cli(args, env=env, rss_at=VIDEO_RSS_AT)
+                if r["rc"] != 0:
+                    raise SystemExit(f"facealign landmarks (video) failed ({r['rc']}): "
+                                     f"{r['stderr']}")
+                m = _video_manifest(o)
+                frames = m["video"]["frames"]
+                rec["wall_s"].append(r["wall_s"])
+                rec["seconds"].append(m["seconds"])
+                rec["fps_wall"].append(frames / r["wall_s"])
+                rec["fps_manifest"].append(frames / m["seconds"])
+                rec["peak_rss_tree_mb"].append(r["peak_rss_tree_mb"])
+                rec["rss_at_mb"].append(r["rss_at_mb"])
+                rec.update(frames=frames, frames_failed=m["video"]["frames_failed"],
+                           tracks=m["n_faces"], faces_per_frame=_faces_per_frame(
+                               o / f"{clip.stem}.jsonl"))
+                shutil.rmtree(o)
+            out[key] = rec
+            at = rec["rss_at_mb"][len(rec["rss_at_mb"]) // 2]
+            log(f"  landmarks video, --detect-every {k}: {_med(rec['fps_wall']):.1f} frames/s "
+                f"(process), {_med(rec['fps_manifest']):.1f} frames/s (manifest); "
+                f"{rec['frames']} frames, {rec['faces_per_frame'] or 0:.1f} faces/frame, "
+                f"{rec['tracks']} tracks, "
+                f"{_med(rec['wall_s']):.1f} s; peak RSS {_med(rec['peak_rss_tree_mb']):.0f} MB, "
+                "RSS at " + ", ".join(f"{p} %: {v:.0f} MB" for p, v in at.items()
+                                      if v is not None))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
 # Figures, table, history
 # ------------------------------------------------------------------------------------------
 
@@ -698,6 +855,20 @@ def figures(res: dict) -> dict[str, list[float]]:
             cli["landmarks.j2"]["peak_rss_tree_mb"], cli["mesh.j2"]["peak_rss_tree_mb"])]
         if "mesh_vertices" in cli:
             figs["mesh.vertices"] = [cli["mesh_vertices"]]
+    vid = res.get("video")
+    if vid:
+        for key, rec in vid.items():
+            if not (isinstance(rec, dict) and key.startswith("d")):
+                continue
+            figs[f"video.{key}.fps_wall"] = rec["fps_wall"]
+            figs[f"video.{key}.fps_manifest"] = rec["fps_manifest"]
+            if rec.get("faces_per_frame") is not None:
+                figs[f"video.{key}.faces_per_frame"] = [rec["faces_per_frame"]]
+            figs[f"video.{key}.peak_rss_mb"] = rec["peak_rss_tree_mb"]
+            for p in (round(100 * f) for f in VIDEO_RSS_AT):
+                vals = [a[str(p)] for a in rec["rss_at_mb"] if a.get(str(p)) is not None]
+                if vals:
+                    figs[f"video.{key}.rss_at{p}_mb"] = vals
     return figs
 
 
@@ -800,6 +971,19 @@ def _rows(res: dict, figs: dict) -> list[tuple[str, str, str, str]]:
     add("  the same, CPU time", "render.mesh_cpu_ms_per_face", "ms")
     add("render, default layers (box, landmarks, pose), ms/face", "render.default_ms_per_face",
         "ms")
+    vid = res.get("video")
+    if vid:
+        clip = (f"{vid['width']}x{vid['height']} clip, {vid['frames']} frames "
+                f"({vid['minutes']:g} min)")
+        for key in (k for k, v in vid.items() if isinstance(v, dict) and k.startswith("d")):
+            opt = "" if key == "d1" else f" --detect-every {key[1:]}"
+            add(f"landmarks video{opt}, {clip}: frames/s (process)",
+                f"video.{key}.fps_wall")
+            add("  frames/s (manifest: frames / seconds)", f"video.{key}.fps_manifest")
+            add("  faces per frame (the output .jsonl)", f"video.{key}.faces_per_frame")
+            add("  peak RSS (process tree)", f"video.{key}.peak_rss_mb", "MB")
+            for p in (round(100 * f) for f in VIDEO_RSS_AT):
+                add(f"  RSS at {p} % of the run", f"video.{key}.rss_at{p}_mb", "MB")
     add("facealign --help", "startup.help_s", "s")
     add("one-photo landmarks: first result", "startup.first_result_s", "s")
     add("one-photo landmarks: process exit", "startup.one_photo_wall_s", "s")
@@ -892,8 +1076,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--history", dest="history", action="store_true", default=None,
                     help="append to benchmarks/history.jsonl (default: unless --quick)")
     ap.add_argument("--no-history", dest="history", action="store_false")
-    ap.add_argument("--only", default="regressor,detector,mesh_write,render,cli",
-                    help="comma-separated sections to run (default all)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections to run, of {','.join(SECTIONS)} "
+                         "(default all)")
+    ap.add_argument("--video-minutes", type=float, default=0.25,
+                    help="length of the video section's 1280x720 30 fps clip, minutes "
+                         "(default 0.25 = 450 frames; 5 = 9000 frames for the memory check)")
+    ap.add_argument("--video-detect-every", default="1,5",
+                    help="comma-separated --detect-every values the video clip is run with "
+                         "(default 1,5; 1 = the detector on every frame)")
     args = ap.parse_args(argv)
 
     from facealign_cli.models.regressor import default_weights_path
@@ -908,6 +1099,15 @@ def main(argv: list[str] | None = None) -> int:
     teacher = args.teacher or args.shared / "teacher" / "mb05_120x120.pth"
     teacher = teacher if teacher.is_file() else None
     sections = set(args.only.split(","))
+    if sections - set(SECTIONS):
+        ap.error(f"--only: unknown section(s) {','.join(sorted(sections - set(SECTIONS)))} "
+                 f"(choose from {','.join(SECTIONS)})")
+    try:
+        video_every = [int(k) for k in args.video_detect_every.split(",")]
+    except ValueError:
+        ap.error("--video-detect-every: comma-separated integers")
+    if args.video_minutes <= 0 or any(k < 1 for k in video_every):
+        ap.error("--video-minutes must be > 0 and --video-detect-every values >= 1")
     history = (not args.quick) if args.history is None else args.history
 
     def log(msg: str) -> None:
@@ -963,6 +1163,10 @@ def main(argv: list[str] | None = None) -> int:
         if "cli" in sections:
             log(f"whole runs ({len(sub_photos)} photos):")
             res["cli"] = bench_cli(cli_dir, weights, args.repeats, log)
+        if "video" in sections:
+            log(f"video ({args.video_minutes:g} min 720p clip):")
+            res["video"] = bench_video(photo_dir, weights, args.repeats, log,
+                                       minutes=args.video_minutes, detect_every=video_every)
     finally:
         if tmp_inputs is not None:
             tmp_inputs.cleanup()
