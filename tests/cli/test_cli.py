@@ -14,36 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 cv2 = pytest.importorskip("cv2")
 
-from fakes import fake_factory  # noqa: E402
+from cli_helpers import invoke  # noqa: E402
+from cli_helpers import write_image as _img  # noqa: E402
 from imgtools import jpeg_with_orientation, png_bytes  # noqa: E402
 
-import facealign_cli.batch.worker as worker  # noqa: E402
 from facealign_cli.batch.commands import POSE_COLUMNS  # noqa: E402
 from facealign_cli.batch.state import OutputLock  # noqa: E402
-from facealign_cli.cli.main import main  # noqa: E402
 
 HEAVY = ("torch", "cv2", "numpy", "rich", "joblib", "trimesh", "scipy", "onnxruntime", "pyarrow")
 
 
-def invoke(args, **kw):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
 
-
-@pytest.fixture()
-def fake_model(monkeypatch):
-    """Every run in this process uses the fast fake model instead of the real one."""
-    monkeypatch.setattr(worker, "build_aligner", fake_factory)
-
-
-def _img(path: Path, value=90, h=60, w=80):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = np.full((h, w, 3), value, np.uint8)
-    img[h // 2:, : w // 2] = 200
-    path.write_bytes(cv2.imencode(path.suffix, img)[1].tobytes())
 
 
 def _manifest(out: Path) -> list[dict]:

@@ -11,34 +11,20 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
 
 cv2 = pytest.importorskip("cv2")
 
-from fakes import fake_factory  # noqa: E402
 
-import facealign_cli.batch.worker as worker  # noqa: E402
-from facealign_cli.cli.main import main, read_env  # noqa: E402
+from cli_helpers import invoke  # noqa: E402
+from cli_helpers import write_image as _img  # noqa: E402
+
+from facealign_cli.cli.main import read_env  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def invoke(args, **kw):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
 
-
-@pytest.fixture()
-def fake_model(monkeypatch):
-    monkeypatch.setattr(worker, "build_aligner", fake_factory)
-
-
-def _img(path: Path, value=90, h=60, w=80):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = np.full((h, w, 3), value, np.uint8)
-    img[h // 2:, : w // 2] = 200
-    path.write_bytes(cv2.imencode(path.suffix, img)[1].tobytes())
 
 
 def _folder(root: Path, n: int) -> Path:

@@ -13,25 +13,14 @@ import math
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from fakes import fake_factory
+from cli_helpers import invoke  # noqa: E402
 
-import facealign_cli.batch.worker as worker
 from facealign_cli.batch import options as batch_options
-from facealign_cli.cli.main import main
-
-
-def invoke(args, **kw):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
 def _manifest(out):
     return [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
 
-
-@pytest.fixture()
-def fake_model(monkeypatch):
-    monkeypatch.setattr(worker, "build_aligner", fake_factory)
 
 
 @pytest.fixture()
