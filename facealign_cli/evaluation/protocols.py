@@ -57,7 +57,8 @@ PROTOCOLS = ("gt-crops", "detector", "occlusion")
 
 
 def predict_on_crops(predict, images: list[np.ndarray], roi_boxes: np.ndarray,
-                     model: MorphableModel, batch: int = 128, *, flip: bool = False):
+                     model: MorphableModel, batch: int = 128, *, flip: bool = False,
+                     fitter=None):
     """Run a parameter regressor on 3DDFA-rule crops and map the 68 landmarks back.
 
     Args:
@@ -68,6 +69,8 @@ def predict_on_crops(predict, images: list[np.ndarray], roi_boxes: np.ndarray,
         model: the morphable model that turns parameters into landmarks.
         batch: crops per regressor call.
         flip: test-time flip averaging (:class:`facealign_cli.core.regression.CropFitter`).
+        fitter: a ready :class:`~facealign_cli.core.regression.CropFitter` of the landmarks
+            (built once per run by the callers; ``flip`` and ``model`` are then its own).
 
     Returns:
         ``(landmarks, pose, params)``: (B, 68, 3) landmarks in the image frame (x, y pixels, z
@@ -77,7 +80,7 @@ def predict_on_crops(predict, images: list[np.ndarray], roi_boxes: np.ndarray,
     from facealign_cli.core.regression import CropFitter
 
     reg = predict if hasattr(predict, "predict") else _CallableRegressor(predict)
-    fitter = CropFitter(model, ("landmarks",), flip=flip)
+    fitter = fitter or CropFitter(model, ("landmarks",), flip=flip)
     params, lms, pose = [], [], []
     for i in range(0, len(images), batch):
         crops = np.stack([G.crop_roi(im, r) for im, r in zip(images[i:i + batch],
@@ -201,6 +204,9 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
     if "occlusion" in protocols and "gt-crops" not in protocols:
         protocols = ("gt-crops",) + protocols
     model = load_morphable_model()
+    from facealign_cli.core.regression import CropFitter
+
+    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.flip) for m in methods}
     B = len(data)
     nan3 = lambda *s: np.full(s, np.nan)  # noqa: E731
     gt = {m.key: {"lms": nan3(B, 68, 3), "pose": nan3(B, 3)} for m in methods}
@@ -223,7 +229,8 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
         roi = data.roi_boxes[sl]
         if do_gt:
             for m in methods:
-                lms, pose, _ = predict_on_crops(m.regressor, images, roi, model, flip=m.flip)
+                lms, pose, _ = predict_on_crops(m.regressor, images, roi, model,
+                                                fitter=fitters[m.key])
                 gt[m.key]["lms"][sl], gt[m.key]["pose"][sl] = lms, pose
         if occ:
             for kind in OCCLUDER_KINDS:
@@ -234,7 +241,7 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
                 occluded = [apply_occluder(im, o) for im, o in zip(images, occs)]
                 for m in methods:
                     lms, pose, _ = predict_on_crops(m.regressor, occluded, roi, model,
-                                                    flip=m.flip)
+                                                    fitter=fitters[m.key])
                     occ[kind][m.key]["lms"][sl], occ[kind][m.key]["pose"][sl] = lms, pose
         if det:
             for j, im in enumerate(images):
