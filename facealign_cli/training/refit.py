@@ -43,7 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SIZE = 120
+from facealign_cli.training.decoder import VertexDecoder
+
+SIZE = 120  # crop side (px) of the observations
 JAW_WEIGHT = 0.5
 # observations made from the AFLW 21 points: (AFLW index, iBUG points averaged)
 AFLW_OBS: tuple[tuple[int, tuple[int, ...]], ...] = (
@@ -120,23 +122,6 @@ class FitProblem:
     weight: np.ndarray
 
 
-class _Decoder(torch.nn.Module):
-    """(B, 62) parameters to (B, 3, K) crop-frame vertices of fixed vertices (y down)."""
-
-    def __init__(self, model, index: np.ndarray):
-        super().__init__()
-        rows = (np.asarray(index)[:, None] * 3 + np.arange(3)[None]).reshape(-1)
-        self.mean = torch.from_numpy(model.mean[rows]).view(-1, 3).T.contiguous().double()
-        w = np.concatenate([model.w_shp[rows], model.w_exp[rows]], axis=1)
-        self.w = torch.from_numpy(w).view(-1, 3, 50).permute(1, 0, 2).contiguous().double()
-
-    def forward(self, p):
-        cam = p[:, :12].view(-1, 3, 4)
-        shape = self.mean[None] + torch.einsum("ckj,bj->bck", self.w, p[:, 12:62])
-        v = cam[:, :, :3] @ shape + cam[:, :, 3:]
-        return torch.stack([v[:, 0] - 1, SIZE - v[:, 1], v[:, 2]], dim=1)
-
-
 def _adam_fit(p0: np.ndarray, std: np.ndarray, data_loss, prior: float, steps: int,
               lr: float, batch: int) -> np.ndarray:
     """Minimise ``data_loss(p, sl) + prior * |(p - p0) / std|^2`` per face, in batches."""
@@ -174,7 +159,7 @@ def fit_to_vertices(params: np.ndarray, targets: np.ndarray, target_index: np.nd
         (N, 62) float32; loss = mean squared 3D distance over the K vertices (crop pixels^2)
         plus ``prior`` times the squared normalised change.
     """
-    dec = _Decoder(model, target_index)
+    dec = VertexDecoder(model, target_index).double()
     t = torch.from_numpy(targets.astype(np.float64))
 
     def data_loss(p, sl):
@@ -199,7 +184,7 @@ def refit(params: np.ndarray, problem: FitProblem, model, std: np.ndarray,
     Returns:
         (N, 62) float32 refitted parameters; faces without any observation keep ``p0``.
     """
-    dec = _Decoder(model, model.keypoint_vertices)
+    dec = VertexDecoder(model, model.keypoint_vertices).double()
     combo = torch.from_numpy(problem.combo.astype(np.float64))
     tgt = np.nan_to_num(problem.target).astype(np.float64)
     seen = np.isfinite(problem.target[..., 0]).astype(np.float64) * problem.weight[None]

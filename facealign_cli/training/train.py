@@ -32,6 +32,7 @@ from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_m
 from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
 from facealign_cli.training.data import SIZE, prepare_training_set
+from facealign_cli.training.decoder import VertexDecoder
 from facealign_cli.training.labels import prepare_refitted_set
 
 
@@ -172,26 +173,6 @@ def transform_params(params: np.ndarray, A: np.ndarray, b: np.ndarray, s: float)
     P2[2] = s * P[2]
     p[:12] = P2.reshape(-1)
     return p.astype(np.float32)
-
-
-class VertexDecoder(torch.nn.Module):
-    """Differentiable 3DMM: (B, 62) parameters to (B, 3, K) crop-frame vertices of a subset."""
-
-    def __init__(self, model, index: np.ndarray):
-        super().__init__()
-        rows = (index[:, None] * 3 + np.arange(3)[None]).reshape(-1)
-        self.register_buffer("mean", torch.from_numpy(model.mean[rows]).view(-1, 3).T.contiguous())
-        w = np.concatenate([model.w_shp[rows], model.w_exp[rows]], axis=1)  # (3K, 50)
-        self.register_buffer("w", torch.from_numpy(w).view(-1, 3, 50).permute(1, 0, 2).contiguous())
-
-    def forward(self, p: torch.Tensor) -> torch.Tensor:
-        cam = p[:, :12].view(-1, 3, 4)
-        alpha = p[:, 12:62]
-        shape = self.mean[None] + torch.einsum("ckj,bj->bck", self.w, alpha)
-        v = cam[:, :, :3] @ shape + cam[:, :, 3:]
-        x = v[:, 0] - 1
-        y = SIZE - v[:, 1]
-        return torch.stack([x, y, v[:, 2]], dim=1)
 
 
 def _log(msg: str, logf=None):
