@@ -268,7 +268,12 @@ class Mesh(Command):
         return Encoded(files=tuple(files), outputs=tuple(rel for rel, _ in files))
 
 
-def _jpeg(image_bgr, quality: int) -> bytes:
+def jpeg_bytes(image_bgr, quality: int) -> bytes:
+    """JPEG bytes of an (H, W, 3) uint8 BGR image at ``quality`` (1-100).
+
+    Raises:
+        ValueError: the image cannot be encoded.
+    """
     import cv2
 
     ok, buf = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
@@ -277,12 +282,21 @@ def _jpeg(image_bgr, quality: int) -> bytes:
     return buf.tobytes()
 
 
+def face_summary(faces) -> list[dict[str, Any]]:
+    """What the contact sheet shows of each face, for a done record: ``{"score", "pose"}``
+    (score rounded to 4 places, ``[yaw, pitch, roll]`` degrees to 2, or None)."""
+    return [{"score": round(float(f.score), 4),
+             "pose": None if f.pose is None else [round(float(a), 2) for a in f.pose]}
+            for f in faces]
+
+
 class Render(Command):
     """``<out>/<key>.jpg`` per photo: the photo with the ``opts.draw`` layers of its faces
     (:func:`facealign_cli.render.draw_faces`). With ``opts.sheet`` also
     ``<out>/.thumbs/<key>.jpg`` (a thumbnail) and, after the run, ``<out>/index.html`` (a
     contact sheet of the run's photos, :func:`facealign_cli.render.write_sheet`, built from the
-    manifest and the done records: :meth:`finish`)."""
+    manifest and the done records: :meth:`finish`). A video gets ``<out>/<key>.mp4`` instead
+    (:mod:`facealign_cli.batch.video_items`), its thumbnail from its first frame."""
 
     name = "render"
     streamable = False
@@ -290,6 +304,11 @@ class Render(Command):
 
     def fingerprint(self, opts):
         return {**super().fingerprint(opts), "draw": list(opts.draw), "sheet": opts.sheet}
+
+    def video_fingerprint(self, opts):
+        fp = super().video_fingerprint(opts)
+        fp["video"].pop("mesh_every", None)  # (render has no --mesh-every)
+        return fp
 
     @staticmethod
     def needs_dense(opts: RunOptions) -> bool:
@@ -306,19 +325,16 @@ class Render(Command):
         if opts.sheet:
             from facealign_cli.render.sheet import THUMB_QUALITY, thumbnail
 
-            thumb = _jpeg(thumbnail(pic), THUMB_QUALITY)
-        return faces, (_jpeg(pic, OVERLAY_QUALITY), thumb)
+            thumb = jpeg_bytes(thumbnail(pic), THUMB_QUALITY)
+        return faces, (jpeg_bytes(pic, OVERLAY_QUALITY), thumb)
 
     def encode(self, path, key, width, height, faces, extra, aligner, opts):
         overlay, thumb = extra
         files = [(key + ".jpg", overlay)]
         if thumb is not None:
             files.append((f"{THUMBS_DIR}/{key}.jpg", thumb))
-        summary = [{"score": round(float(f.score), 4),
-                    "pose": None if f.pose is None else [round(float(a), 2) for a in f.pose]}
-                   for f in faces]
         return Encoded(files=tuple(files), outputs=tuple(rel for rel, _ in files),
-                       done_extra={"faces": summary})
+                       done_extra={"faces": face_summary(faces)})
 
     def finish(self, out, opts: RunOptions, lines) -> list:
         """After a run with ``opts.sheet``: write ``<out>/index.html`` (and further pages) from
@@ -348,9 +364,16 @@ class Render(Command):
                 except (OSError, ValueError):
                     rec = None
                 if isinstance(rec, dict):
-                    e["overlay"] = key + ".jpg"
+                    outs = [o for o in rec.get("outputs") or [] if isinstance(o, str)]
                     thumb = f"{THUMBS_DIR}/{key}.jpg"
-                    e["thumbnail"] = thumb if thumb in rec.get("outputs", []) else None
+                    # a photo's overlay <key>.jpg, a video's <key>.mp4 (none: no frame)
+                    e["overlay"] = next((o for o in outs if o != thumb), None)
+                    e["thumbnail"] = thumb if thumb in outs else None
+                    video = rec.get("video")
+                    if isinstance(video, dict):
+                        e["note"] = (f"video: {video.get('frames')} frames, "
+                                     f"{rec.get('n_faces')} face track(s); the first frame's "
+                                     "faces")
                     e["faces"] = [{"score": f.get("score"), "pose": f.get("pose")}
                                   for f in rec.get("faces") or [] if isinstance(f, dict)]
             entries.append(e)

@@ -47,6 +47,11 @@ class BatchError(RuntimeError):
     """A run-level problem (not one image's): reported by the CLI with exit code 2."""
 
 
+class OptionError(BatchError, ValueError):
+    """Options that do not go together for the command (a usage error: exit code 2, reported
+    before anything is read or written), e.g. ``detect`` with ``--detect-every`` > 1."""
+
+
 class OutputLockedError(BatchError):
     """Another run holds the lock of the output folder."""
 

@@ -31,6 +31,7 @@ from facealign_cli.batch.options import (
     BatchError,
     ClusterError,
     ModelLoadError,
+    OptionError,
     OutputWriteError,
     RunOptions,
     RunSummary,
@@ -216,6 +217,12 @@ def _validate(opts: RunOptions) -> None:
         raise ValueError("the dask backend needs a scheduler address")
     if not opts.out:
         raise ValueError("the output folder is empty ('')")
+    if not cmd.uses_regressor and opts.detect_every > 1:
+        raise OptionError(
+            f"--detect-every {opts.detect_every}: {cmd.name} runs the detector on every "
+            "processed frame (it has no landmarks to carry faces with between detector "
+            f"frames); use --frame-step {opts.detect_every} to process one frame in "
+            f"{opts.detect_every} (--detect-every is for landmarks, pose, mesh and render)")
 
 
 def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None = None,
@@ -239,6 +246,8 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
             stdout.
         ValueError: invalid options (unknown command or backend, ``mesh`` or a video to
             stdout ...).
+        OptionError: (a BatchError and a ValueError) options that do not go together for
+            the command (``detect`` with ``detect_every > 1``).
     """
     _validate(opts)
     if opts.streaming:

@@ -14,6 +14,12 @@ Per command (``<key>`` is the video's output key, :mod:`facealign_cli.io.inputs`
 * ``mesh``: ``<key>/frame<NNNNNN>_track<k>.<fmt>`` (``NNNNNN`` = the source frame index) for
   every ``opts.mesh_every``-th processed frame (0, N, 2N, ... of the frames kept by
   ``--frame-step`` / ``--max-fps``); only those frames get the dense fit.
+* ``render``: ``<key>.mp4``, the annotated video (:class:`facealign_cli.render.video.
+  VideoRenderer`: the ``--draw`` layers and each face's ``#<track>`` on every processed frame,
+  MPEG-4 in MP4 at the processed frames' rate, :func:`facealign_cli.io.video.processed_fps`;
+  a frame whose processing raised is written as it is); with ``opts.sheet`` also
+  ``.thumbs/<key>.jpg``, the thumbnail of its first annotated frame, and the done record keeps
+  that frame's faces for the contact sheet.
 
 The item's ``n_faces`` is the number of distinct face tracks of the video. Its result carries
 ``video`` (manifest line and done record): ``frames`` (processed), ``frames_failed``,
@@ -40,6 +46,7 @@ import traceback
 from typing import Any
 
 from facealign_cli.batch.commands import (
+    face_summary,
     get_command,
     json_file_bytes,
     pose_rows,
@@ -50,7 +57,7 @@ from facealign_cli.batch.result import ImageResult, SpoolFile, discard_spools, o
 from facealign_cli.io.inputs import InputItem
 
 #: The commands that take video files.
-VIDEO_COMMANDS = ("detect", "landmarks", "pose", "mesh")
+VIDEO_COMMANDS = ("detect", "landmarks", "pose", "mesh", "render")
 
 
 class TruncatedVideoError(ValueError):
@@ -79,8 +86,8 @@ class _ScoreFiltered:
         return getattr(self._a, name)
 
 
-def _spool() -> tuple[SpoolFile, Any]:
-    fd, path = tempfile.mkstemp(prefix="facealign-video-", suffix=".spool")
+def _spool(suffix: str = "") -> tuple[SpoolFile, Any]:
+    fd, path = tempfile.mkstemp(prefix="facealign-video-", suffix=".spool" + suffix)
     return SpoolFile(path), os.fdopen(fd, "wb")
 
 
@@ -121,6 +128,45 @@ def _colours(aligner, img, faces, opts: RunOptions) -> list:
     return [sample_vertex_colors(img, f.vertices) for f in faces]
 
 
+def _renderer(cmd, opts: RunOptions, item: InputItem, info, aligner, files: list):
+    """The :class:`~facealign_cli.render.video.VideoRenderer` of ``render`` on a video, its
+    output (``<key>.mp4``, spooled; the container follows the spool's suffix) added to
+    ``files``."""
+    from facealign_cli.io.video import WRITE_SUFFIX, processed_fps
+    from facealign_cli.render.video import VideoRenderer
+
+    sp, f = _spool(WRITE_SUFFIX)
+    f.close()
+    files.append((item.key + WRITE_SUFFIX, sp))
+    tris = aligner.topology.triangles if cmd.needs_dense(opts) else None
+    return VideoRenderer(sp.path, processed_fps(info.fps, opts.frame_step, opts.max_fps),
+                         opts.draw, triangles=tris, keep_first=opts.sheet)
+
+
+def _render_files(renderer, opts: RunOptions, key: str, files: list) -> None:
+    """After the last frame: finish the video (dropped when no frame was written) and add the
+    sheet's thumbnail of its first frame to ``files``."""
+    renderer.close()
+    if not renderer.frames:
+        discard_spools(files)
+        files.clear()
+        return
+    if opts.sheet and renderer.first is not None:
+        from facealign_cli.batch.commands import THUMBS_DIR, jpeg_bytes
+        from facealign_cli.render.sheet import THUMB_QUALITY, thumbnail
+
+        data = jpeg_bytes(thumbnail(renderer.first), THUMB_QUALITY)
+        files.append((f"{THUMBS_DIR}/{key}.jpg", _spool_bytes(data)))
+        renderer.first = None
+
+
+def _close_quietly(*writers) -> None:
+    for w in writers:
+        if w is not None:
+            with contextlib.suppress(Exception):
+                w.close()
+
+
 def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> ImageResult:
     """Run one video through the model and spool its outputs (nothing is written under
     ``--out``). Never raises for a problem of this video (returns a ``failed`` result); a
@@ -137,7 +183,7 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
     cmd = get_command(opts.command)
     files: list[tuple[str, Any]] = []
     video: dict[str, Any] | None = None
-    jsonl = None
+    jsonl = renderer = None
     try:
         if cmd.name not in VIDEO_COMMANDS:
             raise VideoNotSupportedError(f"{cmd.name} does not take video files (only "
@@ -158,6 +204,11 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
         if cmd.name in ("detect", "landmarks"):
             sp, jsonl = _spool()
             files.append((item.key + ".jsonl", sp))
+        render_dense = False
+        if cmd.name == "render":
+            renderer = _renderer(cmd, opts, item, reader.info, aligner, files)
+            render_dense = renderer.triangles is not None
+        first_faces = None
         rows: list[tuple] = []
         tracks: set[int] = set()
         n = failed = 0
@@ -165,18 +216,20 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
         with reader:
             for fr in reader:
                 if stop.is_set():
-                    jsonl and jsonl.close()
+                    _close_quietly(jsonl, renderer)
                     discard_spools(files)
                     return ImageResult.not_run(item)
                 height, width = fr.image.shape[:2]
                 mesh_frame = cmd.name == "mesh" and n % max(1, opts.mesh_every) == 0
-                err = None
+                err = pic = None
                 try:
                     if va is None:
                         faces = tracker.update(filtered.detect(fr.image))
                     else:
-                        va.dense = mesh_frame
+                        va.dense = mesh_frame or render_dense
                         faces = va.process(fr.image, fr.time)
+                    if renderer is not None:
+                        pic = renderer.draw(fr.image, faces)
                     if mesh_frame:
                         cols = _colours(aligner, fr.image, faces, opts)
                         for f, col in zip(faces, cols):
@@ -188,6 +241,10 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
                 except Exception as exc:  # one bad frame never stops the video
                     faces, err = [], f"{type(exc).__name__}: {one_line(exc)}"
                     failed += 1
+                if renderer is not None:
+                    renderer.write(fr.image if pic is None else pic)
+                    if first_faces is None:
+                        first_faces = face_summary(faces)
                 n += 1
                 tracks.update(t for t in (track_of(f) for f in faces) if t is not None)
                 t = round(float(fr.time), 6)
@@ -201,9 +258,11 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
                 if cmd.table:
                     rows += [tuple(r[:14]) + (fr.index, t, track_of(f))
                              for r, f in zip(pose_rows(item.path, faces), faces)]
-                del fr, faces
+                del fr, faces, pic
         if jsonl is not None:
             jsonl.close()
+        if renderer is not None:
+            _render_files(renderer, opts, item.key, files)
         st = reader.status
         video = {"frames": st.frames_delivered, "frames_failed": failed,
                  "frames_decoded": st.frames_decoded, "frames_declared": st.frames_declared,
@@ -228,19 +287,21 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
                 "height": height, "video": video}
         if cmd.table:
             done["rows"] = [list(r) for r in rows]
+        if renderer is not None:
+            done["faces"] = first_faces or []
         message = f"{failed} of {n} frames failed" if failed else None
+        if renderer is not None and not n:
+            message = "no frame in the video: nothing rendered"
         return ImageResult(item.path, item.key, "ok", n_faces=len(tracks), outputs=outputs,
                            message=message, seconds=round(time.perf_counter() - t0, 3),
                            width=width, height=height, rows=tuple(rows) if cmd.table else None,
                            files=tuple(files), done=done, video=video)
     except ModelLoadError:
-        with contextlib.suppress(Exception):
-            jsonl and jsonl.close()
+        _close_quietly(jsonl, renderer)
         discard_spools(files)
         raise
     except Exception as exc:  # one bad video never stops the batch
-        with contextlib.suppress(Exception):
-            jsonl and jsonl.close()
+        _close_quietly(jsonl, renderer)
         discard_spools(files)
         tb = traceback.format_exc() if opts.verbose >= 2 else None
         res = ImageResult.failure(item, exc, round(time.perf_counter() - t0, 3), tb)

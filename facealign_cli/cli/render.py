@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import click
 
-from facealign_cli.cli.main import EXIT_CODES_HELP, _common_options, _run, _with_input_help
+from facealign_cli.cli.main import (
+    EXIT_CODES_HELP,
+    _common_options,
+    _run,
+    _video_options,
+    _with_input_help,
+)
 
 DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
 DEFAULT_DRAW = "box,landmarks,pose"
@@ -35,13 +41,18 @@ def _parse_draw(ctx, param, value: str) -> tuple[str, ...]:
               help="Also write <out>/.thumbs/<stem>.jpg per photo and, after the run, "
                    "<out>/index.html: a static contact sheet (a thumbnail per photo linking "
                    "to its overlay, each face's score and pose, the failed images from the "
-                   "manifest with their reason); no server or JavaScript needed.")
+                   "manifest with their reason); no server or JavaScript needed. A video's "
+                   "thumbnail is its first annotated frame, linking to the video.")
+@_video_options
 @_with_input_help
 def render(draw, sheet, **params):
-    """Draw the results over each photo: one JPEG per photo.
+    """Draw the results over each photo: one JPEG per photo, one MP4 per video.
 
     Writes <out>/<relative path without extension>.jpg: the photo with the chosen --draw
-    layers of every face found (default: box, landmarks, pose). With --sheet also a contact
-    sheet of the run, <out>/index.html. --out must be a folder.
+    layers of every face found (default: box, landmarks, pose). A video (.mp4 .avi .mov .mkv
+    .webm) gets <out>/<relative path without extension>.mp4 (MPEG-4, 'mp4v'): every processed
+    frame (--frame-step, --max-fps; at their rate) with the layers and each face's track id
+    (#k) at its box. With --sheet also a contact sheet of the run, <out>/index.html. --out
+    must be a folder.
     """
     _run("render", params, draw=draw, sheet=sheet)

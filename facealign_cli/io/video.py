@@ -27,6 +27,13 @@ Usage::
   could be decoded, ``complete = False`` with the reason (a truncated AVI delivers its first
   frames and then stops). Callers record ``status.as_record()`` with the video's results.
 
+**Writing** (``render`` on a video): :class:`VideoWriter` encodes frames one at a time
+(:data:`WRITE_FOURCC` in :data:`WRITE_SUFFIX`), at the rate of the processed frames
+(:func:`processed_fps`)::
+
+    with VideoWriter("annotated.mp4", processed_fps(info.fps, 2, None)) as out:
+        out.write(picture)           # (H, W, 3) uint8 BGR, one frame
+
 Coordinates: frames are images like any other input (x right, y down, pixels); nothing is
 rotated (container rotation metadata is applied by FFmpeg where OpenCV supports it).
 """
@@ -300,3 +307,126 @@ def iter_frames(path: str | os.PathLike, *, frame_step: int = 1, max_fps: float 
     """Shorthand for ``iter(VideoReader(path, frame_step=..., max_fps=...))`` when the status is
     not needed."""
     yield from VideoReader(path, frame_step=frame_step, max_fps=max_fps)
+
+
+#: Four-character code and container of the videos facealign writes (``render`` on a video):
+#: MPEG-4 Part 2 in MP4, an encoder the FFmpeg build of ``opencv-python-headless`` has (its
+#: wheels carry no H.264 encoder). Read back by OpenCV and FFmpeg; a web browser may not play
+#: it (re-encode to H.264 with FFmpeg for one).
+WRITE_FOURCC = "mp4v"
+WRITE_SUFFIX = ".mp4"
+#: Frame rate written when the source's is unknown (frames per second).
+DEFAULT_WRITE_FPS = 25.0
+
+
+class VideoWriteError(OSError):
+    """A video cannot be encoded (no encoder, an unusable size, or nothing was written)."""
+
+
+def processed_fps(fps: float, frame_step: int = 1, max_fps: float | None = None) -> float:
+    """The frame rate of the frames :class:`VideoReader` delivers from a constant-rate source,
+    with its subsampling rule: every ``frame_step``-th frame, then a frame only when at least
+    ``1 / max_fps`` seconds minus half a source frame have passed since the last kept one.
+
+    Args:
+        fps: the source's frame rate (frames per second; 0 or less = unknown).
+        frame_step: ``--frame-step`` (>= 1).
+        max_fps: ``--max-fps`` (> 0), or ``None``.
+
+    Returns:
+        Frames per second of the delivered frames: ``fps / g``, ``g`` the gap in source frames
+        between two kept frames (a multiple of ``frame_step``); for an unknown source rate,
+        :data:`DEFAULT_WRITE_FPS` divided by ``frame_step`` (at most ``max_fps``).
+    """
+    step = max(1, int(frame_step))
+    if not (math.isfinite(fps) and fps > 0):
+        rate = DEFAULT_WRITE_FPS / step
+        return min(rate, float(max_fps)) if max_fps else rate
+    gap = step
+    if max_fps:
+        need = fps / float(max_fps) - 0.5 - 1e-9 * fps  # VideoReader._keep in source frames
+        gap = step * max(1, math.ceil(need / step))
+    return fps / gap
+
+
+class VideoWriter:
+    """Encode frames one at a time into a video file (``cv2.VideoWriter``, FFmpeg backend):
+    nothing but the current frame is held in memory.
+
+    Args:
+        path: the file to write; the container follows its extension (``.mp4``: MP4). Write
+            it under a temporary name and rename it when done if readers must never see a
+            partial file (the batch runner does).
+        fps: frames per second written into the container (> 0).
+        fourcc: the codec (default :data:`WRITE_FOURCC`).
+
+    The encoder opens on the first frame, whose size fixes the video's: width and height
+    rounded down to even numbers (MPEG-4 needs even sizes; the last column / row of an odd
+    size is dropped). A later frame of another size is resized to it.
+
+    Raises:
+        ValueError: ``fps <= 0`` (constructor).
+        VideoWriteError: (:meth:`write`) the encoder cannot be opened or the frame is smaller
+            than 2 x 2 pixels; (:meth:`close`) frames were written but the file is empty or
+            missing.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, *, fourcc: str = WRITE_FOURCC):
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.fourcc = fourcc
+        self.frames = 0
+        #: ``(width, height)`` of the written frames, once the first frame is in.
+        self.size: tuple[int, int] | None = None
+        self._vw = None
+
+    def _open(self, width: int, height: int) -> None:
+        import cv2
+
+        w, h = width // 2 * 2, height // 2 * 2
+        if w < 2 or h < 2:
+            raise VideoWriteError(f"{self.path}: a {width} x {height} frame is too small to "
+                                  "encode (at least 2 x 2 pixels)")
+        vw = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(
+            *self.fourcc), self.fps, (w, h))
+        if not vw.isOpened():
+            vw.release()
+            raise VideoWriteError(f"{self.path}: cannot open a {self.fourcc!r} video encoder "
+                                  f"for {w} x {h} at {self.fps:g} fps")
+        self._vw, self.size = vw, (w, h)
+
+    def write(self, image_bgr: np.ndarray) -> None:
+        """Append one frame: (H, W, 3) uint8 BGR."""
+        img = np.asarray(image_bgr)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"frame must be (H, W, 3) uint8 BGR, got {img.dtype} {img.shape}")
+        if self._vw is None:
+            if self.size is not None:
+                raise VideoWriteError(f"{self.path}: the writer is closed")
+            self._open(img.shape[1], img.shape[0])
+        w, h = self.size
+        if img.shape[1] // 2 * 2 == w and img.shape[0] // 2 * 2 == h:
+            img = img[:h, :w]
+        else:
+            import cv2
+
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        self._vw.write(np.ascontiguousarray(img))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file (flush the encoder, write the container's index)."""
+        if self._vw is None:
+            return
+        self._vw.release()
+        self._vw = None
+        if self.frames and not (self.path.is_file() and self.path.stat().st_size > 0):
+            raise VideoWriteError(f"{self.path}: the encoder wrote nothing")
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -24,6 +24,8 @@ Modules:
   :func:`depth_image`).
 * :mod:`.raster` — the z-buffered rasteriser (DEODR's CPU scan-line renderer, no OpenGL).
 * :mod:`.sheet` — ``index.html`` from per-photo records, thumbnails.
+* :mod:`.video` — annotated videos (:class:`VideoRenderer`: the layers and each face's track
+  id on every frame, encoded frame by frame).
 """
 
 from facealign_cli.render.overlay import DEFAULT_DRAW, DRAW_CHOICES, draw_faces
@@ -35,6 +37,7 @@ from facealign_cli.render.shading import (
     render_mesh,
 )
 from facealign_cli.render.sheet import SheetEntry, SheetFace, write_sheet, write_thumbnail
+from facealign_cli.render.video import VideoRenderer, track_labels
 
 __all__ = [
     "DEFAULT_DRAW",
@@ -49,4 +52,6 @@ __all__ = [
     "SheetFace",
     "write_sheet",
     "write_thumbnail",
+    "VideoRenderer",
+    "track_labels",
 ]

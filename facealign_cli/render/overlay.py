@@ -91,12 +91,39 @@ def draw_box(image: np.ndarray, box: Sequence[float], *, color=BOX_COLOR,
     cv2.rectangle(out, tuple(_pts((x1, y1))), tuple(_pts((x2, y2))), color, t, cv2.LINE_AA,
                   _SHIFT)
     if label:
-        scale = 0.45 * t
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, t)
-        ty = int(y1) - 4 if y1 - th - 4 >= 0 else int(y2) + th + 4
-        cv2.rectangle(out, (int(x1), ty - th - 2), (int(x1) + tw + 2, ty + base), color, -1)
-        cv2.putText(out, label, (int(x1) + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
-                    t, cv2.LINE_AA)
+        _label(out, (x1, y1, x2, y2), label, color, t)
+    return out
+
+
+def _label(out: np.ndarray, box: Sequence[float], label: str, color, t: int) -> None:
+    """Write ``label`` (black on a ``color`` patch) above the box, or below it at the top
+    edge of the image, in place."""
+    x1, y1, _x2, y2 = (float(v) for v in box[:4])
+    if not (math.isfinite(x1) and math.isfinite(y1) and math.isfinite(y2)):
+        return
+    scale = 0.45 * t
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, t)
+    ty = int(y1) - 4 if y1 - th - 4 >= 0 else int(y2) + th + 4
+    cv2.rectangle(out, (int(x1), ty - th - 2), (int(x1) + tw + 2, ty + base), color, -1)
+    cv2.putText(out, label, (int(x1) + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                t, cv2.LINE_AA)
+
+
+def draw_label(image: np.ndarray, box: Sequence[float], label: str, *, color=BOX_COLOR,
+               thickness: int | None = None) -> np.ndarray:
+    """A text label at a box ``[x1, y1, x2, y2]`` (image pixels) without the box itself:
+    above its top-left corner, or below its bottom edge when there is no room above.
+
+    Args:
+        image: (H, W, 3) uint8 BGR.
+        box: (4,) the box, pixels (x right, y down).
+        label: the text (ASCII; OpenCV's Hershey font).
+
+    Returns:
+        A new (H, W, 3) uint8 BGR image.
+    """
+    out = np.array(image, dtype=np.uint8, copy=True)
+    _label(out, box, label, color, thickness or line_width(out.shape))
     return out
 
 
@@ -167,7 +194,8 @@ def face_length(face: Face) -> float:
 
 def draw_faces(image_bgr: np.ndarray, faces: Sequence[Face],
                draw: Iterable[str] = DEFAULT_DRAW, *, triangles: np.ndarray | None = None,
-               mesh_alpha: float = 0.75, scores: bool = True) -> np.ndarray:
+               mesh_alpha: float = 0.75, scores: bool = True,
+               labels: Sequence[str | None] | None = None) -> np.ndarray:
     """Draw the chosen layers of every face of one photo.
 
     Layers, bottom to top: the photo, or with ``depth`` the depth image of the faces
@@ -185,12 +213,15 @@ def draw_faces(image_bgr: np.ndarray, faces: Sequence[Face],
             for ``mesh`` and ``depth``.
         mesh_alpha: opacity of the mesh.
         scores: label each box with its detector score.
+        labels: one text per face (``None`` = none), written at its box before the score
+            (e.g. a video's track id, ``"#3"``); drawn also when ``box`` is not a layer.
 
     Returns:
         A new (H, W, 3) uint8 BGR image.
 
     Raises:
-        ValueError: an unknown layer name, or ``mesh``/``depth`` without ``triangles``.
+        ValueError: an unknown layer name, ``mesh``/``depth`` without ``triangles``, or
+            ``labels`` not one per face.
     """
     layers = [d.strip().lower() for d in draw if d.strip()]
     bad = [d for d in layers if d not in DRAW_CHOICES]
@@ -214,10 +245,15 @@ def draw_faces(image_bgr: np.ndarray, faces: Sequence[Face],
     elif "depth" in layers:
         out = np.zeros_like(out)
     t = line_width(out.shape)
-    for f in faces:
+    if labels is not None and len(labels) != len(faces):
+        raise ValueError(f"{len(labels)} labels for {len(faces)} faces")
+    for k, f in enumerate(faces):
+        text = " ".join(s for s in ((labels[k] if labels is not None else None),
+                                    f"{float(f.score):.2f}" if scores else None) if s)
         if "box" in layers:
-            out = draw_box(out, f.box, thickness=t,
-                           label=f"{float(f.score):.2f}" if scores else None)
+            out = draw_box(out, f.box, thickness=t, label=text or None)
+        elif labels is not None and labels[k]:
+            out = draw_label(out, f.box, labels[k], thickness=t)
         if "landmarks" in layers and f.landmarks_3d is not None:
             out = draw_landmarks(out, f.landmarks_3d, thickness=t)
         if "pose" in layers and f.pose is not None and f.landmarks_3d is not None:

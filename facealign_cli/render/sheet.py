@@ -74,6 +74,7 @@ class SheetEntry:
             an overlay, done by an earlier run, is shown like an ok one).
         error: the error class of a failed image (the manifest's ``error``), or None.
         message: why it failed (the manifest's ``message``), or None.
+        note: a line shown under the name (a video's frame and track counts), or None.
     """
 
     name: str
@@ -83,6 +84,7 @@ class SheetEntry:
     status: str = "ok"
     error: str | None = None
     message: str | None = None
+    note: str | None = None
 
     @property
     def shown(self) -> bool:
@@ -92,15 +94,15 @@ class SheetEntry:
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> SheetEntry:
         """From a per-photo dict: ``path`` (or ``name``), ``status``, ``error``, ``message``
-        (the keys of a manifest line), ``overlay``, ``thumbnail`` and ``faces`` (a list of
-        :meth:`~facealign_cli.core.face.Face.to_dict` dicts or faces). Missing keys take the
-        defaults of :class:`SheetEntry`."""
+        (the keys of a manifest line), ``overlay``, ``thumbnail``, ``note`` and ``faces`` (a
+        list of :meth:`~facealign_cli.core.face.Face.to_dict` dicts or faces). Missing keys
+        take the defaults of :class:`SheetEntry`."""
         return cls(name=str(rec.get("name", rec.get("path", ""))),
                    overlay=rec.get("overlay"), thumbnail=rec.get("thumbnail"),
                    faces=[f if isinstance(f, SheetFace) else SheetFace.from_record(f)
                           for f in rec.get("faces") or []],
                    status=str(rec.get("status", "ok")), error=rec.get("error"),
-                   message=rec.get("message"))
+                   message=rec.get("message"), note=rec.get("note"))
 
 
 def thumbnail(image_bgr: np.ndarray, max_side: int = THUMB_SIDE) -> np.ndarray:
@@ -176,8 +178,10 @@ def _card(e: SheetEntry) -> str:
     faces = ("<table><tr><th>face</th><th>score</th><th>yaw°</th><th>pitch°</th>"
              "<th>roll°</th></tr>" + "".join(rows) + "</table>") if rows else \
         '<div class="none">no face found</div>'
+    note = f'<div class="none">{html.escape(e.note)}</div>' if e.note else ""
     return (f'<div class="card"><a href="{_url(e.overlay)}"><img src="{_url(thumb)}" '
-            f'alt="{name}" loading="lazy"></a><div class="name">{name}</div>{faces}</div>')
+            f'alt="{name}" loading="lazy"></a><div class="name">{name}</div>{note}{faces}'
+            "</div>")
 
 
 def _page_name(i: int, stem: str) -> str:

@@ -1,11 +1,13 @@
 """Video files as batch items (``facealign_cli.batch.video_items``): one ``.jsonl`` line per
 frame with stable track ids, ``pose.csv`` rows with frame / time / track, meshes of every N-th
-frame, a truncated video recorded as a failure with its frame count while the rest of the batch
-is done, resume of a finished video, and ``--out -`` refused for videos.
+frame, ``render``'s annotated ``.mp4`` (frames, size, rate, overlays at the faces only, the
+sheet's first-frame thumbnail), ``detect --detect-every`` refused, a truncated video recorded
+as a failure with its frame count while the rest of the batch is done (also for ``render``),
+resume of a finished video, and ``--out -`` refused for videos.
 
-The clips are built here with ``cv2.VideoWriter`` (MJPG in .avi) from an AFW photo with three
-clear faces (``../shared/data/photos/afw``; skipped without it), shifted by (2, 1) px a frame,
-with the real model (shipped weights)."""
+The clips are built here with ``cv2.VideoWriter`` (MJPG in .avi, mp4v in .mp4) from an AFW
+photo with three clear faces (``../shared/data/photos/afw``; skipped without it), shifted by
+(2, 1) px a frame, with the real model (shipped weights)."""
 
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ def invoke(args, **kw):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
-def make_clip(photo: Path, path: Path, n: int = N, scale: float = 0.5) -> Path:
+def make_clip(photo: Path, path: Path, n: int = N, scale: float = 0.5,
+              fourcc: str = "MJPG") -> Path:
     img = cv2.imread(str(photo))
     img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     h, w = img.shape[:2]
     w, h = w // 2 * 2, h // 2 * 2
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25.0, (w, h))
     assert vw.isOpened()
     for i in range(n):
         m = np.float32([[1, 0, 2.0 * i], [0, 1, 1.0 * i]])
@@ -52,6 +55,7 @@ def clips(afw_annotated_dir, tmp_path_factory) -> Path:
         pytest.skip(f"{photo} not found")
     d = tmp_path_factory.mktemp("clips")
     make_clip(photo, d / "clip.avi")
+    make_clip(photo, d / "clip.mp4", fourcc="mp4v")
     return d
 
 
@@ -208,3 +212,106 @@ def test_run_batch_refuses_to_stream_a_video(tmp_path):
     assert [Path(it.path).name for it in collect_inputs([tmp_path])] == ["p.jpg"]
     with pytest.raises(ValueError, match="videos are written as files"):
         run_batch(items, RunOptions(command="landmarks", out="-"))
+
+
+def _boxes(jsonl: Path) -> list[list[np.ndarray]]:
+    return [[np.array(f["box"]) for f in d["faces"]] for d in _lines(jsonl)]
+
+
+def test_render_a_video_writes_an_annotated_mp4(clips, env, tmp_path):
+    src = clips / "clip.mp4"
+    out = tmp_path / "look"
+    r = invoke(["render", src, "--out", out, "--min-score", MIN_SCORE, "--sheet"], env=env)
+    assert r.exit_code == 0, r.output
+    (line,) = _manifest(out)
+    assert line["status"] == "ok" and line["n_faces"] == 3
+    assert line["outputs"] == ["clip.mp4", ".thumbs/clip.jpg"]
+    assert line["video"]["frames"] == N and line["video"]["complete"] is True
+    assert not list(out.rglob("*.facealign-tmp"))
+
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert cap.isOpened()
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+    cap.release()
+    rendered, source = list(_frames(out / "clip.mp4")), list(_frames(src))
+    assert len(rendered) == N and size == (line["video"]["width"], line["video"]["height"])
+    assert rendered[0].shape == source[0].shape
+
+    # the overlays are at the faces (boxes of a landmarks run with the same settings), and
+    # away from them the frames are the source's (up to MPEG-4 re-encoding)
+    lm = tmp_path / "lm"
+    assert invoke(["landmarks", src, "--out", lm, "--min-score", MIN_SCORE],
+                  env=env).exit_code == 0
+    for pic, orig, boxes in zip(rendered, source, _boxes(lm / "clip.jsonl")):
+        diff = np.abs(pic.astype(int) - orig).max(axis=-1)
+        near = np.zeros(diff.shape, bool)
+        for x1, y1, x2, y2 in boxes:
+            near[max(0, int(y1) - 25):int(y2) + 25, max(0, int(x1) - 25):int(x2) + 25] = True
+        assert len(boxes) == 3
+        assert (diff[near] > 80).mean() > 0.03  # drawn over each face
+        assert (diff[~near] > 80).mean() < 0.002 and np.median(diff[~near]) < 8
+        assert near.mean() < 0.5
+
+    # the sheet shows the first annotated frame, linking to the video
+    thumb = cv2.imread(str(out / ".thumbs" / "clip.jpg"))
+    assert thumb is not None and max(thumb.shape[:2]) <= 320
+    page = (out / "index.html").read_text("utf-8")
+    assert 'href="clip.mp4"' in page and 'src=".thumbs/clip.jpg"' in page
+    assert f"video: {N} frames, 3 face track(s)" in page
+
+    # resume skips it; --frame-step redoes it at the processed frames' rate
+    r = invoke(["render", src, "--out", out, "--min-score", MIN_SCORE, "--sheet"], env=env)
+    assert r.exit_code == 0 and _manifest(out)[0]["status"] == "skipped"
+    r = invoke(["render", src, "--out", out, "--min-score", MIN_SCORE, "--frame-step", "2",
+                "--draw", "mesh"], env=env)
+    assert r.exit_code == 0, r.output
+    (line,) = _manifest(out)
+    assert line["status"] == "ok" and line["outputs"] == ["clip.mp4"]
+    assert not (out / ".thumbs" / "clip.jpg").exists()  # not an output of this run
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.5)
+    cap.release()
+    assert len(list(_frames(out / "clip.mp4"))) == N // 2
+
+
+def test_render_a_truncated_video_fails_and_the_photo_is_still_rendered(clips, env, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    data = (clips / "clip.avi").read_bytes()
+    (src / "a_cut.avi").write_bytes(data[:int(len(data) * 0.6)])
+    cv2.imwrite(str(src / "b_photo.jpg"), next(_frames(clips / "clip.avi")))
+    out = tmp_path / "look"
+    r = invoke(["render", src, "--out", out, "--min-score", MIN_SCORE, "--sheet"], env=env)
+    assert r.exit_code == 1
+    cut, photo = _manifest(out)
+    assert cut["status"] == "failed" and cut["error"] == "TruncatedVideoError"
+    assert 0 < cut["video"]["frames"] < N and cut["video"]["frames_declared"] == N
+    assert f"{cut['video']['frames']} frames delivered" in cut["message"]
+    assert cut["outputs"] == [] and not (out / "a_cut.mp4").exists()
+    assert not (out / ".thumbs" / "a_cut.jpg").exists()
+    assert photo["status"] == "ok" and photo["n_faces"] == 3
+    assert cv2.imread(str(out / "b_photo.jpg")) is not None
+    assert not list(out.rglob("*.facealign-tmp"))
+    page = (out / "index.html").read_text("utf-8")
+    assert "TruncatedVideoError" in page and 'href="b_photo.jpg"' in page
+
+
+def test_render_refuses_to_stream_videos(clips, env):
+    r = invoke(["render", clips / "clip.mp4", "--out", "-"], env=env)
+    assert r.exit_code == 2 and "give a folder to --out" in r.output
+
+
+def test_detect_refuses_detect_every(clips, env, tmp_path):
+    out = tmp_path / "det"
+    r = invoke(["detect", clips / "clip.mp4", "--out", out, "--detect-every", "3"], env=env)
+    assert r.exit_code == 2
+    assert "--detect-every 3" in r.output and "--frame-step 3" in r.output
+    assert not (out / "manifest.jsonl").exists() and not list(out.glob("*.jsonl"))
+    # the hint works: one frame in 3, every one detected
+    r = invoke(["detect", clips / "clip.mp4", "--out", out, "--frame-step", "3",
+                "--min-score", MIN_SCORE], env=env)
+    assert r.exit_code == 0, r.output
+    lines = _lines(out / "clip.jsonl")
+    assert [d["frame"] for d in lines] == list(range(0, N, 3))
+    assert all(len(d["faces"]) == 3 for d in lines)
