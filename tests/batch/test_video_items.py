@@ -260,14 +260,16 @@ def test_render_a_video_writes_an_annotated_mp4(clips, env, tmp_path):
     assert 'href="clip.mp4"' in page and 'src=".thumbs/clip.jpg"' in page
     assert f"video: {N} frames, 3 face track(s)" in page
 
-    # resume skips it; --frame-step redoes it at the processed frames' rate
+    # resume skips it; --frame-step redoes it at the processed frames' rate (--smooth and
+    # --detect-every apply as for landmarks: the same three tracks)
     r = invoke(["render", src, "--out", out, "--min-score", MIN_SCORE, "--sheet"], env=env)
     assert r.exit_code == 0 and _manifest(out)[0]["status"] == "skipped"
     r = invoke(["render", src, "--out", out, "--min-score", MIN_SCORE, "--frame-step", "2",
-                "--draw", "mesh"], env=env)
+                "--draw", "mesh", "--smooth", "--detect-every", "2"], env=env)
     assert r.exit_code == 0, r.output
     (line,) = _manifest(out)
-    assert line["status"] == "ok" and line["outputs"] == ["clip.mp4"]
+    assert line["status"] == "ok" and line["outputs"] == ["clip.mp4"] and line["n_faces"] == 3
+    assert line["video"]["frames_failed"] == 0
     assert not (out / ".thumbs" / "clip.jpg").exists()  # not an output of this run
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.5)
