@@ -45,7 +45,11 @@ that a stale track holds its place for a third of a second only. No constant-vel
 prediction: the jitter video's frames jump independently (a velocity would double the error)
 and no split of the smooth moving video came from a low overlap. A jump of more than half the
 spacing of two faces towards a missed neighbour cannot be told from a swap by any rule on the
-last boxes.
+last boxes. Seen on the AFW photos (reported, not tuned on): 2 (jitter) and 3 (moving) tracks
+held detections of two faces, all of them low-score boxes (0.45-0.56) about twice a face's
+size between the faces of group photos, whose gate (1.5 of their own size) spans a neighbour;
+no face's own track was taken (with the IoU gate alone: 1 and 1, one a face's track taken by
+its neighbour).
 
 **Detector every k-th frame** (:class:`VideoAligner`, ``detect_every = k``): the detector runs
 on frames 0, k, 2k, ... of the processed frames; in between, each track matched on the previous
