@@ -162,7 +162,8 @@ def _common_options(f):
 
 
 def _video_options(f):
-    """Options of the commands that take video files (detect, landmarks, pose, mesh)."""
+    """Options of the commands that take video files (detect, landmarks, pose, mesh,
+    render)."""
     opts = [
         click.option("--frame-step", type=click.IntRange(min=1), default=1, show_default=True,
                      metavar="N", help="Videos: process every N-th frame (0, N, 2N, ...)."),
@@ -186,8 +187,8 @@ INPUT_HELP = """
 
 INPUT is an image file, a folder (searched recursively for .jpg .jpeg .png .bmp .webp
 .tif .tiff, any case; hidden files skipped), or '-' to read paths from stdin, one per line.
-detect, landmarks, pose and mesh also take videos (.mp4 .avi .mov .mkv .webm), one item
-each, frames tracked (see docs/batch.md); videos need a folder as --out.
+detect, landmarks, pose, mesh and render also take videos (.mp4 .avi .mov .mkv .webm),
+one item each, frames tracked (see docs/batch.md); videos need a folder as --out.
 Outputs mirror each INPUT folder's structure under --out. Images are read with their EXIF
 orientation applied; transparent areas become white. Coordinates are image pixels of the
 upright photo, x right, y down, origin at the centre of the top-left pixel; 3D z is in pixels,
