@@ -23,8 +23,10 @@ runs on it (the annotations only select faces).
 (:func:`facealign_cli.evaluation.stability.random_similarities` /
 :func:`~facealign_cli.evaluation.stability.moving_trajectory`, the same seeds and centres as
 :func:`~facealign_cli.evaluation.stability.evaluate_photo`), detector and fit run once per
-frame (one thread) and recorded; then each tracker setting is replayed on the recorded boxes
-(the tracker never feeds back into detection with ``--detect-every 1``), tracks are matched to
+frame (one thread) and recorded; then each tracker setting (``duplicate_ratio`` over
+``DUPLICATE_RATIOS`` at the default gate, then the gate's grid) is replayed on the recorded boxes
+(the tracker never feeds back into detection with ``--detect-every 1``; the faces it keeps, less
+the duplicates it drops, make the tracks), tracks are matched to
 photo faces as the benchmark does, and every extra track of a face is given a cause: ``gap``
 (the face was not detected for more than ``max_missed`` frames), ``duplicate`` (two detections
 of the face in one frame), ``low_iou`` (its live track was left unmatched and the new
@@ -63,6 +65,8 @@ SEED = 0
 MAX_MISSED = (5, 10, 15)
 MAX_DISTANCES = (0.75, 1.0, 1.5, 2.0, 3.0)
 SIZE_RATIOS = (1.3, 1.5, 2.0)
+#: ... and of ``duplicate_ratio`` (the defaults' gate; 0 = no duplicate is dropped).
+DUPLICATE_RATIOS = (0.0, 1.0, 1.2, 1.3, 1.5, 2.0)
 
 
 def _shared() -> Path:
@@ -215,9 +219,10 @@ def replay(rec: dict, kind: str, make_tracker) -> dict:
     for fr in frames:
         faces = [Face(box=b.astype(np.float32), score=float(s))
                  for b, s in zip(fr["boxes"], fr["scores"])]
-        tr.update(faces)
+        index = {id(f): k for k, f in enumerate(faces)}
         own = {}
-        for f, back in zip(faces, fr["back"]):
+        for f in tr.update(faces):   # the kept faces (duplicates dropped)
+            back = fr["back"][index[id(f)]]
             t = track_of(f)
             d = tracks.setdefault(t, {"frames": [], "raw": []})
             d["frames"].append(len(owner))
@@ -303,9 +308,15 @@ def main(argv=None) -> int:
 
     from facealign_cli.core.tracking import FaceTracker
 
-    results = [diagnose(records, partial(FaceTracker, max_missed=5, max_distance=0.0),
-                        "IoU only, max_missed 5 (before)"),
+    results = [diagnose(records, partial(FaceTracker, max_missed=5, max_distance=0.0,
+                                         duplicate_ratio=0.0),
+                        "IoU only, max_missed 5, no duplicate rule (before)"),
+               diagnose(records, partial(FaceTracker, duplicate_ratio=0.0),
+                        "FaceTracker(duplicate_ratio=0): no duplicate rule"),
                diagnose(records, FaceTracker, "FaceTracker() defaults")]
+    for q in () if a.defaults_only else DUPLICATE_RATIOS:
+        results.append(diagnose(records, partial(FaceTracker, duplicate_ratio=q),
+                                f"duplicate_ratio {q:g}"))
     for m in () if a.defaults_only else MAX_MISSED:
         for d in MAX_DISTANCES:
             for r in SIZE_RATIOS:

@@ -18,6 +18,7 @@ from facealign_cli.core.tracking import (
     DEFAULT_MAX_SIZE_RATIO,
     FaceTracker,
     VideoAligner,
+    duplicate_detections,
     pair_costs,
     track_of,
 )
@@ -103,7 +104,7 @@ def test_a_pair_outside_the_gate_never_takes_the_face_from_one_inside():
     the face keeps its own track."""
     small, big = np.array([320, 160, 360, 200.0]), np.array([190, 120, 380, 310.0])
     det = np.array([300, 140, 340, 180.0])
-    tr = FaceTracker()
+    tr = FaceTracker(duplicate_ratio=0)   # the gate alone (the big box holds the face)
     assert ids(tr.update([face(small), face(big)])) == [0, 1]
     cost, ok = pair_costs(np.stack([small, big]), det[None], 0.3, DEFAULT_MAX_DISTANCE,
                           DEFAULT_MAX_SIZE_RATIO)
@@ -149,6 +150,80 @@ def test_twice_larger_concentric_box_is_not_the_same_track():
     tr = FaceTracker()
     tr.update([face([100, 100, 140, 140])])
     assert ids(tr.update([face([80, 80, 160, 160])])) == [1]  # IoU 0.25, size ratio 2
+
+
+def _duplicate_clip(rng):
+    """12 frames of a jittering 40 px face (score 0.9) and, on every other frame, the
+    detector's duplicate: a concentric box 1.7 times its size (score 0.5), shifted a little."""
+    for k in range(12):
+        b = np.array([100, 100, 140, 140.0]) + rng.uniform(-3, 3, 4)
+        c, half = (b[:2] + b[2:]) / 2 + rng.uniform(-5, 5, 2), 1.7 * 20
+        dup = face(np.concatenate([c - half, c + half]), 0.5)
+        if k % 2:
+            yield [face(b, 0.9), dup]
+        else:   # the duplicate first on some frames: the order does not matter
+            yield [dup, face(b, 0.9)] if k % 4 == 2 else [face(b, 0.9)]
+
+
+def test_duplicate_box_of_a_face_gets_no_track():
+    tr = FaceTracker()
+    seen = set()
+    for fs in _duplicate_clip(np.random.default_rng(0)):
+        kept = tr.update(fs)
+        assert [f.score for f in kept] == [0.9]   # the duplicate is dropped, not tracked
+        assert all("track" not in f.extra for f in fs if f.score == 0.5)
+        seen.update(ids(kept))
+    assert seen == {0}
+    # without the rule the duplicate makes extra tracks (the rule is what this test checks)
+    tr = FaceTracker(duplicate_ratio=0)
+    seen = {t for fs in _duplicate_clip(np.random.default_rng(0)) for t in ids(tr.update(fs))}
+    assert len(seen) > 1
+
+
+def test_duplicate_rule_keeps_the_higher_score_whatever_the_size():
+    small, big = [100, 100, 140, 140], [86, 86, 154, 154]   # concentric, size ratio 1.7
+    assert duplicate_detections(np.array([small, big]), np.array([0.9, 0.5])).tolist() == [
+        False, True]
+    assert duplicate_detections(np.array([small, big]), np.array([0.5, 0.9])).tolist() == [
+        True, False]
+    # a tie: the first one stays
+    assert duplicate_detections(np.array([big, small]), np.array([0.7, 0.7])).tolist() == [
+        False, True]
+    # ratio below 1.3 (1.2), or the smaller box's centre outside the larger: both kept
+    assert not duplicate_detections(np.array([small, [96, 96, 144, 144]]),
+                                    np.array([0.9, 0.5])).any()
+    assert not duplicate_detections(np.array([small, [125, 100, 193, 168]]),
+                                    np.array([0.9, 0.5])).any()
+    assert not duplicate_detections(np.array([small, big]), np.array([0.9, 0.5]), 0).any()
+    assert duplicate_detections(np.zeros((0, 4)), np.zeros(0)).shape == (0,)
+
+
+def test_neighbouring_faces_are_not_duplicates():
+    """Faces of different sizes side by side (gaps of 0.3 face sizes, as in the tuning set's
+    packed composites and group photos), and two overlapping faces of similar size (one in
+    front of the other): every face keeps its own track on every frame."""
+    tr = FaceTracker()
+    boxes = np.array([[100, 100, 160, 160], [178, 90, 278, 190], [60, 100, 92, 132],
+                      [300, 100, 360, 160], [330, 120, 396, 186]], np.float64)
+    scores = [0.9, 0.6, 0.95, 0.8, 0.5]
+    rng = np.random.default_rng(1)
+    for _ in range(8):
+        fs = [face(b + rng.uniform(-2, 2, 4), s) for b, s in zip(boxes, scores)]
+        assert ids(tr.update(fs)) == [0, 1, 2, 3, 4]
+
+
+def test_video_aligner_drops_duplicates():
+    fa = FakeAligner([[20, 20, 80, 80]])
+    fa.detect = lambda img: [face([20, 20, 80, 80], 0.9), face([0, 0, 100, 100], 0.5)]
+    va = VideoAligner(fa)
+    assert va.tracker.duplicate_ratio == 1.3
+    for _ in range(3):
+        faces = va.process(np.zeros((120, 120, 3), np.uint8))
+        assert [(track_of(f), f.score) for f in faces] == [(0, 0.9)]
+    assert len(VideoAligner(fa, duplicate_ratio=0).process(np.zeros((120, 120, 3), np.uint8))) \
+        == 2
+    with pytest.raises(ValueError):
+        FaceTracker(duplicate_ratio=0.5)
 
 
 def test_face_hidden_longer_than_max_missed_gets_a_new_id_even_nearby():
