@@ -2,28 +2,38 @@
 """Grid search of the landmark One-Euro defaults (``core.smoothing.LANDMARK_DEFAULTS``) on
 training photos only: the 300-W HELEN training crops.
 
-Tuning set (never AFLW2000-3D, the test set; never the AFW photos, the reporting set): 96 of
-the 870 crops of ``$FACEALIGN_SHARED/data/300w-train/helen`` (else ``../shared/...`` beside the
-repository), drawn with ``numpy.random.default_rng(0).permutation``: the first 48 as they are
-("large", faces about 120 px), the next 48 downscaled x0.5 with ``cv2.INTER_AREA`` ("small",
-faces about 60 px). They are written under ``--work`` (outside the repository) with an
-annotations file per condition (the crop's labelled face, so that only that detection counts,
-as ``facealign evaluate stability --annotations``; the annotations are never compared with).
+Tuning set (never AFLW2000-3D, the test set; never the AFW photos, the reporting set): crops
+of ``$FACEALIGN_SHARED/data/300w-train/helen`` (else ``../shared/...`` beside the repository),
+in three conditions of 48 photos, drawn with ``numpy.random.default_rng(0).permutation``:
+
+* ``large``: the first 48 as they are (faces about 120 px);
+* ``small``: the next 48 downscaled x0.5 with ``cv2.INTER_AREA`` (faces about 60 px);
+* ``turned``: of the remaining crops, the 48 most turned faces by the annotated landmarks
+  (``|x_nose_tip - (x_jaw_left + x_jaw_right) / 2| / (x_jaw_right - x_jaw_left)``, points
+  30, 0 and 16), as they are.
+
+They are written under ``--work`` (outside the repository) with an annotations file per
+condition (the crop's labelled face, so that only that detection counts, as ``facealign
+evaluate stability --annotations``; the annotations are never compared with).
 
 Objective: ``facealign evaluate stability``'s synthesis and metrics
 (:func:`facealign_cli.evaluation.stability.evaluate_photo`, 30 jitter / 45 moving frames,
 30 fps, seed 0, flip averaging, one thread). The pipeline (detect, track, fit) runs once per
-photo and video; its raw faces per frame are recorded and replayed through a
-:class:`~facealign_cli.core.smoothing.FaceSmoother` per grid point. The smoother never feeds
-back into detection, tracking or fitting, so each grid point's figures are those of::
+photo and video; its raw faces per frame are recorded (cached in ``--work``) and replayed
+through a :class:`~facealign_cli.core.smoothing.FaceSmoother` per grid point. The smoother
+never feeds back into detection, tracking or fitting, so each grid point's figures are those
+of::
 
     facealign evaluate stability WORK/helen_large --annotations WORK/helen_large.json \\
-        --smooth-min-cutoff M --smooth-beta B --smooth-d-cutoff 0.25
+        --smooth-min-cutoff M --smooth-beta B --smooth-d-cutoff D --smooth-dead-zone Z
 
-Rule: jitter ratio <= 0.5 and moving-face error ratio <= 1.10 in both conditions; among those,
-the lowest mean jitter ratio. Usage::
+Rule, in every condition: jitter ratio <= 0.5 and moving-face error ratio <= 1.10, and the
+largest steady lag on noise-free ramps (:func:`slow_lag`) at most :data:`MAX_SLOW_LAG`. Among
+those, the lowest mean jitter ratio; grid points within 0.005 of it are ranked by their
+highest moving-face error ratio (lower first).
+Usage::
 
-    nice -n 10 python scripts/tune_smoothing.py --work /tmp/smooth_tune --json grid.json
+    nice -n 10 python scripts/tune_smoothing.py --work /tmp/smooth_tune --json grid.json --jobs 2
 """
 
 from __future__ import annotations
@@ -40,10 +50,16 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-MIN_CUTOFFS = (0.3, 0.5, 1.0)
-BETAS = (32.0, 64.0, 128.0, 256.0)
-D_CUTOFF = 0.25
-CONDITIONS = (("large", 1.0), ("small", 0.5))
+MIN_CUTOFFS = (0.1, 0.3, 0.5, 1.0)
+BETAS = (64.0, 128.0, 256.0)
+D_CUTOFFS = (0.5, 1.0)
+DEAD_ZONES = (0.0, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32)
+#: Largest steady lag allowed on a noise-free ramp, in face sizes (1 % of the face, about the
+#: raw jitter of the pipeline).
+MAX_SLOW_LAG = 0.01
+#: Ramp speeds of that check, face sizes per second, at the tuning frame rate.
+RAMP_SPEEDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+CONDITIONS = (("large", 1.0), ("small", 0.5), ("turned", 1.0))
 PER_CONDITION = 48
 SEED = 0
 
@@ -54,7 +70,7 @@ def _shared() -> Path:
 
 
 def prepare(work: Path) -> dict[str, Path]:
-    """Write the two tuning folders (and their annotation files) under ``work``."""
+    """Write the three tuning folders (and their annotation files) under ``work``."""
     import cv2
 
     src = _shared() / "data" / "300w-train" / "helen"
@@ -62,20 +78,26 @@ def prepare(work: Path) -> dict[str, Path]:
     row = {Path(str(n)).stem: i for i, n in enumerate(lab["names"])}
     files = sorted((src / "images").glob("*.jpg"))
     perm = np.random.default_rng(SEED).permutation(len(files))
+    pts = np.stack([lab["pts68"][row[f.stem]] for f in files]).astype(np.float64)
+    turn = np.abs((pts[:, 30, 0] - (pts[:, 0, 0] + pts[:, 16, 0]) / 2)
+                  / np.maximum(pts[:, 16, 0] - pts[:, 0, 0], 1e-6))
+    rest = perm[2 * PER_CONDITION:]
+    chosen = {"large": perm[:PER_CONDITION], "small": perm[PER_CONDITION:2 * PER_CONDITION],
+              "turned": rest[np.argsort(-turn[rest], kind="stable")[:PER_CONDITION]]}
     out = {}
-    for c, (cond, scale) in enumerate(CONDITIONS):
+    for cond, scale in CONDITIONS:
         d = work / f"helen_{cond}"
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         ann = {}
-        for k in perm[c * PER_CONDITION:(c + 1) * PER_CONDITION]:
+        for k in chosen[cond]:
             f = files[k]
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if scale != 1.0:
                 img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             cv2.imwrite(str(d / f.name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            pts = (lab["pts68"][row[f.stem]].astype(np.float64) + 0.5) * scale - 0.5
-            ann[f.stem] = [pts.tolist()]
+            p68 = (lab["pts68"][row[f.stem]].astype(np.float64) + 0.5) * scale - 0.5
+            ann[f.stem] = [p68.tolist()]
         d.with_suffix(".json").write_text(json.dumps(
             {"format": "68 iBUG landmarks (x, y), 0-based pixels", "photos": ann}))
         out[cond] = d
@@ -125,7 +147,16 @@ class _Replay:
         return faces
 
 
-def run_condition(folder: Path, grid) -> list[dict]:
+def record_condition(folder: Path) -> list:
+    """Run the pipeline (no smoothing) on both synthetic videos of every photo of ``folder``;
+    returns ``[(photo path, reference faces, recorded videos, evaluate_photo keywords)]``,
+    cached in ``folder.with_suffix(".recording.pkl")``."""
+    import pickle
+
+    cache = folder.with_suffix(".recording.pkl")
+    if cache.exists():
+        with cache.open("rb") as fh:
+            return pickle.load(fh)
     from facealign_cli.cli.evaluate import _load_detector, _load_methods
     from facealign_cli.core.pipeline import FaceAligner
     from facealign_cli.core.smoothing import LANDMARK_DEFAULTS
@@ -139,27 +170,67 @@ def run_condition(folder: Path, grid) -> list[dict]:
     method = _load_methods(None, None, None, 1, None, True)[0]
     detector, _ = _load_detector(1)
     aligner = FaceAligner(detector=detector, regressor=method.regressor, flip=method.flip)
-    results: list[list] = [[] for _ in grid]
+    out = []
     for k, p in enumerate(photos):
         img = D.read_dataset_image(p)
-        cached = (lambda faces: lambda im, dense=False: faces)(aligner(img))
+        ref = aligner(img)
         kw = dict(frames=S.DEFAULT_FRAMES, moving_frames=S.DEFAULT_MOVING_FRAMES,
                   fps=S.DEFAULT_FPS, seed=S.DEFAULT_SEED + k, annotated=ann.get(p.stem, []),
                   iou_threshold=0.3)
         rec = _Recorder(VideoAligner(aligner, detect_every=1, smoother=None))
-        S.evaluate_photo(cached, rec, img, p.stem,
-                         smooth=LANDMARK_DEFAULTS, **kw)
-        for i, prm in enumerate(grid):
-            results[i].append(S.evaluate_photo(cached, _Replay(rec.videos, prm), img, p.stem,
-                                               smooth=prm, **kw))
+        S.evaluate_photo(_cached(ref), rec, img, p.stem, smooth=LANDMARK_DEFAULTS, **kw)
+        out.append((str(p), ref, rec.videos, kw))
         print(f"{folder.name}: {k + 1}/{len(photos)}", file=sys.stderr, flush=True)
-    out = []
-    for prm, res in zip(grid, results):
-        figs, _ = S.summarise_stability(S.StabilityRun(res, {}))
-        out.append({"min_cutoff": prm.min_cutoff, "beta": prm.beta, "d_cutoff": prm.d_cutoff,
-                    "faces": figs["faces"], "faces_tracked": figs["faces_tracked"],
-                    "jitter": figs["jitter"], "moving_error": figs["moving_error"]})
+    with cache.open("wb") as fh:
+        pickle.dump(out, fh)
     return out
+
+
+def _cached(faces):
+    return lambda image, dense=False: faces
+
+
+def run_condition(folder: Path, grid) -> list[dict]:
+    """Figures of every grid point on one condition (replays of its recording)."""
+    from facealign_cli.evaluation import datasets as D
+    from facealign_cli.evaluation import stability as S
+
+    recording = record_condition(folder)
+    images = {path: D.read_dataset_image(Path(path)) for path, *_ in recording}
+    warp, S.warp = S.warp, (lambda photo, m: photo)  # a replay reads no frame: no warps
+    out = []
+    try:
+        for prm in grid:
+            res = [S.evaluate_photo(_cached(ref), _Replay(videos, prm), images[path],
+                                    Path(path).stem, smooth=prm, **kw)
+                   for path, ref, videos, kw in recording]
+            figs, _ = S.summarise_stability(S.StabilityRun(res, {}))
+            out.append({**dataclasses.asdict(prm), "faces": figs["faces"],
+                        "faces_tracked": figs["faces_tracked"], "jitter": figs["jitter"],
+                        "moving_error": figs["moving_error"]})
+            print(f"{folder.name}: {prm}", file=sys.stderr, flush=True)
+    finally:
+        S.warp = warp
+    return out
+
+
+def slow_lag(prm, fps: float = 30.0) -> float:
+    """Largest steady lag (face sizes) of the landmark smoother on noise-free ramps: a 68-point
+    face of size 100 px translating at each of :data:`RAMP_SPEEDS` face sizes per second for
+    10 s at ``fps``; the lag is the distance of the smoothed points to the true ones at the
+    end."""
+    from facealign_cli.core.smoothing import LandmarkSmoother
+
+    base = np.random.default_rng(0).uniform(0.0, 100.0, (68, 2))
+    worst = 0.0
+    for v in RAMP_SPEEDS:
+        sm = LandmarkSmoother(prm)
+        n = int(10 * fps)
+        for i in range(n):
+            x = base + [100.0 * v * i / fps, 0.0]
+            y = sm(x, i / fps, 100.0)
+        worst = max(worst, float(np.linalg.norm(y - x, axis=-1).mean()) / 100.0)
+    return worst
 
 
 def main(argv=None) -> int:
@@ -167,29 +238,41 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, required=True,
                     help="folder for the tuning photos (outside the repository)")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
+    ap.add_argument("--jobs", type=int, default=1, help="conditions run in parallel processes")
     a = ap.parse_args(argv)
     from facealign_cli.core.smoothing import LANDMARK_DEFAULTS
 
-    grid = [dataclasses.replace(LANDMARK_DEFAULTS, min_cutoff=m, beta=b, d_cutoff=D_CUTOFF)
-            for m in MIN_CUTOFFS for b in BETAS]
-    folders = prepare(a.work)
-    figs = {cond: run_condition(d, grid) for cond, d in folders.items()}
-    best, rows = None, []
+    grid = [dataclasses.replace(LANDMARK_DEFAULTS, min_cutoff=m, beta=b, d_cutoff=d,
+                                dead_zone=z)
+            for m in MIN_CUTOFFS for b in BETAS for d in D_CUTOFFS for z in DEAD_ZONES]
+    folders = prepare(a.work) if not all(
+        (a.work / f"helen_{c}.json").exists() for c, _ in CONDITIONS) else {
+        c: a.work / f"helen_{c}" for c, _ in CONDITIONS}
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max(1, a.jobs)) as pool:
+        figs = dict(zip(folders, pool.map(run_condition, folders.values(),
+                                          [grid] * len(folders))))
+    rows = []
+    lags = {prm: slow_lag(prm) for prm in grid}
     for i, prm in enumerate(grid):
         jr = [figs[c][i]["jitter"]["ratio"] for c in figs]
         mr = [figs[c][i]["moving_error"]["ratio"] for c in figs]
-        ok = max(jr) <= 0.5 and max(mr) <= 1.10
-        score = float(np.mean(jr))
+        ok = max(jr) <= 0.5 and max(mr) <= 1.10 and lags[prm] <= MAX_SLOW_LAG
         rows.append((prm, jr, mr, ok))
-        if ok and (best is None or score < best[0]):
-            best = (score, prm)
+    passing = [(float(np.mean(jr)), max(mr), prm) for prm, jr, mr, ok in rows if ok]
+    best = None
+    if passing:
+        low = min(p[0] for p in passing)
+        best = min((p for p in passing if p[0] <= low + 0.005), key=lambda p: p[1])
     for prm, jr, mr, ok in rows:
-        print(f"min_cutoff {prm.min_cutoff:<4g} beta {prm.beta:<4g} " + "  ".join(
+        print(f"min_cutoff {prm.min_cutoff:<4g} beta {prm.beta:<4g} d_cutoff {prm.d_cutoff:<4g} "
+              f"dead_zone {prm.dead_zone:<4g} ramp lag {100 * lags[prm]:4.2f}%  " + "  ".join(
             f"{c}: jitter x{j:.2f} moving {100 * (m - 1):+.1f}%" for c, j, m in zip(figs, jr, mr))
             + ("  ok" if ok else ""))
-    print("chosen:", best[1] if best else "none meets the rule")
+    print("chosen:", best[2] if best else "none meets the rule")
     if a.json:
-        a.json.write_text(json.dumps({"grid": figs, "chosen": dataclasses.asdict(best[1])
+        a.json.write_text(json.dumps({"grid": figs, "chosen": dataclasses.asdict(best[2])
                                       if best else None}, indent=1))
     return 0
 

@@ -242,6 +242,9 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
                    "tool's].")
 @click.option("--smooth-d-cutoff", type=click.FloatRange(min=0, min_open=True), default=None,
               help="One-Euro cutoff of the speed estimate, Hz [default: the tool's].")
+@click.option("--smooth-dead-zone", type=click.FloatRange(min=0), default=None,
+              help="Speed, face sizes per second, below which the cutoff stays at rest "
+                   "[default: the tool's].")
 @click.option("--weights", type=_PATH, default=None,
               help="facealign checkpoint (default: the shipped weights, or $FACEALIGN_WEIGHTS).")
 @click.option("--baseline-3ddfa", "baseline", type=click.Path(
@@ -268,7 +271,8 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
                    "default. The --baseline-3ddfa model runs as its authors ship it (no flip).")
 def stability(directory, frames, moving_frames, fps, seed, annotations, iou_threshold,
               detect_every, smooth_min_cutoff,
-              smooth_beta, smooth_d_cutoff, weights, baseline, baseline_mean_std, json_path,
+              smooth_beta, smooth_d_cutoff, smooth_dead_zone, weights, baseline,
+              baseline_mean_std, json_path,
               markdown_path, limit, threads, runtime, per_image, flip):
     """Stability on synthetic videos made from the photos of DIRECTORY (no annotations).
 
@@ -293,7 +297,9 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
     from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, POSE_DEFAULTS, FaceSmoother
     from facealign_cli.core.tracking import (
         DEFAULT_IOU_THRESHOLD,
+        DEFAULT_MAX_DISTANCE,
         DEFAULT_MAX_MISSED,
+        DEFAULT_MAX_SIZE_RATIO,
         VideoAligner,
     )
     from facealign_cli.evaluation import datasets as D
@@ -305,7 +311,7 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
     seed = S.DEFAULT_SEED if seed is None else seed
     smooth = dataclasses.replace(LANDMARK_DEFAULTS, **{k: v for k, v in {
         "min_cutoff": smooth_min_cutoff, "beta": smooth_beta,
-        "d_cutoff": smooth_d_cutoff}.items() if v is not None})
+        "d_cutoff": smooth_d_cutoff, "dead_zone": smooth_dead_zone}.items() if v is not None})
     _check_outputs(None, json_path, markdown_path)
     photos = sorted(p for p in directory.iterdir()
                     if p.is_file() and p.suffix in D.IMAGE_SUFFIXES and not p.name.startswith("."))
@@ -350,11 +356,14 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
                    f"frequency), rotation ±{S.MOVING_ROTATION_DEG:g}°, scale "
                    f"±{100 * S.MOVING_SCALE:g}%, period {S.MOVING_PERIOD_S:g} s"),
         "smoothing": dataclasses.asdict(smooth),
-        "smoothing_jitter_video": "One-Euro over each track's mapped-back landmarks (a still "
+        "smoothing_jitter_video": "the landmark smoother (One-Euro on rigid motion and "
+                                  "shape) over each track's mapped-back landmarks (a still "
                                   "face with the pipeline's noise)",
         "smoothing_moving_video": "the pipeline's FaceSmoother on the frames, then mapped back",
         "detect_every": detect_every, "threads": threads, "detector": det_info,
         "tracking": {"iou_threshold": DEFAULT_IOU_THRESHOLD, "max_missed": DEFAULT_MAX_MISSED,
+                     "max_distance_face_sizes": DEFAULT_MAX_DISTANCE,
+                     "max_size_ratio": DEFAULT_MAX_SIZE_RATIO,
                      "track_match_iou": S.MATCH_IOU},
         "units": "% of the face size, sqrt(w*h) of its 68-point box on the photo",
     }

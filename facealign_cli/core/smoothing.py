@@ -17,37 +17,43 @@ facealign's variant (documented choices, all options of :class:`OneEuroFilter`):
 * **Speed in face sizes per second**: ``|dx_hat|`` is divided by a ``scale`` given with each
   sample (:class:`FaceSmoother` passes sqrt(w * h) of the face's 68-landmark box in pixels), so
   one ``beta`` suits small and large faces alike.
-* **One speed per face** (``speed="affine"``, the default): the speed that sets the cutoff
-  is the RMS over the points of the best affine velocity field (least squares of the
-  ``d_cutoff``-filtered velocities on the current positions: the face's translation, rotation,
-  zoom and shear speed). Per-point noise mostly falls out of the fit, so the cutoff stays low
-  on a still face; every point (and the dense vertices) then shares one smoothing factor per
-  frame, which keeps the face's shape rigid under smoothing. ``speed="shared"`` (norm of the
-  mean velocity plus the RMS of the rest), ``"point"`` (norm per point) and ``"element"`` (the
-  paper's scalar filter on every coordinate) are available.
+* **Dead zone** (``dead_zone``, face sizes per second): ``fc = min_cutoff + beta *
+  max(|dx_hat| - dead_zone, 0)``. On a still face the pipeline's own noise reads as speed
+  (about 0.03-0.1 face sizes per second here) and, in the paper's filter, keeps the cutoff
+  well above ``min_cutoff``; below the dead zone it stays there. Because ``dx`` is measured
+  against the smoothed value, the lag itself counts as speed: on a steady ramp the lag grows
+  only until the speed estimate leaves the dead zone, about ``dead_zone / frame rate`` face
+  sizes (measured by ``scripts/tune_smoothing.py``'s ramp check: at most 0.77 % of the face
+  size at 30 fps for the defaults, 0.01 to 2 face sizes per second). At lower frame rates
+  (``--frame-step``, ``--max-fps``) that bound grows in proportion.
+* **Rigid motion and shape apart** (:class:`LandmarkSmoother`, used for the landmarks): the
+  points are split into a 2D similarity (centroid, RMS size, in-plane angle) and a shape, each
+  with its own One-Euro filter and the same settings, so that a face moving without changing
+  shape raises only the rigid filter's cutoff, and an expression only the shape's. Dense
+  vertices follow the landmarks' similarity and shape factor.
+* **One speed per signal** (``speed="shared"``: the norm of the mean velocity plus the RMS of
+  the rest), so every point of a face shares one smoothing factor per frame. ``"affine"``
+  (RMS of the best affine velocity field), ``"point"`` (norm per point) and ``"element"``
+  (the paper's scalar filter on every coordinate) are available to :class:`OneEuroFilter`.
 
-Defaults (:data:`LANDMARK_DEFAULTS`: min_cutoff 0.3 Hz, beta 128 per face size per second,
-d_cutoff 0.25 Hz, affine speed) were chosen by a grid search on **training photos only**, the
-300-W HELEN training crops (``data/300w-train/helen``; no AFLW2000-3D image or annotation was
-used: that is the test set), with the two synthetic videos of ``facealign evaluate stability``
-(its synthesis and metrics, 30 jitter and 45 moving frames at 30 fps, seed 0, only the
-detection matched to the crop's annotated face; the annotations select faces, never compared
-with). 96 of the 870 crops drawn with ``numpy.random.default_rng(0).permutation``: the first
-48 as they are (faces about 120 px), the next 48 downscaled x0.5 (faces about 60 px). Grid:
-min_cutoff {0.3, 0.5, 1.0} x beta {32, 64, 128, 256}. Rule: at least halve the jitter and
-raise the moving-face error by at most 10 % in both conditions, then the lowest jitter. Only
-beta 128 meets it (every min_cutoff); min_cutoff 0.3 gives
-
-* large faces: jitter x0.44 (0.47 % -> 0.21 % of the face size), moving-face error +8 %
-  (0.74 % -> 0.80 %);
-* small faces: jitter x0.46 (0.60 % -> 0.27 %), moving-face error +3 % (0.93 % -> 0.96 %).
-
-min_cutoff barely matters at this beta (0.5 Hz: x0.44 / +8 % and x0.47 / +3 %). A lower beta
-smooths more but lags more: beta 64 gives x0.38 / +24 % and x0.40 / +12 %; beta 256 lags
-little (+2 % / +0 %) but does not halve the jitter (x0.51 / x0.54). On small, noisy faces the
-noise itself reads as speed and raises the cutoff: the One-Euro filter then smooths less, by
-design. The figures on the AFW photos that ``facealign evaluate stability`` reports (a set not
-used for tuning) are in the README.
+Defaults (:data:`LANDMARK_DEFAULTS`: min_cutoff 0.1 Hz, beta 256 per face size per second,
+d_cutoff 1 Hz, dead zone 0.24 face sizes per second) were chosen by a grid search
+(``scripts/tune_smoothing.py``) on **training photos only**, the 300-W HELEN training crops
+(``data/300w-train/helen``; no AFLW2000-3D image or annotation was used: that is the test
+set; nor the AFW photos, the reporting set), with the two synthetic videos of ``facealign
+evaluate stability`` (its synthesis and metrics, 30 jitter and 45 moving frames at 30 fps,
+seed 0, only the detection matched to the crop's annotated face). Three conditions of 48
+crops: as they are (faces about 120 px), downscaled x0.5 (about 60 px), and the 48 most
+turned faces of the rest. Grid: min_cutoff {0.1, 0.3, 0.5, 1} x beta {64, 128, 256} x
+d_cutoff {0.5, 1} x dead zone {0, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32}. Rule: in every
+condition at least halve the jitter and raise the moving-face error by at most 10 %, a ramp
+lag of at most 1 % of the face size; then the lowest mean jitter ratio (ties within 0.005:
+the lowest moving-face error). The defaults give jitter x0.12 / x0.17 / x0.12 and moving-face
+error +3.8 % / +2.7 % / +4.1 % (large / small / turned). Without a dead zone the best
+passing setting (min_cutoff 0.1, beta 64, d_cutoff 0.5) gives x0.41 / x0.43 / x0.41 and
++8.6 % / +3.3 % / +7.7 %; the previous defaults (min_cutoff 0.3, beta 128, d_cutoff 0.25, no
+dead zone, one affine speed, no rigid/shape split) gave x0.44 / +8 % and x0.46 / +3 % (large /
+small). The figures on the AFW photos are in the README.
 
 :data:`POSE_DEFAULTS` were not tuned: chosen by analogy (a head turning 10 degrees per second
 raises the cutoff to about 10 Hz).
@@ -73,16 +79,21 @@ class OneEuroParams:
             smoother, per face size per second (higher = less lag when fast).
         d_cutoff: cutoff of the speed estimate, Hz.
         speed: how the speed is measured, one of :data:`SPEED_MODES`.
+        dead_zone: speed (same unit as for ``beta``) below which the cutoff stays at
+            ``min_cutoff``: the cutoff is ``min_cutoff + beta * max(speed - dead_zone, 0)``
+            (0 = the paper's filter).
     """
 
     min_cutoff: float = 1.0
     beta: float = 0.0
     d_cutoff: float = 1.0
     speed: str = "affine"
+    dead_zone: float = 0.0
 
 
 #: Landmarks (and dense vertices), speed in face sizes per second.
-LANDMARK_DEFAULTS = OneEuroParams(min_cutoff=0.3, beta=128.0, d_cutoff=0.25, speed="affine")
+LANDMARK_DEFAULTS = OneEuroParams(min_cutoff=0.1, beta=256.0, d_cutoff=1.0, speed="shared",
+                                  dead_zone=0.24)
 #: Head pose ``[yaw, pitch, roll]`` in degrees, speed in degrees per second.
 POSE_DEFAULTS = OneEuroParams(min_cutoff=0.5, beta=1.0, d_cutoff=0.25, speed="shared")
 
@@ -110,8 +121,8 @@ class OneEuroFilter:
             p = OneEuroParams(**{**p.__dict__, **kw})
         if p.speed not in SPEED_MODES:
             raise ValueError(f"speed must be one of {SPEED_MODES}, got {p.speed!r}")
-        if p.min_cutoff <= 0 or p.d_cutoff <= 0 or p.beta < 0:
-            raise ValueError(f"need min_cutoff > 0, d_cutoff > 0, beta >= 0: {p}")
+        if p.min_cutoff <= 0 or p.d_cutoff <= 0 or p.beta < 0 or p.dead_zone < 0:
+            raise ValueError(f"need min_cutoff > 0, d_cutoff > 0, beta >= 0, dead_zone >= 0: {p}")
         self.params = p
         self.reset()
 
@@ -162,11 +173,124 @@ class OneEuroFilter:
                 mean = pts.mean(axis=0)
                 rest = np.sqrt(np.mean(np.sum((pts - mean) ** 2, axis=-1)))
                 speed = float(np.linalg.norm(mean) + rest)
-        alpha = smoothing_factor(p.min_cutoff + p.beta * speed, dt)
+        alpha = smoothing_factor(
+            p.min_cutoff + p.beta * np.maximum(speed - p.dead_zone, 0.0), dt)
         self.x_hat = self.x_hat + alpha * (x - self.x_hat)
         self.t_prev = float(t)
         self.last_alpha = alpha
         return self.x_hat.copy()
+
+
+def _rotate_xy(points: np.ndarray, theta: float) -> np.ndarray:
+    """(N, D) points with their x, y turned by ``theta`` radians (x right, y down: a positive
+    angle turns clockwise on screen); other coordinates unchanged."""
+    c, s = math.cos(theta), math.sin(theta)
+    out = points.copy()
+    out[:, 0] = c * points[:, 0] - s * points[:, 1]
+    out[:, 1] = s * points[:, 0] + c * points[:, 1]
+    return out
+
+
+class LandmarkSmoother:
+    """One-Euro smoothing of one face's points split into **rigid motion** and **shape**.
+
+    Each sample ``x`` (N, D) (D = 2 or 3; image pixels, x right, y down) is written as a 2D
+    similarity of a shape, ``x = s R(theta) shape + c``: ``c`` (D,) the centroid, ``s`` the RMS
+    distance of the points to it in x, y (pixels), ``theta`` (radians) the in-plane angle that
+    best aligns (least squares, Procrustes) the centred points to the previous smoothed shape
+    (0 on the first sample), and ``shape`` (N, D) the centred points turned back by ``theta``
+    and divided by ``s`` (z is divided by ``s`` but not turned: the rotation is about the
+    image's z axis). Two :class:`OneEuroFilter` run side by side (both ``speed="shared"``, so
+    each has one smoothing factor per frame, speed in units of ``scale``):
+
+    * ``rigid`` on ``[c, r0 ln s, r0 theta]`` (D + 2 numbers, all in pixels: ``r0`` is ``s`` of
+      the first sample, so a zoom or turn counts as the pixel motion of the points at the RMS
+      radius);
+    * ``shape`` on ``r0 * shape`` (N, D) pixels.
+
+    A face that moves without changing shape (translation, zoom, in-plane turn) raises the
+    cutoff of the rigid filter only; its shape noise stays as smoothed as on a still face. A
+    change of the shape itself (an expression, a turn out of the image plane) raises the
+    shape filter's cutoff. The recomposed output is ``s_hat R(theta_hat) shape_hat + c_hat``.
+
+    Args:
+        rigid: :class:`OneEuroParams` of the rigid motion (its ``speed`` is not used).
+        shape: :class:`OneEuroParams` of the shape, or ``None`` for the same as ``rigid``.
+    """
+
+    def __init__(self, rigid: OneEuroParams, shape: OneEuroParams | None = None):
+        self.rigid = OneEuroFilter(rigid, speed="shared")
+        self.shape = OneEuroFilter(shape or rigid, speed="shared")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past (the next sample is passed through unchanged)."""
+        self.rigid.reset()
+        self.shape.reset()
+        self._ref: np.ndarray | None = None
+        self._r0 = 1.0
+        #: the last sample's raw and smoothed similarity ``(c, s, theta)`` and the shape
+        #: filter's factor (used to smooth other points of the face, e.g. dense vertices).
+        self.raw_similarity: tuple | None = None
+        self.similarity: tuple | None = None
+        self.shape_alpha: float = 1.0
+
+    def _decompose(self, x: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
+        c = x.mean(axis=0)
+        q = x - c
+        s = max(float(np.sqrt(np.mean(np.sum(q[:, :2] ** 2, axis=-1)))), 1e-9)
+        theta = 0.0
+        if self._ref is not None:
+            r = self._ref
+            theta = math.atan2(float(np.sum(r[:, 0] * q[:, 1] - r[:, 1] * q[:, 0])),
+                               float(np.sum(r[:, 0] * q[:, 0] + r[:, 1] * q[:, 1])))
+        return c, s, theta, _rotate_xy(q, -theta) / s
+
+    def __call__(self, x: np.ndarray, t: float, scale: float = 1.0) -> np.ndarray:
+        """Filter one sample.
+
+        Args:
+            x: (N, D) float array of points (pixels), N >= 2 and the same N, D at every call.
+            t: time stamp in seconds (a sample with ``dt <= 0``, or of another shape, restarts
+                both filters at ``x``).
+            scale: speed unit in pixels (e.g. the face size), > 0.
+
+        Returns:
+            (N, D) float64, the smoothed points (the first sample as is).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        prev_t = self.rigid.t_prev
+        if (prev_t is None or t - prev_t <= 0 or self.shape.x_hat is None
+                or self.shape.x_hat.shape != x.shape):
+            self.reset()
+        first = self._ref is None
+        c, s, theta, shape = self._decompose(x)
+        if first:
+            self._r0 = s
+        r0 = self._r0
+        if not first:  # keep theta continuous with the smoothed angle
+            prev = self.rigid.x_hat[0, -1] / r0
+            theta = prev + (theta - prev + math.pi) % (2 * math.pi) - math.pi
+        rig = self.rigid(np.concatenate([c, [r0 * math.log(s), r0 * theta]])[None], t, scale)[0]
+        shp = self.shape(r0 * shape, t, scale) / r0
+        d = x.shape[1]
+        c_hat, s_hat, th_hat = rig[:d], math.exp(rig[d] / r0), rig[d + 1] / r0
+        self._ref = shp[:, :2].copy()
+        self.raw_similarity = (c, s, theta)
+        self.similarity = (c_hat, s_hat, th_hat)
+        self.shape_alpha = float(np.asarray(self.shape.last_alpha))
+        return _rotate_xy(shp, th_hat) * s_hat + c_hat
+
+    def to_shape_frame(self, points: np.ndarray) -> np.ndarray:
+        """Other points of the face (e.g. (N, 3) dense vertices, pixels) in the shape frame of
+        the last sample (its raw similarity undone)."""
+        c, s, theta = self.raw_similarity
+        return _rotate_xy(np.asarray(points, np.float64) - c, -theta) / s
+
+    def from_shape_frame(self, points: np.ndarray) -> np.ndarray:
+        """Points of the shape frame mapped to pixels with the last smoothed similarity."""
+        c, s, theta = self.similarity
+        return _rotate_xy(np.asarray(points, np.float64), theta) * s + c
 
 
 def _unwrap_deg(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -194,7 +318,8 @@ class FaceSmoother:
     """One-Euro filters per face track: landmarks (and dense vertices) and head pose.
 
     Args:
-        landmarks: :class:`OneEuroParams` of the landmarks (speed in face sizes per second).
+        landmarks: :class:`OneEuroParams` of the landmarks' rigid motion and shape (speed in
+            face sizes per second; ``speed`` is not used).
         pose: :class:`OneEuroParams` of ``[yaw, pitch, roll]`` (speed in degrees per second),
             or ``None`` to leave the pose as estimated.
 
@@ -203,9 +328,11 @@ class FaceSmoother:
     Faces without a track are left as they are. The unsmoothed values are kept in
     ``face.extra["raw_landmarks_3d"]`` and ``face.extra["raw_pose"]``.
 
-    What is smoothed: ``landmarks_3d`` (68, 3) float32 image pixels; with
-    ``speed="affine"`` or ``"shared"`` the dense ``vertices`` (N, 3) get the same smoothing factor
-    as the landmarks of that frame (a vertex array whose size changes restarts its filter);
+    What is smoothed: ``landmarks_3d`` (68, 3) float32 image pixels, by a
+    :class:`LandmarkSmoother` (rigid motion and shape) per track; the dense ``vertices`` (N, 3)
+    are taken into the landmarks' shape frame, blended there with the shape filter's factor
+    and mapped back with the smoothed similarity, so vertices that are landmarks come out as
+    the smoothed landmarks (a vertex array whose size changes restarts its blend);
     ``pose`` (3,) degrees, unwrapped across +-180, and the (3, 3) ``rotation`` (when the face
     has one) blended with the pose's smoothing factor and projected back onto the rotations.
     ``params``, ``box`` and ``roi_box`` are left as estimated (the tracker uses the raw
@@ -238,23 +365,23 @@ class FaceSmoother:
             if track is None or f.landmarks_3d is None:
                 continue
             st = self._state.setdefault(track, {
-                "lm": OneEuroFilter(self.lm_params), "v": None,
+                "lm": LandmarkSmoother(self.lm_params), "v": None,
                 "pose": OneEuroFilter(self.pose_params) if self.pose_params else None})
             lm = np.asarray(f.landmarks_3d, dtype=np.float64)
             w, h = np.ptp(lm[:, 0]), np.ptp(lm[:, 1])
             scale = max(math.sqrt(max(w * h, 0.0)), 1.0)
             f.extra["raw_landmarks_3d"] = f.landmarks_3d
-            new = st["lm"](lm, t, scale)
+            sm = st["lm"]
+            new = sm(lm, t, scale)
             f.landmarks_3d = new.astype(np.float32)
             if f.vertices is not None:
-                v = np.asarray(f.vertices, dtype=np.float64)
-                a = st["lm"].last_alpha
-                if (st["v"] is None or st["v"].shape != v.shape or np.ndim(a) != 0
-                        or a == 1.0):
-                    st["v"] = v.copy()
+                # the dense vertices in the landmarks' shape frame, with the shape factor
+                v = sm.to_shape_frame(f.vertices)
+                if st["v"] is None or st["v"].shape != v.shape or sm.shape_alpha == 1.0:
+                    st["v"] = v
                 else:
-                    st["v"] = st["v"] + float(a) * (v - st["v"])
-                f.vertices = st["v"].astype(np.float32)
+                    st["v"] = st["v"] + sm.shape_alpha * (v - st["v"])
+                f.vertices = sm.from_shape_frame(st["v"]).astype(np.float32)
             if st["pose"] is not None and f.pose is not None:
                 raw = np.asarray(f.pose, dtype=np.float64)
                 f.extra["raw_pose"] = f.pose

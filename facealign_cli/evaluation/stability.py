@@ -21,8 +21,8 @@ landmarks on every frame.
      68-point box on the photo);
    * **frame-to-frame motion**: mean distance of a point between consecutive frames, same unit.
 
-   *Raw* is the pipeline's output. *Smoothed* runs the One-Euro filter
-   (:class:`facealign_cli.core.smoothing.OneEuroFilter`, the ``--smooth`` settings, time stamps
+   *Raw* is the pipeline's output. *Smoothed* runs the landmark smoother of ``--smooth``
+   (:class:`facealign_cli.core.smoothing.LandmarkSmoother`, its settings, time stamps
    ``i / fps``) on the mapped-back sequence of each track: the independent random similarities
    are not camera motion (smoothing them in the frames would average unrelated jumps), so the
    mapped-back sequence is the honest model of a **still face seen by a jittery pipeline**, and
@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from facealign_cli.core.boxes import box_iou
-from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, OneEuroFilter, OneEuroParams
+from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, LandmarkSmoother, OneEuroParams
 
 #: Ranges of the random similarities of the jitter video (3DDFA-V2's short-video synthesis).
 SCALE_RANGE = (0.95, 1.05)
@@ -159,9 +159,10 @@ def _error(seq: np.ndarray, ref: np.ndarray) -> float:
 
 def smooth_sequence(seq: np.ndarray, times: np.ndarray, scale: float,
                     params: OneEuroParams) -> np.ndarray:
-    """The One-Euro filter run over a (T, 68, 2) sequence at ``times`` (s), speed in units of
-    ``scale`` px."""
-    f = OneEuroFilter(params)
+    """The landmark smoother of ``--smooth`` (:class:`~facealign_cli.core.smoothing.
+    LandmarkSmoother`: One-Euro filters on the rigid motion and the shape) run over a (T, 68, 2)
+    sequence at ``times`` (s), speed in units of ``scale`` px."""
+    f = LandmarkSmoother(params)
     return np.stack([f(x, t, scale) for x, t in zip(seq, times)])
 
 
@@ -476,9 +477,10 @@ def stability_tables(doc: dict) -> list:
                "jitter = mean distance to the per-point mean of the landmarks mapped back to "
                "the photo; moving-face error = mean distance to the pipeline's landmarks on "
                "the still photo; face size = sqrt(w·h) of its 68-point box.",
-               f"smoothing: One-Euro (Casiez et al. CHI 2012) min_cutoff {sm['min_cutoff']:g} "
-               f"Hz, beta {sm['beta']:g}, d_cutoff {sm['d_cutoff']:g} Hz, speed "
-               f"{sm['speed']}; detector every {s['detect_every']} frame(s)."]),
+               f"smoothing: One-Euro (Casiez et al. CHI 2012) on the rigid motion and the "
+               f"shape, min_cutoff {sm['min_cutoff']:g} Hz, beta {sm['beta']:g}, d_cutoff "
+               f"{sm['d_cutoff']:g} Hz, dead zone {sm.get('dead_zone', 0.0):g} face sizes/s; "
+               f"detector every {s['detect_every']} frame(s)."]),
         Table("Tracking and speed",
               ["Method", "Tracks/face (jitter)", "Tracks/face (moving)", "Unmatched tracks",
                "Frames", "Detector frames", "Seconds", "Frames/s"], trows,

@@ -12,6 +12,7 @@ from facealign_cli.core.smoothing import (
     LANDMARK_DEFAULTS,
     POSE_DEFAULTS,
     FaceSmoother,
+    LandmarkSmoother,
     OneEuroFilter,
     OneEuroParams,
     smoothing_factor,
@@ -147,3 +148,85 @@ def test_rotation_stays_a_rotation_and_raw_is_kept():
         np.testing.assert_allclose(f.rotation @ f.rotation.T, np.eye(3), atol=1e-9)
         assert np.linalg.det(f.rotation) == pytest.approx(1.0)
         assert f.extra["raw_rotation"] is raw
+
+
+def _similarity(points, scale, theta, shift):
+    c, s = math.cos(theta), math.sin(theta)
+    out = np.array(points, dtype=np.float64)
+    xy = out[:, :2] @ np.array([[c, s], [-s, c]])
+    out[:, :2] = scale * xy + shift
+    out[:, 2:] *= scale
+    return out
+
+
+def test_dead_zone_smooths_still_noise_and_keeps_ramps_close():
+    """Below the dead-zone speed the cutoff stays at min_cutoff, so a still noisy face is
+    smoothed much more than by the paper's filter; on a noise-free ramp the lag builds only
+    until the speed estimate (which counts the lag) leaves the dead zone: about
+    dead_zone / fps face sizes."""
+    plain = OneEuroParams(min_cutoff=0.5, beta=256.0, d_cutoff=1.0, speed="shared")
+    dead = OneEuroParams(min_cutoff=0.5, beta=256.0, d_cutoff=1.0, speed="shared",
+                         dead_zone=0.12)
+    noise = np.random.default_rng(9).normal(0, 0.5, (300, 1, 2))
+
+    def still_std(p):
+        f = OneEuroFilter(p)
+        y = np.stack([f(noise[i], i / FPS, 100.0) for i in range(300)])
+        return y[60:].std(axis=0).mean()
+
+    assert still_std(dead) < 0.5 * still_std(plain)
+
+    def ramp_lag(p, v):  # v in face sizes per second, face size 100 px
+        f = OneEuroFilter(p)
+        x = [f(np.array([[100.0 * v * i / FPS, 0.0]]), i / FPS, 100.0) for i in range(400)]
+        return (100.0 * v * 399 / FPS - x[-1][0, 0]) / 100.0
+
+    for v in (0.02, 0.1, 0.5):
+        assert ramp_lag(plain, v) < ramp_lag(dead, v) <= 1.5 * dead.dead_zone / FPS
+    with pytest.raises(ValueError):
+        OneEuroFilter(dead_zone=-0.1)
+
+
+def test_landmark_smoother_commutes_with_a_similarity():
+    """Smoothing a turned, zoomed, shifted copy of a sequence gives the same copy of the
+    smoothed sequence: the rigid/shape split does not depend on where the face is."""
+    rng = np.random.default_rng(6)
+    base = rng.uniform(0, 100, (68, 3))
+    seq = [_similarity(base + rng.normal(0, 1.0, (68, 3)), 1 + 0.01 * i, 0.02 * i,
+                       (2.0 * i, -i)) for i in range(40)]
+    a, b = LandmarkSmoother(LANDMARK_DEFAULTS), LandmarkSmoother(LANDMARK_DEFAULTS)
+    for i, x in enumerate(seq):
+        ya = a(x, i / FPS, 100.0)
+        yb = b(_similarity(x, 1.7, 0.4, (30.0, 50.0)), i / FPS, 170.0)
+        np.testing.assert_allclose(yb, _similarity(ya, 1.7, 0.4, (30.0, 50.0)), atol=1e-6)
+
+
+def test_landmark_smoother_follows_rigid_motion_and_damps_shape_noise():
+    """A face turning and sliding at half a face size per second with noisy points: the
+    shape noise is damped as on a still face while the rigid motion is followed."""
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0, 100, (68, 2))
+    n = 90
+    truth = [_similarity(base, 1.0, 0.3 * i / FPS, (50.0 * i / FPS, 0.0)) for i in range(n)]
+    noisy = [t + rng.normal(0, 1.0, t.shape) for t in truth]
+    sm = LandmarkSmoother(LANDMARK_DEFAULTS)
+    out = [sm(x, i / FPS, 100.0) for i, x in enumerate(noisy)]
+    def err(seq):
+        return np.mean([np.linalg.norm(y - t, axis=-1).mean()
+                        for y, t in zip(seq[30:], truth[30:])])
+
+    assert err(out) < 0.6 * err(noisy)
+
+
+def test_face_smoother_vertices_follow_the_landmarks():
+    """Dense vertices get the landmarks' rigid motion and shape factor: vertices that are the
+    landmarks come out as the smoothed landmarks."""
+    rng = np.random.default_rng(8)
+    verts = rng.uniform(0, 100, (200, 3))
+    idx = rng.choice(200, 68, replace=False)
+    sm = FaceSmoother()
+    for i in range(20):
+        v = _similarity(verts + rng.normal(0, 1.0, verts.shape), 1.0, 0.01 * i, (3.0 * i, 0))
+        f = _face(0, v[idx], vertices=v)
+        sm.apply([f], i / FPS)
+        np.testing.assert_allclose(f.vertices[idx], f.landmarks_3d, atol=1e-3)
