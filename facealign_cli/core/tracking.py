@@ -21,7 +21,8 @@ large false detections that hold a face (unmatched tracks 37 / 32 -> 25 / 19). A
 (the distance gate only for scores >= 0.5-0.6) changed nothing there and cost 4 + 1 extra
 tracks at 0.7, so the score enters only here. Seen on the AFW photos (reported, not tuned
 on): 1.11 / 1.12 -> 1.03 / 1.03 tracks per face (duplicate tracks 31 / 32 -> 10 / 6; tracks
-holding two faces 2 / 3 -> 1 / 0).
+holding two faces 2 / 3 -> 1 / 0; ``facealign evaluate stability`` on them: 1.03 / 1.03,
+unmatched tracks 818 -> 697).
 
 **Track ids** (:class:`FaceTracker`): on every frame where the detector ran, the faces are
 matched to the live tracks by :func:`pair_costs` of each face's box with the track's last box
