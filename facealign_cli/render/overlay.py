@@ -60,7 +60,9 @@ def rotation_from_pose(pose: Sequence[float]) -> np.ndarray:
     ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)``, the inverse of
     :func:`facealign_cli.core.geometry.angles_from_rotation` (the README's convention); both
     frames x right, y up, z towards the viewer. The composition is exact even where the
-    angles themselves are degenerate (|yaw| near 90 degrees).
+    angles themselves are degenerate (|yaw| near 90 degrees). Only for faces without a
+    ``rotation`` (:func:`face_rotation`): angles processed as angles (smoothed, averaged)
+    near that degenerate pose no longer describe the face's rotation.
 
     Returns:
         (3, 3) float64 rotation matrix.
@@ -167,7 +169,8 @@ def draw_pose_axes(image: np.ndarray, origin: Sequence[float], rotation: np.ndar
     Args:
         image: (H, W, 3) uint8 BGR.
         origin: (x, y) image pixels, e.g. the nose tip.
-        rotation: (3, 3) model-to-camera rotation (:func:`rotation_from_pose`).
+        rotation: (3, 3) model-to-camera rotation (``Face.rotation``, :func:`face_rotation`);
+            model axis k is its column k, drawn to ``origin + length * (R[0, k], -R[1, k])``.
         length: axis length in pixels.
     """
     out = np.array(image, dtype=np.uint8, copy=True)
@@ -182,6 +185,15 @@ def draw_pose_axes(image: np.ndarray, origin: Sequence[float], rotation: np.ndar
         cv2.arrowedLine(out, tuple(_pts(o)), tuple(_pts(tip)), AXIS_COLORS[k], t + 1,
                         cv2.LINE_AA, _SHIFT, 0.15)
     return out
+
+
+def face_rotation(face: Face) -> np.ndarray | None:
+    """The (3, 3) model-to-camera rotation the pose axes are drawn with: ``face.rotation``
+    (well defined at every pose), else one composed from ``face.pose``
+    (:func:`rotation_from_pose`, a face from another aligner), else ``None``."""
+    if face.rotation is not None:
+        return np.asarray(face.rotation, dtype=np.float64)
+    return None if face.pose is None else rotation_from_pose(face.pose)
 
 
 def face_length(face: Face) -> float:
@@ -203,7 +215,7 @@ def draw_faces(image_bgr: np.ndarray, faces: Sequence[Face],
     meshes, z-buffered together, blended over the photo); ``box`` (with the score when
     ``scores``); ``landmarks``; ``pose``. ``mesh`` and ``depth`` use the faces that have
     ``vertices`` (``FaceAligner(...)(image, dense=True)``); ``landmarks`` and ``pose`` those
-    that were regressed.
+    that were regressed (``pose``: the axes of ``Face.rotation``, see :func:`face_rotation`).
 
     Args:
         image_bgr: (H, W, 3) uint8 BGR photo (EXIF orientation applied: the faces' frame).
@@ -256,7 +268,8 @@ def draw_faces(image_bgr: np.ndarray, faces: Sequence[Face],
             out = draw_label(out, f.box, labels[k], thickness=t)
         if "landmarks" in layers and f.landmarks_3d is not None:
             out = draw_landmarks(out, f.landmarks_3d, thickness=t)
-        if "pose" in layers and f.pose is not None and f.landmarks_3d is not None:
-            out = draw_pose_axes(out, f.landmarks_3d[NOSE_TIP, :2], rotation_from_pose(f.pose),
-                                 face_length(f), thickness=t)
+        R = face_rotation(f) if "pose" in layers and f.landmarks_3d is not None else None
+        if R is not None:
+            out = draw_pose_axes(out, f.landmarks_3d[NOSE_TIP, :2], R, face_length(f),
+                                 thickness=t)
     return out

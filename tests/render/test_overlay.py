@@ -3,6 +3,8 @@ landmarks of real faces), and draw_faces' layers and errors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,10 +15,13 @@ from facealign_cli.render.overlay import (
     DEFAULT_DRAW,
     DRAW_CHOICES,
     IBUG_CONTOURS,
+    NOSE_TIP,
     draw_box,
     draw_faces,
     draw_landmarks,
     draw_pose_axes,
+    face_length,
+    face_rotation,
     rotation_from_pose,
 )
 
@@ -110,3 +115,94 @@ def test_real_faces_axes_follow_the_landmarks(afw_faces, tmp_path):
             assert up @ y2 / np.linalg.norm(up) / np.linalg.norm(y2) > 0.95
             n += 1
     assert n >= 3
+
+
+def _axis_tip(img, k, origin):
+    """(x, y) of the pixel of axis k's colour farthest from ``origin``: the arrow's tip."""
+    ys, xs = np.nonzero(_colour_mask(img, AXIS_COLORS[k]))
+    assert xs.size, f"axis {k} not drawn"
+    i = np.argmax(np.hypot(xs - origin[0], ys - origin[1]))
+    return np.array([xs[i], ys[i]], np.float64)
+
+
+def _check_axes_follow_rotation(face, R, min_len=15.0, tol=3.0):
+    """Draw only the pose layer of ``face`` on black and check that every axis long enough on
+    screen ends where ``R``'s column projects: ``nose + length * (R[0, k], -R[1, k])``.
+    Returns how many axes were checked."""
+    h = int(np.ceil(face.landmarks_3d[:, 1].max())) + 200
+    w = int(np.ceil(face.landmarks_3d[:, 0].max())) + 200
+    out = draw_faces(np.zeros((h, w, 3), np.uint8), [face], ["pose"], scores=False)
+    o = face.landmarks_3d[NOSE_TIP, :2].astype(np.float64)
+    L = face_length(face)
+    n = 0
+    for k in range(3):
+        want = o + L * np.array([R[0, k], -R[1, k]])
+        if np.hypot(*(want - o)) < min_len:
+            continue  # (nearly) along the line of sight: a dot, no direction to check
+        assert np.hypot(*(_axis_tip(out, k, o) - want)) <= tol, (k, want, _axis_tip(out, k, o))
+        n += 1
+    return n
+
+
+def _tip_distance(R1, R2, k=2):
+    """How far apart (in units of the axis length) axis k of two rotations is drawn."""
+    return float(np.hypot(R1[0, k] - R2[0, k], R1[1, k] - R2[1, k]))
+
+
+def test_real_face_axes_are_the_rotation_columns(afw_faces):
+    """A fitted AFW face: the axes drawn are the columns of ``Face.rotation``, also when its
+    Euler angles disagree (as angle-space smoothing can leave them near gimbal lock)."""
+    _tri, photos = afw_faces
+    faces = [f for _p, _img, fs in photos for f in fs if f.rotation is not None]
+    assert faces
+    # the most turned face: its nose (z) axis is long on screen
+    f = max(faces, key=lambda f: np.hypot(f.rotation[0, 2], f.rotation[1, 2]))
+    R = np.asarray(f.rotation, np.float64)
+    assert np.hypot(R[0, 2], R[1, 2]) * face_length(f) > 30
+    assert _check_axes_follow_rotation(f, R) >= 2
+    stale = replace(f, pose=np.asarray(f.pose, np.float32) + np.float32([0, 35, 20]))
+    # the Euler path would draw at least one axis elsewhere
+    assert max(_tip_distance(rotation_from_pose(stale.pose), R, k) for k in range(3)) > 0.3
+    assert _check_axes_follow_rotation(stale, R) >= 2
+
+
+def _synthetic_face(R, pose):
+    """A face with nose tip (100, 100), axis length 50 * sqrt(2) px, rotation R, ``pose``."""
+    rng = np.random.default_rng(0)
+    lm = np.zeros((68, 3), np.float32)
+    lm[:, :2] = rng.uniform(50, 150, (68, 2))
+    lm[0, :2], lm[1, :2], lm[NOSE_TIP, :2] = (50, 50), (150, 150), (100, 100)
+    return Face(box=np.float32([50, 50, 150, 150]), score=0.9, landmarks_3d=lm,
+                pose=np.float32(pose), rotation=R)
+
+
+@pytest.mark.parametrize("rx, ry, rz", [(-89.5, -25, 12), (-90, 20, -30), (90, 0, 40),
+                                        (5, -89.9, 12), (5, 90, -30)])
+def test_synthetic_rotation_near_90_axes_are_its_columns(rx, ry, rz):
+    """Rotations ``Rx(rx) @ Ry(ry) @ Rz(rz)`` (degrees, built with Rodrigues, not from Euler
+    angles) near pitch +-90 (``rx``) and at or near yaw +-90 (``ry``, this convention's gimbal
+    lock). The face's angles are those of a rotation about 10 degrees away, as angle-space
+    processing can leave them; the axes drawn are the matrix's columns all the same."""
+    import cv2
+
+    def rod(axis, deg):
+        return cv2.Rodrigues(np.deg2rad(deg) * np.asarray(axis, np.float64))[0]
+
+    R = rod((1, 0, 0), rx) @ rod((0, 1, 0), ry) @ rod((0, 0, 1), rz)
+    other = R @ cv2.Rodrigues(np.deg2rad([6.0, 6.0, 6.0]))[0]
+    face = _synthetic_face(R, G.angles_from_rotation(other))
+    # the Euler path would put at least one axis tip > 9 px away (3 x the tolerance)
+    euler = rotation_from_pose(face.pose)
+    assert max(_tip_distance(euler, R, k) for k in range(3)) * face_length(face) > 9
+    assert _check_axes_follow_rotation(face, R) >= 2
+
+
+def test_pose_axes_fall_back_to_the_angles():
+    pose = (30.0, -10.0, 5.0)
+    face = _synthetic_face(None, pose)
+    assert face_rotation(face) is not None
+    np.testing.assert_allclose(face_rotation(face), rotation_from_pose(pose), atol=1e-6)
+    assert _check_axes_follow_rotation(face, rotation_from_pose(pose)) >= 2
+    face.pose = None  # neither: no axes
+    img = np.zeros((240, 240, 3), np.uint8)
+    assert face_rotation(face) is None and not draw_faces(img, [face], ["pose"]).any()
