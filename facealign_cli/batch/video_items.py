@@ -34,12 +34,19 @@ Outputs are written to spool files in the system's temporary folder (outside ``-
 workers never write there) and handed to the runner as
 :class:`~facealign_cli.batch.result.SpoolFile` s, which it copies atomically to their output
 names; with the Dask backend (workers on other machines) they travel as bytes instead.
+A spool's name holds the pid of its *owner*, the process that commits or discards it
+(``facealign-video-<pid>-<random>.spool[.mp4]``, :func:`spool_owner`); the first video a
+process handles first removes the spools of owners that are gone
+(:func:`remove_stale_spools`), so a run killed with SIGKILL leaks them only until the next run
+that handles a video.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import re
 import tempfile
 import time
 import traceback
@@ -86,13 +93,111 @@ class _ScoreFiltered:
         return getattr(self._a, name)
 
 
-def _spool(suffix: str = "") -> tuple[SpoolFile, Any]:
-    fd, path = tempfile.mkstemp(prefix="facealign-video-", suffix=".spool" + suffix)
+#: Name prefix of the spool files; a spool is ``SPOOL_PREFIX + "<owner pid>-" + <mkstemp's
+#: random part> + ".spool"`` (``.spool.mp4`` for ``render``'s video).
+SPOOL_PREFIX = "facealign-video-"
+#: Seconds of slack when comparing a process's start with a spool's modification time (the
+#: boot time Linux reports is whole seconds and follows clock steps).
+_START_SLACK = 60.0
+_SWEPT: set[str] = set()  # the temporary folders this process has removed stale spools from
+
+
+def spool_owner(backend: str = "local") -> int:
+    """The pid of the process that commits (or discards) the spools this process writes: the
+    runner, i.e. the parent of a local worker process, else this process (in-process runs,
+    and Dask workers, which read their spools back into bytes themselves)."""
+    parent = multiprocessing.parent_process()
+    if backend != "dask" and parent is not None and parent.pid == os.getppid():
+        return int(parent.pid)
+    return os.getpid()
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time of process ``pid`` (seconds since the epoch) from Linux's ``/proc``, or
+    ``None`` where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _owner_gone(pid: int, mtime: float) -> bool:
+    """Whether no live process can own a spool named with ``pid`` and last written at
+    ``mtime`` (epoch seconds): ``pid`` is not running, or the process running under it
+    started after the spool was last written (the pid was reused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OverflowError:  # not a pid of this system: not a spool of ours
+        return False
+    except OSError:  # exists (another user's: not ours to judge by signals)
+        pass
+    start = _process_start(pid)
+    return start is not None and start > mtime + _START_SLACK
+
+
+def remove_stale_spools(folder: str | None = None) -> list[str]:
+    """Delete the spool files left in ``folder`` (default: the temporary folder,
+    :func:`tempfile.gettempdir`) by owners that are gone (killed with SIGKILL, the OOM killer).
+
+    Only names of the tool's own pattern (``facealign-video-<pid>-<random>.spool`` and
+    ``.spool.mp4``) are looked at, and only regular files of this user; a spool is stale when
+    its owner pid is not running, or runs a process started after the spool was last written
+    (pid reuse; Linux only, elsewhere a running pid keeps its spools). Errors (a file removed
+    meanwhile, one that cannot be removed) are ignored.
+
+    Returns:
+        The paths removed.
+    """
+    from facealign_cli.io.video import WRITE_SUFFIX
+
+    name = re.compile(re.escape(SPOOL_PREFIX) + r"([1-9][0-9]{0,9})-[a-z0-9_]+\.spool(?:"
+                      + re.escape(WRITE_SUFFIX) + ")?")
+    folder = folder or tempfile.gettempdir()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        m = name.fullmatch(e.name)
+        if m is None:
+            continue
+        with contextlib.suppress(OSError):
+            st = e.stat(follow_symlinks=False)
+            mine = st.st_uid == uid if uid is not None else True
+            if mine and e.is_file(follow_symlinks=False) and _owner_gone(int(m.group(1)),
+                                                                           st.st_mtime):
+                os.unlink(e.path)
+                removed.append(e.path)
+    return removed
+
+
+def _sweep_once() -> None:
+    """:func:`remove_stale_spools` the first time this process handles a video (per temporary
+    folder)."""
+    folder = tempfile.gettempdir()
+    if folder not in _SWEPT:
+        _SWEPT.add(folder)
+        remove_stale_spools(folder)
+
+
+def _spool(opts: RunOptions, suffix: str = "") -> tuple[SpoolFile, Any]:
+    """A new spool file (``suffix`` after ``.spool``) in the temporary folder, named with its
+    owner's pid (:func:`spool_owner`), open for writing."""
+    owner = spool_owner(opts.backend)
+    fd, path = tempfile.mkstemp(prefix=f"{SPOOL_PREFIX}{owner}-", suffix=".spool" + suffix)
     return SpoolFile(path), os.fdopen(fd, "wb")
 
 
-def _spool_bytes(data: bytes) -> SpoolFile:
-    sp, f = _spool()
+def _spool_bytes(opts: RunOptions, data: bytes) -> SpoolFile:
+    sp, f = _spool(opts)
     with f:
         f.write(data)
     return sp
@@ -135,7 +240,7 @@ def _renderer(cmd, opts: RunOptions, item: InputItem, info, aligner, files: list
     from facealign_cli.io.video import WRITE_SUFFIX, processed_fps
     from facealign_cli.render.video import VideoRenderer
 
-    sp, f = _spool(WRITE_SUFFIX)
+    sp, f = _spool(opts, WRITE_SUFFIX)
     f.close()
     files.append((item.key + WRITE_SUFFIX, sp))
     tris = aligner.topology.triangles if cmd.needs_dense(opts) else None
@@ -156,7 +261,7 @@ def _render_files(renderer, opts: RunOptions, key: str, files: list) -> None:
         from facealign_cli.render.sheet import THUMB_QUALITY, thumbnail
 
         data = jpeg_bytes(thumbnail(renderer.first), THUMB_QUALITY)
-        files.append((f"{THUMBS_DIR}/{key}.jpg", _spool_bytes(data)))
+        files.append((f"{THUMBS_DIR}/{key}.jpg", _spool_bytes(opts, data)))
         renderer.first = None
 
 
@@ -188,6 +293,7 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
         if cmd.name not in VIDEO_COMMANDS:
             raise VideoNotSupportedError(f"{cmd.name} does not take video files (only "
                                          f"{', '.join(VIDEO_COMMANDS)})")
+        _sweep_once()
         reader = VideoReader(item.path, frame_step=opts.frame_step, max_fps=opts.max_fps)
         aligner = get_aligner(opts)
         filtered = _ScoreFiltered(aligner, opts.min_score)
@@ -202,7 +308,7 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
             tracker, va = None, VideoAligner(filtered, detect_every=opts.detect_every,
                                             smoother=smoother, dense=False)
         if cmd.name in ("detect", "landmarks"):
-            sp, jsonl = _spool()
+            sp, jsonl = _spool(opts)
             files.append((item.key + ".jsonl", sp))
         render_dense = False
         if cmd.name == "render":
@@ -235,7 +341,7 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
                         for f, col in zip(faces, cols):
                             base = f"{item.key}/frame{fr.index:06d}_track{track_of(f)}"
                             for rel, data in _mesh_files(base, f, col, aligner, opts, height):
-                                files.append((rel, _spool_bytes(data)))
+                                files.append((rel, _spool_bytes(opts, data)))
                 except ModelLoadError:
                     raise
                 except Exception as exc:  # one bad frame never stops the video

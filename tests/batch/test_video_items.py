@@ -317,3 +317,104 @@ def test_detect_refuses_detect_every(clips, env, tmp_path):
     lines = _lines(out / "clip.jsonl")
     assert [d["frame"] for d in lines] == list(range(0, N, 3))
     assert all(len(d["faces"]) == 3 for d in lines)
+
+
+# --- spool files left by a killed run (facealign-video-<owner pid>-<random>.spool[.mp4]) ---
+
+
+def _dead_pid() -> int:
+    """The pid of a child process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", ""])
+    p.wait()
+    return p.pid
+
+
+def _spool_folder(tmp_path, monkeypatch) -> Path:
+    """A temporary folder of the test's own, as ``tempfile.gettempdir()`` (and ``$TMPDIR``),
+    with a stale spool of each kind, a live one, and files the sweep must leave alone."""
+    import os
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    dead, me = _dead_pid(), os.getpid()
+    for name in (f"facealign-video-{dead}-ab12_xyz.spool", f"facealign-video-{dead}-q9.spool.mp4",
+                 f"facealign-video-{me}-live1234.spool",  # this process's: in use
+                 f"facealign-video-{dead}-x.spool.bak", f"facealign-video-{dead}.spool",
+                 "facealign-video-abcd1234.spool",  # older name, no pid: not judged
+                 f"other-{dead}-ab.spool", "notes.txt"):
+        (tmp / name).write_bytes(b"x")
+    (tmp / f"facealign-video-{dead}-dir.spool").mkdir()  # a folder: never removed
+    return tmp
+
+
+STALE = ("-ab12_xyz.spool", "-q9.spool.mp4")
+
+
+def test_remove_stale_spools_only_removes_dead_owners_spools(tmp_path, monkeypatch):
+    from facealign_cli.batch.video_items import remove_stale_spools
+
+    tmp = _spool_folder(tmp_path, monkeypatch)
+    before = sorted(p.name for p in tmp.iterdir())
+    removed = sorted(Path(p).name for p in remove_stale_spools())
+    assert len(removed) == 2 and all(n.endswith(STALE) for n in removed)
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(set(before) - set(removed))
+    assert remove_stale_spools(str(tmp)) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_a_reused_pid_does_not_keep_an_older_spool(tmp_path):
+    """A spool named with a running pid but last written before that process started (the
+    pid was reused) is stale; written after its start, it is kept."""
+    import os
+
+    from facealign_cli.batch.video_items import remove_stale_spools
+
+    old = tmp_path / f"facealign-video-{os.getpid()}-old.spool.mp4"
+    new = tmp_path / f"facealign-video-{os.getpid()}-new.spool"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    os.utime(old, (1e9, 1e9))  # 2001, before this process started
+    assert remove_stale_spools(str(tmp_path)) == [str(old)]
+    assert new.is_file()
+
+
+def test_spools_are_named_with_their_owner(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from facealign_cli.batch.options import RunOptions
+    from facealign_cli.batch.video_items import _spool, spool_owner
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sp, f = _spool(RunOptions(command="render", out=str(tmp_path)), ".mp4")
+    f.close()
+    name = Path(sp.path).name
+    assert Path(sp.path).parent == tmp_path
+    assert name.startswith(f"facealign-video-{os.getpid()}-") and name.endswith(".spool.mp4")
+    sp.discard()
+    try:  # a local worker's spools belong to the runner, its parent; a Dask worker's to itself
+        from loky import get_reusable_executor
+    except ImportError:
+        from joblib.externals.loky import get_reusable_executor
+    ex = get_reusable_executor(max_workers=1)
+    assert ex.submit(spool_owner, "local").result() == os.getpid()
+    assert ex.submit(spool_owner, "dask").result() != os.getpid()
+
+
+def test_a_video_run_removes_stale_spools_and_leaves_none(clips, env, tmp_path, monkeypatch):
+    import facealign_cli.batch.video_items as vi
+
+    tmp = _spool_folder(tmp_path, monkeypatch)
+    monkeypatch.setattr(vi, "_SWEPT", set())
+    kept = sorted(p.name for p in tmp.iterdir() if not p.name.endswith(STALE))
+    out = tmp_path / "det"
+    r = invoke(["detect", clips / "clip.avi", "--out", out, "--min-score", MIN_SCORE], env=env)
+    assert r.exit_code == 0, r.output
+    assert (out / "clip.jsonl").is_file()
+    assert sorted(p.name for p in tmp.iterdir()) == kept  # the run's own spools are gone too
