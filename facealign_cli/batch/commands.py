@@ -52,18 +52,6 @@ def _num(v, nd: int = 2):
     return round(float(v), nd)
 
 
-def face_rotation(face):
-    """The face's model-to-camera rotation: ``Face.rotation``, else (a face from another
-    aligner) composed from its pose angles (``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``)."""
-    import numpy as np
-
-    if getattr(face, "rotation", None) is not None:
-        return np.asarray(face.rotation, dtype=np.float64)
-    from facealign_cli.render.overlay import rotation_from_pose
-
-    return rotation_from_pose(face.pose)
-
-
 def quaternion(R) -> list[float]:
     """``[qw, qx, qy, qz]`` of a rotation matrix (scipy's ``Rotation``), ``qw >= 0``."""
     from scipy.spatial.transform import Rotation
@@ -76,6 +64,8 @@ def quaternion(R) -> list[float]:
 
 def pose_rows(path: str, faces) -> list[list[Any]]:
     """Rows of ``pose.csv`` (:data:`POSE_COLUMNS`) for one image's faces (``pose`` filled)."""
+    from facealign_cli.core.face import face_rotation
+
     rows = []
     for k, f in enumerate(faces):
         yaw, pitch, roll = (_num(v) for v in f.pose)

@@ -128,3 +128,16 @@ class Face:
                 out["params_crop"] = {"roi_box": [_sig(v) for v in np.asarray(
                     self.roi_box, np.float32)[:4]], "size": 120}
         return out
+
+
+def face_rotation(face: Face) -> np.ndarray | None:
+    """The (3, 3) float64 model-to-camera rotation of a face: ``face.rotation`` (well defined
+    at every pose), else one composed from ``face.pose`` (a face from another aligner;
+    :func:`facealign_cli.core.geometry.rotation_from_pose`), else ``None``."""
+    if face.rotation is not None:
+        return np.asarray(face.rotation, dtype=np.float64)
+    if face.pose is None:
+        return None
+    from facealign_cli.core.geometry import rotation_from_pose
+
+    return rotation_from_pose(face.pose)

@@ -212,6 +212,39 @@ def angles_from_rotation(R: np.ndarray) -> np.ndarray:
     return np.degrees(np.array([yaw, pitch, roll]))
 
 
+def rotation_from_pose(pose) -> np.ndarray:
+    """Model-to-camera rotation from ``[yaw, pitch, roll]`` degrees (``Face.pose``).
+
+    ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)``, the inverse of
+    :func:`angles_from_rotation` (the README's convention); both
+    frames x right, y up, z towards the viewer. The composition is exact even where the
+    angles themselves are degenerate (|yaw| near 90 degrees). Only for faces without a
+    ``rotation`` (:func:`facealign_cli.core.face.face_rotation`): angles processed as angles
+    (smoothed, averaged) near that degenerate pose no longer describe the face's rotation.
+
+    Args:
+        pose: ``[yaw, pitch, roll]`` in degrees (a sequence of 3 floats).
+
+    Returns:
+        (3, 3) float64 rotation matrix.
+    """
+    yaw, pitch, roll = (math.radians(float(a)) for a in pose[:3])
+
+    def rx(a):
+        c, s = math.cos(a), math.sin(a)
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+    def ry(a):
+        c, s = math.cos(a), math.sin(a)
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+    def rz(a):
+        c, s = math.cos(a), math.sin(a)
+        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+    return rx(-pitch) @ ry(-yaw) @ rz(-roll)
+
+
 def pose_from_camera(params: np.ndarray) -> np.ndarray:
     """Head pose ``[yaw, pitch, roll]`` in degrees from 62 (or 12) 3DMM parameters.
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
-from facealign_cli.core.face import Face
+from facealign_cli.core.face import Face, face_rotation
 
 #: What :func:`draw_faces` can draw, and what it draws by default.
 DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
@@ -52,36 +52,6 @@ def line_width(image_shape: tuple[int, ...]) -> int:
     """Default line thickness in pixels for an image: 1 up to 700 px long side, then about
     one more per 700 px."""
     return max(1, int(round(max(image_shape[:2]) / 700)))
-
-
-def rotation_from_pose(pose: Sequence[float]) -> np.ndarray:
-    """Model-to-camera rotation from ``[yaw, pitch, roll]`` degrees (``Face.pose``).
-
-    ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)``, the inverse of
-    :func:`facealign_cli.core.geometry.angles_from_rotation` (the README's convention); both
-    frames x right, y up, z towards the viewer. The composition is exact even where the
-    angles themselves are degenerate (|yaw| near 90 degrees). Only for faces without a
-    ``rotation`` (:func:`face_rotation`): angles processed as angles (smoothed, averaged)
-    near that degenerate pose no longer describe the face's rotation.
-
-    Returns:
-        (3, 3) float64 rotation matrix.
-    """
-    yaw, pitch, roll = (math.radians(float(a)) for a in pose[:3])
-
-    def rx(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-    def ry(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-    def rz(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-    return rx(-pitch) @ ry(-yaw) @ rz(-roll)
 
 
 def draw_box(image: np.ndarray, box: Sequence[float], *, color=BOX_COLOR,
@@ -185,15 +155,6 @@ def draw_pose_axes(image: np.ndarray, origin: Sequence[float], rotation: np.ndar
         cv2.arrowedLine(out, tuple(_pts(o)), tuple(_pts(tip)), AXIS_COLORS[k], t + 1,
                         cv2.LINE_AA, _SHIFT, 0.15)
     return out
-
-
-def face_rotation(face: Face) -> np.ndarray | None:
-    """The (3, 3) model-to-camera rotation the pose axes are drawn with: ``face.rotation``
-    (well defined at every pose), else one composed from ``face.pose``
-    (:func:`rotation_from_pose`, a face from another aligner), else ``None``."""
-    if face.rotation is not None:
-        return np.asarray(face.rotation, dtype=np.float64)
-    return None if face.pose is None else rotation_from_pose(face.pose)
 
 
 def face_length(face: Face) -> float:

@@ -72,7 +72,7 @@ def test_min_score_filters_and_is_recorded(fake_model, photos, tmp_path):
 def test_pose_csv_has_the_quaternion_of_the_pose(fake_model, photos, tmp_path):
     from scipy.spatial.transform import Rotation
 
-    from facealign_cli.render.overlay import rotation_from_pose
+    from facealign_cli.core.geometry import rotation_from_pose
 
     out = tmp_path / "p"
     invoke(["pose", photos, "--out", out])
@@ -289,7 +289,7 @@ def test_landmarks_json_rebuilds_from_params(afw_photos, real_weights, tmp_path)
 def test_rotation_matches_the_pose_angles_with_flip(afw_photos, real_weights, tmp_path):
     """With flip averaging (the default) the rotation is the flip-averaged one the pose angles
     come from."""
-    from facealign_cli.render.overlay import rotation_from_pose
+    from facealign_cli.core.geometry import rotation_from_pose
 
     env = {"FACEALIGN_WEIGHTS": str(real_weights)}
     out = tmp_path / "lm"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from facealign_cli.core import geometry as G
-from facealign_cli.core.face import Face
+from facealign_cli.core.face import Face, face_rotation
+from facealign_cli.core.geometry import rotation_from_pose
 from facealign_cli.render.overlay import (
     AXIS_COLORS,
     DEFAULT_DRAW,
@@ -21,8 +22,6 @@ from facealign_cli.render.overlay import (
     draw_landmarks,
     draw_pose_axes,
     face_length,
-    face_rotation,
-    rotation_from_pose,
 )
 
 
