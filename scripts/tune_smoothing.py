@@ -31,9 +31,21 @@ Rule, in every condition: jitter ratio <= 0.5 and moving-face error ratio <= 1.1
 largest steady lag on noise-free ramps (:func:`slow_lag`) at most :data:`MAX_SLOW_LAG`. Among
 those, the lowest mean jitter ratio; grid points within 0.005 of it are ranked by their
 highest moving-face error ratio (lower first).
+
+``--pose`` tunes the head-pose filter (``core.smoothing.POSE_DEFAULTS``) on the same
+recordings, the landmarks at ``LANDMARK_DEFAULTS``: the pose figures of the benchmark
+(:mod:`facealign_cli.evaluation.stability_pose`: pose jitter, moving-video pose error, degrees)
+over the ``POSE_*`` grid (speed and dead zone in degrees per second). Rule
+(:func:`main_pose`), in every condition: pose jitter ratio <= 0.5, pose error ratio <= 1.10,
+and a lag of at most :data:`MAX_POSE_LAG` degrees on noise-free turns from rest
+(:func:`pose_lag`: 1 to 90 degrees per second, 2 s: the moving video turns the head by at
+most 10 degrees per second, so it does not check quick turns); then the lowest mean pose
+jitter ratio (ties within 0.005: the lowest highest pose error ratio).
+
 Usage::
 
     nice -n 10 python scripts/tune_smoothing.py --work /tmp/smooth_tune --json grid.json --jobs 2
+    nice -n 10 python scripts/tune_smoothing.py --work /tmp/smooth_tune --pose --jobs 2
 """
 
 from __future__ import annotations
@@ -59,6 +71,19 @@ DEAD_ZONES = (0.0, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32)
 MAX_SLOW_LAG = 0.01
 #: Ramp speeds of that check, face sizes per second, at the tuning frame rate.
 RAMP_SPEEDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+#: ``--pose``: grid of the head-pose filter (``core.smoothing.POSE_DEFAULTS``; speed and dead
+#: zone in degrees per second).
+POSE_MIN_CUTOFFS = (0.05, 0.1, 0.3, 0.5, 1.0, 2.0)
+POSE_BETAS = (0.1, 0.3, 0.5, 1.0)
+POSE_D_CUTOFFS = (0.25, 0.5, 1.0)
+POSE_DEAD_ZONES = (0.0, 2.0, 5.0, 10.0, 20.0)
+#: ``--pose``: largest lag (degrees) allowed while a noise-free head turns at any of
+#: :data:`POSE_RAMP_SPEEDS` (degrees per second) for :data:`POSE_RAMP_S` seconds from rest
+#: (3-5 times the raw pose jitter of the tuning photos, 0.4-0.6 degrees: with 1 degree no
+#: setting of a first grid halved the jitter).
+MAX_POSE_LAG = 2.0
+POSE_RAMP_SPEEDS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0)
+POSE_RAMP_S = 2.0
 CONDITIONS = (("large", 1.0), ("small", 0.5), ("turned", 1.0))
 PER_CONDITION = 48
 SEED = 0
@@ -127,11 +152,11 @@ class _Recorder:
 class _Replay:
     """Replays recorded raw faces through a FaceSmoother (as VideoAligner.process does)."""
 
-    def __init__(self, videos, params):
+    def __init__(self, videos, params, pose=None):
         from facealign_cli.core.smoothing import POSE_DEFAULTS, FaceSmoother
 
         self.videos, self.k, self.i = videos, -1, 0
-        self.smoother = FaceSmoother(params, POSE_DEFAULTS)
+        self.smoother = FaceSmoother(params, pose or POSE_DEFAULTS)
         self.detector_frames = 0
 
     def reset(self):
@@ -190,8 +215,10 @@ def _cached(faces):
     return lambda image, dense=False: faces
 
 
-def run_condition(folder: Path, grid) -> list[dict]:
-    """Figures of every grid point on one condition (replays of its recording)."""
+def run_condition(folder: Path, grid, pose: bool = False) -> list[dict]:
+    """Figures of every grid point on one condition (replays of its recording). ``pose``: the
+    grid is of pose settings (the landmarks keep ``LANDMARK_DEFAULTS``)."""
+    from facealign_cli.core.smoothing import LANDMARK_DEFAULTS
     from facealign_cli.evaluation import datasets as D
     from facealign_cli.evaluation import stability as S
 
@@ -201,13 +228,15 @@ def run_condition(folder: Path, grid) -> list[dict]:
     out = []
     try:
         for prm in grid:
-            res = [S.evaluate_photo(_cached(ref), _Replay(videos, prm), images[path],
-                                    Path(path).stem, smooth=prm, **kw)
+            lm, ps = (LANDMARK_DEFAULTS, prm) if pose else (prm, None)
+            res = [S.evaluate_photo(_cached(ref), _Replay(videos, lm, ps), images[path],
+                                    Path(path).stem, smooth=lm, smooth_pose=ps, **kw)
                    for path, ref, videos, kw in recording]
             figs, _ = S.summarise_stability(S.StabilityRun(res, {}))
+            keys = ("pose_jitter", "pose_error") if pose else ("jitter", "moving_error")
             out.append({**dataclasses.asdict(prm), "faces": figs["faces"],
-                        "faces_tracked": figs["faces_tracked"], "jitter": figs["jitter"],
-                        "moving_error": figs["moving_error"]})
+                        "faces_tracked": figs["faces_tracked"],
+                        **{k: figs[k] for k in keys}})
             print(f"{folder.name}: {prm}", file=sys.stderr, flush=True)
     finally:
         S.warp = warp
@@ -233,44 +262,103 @@ def slow_lag(prm, fps: float = 30.0) -> float:
     return worst
 
 
+def _choose(grid, figs, keys, lags, max_lag):
+    """The rule: ``rows`` ``(params, jitter ratios, error ratios, passes)`` per grid point and
+    the best ``(mean jitter ratio, highest error ratio, params)`` of those that pass (every
+    condition: jitter ratio <= 0.5, error ratio <= 1.10; lag <= ``max_lag``), or ``None``."""
+    rows = []
+    for i, prm in enumerate(grid):
+        jr = [figs[c][i][keys[0]]["ratio"] for c in figs]
+        mr = [figs[c][i][keys[1]]["ratio"] for c in figs]
+        rows.append((prm, jr, mr, max(jr) <= 0.5 and max(mr) <= 1.10 and lags[prm] <= max_lag))
+    passing = [(float(np.mean(jr)), max(mr), prm) for prm, jr, mr, ok in rows if ok]
+    if not passing:
+        return rows, None
+    low = min(p[0] for p in passing)
+    return rows, min((p for p in passing if p[0] <= low + 0.005), key=lambda p: p[1])
+
+
+def _print_rows(rows, best, figs, lag_text: dict, error_name: str) -> None:
+    for prm, jr, mr, ok in rows:
+        print(f"min_cutoff {prm.min_cutoff:<4g} beta {prm.beta:<4g} d_cutoff {prm.d_cutoff:<4g} "
+              f"dead_zone {prm.dead_zone:<4g} ramp lag {lag_text[prm]}  " + "  ".join(
+                  f"{c}: jitter x{j:.2f} {error_name} {100 * (m - 1):+.1f}%"
+                  for c, j, m in zip(figs, jr, mr)) + ("  ok" if ok else ""))
+    print("chosen:", best[2] if best else "none meets the rule")
+
+
+def pose_lag(prm, fps: float = 30.0) -> float:
+    """Largest lag (degrees) of the pose filter (as :class:`~facealign_cli.core.smoothing.
+    FaceSmoother` runs it) while a noise-free head at rest starts turning (yaw) at each of
+    :data:`POSE_RAMP_SPEEDS` degrees per second, over :data:`POSE_RAMP_S` seconds."""
+    from facealign_cli.core.smoothing import OneEuroFilter
+
+    worst = 0.0
+    for v in POSE_RAMP_SPEEDS:
+        f = OneEuroFilter(prm)
+        for i in range(int(POSE_RAMP_S * fps) + 1):
+            x = np.array([v * i / fps, 10.0, -5.0])
+            worst = max(worst, float(np.abs(f(x, i / fps) - x).max()))
+    return worst
+
+
+def main_pose(a, folders) -> int:
+    """``--pose``: the grid of the head-pose filter, the landmarks at ``LANDMARK_DEFAULTS``.
+
+    Rule, in every condition: pose jitter ratio <= 0.5 and moving-video pose error ratio <=
+    1.10, and :func:`pose_lag` at most :data:`MAX_POSE_LAG`; then the lowest mean pose jitter
+    ratio (ties within 0.005: the lowest highest pose error ratio)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from facealign_cli.core.smoothing import POSE_DEFAULTS
+
+    grid = [dataclasses.replace(POSE_DEFAULTS, min_cutoff=m, beta=b, d_cutoff=d, dead_zone=z)
+            for m in POSE_MIN_CUTOFFS for b in POSE_BETAS for d in POSE_D_CUTOFFS
+            for z in POSE_DEAD_ZONES]
+    with ProcessPoolExecutor(max(1, a.jobs)) as pool:
+        figs = dict(zip(folders, pool.map(run_condition, folders.values(),
+                                          [grid] * len(folders), [True] * len(folders))))
+    lags = {prm: pose_lag(prm) for prm in grid}
+    rows, best = _choose(grid, figs, ("pose_jitter", "pose_error"), lags, MAX_POSE_LAG)
+    c0 = next(iter(figs))
+    print("raw pose jitter / error (deg): " + "  ".join(
+        f"{c}: {figs[c][0]['pose_jitter']['raw']:.3f} / {figs[c][0]['pose_error']['raw']:.3f}"
+        for c in figs) + f"  (faces tracked {figs[c0][0]['faces_tracked']})")
+    _print_rows(rows, best, figs, {p: f"{lags[p]:5.2f} deg" for p in grid}, "error")
+    if a.json:
+        a.json.write_text(json.dumps({"grid": figs, "ramp_lag_deg": [lags[p] for p in grid],
+                                      "chosen": dataclasses.asdict(best[2]) if best else None},
+                                     indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, required=True,
                     help="folder for the tuning photos (outside the repository)")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     ap.add_argument("--jobs", type=int, default=1, help="conditions run in parallel processes")
+    ap.add_argument("--pose", action="store_true",
+                    help="tune the head-pose filter (POSE_DEFAULTS) instead of the landmarks")
     a = ap.parse_args(argv)
     from facealign_cli.core.smoothing import LANDMARK_DEFAULTS
 
-    grid = [dataclasses.replace(LANDMARK_DEFAULTS, min_cutoff=m, beta=b, d_cutoff=d,
-                                dead_zone=z)
-            for m in MIN_CUTOFFS for b in BETAS for d in D_CUTOFFS for z in DEAD_ZONES]
     folders = prepare(a.work) if not all(
         (a.work / f"helen_{c}.json").exists() for c, _ in CONDITIONS) else {
         c: a.work / f"helen_{c}" for c, _ in CONDITIONS}
+    if a.pose:
+        return main_pose(a, folders)
+    grid = [dataclasses.replace(LANDMARK_DEFAULTS, min_cutoff=m, beta=b, d_cutoff=d,
+                                dead_zone=z)
+            for m in MIN_CUTOFFS for b in BETAS for d in D_CUTOFFS for z in DEAD_ZONES]
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max(1, a.jobs)) as pool:
         figs = dict(zip(folders, pool.map(run_condition, folders.values(),
                                           [grid] * len(folders))))
-    rows = []
     lags = {prm: slow_lag(prm) for prm in grid}
-    for i, prm in enumerate(grid):
-        jr = [figs[c][i]["jitter"]["ratio"] for c in figs]
-        mr = [figs[c][i]["moving_error"]["ratio"] for c in figs]
-        ok = max(jr) <= 0.5 and max(mr) <= 1.10 and lags[prm] <= MAX_SLOW_LAG
-        rows.append((prm, jr, mr, ok))
-    passing = [(float(np.mean(jr)), max(mr), prm) for prm, jr, mr, ok in rows if ok]
-    best = None
-    if passing:
-        low = min(p[0] for p in passing)
-        best = min((p for p in passing if p[0] <= low + 0.005), key=lambda p: p[1])
-    for prm, jr, mr, ok in rows:
-        print(f"min_cutoff {prm.min_cutoff:<4g} beta {prm.beta:<4g} d_cutoff {prm.d_cutoff:<4g} "
-              f"dead_zone {prm.dead_zone:<4g} ramp lag {100 * lags[prm]:4.2f}%  " + "  ".join(
-            f"{c}: jitter x{j:.2f} moving {100 * (m - 1):+.1f}%" for c, j, m in zip(figs, jr, mr))
-            + ("  ok" if ok else ""))
-    print("chosen:", best[2] if best else "none meets the rule")
+    rows, best = _choose(grid, figs, ("jitter", "moving_error"), lags, MAX_SLOW_LAG)
+    _print_rows(rows, best, figs, {p: f"{100 * lags[p]:4.2f}%" for p in grid}, "moving")
     if a.json:
         a.json.write_text(json.dumps({"grid": figs, "chosen": dataclasses.asdict(best[2])
                                       if best else None}, indent=1))

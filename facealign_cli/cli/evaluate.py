@@ -338,7 +338,7 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
                                       moving_frames=moving_frames, fps=fps, seed=seed,
                                       smooth=smooth, read_image=D.read_dataset_image,
                                       progress=advance, annotations=annotated,
-                                      iou_threshold=iou_threshold)
+                                      iou_threshold=iou_threshold, smooth_pose=POSE_DEFAULTS)
             figs[m.key], per[m.key] = S.summarise_stability(run)
     except (D.DatasetLayoutError, BasisNotFoundError) as exc:
         raise SetupError(str(exc)) from exc
@@ -356,6 +356,7 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
                    f"frequency), rotation ±{S.MOVING_ROTATION_DEG:g}°, scale "
                    f"±{100 * S.MOVING_SCALE:g}%, period {S.MOVING_PERIOD_S:g} s"),
         "smoothing": dataclasses.asdict(smooth),
+        "smoothing_pose": dataclasses.asdict(POSE_DEFAULTS),
         "smoothing_jitter_video": "the landmark smoother (One-Euro on rigid motion and "
                                   "shape) over each track's mapped-back landmarks (a still "
                                   "face with the pipeline's noise)",
@@ -366,6 +367,8 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
                      "max_size_ratio": DEFAULT_MAX_SIZE_RATIO,
                      "track_match_iou": S.MATCH_IOU},
         "units": "% of the face size, sqrt(w*h) of its 68-point box on the photo",
+        "units_pose": "degrees (pose_jitter, pose_error: mean over yaw, pitch and roll; roll "
+                      "mapped back as roll - the frame's in-plane rotation)",
     }
     doc = {"command": "facealign evaluate stability", "version": __version__,
            "created_utc": _now(), "settings": settings,

@@ -58,7 +58,13 @@ from pathlib import Path
 import numpy as np
 
 from facealign_cli.core.boxes import box_iou
-from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, LandmarkSmoother, OneEuroParams
+from facealign_cli.core.smoothing import (
+    LANDMARK_DEFAULTS,
+    POSE_DEFAULTS,
+    LandmarkSmoother,
+    OneEuroParams,
+)
+from facealign_cli.evaluation import stability_pose as P
 
 #: Ranges of the random similarities of the jitter video (3DDFA-V2's short-video synthesis).
 SCALE_RANGE = (0.95, 1.05)
@@ -172,7 +178,8 @@ class VideoRun:
 
     Attributes:
         tracks: track id -> ``{"frames": (T,) int, "raw": (T, 68, 2), "smoothed": (T, 68, 2)
-            or None}``, landmarks mapped back to the photo (pixels).
+            or None, "pose_raw", "pose_smoothed": (T, 3) or None}``, landmarks mapped back to
+            the photo (pixels), poses too (degrees, :func:`.stability_pose.pose_back`).
         seconds: time spent in the pipeline (detect, track, fit, smooth), excluding warping.
         frames: frames processed.
         detector_frames: frames on which the detector ran.
@@ -204,15 +211,19 @@ def run_video(video_aligner, photo: np.ndarray, transforms: np.ndarray, fps: flo
             if k is None or f.landmarks_3d is None:
                 continue
             raw = f.extra.get("raw_landmarks_3d", f.landmarks_3d)
-            d = tracks.setdefault(k, {"frames": [], "raw": [], "smoothed": []})
+            d = tracks.setdefault(k, {"frames": [], "raw": [], "smoothed": [], "pose_raw": [],
+                                      "pose_smoothed": []})
             d["frames"].append(i)
             d["raw"].append(apply_affine(inv, np.asarray(raw)[:, :2]))
+            pose = f.extra.get("raw_pose", f.pose)
+            d["pose_raw"].append(None if pose is None else P.pose_back(pose, m))
             if video_aligner.smoother is not None:
                 d["smoothed"].append(apply_affine(inv, np.asarray(f.landmarks_3d)[:, :2]))
+                d["pose_smoothed"].append(None if f.pose is None else P.pose_back(f.pose, m))
     for d in tracks.values():
         d["frames"] = np.asarray(d["frames"], dtype=np.int64)
-        d["raw"] = np.stack(d["raw"])
-        d["smoothed"] = np.stack(d["smoothed"]) if d["smoothed"] else None
+        for key in ("raw", "smoothed", "pose_raw", "pose_smoothed"):  # None: some frame lacks it
+            d[key] = np.stack(d[key]) if d[key] and all(x is not None for x in d[key]) else None
     return VideoRun(tracks, spent, len(transforms), video_aligner.detector_frames)
 
 
@@ -245,6 +256,10 @@ class PhotoResult:
     motion_smoothed: list[float] = field(default_factory=list)
     moving_error_raw: list[float] = field(default_factory=list)
     moving_error_smoothed: list[float] = field(default_factory=list)
+    pose_jitter_raw: list[float] = field(default_factory=list)  # degrees (stability_pose)
+    pose_jitter_smoothed: list[float] = field(default_factory=list)
+    pose_error_raw: list[float] = field(default_factory=list)
+    pose_error_smoothed: list[float] = field(default_factory=list)
     tracks_per_face_jitter: list[float] = field(default_factory=list)
     tracks_per_face_moving: list[float] = field(default_factory=list)
     unmatched_tracks: int = 0
@@ -256,7 +271,8 @@ class PhotoResult:
 def evaluate_photo(aligner, video_aligner, photo: np.ndarray, name: str, *, frames: int,
                    moving_frames: int, fps: float, seed: int,
                    smooth: OneEuroParams, annotated: list[np.ndarray] | None = None,
-                   iou_threshold: float = 0.3) -> PhotoResult:
+                   iou_threshold: float = 0.3,
+                   smooth_pose: OneEuroParams | None = POSE_DEFAULTS) -> PhotoResult:
     """Both synthetic videos of one photo (module docstring).
 
     Args:
@@ -276,6 +292,8 @@ def evaluate_photo(aligner, video_aligner, photo: np.ndarray, name: str, *, fram
             ``iou_threshold``, :func:`facealign_cli.evaluation.metrics.match_detection`) are
             the photo's faces; the annotations select faces, they are never compared with.
         iou_threshold: of that match.
+        smooth_pose: settings of the pose filter applied to the jitter video's mapped-back
+            poses (:mod:`.stability_pose`), ``None`` for none.
     """
     ref = aligner(photo)
     if annotated is not None:
@@ -318,6 +336,9 @@ def evaluate_photo(aligner, video_aligner, photo: np.ndarray, name: str, *, fram
             d = r.tracks[ks[0]] if ks else None
             ok = d is not None and len(d["frames"]) >= max(2, n // 2)
             s = sizes[i] / 100.0  # to % of the face size
+            for key, v in P.pose_figures(kind, d if ok else None, ref[i].pose, fps,
+                                         smooth_pose).items():
+                getattr(res, key).append(v)
             if kind == "jitter":
                 if not ok:
                     for lst in (res.jitter_raw, res.jitter_smoothed, res.motion_raw,
@@ -352,7 +373,8 @@ def run_stability(photos: list[Path], aligner, video_aligner, *, frames: int = D
                   moving_frames: int = DEFAULT_MOVING_FRAMES, fps: float = DEFAULT_FPS,
                   seed: int = DEFAULT_SEED, smooth: OneEuroParams = LANDMARK_DEFAULTS,
                   read_image=None, progress=None, annotations: dict | None = None,
-                  iou_threshold: float = 0.3) -> StabilityRun:
+                  iou_threshold: float = 0.3,
+                  smooth_pose: OneEuroParams | None = POSE_DEFAULTS) -> StabilityRun:
     """Run :func:`evaluate_photo` on every photo (the k-th photo of the list uses seed
     ``seed + k``).
 
@@ -365,6 +387,7 @@ def run_stability(photos: list[Path], aligner, video_aligner, *, frames: int = D
         annotations: photo stem -> list of (68, 2) annotated faces (see
             :func:`evaluate_photo`); ``None``: every detection on a photo is a face.
         iou_threshold: of the detection-to-annotation match.
+        smooth_pose: pose filter of the jitter video (see :func:`evaluate_photo`).
     """
     if read_image is None:
         from facealign_cli.evaluation.datasets import read_dataset_image as read_image
@@ -375,7 +398,7 @@ def run_stability(photos: list[Path], aligner, video_aligner, *, frames: int = D
                                   seed=seed + k, smooth=smooth,
                                   annotated=None if annotations is None
                                   else annotations.get(Path(p).stem, []),
-                                  iou_threshold=iou_threshold))
+                                  iou_threshold=iou_threshold, smooth_pose=smooth_pose))
         if progress is not None:
             progress(1)
     return StabilityRun(out, {"frames": frames, "moving_frames": moving_frames, "fps": fps,
@@ -401,7 +424,8 @@ def summarise_stability(run: StabilityRun) -> tuple[dict, dict]:
         ``(figures, per_image)``. ``figures`` holds ``faces`` (photo faces), ``faces_tracked``
         (faces with a jitter sequence), ``jitter`` / ``motion`` / ``moving_error`` each as
         ``{"raw": mean %, "smoothed": mean %, "raw_median", "smoothed_median", "ratio":
-        smoothed / raw of the means}``, ``tracking`` (mean tracks per face in each video,
+        smoothed / raw of the means}``, ``pose_jitter`` / ``pose_error`` the same in degrees
+        (:mod:`.stability_pose`), ``tracking`` (mean tracks per face in each video,
         unmatched tracks), ``speed`` (frames, detector frames, seconds, frames per second of the
         pipeline). ``per_image`` maps photo name to its :class:`PhotoResult` fields.
     """
@@ -425,6 +449,8 @@ def summarise_stability(run: StabilityRun) -> tuple[dict, dict]:
         "jitter": pair("jitter_raw", "jitter_smoothed"),
         "motion": pair("motion_raw", "motion_smoothed"),
         "moving_error": pair("moving_error_raw", "moving_error_smoothed"),
+        "pose_jitter": pair("pose_jitter_raw", "pose_jitter_smoothed"),  # degrees
+        "pose_error": pair("pose_error_raw", "pose_error_smoothed"),
         "tracking": {"tracks_per_face_jitter": _mean(cat("tracks_per_face_jitter")),
                      "tracks_per_face_moving": _mean(cat("tracks_per_face_moving")),
                      "faces_with_one_track": int(sum(
@@ -466,6 +492,7 @@ def stability_tables(doc: dict) -> list:
                       str(t["unmatched_tracks"]), str(sp["frames"]), str(sp["detector_frames"]),
                       f(sp["seconds"], 1), f(sp["fps"], 1)])
     sm = s["smoothing"]
+    pose = P.pose_table(doc)
     return [
         Table("Stability on synthetic videos (% of the face size; lower is better)",
               ["Method", "Jitter raw", "smoothed", "Δ", "Frame-to-frame raw", "smoothed",
@@ -481,6 +508,7 @@ def stability_tables(doc: dict) -> list:
                f"shape, min_cutoff {sm['min_cutoff']:g} Hz, beta {sm['beta']:g}, d_cutoff "
                f"{sm['d_cutoff']:g} Hz, dead zone {sm.get('dead_zone', 0.0):g} face sizes/s; "
                f"detector every {s['detect_every']} frame(s)."]),
+        *([] if pose is None else [pose]),
         Table("Tracking and speed",
               ["Method", "Tracks/face (jitter)", "Tracks/face (moving)", "Unmatched tracks",
                "Frames", "Detector frames", "Seconds", "Frames/s"], trows,

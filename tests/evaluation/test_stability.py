@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from facealign_cli.core.face import Face
-from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, FaceSmoother
+from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, FaceSmoother, OneEuroParams
 from facealign_cli.core.tracking import VideoAligner
 from facealign_cli.evaluation import stability as S
 
@@ -161,14 +161,16 @@ def test_cli_stability_on_two_afw_photos(afw_annotated_dir, real_weights, tmp_pa
         "--annotations", str(afw_annotated_dir / "annotations.json")])
     assert r.exit_code == 0, r.output
     assert "Jitter raw" in r.output and "smoothed" in r.output and "Frames/s" in r.output
+    assert "Pose jitter raw" in r.output
     doc = json.loads(out.read_text())
     assert doc["command"] == "facealign evaluate stability"
     fig = doc["results"]["facealign"]
     assert doc["settings"]["photos"] == 2 and doc["settings"]["frames"] == 6
     assert doc["settings"]["faces"].startswith("detections matched to an annotated face")
     assert fig["faces_tracked"] >= 1
-    for k in ("jitter", "motion", "moving_error"):
+    for k in ("jitter", "motion", "moving_error", "pose_jitter", "pose_error"):
         assert fig[k]["raw"] > 0 and fig[k]["smoothed"] > 0
+    assert doc["settings"]["smoothing_pose"]["speed"] == "shared"
     assert fig["speed"]["frames"] == fig["speed"]["detector_frames"] == 2 * 12
     assert len(doc["per_image"]["facealign"]) == 2
     assert "## Stability on synthetic videos" in md.read_text()
@@ -179,3 +181,90 @@ def test_cli_stability_setup_errors(tmp_path):
 
     r = CliRunner().invoke(evaluate, ["stability", str(tmp_path)])
     assert r.exit_code == 2 and "holds no photos" in r.output
+
+
+def test_pose_back_undoes_the_in_plane_rotation():
+    from facealign_cli.evaluation import stability_pose as SP
+
+    m = S.similarity_matrix(1.03, 2.5, (4.0, -3.0), (80, 60))
+    assert SP.rotation_deg(m) == pytest.approx(2.5)
+    np.testing.assert_allclose(SP.pose_back([10.0, -5.0, 3.0], m), [10.0, -5.0, 0.5])
+    np.testing.assert_allclose(SP.pose_back([0.0, 0.0, -179.0], S.similarity_matrix(
+        1.0, 2.0, (0, 0), (0, 0))), [0.0, 0.0, 179.0])  # wrapped to +-180
+    seq = np.array([[1.0, 2.0, 179.0], [1.0, 2.0, -179.0]])
+    assert SP.pose_jitter(seq) == pytest.approx(1.0 / 3)  # across +-180: 1 deg of roll each
+    assert SP.pose_error(seq, [1.0, 2.0, 180.0]) == pytest.approx(1.0 / 3)
+
+
+class PosedAligner(NoisyAligner):
+    """NoisyAligner whose head pose follows the rectangle: roll = ``roll0 + sign * orientation``
+    (the image moments' angle, clockwise positive as seen), plus noise of ``pose_sigma``
+    degrees on each angle."""
+
+    def __init__(self, sign=1.0, pose_sigma=0.0, **kw):
+        super().__init__(**kw)
+        self.sign, self.pose_sigma = sign, pose_sigma
+
+    def fit(self, img, faces, dense=False):
+        faces = super().fit(img, faces)
+        th = math.degrees(self._rect(img)[4])
+        for f in faces:
+            f.pose = (np.array([12.0, -4.0, 10.0 + self.sign * th])
+                      + self.rng.normal(0, self.pose_sigma, 3)).astype(np.float32)
+        return faces
+
+
+def _photo():
+    photo = np.zeros((300, 300, 3), np.uint8)
+    photo[110:190, 90:210] = 255
+    return photo
+
+
+def test_pose_following_the_known_rotation_has_no_mapped_back_jitter():
+    kw = dict(frames=30, moving_frames=30, fps=30.0, seed=0, smooth=LANDMARK_DEFAULTS)
+    al = PosedAligner(sigma=0.0)
+    res = S.evaluate_photo(al, VideoAligner(al, smoother=FaceSmoother()), _photo(), "p", **kw)
+    assert res.pose_jitter_raw[0] < 0.1 and res.pose_error_raw[0] < 0.1
+    # the wrong sign (roll + theta) leaves twice the rotations (+-3 deg) in the jitter
+    al = PosedAligner(sign=-1.0, sigma=0.0)
+    res = S.evaluate_photo(al, VideoAligner(al, smoother=FaceSmoother()), _photo(), "p", **kw)
+    assert res.pose_jitter_raw[0] > 0.5 and res.pose_error_raw[0] > 0.5
+
+
+def test_pose_figures_with_noise_summary_and_table():
+    al = PosedAligner(sigma=0.5, pose_sigma=1.0)
+    low = OneEuroParams(min_cutoff=0.3, beta=0.0, d_cutoff=1.0, speed="shared")  # 0.3 Hz
+    res = S.evaluate_photo(al, VideoAligner(al, smoother=FaceSmoother(pose=low)), _photo(),
+                           "p", frames=40, moving_frames=40, fps=30.0, seed=0,
+                           smooth=LANDMARK_DEFAULTS, smooth_pose=low)
+    # 1 deg of noise per angle: mean absolute deviation about 0.8 deg
+    assert 0.6 < res.pose_jitter_raw[0] < 1.0
+    assert res.pose_jitter_smoothed[0] < 0.5 * res.pose_jitter_raw[0]
+    assert res.pose_error_smoothed[0] > res.pose_error_raw[0]  # 0.3 Hz lags the +-5 deg roll
+    none = S.evaluate_photo(al, VideoAligner(al), _photo(), "q", frames=5, moving_frames=5,
+                            fps=30.0, seed=0, smooth=LANDMARK_DEFAULTS, smooth_pose=None)
+    assert math.isnan(none.pose_jitter_smoothed[0]) and math.isnan(none.pose_error_smoothed[0])
+    figs, per = S.summarise_stability(S.StabilityRun([res], {}))
+    for k in ("jitter", "motion", "moving_error"):  # the landmark keys are kept
+        assert figs[k]["raw"] > 0
+    assert figs["pose_jitter"]["raw"] == pytest.approx(res.pose_jitter_raw[0])
+    assert figs["pose_jitter"]["ratio"] == pytest.approx(
+        res.pose_jitter_smoothed[0] / res.pose_jitter_raw[0])
+    assert figs["pose_error"]["smoothed"] == pytest.approx(res.pose_error_smoothed[0])
+    assert per["p"]["pose_jitter_raw"] == res.pose_jitter_raw
+    settings = {"frames": 40, "moving_frames": 40, "fps": 30.0, "seed": 0, "moving": "m",
+                "detect_every": 1, "smoothing": LANDMARK_DEFAULTS.__dict__,
+                "smoothing_pose": {"min_cutoff": 0.1, "beta": 0.3, "d_cutoff": 1.0,
+                                   "dead_zone": 5.0}}
+    doc = {"results": {"a": figs}, "methods": {"a": {"label": "A"}}, "settings": settings}
+    tabs = S.stability_tables(doc)
+    pose = [t for t in tabs if t.title.startswith("Head-pose")]
+    assert len(tabs) == 3 and len(pose) == 1
+    assert pose[0].rows[0][:3] == ["A", f"{figs['pose_jitter']['raw']:.3f}",
+                                   f"{figs['pose_jitter']['smoothed']:.3f}"]
+    assert "dead zone 5 deg/s" in pose[0].notes[-1]
+    # an older document without pose figures still renders (no pose table)
+    old = {k: v for k, v in figs.items() if not k.startswith("pose_")}
+    doc = {"results": {"a": old}, "methods": {"a": {"label": "A"}},
+           "settings": {k: v for k, v in settings.items() if k != "smoothing_pose"}}
+    assert [t.title for t in S.stability_tables(doc)] == [tabs[0].title, tabs[2].title]
