@@ -32,9 +32,9 @@ facealign's variant (documented choices, all options of :class:`OneEuroFilter`):
   shape raises only the rigid filter's cutoff, and an expression only the shape's. Dense
   vertices follow the landmarks' similarity and shape factor.
 * **One speed per signal** (``speed="shared"``: the norm of the mean velocity plus the RMS of
-  the rest), so every point of a face shares one smoothing factor per frame. ``"affine"``
-  (RMS of the best affine velocity field), ``"point"`` (norm per point) and ``"element"``
-  (the paper's scalar filter on every coordinate) are available to :class:`OneEuroFilter`.
+  the rest), so every point of a face shares one smoothing factor per frame. ``"point"``
+  (norm per point) and ``"element"`` (the paper's scalar filter on every coordinate) are
+  available to :class:`OneEuroFilter`.
 
 Defaults (:data:`LANDMARK_DEFAULTS`: min_cutoff 0.1 Hz, beta 256 per face size per second,
 d_cutoff 1 Hz, dead zone 0.24 face sizes per second) were chosen by a grid search
@@ -84,7 +84,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SPEED_MODES = ("shared", "affine", "point", "element")
+SPEED_MODES = ("shared", "point", "element")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class OneEuroParams:
     min_cutoff: float = 1.0
     beta: float = 0.0
     d_cutoff: float = 1.0
-    speed: str = "affine"
+    speed: str = "shared"
     dead_zone: float = 0.0
 
 
@@ -183,11 +183,6 @@ class OneEuroFilter:
             pts = v.reshape(-1, v.shape[-1]) if v.ndim else v.reshape(1, 1)
             if p.speed == "point":
                 speed = np.linalg.norm(pts, axis=-1).reshape(v.shape[:-1] + (1,))
-            elif p.speed == "affine" and len(pts) > pts.shape[1] + 1:
-                pos = self.x_hat.reshape(pts.shape)
-                design = np.hstack([pos - pos.mean(axis=0), np.ones((len(pos), 1))])
-                coef = np.linalg.lstsq(design, pts, rcond=None)[0]
-                speed = float(np.sqrt(np.mean(np.sum((design @ coef) ** 2, axis=-1))))
             else:
                 mean = pts.mean(axis=0)
                 rest = np.sqrt(np.mean(np.sum((pts - mean) ** 2, axis=-1)))

@@ -67,7 +67,7 @@ def test_still_noise_is_damped_and_fast_motion_is_followed():
     assert lag < 3.0 and lag < 0.05 * ema_lag
 
 
-@pytest.mark.parametrize("speed", ["affine", "shared", "point", "element"])
+@pytest.mark.parametrize("speed", ["shared", "point", "element"])
 def test_speed_is_in_units_of_scale(speed):
     """Filtering k * x with scale k gives k * (the filtered x): one beta for all face sizes."""
     rng = np.random.default_rng(2)
