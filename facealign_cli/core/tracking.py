@@ -83,10 +83,13 @@ crop leaves the image by more than half is dropped (a missed frame for its track
 is found between detector frames. What this costs and gains is measured by ``facealign
 evaluate stability --detect-every k``. The detector is about 85 % of the time of a frame on
 1024-px photos on one CPU thread; on the 185 AFW photos (333 annotated faces, ``--annotations``)
-``--detect-every 5`` ran the video pipeline at 107 instead of 34 frames per second (3.2x) and
-raised the moving-face error from 1.27 % to 1.46 % of the face size (+15 %; median +13 %). On
-the jitter video, whose frames jump independently, carried crops trail the jumps (raw jitter
-0.70 % -> 2.05 %): carrying assumes small motion between frames, as in real video.
+``--detect-every 5`` ran the video pipeline at 113 instead of 37 frames per second (3.1x) and
+raised the raw moving-face error from 1.26 % to 1.40 % of the face size (+11 %; median 0.94 %
+-> 1.06 %), with this module's tracker and the default smoothing (``facealign evaluate
+stability ../shared/data/photos/afw --annotations .../annotations.json --detect-every 5``,
+one thread; the earlier tracker gave 107 / 34 frames per second and +15 %). On the jitter
+video, whose frames jump independently, carried crops trail the jumps (raw jitter 0.73 % ->
+2.09 %): carrying assumes small motion between frames, as in real video.
 
 All boxes and landmarks are in image pixels (x right, y down), as in
 :class:`~facealign_cli.core.face.Face`; the track id is ``face.extra["track"]`` (an ``int``),
