@@ -5,7 +5,7 @@ Boxes are continuous coordinates in any common frame (image pixels in practice),
 pixel convention). A box with ``x2 <= x1`` or ``y2 <= y1`` is degenerate: its area is 0.
 
 The one IoU of the project: the detector's non-maximum suppression
-(:func:`facealign_cli.models.detector.weighted_nms`) and the evaluation's matching of
+(:func:`facealign_cli.models.blazeface.weighted_nms`) and the evaluation's matching of
 detections to annotated faces (:func:`facealign_cli.evaluation.metrics.match_detection`) both
 call :func:`box_iou`.
 """

@@ -35,8 +35,7 @@ ratio and padded with black to a square), never stretched.
 
 Keypoints come in the order of :data:`KEYPOINT_NAMES`. The multi-pass detection policy that
 runs these models over whole images and tiles is
-:class:`facealign_cli.models.detector.BlazeFaceDetector`; :mod:`facealign_cli.models.detector`
-re-exports the public names of this module.
+:class:`facealign_cli.models.detector.BlazeFaceDetector`.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 The models themselves (their files, SSD anchors, the decoding of their outputs, weighted NMS
 and the LiteRT interpreter), with the method and the sources they come from, are in
-:mod:`facealign_cli.models.blazeface`, whose public names are re-exported here; this module
-holds the policy that runs them over an image, :class:`BlazeFaceDetector`, and the tiling and
+:mod:`facealign_cli.models.blazeface` (import them from there); this module holds the policy that runs them over an image, :class:`BlazeFaceDetector`, and the tiling and
 resizing it uses.
 
 Default policy (chosen on AFLW2000-3D and the AFW photos; see ``benchmarks/detector_recall.py``)
@@ -54,28 +53,12 @@ from facealign_cli.models.blazeface import (
     KEYPOINT_NAMES,
     MODEL_PACKAGE,
     MODEL_SPECS,
-    DetectorModelsNotFoundError,
-    ModelSpec,
     _Model,
     _to_input,
-    decode_detections,
-    model_file,
-    ssd_anchor_centres,
     weighted_nms,
 )
 
-__all__ = [
-    "KEYPOINT_NAMES",
-    "MODEL_SPECS",
-    "BlazeFaceDetector",
-    "DetectionPass",
-    "DetectorModelsNotFoundError",
-    "ModelSpec",
-    "decode_detections",
-    "model_file",
-    "ssd_anchor_centres",
-    "weighted_nms",
-]
+__all__ = ["BlazeFaceDetector", "DetectionPass"]
 
 
 @dataclass(frozen=True)

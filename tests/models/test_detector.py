@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 from facealign_cli.core.face import Face
-from facealign_cli.models.detector import (
+from facealign_cli.models.blazeface import (
     KEYPOINT_NAMES,
     MODEL_SPECS,
-    BlazeFaceDetector,
     decode_detections,
     model_file,
     ssd_anchor_centres,
     weighted_nms,
 )
+from facealign_cli.models.detector import BlazeFaceDetector
 
 
 def _shared() -> Path:
