@@ -2,8 +2,8 @@
 
 The models themselves (their files, SSD anchors, the decoding of their outputs, weighted NMS
 and the LiteRT interpreter), with the method and the sources they come from, are in
-:mod:`facealign_cli.models.blazeface` (import them from there); this module holds the policy that runs them over an image, :class:`BlazeFaceDetector`, and the tiling and
-resizing it uses.
+:mod:`facealign_cli.models.blazeface` (import them from there); this module holds the policy
+that runs them over an image, :class:`BlazeFaceDetector`, and the tiling and resizing it uses.
 
 Default policy (chosen on AFLW2000-3D and the AFW photos; see ``benchmarks/detector_recall.py``)
 -------------------------------------------------------------------------------------------------
