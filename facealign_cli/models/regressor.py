@@ -1,7 +1,7 @@
 """The project's 3DMM parameter regressor: a compact CNN from a 120 x 120 roi crop to 62
 parameters, and the object that loads the shipped weights and runs it.
 
-Architecture ("FaceAlignNet", arches ``dws_s`` / ``dws_m``, "depthwise-separable"; the old
+Architecture ("FaceAlignNet", arches ``dws_s`` / ``dws_m`` / ``mb05``, "depthwise-separable"; the old
 names ``fan_s`` / ``fan_m`` are aliases, :data:`ARCH_ALIASES`): a MobileNet-style stack of
 depthwise-separable blocks (Howard et al. 2017), narrower and shallower at low resolution
 than 3DDFA-V2's MobileNet-V1, global average pooling and one linear layer to the 62
@@ -39,6 +39,10 @@ ARCHS: dict[str, list[tuple[int, int]]] = {
               (256, 2), (256, 1), (512, 1)],
     "dws_m": [(32, 2), (48, 1), (64, 2), (96, 1), (128, 2), (192, 1), (192, 1), (192, 1),
               (256, 2), (384, 1), (512, 1)],
+    # MobileNet-V1 x0.5 (Howard et al. 2017; the layout of 3DDFA-V2's regressor, about 46 M
+    # multiply-adds per 120-px face): use with stem = 16
+    "mb05": [(32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1),
+             (256, 1), (256, 1), (256, 1), (512, 2), (512, 1)],
 }
 
 

@@ -65,6 +65,11 @@ class TrainConfig:
     prior: float = 100.0  # weight of the refit's prior (labels = "refit")
     hold_out_val: bool = False  # keep the 300-W AFW faces out of training, validate on them
     labeller: str = ""  # label with this facealign checkpoint, not the teacher (self-training)
+    # v3 recipe (issue 18); the defaults keep the v1 / v2 recipes unchanged
+    roi_scale: float = 1.0  # train on crops of this fraction of the 3DDFA roi side (test-time rule)
+    rot_sigma: float = 0.0  # std of the rotation in degrees (0: rot_deg / 2), clipped at rot_deg
+    real_aflw: bool = True  # the real-landmark loss also on AFLW's 16 mapped points
+    photo_p: float = 0.0  # probability of each photo-like degradation (JPEG, noise, resample, motion)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -114,8 +119,9 @@ class Augmenter:
             tgt[0] = (SIZE - 1) - tgt[0]
             real = real[self.lmk_perm]
             real[:, 0] = (SIZE - 1) - real[:, 0]
-        s = math.exp(rng.uniform(-cfg.scale_jitter, cfg.scale_jitter))
-        a = math.radians(rng.normal(0, cfg.rot_deg / 2)) if cfg.rot_deg else 0.0
+        s = math.exp(rng.uniform(-cfg.scale_jitter, cfg.scale_jitter)) / cfg.roi_scale
+        sigma = cfg.rot_sigma or cfg.rot_deg / 2
+        a = math.radians(rng.normal(0, sigma)) if cfg.rot_deg else 0.0
         a = float(np.clip(a, -math.radians(cfg.rot_deg), math.radians(cfg.rot_deg)))
         dx, dy = rng.uniform(-cfg.shift_jitter, cfg.shift_jitter, 2) * SIZE
         c = (SIZE - 1) / 2
@@ -144,10 +150,40 @@ class Augmenter:
         if rng.random() < 0.15:
             k = int(rng.choice([3, 5]))
             img = cv2.GaussianBlur(img, (k, k), 0)
+        if self.cfg.photo_p:
+            img = self._photo_like(img)
         if rng.random() < self.cfg.occlusion_p:
             w, h = (rng.uniform(0.15, 0.45, 2) * SIZE).astype(int)
             x, y = rng.integers(0, SIZE - w), rng.integers(0, SIZE - h)
             img[y:y + h, x:x + w] = rng.integers(0, 256, 3)
+        return img
+
+
+    def _photo_like(self, img: np.ndarray) -> np.ndarray:
+        """Degradations of real photo archives, each with probability ``photo_p``: down-and-up
+        sampling to 0.35-1x resolution, motion blur (3-9 px, any direction), Gaussian noise
+        (sigma 2-12 grey levels), JPEG at quality 30-95 (in that order, as a camera then an
+        archive would apply them)."""
+        rng, p = self.rng, self.cfg.photo_p
+        if rng.random() < p:
+            f = rng.uniform(0.35, 1.0)
+            m = max(8, int(round(SIZE * f)))
+            small = cv2.resize(img, (m, m), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(small, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+        if rng.random() < p:
+            k = int(rng.integers(3, 10))
+            ker = np.zeros((k, k), np.float32)
+            ker[k // 2] = 1.0 / k
+            R = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), rng.uniform(0, 180), 1.0)
+            ker = cv2.warpAffine(ker, R, (k, k))
+            img = cv2.filter2D(img, -1, ker / max(float(ker.sum()), 1e-6))
+        if rng.random() < p:
+            noise = rng.normal(0, rng.uniform(2, 12), img.shape)
+            img = np.clip(img + noise, 0, 255).astype(np.uint8)
+        if rng.random() < p:
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 96))])
+            if ok:
+                img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         return img
 
 
@@ -214,13 +250,18 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     data = np.load(data_path)
     crops, targets, real = data["crops"], data["targets"], data["real_pts"]
     params, tidx = data["params"], data["target_index"]
+    names = data["names"]
     val = val_fitter = None
     if cfg.hold_out_val:
-        is_val = np.char.startswith(data["names"].astype(str), "300w/afw/")
-        val = (crops[is_val], real[is_val])
+        is_val = np.char.startswith(names.astype(str), "300w/afw/")
+        val = zoom_crops(crops[is_val], real[is_val], 1.0 / cfg.roi_scale)
         val_fitter = CropFitter(load_morphable_model(), ("landmarks",), flip=True)
         keep = ~is_val
         crops, targets, real, params = crops[keep], targets[keep], real[keep], params[keep]
+        names = names[keep]
+    if not cfg.real_aflw:  # real-landmark loss on the 300-W 68 points only
+        real = real.copy()
+        real[np.char.startswith(names.astype(str), "aflw/")] = np.nan
     if cfg.limit_faces:
         sel = rng.permutation(len(crops))[:cfg.limit_faces]
         crops, targets, real, params = crops[sel], targets[sel], real[sel], params[sel]
@@ -371,6 +412,26 @@ class _NetRegressor:
     def predict(self, crops: np.ndarray) -> np.ndarray:
         x = normalise_crops(crops).contiguous(memory_format=torch.channels_last)
         return (self.net(x) * self.t_std + self.t_mean).numpy()
+
+
+def zoom_crops(crops: np.ndarray, pts: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
+    """Crops magnified by ``zoom`` about their centre (the crop of a roi box ``1 / zoom`` times
+    the side, same centre) and their points moved alike.
+
+    Args:
+        crops: (N, 120, 120, 3) uint8 BGR.
+        pts: (N, P, 2) float32 crop pixels (x right, y down; NaN kept).
+
+    Returns:
+        ``(crops, pts)`` of the same shapes and dtypes.
+    """
+    if zoom == 1.0:
+        return crops, pts
+    c = (SIZE - 1) / 2
+    M = np.array([[zoom, 0, c - zoom * c], [0, zoom, c - zoom * c]], np.float32)
+    out = np.stack([cv2.warpAffine(np.ascontiguousarray(x), M, (SIZE, SIZE),
+                                   flags=cv2.INTER_LINEAR) for x in crops])
+    return out, ((pts - c) * zoom + c).astype(np.float32)
 
 
 def validate(net, crops: np.ndarray, real: np.ndarray, t_mean, t_std, fitter) -> float:
