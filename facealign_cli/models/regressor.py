@@ -1,8 +1,8 @@
 """The project's 3DMM parameter regressor: a compact CNN from a 120 x 120 roi crop to 62
 parameters, and the object that loads the shipped weights and runs it.
 
-Architecture ("FaceAlignNet", arches ``dws_s`` / ``dws_m`` / ``mb05``, "depthwise-separable"; the old
-names ``fan_s`` / ``fan_m`` are aliases, :data:`ARCH_ALIASES`): a MobileNet-style stack of
+Architecture ("FaceAlignNet", arches ``dws_s`` / ``dws_m`` "depthwise-separable", and ``mb05``;
+the old names ``fan_s`` / ``fan_m`` are aliases, :data:`ARCH_ALIASES`): a MobileNet-style stack of
 depthwise-separable blocks (Howard et al. 2017), narrower and shallower at low resolution
 than 3DDFA-V2's MobileNet-V1, global average pooling and one linear layer to the 62
 normalised parameters. The network's output ``y`` maps to parameters with

@@ -69,7 +69,7 @@ class TrainConfig:
     roi_scale: float = 1.0  # train on crops of this fraction of the 3DDFA roi side (test-time rule)
     rot_sigma: float = 0.0  # std of the rotation in degrees (0: rot_deg / 2), clipped at rot_deg
     real_aflw: bool = True  # the real-landmark loss also on AFLW's 16 mapped points
-    photo_p: float = 0.0  # probability of each photo-like degradation (JPEG, noise, resample, motion)
+    photo_p: float = 0.0  # probability of each photo-like degradation (_photo_like)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -181,7 +181,8 @@ class Augmenter:
             noise = rng.normal(0, rng.uniform(2, 12), img.shape)
             img = np.clip(img + noise, 0, 255).astype(np.uint8)
         if rng.random() < p:
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 96))])
+            q = int(rng.integers(30, 96))
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
             if ok:
                 img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         return img
