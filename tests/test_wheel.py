@@ -77,7 +77,7 @@ def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     src.mkdir()
-    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "NOTICE.md"):
         shutil.copy2(REPO / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "facealign_cli", src / "facealign_cli", ignore=ignore)
@@ -106,6 +106,17 @@ def test_wheel_holds_the_weights_and_the_model_card(wheel):
     runtime = [r for r in requires if "extra ==" not in r]
     assert runtime and not any("torch" in r for r in runtime), runtime
     assert any("torch==2.13.0" in r and "extra == \"train\"" in r for r in requires), requires
+
+
+def test_wheel_metadata_does_not_claim_mit_for_the_weights_and_meshes(wheel):
+    """The code is MIT; the weights (research-use training data) and every mesh (BFM-derived
+    basis) are not: the metadata says so and the wheel carries NOTICE.md."""
+    z = zipfile.ZipFile(wheel)
+    names = set(z.namelist())
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    lic = [ln for ln in z.read(meta).decode().splitlines() if ln.startswith("License")]
+    assert lic and "research" in " ".join(lic) and "BFM" in " ".join(lic), lic
+    assert any(n.endswith("NOTICE.md") and ".dist-info/" in n for n in names), sorted(names)
 
 
 def _site_view(dest: Path, hide: tuple[str, ...] = ()) -> Path:
