@@ -419,9 +419,13 @@ def open_landmarks68(root: str | Path, annotations: str | Path | None = None,
             if img is None:
                 lacking.append(pf.name)
                 continue
-            a = read_pts(pf)
+            face = f"face {len(items[img].faces) if img in items else 0} of {img.name}"
+            try:
+                a = read_pts(pf)
+            except DatasetLayoutError as exc:
+                raise DatasetLayoutError(f"{exc} ({face})") from exc
             if a.shape != (68, 2):
-                raise DatasetLayoutError(f"{pf} has {len(a)} points, want 68")
+                raise DatasetLayoutError(f"{pf} has {len(a)} points, want 68 ({face})")
             if pts_one_based:
                 a = a - 1.0
             items.setdefault(img, AnnotatedImage(img, [], [])).faces.append(a)

@@ -188,5 +188,6 @@ def test_pts_file_with_a_bad_number_names_the_file_and_point(tmp_path, line):
     (tmp_path / "photo_2.pts").write_text("\n".join(text) + "\n")
     with pytest.raises(D.DatasetLayoutError, match="photo_2.pts: point 40 is"):
         D.read_pts(tmp_path / "photo_2.pts")
-    with pytest.raises(D.DatasetLayoutError, match="photo_2.pts: point 40 is"):
+    with pytest.raises(D.DatasetLayoutError, match=r"photo_2.pts: point 40 is .*\(face 0 of "
+                                                   r"photo.jpg\)"):
         D.open_landmarks68(tmp_path)
