@@ -124,7 +124,7 @@ def _write_outputs(doc: dict, tables, title: str, json_path, markdown_path, plot
         reports.write_json(json_path, doc)
         _note(f"wrote {json_path}")
     if markdown_path:
-        Path(markdown_path).write_text(reports.markdown(doc, tables, title))
+        Path(markdown_path).write_text(reports.markdown(doc, tables, title), encoding="utf-8")
         _note(f"wrote {markdown_path}")
     if plot_path:
         reports.plot_ced(plot_path, panels(), title=title)

@@ -19,9 +19,12 @@ import click
               show_default=True, help="Run folder: model.pth, train_log.txt, summary.json.")
 @click.option("--cache", type=click.Path(file_okay=False), default=".cache", show_default=True,
               help="Folder for the prepared training set.")
-@click.option("--max-steps", type=int, default=0, help="Stop after N steps (smoke run).")
-@click.option("--limit-faces", type=int, default=0, help="Train on N faces only (smoke run).")
-@click.option("--epochs", type=int, default=0, help="Override the config's epochs.")
+@click.option("--max-steps", type=click.IntRange(min=0), default=0,
+              help="Stop after N steps (smoke run).")
+@click.option("--limit-faces", type=click.IntRange(min=0), default=0,
+              help="Train on N faces only (smoke run).")
+@click.option("--epochs", type=click.IntRange(min=0), default=0,
+              help="Override the config's epochs.")
 @click.option("--no-eval", is_flag=True, help="Skip the AFLW2000-3D evaluation at the end.")
 def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_faces, epochs,
               no_eval):
@@ -31,20 +34,14 @@ def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_fac
 
     from facealign_cli.cli.export import require_torch
 
+    cfg = _read_config(config_path, max_steps, limit_faces, epochs)
     require_torch("facealign train")
 
     # OpenMP threads that spin while waiting make CPU training several times slower when the
     # machine is shared; set before torch starts its thread pool.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from facealign_cli.training.train import TrainConfig, train
+    from facealign_cli.training.train import train
 
-    cfg = TrainConfig.from_toml(config_path)
-    if max_steps:
-        cfg.max_steps = max_steps
-    if limit_faces:
-        cfg.limit_faces = limit_faces
-    if epochs:
-        cfg.epochs = epochs
     shared_p = Path(shared)
     teacher_p = Path(teacher) if teacher else shared_p / "teacher" / "mb05_120x120.pth"
     eval_fn = None
@@ -75,3 +72,27 @@ def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_fac
     except ImportError as exc:
         click.echo(f"note: no ONNX export ({exc}); run facealign export-onnx {ck} later",
                    err=True)
+
+
+def _read_config(config_path, max_steps: int, limit_faces: int, epochs: int):
+    """The recipe with the command-line overrides, checked as a whole before torch or any data
+    is touched: every problem is a usage error (exit 2) naming the file and the key."""
+    from facealign_cli.training.config import ConfigError, TrainConfig
+
+    try:
+        cfg = TrainConfig.from_toml(config_path)
+        if max_steps:
+            cfg.max_steps = max_steps
+        if limit_faces:
+            cfg.limit_faces = limit_faces
+        if epochs:
+            cfg.epochs = epochs
+        cfg.validate()
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--config'") from None
+    for key in ("init_from", "labeller"):
+        path = getattr(cfg, key)
+        if path and not Path(path).is_file():
+            raise click.BadParameter(f"{config_path}: {key} = {path!r}: no such file",
+                                     param_hint="'--config'")
+    return cfg

@@ -274,22 +274,36 @@ def read_pts(path: str | Path) -> np.ndarray:
         (K, 2) float64.
 
     Raises:
-        DatasetLayoutError: malformed file.
+        DatasetLayoutError: malformed file: no header or braces, a point count other than
+            ``n_points``, a point line that is not two finite numbers (the message names the
+            file and the point).
     """
     path = Path(path)
     try:
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                 if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetLayoutError(f"cannot read {path}: {exc}") from exc
     try:
         n = next(int(ln.split(":", 1)[1]) for ln in lines if ln.lower().startswith("n_points"))
         i0, i1 = lines.index("{"), lines.index("}")
-        pts = np.array([[float(v) for v in ln.split()[:2]] for ln in lines[i0 + 1:i1]])
     except (StopIteration, ValueError, IndexError) as exc:
         raise DatasetLayoutError(f"{path} is not a .pts file (version / n_points / {{ x y }})"
                                  ) from exc
-    if pts.shape != (n, 2):
-        raise DatasetLayoutError(f"{path}: n_points is {n} but {len(pts)} points are listed")
+    body = lines[i0 + 1:i1]
+    if len(body) != n:
+        raise DatasetLayoutError(f"{path}: n_points is {n} but {len(body)} points are listed")
+    pts = np.empty((n, 2), dtype=np.float64)
+    for i, ln in enumerate(body):
+        values = ln.split()
+        try:
+            xy = [float(v) for v in values] if len(values) == 2 else None
+        except ValueError:  # not a number
+            xy = None
+        if xy is None or not all(math.isfinite(v) for v in xy):
+            raise DatasetLayoutError(
+                f"{path}: point {i} is {ln!r}, want two finite numbers 'x y'")
+        pts[i] = xy
     return pts
 
 
@@ -306,6 +320,33 @@ def _find_image(folder: Path, stem: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def _is_number(v) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def _json_face(face, where: str) -> np.ndarray:
+    """(68, 2) float64 landmarks of one face of an annotations JSON: a list of 68 ``[x, y]``
+    pairs of finite numbers (strings, booleans, NaN and infinities are refused, so that a
+    corrupt label is never scored as a detector miss).
+
+    Raises:
+        DatasetLayoutError: anything else, with ``where`` (file, photo, face) and the point.
+    """
+    if not isinstance(face, list) or len(face) != 68:
+        got = f"{len(face)} points" if isinstance(face, list) else type(face).__name__
+        raise DatasetLayoutError(f"{where}: want a list of 68 [x, y] points, got {got}")
+    for i, p in enumerate(face):
+        if not (isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p)):
+            raise DatasetLayoutError(
+                f"{where}: point {i} is {json.dumps(p)[:80]}, want [x, y] (finite numbers)")
+    return np.array(face, dtype=np.float64)
 
 
 def open_landmarks68(root: str | Path, annotations: str | Path | None = None,
@@ -329,8 +370,9 @@ def open_landmarks68(root: str | Path, annotations: str | Path | None = None,
         Images sorted by path, each with >= 1 face.
 
     Raises:
-        DatasetLayoutError: no annotations, a face without 68 points, an annotation without
-            its image.
+        DatasetLayoutError: no annotations, a face without 68 points, a coordinate that is not
+            a finite number (a string, NaN, an infinity: in a ``.pts`` file or the JSON), an
+            annotation without its image. The message names the file, the photo and the face.
     """
     root = Path(root)
     if not root.is_dir():
@@ -339,10 +381,10 @@ def open_landmarks68(root: str | Path, annotations: str | Path | None = None,
     lacking: list[str] = []
     if annotations is not None:
         try:
-            photos = json.loads(Path(annotations).read_text())["photos"]
+            photos = json.loads(Path(annotations).read_bytes())["photos"]  # UTF-8/16/32
             if not isinstance(photos, dict):
                 raise TypeError
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise DatasetLayoutError(
                 f"{annotations} is not an annotations file of the form "
                 '{"photos": {stem: [[[x, y] * 68], ...]}}') from exc
@@ -351,13 +393,11 @@ def open_landmarks68(root: str | Path, annotations: str | Path | None = None,
             if img is None:
                 lacking.append(stem)
                 continue
-            faces = []
-            for k, f in enumerate(photos[stem]):
-                a = np.asarray(f, dtype=np.float64)
-                if a.shape != (68, 2):
-                    raise DatasetLayoutError(
-                        f"{annotations}: face {k} of {stem!r} has shape {a.shape}, want (68, 2)")
-                faces.append(a)
+            if not isinstance(photos[stem], list):
+                raise DatasetLayoutError(f"{annotations}: photo {stem!r}: want a list of faces, "
+                                         f"got {type(photos[stem]).__name__}")
+            faces = [_json_face(f, f"{annotations}: photo {stem!r}, face {k}")
+                     for k, f in enumerate(photos[stem])]
             if faces:
                 items[img] = AnnotatedImage(img, faces, [f"{Path(annotations).name}:{stem}#{k}"
                                                          for k in range(len(faces))])
@@ -379,9 +419,13 @@ def open_landmarks68(root: str | Path, annotations: str | Path | None = None,
             if img is None:
                 lacking.append(pf.name)
                 continue
-            a = read_pts(pf)
+            face = f"face {len(items[img].faces) if img in items else 0} of {img.name}"
+            try:
+                a = read_pts(pf)
+            except DatasetLayoutError as exc:
+                raise DatasetLayoutError(f"{exc} ({face})") from exc
             if a.shape != (68, 2):
-                raise DatasetLayoutError(f"{pf} has {len(a)} points, want 68")
+                raise DatasetLayoutError(f"{pf} has {len(a)} points, want 68 ({face})")
             if pts_one_based:
                 a = a - 1.0
             items.setdefault(img, AnnotatedImage(img, [], [])).faces.append(a)

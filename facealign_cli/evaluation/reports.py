@@ -194,8 +194,59 @@ def landmarks68_tables(doc: dict) -> list[Table]:
 # Renderers
 # ---------------------------------------------------------------------------------------------
 
+#: ASCII forms of the non-ASCII characters of the tables, for streams that cannot encode them.
+ASCII_FORMS = {"—": "-", "–": "-", "−": "-", "Δ": "d", "°": " deg", "×": "x", "±": "+-",
+               "·": "*", "…": "...", "≤": "<=", "≥": ">=", "√": "sqrt"}
+
+
+def encodable(text: str, encoding: str | None) -> str:
+    """``text`` as a stream of ``encoding`` can hold it: unchanged when it encodes, else each
+    character it cannot encode in its ASCII form (:data:`ASCII_FORMS`) or as ``?``.
+
+    Args:
+        text: any text.
+        encoding: the stream's encoding (None or unknown: UTF-8 / ASCII).
+    """
+    enc = encoding or "utf-8"
+    try:
+        text.encode(enc)
+        return text
+    except LookupError:
+        enc = "ascii"
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for c in text:
+        try:
+            c.encode(enc)
+        except UnicodeEncodeError:
+            c = ASCII_FORMS.get(c, "?")
+        out.append(c)
+    return "".join(out)
+
+
+class _EncodableStream:
+    """A text stream that writes to ``stream`` only what its encoding can hold
+    (:func:`encodable`): a table printed under ``LC_ALL=C`` or ``PYTHONIOENCODING=ascii``
+    never fails on a ``Δ`` or a ``°``."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        return self._stream.write(encodable(text, self.encoding))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 def print_tables(tables: list[Table], console=None) -> None:
-    """Print tables with rich (``console`` default: a stdout console)."""
+    """Print tables with rich (``console`` default: a stdout console; characters stdout's
+    encoding cannot hold are printed in an ASCII form, see :func:`encodable`)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table as RichTable
@@ -203,8 +254,9 @@ def print_tables(tables: list[Table], console=None) -> None:
     if console is None:
         import sys
 
+        out = _EncodableStream(sys.stdout)
         # piped output: rich would wrap at 80 columns; the tables need about 130
-        console = Console() if sys.stdout.isatty() else Console(width=160)
+        console = Console(file=out) if out.isatty() else Console(file=out, width=160)
     for t in tables:
         rt = RichTable(title=t.title, box=box.SIMPLE_HEAD, title_justify="left",
                        caption="\n".join(t.notes) or None, caption_justify="left")

@@ -22,6 +22,7 @@ import numpy as np
 
 from facealign_cli.models.weights import (  # noqa: F401 - DEFAULT_WEIGHTS_NAME, sha256_of: re-exported
     ARCH_ALIASES,
+    ARCHS,
     DEFAULT_WEIGHTS_NAME,
     canonical_arch,
     default_weights_path,
@@ -32,18 +33,6 @@ from facealign_cli.models.weights import (  # noqa: F401 - DEFAULT_WEIGHTS_NAME,
 
 torch = import_torch("the torch regressor (--runtime torch, train, export-onnx)")
 nn = torch.nn
-
-# (out channels, stride) of each depthwise-separable block after the stem (16 ch, stride 2).
-ARCHS: dict[str, list[tuple[int, int]]] = {
-    "dws_s": [(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (128, 1), (128, 1),
-              (256, 2), (256, 1), (512, 1)],
-    "dws_m": [(32, 2), (48, 1), (64, 2), (96, 1), (128, 2), (192, 1), (192, 1), (192, 1),
-              (256, 2), (384, 1), (512, 1)],
-    # MobileNet-V1 x0.5 (Howard et al. 2017; the layout of 3DDFA-V2's regressor, about 46 M
-    # multiply-adds per 120-px face): use with stem = 16
-    "mb05": [(32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1),
-             (256, 1), (256, 1), (256, 1), (512, 2), (512, 1)],
-}
 
 
 class _DWBlock(nn.Module):

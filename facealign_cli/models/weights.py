@@ -18,7 +18,21 @@ DEFAULT_WEIGHTS_NAME = "facealign_v1.pth"
 #: ``--runtime torch``, ``--baseline-3ddfa``): the ``[train]`` extra, torch pinned and first.
 TORCH_INSTALL = "python3 -m pip install torch==2.13.0 onnx"
 
-#: Old arch names of :data:`facealign_cli.models.regressor.ARCHS` -> current ones. ``fan_*``
+#: The arches of :class:`facealign_cli.models.regressor.FaceAlignNet`: (out channels, stride) of
+#: each depthwise-separable block after the stem (``stem`` channels, stride 2). Plain data, here
+#: so that a training recipe is checked without torch.
+ARCHS: dict[str, list[tuple[int, int]]] = {
+    "dws_s": [(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (128, 1), (128, 1),
+              (256, 2), (256, 1), (512, 1)],
+    "dws_m": [(32, 2), (48, 1), (64, 2), (96, 1), (128, 2), (192, 1), (192, 1), (192, 1),
+              (256, 2), (384, 1), (512, 1)],
+    # MobileNet-V1 x0.5 (Howard et al. 2017; the layout of 3DDFA-V2's regressor, about 46 M
+    # multiply-adds per 120-px face): use with stem = 16
+    "mb05": [(32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1),
+             (256, 1), (256, 1), (256, 1), (512, 2), (512, 1)],
+}
+
+#: Old arch names of :data:`ARCHS` -> current ones. ``fan_*``
 #: collided with FAN (Bulat & Tzimiropoulos 2017), the field's best-known landmark network;
 #: checkpoints, ONNX exports and configs that store an old name still load.
 ARCH_ALIASES = {"fan_s": "dws_s", "fan_m": "dws_m"}

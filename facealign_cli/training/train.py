@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -31,55 +30,10 @@ from facealign_cli.core.regression import CropFitter
 from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
 from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
+from facealign_cli.training.config import TrainConfig
 from facealign_cli.training.data import SIZE, prepare_training_set
 from facealign_cli.training.decoder import VertexDecoder
 from facealign_cli.training.labels import prepare_refitted_set
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (read from a TOML file; every key optional)."""
-
-    arch: str = "fan_s"
-    stem: int = 16
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    n_dense: int = 1000
-    w_landmarks: float = 1.0
-    w_real: float = 0.2
-    w_param: float = 1.0
-    scale_jitter: float = 0.10
-    shift_jitter: float = 0.06
-    rot_deg: float = 12.0
-    flip: bool = True
-    occlusion_p: float = 0.25
-    seed: int = 0
-    threads: int = 2
-    max_steps: int = 0  # >0: stop after this many steps (smoke runs)
-    limit_faces: int = 0  # >0: use only this many faces (smoke runs)
-    yaw_weights: tuple = (1.0, 1.0, 1.0)  # sampling weight of |yaw| in [0,30], (30,60], (60,90]
-    init_from: str = ""  # checkpoint of an earlier stage of the same recipe ("" = random init)
-    labels: str = "teacher"  # "teacher" (v1) or "refit" (labels refitted to the real landmarks)
-    prior: float = 100.0  # weight of the refit's prior (labels = "refit")
-    hold_out_val: bool = False  # keep the 300-W AFW faces out of training, validate on them
-    labeller: str = ""  # label with this facealign checkpoint, not the teacher (self-training)
-    # v3 recipe (issue 18); the defaults keep the v1 / v2 recipes unchanged
-    roi_scale: float = 1.0  # train on crops of this fraction of the 3DDFA roi side (test-time rule)
-    rot_sigma: float = 0.0  # std of the rotation in degrees (0: rot_deg / 2), clipped at rot_deg
-    real_aflw: bool = True  # the real-landmark loss also on AFLW's 16 mapped points
-    photo_p: float = 0.0  # probability of each photo-like degradation (_photo_like)
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> TrainConfig:
-        with open(path, "rb") as f:
-            d = tomllib.load(f)
-        d = d.get("train", d)
-        if "yaw_weights" in d:
-            d["yaw_weights"] = tuple(d["yaw_weights"])
-        return cls(**d)
 
 
 class Augmenter:

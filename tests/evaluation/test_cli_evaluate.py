@@ -171,3 +171,49 @@ def test_cli_runs_with_project_checkpoint(tmp_path, aflw2000_dir):
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "r.json").read_text())
     assert math.isfinite(doc["results"]["gt-crops"]["facealign"]["nme_2d"]["all"])
+
+
+def test_landmarks68_with_a_nan_coordinate_is_a_usage_error(tmp_path, afw_annotated_dir):
+    """A NaN in the annotations would score the face as a detector miss: the command refuses
+    the file (exit 2) before loading any model, naming the file, the photo and the face."""
+    ann = json.loads((afw_annotated_dir / "annotations.json").read_text())["photos"]
+    stem = sorted(ann)[0]
+    (tmp_path / f"{stem}.jpg").symlink_to(afw_annotated_dir / f"{stem}.jpg")
+    faces = ann[stem]
+    faces[0][30][1] = float("nan")
+    (tmp_path / "labels.json").write_text(json.dumps({"photos": {stem: faces}}))
+    msg = _invoke_error(["landmarks68", str(tmp_path), "--annotations",
+                         str(tmp_path / "labels.json")])
+    assert f"labels.json: photo '{stem}', face 0: point 30 is" in msg
+    faces[0][30][1] = "x"
+    (tmp_path / "labels.json").write_text(json.dumps({"photos": {stem: faces}}))
+    msg = _invoke_error(["landmarks68", str(tmp_path), "--annotations",
+                         str(tmp_path / "labels.json")])
+    assert f"labels.json: photo '{stem}', face 0: point 30 is" in msg
+
+
+def test_landmarks68_prints_its_table_on_an_ascii_stdout(tmp_path, afw_annotated_dir,
+                                                         real_weights):
+    """Under ``LC_ALL=C`` / ``PYTHONIOENCODING=ascii`` the tables (with their Δ, · and
+    box-drawing characters) are printed in an ASCII form instead of crashing; the Markdown
+    file stays UTF-8."""
+    import os
+    import subprocess
+    import sys
+
+    ann = json.loads((afw_annotated_dir / "annotations.json").read_text())["photos"]
+    stem = sorted(ann)[0]
+    (tmp_path / f"{stem}.jpg").symlink_to(afw_annotated_dir / f"{stem}.jpg")
+    (tmp_path / "labels.json").write_text(json.dumps({"photos": {stem: ann[stem]}}))
+    env = {**os.environ, "LC_ALL": "C", "PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run(
+        [sys.executable, "-m", "facealign_cli.cli.main", "evaluate", "landmarks68",
+         str(tmp_path), "--annotations", str(tmp_path / "labels.json"), "--weights",
+         str(real_weights), "--markdown", str(tmp_path / "r.md")],
+        env=env, capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode("ascii", "replace")[-2000:]
+    out = res.stdout.decode("ascii")  # fails on any non-ASCII byte
+    assert "68-landmark NME (%)" in out and "| facealign |" in out
+    assert "sqrt(w*h)" in out  # the ASCII form of sqrt(w·h)
+    assert "sqrt(w·h)" in (tmp_path / "r.md").read_text(encoding="utf-8")

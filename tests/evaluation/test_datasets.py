@@ -130,3 +130,64 @@ def test_landmarks68_reader_on_annotations_json(tmp_path, afw_annotated_dir):
     (tmp_path / "c.json").write_text(json.dumps({"faces": []}))
     with pytest.raises(D.DatasetLayoutError, match="not an annotations file"):
         D.open_landmarks68(tmp_path, tmp_path / "c.json")
+
+
+@pytest.mark.parametrize("point", ["12.5", "abc", float("nan"), float("inf"), -float("inf"),
+                                   True, None, [1.0], [1.0, 2.0, 3.0], {"x": 1, "y": 2},
+                                   pytest.param(10 ** 400, id="int-beyond-float")])
+def test_annotations_json_with_a_bad_coordinate_names_the_file_photo_and_face(
+        tmp_path, afw_annotated_dir, point):
+    """A corrupt label (a string, NaN or an infinity as a coordinate, a point that is not
+    [x, y]) is a layout error naming the file, the photo and the face: never a traceback, and
+    never a face scored as a detector miss."""
+    ann = json.loads((afw_annotated_dir / "annotations.json").read_text())["photos"]
+    stem = next(s for s in sorted(ann) if len(ann[s]) >= 2)
+    (tmp_path / f"{stem}.jpg").symlink_to(afw_annotated_dir / f"{stem}.jpg")
+    faces = json.loads(json.dumps(ann[stem]))
+    if isinstance(point, list | dict):
+        faces[1][17] = point
+    else:
+        faces[1][17][0] = point
+    (tmp_path / "bad.json").write_text(json.dumps({"photos": {stem: faces}}))
+    with pytest.raises(D.DatasetLayoutError) as err:
+        D.open_landmarks68(tmp_path, tmp_path / "bad.json")
+    msg = str(err.value)
+    assert "bad.json" in msg and repr(stem) in msg and "face 1" in msg and "point 17" in msg
+
+
+@pytest.mark.parametrize("face", [[], [[1.0, 2.0]] * 67, [[1.0, 2.0]] * 69, "68 points",
+                                  {"x": []}, 3.5])
+def test_annotations_json_with_a_face_of_the_wrong_form_is_refused(tmp_path, afw_annotated_dir,
+                                                                   face):
+    ann = json.loads((afw_annotated_dir / "annotations.json").read_text())["photos"]
+    stem = sorted(ann)[0]
+    (tmp_path / f"{stem}.jpg").symlink_to(afw_annotated_dir / f"{stem}.jpg")
+    (tmp_path / "bad.json").write_text(json.dumps({"photos": {stem: [ann[stem][0], face]}}))
+    with pytest.raises(D.DatasetLayoutError, match=f"bad.json: photo '{stem}', face 1"):
+        D.open_landmarks68(tmp_path, tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"photos": {stem: ann[stem][0][0]}}))
+    with pytest.raises(D.DatasetLayoutError, match=f"photo '{stem}'"):  # [x, y], not faces
+        D.open_landmarks68(tmp_path, tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"photos": {stem: "x"}}))
+    with pytest.raises(D.DatasetLayoutError, match=f"photo '{stem}': want a list of faces"):
+        D.open_landmarks68(tmp_path, tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("line", ["nan 4.0", "3.0 inf", "-inf 2", "abc 4.0", "3.0",
+                                  "3.0 4.0 5.0", "3,0 4,0"])
+def test_pts_file_with_a_bad_number_names_the_file_and_point(tmp_path, line):
+    pts = np.arange(136, dtype=np.float64).reshape(68, 2) + 1.0
+    img = np.full((200, 200, 3), 128, np.uint8)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "photo.jpg"), img)
+    D.write_pts(tmp_path / "photo_2.pts", pts)
+    assert len(D.open_landmarks68(tmp_path)[0].faces) == 1
+    text = (tmp_path / "photo_2.pts").read_text().splitlines()
+    text[3 + 40] = line  # header lines: version, n_points, {
+    (tmp_path / "photo_2.pts").write_text("\n".join(text) + "\n")
+    with pytest.raises(D.DatasetLayoutError, match="photo_2.pts: point 40 is"):
+        D.read_pts(tmp_path / "photo_2.pts")
+    with pytest.raises(D.DatasetLayoutError, match=r"photo_2.pts: point 40 is .*\(face 0 of "
+                                                   r"photo.jpg\)"):
+        D.open_landmarks68(tmp_path)

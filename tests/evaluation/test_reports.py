@@ -43,3 +43,24 @@ def test_plot_unavailable(monkeypatch):
 def test_ced_legend_counts_misses():
     # one face at 3.5 % and one miss: AUC@7 = 0.5 / 2, both FR = 1 / 2
     assert R.ced_legend("m", np.array([3.5, np.nan])) == "m (AUC@7 0.250, FR>7 50.0%, FR>10 50.0%)"
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "utf-8"])
+def test_tables_print_on_a_stdout_of_any_encoding(monkeypatch, encoding):
+    """print_tables writes what stdout's encoding holds: ° stays on latin-1, Δ and − become
+    ASCII forms there; UTF-8 keeps everything."""
+    import io
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding=encoding, errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", stream)
+    t = R.Table("yaw 30°–60° × 2", ["Method", "NME"], [["Δ a − b", "±1.0"]], ["sqrt(w·h)"])
+    R.print_tables([t])
+    out = raw.getvalue().decode(encoding)
+    if encoding == "utf-8":
+        assert "yaw 30°–60° × 2" in out and "Δ a − b" in out and "sqrt(w·h)" in out
+    elif encoding == "latin-1":
+        assert "yaw 30°-60° × 2" in out and "d a - b" in out and "±1.0" in out
+    else:
+        assert "yaw 30 deg-60 deg x 2" in out and "d a - b" in out and "+-1.0" in out
+        assert "sqrt(w*h)" in out
