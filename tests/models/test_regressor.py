@@ -162,16 +162,17 @@ def test_arch_names_do_not_collide_with_fan_and_old_names_still_load(tmp_path):
     from facealign_cli.models.regressor import ARCH_ALIASES, ARCHS, FaceAlignNet
     from facealign_cli.models.regressor_onnx import OnnxRegressor
 
-    assert sorted(ARCHS) == ["dws_m", "dws_s"]
+    assert sorted(ARCHS) == ["dws_m", "dws_s", "mb05"]
     assert not any(a.startswith("fan") for a in ARCHS)
     assert ARCH_ALIASES == {"fan_s": "dws_s", "fan_m": "dws_m"}
     for old, new in ARCH_ALIASES.items():
         a, b = FaceAlignNet(old).state_dict(), FaceAlignNet(new).state_dict()
         assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
-    ck = torch.load(default_weights_path(), map_location="cpu", weights_only=False)
-    assert ck["arch"] == "fan_m"  # the shipped file keeps its old name ...
-    assert Regressor(default_weights_path()).arch == "dws_m"  # ... and reports the new one
-    assert OnnxRegressor(default_weights_path()).arch == "dws_m"
+    v1 = default_weights_path().with_name("facealign_v1.pth")
+    ck = torch.load(v1, map_location="cpu", weights_only=False)
+    assert ck["arch"] == "fan_m"  # the v1 file keeps its old name ...
+    assert Regressor(v1).arch == "dws_m"  # ... and reports the new one
+    assert OnnxRegressor(v1).arch == "dws_m"
     with pytest.raises(KeyError, match="dws_m"):
         FaceAlignNet("fan_xl")
 
