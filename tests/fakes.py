@@ -11,7 +11,9 @@ workers would not see):
   native library would);
 * ``crash``: kill the process (SIGKILL) on a 33 x 33 image, like a segfault or the
   out-of-memory killer would;
-* ``log``: append the process id to this file each time a model is built.
+* ``log``: append the process id to this file each time a model is built;
+* ``trace``: append a line to this file each time the detector runs (once per image, or per
+  processed video frame).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class FakeAligner:
         self.cfg = cfg or FakeFactory()
 
     def detect(self, img):
+        if self.cfg.trace:
+            with open(self.cfg.trace, "a") as f:
+                f.write(f"{os.getpid()}\n")
         if self.cfg.delay:
             time.sleep(self.cfg.delay)
         h, w = img.shape[:2]
@@ -79,6 +84,7 @@ class FakeFactory:
     noise: bool = False
     crash: bool = False
     log: str | None = None
+    trace: str | None = None
 
     def __call__(self, opts, threads):
         if self.log:

@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from facealign_cli.batch.options import BatchError, RunOptions
 from facealign_cli.batch.result import one_line
-from facealign_cli.batch.worker import process_chunk, remote_chunk, worker_init
+from facealign_cli.batch.worker import STOP, process_chunk, remote_chunk, worker_init
 
 
 class LocalExecutor:
@@ -34,11 +34,15 @@ class LocalExecutor:
     def submit(self, opts: RunOptions, chunk, workers: int):
         try:  # the loky package, else the copy joblib ships (the same public API)
             from loky import get_reusable_executor
+            from loky.backend import get_context
         except ImportError:
             from joblib.externals.loky import get_reusable_executor
+            from joblib.externals.loky.backend import get_context
 
+        # the workers watch the runner's stop request (STOP.shared: the same object each
+        # time, so the reusable executor and its loaded models are reused)
         self._ex = get_reusable_executor(max_workers=workers, initializer=worker_init,
-                                         initargs=(os.getpid(),))
+                                         initargs=(os.getpid(), STOP.shared(get_context())))
         return self._ex.submit(process_chunk, opts, chunk)
 
     def abort(self) -> None:

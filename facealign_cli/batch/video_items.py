@@ -25,7 +25,9 @@ The item's ``n_faces`` is the number of distinct face tracks of the video. Its r
 ``video`` (manifest line and done record): ``frames`` (processed), ``frames_failed``,
 ``frames_decoded``, ``frames_declared``, ``complete``, ``fps``, ``width``, ``height``.
 
-A video that cannot be opened fails with ``VideoOpenError`` (0 frames); one whose stream ends
+A video that cannot be opened fails with ``VideoOpenError`` (0 frames), one whose frames are
+larger than ``--max-megapixels`` (``opts.max_pixels``) with ``VideoTooLargeError`` (decided
+from the container's declared frame size: no frame is decoded); one whose stream ends
 before its declared frame count (truncated, corrupt) fails with ``TruncatedVideoError`` and the
 frame counts it reached: **its partial outputs are removed** (nothing is written for it, and a
 re-run retries it, as for a failed photo).
@@ -275,26 +277,28 @@ def _close_quietly(*writers) -> None:
 def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> ImageResult:
     """Run one video through the model and spool its outputs (nothing is written under
     ``--out``). Never raises for a problem of this video (returns a ``failed`` result); a
-    stop signal (``stop.is_set()``, in-process runs) between two frames returns a not-run
-    result.
+    stop request (``stop.is_set()``: :data:`facealign_cli.batch.worker.STOP`, which local
+    worker processes see too) is checked before each frame and returns a not-run result
+    (``Interrupted``; its partial outputs are discarded, no done record).
 
     Raises:
         ModelLoadError: the model cannot be built.
     """
     from facealign_cli.core.tracking import FaceTracker, VideoAligner, track_of
-    from facealign_cli.io.video import VideoReader
+    from facealign_cli.io.video import VideoError, VideoReader
 
     t0 = time.perf_counter()
     cmd = get_command(opts.command)
     files: list[tuple[str, Any]] = []
     video: dict[str, Any] | None = None
-    jsonl = renderer = None
+    jsonl = renderer = reader = None
     try:
         if cmd.name not in VIDEO_COMMANDS:
             raise VideoNotSupportedError(f"{cmd.name} does not take video files (only "
                                          f"{', '.join(VIDEO_COMMANDS)})")
         _sweep_once()
-        reader = VideoReader(item.path, frame_step=opts.frame_step, max_fps=opts.max_fps)
+        reader = VideoReader(item.path, frame_step=opts.frame_step, max_fps=opts.max_fps,
+                             max_pixels=opts.max_pixels)
         aligner = get_aligner(opts)
         filtered = _ScoreFiltered(aligner, opts.min_score)
         if cmd.name == "detect":
@@ -411,9 +415,11 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
         discard_spools(files)
         tb = traceback.format_exc() if opts.verbose >= 2 else None
         res = ImageResult.failure(item, exc, round(time.perf_counter() - t0, 3), tb)
-        if video is None and type(exc).__name__ == "VideoOpenError":
-            video = {"frames": 0, "frames_failed": 0, "frames_decoded": 0,
-                     "frames_declared": 0, "complete": False}
+        if video is None and isinstance(exc, VideoError):  # cannot open, too large
+            st = reader.status if reader is not None else None
+            video = {"frames": st.frames_delivered if st else 0, "frames_failed": 0,
+                     "frames_decoded": st.frames_decoded if st else 0,
+                     "frames_declared": st.frames_declared if st else 0, "complete": False}
         if video is not None:
             from dataclasses import replace
 

@@ -24,9 +24,75 @@ from facealign_cli.io.inputs import InputItem
 
 _ALIGNER: Any = None
 _ALIGNER_KEY: tuple | None = None
-#: Set by the parent's signal handler (only ever in the parent process), so the in-process
-#: (``jobs=1``) loop stops between images. Workers ignore SIGINT and finish their chunk.
-STOP = threading.Event()
+
+
+class StopFlag:
+    """A run's stop request, seen wherever its items run.
+
+    The runner's signal handler calls :meth:`set`; :func:`process_chunk` checks :meth:`is_set`
+    between two images and :func:`~facealign_cli.batch.video_items.process_video` between two
+    frames, and returns what is left as not run (no outputs, no done record): in this process
+    and in local worker processes, which ignore the signals themselves but watch the runner's
+    flag through a process-shared semaphore (:meth:`shared`, handed to :func:`worker_init`
+    when the worker starts; its count is 1 while a stop is requested). A semaphore takes no
+    lock: setting it is safe inside a signal handler, and a worker killed while reading it
+    leaves nothing held. Dask workers (other machines) do not see it: they finish their task.
+    """
+
+    def __init__(self):
+        self._local = threading.Event()
+        self._shared = None  # the runner's, for its workers (only set / cleared here)
+        self._watched = None  # in a worker: the runner's semaphore
+
+    def set(self) -> None:
+        """Request a stop (in the runner: also for its workers)."""
+        self._local.set()
+        sem = self._shared
+        if sem is not None and not _sem_is_set(sem):
+            sem.release()
+
+    def clear(self) -> None:
+        """Withdraw the request (the runner, before and after a run)."""
+        self._local.clear()
+        if self._shared is not None:
+            while self._shared.acquire(False):
+                pass
+
+    def is_set(self) -> bool:
+        """Whether a stop was requested (by this process, or by the runner of this worker)."""
+        return self._local.is_set() or (self._watched is not None
+                                         and _sem_is_set(self._watched))
+
+    def shared(self, context):
+        """The semaphore this process's workers watch: made once per process from the
+        multiprocessing ``context`` of the worker pool (the same object every time, so that
+        a reusable pool created with it is reused)."""
+        if self._shared is None:
+            sem = context.Semaphore(0)
+            if self._local.is_set():
+                sem.release()
+            self._shared = sem
+        return self._shared
+
+    def watch(self, semaphore) -> None:
+        """In a worker process: also stop when the runner's ``semaphore`` is set."""
+        self._watched = semaphore
+
+
+def _sem_is_set(sem) -> bool:
+    try:
+        return sem.get_value() > 0
+    except NotImplementedError:  # macOS has no sem_getvalue
+        if sem.acquire(False):
+            sem.release()
+            return True
+        return False
+
+
+#: The stop request of this process's run: set by the runner's signal handler (SIGINT,
+#: SIGTERM, SIGHUP), read by the in-process loop and, through :meth:`StopFlag.shared`, by
+#: local worker processes, which stop between images and between video frames.
+STOP = StopFlag()
 #: Seconds between two checks of the parent process by a worker's watchdog.
 PARENT_POLL_SECONDS = 0.2
 
@@ -146,11 +212,14 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)  # the parent is gone: nobody will read our results
 
 
-def worker_init(parent: int | None = None) -> None:
-    """Initializer of local worker processes: leave SIGINT / SIGTERM / SIGHUP to the parent
-    (which lets the images in flight finish), keep stdout clean, and exit when the parent
-    process dies (a watchdog thread that polls the parent's pid: when the worker is
-    re-parented, it exits at once, without finishing its chunk)."""
+def worker_init(parent: int | None = None, stop=None) -> None:
+    """Initializer of local worker processes: leave SIGINT / SIGTERM / SIGHUP to the parent,
+    whose stop request reaches the worker through ``stop`` (its :meth:`StopFlag.shared`
+    semaphore: the worker then stops between images and between video frames), keep stdout
+    clean, and exit when the parent process dies (a watchdog thread that polls the parent's
+    pid: when the worker is re-parented, it exits at once, without finishing its chunk)."""
+    if stop is not None:
+        STOP.watch(stop)
     for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if s is not None:
             signal.signal(s, signal.SIG_IGN)

@@ -20,6 +20,12 @@ Usage::
   stream (before subsampling), ``time`` its presentation time in seconds: the container's time
   stamp (``CAP_PROP_POS_MSEC``) while it is finite and non-decreasing, else ``index / fps``
   (``index`` itself when the frame rate is unknown too).
+* **Frame size limit**: a video whose frames are larger than ``max_pixels`` (width x
+  height; default :data:`facealign_cli.io.images.DEFAULT_MAX_PIXELS`, the photos' limit; the
+  command line passes ``--max-megapixels``) raises :class:`VideoTooLargeError`, decided from
+  the container's declared size before any frame is decoded (a frame cannot be decoded at a
+  reduced size, as a JPEG can; one 12000 x 12000 MJPG frame would take over 1 GiB). A frame
+  that turns out larger than declared raises it too, when it is decoded.
 * **Corrupt or truncated video**: a file that cannot be opened raises :class:`VideoOpenError`
   (a truncated MP4 whose ``moov`` index is lost cannot be opened: 0 frames delivered). A stream
   that stops early is not an exception: iteration ends, and :attr:`VideoReader.status` says how
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +69,10 @@ class VideoError(ValueError):
 
 class VideoOpenError(VideoError):
     """The file cannot be opened as a video (missing, not a video, or its index is lost)."""
+
+
+class VideoTooLargeError(VideoError):
+    """The video's frames have more pixels than the limit (``max_pixels``)."""
 
 
 def is_video_path(path: str | os.PathLike) -> bool:
@@ -160,17 +171,24 @@ class VideoReader:
         max_fps: keep at most this many frames per second of video time (``None`` = all).
         start: skip the frames before this index (they are grabbed, not converted).
         max_frames: stop after delivering this many frames (``None`` = all).
+        max_pixels: largest frame (width x height pixels) decoded; ``None`` =
+            :data:`facealign_cli.io.images.DEFAULT_MAX_PIXELS`.
 
     Raises:
         VideoOpenError: the file cannot be opened (raised by the constructor).
-        ValueError: ``frame_step < 1`` or ``max_fps <= 0``.
+        VideoTooLargeError: the declared frame size is over ``max_pixels`` (constructor, no
+            frame decoded), or a decoded frame is (iteration).
+        ValueError: ``frame_step < 1``, ``max_fps <= 0`` or ``max_pixels < 1``.
 
     Iterating twice restarts from the beginning (the file is reopened). Use as a context
     manager, or call :meth:`close`, to release the decoder early.
     """
 
     def __init__(self, path: str | os.PathLike, *, frame_step: int = 1,
-                 max_fps: float | None = None, start: int = 0, max_frames: int | None = None):
+                 max_fps: float | None = None, start: int = 0, max_frames: int | None = None,
+                 max_pixels: int | None = None):
+        from facealign_cli.io.images import DEFAULT_MAX_PIXELS
+
         if int(frame_step) < 1:
             raise ValueError(f"frame_step must be >= 1, got {frame_step}")
         if max_fps is not None and not max_fps > 0:
@@ -180,9 +198,24 @@ class VideoReader:
         self.max_fps = None if max_fps is None else float(max_fps)
         self.start = max(0, int(start))
         self.max_frames = max_frames
+        self.max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         self._cap = self._open()
         self.info = self._read_info(self._cap)
         self.status = VideoStatus(frames_declared=self.info.frame_count)
+        try:
+            self._check_size(self.info.width, self.info.height, "its frames are")
+        except VideoTooLargeError:
+            self.close()
+            raise
+
+    def _check_size(self, width: int, height: int, what: str) -> None:
+        if width * height > self.max_pixels:
+            raise VideoTooLargeError(
+                f"{self.path}: {what} {width} x {height} = {width * height / 1e6:.3g} "
+                f"megapixels, over the {self.max_pixels / 1e6:g} megapixel limit "
+                "(--max-megapixels); not decoded")
 
     def _open(self):
         import cv2
@@ -274,6 +307,7 @@ class VideoReader:
                 if not ok or image is None or image.ndim != 3 or image.shape[2] != 3:
                     error = f"frame {index} could not be decoded"
                     break
+                self._check_size(image.shape[1], image.shape[0], f"frame {index} is")
                 last_kept = t
                 st.frames_delivered += 1
                 yield VideoFrame(index=index, time=float(t),
@@ -297,7 +331,7 @@ def read_video_info(path: str | os.PathLike) -> VideoInfo:
     Raises:
         VideoOpenError: the file cannot be opened.
     """
-    r = VideoReader(path)
+    r = VideoReader(path, max_pixels=sys.maxsize)  # nothing is decoded: no size limit
     r.close()
     return r.info
 
@@ -307,6 +341,27 @@ def iter_frames(path: str | os.PathLike, *, frame_step: int = 1, max_fps: float 
     """Shorthand for ``iter(VideoReader(path, frame_step=..., max_fps=...))`` when the status is
     not needed."""
     yield from VideoReader(path, frame_step=frame_step, max_fps=max_fps)
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """The number of frames that can be decoded from a video file (each frame is demuxed and
+    decoded by FFmpeg, never converted to BGR; one frame in memory at a time).
+
+    Returns:
+        The frame count; 0 when the file cannot be opened as a video (e.g. an MP4 cut short
+        before its ``moov`` index).
+    """
+    import cv2
+
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        n = 0
+        if cap.isOpened():
+            while cap.grab():
+                n += 1
+        return n
+    finally:
+        cap.release()
 
 
 #: Four-character code and container of the videos facealign writes (``render`` on a video):
@@ -367,8 +422,8 @@ class VideoWriter:
     Raises:
         ValueError: ``fps <= 0`` (constructor).
         VideoWriteError: (:meth:`write`) the encoder cannot be opened or the frame is smaller
-            than 2 x 2 pixels; (:meth:`close`) frames were written but the file is empty or
-            missing.
+            than 2 x 2 pixels; (:meth:`close`) frames were written but the file is empty,
+            missing, or holds fewer (or more) decodable frames than were written.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, *, fourcc: str = WRITE_FOURCC):
@@ -417,13 +472,20 @@ class VideoWriter:
         self.frames += 1
 
     def close(self) -> None:
-        """Finish the file (flush the encoder, write the container's index)."""
+        """Finish the file (flush the encoder, write the container's index), then read it back
+        (:func:`count_frames`): OpenCV's writer reports no short write (a full disk), so a
+        file that does not hold every frame written raises :class:`VideoWriteError`."""
         if self._vw is None:
             return
         self._vw.release()
         self._vw = None
         if self.frames and not (self.path.is_file() and self.path.stat().st_size > 0):
             raise VideoWriteError(f"{self.path}: the encoder wrote nothing")
+        found = count_frames(self.path) if self.frames else 0
+        if found != self.frames:
+            raise VideoWriteError(
+                f"{self.path}: {self.frames} frames were written but {found} can be read back "
+                "(a short write: is the disk, or the temporary folder $TMPDIR, full?)")
 
     def __enter__(self) -> VideoWriter:
         return self

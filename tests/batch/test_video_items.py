@@ -319,6 +319,128 @@ def test_detect_refuses_detect_every(clips, env, tmp_path):
     assert all(len(d["faces"]) == 3 for d in lines)
 
 
+def _temp_folder(tmp_path, monkeypatch) -> Path:
+    """A temporary folder of the test's own as ``tempfile.gettempdir()`` and ``$TMPDIR``
+    (where the spools go)."""
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def test_render_a_video_cut_short_on_disk_fails_and_is_retried(clips, env, tmp_path,
+                                                                monkeypatch):
+    """$TMPDIR fills up while the annotated video is encoded: OpenCV reports nothing and
+    leaves an MP4 without its index. The video is read back before it is committed: a
+    failure naming the frame counts, no output, no done record, so a re-run redoes it."""
+    from videotools import cut_written_videos_short
+
+    from facealign_cli.batch.state import iter_done_records
+
+    tmp = _temp_folder(tmp_path, monkeypatch)
+    out = tmp_path / "look"
+    args = ["render", clips / "clip.mp4", "--out", out, "--min-score", MIN_SCORE, "--sheet"]
+    with monkeypatch.context() as m:
+        cut_written_videos_short(m)
+        r = invoke(args, env=env)
+    assert r.exit_code == 1, r.output
+    (line,) = _manifest(out)
+    assert line["status"] == "failed" and line["error"] == "VideoWriteError"
+    assert f"{N} frames were written but 0 can be read back" in line["message"]
+    assert line["outputs"] == [] and not (out / "clip.mp4").exists()
+    assert not (out / ".thumbs" / "clip.jpg").exists()
+    assert list(iter_done_records(out, "render")) == []
+    assert list(tmp.glob("facealign-video-*")) == []  # the spools are gone too
+    r = invoke(args, env=env)  # the disk has room again: done now, not skipped
+    assert r.exit_code == 0, r.output
+    (line,) = _manifest(out)
+    assert line["status"] == "ok" and len(list(_frames(out / "clip.mp4"))) == N
+
+
+def test_a_video_over_the_pixel_limit_fails_before_any_frame(clips, env, tmp_path,
+                                                           monkeypatch):
+    from videotools import count_decoded_frames
+
+    width, height = next(_frames(clips / "clip.avi")).shape[1::-1]
+    assert width * height > 10_000
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.avi").write_bytes((clips / "clip.avi").read_bytes())
+    photo = np.full((200, 300, 3), 128, np.uint8)  # 0.06 MP: decoded at 1/4 (75 x 50)
+    cv2.imwrite(str(src / "b.jpg"), photo)
+    out = tmp_path / "lm"
+    decoded = count_decoded_frames(monkeypatch)
+    r = invoke(["landmarks", src, "--out", out, "--max-megapixels", "0.01"], env=env)
+    assert r.exit_code == 1, r.output
+    video, still = _manifest(out)
+    assert video["status"] == "failed" and video["error"] == "VideoTooLargeError"
+    assert (f"{width} x {height} = {width * height / 1e6:.3g} megapixels, over the 0.01 "
+            "megapixel limit") in video["message"]
+    assert video["video"]["frames"] == 0 and video["outputs"] == []
+    assert decoded.grabs == 0  # refused from the container's declared size
+    assert still["status"] == "ok" and "decoded at 1/4" in still["message"]
+
+
+_STOP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from facealign_cli.batch.options import RunOptions
+from facealign_cli.batch.runner import run_batch
+from facealign_cli.io.inputs import collect_inputs
+from fakes import FakeFactory
+items = collect_inputs([{src!r}], videos=True)
+s = run_batch(items, RunOptions("detect", {out!r}, jobs={jobs}, progress="never",
+                                aligner_factory=FakeFactory(delay=0.05, trace={trace!r})))
+sys.exit(s.exit_code)
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_stops_a_video_between_frames(tmp_path, jobs):
+    """SIGTERM to the runner while a long video is processed (in this process, or in a worker
+    process, which ignores the signal itself): the video stops at the next frame and is
+    recorded as interrupted, its partial outputs dropped, exit 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from videotools import write_bar_clip
+
+    from facealign_cli.batch.state import iter_done_records
+
+    frames = 300  # 15 s of fake model time in all
+    src = tmp_path / "in"
+    src.mkdir()
+    write_bar_clip(src / "long.avi", frames)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out, trace = tmp_path / "out", tmp_path / "trace.txt"
+    script = _STOP_SCRIPT.format(tests=str(Path(__file__).parents[1]), src=str(src),
+                                 out=str(out), jobs=jobs, trace=str(trace))
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ,
+                            "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (trace.is_file() and trace.read_text().count("\n") >= 3):
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("the video was not started: " + proc.communicate()[1].decode())
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to the runner only, as a supervisor does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err.decode()
+    processed = trace.read_text().count("\n")
+    assert processed < frames // 4, processed  # stopped soon after the signal, not at the end
+    (line,) = _manifest(out)
+    assert line["status"] == "skipped" and line["error"] == "Interrupted"
+    assert not (out / "long.jsonl").exists() and list(iter_done_records(out, "detect")) == []
+    assert list(tmp.glob("facealign-video-*")) == []  # the spool is discarded
+
+
 # --- spool files left by a killed run (facealign-video-<owner pid>-<random>.spool[.mp4]) ---
 
 
@@ -336,12 +458,8 @@ def _spool_folder(tmp_path, monkeypatch) -> Path:
     """A temporary folder of the test's own, as ``tempfile.gettempdir()`` (and ``$TMPDIR``),
     with a stale spool of each kind, a live one, and files the sweep must leave alone."""
     import os
-    import tempfile
 
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    tmp = _temp_folder(tmp_path, monkeypatch)
     dead, me = _dead_pid(), os.getpid()
     for name in (f"facealign-video-{dead}-ab12_xyz.spool", f"facealign-video-{dead}-q9.spool.mp4",
                  f"facealign-video-{me}-live1234.spool",  # this process's: in use

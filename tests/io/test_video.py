@@ -10,11 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from videotools import count_decoded_frames
 
 from facealign_cli.io.video import (
     VIDEO_EXTENSIONS,
     VideoOpenError,
     VideoReader,
+    VideoTooLargeError,
     is_video_path,
     read_video_info,
 )
@@ -132,3 +134,32 @@ def test_truncated_mp4_and_non_videos_cannot_be_opened(mp4, tmp_path):
         VideoReader(junk)
     with pytest.raises(VideoOpenError, match="no such file"):
         VideoReader(tmp_path / "missing.avi")
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_any_is_decoded(avi, monkeypatch):
+    decoded = count_decoded_frames(monkeypatch)
+    with pytest.raises(VideoTooLargeError, match=r"clip.avi: its frames are 320 x 240 = "
+                                                 r"0\.0768 megapixels, over the 0\.05 "
+                                                 r"megapixel limit \(--max-megapixels\)"):
+        VideoReader(avi, max_pixels=50_000)
+    assert decoded.grabs == 0
+    assert read_video_info(avi).width == W  # the container's info is no decoding
+    with VideoReader(avi, max_pixels=W * H) as r:  # at the limit: every frame
+        assert len(list(r)) == N
+    assert decoded.grabs == N + 1  # N frames and the end of the stream
+
+
+def test_the_default_pixel_limit_is_the_photos(avi, monkeypatch):
+    from facealign_cli.io import images
+
+    monkeypatch.setattr(images, "DEFAULT_MAX_PIXELS", W * H - 1)
+    with pytest.raises(VideoTooLargeError, match="0.0768 megapixels"):
+        VideoReader(avi)
+
+
+def test_a_frame_larger_than_declared_is_refused_when_decoded(avi, monkeypatch):
+    count_decoded_frames(monkeypatch, declared=(32, 24))  # the container lies
+    r = VideoReader(avi, max_pixels=10_000)
+    assert (r.info.width, r.info.height) == (32, 24)
+    with pytest.raises(VideoTooLargeError, match="frame 0 is 320 x 240"):
+        next(iter(r))

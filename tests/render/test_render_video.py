@@ -14,11 +14,14 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from videotools import cut_written_videos_short  # noqa: E402
+
 from facealign_cli.core.face import Face  # noqa: E402
 from facealign_cli.io.video import (  # noqa: E402
     VideoReader,
     VideoWriteError,
     VideoWriter,
+    count_frames,
     processed_fps,
     read_video_info,
 )
@@ -72,6 +75,30 @@ def test_writer_refuses_what_it_cannot_encode(tmp_path):
         vw.write(np.zeros((8, 8), np.uint8))
     vw.close()
     assert not (tmp_path / "b.mp4").exists()
+
+
+@pytest.mark.parametrize(("suffix", "fourcc", "keep"), [(".mp4", "mp4v", 0.6),
+                                                         (".avi", "MJPG", 0.8)])
+def test_a_video_cut_short_on_disk_is_an_error(tmp_path, monkeypatch, suffix, fourcc, keep):
+    """A full disk: OpenCV's encoder reports nothing, the file holds fewer frames (an MP4
+    without its index: none) than were written; closing reads it back and says so."""
+    path = tmp_path / f"v{suffix}"
+    with VideoWriter(tmp_path / f"whole{suffix}", 25.0, fourcc=fourcc) as vw:
+        for i in range(12):
+            vw.write(_frame(i))
+    assert count_frames(tmp_path / f"whole{suffix}") == 12  # intact, no error
+
+    cut_written_videos_short(monkeypatch, keep)
+    vw = VideoWriter(path, 25.0, fourcc=fourcc)
+    for i in range(12):
+        vw.write(_frame(i))
+    with pytest.raises(VideoWriteError, match=r"12 frames were written but (\d+) can be read "
+                                              r"back \(a short write") as err:
+        vw.close()
+    found = count_frames(path)
+    assert f"but {found} can be read back" in str(err.value)
+    assert found == 0 if suffix == ".mp4" else 0 < found < 12
+    assert path.stat().st_size > 0  # the file is there, and not whole
 
 
 @pytest.mark.parametrize(("step", "max_fps"), [(1, None), (3, None), (1, 12.5), (1, 10.0),
