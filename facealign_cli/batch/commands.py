@@ -113,6 +113,9 @@ class Command:
             fp["weights"] = str(opts.weights or "default")
             if not opts.flip:  # (key absent = flip averaging on, the default)
                 fp["flip"] = False
+            # always spelled out: outputs of runs before these steps existed are redone
+            fp["roi_crop_scale"] = opts.roi_crop_scale
+            fp["second_pass"] = opts.second_pass
         return fp
 
     def video_fingerprint(self, opts: RunOptions) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 BACKENDS = ("local", "dask")
@@ -41,6 +41,14 @@ EXIT_SIGTERM = 143
 
 #: Seconds to wait for the Dask scheduler to answer and for at least one worker.
 DASK_CONNECT_TIMEOUT = 10.0
+
+
+def _default_roi_crop_scale() -> float:
+    """:data:`facealign_cli.core.geometry.ROI_CROP_SCALE` (imported when a run's options are
+    built, never for ``facealign --help``)."""
+    from facealign_cli.core.geometry import ROI_CROP_SCALE
+
+    return ROI_CROP_SCALE
 
 
 class BatchError(RuntimeError):
@@ -90,6 +98,11 @@ class RunOptions:
             see :func:`facealign_cli.models.regressor_onnx.make_regressor`).
         flip: test-time flip averaging of the regressor (see
             :mod:`facealign_cli.core.regression`).
+        roi_crop_scale: factor on every roi box the regressor crops (default
+            :data:`facealign_cli.core.geometry.ROI_CROP_SCALE`; 1 = 3DDFA's standard crop;
+            :class:`facealign_cli.core.pipeline.FaceAligner`).
+        second_pass: re-crop each face at the roi box of its first fit's landmarks and regress
+            again (:class:`facealign_cli.core.pipeline.FaceAligner`).
         overwrite: redo images already done.
         mesh_format: ``"obj"``, ``"ply"`` or ``"glb"`` (``mesh`` only).
         mesh_frame: ``"viewer"`` (x, H - y, -z: y up, z towards the viewer) or ``"image"``
@@ -129,6 +142,8 @@ class RunOptions:
     weights: str | None = None
     runtime: str | None = None
     flip: bool = True
+    roi_crop_scale: float = field(default_factory=_default_roi_crop_scale)
+    second_pass: bool = True
     overwrite: bool = False
     mesh_format: str = "obj"
     mesh_frame: str = "viewer"

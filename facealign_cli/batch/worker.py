@@ -140,7 +140,8 @@ def build_aligner(opts: RunOptions, threads: int):
     # the detector's threshold is --min-score (tiles keep their stricter one when higher)
     detector = BlazeFaceDetector(score_threshold=opts.min_score, num_threads=threads)
     aligner = FaceAligner(detector=detector, regressor=regressor, max_faces=opts.max_faces,
-                          num_threads=threads, flip=opts.flip)
+                          num_threads=threads, flip=opts.flip,
+                          roi_crop_scale=opts.roi_crop_scale, second_pass=opts.second_pass)
     if cmd.uses_regressor:
         aligner.model  # noqa: B018 - load the 3DMM now: a missing basis is one setup error
     if cmd.dense:
@@ -187,7 +188,8 @@ def get_aligner(opts: RunOptions):
     factory = opts.aligner_factory or build_aligner
     cmd = get_command(opts.command)
     key = (cmd.uses_regressor, cmd.dense, opts.weights, opts.runtime, opts.threads, opts.jobs,
-           opts.max_faces, opts.flip, opts.min_score, factory)
+           opts.max_faces, opts.flip, opts.roi_crop_scale, opts.second_pass, opts.min_score,
+           factory)
     if _ALIGNER is None or _ALIGNER_KEY != key:
         threads = effective_threads(opts)
         try:

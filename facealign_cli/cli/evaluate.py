@@ -54,7 +54,7 @@ def evaluate():
 @_common_options
 def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mean_std,
                 json_path, markdown_path, plot_path, limit, iou_threshold, threads, runtime,
-                per_image, flip):
+                per_image, flip, roi_crop_scale, second_pass):
     """Evaluate on AFLW2000-3D (PATH: the folder of imageNNNNN.jpg + .mat).
 
     \b
@@ -87,7 +87,8 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
         data = D.open_aflw2000(path, limit=limit)
     except D.DatasetLayoutError as exc:
         raise SetupError(f"not an AFLW2000-3D folder: {exc}") from exc
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip,
+                            roi_crop_scale, second_pass, standard_row=True)
     detector, det_info = (_load_detector(threads) if "detector" in protos else (None, None))
     try:
         with _progress(len(data), f"AFLW2000-3D ({', '.join(protos)})") as advance:
@@ -105,6 +106,7 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
         "limit": limit, "subset": "evenly spaced over the list" if len(data) < data.n_total
         else "all",
         "protocols": list(run.protocols), "crop_rule": P.CROP_RULE,
+        "crop_scale_rule": P.CROP_SCALE_RULE,
         "roi_boxes": data.roi_source,
         "nme": "mean 68-point 2D error / sqrt(w*h) of the ground-truth 68-point 2D box "
                "(3DDFA, Zhu et al. TPAMI 2017)",
@@ -158,7 +160,7 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
 @_common_options
 def landmarks68(directory, annotations, pts_zero_based, weights, baseline, baseline_mean_std,
                 json_path, markdown_path, plot_path, limit, iou_threshold, threads, runtime,
-                per_image, flip):
+                per_image, flip, roi_crop_scale, second_pass):
     """Evaluate 68 landmarks on annotated photos (DIRECTORY of images).
 
     \b
@@ -181,7 +183,8 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
                                    limit=limit)
     except D.DatasetLayoutError as exc:
         raise SetupError(str(exc)) from exc
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip,
+                            roi_crop_scale, second_pass, standard_row=True)
     detector, det_info = _load_detector(threads)
     try:
         with _progress(len(items), "landmarks68") as advance:
@@ -197,7 +200,7 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
         "iou_threshold": iou_threshold,
         "detector_match": "detection with the highest IoU with the 68-landmark box, "
                           f"IoU >= {iou_threshold}; else a miss",
-        "crop_rule": P.CROP_RULE,
+        "crop_rule": P.CROP_RULE, "crop_scale_rule": P.CROP_SCALE_RULE,
         "nme_box": "mean 68-point error / sqrt(w*h) of the ground-truth 68-point box",
         "nme_io": "mean 68-point error / distance of points 36 and 45 (outer eye corners; "
                   "300-W, Sagonas et al. 2016)",
@@ -293,7 +296,6 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
     import dataclasses
 
     from facealign_cli.core.morphable_model import BasisNotFoundError
-    from facealign_cli.core.pipeline import FaceAligner
     from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, POSE_DEFAULTS, FaceSmoother
     from facealign_cli.core.tracking import (
         DEFAULT_IOU_THRESHOLD,
@@ -330,7 +332,7 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
     figs, per = {}, {}
     try:
         for m in methods:
-            aligner = FaceAligner(detector=detector, regressor=m.regressor, flip=m.flip)
+            aligner = m.aligner(detector)
             va = VideoAligner(aligner, detect_every=detect_every,
                               smoother=FaceSmoother(smooth, POSE_DEFAULTS))
             with _progress(len(photos), f"stability ({m.label})") as advance:

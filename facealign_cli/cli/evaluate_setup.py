@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from facealign_cli.cli.crop_options import crop_options
 from facealign_cli.cli.export import SetupError
 from facealign_cli.models.weights import RUNTIMES
 
@@ -32,17 +33,31 @@ def _note(msg: str) -> None:
 
 
 def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std: Path | None,
-                  threads: int, runtime: str | None = None, flip: bool = True):
+                  threads: int, runtime: str | None = None, flip: bool = True,
+                  roi_crop_scale: float | None = None, second_pass: bool = True,
+                  standard_row: bool = False):
     """The methods to evaluate: the facealign regressor (``--weights`` or the default weights,
     in the runtime the CLI would use, see
-    :func:`facealign_cli.models.regressor_onnx.make_regressor`) and, with ``--baseline-3ddfa``,
-    the user's 3DDFA-V2 MobileNet."""
+    :func:`facealign_cli.models.regressor_onnx.make_regressor`) with the test-time settings
+    (``flip``, ``roi_crop_scale``: None = :data:`facealign_cli.core.geometry.ROI_CROP_SCALE`,
+    ``second_pass``), then, with ``--baseline-3ddfa``, the user's 3DDFA-V2 MobileNet as its
+    authors ship it (no flip, standard crop, one pass), then, with ``standard_row`` and unless
+    the settings already are the standard crop, facealign again with the standard crop (roi
+    scale 1, one pass; key ``facealign-standard``)."""
+    import dataclasses
+    import math
+
     from facealign_cli.cli.main import env_runtime, env_weights
-    from facealign_cli.evaluation.protocols import Method
+    from facealign_cli.core.geometry import ROI_CROP_SCALE
+    from facealign_cli.evaluation.protocols import Method, crop_rule_label
     from facealign_cli.models.regressor_onnx import make_regressor
     from facealign_cli.models.weights import default_weights_path, sha256_of
 
-    methods = []
+    methods, extra = [], []
+    if roi_crop_scale is None:
+        roi_crop_scale = ROI_CROP_SCALE
+    elif not math.isfinite(roi_crop_scale):  # (click's range lets NaN through)
+        raise SetupError(f"--roi-crop-scale: {roi_crop_scale} is not a number")
     env = env_weights()  # $FACEALIGN_WEIGHTS / $FACEALIGN_RUNTIME: read here, at the edge
     runtime = runtime or env_runtime()
     path = weights if weights is not None else (Path(env) if env else default_weights_path())
@@ -53,10 +68,19 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
             reg = make_regressor(path, num_threads=threads or None, runtime=runtime)
         except Exception as exc:  # torch / pickle raise many types for a wrong file
             raise SetupError(f"cannot load facealign weights {path}: {exc}") from exc
-        methods.append(Method("facealign", "facealign", reg, {
-            "label": "facealign", "weights": str(path), "sha256": sha256_of(path),
-            "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
-            "flip": flip}, flip=flip))
+        info = {"label": "facealign", "weights": str(path), "sha256": sha256_of(path),
+                "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
+                "flip": flip, "roi_crop_scale": roi_crop_scale, "second_pass": second_pass,
+                "crop": crop_rule_label(roi_crop_scale, second_pass)}
+        m = Method("facealign", "facealign", reg, info, flip=flip,
+                   roi_crop_scale=roi_crop_scale, second_pass=second_pass)
+        methods.append(m)
+        if standard_row and info["crop"] != crop_rule_label(1.0, False):
+            label = "facealign (standard crop)"
+            extra.append(dataclasses.replace(
+                m, key="facealign-standard", label=label, roi_crop_scale=1.0, second_pass=False,
+                info={**info, "label": label, "roi_crop_scale": 1.0, "second_pass": False,
+                      "crop": crop_rule_label(1.0, False)}))
     elif baseline is None:
         raise SetupError(
             f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
@@ -80,8 +104,10 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
             raise SetupError(f"cannot load 3DDFA-V2 weights {baseline}: {exc}") from exc
         methods.append(Method("3ddfa-v2", "3DDFA-V2 MobileNet (user weights)", b, {
             "label": "3DDFA-V2", "weights": str(baseline), "sha256": sha(baseline),
-            "mean_std": str(ms), "mean_std_sha256": sha(ms), "input_size": 120}))
-    return methods
+            "mean_std": str(ms), "mean_std_sha256": sha(ms), "input_size": 120,
+            "crop": crop_rule_label(1.0, False)}))
+    # (the first two methods make the reports' difference rows: facealign minus the baseline)
+    return methods + extra
 
 
 def _load_detector(threads: int):
@@ -168,7 +194,8 @@ def _common_options(f):
         click.option("--flip/--no-flip", default=True, show_default=True,
                      help="Test-time flip averaging for facealign, as the image commands do "
                           "by default. The --baseline-3ddfa model runs as its authors ship "
-                          "it (no flip)."),
+                          "it (no flip, standard crop, one pass)."),
+        *crop_options(evaluate=True),
     ]
     for o in reversed(opts):
         f = o(f)

@@ -21,6 +21,7 @@ import sys
 import click
 
 from facealign_cli import __version__
+from facealign_cli.cli.crop_options import crop_options
 from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exported
     ENV_VARS,
     env_runtime,
@@ -144,6 +145,7 @@ def _common_options(f):
                      help="Test-time flip averaging: the regressor also sees each face "
                           "mirrored and the landmarks, pose and mesh average both (about 0.1 "
                           "NME better on AFLW2000-3D, one more regressor pass per face)."),
+        *crop_options(),
         click.option("--max-megapixels", type=click.FloatRange(min=0.01), default=None,
                      metavar="MP",
                      help="Largest image decoded at full size [default: 50]. Larger JPEGs are "
@@ -277,6 +279,9 @@ def _run(command: str, params: dict, **extra) -> None:
     if mp is not None and not (math.isfinite(mp) and mp >= 0.01):
         raise click.UsageError(f"--max-megapixels: {mp} is not a number of megapixels "
                                ">= 0.01", ctx=ctx)
+    rs = params["roi_crop_scale"]
+    if rs is not None and not math.isfinite(rs):  # (click's range lets NaN through)
+        raise click.UsageError(f"--roi-crop-scale: {rs} is not a number", ctx=ctx)
     env = read_env()
     max_pixels = int(mp * 1e6) if mp is not None else env["max_pixels"]
     weights = params["weights"] or env["weights"]
@@ -327,6 +332,9 @@ def _run(command: str, params: dict, **extra) -> None:
         command=command, out=out, jobs=jobs, threads=threads, max_faces=params["max_faces"],
         min_score=params["min_score"],
         weights=weights, runtime=runtime, flip=params["flip"], overwrite=params["overwrite"],
+        second_pass=params["second_pass"],
+        **({} if params["roi_crop_scale"] is None
+           else {"roi_crop_scale": params["roi_crop_scale"]}),
         max_pixels=max_pixels,
         quiet=params["quiet"], verbose=params["verbose"], backend=params["backend"],
         scheduler=params["scheduler"], **kw, **extra)

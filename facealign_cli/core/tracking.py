@@ -405,7 +405,9 @@ class VideoAligner:
         for tr in self.tracker.tracks.values():
             if tr.missed or tr.landmarks is None:
                 continue
-            roi = G.roi_box_from_landmarks(tr.landmarks)
+            # the pipeline's crop (its roi crop scale; 1 for aligners without one)
+            roi = G.roi_box_from_landmarks(tr.landmarks,
+                                           getattr(self.aligner, "roi_crop_scale", 1.0))
             inside = box_area(np.array([max(roi[0], 0), max(roi[1], 0), min(roi[2], w),
                                         min(roi[3], h)]))
             if inside < 0.5 * box_area(np.asarray(roi, dtype=np.float64)):

@@ -53,6 +53,10 @@ from facealign_cli.evaluation.occlusion import (
 )
 
 CROP_RULE = "3DDFA: integer roi box, zero padding, cv2.resize bilinear to 120x120"
+CROP_SCALE_RULE = ("each method's roi boxes (ground-truth or from the detector box) scaled "
+                   "about their centres by its roi_crop_scale; with second_pass, cropped "
+                   "again at roi_box_from_landmarks of its first-pass landmarks times the "
+                   "same scale")
 PROTOCOLS = ("gt-crops", "detector", "occlusion")
 
 
@@ -113,6 +117,13 @@ class Method:
             :class:`facealign_cli.models.baseline_3ddfa.Baseline3DDFA`.
         info: what the report records about it (weights path, sha256, ...).
         flip: test-time flip averaging (:mod:`facealign_cli.core.regression`).
+        roi_crop_scale: factor on every roi box cropped, detector-derived or ground-truth
+            (:func:`facealign_cli.core.geometry.scale_roi_box`); 1 = 3DDFA's standard crop.
+        second_pass: re-crop at the roi box of the first fit's landmarks and regress again
+            (as :class:`facealign_cli.core.pipeline.FaceAligner` does).
+
+    The defaults run a regressor as 3DDFA-V2's authors ship theirs: no flip, standard crop,
+    one pass.
     """
 
     key: str
@@ -120,6 +131,38 @@ class Method:
     regressor: object
     info: dict
     flip: bool = False
+    roi_crop_scale: float = 1.0
+    second_pass: bool = False
+
+    def aligner(self, detector):
+        """A :class:`~facealign_cli.core.pipeline.FaceAligner` of this method's regressor and
+        test-time settings around ``detector``."""
+        from facealign_cli.core.pipeline import FaceAligner
+
+        return FaceAligner(detector=detector, regressor=self.regressor, flip=self.flip,
+                           roi_crop_scale=self.roi_crop_scale, second_pass=self.second_pass)
+
+
+def crop_rule_label(roi_crop_scale: float, second_pass: bool) -> str:
+    """How a method crops, for reports: ``"standard crop"`` (3DDFA's roi box, one pass) or
+    e.g. ``"roi x0.88, second pass"``."""
+    if roi_crop_scale == 1 and not second_pass:
+        return "standard crop"
+    return ", ".join([f"roi x{roi_crop_scale:g}"] + (["second pass"] if second_pass else []))
+
+
+def _predict_gt_crops(m: Method, images: list[np.ndarray], roi_boxes: np.ndarray,
+                      model: MorphableModel, fitter) -> tuple[np.ndarray, np.ndarray]:
+    """``gt-crops`` for one method: the ground-truth roi boxes times its crop scale, then, with
+    its second pass, again at the roi boxes of the first pass's landmarks (the pipeline's
+    rule, :meth:`facealign_cli.core.pipeline.FaceAligner.fit`). (B, 68, 3) landmarks, (B, 3)
+    pose."""
+    roi = G.scale_roi_box(roi_boxes, m.roi_crop_scale)
+    lms, pose, _ = predict_on_crops(m.regressor, images, roi, model, fitter=fitter)
+    if m.second_pass:
+        roi = np.stack([G.roi_box_from_landmarks(lm, m.roi_crop_scale) for lm in lms])
+        lms, pose, _ = predict_on_crops(m.regressor, images, roi, model, fitter=fitter)
+    return lms, pose
 
 
 def _fit_detected(aligner, image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +209,9 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
 
     * ``gt-crops``: the 3DDFA protocol (Zhu et al., TPAMI 2017): crop each image to its roi box
       with :data:`CROP_RULE`, regress, map the 68 landmarks back (:func:`predict_on_crops`).
+      A method with a crop scale other than 1 crops the roi box scaled about its centre; with
+      a second pass it crops again at the roi box of its own first-pass landmarks
+      (:class:`Method`).
     * ``detector``: the full pipeline (:class:`facealign_cli.core.pipeline.FaceAligner`: detector,
       roi rule from the detector box, crop, regressor) on the whole 450 x 450 image; the
       annotated face is the detection with the highest IoU with the 68-landmark box if that IoU
@@ -190,8 +236,6 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
         ValueError: unknown protocol, ``detector`` protocol without a detector, no methods.
         DatasetLayoutError: an unreadable image.
     """
-    from facealign_cli.core.pipeline import FaceAligner
-
     protocols = tuple(protocols)
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
@@ -213,8 +257,7 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
     det: dict = {}
     occ: dict = {}
     if "detector" in protocols:
-        aligners = [FaceAligner(detector=detector, regressor=m.regressor, flip=m.flip)
-                    for m in methods]
+        aligners = [m.aligner(detector) for m in methods]
         det = {"matched": np.zeros(B, bool), "iou": np.zeros(B), "box": nan3(B, 4),
                "n_detections": np.zeros(B, np.int64)}
         det.update({m.key: {"lms": nan3(B, 68, 3), "pose": nan3(B, 3)} for m in methods})
@@ -229,8 +272,7 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
         roi = data.roi_boxes[sl]
         if do_gt:
             for m in methods:
-                lms, pose, _ = predict_on_crops(m.regressor, images, roi, model,
-                                                fitter=fitters[m.key])
+                lms, pose = _predict_gt_crops(m, images, roi, model, fitters[m.key])
                 gt[m.key]["lms"][sl], gt[m.key]["pose"][sl] = lms, pose
         if occ:
             for kind in OCCLUDER_KINDS:
@@ -240,8 +282,7 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
                                              for o, b in zip(occs, face_boxes[sl])]
                 occluded = [apply_occluder(im, o) for im, o in zip(images, occs)]
                 for m in methods:
-                    lms, pose, _ = predict_on_crops(m.regressor, occluded, roi, model,
-                                                    fitter=fitters[m.key])
+                    lms, pose = _predict_gt_crops(m, occluded, roi, model, fitters[m.key])
                     occ[kind][m.key]["lms"][sl], occ[kind][m.key]["pose"][sl] = lms, pose
         if det:
             for j, im in enumerate(images):
@@ -378,10 +419,7 @@ def run_landmarks68(items: list[AnnotatedImage], methods: list[Method], detector
     Raises:
         DatasetLayoutError: an unreadable image.
     """
-    from facealign_cli.core.pipeline import FaceAligner
-
-    aligners = [FaceAligner(detector=detector, regressor=m.regressor, flip=m.flip)
-                for m in methods]
+    aligners = [m.aligner(detector) for m in methods]
     gts = [f for it in items for f in it.faces]
     F = len(gts)
     pred = {m.key: np.full((F, 68, 3), np.nan) for m in methods}

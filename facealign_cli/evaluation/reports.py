@@ -66,6 +66,12 @@ def _labels(methods: dict) -> dict:
     return {k: v.get("label", k) for k, v in methods.items()}
 
 
+def _crop_notes(methods: dict) -> list[str]:
+    """One note naming each method's crop rule (``info["crop"]``), if the methods record it."""
+    crops = [f"{v.get('label', k)}: {v['crop']}" for k, v in methods.items() if "crop" in v]
+    return ["crops: " + "; ".join(crops)] if crops else []
+
+
 def _diff_label(keys: list[str], labels: dict) -> str:
     return f"Δ {labels[keys[0]]} − {labels[keys[1]]}"
 
@@ -120,6 +126,7 @@ def aflw2000_tables(doc: dict) -> list[Table]:
                   _nme_rows(block, keys, labels, splits, det))
         t.notes.append("Mean = unweighted mean of the three bin means; 3D NME = mean of bins, "
                        "x/y/z after removing each set's mean z; AUC@7 and FR on all images.")
+        t.notes += _crop_notes(methods)
         if det:
             dd = block["detection"]
             t.notes.append(
@@ -187,7 +194,7 @@ def landmarks68_tables(doc: dict) -> list[Table]:
                    f"{det['detected']} matched to a detection (IoU >= {det['iou_threshold']}), "
                    f"{det['misses']} missed. box = sqrt(w·h) of the ground-truth 68-point box; "
                    "inter-ocular = outer eye corners (points 36, 45). AUC/FR count misses as "
-                   "failures."])]
+                   "failures.", *_crop_notes(methods)])]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,3 +126,27 @@ def test_subset_model_gives_the_same_vertices():
     np.testing.assert_array_equal(idx[sub.keypoint_vertices], m.keypoint_vertices)
     with pytest.raises(ValueError):
         m.subset(np.array([0, 1, 2]))
+
+
+def test_scale_roi_box_about_its_centre():
+    got = G.scale_roi_box(np.array([10.0, 20.0, 110.0, 120.0]), 0.88)  # centre (60, 70), side 100
+    np.testing.assert_allclose(got, [16.0, 26.0, 104.0, 114.0], atol=1e-5)
+    assert got.dtype == np.float32
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0], [-4.0, 2.0, 4.0, 10.0]])
+    np.testing.assert_allclose(G.scale_roi_box(boxes, 1.5),
+                               [[-2.5, -2.5, 12.5, 12.5], [-6.0, 0.0, 6.0, 12.0]])
+    np.testing.assert_array_equal(G.scale_roi_box(boxes, 1.0), boxes)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="roi crop scale"):
+            G.scale_roi_box(boxes, bad)
+
+
+def test_roi_box_from_landmarks_crop_scale():
+    pts = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 20.0], [10.0, 20.0]])  # centre (5, 10)
+    half = 10 * math.sqrt(2.0)  # max(w, h) / 2 * sqrt(2)
+    np.testing.assert_allclose(G.roi_box_from_landmarks(pts),
+                               [5 - half, 10 - half, 5 + half, 10 + half], rtol=1e-6)
+    h = 0.88 * half
+    np.testing.assert_allclose(G.roi_box_from_landmarks(pts, 0.88),
+                               [5 - h, 10 - h, 5 + h, 10 + h], rtol=1e-6)
+    assert G.ROI_CROP_SCALE == 0.88  # the documented measurement (geometry.py) is for 0.88

@@ -405,3 +405,25 @@ def test_jitter_video_of_small_far_faces_keeps_one_id_per_face(small_faces_photo
     assert all(len(v) <= 1 for v in on_faces.values()), owners   # never two faces
     per_face = [sum(1 for v in on_faces.values() if v == {k}) for k in range(len(boxes))]
     assert per_face == [1] * len(boxes), owners
+
+
+def test_carried_faces_crop_at_the_aligners_roi_crop_scale():
+    """Between detector frames a track is cropped at its previous landmarks' roi box times the
+    aligner's crop scale (1 for aligners without one)."""
+    from facealign_cli.core import geometry as G
+
+    class Tight(FakeAligner):
+        roi_crop_scale = 0.5
+
+    for fa, scale in ((FakeAligner([[100, 60, 180, 140]]), 1.0),
+                      (Tight([[100, 60, 180, 140]]), 0.5)):
+        va = VideoAligner(fa, detect_every=2)
+        img = np.zeros((240, 320, 3), np.uint8)
+        prev = va.process(img)[0].landmarks_3d[:, :2].copy()
+        carried = va.process(img)[0]
+        assert carried.extra["carried"]
+        np.testing.assert_allclose(carried.roi_box, G.roi_box_from_landmarks(prev, scale))
+        if scale != 1:
+            side = G.roi_box_from_landmarks(prev)
+            assert carried.roi_box[2] - carried.roi_box[0] == pytest.approx(
+                0.5 * (side[2] - side[0]), rel=1e-5)

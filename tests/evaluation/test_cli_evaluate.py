@@ -217,3 +217,42 @@ def test_landmarks68_prints_its_table_on_an_ascii_stdout(tmp_path, afw_annotated
     assert "68-landmark NME (%)" in out and "| facealign |" in out
     assert "sqrt(w*h)" in out  # the ASCII form of sqrt(w·h)
     assert "sqrt(w·h)" in (tmp_path / "r.md").read_text(encoding="utf-8")
+
+
+def test_cli_standard_crop_row_beside_the_default(tmp_path, aflw2000_dir, real_weights):
+    """The default row (roi x ROI_CROP_SCALE, second pass) and 'facealign (standard crop)';
+    the standard row is what --roi-crop-scale 1 --no-second-pass computes (and then shown
+    once)."""
+    from facealign_cli.core.geometry import ROI_CROP_SCALE
+
+    docs, outputs = {}, {}
+    for name, extra in (("default", []), ("std", ["--roi-crop-scale", "1", "--no-second-pass"])):
+        out = tmp_path / f"{name}.json"
+        res = CliRunner().invoke(evaluate, [
+            "aflw2000-3d", str(aflw2000_dir), "--weights", str(real_weights), "--limit", "6",
+            "--protocols", "gt-crops", "--json", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        docs[name], outputs[name] = json.loads(out.read_text()), res.output
+    m = docs["default"]["methods"]
+    assert list(m) == ["facealign", "facealign-standard"]
+    assert (m["facealign"]["roi_crop_scale"], m["facealign"]["second_pass"]) == (
+        ROI_CROP_SCALE, True)
+    assert m["facealign-standard"]["label"] == "facealign (standard crop)"
+    assert m["facealign-standard"]["crop"] == "standard crop"
+    assert f"roi x{ROI_CROP_SCALE:g}, second pass" in m["facealign"]["crop"]
+    assert "facealign (standard crop)" in outputs["default"]
+    assert list(docs["std"]["methods"]) == ["facealign"]
+    g, s = docs["default"]["results"]["gt-crops"], docs["std"]["results"]["gt-crops"]
+    assert g["facealign-standard"]["nme_2d"] == s["facealign"]["nme_2d"]
+    assert g["facealign"]["nme_2d"]["all"] != g["facealign-standard"]["nme_2d"]["all"]
+
+
+def test_cli_landmarks68_rows_and_crop_notes(tmp_path, afw_annotated_dir, real_weights):
+    res = CliRunner().invoke(evaluate, [
+        "landmarks68", str(afw_annotated_dir), "--annotations",
+        str(afw_annotated_dir / "annotations.json"), "--weights", str(real_weights),
+        "--limit", "3", "--markdown", str(tmp_path / "r.md")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "r.md").read_text()
+    assert "| facealign (standard crop) |" in md and "| facealign |" in md
+    assert "crops: facealign: roi x" in md and "facealign (standard crop): standard crop" in md

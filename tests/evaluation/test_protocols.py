@@ -102,3 +102,25 @@ def test_landmarks68_run_counts_misses(tmp_path, w300_afw_dir, teacher_method, b
     assert np.isnan(per["3ddfa-v2"]["nme_box"][2])
     tables = R.landmarks68_tables({"methods": {"3ddfa-v2": {"label": "T"}}, "results": figs})
     assert tables[0].rows[0][-1] == "1"
+
+
+def test_gt_crops_apply_the_pipelines_crop_rule(aflw2000_dir, real_weights):
+    """gt-crops of a method with a crop scale and a second pass equal the pipeline's fit of a
+    face given the scaled ground-truth roi box (the same rule, not a copy of it)."""
+    from facealign_cli.core import geometry as G
+    from facealign_cli.core.face import Face
+    from facealign_cli.models.regressor_onnx import make_regressor
+
+    data = D.open_aflw2000(aflw2000_dir, limit=4)
+    m = P.Method("facealign", "facealign", make_regressor(real_weights, num_threads=1), {},
+                 flip=True, roi_crop_scale=0.88, second_pass=True)
+    std = P.Method("std", "std", m.regressor, {}, flip=True)
+    run = P.run_aflw2000(data, [m, std], ("gt-crops",))
+    aligner = m.aligner(detector=object())  # (no detection here)
+    for i in range(len(data)):
+        f = Face(box=np.zeros(4, np.float32), score=1.0,
+                 roi_box=G.scale_roi_box(data.roi_boxes[i], 0.88))
+        aligner.fit(data.read_image(i), [f])
+        np.testing.assert_allclose(run.gt_crops["facealign"]["lms"][i][:, :2],
+                                   f.landmarks_3d[:, :2], atol=1e-3)
+    assert np.abs(run.gt_crops["facealign"]["lms"] - run.gt_crops["std"]["lms"]).max() > 0.1

@@ -110,8 +110,11 @@ def test_real_meshes_profile_and_overlap(afw_faces):
     face = r.full("face", -1)
     for i, f in enumerate(faces):
         x, y = np.round(f.landmarks_3d[30, :2]).astype(int)  # nose tip
-        if 0 <= x < img.shape[1] and 0 <= y < img.shape[0]:
-            assert face[y, x] == i
+        if 2 <= x < img.shape[1] - 2 and 2 <= y < img.shape[0] - 2:
+            # a profile's nose tip lies on its silhouette: the pixels around it that are
+            # covered at all are this face's (no other face in front)
+            near = face[y - 2:y + 3, x - 2:x + 3]
+            assert (near == i).sum() >= 5 and np.isin(near, [i, -1]).all()
     # the z seen at a pixel is the smallest z of the face's triangles covering its centre:
     # brute force over all triangles at 300 random covered pixels of the frontal face
     f0 = faces[0]

@@ -89,9 +89,12 @@ def test_real_faces(afw_faces, tmp_path):
         for i, f in enumerate(dense):
             lm = f.landmarks_3d
             x, y = np.round(lm[30, :2]).astype(int)
-            if not (0 <= x < img.shape[1] and 0 <= y < img.shape[0]):
+            if not (2 <= x < img.shape[1] - 2 and 2 <= y < img.shape[0] - 2):
                 continue
-            assert face[y, x] == i  # the nose tip pixel shows this face
+            # the nose tip shows this face (a profile's lies on its silhouette: the covered
+            # pixels around it)
+            near = face[y - 2:y + 3, x - 2:x + 3]
+            assert (near == i).sum() >= 5 and np.isin(near, [i, -1]).all()
             if abs(float(f.pose[0])) < 30:
                 # frontal: the nose tip is among the nearest points of the face
                 mine = d[:, :, 0][face == i]

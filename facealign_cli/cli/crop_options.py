@@ -1,0 +1,30 @@
+"""The test-time crop options of the image commands and of ``facealign evaluate``:
+``--roi-crop-scale S`` and ``--second-pass/--no-second-pass`` (see
+:class:`facealign_cli.core.pipeline.FaceAligner`). Imports only click: ``facealign --help``
+stays instant, so the default scale is resolved later (None here =
+:data:`facealign_cli.core.geometry.ROI_CROP_SCALE`, 0.88 as written in the help;
+``tests/cli/test_crop_options.py`` holds the two equal)."""
+
+from __future__ import annotations
+
+import click
+
+
+def crop_options(evaluate: bool = False) -> list:
+    """The two click options, for the image commands or (``evaluate``) for facealign's rows
+    of ``facealign evaluate``; apply each to the command function."""
+    who = "facealign's" if evaluate else "Every face"
+    return [
+        click.option("--roi-crop-scale", type=click.FloatRange(0.5, 2.0), default=None,
+                     metavar="S",
+                     help=f"{who} crop, scaled about its centre by S [default: 0.88, tighter "
+                          "than 3DDFA's, chosen on the annotated AFW photos; "
+                          "facealign_cli.core.geometry.ROI_CROP_SCALE]. 1 = 3DDFA's standard "
+                          "crop." + (" A row 'facealign (standard crop)' (1, one pass) is "
+                                     "added unless S is 1 with --no-second-pass."
+                                     if evaluate else "")),
+        click.option("--second-pass/--no-second-pass", default=True, show_default=True,
+                     help="Crop each face again at the roi box of its fitted landmarks and "
+                          "regress again (one more regressor pass per face; lower NME on "
+                          "the AFW photos, see the README)."),
+    ]

@@ -1,0 +1,69 @@
+"""``--roi-crop-scale`` and ``--second-pass/--no-second-pass`` of the image commands (issue 18):
+the help's default is the constant, the options reach the pipeline, change the outputs and the
+resume fingerprint, and are recorded with the run's settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from cli_helpers import invoke
+
+from facealign_cli.batch import options as batch_options
+from facealign_cli.batch.worker import build_aligner
+from facealign_cli.core import geometry as G
+
+
+def _manifest(out):
+    return [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_help_states_the_constant():
+    r = invoke(["landmarks", "--help"])
+    assert f"[default: {G.ROI_CROP_SCALE:g}," in " ".join(r.output.split())
+    assert batch_options.RunOptions("landmarks", "o").roi_crop_scale == G.ROI_CROP_SCALE
+    assert batch_options.RunOptions("landmarks", "o").second_pass is True
+
+
+def test_options_reach_the_aligner(real_weights):
+    opts = batch_options.RunOptions("landmarks", "o", weights=str(real_weights),
+                                    roi_crop_scale=0.9, second_pass=False)
+    al = build_aligner(opts, 1)
+    assert (al.roi_crop_scale, al.second_pass, al.flip) == (0.9, False, True)
+    al = build_aligner(batch_options.RunOptions("landmarks", "o", weights=str(real_weights)), 1)
+    assert (al.roi_crop_scale, al.second_pass) == (G.ROI_CROP_SCALE, True)
+
+
+def test_standard_crop_outputs_fingerprint_and_settings(afw_photos, real_weights, tmp_path):
+    env = {"FACEALIGN_WEIGHTS": str(real_weights)}
+    out = tmp_path / "lm"
+    photo = afw_photos[0]
+    assert invoke(["landmarks", photo, "--out", out], env=env).exit_code == 0
+    default = json.loads((out / f"{photo.stem}.json").read_text())["faces"]
+    settings = json.loads((out / ".facealign/settings/landmarks.json").read_text())["settings"]
+    assert settings["roi_crop_scale"] == G.ROI_CROP_SCALE and settings["second_pass"] is True
+    # other crop settings: redone, not skipped as done
+    r = invoke(["landmarks", photo, "--out", out, "--roi-crop-scale", "1", "--no-second-pass"],
+               env=env)
+    assert r.exit_code == 0 and _manifest(out)[0]["status"] == "ok"
+    std = json.loads((out / f"{photo.stem}.json").read_text())["faces"]
+    settings = json.loads((out / ".facealign/settings/landmarks.json").read_text())["settings"]
+    assert settings["roi_crop_scale"] == 1.0 and settings["second_pass"] is False
+    assert len(std) == len(default) >= 1
+    for d, s in zip(default, std):
+        # the standard crop is the detector roi rule as is (records round to 0.01 px)
+        want = G.roi_box_from_detector_box(np.asarray(s["box"]))
+        np.testing.assert_allclose(s["roi_box"], want, atol=0.02)
+        assert np.abs(np.asarray(d["roi_box"]) - want).max() > 1.0
+        assert np.abs(np.asarray(d["landmarks_2d"]) - s["landmarks_2d"]).max() > 0.1
+    r = invoke(["landmarks", photo, "--out", out, "--roi-crop-scale", "1", "--no-second-pass"],
+               env=env)
+    assert _manifest(out)[0]["status"] == "skipped"
+
+
+def test_bad_crop_scale_is_a_usage_error(afw_photos, tmp_path):
+    for bad in ("nan", "0.2", "x"):
+        r = invoke(["landmarks", afw_photos[0], "--out", tmp_path / "o", "--roi-crop-scale",
+                    bad])
+        assert r.exit_code == 2 and "--roi-crop-scale" in r.output
+    assert not (tmp_path / "o").exists()
