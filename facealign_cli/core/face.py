@@ -67,6 +67,9 @@ class Face:
             viewer (the 3DMM's and the crop camera's; the image frame above is this frame
             turned by 180 degrees about x), or ``None`` before regression. Unlike the Euler
             angles it is well defined at every head pose (near |yaw| = 90 degrees too).
+        quality: estimated probability in [0, 1] that the detection is a real face
+            (:func:`facealign_cli.core.quality.face_quality`, from the detector score and the
+            disagreement of the flip-averaged predictions), or ``None`` before regression.
     """
 
     box: np.ndarray
@@ -79,6 +82,7 @@ class Face:
     vertices: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     rotation: np.ndarray | None = None
+    quality: float | None = None
 
     @property
     def landmarks_2d(self) -> np.ndarray | None:
