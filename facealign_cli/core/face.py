@@ -94,7 +94,8 @@ class Face:
     def to_dict(self, *, with_landmarks: bool = True) -> dict[str, Any]:
         """Plain-JSON view (lists of floats rounded to 0.01 px / 0.01 degree).
 
-        The keys are ``box``, ``score``, ``keypoints``, ``roi_box`` and, when the face was
+        The keys are ``box``, ``score``, ``quality`` (when set), ``keypoints``, ``roi_box``
+        and, when the face was
         regressed and ``with_landmarks`` is true, ``landmarks_2d``, ``landmarks_3d``, ``pose``
         (a dict with ``yaw``, ``pitch``, ``roll``), ``rotation`` (3x3, row-major, 6 decimals),
         ``camera`` (``scale`` and ``translation`` of the camera of ``params``, 120-px crop
@@ -110,6 +111,7 @@ class Face:
         out: dict[str, Any] = {
             "box": r(self.box),
             "score": round(float(self.score), 4),
+            **({} if self.quality is None else {"quality": round(float(self.quality), 4)}),
             "keypoints": r(self.keypoints),
             "roi_box": r(self.roi_box),
         }

@@ -80,7 +80,8 @@ def test_pose_csv_has_the_quaternion_of_the_pose(fake_model, photos, tmp_path):
         rows = list(csv.DictReader(fh))
     cols = list(rows[0])
     assert cols[cols.index("score") + 1:][:4] == ["qw", "qx", "qy", "qz"]
-    assert cols[-3:] == ["frame", "time", "track"]  # the video columns, empty for photos
+    # the video columns, empty for photos, then the face quality (issue 20)
+    assert cols[-4:] == ["frame", "time", "track", "quality"]
     assert all(row["frame"] == row["time"] == row["track"] == "" for row in rows)
     for row in rows:
         q = np.array([float(row[k]) for k in ("qw", "qx", "qy", "qz")])
