@@ -23,17 +23,6 @@ def _manifest(out):
 
 
 
-@pytest.fixture()
-def photos(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        cv2.imwrite(str(d / f"{name}.jpg"), rng.integers(0, 200, (80, 100, 3), np.uint8))
-    (d / "bad.jpg").write_bytes(b"not an image")
-    return d
-
-
 # ------------------------------------------------------------------ --min-score
 
 
