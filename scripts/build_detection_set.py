@@ -67,6 +67,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facealign_cli.core.boxes import box_iou
+
 LOW_THRESHOLD = 0.4
 IOU_ANNOTATED = 0.3
 IOU_SAME = 0.5
@@ -80,18 +82,6 @@ def shared_root() -> Path:
     """``$FACEALIGN_SHARED``, else ``shared/`` beside the repository."""
     env = os.environ.get("FACEALIGN_SHARED")
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of (N, 4) and (M, 4) ``[x1, y1, x2, y2]`` boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _photos(root: Path):
@@ -132,13 +122,13 @@ def detect(args) -> int:
         flags = [True] * len(fd)
         db = np.array([f.extra["box_unclipped"] for f in fd]).reshape(-1, 4)
         for f in fl:
-            if not len(db) or iou_matrix([f.extra["box_unclipped"]], db).max() < IOU_SAME:
+            if not len(db) or box_iou(np.asarray(f.extra["box_unclipped"]), db).max() < IOU_SAME:
                 keep.append(f)
                 flags.append(False)
         for f, flag in zip(keep, flags):
             counter[set_name] += 1
             box = np.asarray(f.extra["box_unclipped"])
-            m = iou_matrix([box], gt).max() if len(gt) else 0.0
+            m = box_iou(box, gt).max() if len(gt) else 0.0
             out.append({
                 "id": f"{set_name}-{counter[set_name]:04d}", "set": set_name, "photo": name,
                 "box": _r(box), "keypoints": _r(f.keypoints), "score": round(f.score, 4),
@@ -251,7 +241,7 @@ def report(args) -> int:
             for k in photos:
                 b = np.array([d["box"] for d in use if d["photo"] == k[1]]).reshape(-1, 4)
                 if len(b):
-                    found += int((iou_matrix(gts[k], b).max(axis=1) >= IOU_ANNOTATED).sum())
+                    found += int((box_iou(gts[k], b).max(axis=1) >= IOU_ANNOTATED).sum())
             false = sum(d["label"] == "not_face" for d in use)
             faces = len(use) - false
             print(f"{set_name} {policy}: {len(photos)} photos, annotated faces found "
