@@ -70,6 +70,7 @@ class FakeAligner:
             lm[:, 1] = np.linspace(y1, y2, 68)
             f.landmarks_3d = lm
             f.pose = np.array([10.0, -5.0, 2.5], np.float32)
+            f.quality = f.score  # (0.9 and 0.5: both kept at the default --min-quality)
             if dense:
                 f.vertices = np.array([[x1, y1, 0], [x2, y1, 0], [x2, y2, 1], [x1, y2, 1]],
                                       np.float32)

@@ -11,14 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from facealign_cli.batch.options import DEFAULT_MIN_SCORE, POSE_CSV_NAME, RunOptions
+from facealign_cli.batch.options import (
+    DEFAULT_MIN_QUALITY,
+    DEFAULT_MIN_SCORE,
+    POSE_CSV_NAME,
+    RunOptions,
+)
 from facealign_cli.io import records
 
 #: Columns of ``pose.csv``. ``frame`` (source frame index), ``time`` (seconds) and ``track``
 #: (face track id) are filled for the rows of a video and empty for photos; the header is the
-#: same for every run.
+#: same for every run. ``quality``: :func:`facealign_cli.core.quality.face_quality`.
 POSE_COLUMNS = ("path", "face", "yaw", "pitch", "roll", "x1", "y1", "x2", "y2", "score",
-                "qw", "qx", "qy", "qz", "frame", "time", "track")
+                "qw", "qx", "qy", "qz", "frame", "time", "track", "quality")
 #: The video columns of :data:`POSE_COLUMNS` (empty for a photo).
 POSE_VIDEO_COLUMNS = ("frame", "time", "track")
 
@@ -70,16 +75,22 @@ def pose_rows(path: str, faces) -> list[list[Any]]:
     for k, f in enumerate(faces):
         yaw, pitch, roll = (_num(v) for v in f.pose)
         x1, y1, x2, y2 = (_num(v) for v in f.box[:4])
+        q = None if f.quality is None else _num(f.quality, 4)
         rows.append([path, k, yaw, pitch, roll, x1, y1, x2, y2, _num(f.score, 4),
-                     *quaternion(face_rotation(f))])
+                     *quaternion(face_rotation(f)), None, None, None, q])
     return rows
 
 
+def keep_faces(faces, opts: RunOptions) -> list:
+    """The faces whose detector score is at least ``opts.min_score`` and whose quality (when
+    set: regressed faces) is at least ``opts.min_quality``."""
+    return [f for f in faces if float(f.score) >= opts.min_score
+            and (f.quality is None or f.quality >= opts.min_quality)]
+
+
 def align(aligner, img, dense: bool, opts: RunOptions) -> list:
-    """The faces of ``img`` (regressed, vertices with ``dense``) whose detector score is at
-    least ``opts.min_score``."""
-    faces = aligner(img, dense=dense)
-    return [f for f in faces if float(f.score) >= opts.min_score]
+    """The faces of ``img`` (regressed, vertices with ``dense``) kept by :func:`keep_faces`."""
+    return keep_faces(aligner(img, dense=dense), opts)
 
 
 def json_file_bytes(doc: Any) -> bytes:
@@ -110,6 +121,8 @@ class Command:
         if opts.min_score != DEFAULT_MIN_SCORE:  # (key absent = the detector's default)
             fp["min_score"] = opts.min_score
         if self.uses_regressor:
+            if opts.min_quality != DEFAULT_MIN_QUALITY:  # (key absent = the default)
+                fp["min_quality"] = opts.min_quality
             fp["weights"] = str(opts.weights or "default")
             if not opts.flip:  # (key absent = flip averaging on, the default)
                 fp["flip"] = False
@@ -276,9 +289,11 @@ def jpeg_bytes(image_bgr, quality: int) -> bytes:
 
 
 def face_summary(faces) -> list[dict[str, Any]]:
-    """What the contact sheet shows of each face, for a done record: ``{"score", "pose"}``
-    (score rounded to 4 places, ``[yaw, pitch, roll]`` degrees to 2, or None)."""
+    """What the contact sheet shows of each face, for a done record: ``{"score", "quality",
+    "pose"}`` (score and quality rounded to 4 places, quality None when not set, ``[yaw, pitch,
+    roll]`` degrees to 2, or None)."""
     return [{"score": round(float(f.score), 4),
+             "quality": None if f.quality is None else round(float(f.quality), 4),
              "pose": None if f.pose is None else [round(float(a), 2) for a in f.pose]}
             for f in faces]
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from facealign_cli.core import quality as _quality
+
 BACKENDS = ("local", "dask")
 MESH_FORMATS = ("obj", "ply", "glb")
 #: Frames a mesh can be written in (:func:`facealign_cli.io.meshes.to_viewer_frame`); the
@@ -19,6 +21,8 @@ MESH_FRAMES = ("viewer", "image")
 #: The detector's own score threshold (``BlazeFaceDetector(score_threshold=0.45)``): the
 #: default of ``--min-score``.
 DEFAULT_MIN_SCORE = 0.45
+#: The default of ``--min-quality`` (:data:`facealign_cli.core.quality.DEFAULT_MIN_QUALITY`).
+DEFAULT_MIN_QUALITY = _quality.DEFAULT_MIN_QUALITY
 #: What ``render`` draws by default, and what it can draw (``facealign_cli.render``'s).
 RENDER_DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
 RENDER_DEFAULT_DRAW = ("box", "landmarks", "pose")
@@ -111,6 +115,9 @@ class RunOptions:
             OBJ + MTL + PNG; GLB: embedded).
         min_score: drop detections below this score (the detector runs with it as its
             threshold; default :data:`DEFAULT_MIN_SCORE`, the detector's own).
+        min_quality: the regressing commands drop faces whose quality
+            (:func:`facealign_cli.core.quality.face_quality`) is below this (0 keeps all;
+            default :data:`DEFAULT_MIN_QUALITY`).
         draw: the layers ``render`` draws (:data:`RENDER_DRAW_CHOICES`).
         sheet: ``render`` also writes thumbnails and ``index.html`` (a contact sheet).
         max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = its
@@ -149,6 +156,7 @@ class RunOptions:
     mesh_frame: str = "viewer"
     texture: bool = False
     min_score: float = DEFAULT_MIN_SCORE
+    min_quality: float = DEFAULT_MIN_QUALITY
     draw: tuple[str, ...] = RENDER_DEFAULT_DRAW
     sheet: bool = False
     max_pixels: int | None = None

@@ -211,6 +211,8 @@ def _validate(opts: RunOptions) -> None:
                          f"{RENDER_DRAW_CHOICES}")
     if not 0.0 <= opts.min_score <= 1.0:
         raise ValueError(f"min_score must lie in [0, 1], got {opts.min_score!r}")
+    if not 0.0 <= opts.min_quality <= 1.0:
+        raise ValueError(f"min_quality must lie in [0, 1], got {opts.min_quality!r}")
     if opts.backend not in BACKENDS:
         raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
     if opts.backend == "dask" and not opts.scheduler:

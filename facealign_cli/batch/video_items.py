@@ -58,6 +58,7 @@ from facealign_cli.batch.commands import (
     face_summary,
     get_command,
     json_file_bytes,
+    keep_faces,
     pose_rows,
     video_fingerprint,
 )
@@ -337,7 +338,7 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
                         faces = tracker.update(filtered.detect(fr.image))
                     else:
                         va.dense = mesh_frame or render_dense
-                        faces = va.process(fr.image, fr.time)
+                        faces = keep_faces(va.process(fr.image, fr.time), opts)
                     if renderer is not None:
                         pic = renderer.draw(fr.image, faces)
                     if mesh_frame:
@@ -366,7 +367,7 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
                         doc["error"] = err
                     jsonl.write(json_file_bytes(doc))
                 if cmd.table:
-                    rows += [tuple(r[:14]) + (fr.index, t, track_of(f))
+                    rows += [tuple(r[:14]) + (fr.index, t, track_of(f), r[17])
                              for r, f in zip(pose_rows(item.path, faces), faces)]
                 del fr, faces, pic
         if jsonl is not None:

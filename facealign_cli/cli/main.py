@@ -29,6 +29,7 @@ from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exp
     read_env,
 )
 from facealign_cli.cli.lazy_group import LazyGroup
+from facealign_cli.core.quality import DEFAULT_MIN_QUALITY
 from facealign_cli.models.weights import RUNTIMES
 
 #: The detector's own threshold (``BlazeFaceDetector(score_threshold=0.45)``, the same as
@@ -132,6 +133,15 @@ def _common_options(f):
                           "higher). Raise it (e.g. 0.7) to drop the false positives of group "
                           "photos (hands, hair). Recorded with the run's settings in "
                           "<out>/.facealign/settings/<command>.json."),
+        click.option("--min-quality", type=click.FloatRange(0.0, 1.0),
+                     default=DEFAULT_MIN_QUALITY, show_default=True, metavar="Q",
+                     help="Drop faces whose quality is below Q (0 keeps all). The quality "
+                          "(written as 'quality') estimates the probability that a detection "
+                          "is a real face, from its score and how well the regressor's "
+                          "predictions on the crop and its mirror image agree; the default "
+                          "drops about two thirds of the false faces (hands, hair, objects) "
+                          "and about 3 % of real faces, mostly tiny, blurred or dark ones. "
+                          "Not used by detect (it does not regress)."),
         click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
                      metavar="PATH",
                      help="Regressor checkpoint [default: $FACEALIGN_WEIGHTS, else the "
@@ -330,7 +340,7 @@ def _run(command: str, params: dict, **extra) -> None:
     kw = {} if env["dask_timeout"] is None else {"dask_timeout": env["dask_timeout"]}
     opts = batch_options.RunOptions(
         command=command, out=out, jobs=jobs, threads=threads, max_faces=params["max_faces"],
-        min_score=params["min_score"],
+        min_score=params["min_score"], min_quality=params["min_quality"],
         weights=weights, runtime=runtime, flip=params["flip"], overwrite=params["overwrite"],
         second_pass=params["second_pass"],
         **({} if params["roi_crop_scale"] is None
@@ -379,7 +389,7 @@ def landmarks(**params):
     """68 landmarks (2D and 3D) and head pose: one JSON per image.
 
     Writes <out>/<relative path without extension>.json: {path, width, height, faces: [{box,
-    score, keypoints, roi_box, landmarks_2d: 68 x [x, y], landmarks_3d: 68 x [x, y, z],
+    score, quality, keypoints, roi_box, landmarks_2d: 68 x [x, y], landmarks_3d: 68 x [x, y, z],
     pose: {yaw, pitch, roll}}]} (iBUG 68-point order, pixels; angles in degrees).
     """
     _run("landmarks", params)
@@ -396,8 +406,10 @@ def pose(**params):
     Writes <out>/pose.csv with columns path, face, yaw, pitch, roll, x1, y1, x2, y2, score:
     one row per face (face = 0, 1, ... by descending score), angles in degrees (yaw > 0: the
     subject turns to their right; pitch > 0: looks up; roll > 0: head tilts clockwise in the
-    image), box in pixels. Images without faces have no row (the manifest lists them). The
-    table is rebuilt on every run from per-image records, so a resumed run yields the full table.
+    image), box in pixels, then the rotation quaternion qw, qx, qy, qz, the video columns
+    frame, time, track (empty for photos) and quality (see --min-quality). Images without
+    faces have no row (the manifest lists them). The table is rebuilt on every run from
+    per-image records, so a resumed run yields the full table.
     """
     _run("pose", params)
 

@@ -67,6 +67,9 @@ class Face:
             viewer (the 3DMM's and the crop camera's; the image frame above is this frame
             turned by 180 degrees about x), or ``None`` before regression. Unlike the Euler
             angles it is well defined at every head pose (near |yaw| = 90 degrees too).
+        quality: estimated probability in [0, 1] that the detection is a real face
+            (:func:`facealign_cli.core.quality.face_quality`, from the detector score and the
+            disagreement of the flip-averaged predictions), or ``None`` before regression.
     """
 
     box: np.ndarray
@@ -79,6 +82,7 @@ class Face:
     vertices: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     rotation: np.ndarray | None = None
+    quality: float | None = None
 
     @property
     def landmarks_2d(self) -> np.ndarray | None:
@@ -90,7 +94,8 @@ class Face:
     def to_dict(self, *, with_landmarks: bool = True) -> dict[str, Any]:
         """Plain-JSON view (lists of floats rounded to 0.01 px / 0.01 degree).
 
-        The keys are ``box``, ``score``, ``keypoints``, ``roi_box`` and, when the face was
+        The keys are ``box``, ``score``, ``quality`` (when set), ``keypoints``, ``roi_box``
+        and, when the face was
         regressed and ``with_landmarks`` is true, ``landmarks_2d``, ``landmarks_3d``, ``pose``
         (a dict with ``yaw``, ``pitch``, ``roll``), ``rotation`` (3x3, row-major, 6 decimals),
         ``camera`` (``scale`` and ``translation`` of the camera of ``params``, 120-px crop
@@ -106,6 +111,7 @@ class Face:
         out: dict[str, Any] = {
             "box": r(self.box),
             "score": round(float(self.score), 4),
+            **({} if self.quality is None else {"quality": round(float(self.quality), 4)}),
             "keypoints": r(self.keypoints),
             "roi_box": r(self.roi_box),
         }

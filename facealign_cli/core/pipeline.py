@@ -12,6 +12,7 @@ import numpy as np
 
 from facealign_cli.core import geometry as G
 from facealign_cli.core.face import Face
+from facealign_cli.core.quality import face_quality
 
 
 class Detector(Protocol):
@@ -129,9 +130,10 @@ class FaceAligner:
         :attr:`roi_crop_scale`; a face given with a ``roi_box`` (a tracked face) is cropped
         there. With :attr:`second_pass`, the face is then cropped again at the roi box of its
         fitted landmarks and regressed again. Fills ``roi_box`` (the last crop), ``params``,
-        ``landmarks_3d``, ``pose`` and, if ``dense``, ``vertices`` (the face region's
-        vertices, :attr:`topology`). All faces of the image go through the network in one
-        batch per pass.
+        ``landmarks_3d``, ``pose``, ``rotation``, ``quality``
+        (:mod:`facealign_cli.core.quality`, from the last pass) and, if ``dense``,
+        ``vertices`` (the face region's vertices, :attr:`topology`). All faces of the image
+        go through the network in one batch per pass.
 
         Returns:
             The same list.
@@ -165,6 +167,7 @@ class FaceAligner:
             f.landmarks_3d = lm.T.copy()
             f.pose = fit.pose[i].astype(np.float32)
             f.rotation = fit.rotation[i]
+            _rate(f, fit.flip_disagreement, i)
             if dense:
                 v = G.crop_to_image(fit.vertices[1][i], f.roi_box, size)
                 v[2] -= z0
@@ -174,3 +177,13 @@ class FaceAligner:
     def __call__(self, image_bgr: np.ndarray, *, dense: bool = False) -> list[Face]:
         """Detect and fit: (H, W, 3) uint8 BGR image to a list of faces (scores descending)."""
         return self.fit(image_bgr, self.detect(image_bgr), dense=dense)
+
+
+def _rate(face: Face, flip_gaps: np.ndarray | None, i: int) -> None:
+    """Set ``face.quality`` (:func:`facealign_cli.core.quality.face_quality`) and keep the flip
+    disagreement in ``face.extra["flip_disagreement"]`` (``None`` without flip averaging)."""
+    flip = None if flip_gaps is None else float(flip_gaps[i])
+    face.quality = face_quality(face.score, flip)
+    if face.extra is None:
+        face.extra = {}
+    face.extra["flip_disagreement"] = flip

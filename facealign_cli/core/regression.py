@@ -53,12 +53,16 @@ class CropFit:
         rotation: (B, 3, 3) float64 model-to-camera rotations (flip-averaged when on).
         pose: (B, 3) float64 ``[yaw, pitch, roll]`` degrees from ``rotation``
             (:func:`facealign_cli.core.geometry.angles_from_rotation`).
+        flip_disagreement: (B,) float32, with flip averaging: the mean 2D distance between
+            the direct and the mirrored-back vertices of the first evaluated set, as a
+            fraction of the crop side S (0 = both predictions agree); ``None`` without.
     """
 
     params: np.ndarray
     vertices: tuple[np.ndarray, ...]
     rotation: np.ndarray
     pose: np.ndarray
+    flip_disagreement: np.ndarray | None = None
 
 
 def gather_vertices(model: MorphableModel, vertex_index: np.ndarray) -> MorphableModel:
@@ -136,6 +140,7 @@ class CropFitter:
         size = regressor.input_size
         which = range(len(self._sets)) if sets is None else sets
         params = regressor.predict(crops).astype(np.float32)
+        disagreement = None
         rot = np.stack([G.rotation_from_camera(p) for p in params]) if len(params) else \
             np.zeros((0, 3, 3))
         verts = [G.params_to_crop_vertices(params, self._sets[j][0], None, size) for j in which]
@@ -146,8 +151,11 @@ class CropFitter:
             for k, j in enumerate(which):
                 vf = G.params_to_crop_vertices(pf, self._sets[j][1], None, size)
                 vf[:, 0] = (size - 1) - vf[:, 0]
+                if k == 0:
+                    gap = np.linalg.norm(verts[k][:, :2] - vf[:, :2], axis=1).mean(axis=1)
+                    disagreement = (gap / size).astype(np.float32)
                 verts[k] = 0.5 * (verts[k] + vf)
         pose = np.stack([G.angles_from_rotation(r) for r in rot]) if len(rot) else \
             np.zeros((0, 3))
         return CropFit(params=params, vertices=tuple(v.astype(np.float32) for v in verts),
-                       rotation=rot, pose=pose)
+                       rotation=rot, pose=pose, flip_disagreement=disagreement)

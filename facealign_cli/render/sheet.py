@@ -38,25 +38,31 @@ class SheetFace:
     Attributes:
         score: detector confidence in [0, 1].
         pose: ``(yaw, pitch, roll)`` degrees, or None when not regressed.
+        quality: face quality in [0, 1] (:func:`facealign_cli.core.quality.face_quality`),
+            or None when not known.
     """
 
     score: float
     pose: tuple[float, float, float] | None = None
+    quality: float | None = None
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> SheetFace:
-        """From a :meth:`facealign_cli.core.face.Face.to_dict` dict (``score``, ``pose`` as
-        ``{"yaw", "pitch", "roll"}`` or a 3-sequence) or a
+        """From a :meth:`facealign_cli.core.face.Face.to_dict` dict (``score``, ``quality``,
+        ``pose`` as ``{"yaw", "pitch", "roll"}`` or a 3-sequence) or a
         :class:`~facealign_cli.core.face.Face`."""
         if not isinstance(rec, Mapping):  # a Face
             pose = getattr(rec, "pose", None)
-            return cls(float(rec.score), None if pose is None else tuple(float(a) for a in pose))
+            q = getattr(rec, "quality", None)
+            return cls(float(rec.score), None if pose is None else tuple(float(a) for a in pose),
+                       None if q is None else float(q))
         pose = rec.get("pose")
         if isinstance(pose, Mapping):
             pose = (pose.get("yaw"), pose.get("pitch"), pose.get("roll"))
         if pose is not None:
             pose = tuple(float(a) if a is not None else math.nan for a in pose)
-        return cls(float(rec.get("score", math.nan)), pose)
+        q = rec.get("quality")
+        return cls(float(rec.get("score", math.nan)), pose, None if q is None else float(q))
 
 
 @dataclass
@@ -173,9 +179,10 @@ def _card(e: SheetEntry) -> str:
     rows = []
     for i, f in enumerate(e.faces, 1):
         yaw, pitch, roll = f.pose if f.pose is not None else (None, None, None)
-        rows.append(f"<tr><td>{i}</td><td>{_num(f.score, 2)}</td><td>{_num(yaw, 1)}</td>"
-                    f"<td>{_num(pitch, 1)}</td><td>{_num(roll, 1)}</td></tr>")
-    faces = ("<table><tr><th>face</th><th>score</th><th>yaw°</th><th>pitch°</th>"
+        rows.append(f"<tr><td>{i}</td><td>{_num(f.score, 2)}</td><td>{_num(f.quality, 2)}</td>"
+                    f"<td>{_num(yaw, 1)}</td><td>{_num(pitch, 1)}</td><td>{_num(roll, 1)}</td>"
+                    "</tr>")
+    faces = ("<table><tr><th>face</th><th>score</th><th>quality</th><th>yaw°</th><th>pitch°</th>"
              "<th>roll°</th></tr>" + "".join(rows) + "</table>") if rows else \
         '<div class="none">no face found</div>'
     note = f'<div class="none">{html.escape(e.note)}</div>' if e.note else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 
 
@@ -13,3 +15,16 @@ def fake_model(monkeypatch):
     import facealign_cli.batch.worker as worker
 
     monkeypatch.setattr(worker, "build_aligner", fake_factory)
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    """``tmp_path/in`` with two noise photos, ``a.jpg`` and ``b.jpg`` (80 x 100), and an
+    unreadable ``bad.jpg``."""
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        cv2.imwrite(str(d / f"{name}.jpg"), rng.integers(0, 200, (80, 100, 3), np.uint8))
+    (d / "bad.jpg").write_bytes(b"not an image")
+    return d

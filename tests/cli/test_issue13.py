@@ -23,17 +23,6 @@ def _manifest(out):
 
 
 
-@pytest.fixture()
-def photos(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        cv2.imwrite(str(d / f"{name}.jpg"), rng.integers(0, 200, (80, 100, 3), np.uint8))
-    (d / "bad.jpg").write_bytes(b"not an image")
-    return d
-
-
 # ------------------------------------------------------------------ --min-score
 
 
@@ -80,7 +69,8 @@ def test_pose_csv_has_the_quaternion_of_the_pose(fake_model, photos, tmp_path):
         rows = list(csv.DictReader(fh))
     cols = list(rows[0])
     assert cols[cols.index("score") + 1:][:4] == ["qw", "qx", "qy", "qz"]
-    assert cols[-3:] == ["frame", "time", "track"]  # the video columns, empty for photos
+    # the video columns, empty for photos, then the face quality (issue 20)
+    assert cols[-4:] == ["frame", "time", "track", "quality"]
     assert all(row["frame"] == row["time"] == row["track"] == "" for row in rows)
     for row in rows:
         q = np.array([float(row[k]) for k in ("qw", "qx", "qy", "qz")])
