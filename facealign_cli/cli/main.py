@@ -295,7 +295,7 @@ def _run(command: str, params: dict, **extra) -> None:
         items = collect_inputs(
             params["inputs"], include=params["include"], exclude=params["exclude"],
             stdin=stdin, skip_dirs=[] if out == "-" else [out], missing_ok=True,
-            videos=command in VIDEO_COMMANDS)
+            videos=command in VIDEO_COMMANDS, reserved=batch_options.is_reserved_name)
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
     if out == "-" and any(not it.skipped and is_video_path(it.path) for it in items):
@@ -334,7 +334,8 @@ def _run(command: str, params: dict, **extra) -> None:
     try:
         summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
     except batch_options.OutputWriteError as exc:
-        _say(f"facealign: error: {exc}")
+        if not exc.broken_pipe:  # exit 141 says it; | head -1 is an expected end
+            _say(f"facealign: error: {exc}")
         sys.exit(batch_options.EXIT_BROKEN_PIPE if exc.broken_pipe
                  else batch_options.EXIT_OUTPUT)
     except batch_options.BatchError as exc:
