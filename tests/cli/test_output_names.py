@@ -151,25 +151,6 @@ ODD_NAMES = ["a b.jpg", "ünï cødé.jpg", "#hash.jpg", "100%.jpg", "what?.jpg"
              "e\u0301x.jpg", "tab\there.jpg"]
 
 
-@pytest.fixture()
-def deep_tmp(tmp_path):
-    """``tmp_path``, emptied afterwards without recursion (pytest's clean-up, Python 3.11's
-    ``shutil.rmtree``, recurses once per level)."""
-    yield tmp_path
-    folders, stack = [], [str(tmp_path)]
-    while stack:
-        d = stack.pop()
-        folders.append(d)
-        with os.scandir(d) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                else:
-                    os.unlink(e.path)
-    for d in reversed(folders[1:]):
-        os.rmdir(d)
-
-
 def _odd_tree(src: Path) -> list[Path]:
     """The odd names, a name that is not UTF-8, and a photo nested deeper than the
     interpreter's recursion limit (one-letter folders)."""
