@@ -186,10 +186,12 @@ def _video_options(f):
 INPUT_HELP = """
 
 INPUT is an image file, a folder (searched recursively for .jpg .jpeg .png .bmp .webp
-.tif .tiff, any case; hidden files skipped), or '-' to read paths from stdin, one per line.
+.tif .tiff, any case; hidden files and other runs' --out folders skipped), or '-' to read
+paths from stdin, one per line.
 detect, landmarks, pose, mesh and render also take videos (.mp4 .avi .mov .mkv .webm),
 one item each, frames tracked (see docs/batch.md); videos need a folder as --out.
-Outputs mirror each INPUT folder's structure under --out. Images are read with their EXIF
+Outputs mirror each INPUT folder's structure under --out (a name the run uses itself, like
+manifest, pose.csv or index.html, gets a '_' appended). Images are read with their EXIF
 orientation applied; transparent areas become white. Coordinates are image pixels of the
 upright photo, x right, y down, origin at the centre of the top-left pixel; 3D z is in pixels,
 away from the camera, 0 at the mean depth of the 68 landmarks.
