@@ -17,6 +17,25 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEALIGN_SHARED", REPO.parent / "shared"))
 
 
+@pytest.fixture()
+def deep_tmp(tmp_path):
+    """``tmp_path``, emptied afterwards without recursion, for trees deeper than the recursion
+    limit (pytest's clean-up, Python 3.11's ``shutil.rmtree``, recurses once per level)."""
+    yield tmp_path
+    folders, stack = [], [str(tmp_path)]
+    while stack:
+        d = stack.pop()
+        folders.append(d)
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                else:
+                    os.unlink(e.path)
+    for d in reversed(folders[1:]):
+        os.rmdir(d)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The data folder ``../shared`` (or ``$FACEALIGN_SHARED``); skips the test when absent."""

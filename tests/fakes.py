@@ -61,7 +61,10 @@ class FakeAligner:
         return faces[: self.max_faces] if self.max_faces else faces
 
     def __call__(self, img, dense=False):
-        faces = self.detect(img)
+        return self.fit(img, self.detect(img), dense=dense)
+
+    def fit(self, img, faces, *, dense=False):
+        """The "regression" of given detections (as :meth:`FaceAligner.fit`)."""
         for f in faces:
             x1, y1, x2, y2 = f.box
             f.roi_box = f.box.copy()

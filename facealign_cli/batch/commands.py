@@ -15,6 +15,8 @@ from facealign_cli.batch.options import (
     DEFAULT_MIN_QUALITY,
     DEFAULT_MIN_SCORE,
     POSE_CSV_NAME,
+    SHEET_STEM,
+    THUMBS_DIR,
     RunOptions,
 )
 from facealign_cli.io import records
@@ -33,10 +35,6 @@ def pad_pose_row(row) -> tuple:
     the video columns existed get them empty)."""
     row = tuple(row)
     return row + (None,) * (len(POSE_COLUMNS) - len(row))
-#: Folder (under ``--out``) of the thumbnails of ``render --sheet``: a hidden name, which no
-#: output key can start with (a folder walk skips hidden entries; a file named on the command
-#: line has a key without ``/``).
-THUMBS_DIR = ".thumbs"
 #: JPEG quality of the overlays of ``render``.
 OVERLAY_QUALITY = 90
 
@@ -385,7 +383,7 @@ class Render(Command):
                     e["faces"] = [{"score": f.get("score"), "pose": f.get("pose")}
                                   for f in rec.get("faces") or [] if isinstance(f, dict)]
             entries.append(e)
-        return write_sheet(out, entries)
+        return write_sheet(out, entries, stem=SHEET_STEM)
 
     def wants_lines(self, opts):
         return opts.sheet

@@ -6,6 +6,7 @@ validates the ``FACEALIGN_*`` variables once and passes their values in :class:`
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,29 @@ DEFAULT_MESH_EVERY = 30
 STATE_DIR = ".facealign"
 MANIFEST_NAME = "manifest.jsonl"
 POSE_CSV_NAME = "pose.csv"
+#: Folder (under ``--out``) of the thumbnails of ``render --sheet``.
+THUMBS_DIR = ".thumbs"
+#: Stem of the pages of ``render --sheet``: ``index.html``, ``index-2.html``, ...
+SHEET_STEM = "index"
+#: What the runner writes at the top of ``--out`` (besides the sheet's further pages): no
+#: output key may start with one of these, or with one of them without its extension
+#: (:func:`is_reserved_name`).
+RESERVED_NAMES = frozenset({STATE_DIR, MANIFEST_NAME, MANIFEST_NAME + ".partial", POSE_CSV_NAME,
+                            THUMBS_DIR, SHEET_STEM + ".html"})
+_RESERVED_STEMS = frozenset(n.split(".")[0] for n in RESERVED_NAMES if not n.startswith("."))
+_SHEET_PAGE = re.compile(re.escape(SHEET_STEM) + r"-[0-9]+(?:\.html)?")
+
+
+def is_reserved_name(name: str) -> bool:
+    """Whether a name at the top of ``--out`` belongs to the tool: one of
+    :data:`RESERVED_NAMES`, such a name without its extension (``manifest``, ``pose``,
+    ``index``: a video's ``<key>.jsonl`` or a key used as a folder would reach them), or a page
+    of the sheet (``index-2.html``, ``index-2``). ``name`` is compared as given: pass it
+    folded (:func:`facealign_cli.io.inputs.fold_key`) to compare as a case-insensitive file
+    system would. The ``reserved`` test of
+    :func:`facealign_cli.io.inputs.collect_inputs` for the batch engine."""
+    return (name in RESERVED_NAMES or name in _RESERVED_STEMS
+            or _SHEET_PAGE.fullmatch(name) is not None)
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -185,7 +209,8 @@ class RunSummary:
     """Counts and outcome of a run.
 
     Attributes:
-        total: images in the run.
+        total: items in the run (images, videos, and folder entries that cannot be taken).
+        videos: how many of them are videos.
         ok, failed, skipped: images by status (``skipped`` = done earlier).
         not_run: images left out because the run was interrupted or stopped.
         interrupted: the signal number that stopped the run, or 0.
@@ -197,6 +222,7 @@ class RunSummary:
     """
 
     total: int = 0
+    videos: int = 0
     ok: int = 0
     failed: int = 0
     skipped: int = 0

@@ -261,7 +261,10 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
     stderr = stderr or sys.stderr
     t0 = time.perf_counter()
     STOP.clear()
-    summary = RunSummary(total=len(items))
+    from facealign_cli.io.video import is_video_path
+
+    summary = RunSummary(total=len(items), videos=sum(
+        1 for it in items if not it.skipped and is_video_path(it.path)))
     state: dict[str, Any] = {}
 
     with contextlib.ExitStack() as stack:
@@ -393,8 +396,9 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
             summary.output_error = str(exc)
             summary.broken_pipe = exc.broken_pipe
             summary.not_run += len(items) - emitted[0]
-            reporter.line(f"facealign: error: {exc}; stopped" + (
-                " (run the same command again to resume)" if out is not None else ""))
+            if not exc.broken_pipe:  # a reader that went away (| head) is an expected end
+                reporter.line(f"facealign: error: {exc}; stopped" + (
+                    " (run the same command again to resume)" if out is not None else ""))
         except KeyboardInterrupt:
             state.setdefault("signal", signal.SIGINT)
             with contextlib.suppress(OutputWriteError):
@@ -462,11 +466,19 @@ def _finish_not_run(rest, done, emit, why: str) -> None:
             emit(ImageResult.not_run(it, why))
 
 
+def _count_items(s: RunSummary) -> str:
+    """``"3 image(s)"``, ``"1 video(s)"`` or ``"2 image(s) and 1 video(s)"``."""
+    images = s.total - s.videos
+    if not s.videos:
+        return f"{images} image(s)"
+    return f"{images} image(s) and {s.videos} video(s)" if images else f"{s.videos} video(s)"
+
+
 def _print_summary(opts: RunOptions, s: RunSummary, stderr: IO) -> None:
     parts = [f"{s.ok} ok", f"{s.failed} failed", f"{s.skipped} skipped"]
     if s.not_run:
         parts.append(f"{s.not_run} not run")
-    msg = (f"facealign {opts.command}: {s.total} image(s): " + ", ".join(parts)
+    msg = (f"facealign {opts.command}: {_count_items(s)}: " + ", ".join(parts)
            + f" in {s.seconds:.1f} s")
     if s.manifest:
         msg += f"; manifest: {s.manifest}"

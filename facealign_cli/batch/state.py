@@ -23,22 +23,48 @@ from typing import Any
 
 from facealign_cli.batch.commands import Command
 from facealign_cli.batch.options import (
-    MANIFEST_NAME,
-    POSE_CSV_NAME,
     STATE_DIR,
+    THUMBS_DIR,
     OutputLockedError,
     RunOptions,
+    is_reserved_name,
 )
 from facealign_cli.batch.result import ImageResult, SpoolFile, discard_spools
 from facealign_cli.io import records
-from facealign_cli.io.inputs import InputItem
+from facealign_cli.io.inputs import InputItem, fold_key, is_safe_rel, iter_files
+
+
+class UnsafeOutputError(ValueError):
+    """An output path would leave ``--out`` or take one of the run's own names (an output
+    key not made by :func:`facealign_cli.io.inputs.collect_inputs` with the batch engine's
+    ``reserved`` names): the image fails, nothing is written for it."""
 
 
 def done_path(out: Path, command: str, key: str) -> Path:
+    """``<out>/.facealign/done/<command>/<key>.json``.
+
+    Raises:
+        UnsafeOutputError: ``key`` has an empty, ``.`` or ``..`` component.
+    """
+    if not key or not is_safe_rel(key):
+        raise UnsafeOutputError(f"output key {key!r} leaves the output folder")
     return out / STATE_DIR / "done" / command / (key + ".json")
 
 
 def out_path(out: Path, rel: str) -> Path:
+    """The output file ``rel`` (``/``-separated, relative to ``out``) of an image.
+
+    Raises:
+        UnsafeOutputError: ``rel`` would leave ``out`` (an empty, ``.`` or ``..`` component),
+            or its first component is one of the run's own names
+            (:func:`facealign_cli.batch.options.is_reserved_name`; ``.thumbs/`` excepted, where
+            ``render --sheet`` puts each image's thumbnail).
+    """
+    if not is_safe_rel(rel):
+        raise UnsafeOutputError(f"output {rel!r} leaves the output folder")
+    top = rel.split("/", 1)[0]
+    if is_reserved_name(fold_key(top)) and not (top == THUMBS_DIR and "/" in rel):
+        raise UnsafeOutputError(f"output {rel!r} would take the name of the run's own {top!r}")
     return out.joinpath(*rel.split("/"))
 
 
@@ -111,7 +137,7 @@ def check_done(cmd: Command, opts: RunOptions, out: Path, item: InputItem, fp: d
     """The done record of an earlier run if ``item`` can be skipped, else None."""
     try:
         rec = records.read_json(done_path(out, cmd.name, item.key))
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # (an unsafe key: UnsafeOutputError, a ValueError)
         return None
     if not isinstance(rec, dict) or rec.get("fingerprint") != fp:
         return None
@@ -133,11 +159,10 @@ def _remove_stale(out: Path, command: str, key: str, keep: Sequence[str]) -> Non
     except (OSError, ValueError, AttributeError, TypeError):
         return
     for rel in old_outputs:
-        if (not isinstance(rel, str) or rel in keep or rel in (POSE_CSV_NAME, MANIFEST_NAME)
-                or rel.startswith(("/", STATE_DIR)) or ".." in rel.split("/")):
-            continue  # run-wide files and anything outside <out> are never removed
-        with contextlib.suppress(OSError):
-            out_path(out, rel).unlink()
+        if not isinstance(rel, str) or rel in keep:
+            continue
+        with contextlib.suppress(OSError, UnsafeOutputError):  # run-wide files and anything
+            out_path(out, rel).unlink()                        # outside <out> are kept
 
 
 def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
@@ -152,20 +177,22 @@ def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
     if out is None or res.status == "skipped" or res.done is None:
         discard_spools(res.files)
         if out is not None and res.status != "skipped":  # failed: not done any more
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, UnsafeOutputError):
                 done_path(out, command, res.key).unlink()
         return res.committed()
     try:
-        for rel, data in res.files:
-            with records.atomic_open(out_path(out, rel), "wb") as f:
+        done_file = done_path(out, command, res.key)
+        targets = [out_path(out, rel) for rel, _ in res.files]  # all checked before any write
+        for target, (_rel, data) in zip(targets, res.files):
+            with records.atomic_open(target, "wb") as f:
                 if isinstance(data, SpoolFile):  # a video's output, streamed from disk
                     data.copy_to(f)
                 else:
                     f.write(data)
         _remove_stale(out, command, res.key, res.done["outputs"])
-        records.write_json(done_path(out, command, res.key), res.done, indent=None)
+        records.write_json(done_file, res.done, indent=None)
     except Exception as exc:  # a write error fails this image, not the run
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, UnsafeOutputError):
             done_path(out, command, res.key).unlink()
         return res.failed_with(exc)
     discard_spools(res.files)
@@ -183,12 +210,11 @@ def clean_stale_temp_files(out: str | os.PathLike) -> int:
         The number of files removed.
     """
     n = 0
-    for dirpath, _dirs, names in os.walk(out):
-        for name in names:
-            if records.is_temp_name(name):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(dirpath, name))
-                    n += 1
+    for dirpath, name in iter_files(out):
+        if records.is_temp_name(name):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(dirpath, name))
+                n += 1
     return n
 
 
@@ -196,11 +222,10 @@ def iter_done_records(out: Path, command: str) -> Iterator[dict[str, Any]]:
     """Every readable done record of ``command`` under ``out`` (any run), by key order."""
     root = out / STATE_DIR / "done" / command
     found = []
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            if name.endswith(".json") and not name.startswith("."):
-                p = Path(dirpath) / name
-                found.append((p.relative_to(root).as_posix()[:-5], p))
+    for dirpath, name in iter_files(root):
+        if name.endswith(".json") and not name.startswith("."):
+            p = Path(dirpath) / name
+            found.append((p.relative_to(root).as_posix()[:-5], p))
     for _key, p in sorted(found):
         with contextlib.suppress(OSError, ValueError):
             rec = records.read_json(p)

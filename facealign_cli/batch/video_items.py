@@ -78,6 +78,32 @@ class VideoNotSupportedError(ValueError):
     """The command does not take video files."""
 
 
+class NotAVideoError(ValueError):
+    """A file named like a video (``.mp4`` ...) whose content is an image (a JPEG, PNG ...):
+    it fails instead of being read as a one-frame video."""
+
+
+def _refuse_images(path: str) -> None:
+    """Raise :class:`NotAVideoError` when the file at ``path`` starts like an image
+    (:func:`facealign_cli.io.image_headers.sniff_format`); a file that cannot be read is left
+    to the video reader to report.
+
+    Raises:
+        NotAVideoError: the file is an image.
+    """
+    from facealign_cli.io.image_headers import sniff_format
+
+    try:
+        with open(path, "rb") as f:
+            fmt = sniff_format(f.read(12))
+    except OSError:
+        return
+    if fmt is not None:
+        raise NotAVideoError(f"a {fmt.upper()} image named like a video "
+                             f"({os.path.splitext(path)[1]}): not processed; give it an image "
+                             "extension to process it as a photo")
+
+
 class _ScoreFiltered:
     """An aligner whose detections below ``min_score`` are dropped (as :func:`align` does for
     photos), for :class:`~facealign_cli.core.tracking.VideoAligner`."""
@@ -297,6 +323,7 @@ def process_video(opts: RunOptions, item: InputItem, get_aligner, stop) -> Image
         if cmd.name not in VIDEO_COMMANDS:
             raise VideoNotSupportedError(f"{cmd.name} does not take video files (only "
                                          f"{', '.join(VIDEO_COMMANDS)})")
+        _refuse_images(item.path)
         _sweep_once()
         reader = VideoReader(item.path, frame_step=opts.frame_step, max_fps=opts.max_fps,
                              max_pixels=opts.max_pixels)

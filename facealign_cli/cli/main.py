@@ -198,10 +198,12 @@ def _video_options(f):
 INPUT_HELP = """
 
 INPUT is an image file, a folder (searched recursively for .jpg .jpeg .png .bmp .webp
-.tif .tiff, any case; hidden files skipped), or '-' to read paths from stdin, one per line.
+.tif .tiff, any case; hidden files and other runs' --out folders skipped), or '-' to read
+paths from stdin, one per line.
 detect, landmarks, pose, mesh and render also take videos (.mp4 .avi .mov .mkv .webm),
 one item each, frames tracked (see docs/batch.md); videos need a folder as --out.
-Outputs mirror each INPUT folder's structure under --out. Images are read with their EXIF
+Outputs mirror each INPUT folder's structure under --out (a name the run uses itself, like
+manifest, pose.csv or index.html, gets a '_' appended). Images are read with their EXIF
 orientation applied; transparent areas become white. Coordinates are image pixels of the
 upright photo, x right, y down, origin at the centre of the top-left pixel; 3D z is in pixels,
 away from the camera, 0 at the mean depth of the 68 landmarks.
@@ -310,7 +312,7 @@ def _run(command: str, params: dict, **extra) -> None:
         items = collect_inputs(
             params["inputs"], include=params["include"], exclude=params["exclude"],
             stdin=stdin, skip_dirs=[] if out == "-" else [out], missing_ok=True,
-            videos=command in VIDEO_COMMANDS)
+            videos=command in VIDEO_COMMANDS, reserved=batch_options.is_reserved_name)
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
     if out == "-" and any(not it.skipped and is_video_path(it.path) for it in items):
@@ -352,7 +354,8 @@ def _run(command: str, params: dict, **extra) -> None:
     try:
         summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
     except batch_options.OutputWriteError as exc:
-        _say(f"facealign: error: {exc}")
+        if not exc.broken_pipe:  # exit 141 says it; | head -1 is an expected end
+            _say(f"facealign: error: {exc}")
         sys.exit(batch_options.EXIT_BROKEN_PIPE if exc.broken_pipe
                  else batch_options.EXIT_OUTPUT)
     except batch_options.BatchError as exc:

@@ -9,7 +9,13 @@ Rules (documented in the CLI help):
   ``mesh``) also those of :data:`facealign_cli.io.video.VIDEO_EXTENSIONS` (one item per video).
   Names starting with ``.`` (hidden files such as macOS
   ``._photo.jpg`` resource forks, hidden folders) and the run's own output folder are skipped
-  silently. Symbolic links to files are followed; links to folders are not (no loops).
+  silently. Symbolic links to files are followed; links to folders are not (no loops). The
+  walk is iterative (any depth) and linear in the number of entries.
+* A **subfolder that holds a facealign run** (a ``.facealign`` folder and a
+  ``manifest.jsonl``: another command's ``--out`` inside the input folder) is not walked, so
+  one command's outputs (``render``'s overlays, say) are never taken as another's inputs; it
+  is reported like the entries below (reason :data:`RUN_FOLDER_REASON`). A folder named on
+  the command line is walked even if it holds a run.
 * **Entries that cannot be taken are reported, never dropped silently**: a subfolder that
   cannot be listed (permissions, I/O error), a symbolic link to a folder, and an entry named
   like an image (or without extension) that is not a regular file -- a FIFO, a device, a
@@ -42,6 +48,16 @@ Rules (documented in the CLI help):
   key another input claims (``d1/x.jpg``, ``d2/x.jpg``, ``d2/x.jpg~2.jpg`` get ``x.jpg``,
   ``x.jpg~3``, ``x.jpg~2``), and they depend only on the input list, so a re-run of the same
   command finds the same outputs.
+
+  Every key (stem or claimed) is first made **safe** (:func:`safe_key`): a component that is
+  empty, ``.`` or ``..`` (the stem of a file named ``...mp4`` is ``..``) gets ``_`` appended
+  (``.._``), so no output leaves ``--out``; and a first component that names one of the
+  tool's own files or folders at the top of ``--out`` (the ``reserved`` test of
+  :func:`collect_inputs`; for the batch engine
+  :func:`facealign_cli.batch.options.is_reserved_name`: ``manifest.jsonl``, ``pose.csv``,
+  ``index.html``, ``.facealign`` ... and their stems) gets ``_`` appended too: a video
+  ``manifest.mp4`` has the key ``manifest_`` (its frames go to ``manifest_.jsonl``, never
+  over the run's manifest), a folder ``index.html/`` the keys ``index.html_/...``.
 """
 
 from __future__ import annotations
@@ -51,7 +67,7 @@ import fnmatch
 import os
 import stat
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -125,48 +141,94 @@ def _why_not_a_file(full: str) -> str | None:
     return "not a regular file"
 
 
+#: Why a subfolder holding a facealign run is not walked (:func:`is_run_folder`).
+RUN_FOLDER_REASON = "the output folder of a facealign run (not walked)"
+
+
+def is_run_folder(names: Collection[str]) -> bool:
+    """Whether a folder whose entries are named ``names`` holds a facealign run: a
+    ``.facealign`` state folder and a manifest (``manifest.jsonl``, or the
+    ``manifest.jsonl.partial`` of a run in progress or killed)."""
+    return ".facealign" in names and ("manifest.jsonl" in names
+                                      or "manifest.jsonl.partial" in names)
+
+
 def _walk(root: Path, skip: set[str], exts: frozenset[str] = IMAGE_EXTENSIONS
-          ) -> Iterable[tuple[Path, str | None]]:
-    """``(path, None)`` for the image files under ``root`` and ``(path, reason)`` for the
-    entries that cannot be taken, sorted, depth first (a folder's files, then its subfolders),
-    hidden names and ``skip`` folders pruned."""
-    try:
-        with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        yield root, f"cannot read folder: {exc.strerror or exc}"
-        return
-    files: list[tuple[Path, str | None]] = []
-    folders: list[tuple[Path, str | None]] = []
-    for e in entries:
-        if e.name.startswith("."):
+          ) -> Iterator[tuple[Path, str | None, str]]:
+    """``(path, None, real path)`` for the image files under ``root`` and ``(path, reason,
+    real path)`` for the entries that cannot be taken, sorted, depth first (a folder's files,
+    then its subfolders), hidden names and ``skip`` folders (real paths) pruned; a subfolder
+    holding a facealign run (:func:`is_run_folder`) is reported, not walked.
+
+    Iterative (an explicit stack: any depth, whatever the interpreter's recursion limit), and
+    linear in the entries: real paths are built from the parent's (a symbolic link is
+    resolved on its own), never resolved component by component for each file."""
+    stack: list[tuple[Path, str, str | None]] = [(root, os.path.realpath(root), None)]
+    while stack:
+        folder, real, why = stack.pop()
+        if why is not None:
+            yield folder, why, real
             continue
-        full = Path(root) / e.name
         try:
-            is_dir = e.is_dir()  # follows symbolic links
-        except OSError:
-            is_dir = False
-        if is_dir:
-            if os.path.realpath(full) in skip:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            yield folder, f"cannot read folder: {exc.strerror or exc}", real
+            continue
+        if folder is not root and is_run_folder({e.name for e in entries}):
+            yield folder, RUN_FOLDER_REASON, real
+            continue
+        files: list[tuple[Path, str | None, str]] = []
+        folders: list[tuple[Path, str, str | None]] = []
+        for e in entries:
+            if e.name.startswith("."):
                 continue
-            if e.is_symlink():
-                folders.append((full, "symbolic link to a folder (not followed)"))
+            full = folder / e.name
+            try:
+                is_dir = e.is_dir()  # follows symbolic links
+                link = e.is_symlink()
+            except OSError:
+                is_dir = link = False
+            e_real = os.path.realpath(full) if link else os.path.join(real, e.name)
+            if is_dir:
+                if e_real in skip:
+                    continue
+                folders.append((full, e_real, "symbolic link to a folder (not followed)"
+                                if link else None))
+                continue
+            ext = os.path.splitext(e.name)[1].lower()
+            if ext not in exts and ext:
+                continue
+            why = _why_not_a_file(str(full))
+            if why is None and not ext:
+                continue  # a regular file without extension: not an image by name
+            files.append((full, why, e_real))
+        yield from files
+        stack.extend(reversed(folders))
+
+
+def iter_files(top: str | os.PathLike) -> Iterator[tuple[str, str]]:
+    """``(folder, name)`` of every entry under ``top`` that is not a folder (files, links to
+    files, dangling links ...), at any depth, in no particular order; symbolic links to folders
+    are not followed and folders that cannot be listed are passed over. Iterative (unlike
+    :func:`os.walk` in Python 3.11, which recurses once per level)."""
+    stack = [os.fspath(top)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(e.path)
             else:
-                folders.append((full, None))
-            continue
-        ext = os.path.splitext(e.name)[1].lower()
-        if ext not in exts and ext:
-            continue
-        why = _why_not_a_file(str(full))
-        if why is None and not ext:
-            continue  # a regular file without extension: not an image by name
-        files.append((full, why))
-    yield from files
-    for full, why in folders:
-        if why is None:
-            yield from _walk(full, skip, exts)
-        else:
-            yield full, why
+                yield folder, e.name
 
 
 def read_path_list(stream) -> list[str]:
@@ -183,7 +245,8 @@ def read_path_list(stream) -> list[str]:
 def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
                    exclude: Sequence[str] = (), stdin=None,
                    skip_dirs: Sequence[str | os.PathLike] = (),
-                   missing_ok: bool = False, videos: bool = False) -> list[InputItem]:
+                   missing_ok: bool = False, videos: bool = False,
+                   reserved: Callable[[str], bool] | None = None) -> list[InputItem]:
     """Expand command-line inputs into the run's images, in order, with unique output keys.
 
     Args:
@@ -196,6 +259,7 @@ def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
             arguments always raise.
         videos: folders also yield the files with one of
             :data:`facealign_cli.io.video.VIDEO_EXTENSIONS` (the commands that take videos).
+        reserved: the names no output key may start with (:func:`assign_keys`).
 
     Returns:
         The :class:`InputItem` list.
@@ -222,42 +286,43 @@ def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
         else:
             entries.append((a, False))
 
-    found: list[tuple[str, str, str | None]] = []  # (display path, rel, skip reason)
+    # (display path, rel, skip reason, real path)
+    found: list[tuple[str, str, str | None, str]] = []
     for a, from_stdin in entries:
         p = Path(a)
         if p.is_dir():
-            for f, why in _walk(p, skip, exts):
+            for f, why, real in _walk(p, skip, exts):
                 rel = f.relative_to(p).as_posix() if f != p else p.name
                 shown = a if f == p else os.path.join(a, *rel.split("/"))
-                found.append((shown, rel, why))
+                found.append((shown, rel, why, real))
         elif p.exists() or (from_stdin and missing_ok):
-            found.append((a, p.name, None))
+            found.append((a, p.name, None, os.path.realpath(a)))
         else:
             raise InputError(f"no such file or folder: {a}")
 
     seen: set[str] = set()
     kept: list[tuple[str, str, str | None]] = []
-    for path, rel, why in found:
+    for path, rel, why, ident in found:
         if why is None or not _is_folder_entry_reason(why):
             if include and not _matches(include, rel):
                 continue
         if exclude and (_matches(exclude, rel)
                         or (why is not None and _matches(exclude, rel + "/"))):
             continue
-        ident = os.path.realpath(path)
         if ident in seen:
             continue
         seen.add(ident)
         kept.append((path, rel, why))
 
-    keys = iter(assign_keys([rel for _, rel, why in kept if why is None]))
+    keys = iter(assign_keys([rel for _, rel, why in kept if why is None], reserved))
     return [InputItem(i, path, rel, next(keys) if why is None else "", why)
             for i, (path, rel, why) in enumerate(kept)]
 
 
 def _is_folder_entry_reason(why: str) -> bool:
     """The skip reason is about a folder (an include pattern for files does not hide it)."""
-    return why.startswith(("cannot read folder", "symbolic link to a folder"))
+    return why.startswith(("cannot read folder", "symbolic link to a folder",
+                           RUN_FOLDER_REASON))
 
 
 def fold_key(key: str) -> str:
@@ -265,26 +330,54 @@ def fold_key(key: str) -> str:
     return unicodedata.normalize("NFC", key).casefold()
 
 
-def assign_keys(rels: Sequence[str]) -> list[str]:
+#: Path components that would leave the output folder or name no file (a key made of them gets
+#: ``_`` appended to each: :func:`safe_key`).
+UNSAFE_COMPONENTS = ("", ".", "..")
+
+
+def is_safe_rel(rel: str) -> bool:
+    """Whether ``rel`` (``/``-separated) names a path inside the folder it is relative to: not
+    absolute, no empty, ``.`` or ``..`` component."""
+    return not any(c in UNSAFE_COMPONENTS for c in rel.split("/"))
+
+
+def safe_key(key: str, reserved: Callable[[str], bool] | None = None) -> str:
+    """``key`` with ``_`` appended to every component that is empty, ``.`` or ``..`` (so
+    ``...mp4``'s stem ``..`` becomes ``.._``, and an absolute ``/x`` ``_/x``), and to its first
+    component as long as ``reserved`` (called with the component :func:`fold_key` ed) says
+    the name is the tool's own (``manifest`` -> ``manifest_``). The result satisfies
+    :func:`is_safe_rel`."""
+    parts = [c + "_" if c in UNSAFE_COMPONENTS else c for c in key.split("/")]
+    while reserved is not None and reserved(fold_key(parts[0])):
+        parts[0] += "_"
+    return "/".join(parts)
+
+
+def assign_keys(rels: Sequence[str],
+                reserved: Callable[[str], bool] | None = None) -> list[str]:
     """Unique output keys for relative paths (the rule is in the module docstring): unique
-    also after :func:`fold_key`, and a function of the whole list only.
+    also after :func:`fold_key`, safe (:func:`safe_key` with ``reserved``), and a function of
+    the whole list only.
 
     >>> assign_keys(["a.jpg", "a.png", "b/c.jpg"])
     ['a.jpg', 'a.png', 'b/c']
     >>> assign_keys(["x.jpg", "x.jpg", "x.jpg~2.jpg"])
     ['x.jpg', 'x.jpg~3', 'x.jpg~2']
+    >>> assign_keys(["...mp4", "manifest.mp4"], reserved=lambda name: name == "manifest")
+    ['.._', 'manifest_']
     """
 
     def stem_key(rel: str) -> str:
         pp = PurePosixPath(rel)
-        return str(pp.with_suffix("")) if pp.suffix else rel
+        return safe_key(str(pp.with_suffix("")) if pp.suffix else rel, reserved)
 
     stems = [stem_key(r) for r in rels]
     counts: dict[str, int] = {}
     for k in stems:
         counts[fold_key(k)] = counts.get(fold_key(k), 0) + 1
-    claimed = [rel if counts[fold_key(k)] > 1 else k for k, rel in zip(stems, rels)]
-    reserved = {fold_key(k) for k in claimed}
+    claimed = [safe_key(rel, reserved) if counts[fold_key(k)] > 1 else k
+               for k, rel in zip(stems, rels)]
+    claimed_folded = {fold_key(k) for k in claimed}
     taken: set[str] = set()
     next_n: dict[str, int] = {}  # claimed key (folded) -> next suffix number to try
     out = []
@@ -295,7 +388,7 @@ def assign_keys(rels: Sequence[str]) -> list[str]:
             out.append(k)
             continue
         n = next_n.get(f, 2)
-        while fold_key(f"{k}~{n}") in taken or fold_key(f"{k}~{n}") in reserved:
+        while fold_key(f"{k}~{n}") in taken or fold_key(f"{k}~{n}") in claimed_folded:
             n += 1
         next_n[f] = n + 1
         taken.add(fold_key(f"{k}~{n}"))

@@ -85,6 +85,27 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def make_folders(folder: str | os.PathLike) -> None:
+    """Create ``folder`` and its missing parents, like ``os.makedirs(folder, exist_ok=True)``
+    but without recursion (any depth; Python 3.11's ``makedirs`` and ``Path.mkdir`` recurse
+    once per missing level).
+
+    Raises:
+        OSError: a folder cannot be created (also: a file is in the way).
+    """
+    missing = []
+    f = Path(folder)
+    while not f.is_dir() and f.parent != f:
+        missing.append(f)
+        f = f.parent
+    for f in reversed(missing):
+        try:
+            f.mkdir()
+        except FileExistsError:
+            if not f.is_dir():
+                raise
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None = None
                 ) -> Iterator[IO]:
@@ -99,7 +120,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None
     The file gets the usual permissions (0666 minus the umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=TEMP_SUFFIX,
                                dir=path.parent)
     try:

@@ -145,9 +145,11 @@ def write_thumbnail(path: str | os.PathLike, image_bgr: np.ndarray, *,
 
 
 def _url(rel: str) -> str:
-    """A relative file path as an escaped, percent-quoted URL for an attribute."""
+    """A relative file path as an escaped, percent-quoted URL for an attribute: the bytes of
+    each name as the file system has them (:func:`os.fsencode`, so a name that is not valid
+    UTF-8 links to its file too)."""
     parts = str(rel).replace(os.sep, "/").split("/")
-    return html.escape("/".join(quote(p, safe="") for p in parts), quote=True)
+    return html.escape("/".join(quote(os.fsencode(p), safe="") for p in parts), quote=True)
 
 
 def _num(x: float | None, nd: int) -> str:
@@ -177,7 +179,7 @@ def _card(e: SheetEntry) -> str:
     name = html.escape(e.name)
     thumb = e.thumbnail or e.overlay
     rows = []
-    for i, f in enumerate(e.faces, 1):
+    for i, f in enumerate(e.faces):  # numbered from 0, as in file names, JSON and pose.csv
         yaw, pitch, roll = f.pose if f.pose is not None else (None, None, None)
         rows.append(f"<tr><td>{i}</td><td>{_num(f.score, 2)}</td><td>{_num(f.quality, 2)}</td>"
                     f"<td>{_num(yaw, 1)}</td><td>{_num(pitch, 1)}</td><td>{_num(roll, 1)}</td>"

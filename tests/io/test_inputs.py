@@ -250,3 +250,35 @@ def test_batch_one_output_per_input_and_skipped_entries_recorded(tmp_path):
     summary, lines2, _ = _run_landmarks(collect_inputs(args), out)
     assert summary.ok == 0 and summary.skipped == 8
     assert [ln["path"] for ln in lines2] == [ln["path"] for ln in lines]
+
+
+def test_keys_never_leave_out_nor_take_reserved_names():
+    reserved = {"manifest.jsonl", "manifest", "index.html"}.__contains__
+    keys = assign_keys(["...mp4", "..jpg", "manifest.mp4", "manifest_.jpg", "MANIFEST.avi",
+                        "index.html/a.jpg", "sub/..x.jpg", ".."], reserved)
+    # (manifest_ is claimed three times, .._ twice: those keep their extensions)
+    assert keys == ["...mp4", "._", "manifest.mp4", "manifest_.jpg", "MANIFEST.avi",
+                    "index.html_/a", "sub/..x", ".._"]
+    for k in keys:
+        assert all(c not in ("", ".", "..") for c in k.split("/")), k
+        assert not reserved(fold_key(k.split("/")[0])), k
+    assert len({fold_key(k) for k in keys}) == len(keys)
+    assert assign_keys(["...mp4", "manifest.mp4", "a/b.jpg"], reserved) == [
+        ".._", "manifest_", "a/b"]
+
+
+def test_walking_is_not_bounded_by_the_recursion_limit(deep_tmp):
+    import sys
+
+    tmp_path = deep_tmp
+    d = tmp_path / "in"
+    d.mkdir()
+    depth = sys.getrecursionlimit() + 20
+    for _ in range(depth):
+        d = d / "d"
+        d.mkdir()
+    (d / "deep.jpg").write_bytes(b"x")
+    (tmp_path / "in" / "top.jpg").write_bytes(b"x")
+    items = collect_inputs([str(tmp_path / "in")])
+    assert [os.path.basename(it.path) for it in items] == ["top.jpg", "deep.jpg"]
+    assert items[1].key == "d/" * depth + "deep"

@@ -114,3 +114,10 @@ def test_thumbnails(tmp_path):
     path = write_thumbnail(tmp_path / "t" / "x.jpg", img)
     assert cv2.imread(str(path)).shape == (320, 160, 3)
     assert [q.name for q in Path(tmp_path / "t").iterdir()] == ["x.jpg"]
+
+
+def test_faces_are_numbered_from_0_as_in_file_names_json_and_pose_csv():
+    faces = [{"score": 0.9, "pose": [1.0, 2.0, 3.0]}, {"score": 0.5, "pose": None}]
+    (_, text), = sheet_pages([{"path": "a.jpg", "overlay": "a.jpg", "faces": faces}])
+    rows = [c.split("</td>")[0] for c in text.split("<tr><td>")[1:]]
+    assert rows == ["0", "1"]  # a.jpg's face 0 is a_face0.obj, "face": 0 in pose.csv

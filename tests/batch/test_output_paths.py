@@ -1,0 +1,45 @@
+"""Where a result's files are written (``facealign_cli.batch.state.commit``, the one write path
+of every backend): a path that would leave ``--out`` or take the run's own files fails the
+image, and nothing of it is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from facealign_cli.batch.result import ImageResult
+from facealign_cli.batch.state import commit
+
+
+def _result(key: str, *rels: str) -> ImageResult:
+    files = tuple((rel, b"mesh") for rel in rels)
+    return ImageResult("in/x.mp4", key, "ok", n_faces=1, outputs=rels, files=files,
+                       done={"fingerprint": {}, "path": "in/x.mp4", "outputs": list(rels)})
+
+
+@pytest.mark.parametrize("key,rels", [
+    ("..", ("../frame000000_track0.obj",)),          # a key that leaves --out
+    ("x", ("x/../../frame000000_track0.obj",)),
+    ("x", ("/frame000000_track0.obj",)),             # absolute
+    ("x", ("x//frame.obj",)),                        # empty component
+    ("manifest", ("manifest.jsonl",)),               # the run's own names
+    ("x", ("Manifest.JSONL",)),                      # (as a case-insensitive system sees it)
+    ("index", ("index.html",)),
+    ("pose", ("pose.csv",)),
+    (".facealign", (".facealign/done/mesh/x.json",)),
+    ("index", ("index/frame000000_track0.obj",)),     # a key used as a folder
+    ("x", ("x.obj", "../y.obj")),                    # one bad file: none is written
+])
+def test_an_unsafe_output_path_fails_the_image_and_writes_nothing(tmp_path, key, rels):
+    out = tmp_path / "run" / "out"
+    out.mkdir(parents=True)
+    res = commit(out, "mesh", _result(key, *rels))
+    assert res.status == "failed" and res.error == "UnsafeOutputError", res
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_thumbnails_and_ordinary_outputs_are_written(tmp_path):
+    res = commit(tmp_path, "render", _result("sub/a", "sub/a.jpg", ".thumbs/sub/a.jpg"))
+    assert res.status == "ok", res
+    assert (tmp_path / "sub" / "a.jpg").read_bytes() == b"mesh"
+    assert (tmp_path / ".thumbs" / "sub" / "a.jpg").is_file()
+    assert (tmp_path / ".facealign" / "done" / "render" / "sub" / "a.json").is_file()
