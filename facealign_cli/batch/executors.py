@@ -28,6 +28,9 @@ class LocalExecutor:
     cluster_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, jobs: int):
+        from facealign_cli.batch.streams import ensure_standard_streams
+
+        ensure_standard_streams()  # workers started with a closed fd 0/1/2 die at once
         self.parallelism = jobs
         self._ex = None
 

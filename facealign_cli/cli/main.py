@@ -89,8 +89,18 @@ def main():
     # (and with --jobs > 1); must be set before torch starts its thread pool.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from facealign_cli.batch.progress import one_line_warnings
+    from facealign_cli.batch.streams import ensure_standard_streams
+
+    # closed standard streams (cmd 2>&-) become the null device, for this process and its
+    # workers; a closed stdout is remembered for --out - (exit 3, see _run)
+    closed = ensure_standard_streams()
+    click.get_current_context().meta[_STDOUT_CLOSED] = 1 in closed
 
     one_line_warnings()
+
+
+#: ``click.Context.meta`` key: stdout was closed when the command started.
+_STDOUT_CLOSED = "facealign.stdout_closed"
 
 
 def _common_options(f):
@@ -202,27 +212,6 @@ def _with_input_help(f):
     return f
 
 
-def _safe_streams() -> None:
-    """Make closed standard streams harmless: a closed fd 1 or 2 is reopened on the null
-    device (so no file the run opens later becomes "stdout"), and ``sys.stderr`` is never
-    None. A closed stdout matters only for ``--out -`` (reported there)."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            try:
-                nul = os.open(os.devnull, os.O_RDWR)
-                if nul != fd:
-                    os.dup2(nul, fd)
-                    os.close(nul)
-            except OSError:
-                pass
-            if fd == 1:
-                sys.stdout = None
-    if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-
-
 def _say(msg: str) -> None:
     """One line on stderr; a closed or broken stderr is ignored."""
     try:
@@ -254,7 +243,6 @@ def _run(command: str, params: dict, **extra) -> None:
     from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
     from facealign_cli.io.video import is_video_path
 
-    _safe_streams()
     for name in ("frame_step", "max_fps", "smooth", "detect_every", "mesh_every"):
         if name in params:
             extra[name] = params.pop(name)
@@ -332,6 +320,10 @@ def _run(command: str, params: dict, **extra) -> None:
         scheduler=params["scheduler"], **kw, **extra)
     stdout = getattr(sys.stdout, "buffer", None)
     try:
+        if out == "-" and ctx.meta.get(_STDOUT_CLOSED):
+            from facealign_cli.batch.streams import stdout_closed_error
+
+            raise stdout_closed_error()
         summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
     except batch_options.OutputWriteError as exc:
         _say(f"facealign: error: {exc}")

@@ -1,0 +1,61 @@
+"""The command line as a process among others: closed standard streams with worker processes,
+repeated stop signals, float options and environment values that are not numbers, and nothing
+written outside --out (ONNX Runtime telemetry)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("onnxruntime")
+
+from cli_helpers import write_image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _folder(root: Path, n: int) -> Path:
+    for i in range(n):
+        write_image(root / f"p{i:03d}.jpg", value=40 + (5 * i) % 150)
+    return root
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
+
+
+def _sh(args, redirect: str, **kw) -> subprocess.CompletedProcess:
+    """``python -m facealign_cli.cli.main ARGS REDIRECT`` under ``sh`` (the real model)."""
+    cmd = " ".join(shlex.quote(str(a)) for a in
+                   [sys.executable, "-m", "facealign_cli.cli.main", *args])
+    return subprocess.run(["sh", "-c", f"{cmd} {redirect}"], capture_output=True, timeout=300,
+                          cwd=REPO, **kw)
+
+
+# ------------------------------------------------- worker processes and closed standard streams
+
+@pytest.mark.parametrize("redirect", ["2>&-", "2>&- <&-", ">&-", "<&- >&- 2>&-"])
+def test_workers_run_whatever_standard_streams_the_parent_has_closed(tmp_path, redirect):
+    """``--jobs 2`` with stdin / stdout / stderr closed: every image is processed by the
+    workers (they used to start without the closed descriptors and die: WorkerCrashed for
+    every image, or a traceback in loky with stdout closed)."""
+    src = _folder(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    r = _sh(["detect", src, "--out", out, "--jobs", "2"], redirect)
+    assert r.returncode == 0, r.stderr.decode()
+    assert [m["status"] for m in _manifest(out)] == ["ok"] * 4
+    assert b"Traceback" not in r.stderr
+
+
+def test_closed_stdout_with_out_dash_and_workers_is_exit_3(tmp_path):
+    src = _folder(tmp_path / "in", 3)
+    r = _sh(["detect", src, "--out", "-", "--jobs", "2"], ">&-")
+    err = r.stderr.decode()
+    assert r.returncode == 3, err
+    assert err.count("facealign: error:") == 1 and "stdout" in err and "Traceback" not in err
