@@ -16,7 +16,9 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 
+from cli_helpers import image_folder as _folder  # noqa: E402
 from cli_helpers import invoke  # noqa: E402
+from cli_helpers import read_manifest as _manifest  # noqa: E402
 from cli_helpers import write_image as _img  # noqa: E402
 
 from facealign_cli.cli.main import read_env  # noqa: E402
@@ -25,16 +27,6 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 
-
-
-def _folder(root: Path, n: int) -> Path:
-    for i in range(n):
-        _img(root / f"p{i:02d}.jpg", value=40 + (5 * i) % 150)
-    return root
-
-
-def _manifest(out: Path) -> list[dict]:
-    return [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
 
 
 # ------------------------------------------------------------------- 8: validation at the edge

@@ -4,7 +4,6 @@ written outside --out (ONNX Runtime telemetry)."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import sys
@@ -15,19 +14,10 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
-from cli_helpers import write_image  # noqa: E402
+from cli_helpers import image_folder as _folder  # noqa: E402
+from cli_helpers import read_manifest as _manifest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _folder(root: Path, n: int) -> Path:
-    for i in range(n):
-        write_image(root / f"p{i:03d}.jpg", value=40 + (5 * i) % 150)
-    return root
-
-
-def _manifest(out: Path) -> list[dict]:
-    return [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
 
 
 def _sh(args, redirect: str, **kw) -> subprocess.CompletedProcess:
