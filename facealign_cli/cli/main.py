@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import io
 import os
+import signal
 import sys
 
 import click
@@ -233,8 +234,22 @@ def _stdin_items(stdin, bad: list):
 
 
 def _run(command: str, params: dict, **extra) -> None:
-    """Shared body of the image commands: validate options and environment, collect inputs,
-    run the batch, exit with its code."""
+    """Shared body of the image commands: :func:`_run_batch` with the stop signals handled:
+    one before the run has taken them over stops the command (exit 130 for SIGINT, 143 for
+    SIGTERM / SIGHUP); the first one decides the exit status, however many follow."""
+    from facealign_cli.batch.options import signal_exit_code
+    from facealign_cli.batch.signals import SignalGuard
+
+    guard = click.get_current_context().with_resource(SignalGuard())
+    try:
+        _run_batch(command, params, **extra)
+    except KeyboardInterrupt:
+        _say("facealign: interrupted")
+        sys.exit(signal_exit_code(guard.first or signal.SIGINT))
+
+
+def _run_batch(command: str, params: dict, **extra) -> None:
+    """Validate options and environment, collect inputs, run the batch, exit with its code."""
     import math
 
     from facealign_cli.batch import options as batch_options
@@ -332,9 +347,6 @@ def _run(command: str, params: dict, **extra) -> None:
     except batch_options.BatchError as exc:
         _say(f"facealign: error: {exc}")
         sys.exit(batch_options.EXIT_USAGE)
-    except KeyboardInterrupt:
-        _say("facealign: interrupted")
-        sys.exit(batch_options.EXIT_SIGINT)
     sys.exit(summary.exit_code)
 
 

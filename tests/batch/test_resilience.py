@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,46 +20,16 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from fakes import fake_cli  # noqa: E402
 from imgtools import odd_image_corpus  # noqa: E402
 
-TESTS = Path(__file__).resolve().parents[1]  # tests/: fakes.py, imgtools.py
 #: Hidden temporary names of facealign_cli.io.records.atomic_open (removed by the next run).
 TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.facealign-tmp$")
 
-# A facealign run through the real command line, with the fake model (its speed is set by
-# FakeFactory.delay) put in place of the real one for this process and its workers.
-_CLI_SCRIPT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    import facealign_cli.batch.options as options
-    import facealign_cli.batch.worker as worker
-    from facealign_cli.cli.main import main
-    from fakes import FakeFactory
-    factory = FakeFactory(delay={delay})
-    worker.build_aligner = factory  # jobs=1: this process
-    _opts = options.RunOptions  # jobs>1: the options travel to the workers with the factory
-    class Opts(_opts):
-        def __init__(self, *a, **k):
-            k.setdefault("aligner_factory", factory)
-            super().__init__(*a, **k)
-    options.RunOptions = Opts
-    try:
-        main({args!r})
-    finally:
-        # This process's peak RSS (VmHWM, KiB): unlike getrusage's ru_maxrss it is not
-        # inherited from the (large) pytest process across fork + exec.
-        try:
-            with open("/proc/self/status") as f:
-                peak = [ln.split()[1] for ln in f if ln.startswith("VmHWM:")][0]
-        except (OSError, IndexError):
-            peak = "unknown"
-        sys.stderr.write(f"PEAK_RSS_KIB {{peak}}\\n")
-""")
-
-
-def _cli_cmd(args: list[str], delay: float = 0.0) -> list[str]:
-    return [sys.executable, "-c", _CLI_SCRIPT.format(tests=str(TESTS), delay=delay,
-                                                      args=[str(a) for a in args])]
+def _cli_cmd(args: list, delay: float = 0.0) -> list[str]:
+    """A facealign run through the real command line, with the fake model (its speed is set by
+    FakeFactory.delay) for this process and its workers; stderr ends with its peak RSS."""
+    return fake_cli(args, delay=delay, peak_rss=True)
 
 
 def _photo(h=90, w=120, seed=0) -> np.ndarray:
