@@ -48,6 +48,9 @@ def signal_exit_code(signum: int) -> int:
 
 #: Seconds to wait for the Dask scheduler to answer and for at least one worker.
 DASK_CONNECT_TIMEOUT = 10.0
+#: The longest wait for the Dask scheduler and a worker that can be set
+#: (``FACEALIGN_DASK_TIMEOUT``): one hour.
+MAX_DASK_TIMEOUT = 3600.0
 
 
 class BatchError(RuntimeError):
@@ -118,7 +121,8 @@ class RunOptions:
         backend: ``"local"`` (this machine: in-process or worker processes) or ``"dask"``
             (tasks on the Dask cluster at ``scheduler``).
         scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
-        dask_timeout: seconds to wait for the scheduler and for a worker.
+        dask_timeout: seconds to wait for the scheduler and for a worker, in (0,
+            :data:`MAX_DASK_TIMEOUT`].
         frame_step: videos: process every N-th frame (:class:`facealign_cli.io.video.VideoReader`).
         max_fps: videos: process at most this many frames per second of video (None = all).
         smooth: videos: One-Euro smoothing per face track

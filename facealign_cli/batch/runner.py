@@ -23,6 +23,7 @@ from facealign_cli.batch.commands import POSE_COLUMNS, get_command, pad_pose_row
 from facealign_cli.batch.options import (
     BACKENDS,
     MANIFEST_NAME,
+    MAX_DASK_TIMEOUT,
     MESH_FORMATS,
     MESH_FRAMES,
     POSE_CSV_NAME,
@@ -179,6 +180,11 @@ def _validate(opts: RunOptions) -> None:
         raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
     if opts.backend == "dask" and not opts.scheduler:
         raise ValueError("the dask backend needs a scheduler address")
+    if not 0 < opts.dask_timeout <= MAX_DASK_TIMEOUT:  # False for nan
+        raise ValueError(f"dask_timeout must lie in (0, {MAX_DASK_TIMEOUT:g}] seconds, got "
+                         f"{opts.dask_timeout!r}")
+    if opts.max_fps is not None and not 0 < opts.max_fps < float("inf"):
+        raise ValueError(f"max_fps must be a finite number > 0, got {opts.max_fps!r}")
     if not opts.out:
         raise ValueError("the output folder is empty ('')")
     if not cmd.uses_regressor and opts.detect_every > 1:

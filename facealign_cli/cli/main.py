@@ -100,6 +100,20 @@ def main():
     one_line_warnings()
 
 
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (a range check lets nan
+    through: every comparison with it is false). The one validator of the float options of the
+    image commands."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(rv, param, ctx)
+
+
 #: ``click.Context.meta`` key: stdout was closed when the command started.
 _STDOUT_CLOSED = "facealign.stdout_closed"
 
@@ -135,7 +149,7 @@ def _common_options(f):
         click.option("--max-faces", type=click.IntRange(min=0), default=0,
                      help="Keep at most N faces per image, highest detector score first "
                           "[default: 0 = all]."),
-        click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=DEFAULT_MIN_SCORE,
+        click.option("--min-score", type=FiniteFloatRange(0.0, 1.0), default=DEFAULT_MIN_SCORE,
                      show_default=True, metavar="S",
                      help="Drop detections whose detector score is below S (the detector "
                           "runs with S as its threshold; tiles of large photos keep 0.65 when "
@@ -155,7 +169,7 @@ def _common_options(f):
                      help="Test-time flip averaging: the regressor also sees each face "
                           "mirrored and the landmarks, pose and mesh average both (about 0.1 "
                           "NME better on AFLW2000-3D, one more regressor pass per face)."),
-        click.option("--max-megapixels", type=click.FloatRange(min=0.01), default=None,
+        click.option("--max-megapixels", type=FiniteFloatRange(min=0.01), default=None,
                      metavar="MP",
                      help="Largest image decoded at full size [default: 50]. Larger JPEGs are "
                           "decoded at 1/2, 1/4 or 1/8 size (coordinates are still reported in "
@@ -178,7 +192,7 @@ def _video_options(f):
     opts = [
         click.option("--frame-step", type=click.IntRange(min=1), default=1, show_default=True,
                      metavar="N", help="Videos: process every N-th frame (0, N, 2N, ...)."),
-        click.option("--max-fps", type=click.FloatRange(min=0.0, min_open=True), default=None,
+        click.option("--max-fps", type=FiniteFloatRange(min=0.0, min_open=True), default=None,
                      metavar="F", help="Videos: process at most F frames per second of video "
                                        "[default: all]."),
         click.option("--smooth", is_flag=True,
@@ -250,7 +264,6 @@ def _run(command: str, params: dict, **extra) -> None:
 
 def _run_batch(command: str, params: dict, **extra) -> None:
     """Validate options and environment, collect inputs, run the batch, exit with its code."""
-    import math
 
     from facealign_cli.batch import options as batch_options
     from facealign_cli.batch.runner import run_batch
@@ -277,9 +290,6 @@ def _run_batch(command: str, params: dict, **extra) -> None:
     if params["scheduler"] and params["backend"] != "dask":
         raise click.UsageError("--scheduler is used only with --backend dask")
     mp = params["max_megapixels"]
-    if mp is not None and not (math.isfinite(mp) and mp >= 0.01):
-        raise click.UsageError(f"--max-megapixels: {mp} is not a number of megapixels "
-                               ">= 0.01", ctx=ctx)
     env = read_env()
     max_pixels = int(mp * 1e6) if mp is not None else env["max_pixels"]
     weights = params["weights"] or env["weights"]

@@ -15,6 +15,7 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
 from cli_helpers import image_folder as _folder  # noqa: E402
+from cli_helpers import invoke  # noqa: E402
 from cli_helpers import read_manifest as _manifest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,3 +50,57 @@ def test_closed_stdout_with_out_dash_and_workers_is_exit_3(tmp_path):
     err = r.stderr.decode()
     assert r.returncode == 3, err
     assert err.count("facealign: error:") == 1 and "stdout" in err and "Traceback" not in err
+
+
+# ------------------------------------------- float options and environment values: one check
+
+@pytest.mark.parametrize("env,args,name", [
+    ({}, ["--max-fps", "nan"], "--max-fps"),
+    ({}, ["--max-fps", "inf"], "--max-fps"),
+    ({}, ["--max-fps", "-1"], "--max-fps"),
+    ({}, ["--max-fps", "0"], "--max-fps"),
+    ({}, ["--min-score", "nan"], "--min-score"),
+    ({}, ["--min-score", "-inf"], "--min-score"),
+    ({}, ["--max-megapixels", "nan"], "--max-megapixels"),
+    ({}, ["--max-megapixels", "1e309"], "--max-megapixels"),
+    ({"FACEALIGN_DASK_TIMEOUT": "1e308"}, [], "FACEALIGN_DASK_TIMEOUT"),
+    ({"FACEALIGN_DASK_TIMEOUT": "nan"}, [], "FACEALIGN_DASK_TIMEOUT"),
+    ({"FACEALIGN_DASK_TIMEOUT": "-3"}, [], "FACEALIGN_DASK_TIMEOUT"),
+    ({"FACEALIGN_DASK_TIMEOUT": "0"}, [], "FACEALIGN_DASK_TIMEOUT"),
+])
+def test_floats_that_are_not_finite_or_out_of_range_are_usage_errors(tmp_path, fake_model, env,
+                                                                      args, name):
+    src = _folder(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    r = invoke(["landmarks", src, "--out", out, *args], env=env)
+    assert r.exit_code == 2, r.output
+    assert name in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()  # nothing done
+
+
+@pytest.mark.parametrize("command", ["detect", "landmarks", "pose", "mesh", "render"])
+def test_every_float_option_of_the_image_commands_refuses_nan(tmp_path, fake_model, command):
+    """The float options of every image command, found from the command itself: each one
+    refuses nan (the one validator, FiniteFloatRange)."""
+    import click
+
+    from facealign_cli.cli.main import main
+
+    cmd = main.get_command(click.Context(main), command)
+    floats = [p for p in cmd.params if isinstance(p.type, click.FloatRange)]
+    assert {p.opts[0] for p in floats} >= {"--min-score", "--max-megapixels"}
+    src = _folder(tmp_path / "in", 1)
+    for p in floats:
+        r = invoke([command, src, "--out", tmp_path / "out", p.opts[0], "nan"])
+        assert r.exit_code == 2 and p.opts[0] in r.stderr, (p.opts[0], r.output)
+
+
+def test_a_scheduler_address_of_an_unknown_scheme_is_one_error_at_once(tmp_path):
+    pytest.importorskip("distributed")
+    src = _folder(tmp_path / "in", 1)
+    r = _sh(["landmarks", src, "--out", tmp_path / "out", "--backend", "dask",
+             "--scheduler", "http://127.0.0.1:8786"], "")
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert "unknown address scheme 'http'" in err and "Traceback" not in err
+    assert err.count("facealign: error:") == 1
