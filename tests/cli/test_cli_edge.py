@@ -40,6 +40,15 @@ TESTS = Path(__file__).resolve().parents[1]
     ({"FACEALIGN_RUNTIME": "tensorflow"}, [], "FACEALIGN_RUNTIME"),
     ({}, ["--max-megapixels", "nan"], "--max-megapixels"),
     ({}, ["--max-megapixels", "inf"], "--max-megapixels"),
+    ({}, ["--max-megapixels", "1e309"], "--max-megapixels"),
+    ({}, ["--max-fps", "nan"], "--max-fps"),
+    ({}, ["--max-fps", "inf"], "--max-fps"),
+    ({}, ["--max-fps", "0"], "--max-fps"),
+    ({}, ["--min-score", "nan"], "--min-score"),
+    ({}, ["--min-score", "-inf"], "--min-score"),
+    ({"FACEALIGN_DASK_TIMEOUT": "1e308"}, [], "FACEALIGN_DASK_TIMEOUT"),
+    ({"FACEALIGN_DASK_TIMEOUT": "nan"}, [], "FACEALIGN_DASK_TIMEOUT"),
+    ({"FACEALIGN_DASK_TIMEOUT": "-3"}, [], "FACEALIGN_DASK_TIMEOUT"),
 ])
 def test_bad_values_are_usage_errors_naming_them(tmp_path, fake_model, env, args, names):
     src = _folder(tmp_path / "in", 1)

@@ -54,30 +54,6 @@ def test_closed_stdout_with_out_dash_and_workers_is_exit_3(tmp_path):
 
 # ------------------------------------------- float options and environment values: one check
 
-@pytest.mark.parametrize("env,args,name", [
-    ({}, ["--max-fps", "nan"], "--max-fps"),
-    ({}, ["--max-fps", "inf"], "--max-fps"),
-    ({}, ["--max-fps", "-1"], "--max-fps"),
-    ({}, ["--max-fps", "0"], "--max-fps"),
-    ({}, ["--min-score", "nan"], "--min-score"),
-    ({}, ["--min-score", "-inf"], "--min-score"),
-    ({}, ["--max-megapixels", "nan"], "--max-megapixels"),
-    ({}, ["--max-megapixels", "1e309"], "--max-megapixels"),
-    ({"FACEALIGN_DASK_TIMEOUT": "1e308"}, [], "FACEALIGN_DASK_TIMEOUT"),
-    ({"FACEALIGN_DASK_TIMEOUT": "nan"}, [], "FACEALIGN_DASK_TIMEOUT"),
-    ({"FACEALIGN_DASK_TIMEOUT": "-3"}, [], "FACEALIGN_DASK_TIMEOUT"),
-    ({"FACEALIGN_DASK_TIMEOUT": "0"}, [], "FACEALIGN_DASK_TIMEOUT"),
-])
-def test_floats_that_are_not_finite_or_out_of_range_are_usage_errors(tmp_path, fake_model, env,
-                                                                      args, name):
-    src = _folder(tmp_path / "in", 1)
-    out = tmp_path / "out"
-    r = invoke(["landmarks", src, "--out", out, *args], env=env)
-    assert r.exit_code == 2, r.output
-    assert name in r.stderr and "Traceback" not in r.stderr
-    assert not out.exists()  # nothing done
-
-
 @pytest.mark.parametrize("command", ["detect", "landmarks", "pose", "mesh", "render"])
 def test_every_float_option_of_the_image_commands_refuses_nan(tmp_path, fake_model, command):
     """The float options of every image command, found from the command itself: each one
