@@ -80,3 +80,31 @@ def test_a_scheduler_address_of_an_unknown_scheme_is_one_error_at_once(tmp_path)
     assert r.returncode == 2, err
     assert "unknown address scheme 'http'" in err and "Traceback" not in err
     assert err.count("facealign: error:") == 1
+
+
+# ------------------------------------------------------- nothing stored outside --out (telemetry)
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_run_stores_nothing_in_home_or_tmpdir(tmp_path, afw_photos, real_weights, jobs):
+    """ONNX Runtime's telemetry is off: with it on, each process wrote ``$TMPDIR/.ses`` and a
+    device id under ``~/.cache/Microsoft/`` (and may upload events)."""
+    import os
+
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+                        "XDG_DATA_HOME")}
+    env.update(HOME=str(home), TMPDIR=str(tmp), PYTHONPATH=str(REPO))
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in afw_photos:
+        (src / p.name).symlink_to(p)
+    out = tmp_path / "out"
+    r = _sh(["landmarks", src, "--out", out, "--runtime", "onnxruntime", "--jobs", jobs,
+             "--weights", real_weights], "", env=env)
+    assert r.returncode == 0, r.stderr.decode()
+    assert [m["status"] for m in _manifest(out)] == ["ok"] * len(afw_photos)
+    assert sum(m["n_faces"] for m in _manifest(out)) > 0  # the regressor ran
+    assert sorted(home.rglob("*")) == [] and sorted(tmp.rglob("*")) == []
