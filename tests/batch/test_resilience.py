@@ -160,18 +160,42 @@ def test_sigkill_real_detect_then_resume(afw_photos, tmp_path):
 
 
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_goes_on(tmp_path):
+    """The lock is held here, as a first run holds it (no race with a real run, whose speed
+    would decide whether the second one starts in time): the second run is refused with exit 2
+    and writes nothing; a run holds the lock while it processes (checked from inside one)."""
+    from fakes import FakeFactory
+
+    from facealign_cli.batch.options import OutputLockedError, RunOptions
+    from facealign_cli.batch.runner import run_batch
+    from facealign_cli.batch.state import OutputLock
+    from facealign_cli.io.inputs import collect_inputs
+
     src = _folder_of(12, tmp_path)
     out = tmp_path / "out"
-    first = subprocess.Popen(_cli_cmd(["pose", src, "--out", out, "-q"], delay=0.15),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for_done(out, "pose", 1, first)
-    second = subprocess.run(_cli_cmd(["pose", src, "--out", out]), capture_output=True,
-                            timeout=120)
+    with OutputLock(out):  # the first run, under way
+        second = subprocess.run(_cli_cmd(["pose", src, "--out", out]), capture_output=True,
+                                timeout=120)
+        assert sorted(p.name for p in out.rglob("*")) == [".facealign", "lock"]
     assert second.returncode == 2
     err = second.stderr.decode()
-    assert "in use by another facealign run" in err and "Traceback" not in err
-    _, err1 = first.communicate(timeout=120)
-    assert first.returncode == 0, err1.decode()
+    assert "in use by another facealign run" in err and f"pid {os.getpid()} " in err
+    assert "Traceback" not in err
+
+    refused = []
+
+    class LockProbe(FakeFactory):  # builds the model of a run: is its folder locked then?
+        def __call__(self, opts, threads):
+            try:
+                with OutputLock(Path(opts.out)):
+                    pass
+            except OutputLockedError:
+                refused.append(opts.out)
+            return super().__call__(opts, threads)
+
+    items = collect_inputs([str(src)], skip_dirs=[str(out)])
+    s = run_batch(items, RunOptions(command="pose", out=str(out), aligner_factory=LockProbe(),
+                                    progress="never", quiet=True))
+    assert s.exit_code == 0 and refused == [str(out)]
     assert len(_manifest(out)) == 12 and all(m["status"] == "ok" for m in _manifest(out))
     # a different output folder is independent
     other = subprocess.run(_cli_cmd(["pose", src, "--out", tmp_path / "other", "-q"]),
