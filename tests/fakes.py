@@ -102,3 +102,42 @@ fake_factory = FakeFactory()
 
 def broken_factory(opts, threads):
     raise FileNotFoundError("regressor weights not found: /nowhere/model.pth")
+
+
+_FAKE_CLI = """
+import sys
+sys.path.insert(0, {tests!r})
+import facealign_cli.batch.options as options
+import facealign_cli.batch.worker as worker
+from facealign_cli.cli.main import main
+from fakes import FakeFactory
+factory = FakeFactory(delay={delay})
+worker.build_aligner = factory  # jobs=1: this process
+_opts = options.RunOptions  # jobs>1: the options travel to the workers with the factory
+class Opts(_opts):
+    def __init__(self, *a, **k):
+        k.setdefault("aligner_factory", factory)
+        super().__init__(*a, **k)
+options.RunOptions = Opts
+try:
+    main({args!r})
+finally:
+    if {peak_rss!r}:
+        # this process's peak RSS (VmHWM, KiB): unlike getrusage's ru_maxrss it is not
+        # inherited from the (large) pytest process across fork + exec
+        try:
+            with open("/proc/self/status") as f:
+                peak = [ln.split()[1] for ln in f if ln.startswith("VmHWM:")][0]
+        except (OSError, IndexError):
+            peak = "unknown"
+        sys.stderr.write(f"PEAK_RSS_KIB {{peak}}\\n")
+"""
+
+
+def fake_cli(args, delay: float = 0.0, peak_rss: bool = False) -> list[str]:
+    """The command line of ``facealign ARGS`` run with the fake model (``FakeFactory(delay)``)
+    in a new Python process and its workers (for ``subprocess``); ``peak_rss``: it ends by
+    writing ``PEAK_RSS_KIB <KiB>`` to stderr."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    return [sys.executable, "-c", _FAKE_CLI.format(tests=tests, delay=delay, peak_rss=peak_rss,
+                                                   args=[str(a) for a in args])]

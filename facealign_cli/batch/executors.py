@@ -28,6 +28,9 @@ class LocalExecutor:
     cluster_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, jobs: int):
+        from facealign_cli.batch.streams import ensure_standard_streams
+
+        ensure_standard_streams()  # workers started with a closed fd 0/1/2 die at once
         self.parallelism = jobs
         self._ex = None
 
@@ -86,7 +89,7 @@ def connect_dask(address: str, timeout: float):
 
     Args:
         address: the scheduler's address, as ``dask scheduler`` prints it.
-        timeout: seconds to wait for the scheduler, then for a worker.
+        timeout: seconds to wait for the scheduler, then for a worker (finite, > 0).
 
     Raises:
         BatchError: ``dask[distributed]`` is not installed, the scheduler cannot be reached in
@@ -99,12 +102,16 @@ def connect_dask(address: str, timeout: float):
                          "(that is, dask[distributed])") from None
     from distributed.comm import parse_address
     from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import get_backend
 
-    try:  # checked first: a Client that fails on a bad address hangs in its finaliser
+    # checked first: a Client that fails on a bad address (an unknown scheme such as http://)
+    # hangs in its finaliser for 20 s, then prints a traceback
+    try:
         scheme, loc = parse_address(address)
+        get_backend(scheme)  # ValueError: unknown address scheme 'http' (known schemes: ...)
         if scheme in ("tcp", "tls", "ws", "wss"):
             parse_host_port(loc)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:
         raise BatchError(f"not a Dask scheduler address: {address!r} ({one_line(exc)}); "
                          "expected e.g. tcp://scheduler-host:8786") from None
     try:

@@ -67,8 +67,18 @@ EXIT_SIGINT = 130
 EXIT_BROKEN_PIPE = 141
 EXIT_SIGTERM = 143
 
+
+def signal_exit_code(signum: int) -> int:
+    """The exit status of a command stopped by signal ``signum`` (its first stop signal):
+    :data:`EXIT_SIGINT` for SIGINT, :data:`EXIT_SIGTERM` for SIGTERM and SIGHUP."""
+    return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+
+
 #: Seconds to wait for the Dask scheduler to answer and for at least one worker.
 DASK_CONNECT_TIMEOUT = 10.0
+#: The longest wait for the Dask scheduler and a worker that can be set
+#: (``FACEALIGN_DASK_TIMEOUT``): one hour.
+MAX_DASK_TIMEOUT = 3600.0
 
 
 def _default_roi_crop_scale() -> float:
@@ -155,7 +165,8 @@ class RunOptions:
         backend: ``"local"`` (this machine: in-process or worker processes) or ``"dask"``
             (tasks on the Dask cluster at ``scheduler``).
         scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
-        dask_timeout: seconds to wait for the scheduler and for a worker.
+        dask_timeout: seconds to wait for the scheduler and for a worker, in (0,
+            :data:`MAX_DASK_TIMEOUT`].
         frame_step: videos: process every N-th frame (:class:`facealign_cli.io.video.VideoReader`).
         max_fps: videos: process at most this many frames per second of video (None = all).
         smooth: videos: One-Euro smoothing per face track
@@ -238,10 +249,8 @@ class RunSummary:
     def exit_code(self) -> int:
         """0 all done, 1 some images failed, 2 stopped by a run-level error, 3 the manifest or
         stdout could not be written (141: stdout's reader went away), 130/143 signal."""
-        if self.interrupted == signal.SIGINT:
-            return EXIT_SIGINT
         if self.interrupted:
-            return EXIT_SIGTERM
+            return signal_exit_code(self.interrupted)
         if self.output_error:
             return EXIT_BROKEN_PIPE if self.broken_pipe else EXIT_OUTPUT
         if self.fatal:

@@ -13,7 +13,6 @@ import errno
 import os
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +23,7 @@ from facealign_cli.batch.commands import POSE_COLUMNS, get_command, pad_pose_row
 from facealign_cli.batch.options import (
     BACKENDS,
     MANIFEST_NAME,
+    MAX_DASK_TIMEOUT,
     MESH_FORMATS,
     MESH_FRAMES,
     POSE_CSV_NAME,
@@ -39,6 +39,7 @@ from facealign_cli.batch.options import (
 from facealign_cli.batch.progress import Reporter
 from facealign_cli.batch.result import ImageResult, one_line
 from facealign_cli.batch.settings import run_settings, settings_path, write_settings
+from facealign_cli.batch.signals import StopSignals
 from facealign_cli.batch.state import (
     OutputLock,
     check_done,
@@ -50,42 +51,6 @@ from facealign_cli.batch.streams import clean_stdout, output_error, write_all
 from facealign_cli.batch.worker import STOP, preflight, process_chunk
 from facealign_cli.io import records
 from facealign_cli.io.inputs import InputItem
-
-#: Signals that stop a run like Ctrl-C does (finish the images in flight, commit, exit).
-STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM",
-                                                                    "SIGHUP")) if s)
-
-
-@contextlib.contextmanager
-def _signals_to_stop(state: dict) -> Iterator[None]:
-    """While active, SIGINT/SIGTERM/SIGHUP set ``STOP`` (and ``state['signal']``); a second
-    signal raises KeyboardInterrupt (deferred while a record is being written). No-op outside
-    the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if state.get("committing"):
-            return
-        if STOP.is_set():
-            if state.get("writing"):
-                state["abort_pending"] = True
-                return
-            raise KeyboardInterrupt
-        state["signal"] = signum
-        STOP.set()
-        cb = state.get("on_signal")
-        if cb:
-            cb(signum)
-
-    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
 
 MAX_CHUNK = 16
 # commands with dense outputs (meshes of ~3 MB per face) send each image's files back on its
@@ -217,6 +182,11 @@ def _validate(opts: RunOptions) -> None:
         raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
     if opts.backend == "dask" and not opts.scheduler:
         raise ValueError("the dask backend needs a scheduler address")
+    if not 0 < opts.dask_timeout <= MAX_DASK_TIMEOUT:  # False for nan
+        raise ValueError(f"dask_timeout must lie in (0, {MAX_DASK_TIMEOUT:g}] seconds, got "
+                         f"{opts.dask_timeout!r}")
+    if opts.max_fps is not None and not 0 < opts.max_fps < float("inf"):
+        raise ValueError(f"max_fps must be a finite number > 0, got {opts.max_fps!r}")
     if not opts.out:
         raise ValueError("the output folder is empty ('')")
     if not cmd.uses_regressor and opts.detect_every > 1:
@@ -329,12 +299,14 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                     os.write(err_fd, ("\n" + stop_msg + "\n").encode())
                     state["announced"] = True
 
-        state["on_signal"] = on_signal
-        stack.enter_context(_signals_to_stop(state))
         emitted = [0]
         lines: list | None = [] if out is not None and cmd.wants_lines(opts) else None
 
         def emit(res: ImageResult) -> None:
+            with stops.deferring():  # an abort (second signal) waits for the whole record
+                _emit(res)
+
+        def _emit(res: ImageResult) -> None:
             res = commit(out, cmd.name, res)  # the one write path, for every backend
             if lines is not None:
                 lines.append((res.key, res.manifest_line()))
@@ -347,24 +319,20 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                     pose_csv.writerows(pad_pose_row(r) for r in res.rows)
                 except OSError as exc:
                     raise output_error(f"the table {out / POSE_CSV_NAME}", exc) from None
-            state["writing"] = True
-            try:
-                if manifest is not None:
-                    try:
-                        manifest.write(res.manifest_line())
-                    except OSError as exc:
-                        raise output_error(f"the manifest {manifest.partial}", exc) from None
-                if ndjson is not None:
-                    line = (records.dumps(res.stream_record()) + "\n").encode(
-                        records.ENCODING, records.ERRORS)
-                    try:
-                        write_all(ndjson, line)
-                    except (OSError, ValueError) as exc:
-                        if isinstance(exc, ValueError):  # closed
-                            exc = OSError(errno.EBADF, os.strerror(errno.EBADF))
-                        raise output_error("to stdout", exc) from None
-            finally:
-                state["writing"] = False
+            if manifest is not None:
+                try:
+                    manifest.write(res.manifest_line())
+                except OSError as exc:
+                    raise output_error(f"the manifest {manifest.partial}", exc) from None
+            if ndjson is not None:
+                line = (records.dumps(res.stream_record()) + "\n").encode(
+                    records.ENCODING, records.ERRORS)
+                try:
+                    write_all(ndjson, line)
+                except (OSError, ValueError) as exc:
+                    if isinstance(exc, ValueError):  # closed
+                        exc = OSError(errno.EBADF, os.strerror(errno.EBADF))
+                    raise output_error("to stdout", exc) from None
             if res.status == "ok":  # counted once recorded (a record that cannot be written
                 summary.ok += 1     # is counted as not run)
             elif res.status == "failed":
@@ -374,10 +342,10 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
             else:
                 summary.skipped += 1
             emitted[0] += 1
-            if state.pop("abort_pending", False):
-                raise KeyboardInterrupt
 
         results = _results(opts, todo, executor, reporter.line)
+        # 1st signal: stop starting images; 2nd: abort (KeyboardInterrupt below); more: ignored
+        stops = stack.enter_context(StopSignals(STOP, on_signal))
         try:
             for it in items:
                 if it.index in done:
@@ -399,12 +367,13 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
             if not exc.broken_pipe:  # a reader that went away (| head) is an expected end
                 reporter.line(f"facealign: error: {exc}; stopped" + (
                     " (run the same command again to resume)" if out is not None else ""))
-        except KeyboardInterrupt:
-            state.setdefault("signal", signal.SIGINT)
+        except KeyboardInterrupt:  # a second signal (or Ctrl-C where no handler runs)
+            if not stops.first:
+                summary.interrupted = signal.SIGINT
             with contextlib.suppress(OutputWriteError):
                 _finish_not_run(items[emitted[0]:], done, emit, "the run was interrupted")
         finally:
-            state["committing"] = True  # signals are ignored from here on
+            stops.close()  # signals are ignored from here on
             with contextlib.suppress(Exception):
                 results.close()
             if manifest is not None:
@@ -431,7 +400,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
                         summary.output_error = f"cannot write {out / POSE_CSV_NAME}: {exc}"
                         reporter.line(f"facealign: error: {summary.output_error}")
         reporter.close()
-        summary.interrupted = int(state.get("signal", 0))
+        summary.interrupted = int(stops.first or summary.interrupted)
 
     summary.seconds = time.perf_counter() - t0
     if not opts.quiet:

@@ -10,6 +10,7 @@ import os
 
 import click
 
+from facealign_cli.batch.options import MAX_DASK_TIMEOUT
 from facealign_cli.models.weights import RUNTIMES
 
 #: Environment variables read by the image commands (once, here; see :func:`read_env`).
@@ -46,7 +47,7 @@ def env_runtime(environ=None) -> str | None:
 def read_env(environ=None) -> dict:
     """The ``FACEALIGN_*`` settings of the image commands, validated: ``weights`` (str or
     None), ``runtime`` (one of :data:`RUNTIMES` or None), ``max_pixels`` (int > 0 or None),
-    ``dask_timeout`` (float > 0 or None).
+    ``dask_timeout`` (seconds, float in (0, :data:`MAX_DASK_TIMEOUT`] or None).
 
     Raises:
         click.UsageError: a variable is set to an invalid value (the message names it).
@@ -71,7 +72,8 @@ def read_env(environ=None) -> dict:
             t = float(v)
         except ValueError:
             t = math.nan
-        if not (math.isfinite(t) and t > 0):
-            raise _env_error("FACEALIGN_DASK_TIMEOUT", v, "a number of seconds > 0")
+        if not (math.isfinite(t) and 0 < t <= MAX_DASK_TIMEOUT):
+            raise _env_error("FACEALIGN_DASK_TIMEOUT", v, "a number of seconds > 0 and <= "
+                             f"{MAX_DASK_TIMEOUT:g}")
         env["dask_timeout"] = t
     return env

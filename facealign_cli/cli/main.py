@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import os
+import signal
 import sys
 
 import click
@@ -91,8 +93,32 @@ def main():
     # (and with --jobs > 1); must be set before torch starts its thread pool.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from facealign_cli.batch.progress import one_line_warnings
+    from facealign_cli.batch.streams import ensure_standard_streams
+
+    # closed standard streams (cmd 2>&-) become the null device, for this process and its
+    # workers; a closed stdout is remembered for --out - (exit 3, see _run)
+    closed = ensure_standard_streams()
+    click.get_current_context().meta[_STDOUT_CLOSED] = 1 in closed
 
     one_line_warnings()
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (a range check lets nan
+    through: every comparison with it is false). The one validator of the float options of the
+    image commands."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(rv, param, ctx)
+
+
+#: ``click.Context.meta`` key: stdout was closed when the command started.
+_STDOUT_CLOSED = "facealign.stdout_closed"
 
 
 def _common_options(f):
@@ -126,7 +152,7 @@ def _common_options(f):
         click.option("--max-faces", type=click.IntRange(min=0), default=0,
                      help="Keep at most N faces per image, highest detector score first "
                           "[default: 0 = all]."),
-        click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=DEFAULT_MIN_SCORE,
+        click.option("--min-score", type=FiniteFloatRange(0.0, 1.0), default=DEFAULT_MIN_SCORE,
                      show_default=True, metavar="S",
                      help="Drop detections whose detector score is below S (the detector "
                           "runs with S as its threshold; tiles of large photos keep 0.65 when "
@@ -156,7 +182,7 @@ def _common_options(f):
                           "mirrored and the landmarks, pose and mesh average both (about 0.1 "
                           "NME better on AFLW2000-3D, one more regressor pass per face)."),
         *crop_options(),
-        click.option("--max-megapixels", type=click.FloatRange(min=0.01), default=None,
+        click.option("--max-megapixels", type=FiniteFloatRange(min=0.01), default=None,
                      metavar="MP",
                      help="Largest image decoded at full size [default: 50]. Larger JPEGs are "
                           "decoded at 1/2, 1/4 or 1/8 size (coordinates are still reported in "
@@ -179,7 +205,7 @@ def _video_options(f):
     opts = [
         click.option("--frame-step", type=click.IntRange(min=1), default=1, show_default=True,
                      metavar="N", help="Videos: process every N-th frame (0, N, 2N, ...)."),
-        click.option("--max-fps", type=click.FloatRange(min=0.0, min_open=True), default=None,
+        click.option("--max-fps", type=FiniteFloatRange(min=0.0, min_open=True), default=None,
                      metavar="F", help="Videos: process at most F frames per second of video "
                                        "[default: all]."),
         click.option("--smooth", is_flag=True,
@@ -216,27 +242,6 @@ def _with_input_help(f):
     return f
 
 
-def _safe_streams() -> None:
-    """Make closed standard streams harmless: a closed fd 1 or 2 is reopened on the null
-    device (so no file the run opens later becomes "stdout"), and ``sys.stderr`` is never
-    None. A closed stdout matters only for ``--out -`` (reported there)."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            try:
-                nul = os.open(os.devnull, os.O_RDWR)
-                if nul != fd:
-                    os.dup2(nul, fd)
-                    os.close(nul)
-            except OSError:
-                pass
-            if fd == 1:
-                sys.stdout = None
-    if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-
-
 def _say(msg: str) -> None:
     """One line on stderr; a closed or broken stderr is ignored."""
     try:
@@ -258,9 +263,22 @@ def _stdin_items(stdin, bad: list):
 
 
 def _run(command: str, params: dict, **extra) -> None:
-    """Shared body of the image commands: validate options and environment, collect inputs,
-    run the batch, exit with its code."""
-    import math
+    """Shared body of the image commands: :func:`_run_batch` with the stop signals handled:
+    one before the run has taken them over stops the command (exit 130 for SIGINT, 143 for
+    SIGTERM / SIGHUP); the first one decides the exit status, however many follow."""
+    from facealign_cli.batch.options import signal_exit_code
+    from facealign_cli.batch.signals import SignalGuard
+
+    guard = click.get_current_context().with_resource(SignalGuard())
+    try:
+        _run_batch(command, params, **extra)
+    except KeyboardInterrupt:
+        _say("facealign: interrupted")
+        sys.exit(signal_exit_code(guard.first or signal.SIGINT))
+
+
+def _run_batch(command: str, params: dict, **extra) -> None:
+    """Validate options and environment, collect inputs, run the batch, exit with its code."""
 
     from facealign_cli.batch import options as batch_options
     from facealign_cli.batch.runner import run_batch
@@ -268,7 +286,6 @@ def _run(command: str, params: dict, **extra) -> None:
     from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
     from facealign_cli.io.video import is_video_path
 
-    _safe_streams()
     for name in ("frame_step", "max_fps", "smooth", "detect_every", "mesh_every"):
         if name in params:
             extra[name] = params.pop(name)
@@ -288,9 +305,6 @@ def _run(command: str, params: dict, **extra) -> None:
     if params["scheduler"] and params["backend"] != "dask":
         raise click.UsageError("--scheduler is used only with --backend dask")
     mp = params["max_megapixels"]
-    if mp is not None and not (math.isfinite(mp) and mp >= 0.01):
-        raise click.UsageError(f"--max-megapixels: {mp} is not a number of megapixels "
-                               ">= 0.01", ctx=ctx)
     rs = params["roi_crop_scale"]
     if rs is not None and not math.isfinite(rs):  # (click's range lets NaN through)
         raise click.UsageError(f"--roi-crop-scale: {rs} is not a number", ctx=ctx)
@@ -352,6 +366,10 @@ def _run(command: str, params: dict, **extra) -> None:
         scheduler=params["scheduler"], **kw, **extra)
     stdout = getattr(sys.stdout, "buffer", None)
     try:
+        if out == "-" and ctx.meta.get(_STDOUT_CLOSED):
+            from facealign_cli.batch.streams import stdout_closed_error
+
+            raise stdout_closed_error()
         summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
     except batch_options.OutputWriteError as exc:
         if not exc.broken_pipe:  # exit 141 says it; | head -1 is an expected end
@@ -361,9 +379,6 @@ def _run(command: str, params: dict, **extra) -> None:
     except batch_options.BatchError as exc:
         _say(f"facealign: error: {exc}")
         sys.exit(batch_options.EXIT_USAGE)
-    except KeyboardInterrupt:
-        _say("facealign: interrupted")
-        sys.exit(batch_options.EXIT_SIGINT)
     sys.exit(summary.exit_code)
 
 

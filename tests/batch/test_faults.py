@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from fakes import fake_cli as cli_cmd  # noqa: E402
 from fakes import fake_factory  # noqa: E402
 
 from facealign_cli.batch import runner  # noqa: E402
@@ -29,7 +29,6 @@ from facealign_cli.batch.runner import run_batch  # noqa: E402
 from facealign_cli.io import records  # noqa: E402
 from facealign_cli.io.inputs import collect_inputs  # noqa: E402
 
-TESTS = Path(__file__).resolve().parents[1]
 LINUX = sys.platform.startswith("linux")
 
 
@@ -61,31 +60,6 @@ def _manifest(out: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------ 4: orphaned workers
-
-_CLI = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    import facealign_cli.batch.options as options
-    import facealign_cli.batch.worker as worker
-    from facealign_cli.cli.main import main
-    from fakes import FakeFactory
-    factory = FakeFactory(delay={delay})
-    worker.build_aligner = factory
-    _opts = options.RunOptions
-    class Opts(_opts):
-        def __init__(self, *a, **k):
-            k.setdefault("aligner_factory", factory)
-            super().__init__(*a, **k)
-    options.RunOptions = Opts
-    main({args!r})
-""")
-
-
-def cli_cmd(args, delay=0.0) -> list[str]:
-    """A facealign command line run with the fake model (for this process and its workers)."""
-    return [sys.executable, "-c", _CLI.format(tests=str(TESTS), delay=delay,
-                                              args=[str(a) for a in args])]
-
 
 def _children(pid: int) -> list[int]:
     kids = []

@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,46 +20,16 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from fakes import fake_cli  # noqa: E402
 from imgtools import odd_image_corpus  # noqa: E402
 
-TESTS = Path(__file__).resolve().parents[1]  # tests/: fakes.py, imgtools.py
 #: Hidden temporary names of facealign_cli.io.records.atomic_open (removed by the next run).
 TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.facealign-tmp$")
 
-# A facealign run through the real command line, with the fake model (its speed is set by
-# FakeFactory.delay) put in place of the real one for this process and its workers.
-_CLI_SCRIPT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    import facealign_cli.batch.options as options
-    import facealign_cli.batch.worker as worker
-    from facealign_cli.cli.main import main
-    from fakes import FakeFactory
-    factory = FakeFactory(delay={delay})
-    worker.build_aligner = factory  # jobs=1: this process
-    _opts = options.RunOptions  # jobs>1: the options travel to the workers with the factory
-    class Opts(_opts):
-        def __init__(self, *a, **k):
-            k.setdefault("aligner_factory", factory)
-            super().__init__(*a, **k)
-    options.RunOptions = Opts
-    try:
-        main({args!r})
-    finally:
-        # This process's peak RSS (VmHWM, KiB): unlike getrusage's ru_maxrss it is not
-        # inherited from the (large) pytest process across fork + exec.
-        try:
-            with open("/proc/self/status") as f:
-                peak = [ln.split()[1] for ln in f if ln.startswith("VmHWM:")][0]
-        except (OSError, IndexError):
-            peak = "unknown"
-        sys.stderr.write(f"PEAK_RSS_KIB {{peak}}\\n")
-""")
-
-
-def _cli_cmd(args: list[str], delay: float = 0.0) -> list[str]:
-    return [sys.executable, "-c", _CLI_SCRIPT.format(tests=str(TESTS), delay=delay,
-                                                      args=[str(a) for a in args])]
+def _cli_cmd(args: list, delay: float = 0.0) -> list[str]:
+    """A facealign run through the real command line, with the fake model (its speed is set by
+    FakeFactory.delay) for this process and its workers; stderr ends with its peak RSS."""
+    return fake_cli(args, delay=delay, peak_rss=True)
 
 
 def _photo(h=90, w=120, seed=0) -> np.ndarray:
@@ -191,18 +160,42 @@ def test_sigkill_real_detect_then_resume(afw_photos, tmp_path):
 
 
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_goes_on(tmp_path):
+    """The lock is held here, as a first run holds it (no race with a real run, whose speed
+    would decide whether the second one starts in time): the second run is refused with exit 2
+    and writes nothing; a run holds the lock while it processes (checked from inside one)."""
+    from fakes import FakeFactory
+
+    from facealign_cli.batch.options import OutputLockedError, RunOptions
+    from facealign_cli.batch.runner import run_batch
+    from facealign_cli.batch.state import OutputLock
+    from facealign_cli.io.inputs import collect_inputs
+
     src = _folder_of(12, tmp_path)
     out = tmp_path / "out"
-    first = subprocess.Popen(_cli_cmd(["pose", src, "--out", out, "-q"], delay=0.15),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for_done(out, "pose", 1, first)
-    second = subprocess.run(_cli_cmd(["pose", src, "--out", out]), capture_output=True,
-                            timeout=120)
+    with OutputLock(out):  # the first run, under way
+        second = subprocess.run(_cli_cmd(["pose", src, "--out", out]), capture_output=True,
+                                timeout=120)
+        assert sorted(p.name for p in out.rglob("*")) == [".facealign", "lock"]
     assert second.returncode == 2
     err = second.stderr.decode()
-    assert "in use by another facealign run" in err and "Traceback" not in err
-    _, err1 = first.communicate(timeout=120)
-    assert first.returncode == 0, err1.decode()
+    assert "in use by another facealign run" in err and f"pid {os.getpid()} " in err
+    assert "Traceback" not in err
+
+    refused = []
+
+    class LockProbe(FakeFactory):  # builds the model of a run: is its folder locked then?
+        def __call__(self, opts, threads):
+            try:
+                with OutputLock(Path(opts.out)):
+                    pass
+            except OutputLockedError:
+                refused.append(opts.out)
+            return super().__call__(opts, threads)
+
+    items = collect_inputs([str(src)], skip_dirs=[str(out)])
+    s = run_batch(items, RunOptions(command="pose", out=str(out), aligner_factory=LockProbe(),
+                                    progress="never", quiet=True))
+    assert s.exit_code == 0 and refused == [str(out)]
     assert len(_manifest(out)) == 12 and all(m["status"] == "ok" for m in _manifest(out))
     # a different output folder is independent
     other = subprocess.run(_cli_cmd(["pose", src, "--out", tmp_path / "other", "-q"]),

@@ -23,3 +23,17 @@ def write_image(path: Path, value=90, h=60, w=80) -> None:
     img = np.full((h, w, 3), value, np.uint8)
     img[h // 2:, : w // 2] = 200
     path.write_bytes(cv2.imencode(path.suffix, img)[1].tobytes())
+
+
+def image_folder(root: Path, n: int) -> Path:
+    """``root`` with ``n`` small JPEGs ``p000.jpg`` ... of different brightness."""
+    for i in range(n):
+        write_image(root / f"p{i:03d}.jpg", value=40 + (5 * i) % 150)
+    return root
+
+
+def read_manifest(out: Path) -> list[dict]:
+    """The lines of ``out/manifest.jsonl``, parsed."""
+    import json
+
+    return [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]

@@ -16,7 +16,9 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 
+from cli_helpers import image_folder as _folder  # noqa: E402
 from cli_helpers import invoke  # noqa: E402
+from cli_helpers import read_manifest as _manifest  # noqa: E402
 from cli_helpers import write_image as _img  # noqa: E402
 
 from facealign_cli.cli.main import read_env  # noqa: E402
@@ -25,16 +27,6 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 
-
-
-def _folder(root: Path, n: int) -> Path:
-    for i in range(n):
-        _img(root / f"p{i:02d}.jpg", value=40 + (5 * i) % 150)
-    return root
-
-
-def _manifest(out: Path) -> list[dict]:
-    return [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
 
 
 # ------------------------------------------------------------------- 8: validation at the edge
@@ -48,6 +40,15 @@ def _manifest(out: Path) -> list[dict]:
     ({"FACEALIGN_RUNTIME": "tensorflow"}, [], "FACEALIGN_RUNTIME"),
     ({}, ["--max-megapixels", "nan"], "--max-megapixels"),
     ({}, ["--max-megapixels", "inf"], "--max-megapixels"),
+    ({}, ["--max-megapixels", "1e309"], "--max-megapixels"),
+    ({}, ["--max-fps", "nan"], "--max-fps"),
+    ({}, ["--max-fps", "inf"], "--max-fps"),
+    ({}, ["--max-fps", "0"], "--max-fps"),
+    ({}, ["--min-score", "nan"], "--min-score"),
+    ({}, ["--min-score", "-inf"], "--min-score"),
+    ({"FACEALIGN_DASK_TIMEOUT": "1e308"}, [], "FACEALIGN_DASK_TIMEOUT"),
+    ({"FACEALIGN_DASK_TIMEOUT": "nan"}, [], "FACEALIGN_DASK_TIMEOUT"),
+    ({"FACEALIGN_DASK_TIMEOUT": "-3"}, [], "FACEALIGN_DASK_TIMEOUT"),
 ])
 def test_bad_values_are_usage_errors_naming_them(tmp_path, fake_model, env, args, names):
     src = _folder(tmp_path / "in", 1)
