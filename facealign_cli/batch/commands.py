@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from facealign_cli.batch.options import DEFAULT_MIN_SCORE, POSE_CSV_NAME, RunOptions
+from facealign_cli.batch.options import POSE_CSV_NAME, RunOptions
+from facealign_cli.defaults import DEFAULT_MIN_SCORE
 from facealign_cli.io import records
 
 #: Columns of ``pose.csv``. ``frame`` (source frame index), ``time`` (seconds) and ``track``

@@ -8,16 +8,18 @@ the image pixel frame of :mod:`facealign_cli.core.face` (x right, y down, z away
 outside in the model frame still have right-hand normals pointing out of the face (towards the
 camera, -z, on a frontal face). The writers keep vertex and triangle order and winding as given.
 
-Two frames can be written (``frame=``, see :func:`to_viewer_frame`):
+Two frames can be written (``frame=``, see :func:`to_viewer_frame`;
+:data:`facealign_cli.defaults.MESH_FRAMES`):
 
-* ``"image"`` (the default for now): the vertices as given, the image frame above (y down, z away
-  from the camera). Mesh viewers (Blender, MeshLab, Open3D, trimesh), which take y up and look
-  down -z, show such a mesh upside down and from behind.
-* ``"viewer"``: ``(x, H - y, -z)`` with ``H`` the photo's height: y up, z towards the viewer, units
-  still pixels of the photo, so the face opens upright and facing the viewer. This is a rotation
-  by 180 degrees about x (plus a shift), not a mirror, so the triangles keep their winding and
-  their right-hand normals still point out of the face (3DDFA-V2 reverses its triangles because
-  its own conversion, ``(x, H - y, z)`` from a y-down, z-towards-the-viewer frame, is a mirror).
+* ``"viewer"`` (the default, as for ``facealign mesh``): ``(x, H - y, -z)`` with ``H`` the photo's
+  height (``image_height=``, required): y up, z towards the viewer, units still pixels of the
+  photo, so the face opens upright and facing the viewer in Blender, MeshLab, Open3D and trimesh.
+  This is a rotation by 180 degrees about x (plus a shift), not a mirror, so the triangles keep
+  their winding and their right-hand normals still point out of the face (3DDFA-V2 reverses its
+  triangles because its own conversion, ``(x, H - y, z)`` from a y-down, z-towards-the-viewer
+  frame, is a mirror).
+* ``"image"``: the vertices as given, the image frame above (y down, z away from the camera).
+  Mesh viewers, which take y up and look down -z, show such a mesh upside down and from behind.
 
 Files are written atomically: to a temporary file in the destination folder, then
 ``os.replace``-d onto the final name, so a reader never sees a half-written mesh and an
@@ -35,11 +37,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facealign_cli.defaults import DEFAULT_MESH_FRAME, MESH_FORMATS, MESH_FRAMES
 from facealign_cli.io.records import atomic_open
 
-MESH_FORMATS = ("obj", "ply", "glb")
-#: Frames a mesh can be written in (see the module docstring); the first is the default.
-MESH_FRAMES = ("image", "viewer")
 NEUTRAL_GREY = (128, 128, 128)
 
 
@@ -116,7 +116,8 @@ def _in_frame(vertices, triangles, frame: str, image_height: float | None):
     if frame == "image":
         return vertices, triangles
     if image_height is None:
-        raise ValueError("frame='viewer' needs image_height (the photo's height in pixels)")
+        raise ValueError("frame='viewer' (the default) needs image_height (the photo's height "
+                         "in pixels); frame='image' writes the vertices as given")
     t = np.asarray(triangles)
     if t.ndim != 2 or t.shape[1] != 3 or (t.size and not np.issubdtype(t.dtype, np.integer)):
         raise ValueError(f"triangles must be an integer (T, 3) array, got {t.dtype} {t.shape}")
@@ -204,7 +205,7 @@ def _write_obj(v: np.ndarray, t: np.ndarray, c: np.ndarray | None, sink) -> None
 
 
 def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
-               fmt: str = "obj", *, frame: str = "image",
+               fmt: str = MESH_FORMATS[0], *, frame: str = DEFAULT_MESH_FRAME,
                image_height: float | None = None) -> bytes:
     """Encode a triangle mesh as an OBJ or binary PLY file (in memory).
 
@@ -223,9 +224,9 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
             uchar RGBA colours (alpha 255) and int triangle lists.
             ``"glb"``: binary glTF 2.0 (trimesh's exporter), float32 positions, RGBA
             ``COLOR_0`` vertex colours, uint32 indices; no normals.
-        frame: ``"image"`` (default): the vertices as given; ``"viewer"``: converted with
-            :func:`to_viewer_frame` (y up, z towards the viewer; needs ``image_height``).
-        image_height: the photo's height in pixels (``frame="viewer"`` only).
+        frame: ``"viewer"`` (default): converted with :func:`to_viewer_frame` (y up, z towards
+            the viewer; needs ``image_height``); ``"image"``: the vertices as given.
+        image_height: the photo's height in pixels (needed by ``frame="viewer"``).
 
     Returns:
         The file content.
@@ -274,8 +275,8 @@ def safe_texture_stem(name: str) -> str:
 
 
 def textured_mesh_files(stem: str, vertices: np.ndarray, triangles: np.ndarray,
-                        uv: np.ndarray, texture_rgb: np.ndarray, fmt: str = "obj", *,
-                        frame: str = "image", image_height: float | None = None
+                        uv: np.ndarray, texture_rgb: np.ndarray, fmt: str = MESH_FORMATS[0], *,
+                        frame: str = DEFAULT_MESH_FRAME, image_height: float | None = None
                         ) -> list[tuple[str, bytes]]:
     """Encode a UV-textured triangle mesh with trimesh's exporters (in memory).
 
@@ -350,22 +351,23 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_mesh(path: str | os.PathLike, vertices: np.ndarray, triangles: np.ndarray,
-               colors: np.ndarray | None = None, fmt: str = "obj", *, frame: str = "image",
-               image_height: float | None = None) -> Path:
+               colors: np.ndarray | None = None, fmt: str = MESH_FORMATS[0], *,
+               frame: str = DEFAULT_MESH_FRAME, image_height: float | None = None) -> Path:
     """Write a triangle mesh to an OBJ or binary PLY file, atomically.
 
     Args:
         path: destination file (its folder is created if missing; an existing file is
             replaced).
         vertices: (N, 3) float vertex positions in the image frame (pixels, x right, y down, z
-            away from the camera), written as given with ``frame="image"``.
+            away from the camera: ``Face.vertices``), written as given with ``frame="image"``.
         triangles: (T, 3) integer indices into ``vertices``; order is kept, and so is winding
             (in both frames, see :func:`to_viewer_frame`).
         colors: (N, 3) uint8 RGB per-vertex colours, or None.
         fmt: ``"obj"`` or ``"ply"`` (see :func:`mesh_bytes`).
-        frame: ``"image"`` (default, for now) or ``"viewer"`` (:func:`to_viewer_frame`: opens
-            upright, facing the viewer, in Blender, MeshLab, Open3D and trimesh).
-        image_height: the photo's height in pixels, needed for ``frame="viewer"``.
+        frame: ``"viewer"`` (default: :func:`to_viewer_frame`, opens upright, facing the
+            viewer, in Blender, MeshLab, Open3D and trimesh) or ``"image"`` (as given).
+        image_height: the photo's height in pixels, needed for ``frame="viewer"``
+            (``read_image(...).height``).
 
     Returns:
         The destination path.

@@ -39,10 +39,13 @@ def photos(tmp_path):
 
 def test_min_score_default_is_the_detectors_threshold():
     from facealign_cli.cli import main as cli_main
+    from facealign_cli.defaults import DEFAULT_MIN_SCORE
     from facealign_cli.models.detector import BlazeFaceDetector
 
     default = inspect.signature(BlazeFaceDetector).parameters["score_threshold"].default
-    assert batch_options.DEFAULT_MIN_SCORE == default == cli_main.DEFAULT_MIN_SCORE
+    assert DEFAULT_MIN_SCORE == default
+    min_score = next(p for p in cli_main.landmarks.params if p.name == "min_score")
+    assert min_score.default == default
     assert batch_options.RunOptions("detect", "x").min_score == default
 
 

@@ -41,7 +41,7 @@ def face():
 def test_roundtrip_with_colours(tmp_path, face, fmt):
     v, t, c, nose = face
     path = tmp_path / f"face.{fmt}"
-    assert write_mesh(path, v, t, c, fmt) == path
+    assert write_mesh(path, v, t, c, fmt, frame="image") == path
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
     m = trimesh.load(path, process=False, force="mesh")
     assert len(m.vertices) == len(v) and len(m.faces) == len(t)
@@ -56,7 +56,7 @@ def test_roundtrip_with_colours(tmp_path, face, fmt):
 def test_obj_text_layout(tmp_path, face):
     v, t, c, _ = face
     path = tmp_path / "face.obj"
-    write_mesh(path, v, t, c, "obj")
+    write_mesh(path, v, t, c, "obj", frame="image")
     lines = path.read_text().splitlines()
     vlines = [ln for ln in lines if ln.startswith("v ")]
     flines = [ln for ln in lines if ln.startswith("f ")]
@@ -72,10 +72,10 @@ def test_obj_faces_text_is_cached_by_content_not_identity(tmp_path, face):
     same shape (or the same array changed in place) must still be written as given."""
     v, t, c, _ = face
     t2 = t.copy()
-    write_mesh(tmp_path / "a.obj", v, t2, c, "obj")
+    write_mesh(tmp_path / "a.obj", v, t2, c, "obj", frame="image")
     t2[:, [1, 2]] = t2[:, [2, 1]]  # flip the winding in place
-    write_mesh(tmp_path / "b.obj", v, t2, c, "obj")
-    write_mesh(tmp_path / "c.obj", v, t, c, "obj")
+    write_mesh(tmp_path / "b.obj", v, t2, c, "obj", frame="image")
+    write_mesh(tmp_path / "c.obj", v, t, c, "obj", frame="image")
     fa, fb, fc = (trimesh.load(tmp_path / f"{k}.obj", process=False, force="mesh").faces
                   for k in "abc")
     assert np.array_equal(fa, t) and np.array_equal(fb, t2) and np.array_equal(fc, t)
@@ -84,7 +84,7 @@ def test_obj_faces_text_is_cached_by_content_not_identity(tmp_path, face):
 def test_obj_numbers_of_any_sign_and_size(tmp_path):
     v = np.array([[-1e-7, 0.0, -0.0], [12345.678, -98765.4321, 3.0e-3], [1.5, -2.25, 1e6]])
     c = np.array([[0, 128, 255], [1, 2, 3], [254, 253, 252]], np.uint8)
-    write_mesh(tmp_path / "n.obj", v, np.array([[0, 1, 2]]), c, "obj")
+    write_mesh(tmp_path / "n.obj", v, np.array([[0, 1, 2]]), c, "obj", frame="image")
     rows = [ln.split() for ln in (tmp_path / "n.obj").read_text().splitlines()
             if ln.startswith("v ")]
     got = np.array([[float(x) for x in r[1:]] for r in rows])
@@ -96,7 +96,7 @@ def test_obj_numbers_of_any_sign_and_size(tmp_path):
 def test_ply_is_binary_little_endian_with_colours(tmp_path, face):
     v, t, c, _ = face
     path = tmp_path / "face.ply"
-    write_mesh(path, v, t, c, "ply")
+    write_mesh(path, v, t, c, "ply", frame="image")
     header = path.read_bytes().split(b"end_header", 1)[0].decode("ascii")
     assert "format binary_little_endian 1.0" in header
     assert f"element vertex {len(v)}" in header and f"element face {len(t)}" in header
@@ -107,7 +107,7 @@ def test_ply_is_binary_little_endian_with_colours(tmp_path, face):
 def test_without_colours(tmp_path, face, fmt):
     v, t, _, _ = face
     path = tmp_path / f"plain.{fmt}"
-    write_mesh(path, v, t, None, fmt)
+    write_mesh(path, v, t, None, fmt, frame="image")
     m = trimesh.load(path, process=False, force="mesh")
     assert len(m.vertices) == len(v) and len(m.faces) == len(t)
     if fmt == "obj":
@@ -117,8 +117,8 @@ def test_without_colours(tmp_path, face, fmt):
 def test_replaces_existing_file_and_creates_folder(tmp_path, face):
     v, t, c, _ = face
     path = tmp_path / "sub" / "face.obj"
-    write_mesh(path, v, t, c, "obj")
-    write_mesh(path, v[:3], np.array([[0, 1, 2]]), None, "obj")
+    write_mesh(path, v, t, c, "obj", frame="image")
+    write_mesh(path, v[:3], np.array([[0, 1, 2]]), None, "obj", frame="image")
     m = trimesh.load(path, process=False, force="mesh")
     assert len(m.vertices) == 3 and len(m.faces) == 1
     assert os.listdir(path.parent) == ["face.obj"]
@@ -134,7 +134,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, face, monkeypatch):
 
     monkeypatch.setattr(mesh_io.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        write_mesh(path, v, t, c, "ply")
+        write_mesh(path, v, t, c, "ply", frame="image")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["face.ply"]
 
@@ -150,7 +150,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, face, monkeypatch):
 ])
 def test_invalid_input_writes_nothing(tmp_path, kwargs, match):
     args = dict(vertices=np.eye(4, 3), triangles=np.array([[0, 1, 2], [0, 2, 3]]),
-                colors=None, fmt="obj")
+                colors=None, fmt="obj", frame="image")
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         write_mesh(tmp_path / "x.obj", **args)
