@@ -414,14 +414,10 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
     img = np.asarray(image_bgr)
     if img.dtype != np.uint8:
         raise ValueError(f"image must be uint8, got {img.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None].repeat(3, axis=2)
-    if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or img.shape[0] == 0 or img.shape[1] == 0:
+    if (img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4))
+            or img.shape[0] == 0 or img.shape[1] == 0):
         raise ValueError(f"image must be (H, W, 3) BGR, got shape {img.shape}")
-    if img.shape[2] == 1:
-        img = img.repeat(3, axis=2)
-    rgb = img[:, :, 2::-1]  # BGR(A) -> RGB
-    h, w = rgb.shape[:2]
+    h, w = img.shape[:2]
     v = np.asarray(vertices, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] not in (2, 3):
         raise ValueError(f"vertices must be (N, 2) or (N, 3), got shape {v.shape}")
@@ -433,8 +429,10 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
                   & (y >= -0.5) & (y <= h - 0.5))
     if not inside.any():
         return out
-    # OpenCV's bilinear remap (pixel centres at integer coordinates, edges replicated)
-    # (remap wants maps under 32767 rows/columns: lay the points out as a 256-wide grid)
+    # OpenCV's bilinear remap (pixel centres at integer coordinates, edges replicated) of the
+    # photo as it is (no copy of it: channels are interpolated independently, so they are put
+    # in RGB order after sampling). remap wants maps under 32767 rows/columns: the points are
+    # laid out as a 256-wide grid.
     k = int(inside.sum())
     cols = 256
     rows = -(-k // cols)
@@ -442,8 +440,12 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
     my = np.zeros(rows * cols, np.float32)
     mx[:k] = x[inside]
     my[:k] = y[inside]
-    sampled = cv2.remap(np.ascontiguousarray(rgb), mx.reshape(rows, cols),
+    sampled = cv2.remap(np.ascontiguousarray(img), mx.reshape(rows, cols),
                         my.reshape(rows, cols), interpolation=cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REPLICATE)
-    out[inside] = sampled.reshape(-1, 3)[:k]
+    sampled = sampled.reshape(rows * cols, -1)[:k]
+    if sampled.shape[1] == 1:  # grey
+        out[inside] = sampled
+    else:  # BGR(A) -> RGB
+        out[inside] = sampled[:, 2::-1]
     return out

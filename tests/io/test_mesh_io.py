@@ -227,3 +227,48 @@ def test_sampling_many_vertices():
     pts = np.stack([rng.integers(0, 80, 40000), rng.integers(0, 60, 40000)], 1).astype(float)
     got = mesh_io.sample_vertex_colors(img, pts)
     np.testing.assert_array_equal(got, img[pts[:, 1].astype(int), pts[:, 0].astype(int), ::-1])
+
+
+def _colours_from_an_rgb_copy(image_bgr, vertices):
+    """The colours as they were sampled before they were sampled in place: a contiguous RGB
+    copy of the whole photo, remapped (the reference for the test below)."""
+    cv2 = pytest.importorskip("cv2")
+    rgb = np.ascontiguousarray(image_bgr[:, :, 2::-1])
+    h, w = rgb.shape[:2]
+    x, y = vertices[:, 0], vertices[:, 1]
+    inside = (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+    out = np.full((len(vertices), 3), 128, np.uint8)
+    mx = x[inside].astype(np.float32)[None]
+    my = y[inside].astype(np.float32)[None]
+    chunks = [cv2.remap(rgb, mx[:, i:i + 4096], my[:, i:i + 4096], cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)[0] for i in range(0, mx.shape[1], 4096)]
+    out[inside] = np.concatenate(chunks)
+    return out
+
+
+def test_sampling_a_real_face_in_place_gives_the_colours_of_an_rgb_copy(afw_photos, mesh_ready):
+    """Real AFW faces (every face of the sample photos, one moved half off the photo): the
+    colours sampled from the photo in place equal those sampled from an RGB copy of it, bit for
+    bit, for BGR, BGRA and grey photos."""
+    cv2 = pytest.importorskip("cv2")
+    from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.io.images import load_image
+
+    aligner = FaceAligner(num_threads=1)
+    checked = 0
+    for p in afw_photos:
+        img = load_image(p)
+        for f in aligner(img, dense=True):
+            shifted = f.vertices - [f.vertices[:, 0].mean(), 0.0, 0.0]  # half off the left
+            for v in (f.vertices, shifted):
+                got = sample_vertex_colors(img, v)
+                np.testing.assert_array_equal(got, _colours_from_an_rgb_copy(img, v))
+                bgra = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
+                np.testing.assert_array_equal(sample_vertex_colors(bgra, v), got)
+                grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+                np.testing.assert_array_equal(sample_vertex_colors(grey, v),
+                                              _colours_from_an_rgb_copy(grey[:, :, None]
+                                                                        .repeat(3, 2), v))
+            assert (sample_vertex_colors(img, shifted) == 128).all(axis=1).mean() > 0.3
+            checked += 1
+    assert checked >= 3
