@@ -147,6 +147,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, face, monkeypatch):
     (dict(triangles=np.array([[0.0, 1.0, 2.0]])), "integer"),
     (dict(vertices=np.array([[0, 0, 0], [1, 0, 0], [0, np.nan, 0], [0, 0, 1.0]])), "NaN"),
     (dict(vertices=np.zeros((4, 2))), "vertices"),
+    (dict(vertices=np.eye(4, 3) * 1e12), "within"),  # OBJ: beyond obj_text.MAX_COORDINATE
 ])
 def test_invalid_input_writes_nothing(tmp_path, kwargs, match):
     args = dict(vertices=np.eye(4, 3), triangles=np.array([[0, 1, 2], [0, 2, 3]]),
@@ -215,9 +216,6 @@ def test_sampling_matches_cv2_remap():
     ref = cv2.remap(img.astype(np.float32), pts[:, 0].astype(np.float32)[None],
                     pts[:, 1].astype(np.float32)[None], cv2.INTER_LINEAR)[0][:, ::-1]
     assert np.abs(ours - np.rint(ref)).max() <= 1
-
-
-# -- the vectorised OBJ encoder --------------------------------------------------------------
 
 
 def test_sampling_many_vertices():
