@@ -509,12 +509,14 @@ def bench_mesh_write(weights: Path, photos: list[Path], repeats: int, min_time: 
                 sub.mkdir()
                 vals.append(1000.0 * _timeit(
                     lambda sub=sub, counter=counter, fmt=fmt: write_mesh(
-                        sub / f"face{next(counter)}.{fmt}", face.vertices, tris, cols, fmt),
+                        sub / f"face{next(counter)}.{fmt}", face.vertices, tris, cols, fmt,
+                        image_height=img.shape[0]),
                     min_time=min_time))
                 shutil.rmtree(sub)
                 path = Path(tmp) / f"face.{fmt}"
                 vals_replace.append(1000.0 * _timeit(
-                    lambda path=path, fmt=fmt: write_mesh(path, face.vertices, tris, cols, fmt),
+                    lambda path=path, fmt=fmt: write_mesh(path, face.vertices, tris, cols, fmt,
+                                                          image_height=img.shape[0]),
                     min_time=min_time))
             out[f"{fmt}_ms"] = vals
             out[f"{fmt}_replace_ms"] = vals_replace

@@ -19,6 +19,7 @@ PUBLIC = [
     "Regressor",
     "read_image",
     "write_mesh",
+    "sample_vertex_colors",
     "ImageError",
     "UnreadableImageError",
     "EmptyImageError",

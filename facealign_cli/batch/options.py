@@ -12,18 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from facealign_cli.core import quality as _quality
+from facealign_cli.defaults import (
+    DEFAULT_MESH_FRAME,
+    DEFAULT_MIN_QUALITY,
+    DEFAULT_MIN_SCORE,
+    MESH_FORMATS,
+)
 
 BACKENDS = ("local", "dask")
-MESH_FORMATS = ("obj", "ply", "glb")
-#: Frames a mesh can be written in (:func:`facealign_cli.io.meshes.to_viewer_frame`); the
-#: default of the ``mesh`` command is ``"viewer"`` (opens upright, facing the viewer).
-MESH_FRAMES = ("viewer", "image")
-#: The detector's own score threshold (``BlazeFaceDetector(score_threshold=0.45)``): the
-#: default of ``--min-score``.
-DEFAULT_MIN_SCORE = 0.45
-#: The default of ``--min-quality`` (:data:`facealign_cli.core.quality.DEFAULT_MIN_QUALITY`).
-DEFAULT_MIN_QUALITY = _quality.DEFAULT_MIN_QUALITY
 #: What ``render`` draws by default, and what it can draw (``facealign_cli.render``'s).
 RENDER_DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
 RENDER_DEFAULT_DRAW = ("box", "landmarks", "pose")
@@ -148,10 +144,11 @@ class RunOptions:
         texture: ``mesh`` writes a UV texture (PNG) per face instead of vertex colours (OBJ:
             OBJ + MTL + PNG; GLB: embedded).
         min_score: drop detections below this score (the detector runs with it as its
-            threshold; default :data:`DEFAULT_MIN_SCORE`, the detector's own).
+            threshold; default :data:`facealign_cli.defaults.DEFAULT_MIN_SCORE`, the
+            detector's own).
         min_quality: the regressing commands drop faces whose quality
             (:func:`facealign_cli.core.quality.face_quality`) is below this (0 keeps all;
-            default :data:`DEFAULT_MIN_QUALITY`).
+            default :data:`facealign_cli.defaults.DEFAULT_MIN_QUALITY`).
         draw: the layers ``render`` draws (:data:`RENDER_DRAW_CHOICES`).
         sheet: ``render`` also writes thumbnails and ``index.html`` (a contact sheet).
         max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = its
@@ -187,8 +184,8 @@ class RunOptions:
     roi_crop_scale: float = field(default_factory=_default_roi_crop_scale)
     second_pass: bool = True
     overwrite: bool = False
-    mesh_format: str = "obj"
-    mesh_frame: str = "viewer"
+    mesh_format: str = MESH_FORMATS[0]
+    mesh_frame: str = DEFAULT_MESH_FRAME
     texture: bool = False
     min_score: float = DEFAULT_MIN_SCORE
     min_quality: float = DEFAULT_MIN_QUALITY

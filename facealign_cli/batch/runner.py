@@ -24,8 +24,6 @@ from facealign_cli.batch.options import (
     BACKENDS,
     MANIFEST_NAME,
     MAX_DASK_TIMEOUT,
-    MESH_FORMATS,
-    MESH_FRAMES,
     POSE_CSV_NAME,
     RENDER_DRAW_CHOICES,
     BatchError,
@@ -49,6 +47,7 @@ from facealign_cli.batch.state import (
 )
 from facealign_cli.batch.streams import clean_stdout, output_error, write_all
 from facealign_cli.batch.worker import STOP, preflight, process_chunk
+from facealign_cli.defaults import MESH_FORMATS, MESH_FRAMES
 from facealign_cli.io import records
 from facealign_cli.io.inputs import InputItem
 

@@ -31,12 +31,14 @@ from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exp
     read_env,
 )
 from facealign_cli.cli.lazy_group import LazyGroup
-from facealign_cli.core.quality import DEFAULT_MIN_QUALITY
+from facealign_cli.defaults import (
+    DEFAULT_MESH_FRAME,
+    DEFAULT_MIN_QUALITY,
+    DEFAULT_MIN_SCORE,
+    MESH_FORMATS,
+    MESH_FRAMES,
+)
 from facealign_cli.models.weights import RUNTIMES
-
-#: The detector's own threshold (``BlazeFaceDetector(score_threshold=0.45)``, the same as
-#: ``facealign_cli.batch.options.DEFAULT_MIN_SCORE``; a test checks all three agree).
-DEFAULT_MIN_SCORE = 0.45
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -436,11 +438,11 @@ def pose(**params):
 @main.command(epilog=EXIT_CODES_HELP)
 @_common_options
 @click.option("--format", "mesh_format",
-              type=click.Choice(["obj", "ply", "glb"], case_sensitive=False),
-              default="obj", show_default=True,
+              type=click.Choice(MESH_FORMATS, case_sensitive=False),
+              default=MESH_FORMATS[0], show_default=True,
               help="Mesh file format: OBJ text, binary PLY, or binary glTF (GLB).")
-@click.option("--mesh-frame", type=click.Choice(["viewer", "image"], case_sensitive=False),
-              default="viewer", show_default=True,
+@click.option("--mesh-frame", type=click.Choice(MESH_FRAMES, case_sensitive=False),
+              default=DEFAULT_MESH_FRAME, show_default=True,
               help="viewer: (x, H - y, -z), y up and z towards the viewer, pixels of the "
                    "photo (opens upright, facing you, in Blender, MeshLab, Open3D, trimesh); "
                    "image: the photo's pixel frame (y down, z away from the camera).")

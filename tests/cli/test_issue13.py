@@ -28,10 +28,13 @@ def _manifest(out):
 
 def test_min_score_default_is_the_detectors_threshold():
     from facealign_cli.cli import main as cli_main
+    from facealign_cli.defaults import DEFAULT_MIN_SCORE
     from facealign_cli.models.detector import BlazeFaceDetector
 
     default = inspect.signature(BlazeFaceDetector).parameters["score_threshold"].default
-    assert batch_options.DEFAULT_MIN_SCORE == default == cli_main.DEFAULT_MIN_SCORE
+    assert DEFAULT_MIN_SCORE == default
+    min_score = next(p for p in cli_main.landmarks.params if p.name == "min_score")
+    assert min_score.default == default
     assert batch_options.RunOptions("detect", "x").min_score == default
 
 
@@ -259,9 +262,14 @@ def test_landmarks_json_rebuilds_from_params(afw_photos, real_weights, tmp_path)
     assert r.exit_code == 0, r.output
     n = 0
     for p in afw_photos[:2]:
-        for face in json.loads((out / f"{p.stem}.json").read_text())["faces"]:
-            assert len(face["params"]) == 62 and "w_shp_sim" in face["params_basis"]
-            assert "120" in face["params_frame"]
+        text = (out / f"{p.stem}.json").read_text()
+        doc = json.loads(text)
+        assert "w_shp_sim" in doc["params_info"]["basis"]
+        assert text.count("w_shp_sim") == 1 < len(doc["faces"])  # once per document
+        assert "120" in doc["params_info"]["frame"] and doc["params_info"]["crop_size"] == 120
+        for face in doc["faces"]:
+            assert len(face["params"]) == 62
+            assert not any(k.startswith("params_") and k != "params_crop" for k in face)
             got = _rebuild_landmarks(face)
             # landmarks_3d is rounded to 0.01 px (0.005 error), the rest is float32 arithmetic
             np.testing.assert_allclose(got, np.asarray(face["landmarks_3d"]), atol=0.01)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from facealign_cli.io.meshes import MESH_FRAMES, mesh_bytes, to_viewer_frame, write_mesh
+from facealign_cli.defaults import MESH_FRAMES
+from facealign_cli.io.meshes import mesh_bytes, to_viewer_frame, write_mesh
 
 
 def _normals(v, t):
@@ -53,11 +54,17 @@ def test_to_viewer_frame_rejects_bad_input():
         to_viewer_frame(BUMP_V, -1)
 
 
-def test_default_frame_is_the_image_frame():
-    assert MESH_FRAMES[0] == "image"
-    assert mesh_bytes(BUMP_V, BUMP_T) == mesh_bytes(BUMP_V, BUMP_T, frame="image")
-    assert mesh_bytes(BUMP_V, BUMP_T, frame="viewer", image_height=10) != mesh_bytes(
-        BUMP_V, BUMP_T)
+def test_default_frame_is_the_viewer_frame_as_for_the_cli():
+    """One default for the library and ``facealign mesh``: upright, facing the viewer."""
+    from facealign_cli.batch.options import RunOptions
+
+    assert MESH_FRAMES[0] == "viewer" == RunOptions("mesh", "x").mesh_frame
+    assert mesh_bytes(BUMP_V, BUMP_T, image_height=10) == mesh_bytes(
+        BUMP_V, BUMP_T, frame="viewer", image_height=10)
+    assert mesh_bytes(BUMP_V, BUMP_T, image_height=10) != mesh_bytes(
+        BUMP_V, BUMP_T, frame="image")
+    with pytest.raises(ValueError, match="image_height"):
+        mesh_bytes(BUMP_V, BUMP_T)
 
 
 @pytest.mark.parametrize("fmt", ["obj", "ply"])

@@ -41,7 +41,7 @@ def face():
 def test_roundtrip_with_colours(tmp_path, face, fmt):
     v, t, c, nose = face
     path = tmp_path / f"face.{fmt}"
-    assert write_mesh(path, v, t, c, fmt) == path
+    assert write_mesh(path, v, t, c, fmt, frame="image") == path
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
     m = trimesh.load(path, process=False, force="mesh")
     assert len(m.vertices) == len(v) and len(m.faces) == len(t)
@@ -56,7 +56,7 @@ def test_roundtrip_with_colours(tmp_path, face, fmt):
 def test_obj_text_layout(tmp_path, face):
     v, t, c, _ = face
     path = tmp_path / "face.obj"
-    write_mesh(path, v, t, c, "obj")
+    write_mesh(path, v, t, c, "obj", frame="image")
     lines = path.read_text().splitlines()
     vlines = [ln for ln in lines if ln.startswith("v ")]
     flines = [ln for ln in lines if ln.startswith("f ")]
@@ -72,10 +72,10 @@ def test_obj_faces_text_is_cached_by_content_not_identity(tmp_path, face):
     same shape (or the same array changed in place) must still be written as given."""
     v, t, c, _ = face
     t2 = t.copy()
-    write_mesh(tmp_path / "a.obj", v, t2, c, "obj")
+    write_mesh(tmp_path / "a.obj", v, t2, c, "obj", frame="image")
     t2[:, [1, 2]] = t2[:, [2, 1]]  # flip the winding in place
-    write_mesh(tmp_path / "b.obj", v, t2, c, "obj")
-    write_mesh(tmp_path / "c.obj", v, t, c, "obj")
+    write_mesh(tmp_path / "b.obj", v, t2, c, "obj", frame="image")
+    write_mesh(tmp_path / "c.obj", v, t, c, "obj", frame="image")
     fa, fb, fc = (trimesh.load(tmp_path / f"{k}.obj", process=False, force="mesh").faces
                   for k in "abc")
     assert np.array_equal(fa, t) and np.array_equal(fb, t2) and np.array_equal(fc, t)
@@ -84,7 +84,7 @@ def test_obj_faces_text_is_cached_by_content_not_identity(tmp_path, face):
 def test_obj_numbers_of_any_sign_and_size(tmp_path):
     v = np.array([[-1e-7, 0.0, -0.0], [12345.678, -98765.4321, 3.0e-3], [1.5, -2.25, 1e6]])
     c = np.array([[0, 128, 255], [1, 2, 3], [254, 253, 252]], np.uint8)
-    write_mesh(tmp_path / "n.obj", v, np.array([[0, 1, 2]]), c, "obj")
+    write_mesh(tmp_path / "n.obj", v, np.array([[0, 1, 2]]), c, "obj", frame="image")
     rows = [ln.split() for ln in (tmp_path / "n.obj").read_text().splitlines()
             if ln.startswith("v ")]
     got = np.array([[float(x) for x in r[1:]] for r in rows])
@@ -96,7 +96,7 @@ def test_obj_numbers_of_any_sign_and_size(tmp_path):
 def test_ply_is_binary_little_endian_with_colours(tmp_path, face):
     v, t, c, _ = face
     path = tmp_path / "face.ply"
-    write_mesh(path, v, t, c, "ply")
+    write_mesh(path, v, t, c, "ply", frame="image")
     header = path.read_bytes().split(b"end_header", 1)[0].decode("ascii")
     assert "format binary_little_endian 1.0" in header
     assert f"element vertex {len(v)}" in header and f"element face {len(t)}" in header
@@ -107,7 +107,7 @@ def test_ply_is_binary_little_endian_with_colours(tmp_path, face):
 def test_without_colours(tmp_path, face, fmt):
     v, t, _, _ = face
     path = tmp_path / f"plain.{fmt}"
-    write_mesh(path, v, t, None, fmt)
+    write_mesh(path, v, t, None, fmt, frame="image")
     m = trimesh.load(path, process=False, force="mesh")
     assert len(m.vertices) == len(v) and len(m.faces) == len(t)
     if fmt == "obj":
@@ -117,8 +117,8 @@ def test_without_colours(tmp_path, face, fmt):
 def test_replaces_existing_file_and_creates_folder(tmp_path, face):
     v, t, c, _ = face
     path = tmp_path / "sub" / "face.obj"
-    write_mesh(path, v, t, c, "obj")
-    write_mesh(path, v[:3], np.array([[0, 1, 2]]), None, "obj")
+    write_mesh(path, v, t, c, "obj", frame="image")
+    write_mesh(path, v[:3], np.array([[0, 1, 2]]), None, "obj", frame="image")
     m = trimesh.load(path, process=False, force="mesh")
     assert len(m.vertices) == 3 and len(m.faces) == 1
     assert os.listdir(path.parent) == ["face.obj"]
@@ -134,7 +134,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, face, monkeypatch):
 
     monkeypatch.setattr(mesh_io.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        write_mesh(path, v, t, c, "ply")
+        write_mesh(path, v, t, c, "ply", frame="image")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["face.ply"]
 
@@ -147,10 +147,11 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, face, monkeypatch):
     (dict(triangles=np.array([[0.0, 1.0, 2.0]])), "integer"),
     (dict(vertices=np.array([[0, 0, 0], [1, 0, 0], [0, np.nan, 0], [0, 0, 1.0]])), "NaN"),
     (dict(vertices=np.zeros((4, 2))), "vertices"),
+    (dict(vertices=np.eye(4, 3) * 1e12), "within"),  # OBJ: beyond obj_text.MAX_COORDINATE
 ])
 def test_invalid_input_writes_nothing(tmp_path, kwargs, match):
     args = dict(vertices=np.eye(4, 3), triangles=np.array([[0, 1, 2], [0, 2, 3]]),
-                colors=None, fmt="obj")
+                colors=None, fmt="obj", frame="image")
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         write_mesh(tmp_path / "x.obj", **args)
@@ -217,9 +218,6 @@ def test_sampling_matches_cv2_remap():
     assert np.abs(ours - np.rint(ref)).max() <= 1
 
 
-# -- the vectorised OBJ encoder --------------------------------------------------------------
-
-
 def test_sampling_many_vertices():
     """More points than OpenCV's remap takes in one row or column (a whole face mesh)."""
     rng = np.random.default_rng(3)
@@ -227,3 +225,48 @@ def test_sampling_many_vertices():
     pts = np.stack([rng.integers(0, 80, 40000), rng.integers(0, 60, 40000)], 1).astype(float)
     got = mesh_io.sample_vertex_colors(img, pts)
     np.testing.assert_array_equal(got, img[pts[:, 1].astype(int), pts[:, 0].astype(int), ::-1])
+
+
+def _colours_from_an_rgb_copy(image_bgr, vertices):
+    """The colours as they were sampled before they were sampled in place: a contiguous RGB
+    copy of the whole photo, remapped (the reference for the test below)."""
+    cv2 = pytest.importorskip("cv2")
+    rgb = np.ascontiguousarray(image_bgr[:, :, 2::-1])
+    h, w = rgb.shape[:2]
+    x, y = vertices[:, 0], vertices[:, 1]
+    inside = (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+    out = np.full((len(vertices), 3), 128, np.uint8)
+    mx = x[inside].astype(np.float32)[None]
+    my = y[inside].astype(np.float32)[None]
+    chunks = [cv2.remap(rgb, mx[:, i:i + 4096], my[:, i:i + 4096], cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)[0] for i in range(0, mx.shape[1], 4096)]
+    out[inside] = np.concatenate(chunks)
+    return out
+
+
+def test_sampling_a_real_face_in_place_gives_the_colours_of_an_rgb_copy(afw_photos, mesh_ready):
+    """Real AFW faces (every face of the sample photos, one moved half off the photo): the
+    colours sampled from the photo in place equal those sampled from an RGB copy of it, bit for
+    bit, for BGR, BGRA and grey photos."""
+    cv2 = pytest.importorskip("cv2")
+    from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.io.images import load_image
+
+    aligner = FaceAligner(num_threads=1)
+    checked = 0
+    for p in afw_photos:
+        img = load_image(p)
+        for f in aligner(img, dense=True):
+            shifted = f.vertices - [f.vertices[:, 0].mean(), 0.0, 0.0]  # half off the left
+            for v in (f.vertices, shifted):
+                got = sample_vertex_colors(img, v)
+                np.testing.assert_array_equal(got, _colours_from_an_rgb_copy(img, v))
+                bgra = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
+                np.testing.assert_array_equal(sample_vertex_colors(bgra, v), got)
+                grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+                np.testing.assert_array_equal(sample_vertex_colors(grey, v),
+                                              _colours_from_an_rgb_copy(grey[:, :, None]
+                                                                        .repeat(3, 2), v))
+            assert (sample_vertex_colors(img, shifted) == 128).all(axis=1).mean() > 0.3
+            checked += 1
+    assert checked >= 3

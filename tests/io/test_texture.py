@@ -65,7 +65,7 @@ def test_bake_texture_fills_hidden_texels_from_the_mirror_or_grey():
 
 def test_glb_with_vertex_colours_round_trips():
     col = np.tile(np.array([[10, 200, 30]], np.uint8), (5, 1))
-    data = mesh_bytes(BUMP_V, BUMP_T, col, "glb")
+    data = mesh_bytes(BUMP_V, BUMP_T, col, "glb", frame="image")
     assert data[:4] == b"glTF"
     m = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh", process=False)
     np.testing.assert_allclose(m.vertices, BUMP_V, atol=1e-5)
