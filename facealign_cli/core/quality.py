@@ -39,8 +39,6 @@ WEIGHTS = (10.036, -2.332, -13.771)
 #: when flip averaging is off.
 FLIP_MEDIAN_FACE = 0.0089
 
-#: Default ``--min-quality``.
-
 _FLOOR = 1e-4  # disagreements below 0.01 % of the crop side count as that
 
 
