@@ -174,11 +174,24 @@ def test_invalid_inputs_raise(detector):
 def test_policy_is_json(detector):
     pol = detector.policy()
     text = json.dumps(pol)
-    assert "face_detection_short_range.tflite" in text
+    assert "face_detection_back.tflite" in text and "face_detection_short_range.tflite" in text
+    assert pol["name"] == "v2"
     names = [p["name"] for p in pol["passes"]]
-    assert names == ["short_range/whole", "full_range/whole", "short_range/tiles"]
+    assert names == ["back/whole", "short_range/whole"]
     assert pol["nms"]["method"] == "weighted"
     assert pol["keypoints"] == list(KEYPOINT_NAMES)
+
+
+def test_old_policy_still_available():
+    """``policy="v1"`` (before issue 20) runs its three passes, tiles included, for benchmarks."""
+    old = BlazeFaceDetector(policy="v1")
+    names = [p["name"] for p in old.policy()["passes"]]
+    assert names == ["short_range/whole", "full_range/whole", "short_range/tiles"]
+    assert old.policy()["passes"][2]["tile_fraction"] == 0.3
+    with pytest.raises(ValueError):
+        BlazeFaceDetector(policy="v0")
+    with pytest.raises(ValueError):
+        BlazeFaceDetector(policy=())
 
 
 def test_aflw_subset_recall_boxes_and_keypoints(detector, aflw_subset):
