@@ -21,7 +21,11 @@ repository; never AFLW2000-3D, the test set):
 
 A face counts as found when a detection box has IoU >= 0.3 with the box of its 68 landmarks
 (:func:`facealign_cli.evaluation.metrics.match_detection`); a detection is unmatched when no
-annotated face reaches IoU 0.3 with it. CPU time: ``time.process_time`` around ``detect`` only
+annotated face reaches IoU 0.3 with it. False detections (``afw`` and ``helen``): with the
+labelled detection set (``--labelled``, ``scripts/build_detection_set.py``'s CSV: every
+detection of the v1 policy and of a 0.4-threshold variant on those photos, labelled face / not
+face by looking), a detection takes the label of a labelled one with IoU >= 0.5; the others are
+counted as unlabelled (not looked at). CPU time: ``time.process_time`` around ``detect`` only
 (images decoded first), one LiteRT thread and one OpenCV thread; every policy runs on each image
 in turn, so load on the machine falls on all of them alike.
 
@@ -153,10 +157,40 @@ def score_image(faces, truth: list[np.ndarray]) -> tuple[int, int]:
     return int(found), int(unmatched)
 
 
-def run(policies: dict[str, BlazeFaceDetector], images, repeats: int = 1) -> dict:
-    """Figures of every policy on one data set (each image through every policy in turn)."""
-    res = {k: {"found": 0, "unmatched": 0, "cpu_s": 0.0, "cpu_s_1024": 0.0, "n_1024": 0,
-               "missed": []} for k in policies}
+def load_labelled(path: Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """The labelled detection set (``scripts/build_detection_set.py``'s CSV) as ``{(set,
+    photo file): ((N, 4) boxes, (N,) bool is-a-face)}``."""
+    import csv
+
+    rows: dict[tuple[str, str], list] = {}
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            box = [float(r[k]) for k in ("x1", "y1", "x2", "y2")]
+            rows.setdefault((r["set"], r["photo"]), []).append((box, r["label"] == "face"))
+    return {k: (np.array([b for b, _ in v], np.float64), np.array([f for _, f in v]))
+            for k, v in rows.items()}
+
+
+def label_faces(faces, labelled) -> tuple[int, int]:
+    """``(false, unlabelled)`` detections of one image: a detection takes the label of the
+    labelled detection with IoU >= 0.5 (the set's rule), else it is unlabelled."""
+    boxes, is_face = labelled if labelled is not None else (np.zeros((0, 4)), np.zeros(0, bool))
+    false = unknown = 0
+    for f in faces:
+        iou = box_iou(np.asarray(f.extra.get("box_unclipped", f.box), np.float64), boxes)
+        if not len(iou) or iou.max() < 0.5:
+            unknown += 1
+        elif not is_face[int(np.argmax(iou))]:
+            false += 1
+    return false, unknown
+
+
+def run(policies: dict[str, BlazeFaceDetector], images, repeats: int = 1,
+        labelled: dict | None = None) -> dict:
+    """Figures of every policy on one data set (each image through every policy in turn);
+    with ``labelled`` (``{photo file: labels}`` of this set), false and unlabelled detections."""
+    res = {k: {"found": 0, "unmatched": 0, "false": 0, "unlabelled": 0, "cpu_s": 0.0,
+               "cpu_s_1024": 0.0, "n_1024": 0, "missed": []} for k in policies}
     n_faces = 0
     for name, img, truth in images:
         n_faces += len(truth)
@@ -167,6 +201,10 @@ def run(policies: dict[str, BlazeFaceDetector], images, repeats: int = 1) -> dic
             dt = (time.process_time() - c0) / repeats
             found, unmatched = score_image(faces, truth)
             r = res[key]
+            if labelled is not None:
+                false, unknown = label_faces(faces, labelled.get(name))
+                r["false"] += false
+                r["unlabelled"] += unknown
             r["found"] += found
             r["unmatched"] += unmatched
             r["cpu_s"] += dt
@@ -179,6 +217,8 @@ def run(policies: dict[str, BlazeFaceDetector], images, repeats: int = 1) -> dic
         r["images"] = len(images)
         r["faces"] = n_faces
         r["unmatched_per_image"] = r["unmatched"] / max(len(images), 1)
+        if labelled is None:
+            r["false"] = r["unlabelled"] = None
         r["cpu_ms_per_image"] = 1000 * r.pop("cpu_s") / max(len(images), 1)
         n = r["n_1024"]
         r["cpu_ms_per_1024px_image"] = 1000 * r.pop("cpu_s_1024") / n if n else None
@@ -193,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--groups", type=int, default=54, help="pasted group photos")
     ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
     ap.add_argument("--repeats", type=int, default=1, help="detect calls per image (timing)")
+    ap.add_argument("--labelled", type=Path,
+                    default=Path("benchmarks/data/detections_labelled.csv"),
+                    help="labelled detection set (false detections of afw / helen)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -217,20 +260,28 @@ def main(argv: list[str] | None = None) -> int:
         "aflw_profiles": lambda: load_aflw_profiles(args.shared),
     }
     out: dict = {"policies": {k: d.policy()["passes"] for k, d in dets.items()}, "sets": {}}
+    labels = load_labelled(args.labelled) if args.labelled.is_file() else {}
     for s in args.sets.split(","):
         images = loaders[s]()[: args.limit or None]
-        res = out["sets"][s] = run(dets, images, args.repeats)
+        lab = None
+        if s in ("afw", "helen") and labels:
+            lab = {name: labels.get((s, name if s == "helen" else f"{name}.jpg"))
+                   for name, _, _ in images}
+        res = out["sets"][s] = run(dets, images, args.repeats, lab)
         ref = res[keys[0]]
         print(f"\n{s}: {ref['images']} images, {ref['faces']} annotated faces")
-        print(f"{'policy':22s} {'found':>9s} {'unmatched/img':>14s} {'CPU ms/img':>11s} "
-              f"{'ms/1024px':>10s} {'x ' + keys[0]:>9s}")
+        print(f"{'policy':22s} {'found':>9s} {'unmatched/img':>14s} {'false/img':>10s} "
+              f"{'unlabelled/img':>15s} {'CPU ms/img':>11s} {'ms/1024px':>10s} "
+              f"{'x ' + keys[0]:>9s}")
         for k in keys:
             r = res[k]
             ms = r["cpu_ms_per_1024px_image"] or r["cpu_ms_per_image"]
             ref_ms = ref["cpu_ms_per_1024px_image"] or ref["cpu_ms_per_image"]
             ms1024 = r["cpu_ms_per_1024px_image"]
+            lab_cols = ("-", "-") if r["false"] is None else (
+                f"{r['false'] / r['images']:.3f}", f"{r['unlabelled'] / r['images']:.3f}")
             print(f"{k:22s} {r['found']:4d}/{r['faces']:<4d} {r['unmatched_per_image']:14.2f} "
-                  f"{r['cpu_ms_per_image']:11.1f} "
+                  f"{lab_cols[0]:>10s} {lab_cols[1]:>15s} {r['cpu_ms_per_image']:11.1f} "
                   f"{'-' if ms1024 is None else f'{ms1024:.1f}':>10s} {ms / ref_ms:9.2f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
