@@ -59,13 +59,16 @@ _SHORT = DetectionPass("short_range/whole", "short_range")
 _FULL = DetectionPass("full_range/whole", "full_range")
 
 #: Candidates besides the named policies of :data:`POLICIES` (the ``back`` model's logit
-#: shift 0.4 puts its raw score 0.35 at the calibrated threshold 0.45).
+#: shift 0.4 puts its raw score 0.354 at the calibrated threshold 0.45; ``back-raw0.45`` and
+#: ``back-raw0.30`` try raw thresholds 0.45 and 0.30).
 CANDIDATES: dict[str, tuple[DetectionPass, ...]] = {
     "short+full": (_SHORT, _FULL),
     "short+full+tiles0.4": (_SHORT, _FULL, DetectionPass(
         "short_range/tiles", "short_range", 0.65, tile_fraction=0.4, tile_overlap=0.2,
         min_long_side=640)),
     "back": (_BACK,),
+    "back-raw0.45": (DetectionPass("back/whole", "back"),),
+    "back-raw0.30": (DetectionPass("back/whole", "back", logit_shift=0.647),),
     "back+short": (_BACK, _SHORT),
     "back+full": (_BACK, _FULL),
     "back+tiles0.3": (_BACK, POLICIES["v1"][2]),

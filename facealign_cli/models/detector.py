@@ -5,30 +5,53 @@ and the LiteRT interpreter), with the method and the sources they come from, are
 :mod:`facealign_cli.models.blazeface` (import them from there); this module holds the policy
 that runs them over an image, :class:`BlazeFaceDetector`, and the tiling and resizing it uses.
 
-Default policy (chosen on AFLW2000-3D and the AFW photos; see ``benchmarks/detector_recall.py``)
--------------------------------------------------------------------------------------------------
-1. ``short_range`` on the whole image, letterboxed to 128x128, score >= 0.45.
-2. ``full_range`` on the whole image, letterboxed to 192x192, score >= 0.45.
-3. Only for images whose long side is at least 640 px: ``short_range`` on overlapping square
-   tiles of 0.3 x the long side (>= 20 % overlap; 12 tiles for a 1024x768 photo, 16 for a
-   1024x1024 one), score >= 0.65. A tile detection whose box crosses an edge shared with a
-   neighbouring tile is discarded (the face is cut there: it appears whole in the neighbour,
-   or is large enough for the whole-image passes), which removes most fragment detections.
-4. All candidates are merged by weighted NMS at IoU > 0.3.
-5. A "group box" (a loose box holding at least two higher-scoring detections, each >= 80 %
-   inside it — the whole-image pass sometimes frames two cheek-to-cheek faces as one) is
-   dropped.
+Default policy ``"v2"`` (issue 20; chosen on training photos only, never on AFLW2000-3D)
+---------------------------------------------------------------------------------------
+1. ``back`` (the 256x256 rear-camera model) on the whole image, letterboxed, its logit shifted
+   by +0.4 (calibration: its raw score 0.354 becomes 0.45, the threshold of every pass), score
+   >= 0.45 (``--min-score``).
+2. Only when pass 1 found nothing: ``short_range`` on the whole image, letterboxed to 128x128,
+   score >= 0.45 (close-ups and strong profiles that fill the frame, which the back model can
+   miss).
+3. All candidates are merged by weighted NMS at IoU > 0.3, then a "group box" (a loose box
+   holding at least two higher-scoring detections, each >= 80 % inside it) is dropped.
 
-The whole-image passes find large and medium faces (AFLW2000-3D, portraits); the tiles find the
-small faces of group photos (down to about 3-4 % of the long side). Because the tiles are a
-fixed fraction of the image, the cost per image is bounded whatever its resolution, and faces
-smaller than about 3 % of the long side of a very large photo can be missed.
+One model invocation per photo whatever its size (4.6 ms of LiteRT on one thread); the smallest
+faces found are about 3-4 % of the long side, as with v1's tiles.
 
-Measured with ``benchmarks/detector_recall.py`` (found = a box with IoU >= 0.3 with the box of
-the 68 landmarks; 1 LiteRT thread, 2-core machine shared with other jobs): AFLW2000-3D recall
-99.5 % (97.7 % at |yaw| > 60 deg), ~8 ms per 450x450 image; AFW photos 98.8 % of the 337
-annotated faces, 2.6 detections per photo (most unmatched ones are real, unannotated faces),
-~28 ms per 1024-px photo.
+Chosen with ``PYTHONPATH=$PWD python scripts/tune_detector.py --labelled
+benchmarks/data/detections_labelled.csv`` on: the 185 AFW photos (validation split, 337
+annotated faces; false detections from the labelled detection set of
+``scripts/build_detection_set.py``), the 870 300-W HELEN training crops as they are and enlarged
+to 1024 px (one large face each), 54 pasted 1024x768 group photos of HELEN crops (faces of
+28-130 px) and 400 AFLW *training* crops with |yaw| > 60 deg enlarged in a 640x480 canvas.
+Measured in one run, every policy on each image in turn (1 LiteRT and 1 OpenCV thread, CPU
+time of ``detect``; found = IoU >= 0.3 with the 68-landmark box):
+
+=================  ==========  ============  ==========  =============  ==============
+set                v1 found    v2 found      v1 ms CPU   v2 ms CPU      v2 / v1 CPU
+=================  ==========  ============  ==========  =============  ==============
+AFW photos         333 / 337   333 / 337     14.8 (1)    6.9 (1)        0.47
+HELEN crops        870 / 870   870 / 870     3.6         5.5            1.50 (2)
+HELEN at 1024 px   870 / 870   870 / 870     16.7        6.7            0.40
+HELEN groups       499 / 612   507 / 612     14.9        7.2            0.49
+AFLW profiles      389 / 400   394 / 400     15.6        5.8            0.37
+=================  ==========  ============  ==========  =============  ==============
+
+(1) per 1024-px photo. (2) images below 640 px, where v1 ran no tiles. False detections per
+AFW photo (labelled set): v1 0.254, v2 0.049 labelled false + 0.205 not in the set (38
+detections v1 never made); per HELEN crop: v1 0.006, v2 0 + 0.064. Candidates measured in the
+same run and rejected: short+full without tiles (AFW 310 / 337), short+full with tiles of 0.4
+(319 / 337, 0.80 x v1), back+short always (333 / 337 at 0.53 x v1, more false faces),
+back+full (0.63 x v1, no more faces), back + v1's tiles (AFW 335 / 337, groups 550 / 612, but
+1.17 x v1). The back model's raw threshold
+(0.354) was chosen on the AFW photos: raw 0.45 finds 326 / 337 faces (0.52 unmatched detections
+per photo), 0.354 333 / 337 (0.71), 0.30 334 / 337 (0.90; candidates ``back-raw0.45``/``0.30``).
+
+The v1 policy (``policy="v1"``, kept for benchmarks) ran short-range (128) and full-range (192)
+on the whole image (>= 0.45) and short-range on 12 overlapping tiles of 0.3 x the long side of
+photos >= 640 px (>= 0.65, boxes cut by a shared tile edge dropped); its thresholds had been
+chosen partly on AFLW2000-3D.
 
 Keypoints (BlazeFace order, "right"/"left" from the subject's point of view, so the subject's
 right eye appears on the image's left on a frontal face)::
