@@ -3,11 +3,26 @@
 :class:`facealign_cli.core.pipeline.FaceAligner`). Imports only click: ``facealign --help``
 stays instant, so the default scale is resolved later (None here =
 :data:`facealign_cli.core.geometry.ROI_CROP_SCALE`, 0.88 as written in the help;
-``tests/cli/test_crop_options.py`` holds the two equal)."""
+``tests/cli/test_crop_options.py`` holds the two equal). Also :class:`FiniteFloatRange`, the
+one validator of every float option of the image commands and of evaluate."""
 
 from __future__ import annotations
 
 import click
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (a range check lets nan
+    through: every comparison with it is false). The one validator of the float options of the
+    image commands."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(rv, param, ctx)
 
 
 def crop_options(evaluate: bool = False) -> list:
@@ -15,7 +30,7 @@ def crop_options(evaluate: bool = False) -> list:
     of ``facealign evaluate``; apply each to the command function."""
     who = "facealign's" if evaluate else "Every face"
     return [
-        click.option("--roi-crop-scale", type=click.FloatRange(0.5, 2.0), default=None,
+        click.option("--roi-crop-scale", type=FiniteFloatRange(0.5, 2.0), default=None,
                      metavar="S",
                      help=f"{who} crop, scaled about its centre by S [default: 0.88, tighter "
                           "than 3DDFA's, chosen on the annotated AFW photos; "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import math
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ import sys
 import click
 
 from facealign_cli import __version__
-from facealign_cli.cli.crop_options import crop_options
+from facealign_cli.cli.crop_options import FiniteFloatRange, crop_options
 from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exported
     ENV_VARS,
     env_runtime,
@@ -105,20 +104,6 @@ def main():
     one_line_warnings()
 
 
-class FiniteFloatRange(click.FloatRange):
-    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (a range check lets nan
-    through: every comparison with it is false). The one validator of the float options of the
-    image commands."""
-
-    def convert(self, value, param, ctx):
-        import math
-
-        rv = click.FLOAT.convert(value, param, ctx)
-        if not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return super().convert(rv, param, ctx)
-
-
 #: ``click.Context.meta`` key: stdout was closed when the command started.
 _STDOUT_CLOSED = "facealign.stdout_closed"
 
@@ -161,7 +146,7 @@ def _common_options(f):
                           "higher). Raise it (e.g. 0.7) to drop the false positives of group "
                           "photos (hands, hair). Recorded with the run's settings in "
                           "<out>/.facealign/settings/<command>.json."),
-        click.option("--min-quality", type=click.FloatRange(0.0, 1.0),
+        click.option("--min-quality", type=FiniteFloatRange(0.0, 1.0),
                      default=DEFAULT_MIN_QUALITY, show_default=True, metavar="Q",
                      help="Drop faces whose quality is below Q (0 keeps all). The quality "
                           "(written as 'quality') estimates the probability that a detection "
@@ -307,9 +292,6 @@ def _run_batch(command: str, params: dict, **extra) -> None:
     if params["scheduler"] and params["backend"] != "dask":
         raise click.UsageError("--scheduler is used only with --backend dask")
     mp = params["max_megapixels"]
-    rs = params["roi_crop_scale"]
-    if rs is not None and not math.isfinite(rs):  # (click's range lets NaN through)
-        raise click.UsageError(f"--roi-crop-scale: {rs} is not a number", ctx=ctx)
     env = read_env()
     max_pixels = int(mp * 1e6) if mp is not None else env["max_pixels"]
     weights = params["weights"] or env["weights"]
