@@ -39,8 +39,10 @@ AFLW profiles      389 / 400   394 / 400     15.6        5.8            0.37
 =================  ==========  ============  ==========  =============  ==============
 
 (1) per 1024-px photo. (2) images below 640 px, where v1 ran no tiles. False detections per
-AFW photo (labelled set): v1 0.254, v2 0.049 labelled false + 0.205 not in the set (38
-detections v1 never made); per HELEN crop: v1 0.006, v2 0 + 0.064. Candidates measured in the
+AFW photo (labelled set, which holds every detection of both policies: ``python
+scripts/build_detection_set.py report``): v1 0.254, v2 0.146; per HELEN crop: v1 0.006, v2
+0.017 (v2's extra ones: faces and parts of faces cut by the crop's border). Before the quality
+filter (:mod:`facealign_cli.core.quality`). Candidates measured in the
 same run and rejected: short+full without tiles (AFW 310 / 337), short+full with tiles of 0.4
 (319 / 337, 0.80 x v1), back+short always (333 / 337 at 0.53 x v1, more false faces),
 back+full (0.63 x v1, no more faces), back + v1's tiles (AFW 335 / 337, groups 550 / 612, but
