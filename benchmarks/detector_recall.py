@@ -148,6 +148,21 @@ def eval_afw(det: BlazeFaceDetector, root: Path, limit: int | None = None) -> di
     }
 
 
+def _aflw_line(a: dict) -> str:
+    return (f"AFLW2000-3D ({a['images']} images): recall {100 * a['recall']:.2f} %, "
+            f"|yaw|>60 {100 * a['recall_yaw_gt60']:.2f} % (n={a['n_yaw_gt60']}), "
+            f"{a['detections_per_image']:.3f} detections/image, "
+            f"{a['ms_per_image_wall']:.1f} ms/image wall ({a['ms_per_image_cpu']:.1f} ms CPU)")
+
+
+def _afw_line(f: dict) -> str:
+    return (f"AFW photos ({f['photos']} photos, {f['annotated_faces']} annotated faces): "
+            f"recall {100 * f['recall']:.2f} %, {f['detections_per_photo']:.2f} detections/photo "
+            f"({f['unmatched_detections_per_photo']:.2f} not matching an annotated face), "
+            f"{f['ms_per_photo_wall']:.1f} ms/photo wall ({f['ms_per_photo_cpu']:.1f} ms CPU; "
+            f"1024-px photos {f['ms_per_1024px_photo_wall']:.1f} ms wall)")
+
+
 def _measure(name: str, args, aflw_root: Path, afw_root: Path) -> dict:
     """Figures of the policy ``name`` on both sets (printed, and returned for the JSON)."""
     det = BlazeFaceDetector(num_threads=args.num_threads, policy=name)
@@ -155,25 +170,14 @@ def _measure(name: str, args, aflw_root: Path, afw_root: Path) -> dict:
     for side in (450, 1024):
         det.detect(np.zeros((side, side, 3), np.uint8))
     out: dict = {"policy": det.policy()}
-    if not args.skip_aflw and aflw_root.is_dir():
-        out["load_avg_1min_before_aflw"] = os.getloadavg()[0]
-        a = out["aflw2000_3d"] = eval_aflw(det, aflw_root, args.limit)
-        print(
-            f"{name}: AFLW2000-3D ({a['images']} images): recall {100 * a['recall']:.2f} %, "
-            f"|yaw|>60 {100 * a['recall_yaw_gt60']:.2f} % (n={a['n_yaw_gt60']}), "
-            f"{a['detections_per_image']:.3f} detections/image, "
-            f"{a['ms_per_image_wall']:.1f} ms/image wall ({a['ms_per_image_cpu']:.1f} ms CPU)"
-        )
-    if not args.skip_afw and afw_root.is_dir():
-        out["load_avg_1min_before_afw"] = os.getloadavg()[0]
-        f = out["afw_photos"] = eval_afw(det, afw_root, args.limit)
-        print(
-            f"{name}: AFW photos ({f['photos']} photos, {f['annotated_faces']} annotated faces): "
-            f"recall {100 * f['recall']:.2f} %, {f['detections_per_photo']:.2f} detections/photo "
-            f"({f['unmatched_detections_per_photo']:.2f} not matching an annotated face), "
-            f"{f['ms_per_photo_wall']:.1f} ms/photo wall ({f['ms_per_photo_cpu']:.1f} ms CPU; "
-            f"1024-px photos {f['ms_per_1024px_photo_wall']:.1f} ms wall)"
-        )
+    sets = (("aflw", "aflw2000_3d", aflw_root, eval_aflw, _aflw_line),
+            ("afw", "afw_photos", afw_root, eval_afw, _afw_line))
+    for short, key, root, evaluate, line in sets:
+        if getattr(args, f"skip_{short}") or not root.is_dir():
+            continue
+        out[f"load_avg_1min_before_{short}"] = os.getloadavg()[0]
+        out[key] = evaluate(det, root, args.limit)
+        print(f"{name}: {line(out[key])}")
     return out
 
 
