@@ -1,9 +1,14 @@
-"""Recall and speed of the default face detector
-(``facealign_cli.models.detector.BlazeFaceDetector``).
+"""Recall and speed of the face detector's policies
+(``facealign_cli.models.detector.BlazeFaceDetector(policy=...)``; default: ``v1``, the policy
+before issue 20, and ``v2``, today's default, one after the other on the same images).
 
 Usage::
 
     python benchmarks/detector_recall.py [--shared ../shared] [--json out.json] [--num-threads 1]
+        [--policies v1,v2]
+
+AFLW2000-3D is a test set: these figures are measured, never used to choose a policy (the
+policies are chosen on training photos, ``scripts/tune_detector.py``).
 
 Data (read from ``shared/``, never shipped):
 
@@ -32,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facealign_cli.models.detector import BlazeFaceDetector
+from facealign_cli.models.detector import DEFAULT_POLICY, POLICIES, BlazeFaceDetector
 
 IOU_FOUND = 0.3
 
@@ -143,6 +148,39 @@ def eval_afw(det: BlazeFaceDetector, root: Path, limit: int | None = None) -> di
     }
 
 
+def _aflw_line(a: dict) -> str:
+    return (f"AFLW2000-3D ({a['images']} images): recall {100 * a['recall']:.2f} %, "
+            f"|yaw|>60 {100 * a['recall_yaw_gt60']:.2f} % (n={a['n_yaw_gt60']}), "
+            f"{a['detections_per_image']:.3f} detections/image, "
+            f"{a['ms_per_image_wall']:.1f} ms/image wall ({a['ms_per_image_cpu']:.1f} ms CPU)")
+
+
+def _afw_line(f: dict) -> str:
+    return (f"AFW photos ({f['photos']} photos, {f['annotated_faces']} annotated faces): "
+            f"recall {100 * f['recall']:.2f} %, {f['detections_per_photo']:.2f} detections/photo "
+            f"({f['unmatched_detections_per_photo']:.2f} not matching an annotated face), "
+            f"{f['ms_per_photo_wall']:.1f} ms/photo wall ({f['ms_per_photo_cpu']:.1f} ms CPU; "
+            f"1024-px photos {f['ms_per_1024px_photo_wall']:.1f} ms wall)")
+
+
+def _measure(name: str, args, aflw_root: Path, afw_root: Path) -> dict:
+    """Figures of the policy ``name`` on both sets (printed, and returned for the JSON)."""
+    det = BlazeFaceDetector(num_threads=args.num_threads, policy=name)
+    # warm-up (first invokes allocate XNNPACK buffers)
+    for side in (450, 1024):
+        det.detect(np.zeros((side, side, 3), np.uint8))
+    out: dict = {"policy": det.policy()}
+    sets = (("aflw", "aflw2000_3d", aflw_root, eval_aflw, _aflw_line),
+            ("afw", "afw_photos", afw_root, eval_afw, _afw_line))
+    for short, key, root, evaluate, line in sets:
+        if getattr(args, f"skip_{short}") or not root.is_dir():
+            continue
+        out[f"load_avg_1min_before_{short}"] = os.getloadavg()[0]
+        out[key] = evaluate(det, root, args.limit)
+        print(f"{name}: {line(out[key])}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", type=Path, default=_default_shared(), help="shared/ folder")
@@ -151,43 +189,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
     ap.add_argument("--skip-aflw", action="store_true")
     ap.add_argument("--skip-afw", action="store_true")
+    ap.add_argument("--policies", default="v1,v2",
+                    help=f"comma-separated detector policies of {sorted(POLICIES)} "
+                         f"(the default policy: {DEFAULT_POLICY})")
     args = ap.parse_args(argv)
+    policies = args.policies.split(",")
+    if any(p not in POLICIES for p in policies):
+        print(f"unknown policy in {args.policies!r}; known: {sorted(POLICIES)}", file=sys.stderr)
+        return 2
 
     aflw_root = args.shared / "data" / "aflw2000-3d"
     afw_root = args.shared / "data" / "photos" / "afw"
     if not aflw_root.is_dir() and not afw_root.is_dir():
         print(f"no data under {args.shared} (use --shared)", file=sys.stderr)
         return 2
-    det = BlazeFaceDetector(num_threads=args.num_threads)
-    # warm-up (first invokes allocate XNNPACK buffers)
-    for side in (450, 1024):
-        det.detect(np.zeros((side, side, 3), np.uint8))
-
     out: dict = {
-        "policy": det.policy(),
         "found_criterion": f"IoU >= {IOU_FOUND} with the box of the 68 landmarks",
         "cpu_count": os.cpu_count(),
         "num_threads": args.num_threads,
+        "policies": {},
     }
-    if not args.skip_aflw and aflw_root.is_dir():
-        out["load_avg_1min_before_aflw"] = os.getloadavg()[0]
-        a = out["aflw2000_3d"] = eval_aflw(det, aflw_root, args.limit)
-        print(
-            f"AFLW2000-3D ({a['images']} images): recall {100 * a['recall']:.2f} %, "
-            f"|yaw|>60 {100 * a['recall_yaw_gt60']:.2f} % (n={a['n_yaw_gt60']}), "
-            f"{a['detections_per_image']:.3f} detections/image, "
-            f"{a['ms_per_image_wall']:.1f} ms/image wall ({a['ms_per_image_cpu']:.1f} ms CPU)"
-        )
-    if not args.skip_afw and afw_root.is_dir():
-        out["load_avg_1min_before_afw"] = os.getloadavg()[0]
-        f = out["afw_photos"] = eval_afw(det, afw_root, args.limit)
-        print(
-            f"AFW photos ({f['photos']} photos, {f['annotated_faces']} annotated faces): recall "
-            f"{100 * f['recall']:.2f} %, {f['detections_per_photo']:.2f} detections/photo "
-            f"({f['unmatched_detections_per_photo']:.2f} not matching an annotated face), "
-            f"{f['ms_per_photo_wall']:.1f} ms/photo wall ({f['ms_per_photo_cpu']:.1f} ms CPU; "
-            f"1024-px photos {f['ms_per_1024px_photo_wall']:.1f} ms wall)"
-        )
+    for name in policies:
+        out["policies"][name] = _measure(name, args, aflw_root, afw_root)
     print(f"load average (1 min) now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Labelled detection set: every detection of the default detector policy (and of a low-threshold
-variant) on training photos, each labelled face / not face.
+"""Labelled detection set: every detection of the detector policies ``v1`` and ``v2`` (and of
+low-threshold variants of both) on training photos, each labelled face / not face.
 
 Photos (read from ``$FACEALIGN_SHARED``, else ``../shared`` beside the repository; never
 AFLW2000-3D, the test set):
@@ -11,38 +11,52 @@ AFLW2000-3D, the test set):
   landmark box, <= 256 px: one annotated face, ``labels.npz`` 68 points, with its context, in
   which other faces and non-faces appear).
 
-Detections (``candidates``): :class:`facealign_cli.models.detector.BlazeFaceDetector` run twice
-per photo, with today's defaults (``default`` = True; whole-image passes >= 0.45, tiles >= 0.65)
-and with every threshold lowered to ``LOW_THRESHOLD`` (0.4, whole image and tiles) so that a new
-policy's lower-scoring candidates are in the set too. The union is kept: a low-threshold box with
-IoU >= 0.5 with a default box is the same detection (the default box is kept). Boxes are the
-detector's unclipped boxes (image pixels, pixel-centre frame, ``[x1, y1, x2, y2]``) and scores.
+Detections (``candidates``), each from a named policy of :func:`detector`
+(:class:`facealign_cli.models.detector.BlazeFaceDetector`): first (``detect``) ``v1``, the
+policy before issue 20 (whole-image passes >= 0.45, tiles >= 0.65), and ``v1-0.4``, the same
+with every threshold lowered to ``LOW_THRESHOLD`` (0.4) so that a new policy's lower-scoring
+candidates are in the set too; then (``add``) ``v2``, today's default, and ``v2-0.4``. A
+detection with IoU >= ``IOU_SAME`` (0.5) with a row already in the set (same photo) is that
+row's detection and adds nothing: each row is the detection of the first policy that made it
+(``policy``, with its box and score). Boxes are the detector's unclipped boxes (image pixels,
+pixel-centre frame, ``[x1, y1, x2, y2]``).
 
 Labels: a detection whose box has IoU >= ``IOU_ANNOTATED`` (0.3, the criterion of
 ``benchmarks/detector_recall.py``) with the box of an annotated face's 68 points is a face
 (``how = "annotation"``). Every other detection was looked at: ``sheets`` renders them as
 contact sheets (8 x 6 crops, each the box grown 1.6x around its centre with the box drawn, and
-the detection's id and score; PNG files), every sheet was looked at (by the session that built
-the set, in an image viewer; 41 unclear crops again at 256 px with ``--ids``) and each id written
-with its label in a labels file (lines ``id face|not_face``), and ``write`` merges them (``how =
-"viewed"``; the labels file is not kept: the CSV holds every label). Rule used while looking:
-``face`` when the box frames one human face (any pose, blur, darkness, occlusion or size, cut
-by the photo's border, photographs, masks and paintings of human faces included); ``not_face``
-for anything else: objects, hands, animals, toys and cartoons, the back or top of a head whose
-face is not visible, a box on a part of a face (an eye, an ear, a mouth), a box around two faces,
-and a loose box in which the face fills less than about a third (head and shoulders).
+the detection's id and score; PNG files; the image outside the photo is black), every sheet was
+looked at (by the session that built each part, in an image viewer; the unclear crops again at
+256 px with ``--ids``: 41 of the v1 part, 42 of the v2 part) and each id written with its label
+in a labels file (lines ``id face|not_face``), and ``write`` merges them (``how = "viewed"``;
+the labels file is not kept: the CSV holds every label). Rule used while looking: ``face`` when
+the box frames one human face (any pose, blur, darkness, occlusion or size, cut by the photo's
+border, photographs, masks and paintings of human faces included); ``not_face`` for anything
+else: objects, hands, animals, toys and cartoons, the back or top of a head whose face is not
+visible, a box on a part of a face (an eye, an ear, a mouth; also a box holding half a face and
+half background), a box around two faces, and a loose box in which the face fills less than
+about a third (head and shoulders).
 
 Output (``benchmarks/data/detections_labelled.csv``, one row per detection): ``id``, ``set``
 (``afw`` | ``helen``), ``photo`` (file name), ``x1, y1, x2, y2`` (unclipped box, 0.1 px),
-``score``, ``pass``, ``default`` (1 = found by today's default policy), ``label`` (``face`` |
-``not_face``), ``how`` (``annotation`` | ``viewed``). Use :func:`load_set` to read it. Match a
-new policy's detection to a labelled one by IoU >= 0.5; the annotated faces (for recall) are
-read from ``shared`` (``report`` does both).
+``score``, ``pass`` (the detector pass), ``policy`` (``v1`` | ``v1-0.4`` | ``v2`` |
+``v2-0.4``: the run that added the row), ``default`` (1 = found by ``v1``, the default policy
+when the set was begun), ``label`` (``face`` | ``not_face``), ``how`` (``annotation`` |
+``viewed``). Use :func:`load_set` to read it. Match a policy's detection to a labelled one by
+IoU >= 0.5 (:func:`match_rows`); the annotated faces (for recall) are read from ``shared``
+(``report`` does both, running each policy again).
 
-Measured (``report``; today's default policy / the 0.4 variant): AFW photos,
-annotated faces found 333 / 336 of 337; detections 478 = 431 faces + 47 false (0.254 false per
-photo) / 822 = 468 + 354 (1.914 per photo). HELEN crops (870): 870 / 870 found; 895 = 890 + 5
-false (0.006 per crop) / 901 = 893 + 8.
+Measured (``report --policies v1,v1-0.4,v2,v2-0.4``; 1854 rows = 1723 of v1 / v1-0.4 and 131
+of v2 / v2-0.4; every detection of the four policies is in the set):
+
+========  =====================  ======================  ======================
+policy    AFW faces found / 337  false per AFW photo     false per HELEN crop
+========  =====================  ======================  ======================
+v1        333                    0.254 (47)              0.006 (5)
+v1-0.4    336                    1.908 (353)             0.009 (8)
+v2        333                    0.146 (27)              0.017 (15)
+v2-0.4    334                    0.243 (45)              0.028 (24)
+========  =====================  ======================  ======================
 
 Usage::
 
@@ -52,7 +66,14 @@ Usage::
     # look at every sheet, write /tmp/detset/labels.txt ("afw-0007 not_face", ...)
     python scripts/build_detection_set.py write --candidates /tmp/detset/candidates.json \\
         --labels /tmp/detset/labels.txt --out benchmarks/data/detections_labelled.csv
-    python scripts/build_detection_set.py report --set benchmarks/data/detections_labelled.csv
+    # a new policy's detections not in the set yet (ids continue the set's), then sheets,
+    # labels and ``write --append`` as above
+    python scripts/build_detection_set.py add --set benchmarks/data/detections_labelled.csv \\
+        --policy v2 --policy v2-0.4 --out /tmp/detset2/candidates.json
+    python scripts/build_detection_set.py write --candidates /tmp/detset2/candidates.json \\
+        --labels /tmp/detset2/labels.txt --out benchmarks/data/detections_labelled.csv --append
+    python scripts/build_detection_set.py report --set benchmarks/data/detections_labelled.csv \\
+        --policies v1,v2
 """
 
 from __future__ import annotations
@@ -72,8 +93,8 @@ from facealign_cli.core.boxes import box_iou
 LOW_THRESHOLD = 0.4
 IOU_ANNOTATED = 0.3
 IOU_SAME = 0.5
-COLUMNS = ["id", "set", "photo", "x1", "y1", "x2", "y2", "score", "pass", "default", "label",
-           "how"]
+COLUMNS = ["id", "set", "photo", "x1", "y1", "x2", "y2", "score", "pass", "policy", "default",
+           "label", "how"]
 GRID = (8, 6)  # columns, rows
 CELL = 128
 
@@ -103,43 +124,104 @@ def _r(a, nd=1):
     return np.round(np.asarray(a, np.float64), nd).tolist()
 
 
-def detect(args) -> int:
-    from facealign_cli.models.detector import BlazeFaceDetector
+def detector(policy: str):
+    """The :class:`~facealign_cli.models.detector.BlazeFaceDetector` of a policy name of the
+    set: a key of ``POLICIES`` (``"v1"``, ``"v2"``) at its own thresholds, or that key with
+    ``"-0.4"`` (``"v1-0.4"``): every threshold of it (the detector's and each pass's) lowered
+    to ``LOW_THRESHOLD``."""
+    from dataclasses import replace
 
-    default = BlazeFaceDetector(num_threads=1)
-    low = BlazeFaceDetector(score_threshold=LOW_THRESHOLD, tile_score_threshold=LOW_THRESHOLD,
-                            num_threads=1)
+    from facealign_cli.models.detector import POLICIES, BlazeFaceDetector
+
+    name, _, low = policy.partition("-")
+    if name not in POLICIES or low not in ("", str(LOW_THRESHOLD)):
+        raise SystemExit(f"unknown policy {policy!r}: a name of {sorted(POLICIES)}, "
+                         f"optionally with -{LOW_THRESHOLD}")
+    if not low:
+        return BlazeFaceDetector(num_threads=1, policy=name)
+    passes = [replace(p, score_threshold=None) for p in POLICIES[name]]
+    return BlazeFaceDetector(score_threshold=LOW_THRESHOLD, num_threads=1, policy=passes)
+
+
+def _candidate(set_name: str, number: int, name: str, f, gt: np.ndarray, policy: str,
+               default: bool) -> dict:
+    """One detection ``f`` as a candidate row, labelled ``face`` when it matches an annotated
+    face of ``gt`` (K, 4) at IoU >= ``IOU_ANNOTATED``, else unlabelled (``None``)."""
+    box = np.asarray(f.extra["box_unclipped"])
+    m = box_iou(box, gt).max() if len(gt) else 0.0
+    return {
+        "id": f"{set_name}-{number:04d}", "set": set_name, "photo": name,
+        "box": _r(box), "keypoints": _r(f.keypoints), "score": round(f.score, 4),
+        "pass": f.extra["pass"], "policy": policy, "default": default,
+        "label": "face" if m >= IOU_ANNOTATED else None,
+        "how": "annotation" if m >= IOU_ANNOTATED else None,
+    }
+
+
+def _new(found, boxes: list) -> list:
+    """The detections of ``found`` with IoU < ``IOU_SAME`` with every box of ``boxes`` (which
+    grows with them)."""
+    out = []
+    for f in found:
+        b = np.asarray(f.extra["box_unclipped"], np.float64)
+        if not boxes or box_iou(b, np.array(boxes)).max() < IOU_SAME:
+            out.append(f)
+            boxes.append(b)
+    return out
+
+
+def _annotated(set_name: str, gt: np.ndarray):
+    return _r(gt) if set_name == "afw" else _r(gt[0])
+
+
+def detect(args) -> int:
+    """Candidates of the first set: policy ``v1`` and ``v1-0.4`` (module docstring)."""
+    dets = {"v1": detector("v1"), f"v1-{LOW_THRESHOLD}": detector(f"v1-{LOW_THRESHOLD}")}
     out, annotated = [], {"afw": {}, "helen": {}}
     counter = {"afw": 0, "helen": 0}
     for set_name, name, path, gt in _photos(args.shared):
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if set_name == "afw":
-            annotated["afw"][name] = _r(gt)
-        else:
-            annotated["helen"][name] = _r(gt[0])
-        fd, fl = default.detect(img), low.detect(img)
-        keep = list(fd)
-        flags = [True] * len(fd)
-        db = np.array([f.extra["box_unclipped"] for f in fd]).reshape(-1, 4)
-        for f in fl:
-            if not len(db) or box_iou(np.asarray(f.extra["box_unclipped"]), db).max() < IOU_SAME:
-                keep.append(f)
-                flags.append(False)
-        for f, flag in zip(keep, flags):
-            counter[set_name] += 1
-            box = np.asarray(f.extra["box_unclipped"])
-            m = box_iou(box, gt).max() if len(gt) else 0.0
-            out.append({
-                "id": f"{set_name}-{counter[set_name]:04d}", "set": set_name, "photo": name,
-                "box": _r(box), "keypoints": _r(f.keypoints), "score": round(f.score, 4),
-                "pass": f.extra["pass"], "default": flag,
-                "label": "face" if m >= IOU_ANNOTATED else None,
-                "how": "annotation" if m >= IOU_ANNOTATED else None,
-            })
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"detections": out, "annotated": annotated}))
+        annotated[set_name][name] = _annotated(set_name, gt)
+        boxes: list = []
+        for policy, det in dets.items():
+            for f in _new(det.detect(img), boxes):
+                counter[set_name] += 1
+                out.append(_candidate(set_name, counter[set_name], name, f, gt, policy,
+                                      policy == "v1"))
+    return _save_candidates(args.out, out, annotated)
+
+
+def add(args) -> int:
+    """Candidates of the detections of ``--policy`` (one or more, in order) that match no row
+    of ``--set`` (IoU >= ``IOU_SAME``, same photo); ids continue the set's."""
+    rows = load_set(args.set)
+    known: dict[tuple[str, str], list] = {}
+    counter = {"afw": 0, "helen": 0}
+    for r in rows:
+        known.setdefault((r["set"], r["photo"]), []).append(np.asarray(r["box"]))
+        counter[r["set"]] = max(counter[r["set"]], int(r["id"].split("-")[1]))
+    dets = {p: detector(p) for p in args.policy}
+    out, annotated = [], {"afw": {}, "helen": {}}
+    for set_name, name, path, gt in _photos(args.shared):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        annotated[set_name][name] = _annotated(set_name, gt)
+        boxes = known.get((set_name, name), [])
+        for policy, det in dets.items():
+            for f in _new(det.detect(img), boxes):
+                counter[set_name] += 1
+                out.append(_candidate(set_name, counter[set_name], name, f, gt, policy, False))
+    return _save_candidates(args.out, out, annotated)
+
+
+def _save_candidates(path: Path, out: list, annotated: dict) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"detections": out, "annotated": annotated}))
     n_un = sum(d["label"] is None for d in out)
-    print(f"{len(out)} detections ({sum(d['default'] for d in out)} default), {n_un} to look at")
+    by = {}
+    for d in out:
+        by[d["policy"], d["set"]] = by.get((d["policy"], d["set"]), 0) + 1
+    print(f"{len(out)} detections ({', '.join(f'{p} {s} {n}' for (p, s), n in by.items())}), "
+          f"{n_un} to look at")
     return 0
 
 
@@ -203,50 +285,73 @@ def write(args) -> int:
     if missing:
         print(f"{len(missing)} detections have no label, e.g. {missing[:5]}", file=sys.stderr)
         return 1
+    new = data["detections"]
+    old = load_set(args.out) if args.append else []
+    clash = {d["id"] for d in old} & {d["id"] for d in new}
+    if clash:
+        print(f"ids already in {args.out}: {sorted(clash)[:5]}", file=sys.stderr)
+        return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
-        for d in data["detections"]:
+        for d in old + new:
             w.writerow([d["id"], d["set"], d["photo"], *d["box"], d["score"], d["pass"],
-                        int(d["default"]), d["label"], d["how"]])
+                        d["policy"], int(d["default"]), d["label"], d["how"]])
     tmp.replace(args.out)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} ({len(old)} + {len(new)} rows)")
     return 0
 
 
 def load_set(path: Path) -> list[dict]:
     """The rows of a labelled set CSV as dicts (``box`` (4,) float, ``score`` float,
-    ``default`` bool, the rest str)."""
+    ``default`` bool, the rest str; ``policy`` of a CSV written before that column existed:
+    ``v1`` or ``v1-0.4`` from ``default``)."""
     rows = []
     with Path(path).open(newline="") as fh:
         for r in csv.DictReader(fh):
+            default = r["default"] == "1"
+            policy = r.get("policy") or ("v1" if default else f"v1-{LOW_THRESHOLD}")
             rows.append({"id": r["id"], "set": r["set"], "photo": r["photo"],
                          "box": [float(r[k]) for k in ("x1", "y1", "x2", "y2")],
-                         "score": float(r["score"]), "pass": r["pass"],
-                         "default": r["default"] == "1", "label": r["label"], "how": r["how"]})
+                         "score": float(r["score"]), "pass": r["pass"], "policy": policy,
+                         "default": default, "label": r["label"], "how": r["how"]})
     return rows
 
 
+def match_rows(boxes: np.ndarray, rows: list[dict]) -> list[dict | None]:
+    """The labelled row of each of ``boxes`` (N, 4) (unclipped detector boxes of one photo):
+    the row of ``rows`` (that photo's) with the highest IoU if it is >= ``IOU_SAME``, else
+    ``None`` (a detection not in the set)."""
+    if not rows:
+        return [None] * len(boxes)
+    iou = box_iou(np.asarray(boxes, np.float64).reshape(-1, 4),
+                  np.array([r["box"] for r in rows]))
+    return [rows[int(k.argmax())] if k.max() >= IOU_SAME else None
+            for k in iou.reshape(len(boxes), len(rows))]
+
+
 def report(args) -> int:
-    dets = load_set(args.set)
-    gts = {(s, name): g for s, name, _, g in _photos(args.shared)}
-    for set_name in ("afw", "helen"):
-        photos = [k for k in gts if k[0] == set_name]
-        n_gt = sum(len(gts[k]) for k in photos)
-        for policy in ("default", "low"):
-            use = [d for d in dets if d["set"] == set_name and (d["default"] or policy == "low")]
-            found = 0
-            for k in photos:
-                b = np.array([d["box"] for d in use if d["photo"] == k[1]]).reshape(-1, 4)
-                if len(b):
-                    found += int((box_iou(gts[k], b).max(axis=1) >= IOU_ANNOTATED).sum())
-            false = sum(d["label"] == "not_face" for d in use)
-            faces = len(use) - false
-            print(f"{set_name} {policy}: {len(photos)} photos, annotated faces found "
-                  f"{found}/{n_gt}, detections {len(use)} = {faces} faces + {false} false "
-                  f"({false / len(photos):.3f} false per photo)")
+    """Annotated faces found and false / unlabelled detections per photo of each policy, run
+    again on every photo and matched to the set."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for r in load_set(args.set):
+        rows.setdefault((r["set"], r["photo"]), []).append(r)
+    dets = {p: detector(p) for p in args.policies.split(",")}
+    tally: dict = {}
+    for set_name, name, path, gt in _photos(args.shared):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        for policy, det in dets.items():
+            t = tally.setdefault((set_name, policy), np.zeros(5, int))
+            boxes = np.array([f.extra["box_unclipped"] for f in det.detect(img)]).reshape(-1, 4)
+            labels = [r and r["label"] for r in match_rows(boxes, rows.get((set_name, name), []))]
+            found = (box_iou(gt, boxes).max(axis=1) >= IOU_ANNOTATED).sum() if len(boxes) else 0
+            t += [1, len(gt), found, labels.count("not_face"), labels.count(None)]
+    for (set_name, policy), (n, n_gt, found, false, unknown) in tally.items():
+        print(f"{set_name} {policy}: {n} photos, annotated faces found {found}/{n_gt}, "
+              f"false detections {false} ({false / n:.3f} per photo), not in the set "
+              f"{unknown} ({unknown / n:.3f} per photo)")
     return 0
 
 
@@ -255,6 +360,11 @@ def main(argv=None) -> int:
     ap.add_argument("--shared", type=Path, default=shared_root())
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("detect")
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("add")
+    p.add_argument("--set", type=Path, required=True)
+    p.add_argument("--policy", action="append", required=True,
+                   help="policy name (v2, v2-0.4, ...); repeat for several, in order")
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("sheets")
     p.add_argument("--candidates", type=Path, required=True)
@@ -266,10 +376,14 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=Path, required=True)
     p.add_argument("--labels", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows of --out and add the candidates' after them")
     p = sub.add_parser("report")
     p.add_argument("--set", type=Path, required=True)
+    p.add_argument("--policies", default="v1,v2", help="comma-separated policy names")
     args = ap.parse_args(argv)
-    return {"detect": detect, "sheets": sheets, "write": write, "report": report}[args.cmd](args)
+    cmds = {"detect": detect, "add": add, "sheets": sheets, "write": write, "report": report}
+    return cmds[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,33 @@
 #!/usr/bin/env python3
 """Features, ROC AUC and the fit of the face quality score on the labelled detection set.
 
-Reads ``benchmarks/data/detections_labelled.csv`` (``scripts/build_detection_set.py``), runs the
-two detector policies of that script again on each photo (for the 6 keypoints of every labelled
-box: the same detections, matched by IoU), fits every labelled detection with the default
-:class:`facealign_cli.core.pipeline.FaceAligner` (flip averaging on) and computes, per detection:
+Runs a detector policy (``--policy``, default the default policy) and its 0.4-threshold variant
+(``scripts/build_detection_set.py``'s ``detector``) on every photo of the labelled detection set
+(``benchmarks/data/detections_labelled.csv``: the 185 AFW photos and the 870 300-W HELEN
+training crops), fits every detection with the default
+:class:`facealign_cli.core.pipeline.FaceAligner` (flip averaging, roi crop scale, second pass;
+the regressor of ``--weights``, default the shipped weights) as ``facealign`` does, labels each
+detection from the set (IoU >= 0.5 with a row of that photo; a detection not in the set stops
+the script: label it first with ``build_detection_set.py add``) and computes, per detection:
 
 * ``score``: the detector score;
-* ``flip``: the flip disagreement (:attr:`facealign_cli.core.regression.CropFit.flip_disagreement`);
+* ``flip``: the flip disagreement of the last pass
+  (:attr:`facealign_cli.core.regression.CropFit.flip_disagreement`);
 * ``kp4`` / ``kp6``: the agreement of the detector keypoints with the fitted landmarks
   (:func:`keypoint_disagreement`: eyes, nose and mouth / plus the ears).
 
-It prints the ROC AUC of each (face = positive; AUC of the negated value for the disagreements)
-and fits a logistic regression of the label on a few of them (plain Newton iterations with a
-small ridge), with 5-fold cross-validation grouped by photo: the AUC of the held-out
-predictions, and the rates of faces and of false detections kept at thresholds.
+It prints the ROC AUC of each (face = positive; AUC of the negated value for the disagreements),
+fits a logistic regression of the label on a few of them (plain Newton iterations with a small
+ridge) with 5-fold cross-validation grouped by photo (the AUC of the held-out predictions), and,
+for the quality model of :mod:`facealign_cli.core.quality` (score + log flip) fitted on all
+detections, the lines to paste there (``WEIGHTS``, ``FLIP_MEDIAN_FACE``) and, at thresholds,
+the policy's own detections at ``--min-score`` kept (held-out and full fit): faces and false
+ones kept, annotated AFW faces found (of 337) and false detections per photo.
 
 Usage::
 
-    PYTHONPATH=$PWD python scripts/fit_quality.py [--features /tmp/quality_features.npz]
+    PYTHONPATH=$PWD python scripts/fit_quality.py [--policy v2] [--weights W.pth]
+        [--features /tmp/quality_features.npz]
 """
 
 from __future__ import annotations
@@ -64,42 +73,56 @@ def auc(pos_score: np.ndarray, label: np.ndarray) -> float:
     return float((r[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def features(shared: Path, rows: list[dict]) -> dict[str, np.ndarray]:
+def features(shared: Path, rows: list[dict], policy: str,
+             weights: Path | None) -> dict[str, np.ndarray]:
+    """Per detection of ``policy`` and of its low-threshold variant on every photo: the
+    features (module docstring), ``label`` (1 face, 0 not), ``default`` (1 = a detection of
+    ``policy`` itself), ``afw``, ``group`` (cross-validation fold of its photo) and ``gt``
+    (global index of the annotated face it matches at IoU >= 0.3, else -1); ``n_afw``: the
+    number of AFW photos."""
     from facealign_cli.core.boxes import box_iou
-    from facealign_cli.core.face import Face
     from facealign_cli.core.pipeline import FaceAligner
-    from facealign_cli.models.detector import BlazeFaceDetector
+    from facealign_cli.models.regressor_onnx import make_regressor
 
-    dets = [BlazeFaceDetector(num_threads=1),
-            BlazeFaceDetector(score_threshold=bds.LOW_THRESHOLD,
-                              tile_score_threshold=bds.LOW_THRESHOLD, num_threads=1)]
-    aligner = FaceAligner(num_threads=1)
-    by_photo: dict[tuple[str, str], list[int]] = {}
-    for i, r in enumerate(rows):
-        by_photo.setdefault((r["set"], r["photo"]), []).append(i)
-    paths = {(s, n): p for s, n, p, _ in bds._photos(shared)}
-    n = len(rows)
-    out = {k: np.full(n, np.nan) for k in ("score", "flip", "kp4", "kp6", "match_iou")}
-    for key, idx in by_photo.items():
-        img = cv2.imread(str(paths[key]), cv2.IMREAD_COLOR)
-        found = [f for d in dets for f in d.detect(img)]
-        fb = np.array([f.extra["box_unclipped"] for f in found]).reshape(-1, 4)
-        faces = []
-        for i in idx:
-            m = box_iou(np.asarray(rows[i]["box"]), fb)
-            j = int(m.argmax())
-            out["match_iou"][i] = m[j]
-            f0 = found[j]
-            faces.append(Face(box=f0.box.copy(), score=f0.score, keypoints=f0.keypoints.copy(),
-                              extra=dict(f0.extra)))
-        aligner.fit(img, faces)
-        for i, f in zip(idx, faces):
-            out["score"][i] = f.score
-            out["flip"][i] = f.extra["flip_disagreement"]
+    regressor = make_regressor(weights, num_threads=1)
+    aligners = [FaceAligner(bds.detector(p), regressor, num_threads=1)
+                for p in (policy, f"{policy}-{bds.LOW_THRESHOLD}")]
+    by_photo: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        by_photo.setdefault((r["set"], r["photo"]), []).append(r)
+    out: dict[str, list] = {k: [] for k in ("score", "flip", "kp4", "kp6", "label", "default",
+                                            "afw", "group", "gt")}
+    n_gt, n_afw, missing = 0, 0, []
+    for set_name, name, path, gt in bds._photos(shared):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        faces, flags, boxes = [], [], []
+        for k, aligner in enumerate(aligners):
+            for f in bds._new(aligner.detect(img), boxes):
+                faces.append(f)
+                flags.append(k == 0)
+        aligners[0].fit(img, faces)
+        found = bds.match_rows(np.array(boxes).reshape(-1, 4), by_photo.get((set_name, name), []))
+        group = zlib.crc32(f"{set_name}/{name}".encode()) % 5
+        for f, flag, b, r in zip(faces, flags, boxes, found):
+            if r is None:
+                missing.append((set_name, name, round(f.score, 3)))
+                continue
             size = float(f.roi_box[2] - f.roi_box[0])
-            out["kp4"][i] = keypoint_disagreement(f.keypoints, f.landmarks_2d, size, ears=False)
-            out["kp6"][i] = keypoint_disagreement(f.keypoints, f.landmarks_2d, size, ears=True)
-    return out
+            m = box_iou(b, gt) if len(gt) else np.zeros(1)
+            for k, v in (("score", f.score), ("flip", f.extra["flip_disagreement"]),
+                         ("kp4", keypoint_disagreement(f.keypoints, f.landmarks_2d, size)),
+                         ("kp6", keypoint_disagreement(f.keypoints, f.landmarks_2d, size,
+                                                       ears=True)),
+                         ("label", r["label"] == "face"), ("default", flag),
+                         ("afw", set_name == "afw"), ("group", group),
+                         ("gt", n_gt + int(m.argmax()) if m.max() >= bds.IOU_ANNOTATED else -1)):
+                out[k].append(v)
+        n_gt += len(gt)
+        n_afw += set_name == "afw"
+    if missing:
+        raise SystemExit(f"{len(missing)} detections are not in the labelled set, e.g. "
+                         f"{missing[:3]}: add them (build_detection_set.py add) first")
+    return {**{k: np.asarray(v) for k, v in out.items()}, "n_afw": np.asarray(n_afw)}
 
 
 def rates(q: np.ndarray, y: np.ndarray, m: np.ndarray, t: float) -> str:
@@ -132,32 +155,51 @@ def transform(feat: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+def at_threshold(q: np.ndarray, t: float, feat: dict[str, np.ndarray], m: np.ndarray,
+                 n_photos: int) -> str:
+    """``"found F/337, false per photo X"``: annotated faces matched by a kept detection and
+    false detections kept per photo, among the detections of mask ``m`` with ``q >= t``."""
+    keep = m & (q >= t)
+    found = len(np.unique(feat["gt"][keep & (feat["gt"] >= 0)]))
+    false = int((keep & ~feat["label"].astype(bool)).sum())
+    return f"annotated found {found}, false {false} ({false / n_photos:.3f} per photo)"
+
+
 def main(argv=None) -> int:
+    from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
+    from facealign_cli.models.detector import DEFAULT_POLICY
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", type=Path, default=bds.shared_root())
     ap.add_argument("--set", type=Path, default=SET)
+    ap.add_argument("--policy", default=DEFAULT_POLICY, help="detector policy (v1, v2)")
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="regressor checkpoint (default: the shipped weights)")
     ap.add_argument("--features", type=Path, help="cache of the features (npz)")
     args = ap.parse_args(argv)
-    rows = bds.load_set(args.set)
     if args.features and args.features.exists():
         feat = dict(np.load(args.features))
     else:
-        feat = features(args.shared, rows)
+        feat = features(args.shared, bds.load_set(args.set), args.policy, args.weights)
         if args.features:
             np.savez(args.features, **feat)
-    y = np.array([r["label"] == "face" for r in rows])
-    default = np.array([r["default"] for r in rows])
-    print(f"{len(rows)} detections, {y.sum()} faces, {(~y).sum()} false; min match IoU "
-          f"{feat['match_iou'].min():.3f}")
-    afw = np.array([r["set"] == "afw" for r in rows])
+    y = feat["label"].astype(bool)
+    afw = feat["afw"].astype(bool)
+    default = feat["default"].astype(bool) & (feat["score"] >= DEFAULT_MIN_SCORE)
+    n_afw = int(feat["n_afw"])
+    print(f"{len(y)} detections of {args.policy} and {args.policy}-{bds.LOW_THRESHOLD}: "
+          f"{y.sum()} faces, {(~y).sum()} false; {args.policy} at --min-score "
+          f"{DEFAULT_MIN_SCORE}: AFW {(default & afw & y).sum()} faces + "
+          f"{(default & afw & ~y).sum()} false, HELEN {(default & ~afw & y).sum()} + "
+          f"{(default & ~afw & ~y).sum()}")
     subsets = {"all": np.ones(len(y), bool), "default": default, "afw": afw,
                "afw default": afw & default}
     for name in ("score", "flip", "kp4", "kp6"):
         sign = 1 if name == "score" else -1
         print(f"AUC {name:6s} " + "  ".join(
             f"{k} {auc(sign * feat[name][m], y[m]):.4f}" for k, m in subsets.items()))
+    groups = feat["group"]
     cv = {}
-    groups = np.array([zlib.crc32(f"{r['set']}/{r['photo']}".encode()) % 5 for r in rows])
     for names in (["score", "flip"], ["score", "kp4"], ["score", "kp6"], ["flip", "kp4"],
                   ["score", "flip", "kp4"], ["score", "flip", "kp6"]):
         X = transform(feat, names)
@@ -170,15 +212,26 @@ def main(argv=None) -> int:
             f"{k} {auc(pred[m], y[m]):.4f}" for k, m in subsets.items())
             + f"; weights (full fit) {np.round(w, 3).tolist()}")
         cv[tuple(names)] = 1 / (1 + np.exp(-pred))
-    print("kept at a threshold (default policy, held-out predictions): faces kept / false kept")
-    m = default
-    for t in (0.5, 0.6, 0.7, 0.8):
-        print(f"  score >= {t}: AFW {rates(feat['score'], y, m & afw, t)}, HELEN "
-              f"{rates(feat['score'], y, m & ~afw, t)}")
-    for names, q in cv.items():
-        for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-            print(f"  {'+'.join(names)} >= {t}: AFW {rates(q, y, m & afw, t)}, HELEN "
-                  f"{rates(q, y, m & ~afw, t)}")
+    # the shipped model: score + log flip, fitted on every detection
+    X = transform(feat, ["score", "flip"])
+    w = fit_logistic(X, y.astype(float))
+    full = 1 / (1 + np.exp(-(np.c_[X, np.ones(len(X))] @ w)))
+    held = cv[("score", "flip")]
+    print(f"\ncore/quality.py: WEIGHTS = {tuple(np.round(w, 3).tolist())}; FLIP_MEDIAN_FACE = "
+          f"{np.median(feat['flip'][default & y]):.4f} (median of the faces at --min-score)")
+    print(f"{args.policy} at --min-score {DEFAULT_MIN_SCORE}, no quality filter: AFW "
+          f"{at_threshold(full, 0.0, feat, default & afw, n_afw)}")
+    print("kept at a threshold (detections at --min-score): faces kept / false kept; then AFW "
+          "annotated faces found (of 337) and false per photo")
+    for t in sorted({0.2, 0.3, 0.4, 0.5, 0.6, 0.7, DEFAULT_MIN_QUALITY}):
+        for what, q in (("held-out", held), ("full fit", full)):
+            print(f"  quality >= {t} ({what}): AFW {rates(q, y, default & afw, t)}, HELEN "
+                  f"{rates(q, y, default & ~afw, t)}; AFW "
+                  f"{at_threshold(q, t, feat, default & afw, n_afw)}")
+    for t in (0.6, 0.7, 0.8):
+        print(f"  score >= {t}: AFW {rates(feat['score'], y, default & afw, t)}, HELEN "
+              f"{rates(feat['score'], y, default & ~afw, t)}; AFW "
+              f"{at_threshold(feat['score'], t, feat, default & afw, n_afw)}")
     return 0
 
 

@@ -23,11 +23,12 @@ A face counts as found when a detection box has IoU >= 0.3 with the box of its 6
 (:func:`facealign_cli.evaluation.metrics.match_detection`); a detection is unmatched when no
 annotated face reaches IoU 0.3 with it. False detections (``afw`` and ``helen``): with the
 labelled detection set (``--labelled``, ``scripts/build_detection_set.py``'s CSV: every
-detection of the v1 policy and of a 0.4-threshold variant on those photos, labelled face / not
-face by looking), a detection takes the label of a labelled one with IoU >= 0.5; the others are
-counted as unlabelled (not looked at). CPU time: ``time.process_time`` around ``detect`` only
-(images decoded first), one LiteRT thread and one OpenCV thread; every policy runs on each image
-in turn, so load on the machine falls on all of them alike.
+detection of the v1 and v2 policies and of their 0.4-threshold variants on those photos,
+labelled face / not face by looking), a detection takes the label of a labelled one with
+IoU >= 0.5; the others are counted as unlabelled (not looked at). CPU time:
+``time.process_time`` around ``detect`` only (images decoded first), one LiteRT thread and one
+OpenCV thread; every policy runs on each image in turn, so load on the machine falls on all of
+them alike.
 
 Usage::
 

@@ -137,7 +137,7 @@ def build_aligner(opts: RunOptions, threads: int):
                                    runtime=opts.runtime or "auto")
     from facealign_cli.models.detector import BlazeFaceDetector
 
-    # the detector's threshold is --min-score (tiles keep their stricter one when higher)
+    # the detector's threshold is --min-score, the one threshold of every pass (policy v2)
     detector = BlazeFaceDetector(score_threshold=opts.min_score, num_threads=threads)
     aligner = FaceAligner(detector=detector, regressor=regressor, max_faces=opts.max_faces,
                           num_threads=threads, flip=opts.flip,

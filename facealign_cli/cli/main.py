@@ -142,9 +142,9 @@ def _common_options(f):
         click.option("--min-score", type=FiniteFloatRange(0.0, 1.0), default=DEFAULT_MIN_SCORE,
                      show_default=True, metavar="S",
                      help="Drop detections whose detector score is below S (the detector "
-                          "runs with S as its threshold; tiles of large photos keep 0.65 when "
-                          "higher). Raise it (e.g. 0.7) to drop the false positives of group "
-                          "photos (hands, hair). Recorded with the run's settings in "
+                          "runs with S as its threshold). Raising it (e.g. 0.7) drops more "
+                          "false positives (hands, hair) but also some real faces; "
+                          "--min-quality is the finer filter. Recorded with the run's settings in "
                           "<out>/.facealign/settings/<command>.json."),
         click.option("--min-quality", type=FiniteFloatRange(0.0, 1.0),
                      default=DEFAULT_MIN_QUALITY, show_default=True, metavar="Q",

@@ -39,8 +39,10 @@ AFLW profiles      389 / 400   394 / 400     15.6        5.8            0.37
 =================  ==========  ============  ==========  =============  ==============
 
 (1) per 1024-px photo. (2) images below 640 px, where v1 ran no tiles. False detections per
-AFW photo (labelled set): v1 0.254, v2 0.049 labelled false + 0.205 not in the set (38
-detections v1 never made); per HELEN crop: v1 0.006, v2 0 + 0.064. Candidates measured in the
+AFW photo (labelled set, which holds every detection of both policies: ``python
+scripts/build_detection_set.py report``): v1 0.254, v2 0.146; per HELEN crop: v1 0.006, v2
+0.017 (v2's extra ones: faces and parts of faces cut by the crop's border). Before the quality
+filter (:mod:`facealign_cli.core.quality`). Candidates measured in the
 same run and rejected: short+full without tiles (AFW 310 / 337), short+full with tiles of 0.4
 (319 / 337, 0.80 x v1), back+short always (333 / 337 at 0.53 x v1, more false faces),
 back+full (0.63 x v1, no more faces), back + v1's tiles (AFW 335 / 337, groups 550 / 612, but
@@ -51,7 +53,9 @@ per photo), 0.354 333 / 337 (0.71), 0.30 334 / 337 (0.90; candidates ``back-raw0
 The v1 policy (``policy="v1"``, kept for benchmarks) ran short-range (128) and full-range (192)
 on the whole image (>= 0.45) and short-range on 12 overlapping tiles of 0.3 x the long side of
 photos >= 640 px (>= 0.65, boxes cut by a shared tile edge dropped); its thresholds had been
-chosen partly on AFLW2000-3D.
+chosen partly on AFLW2000-3D. Measured there once v2 was chosen (``benchmarks/detector_recall.py
+--policies v1,v2``; the test set, not used to choose): recall v1 99.50 %, v2 99.40 % (|yaw| > 60
+deg: 97.70 / 97.38 %, n = 305), detector CPU per 450-px image 4.0 / 6.5 ms.
 
 Keypoints (BlazeFace order, "right"/"left" from the subject's point of view, so the subject's
 right eye appears on the image's left on a frontal face)::

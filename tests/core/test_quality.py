@@ -13,6 +13,7 @@ import pytest
 from facealign_cli.core.boxes import box_iou
 from facealign_cli.core.face import Face
 from facealign_cli.core.quality import DEFAULT_MIN_QUALITY, FLIP_MEDIAN_FACE, face_quality
+from facealign_cli.defaults import DEFAULT_MIN_SCORE
 
 
 def test_face_quality_function():
@@ -61,13 +62,15 @@ def _textures(rng) -> list[np.ndarray]:
 
 def test_detections_on_non_faces_score_low(aligner, afw_annotated_dir):
     rng = np.random.default_rng(7)
-    # a false detection at a typical false score (0.6) on each texture, keypoints where a
-    # face's would be
+    # a false detection at the default --min-score (where most of the default policy's false
+    # detections lie: their median score on the labelled set is 0.46) on each texture,
+    # keypoints where a face's would be
     faces, qualities = [], []
     for img in _textures(rng):
         kp = np.array([[100, 110], [156, 110], [128, 135], [128, 160], [72, 120], [184, 120]],
                       np.float32)
-        f = Face(box=np.array([64, 64, 192, 192], np.float32), score=0.6, keypoints=kp)
+        f = Face(box=np.array([64, 64, 192, 192], np.float32), score=DEFAULT_MIN_SCORE,
+                 keypoints=kp)
         aligner.fit(img, [f])
         faces.append(f)
         qualities.append(f.quality)
@@ -77,6 +80,6 @@ def test_detections_on_non_faces_score_low(aligner, afw_annotated_dir):
     stem = sorted(ann)[0]
     img = cv2.imread(str(afw_annotated_dir / f"{stem}.jpg"), cv2.IMREAD_COLOR)
     real = aligner.detect(img)[0]
-    real.score = 0.6
+    real.score = DEFAULT_MIN_SCORE
     aligner.fit(img, [real])
     assert real.quality > max(qualities)
