@@ -11,7 +11,9 @@ workers would not see):
   native library would);
 * ``crash``: kill the process (SIGKILL) on a 33 x 33 image, like a segfault or the
   out-of-memory killer would;
-* ``log``: append the process id to this file each time a model is built.
+* ``log``: append the process id to this file each time a model is built;
+* ``probe_threads``: every face's pose is ``[BLAS threads, OpenCV threads, 0]`` of the process
+  that ran it (threadpoolctl, ``cv2.getNumThreads``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 
 from facealign_cli.core.face import Face
+
+
+def blas_threads() -> int:
+    """The thread count of numpy's BLAS in this process (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
 class FakeAligner:
@@ -65,6 +75,8 @@ class FakeAligner:
             lm[:, 1] = np.linspace(y1, y2, 68)
             f.landmarks_3d = lm
             f.pose = np.array([10.0, -5.0, 2.5], np.float32)
+            if self.cfg.probe_threads:
+                f.pose = np.array([blas_threads(), cv2.getNumThreads(), 0], np.float32)
             if dense:
                 f.vertices = np.array([[x1, y1, 0], [x2, y1, 0], [x2, y2, 1], [x1, y2, 1]],
                                       np.float32)
@@ -79,6 +91,7 @@ class FakeFactory:
     noise: bool = False
     crash: bool = False
     log: str | None = None
+    probe_threads: bool = False
 
     def __call__(self, opts, threads):
         if self.log:

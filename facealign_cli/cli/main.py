@@ -101,8 +101,9 @@ def _common_options(f):
                      help="Worker processes (0 = one per CPU core). The model is loaded once "
                           "per worker; outputs keep the input order."),
         click.option("--threads", type=click.IntRange(min=0), default=0,
-                     help="Threads per worker for the detector, torch and OpenCV "
-                          "[default: CPU cores / jobs; 1 with --backend dask]."),
+                     help="Threads per worker for the detector, the regressor, OpenCV and "
+                          "numpy [default: 1; a second thread costs ~1.75x the CPU for a few "
+                          "percent less wall time: use --jobs for throughput]."),
         click.option("--backend", type=click.Choice(["local", "dask"]), default="local",
                      show_default=True,
                      help="Where the images are processed: 'local' (--jobs processes on this "
