@@ -250,22 +250,23 @@ def stage_rows(res: dict, add) -> None:
             "photo: decode", "stages.photo.decode", "ms")
         for k in sorted(k for k in st if k.startswith("photo.detector")):
             add(f"  {k[len('photo.'):]}", f"stages.{k}", "ms")
-        add(f"  regressor passes ({st['regressor_calls_per_photo']:.0f} per photo)",
-            "stages.photo.regressor passes", "ms")
-        add("  3DMM fit, 68 landmarks", "stages.photo.3DMM fit, 68 landmarks", "ms")
-        add("  JSON (landmarks document)", "stages.photo.JSON (landmarks document)", "ms")
-        add("  dense vertices", "stages.photo.dense vertices", "ms")
-        add("CPU per face: dense vertices", "stages.face.dense vertices", "ms")
-        add("  vertex colours", "stages.face.vertex colours", "ms")
-        for fmt in MESH_FORMATS:
-            add(f"  encoding {fmt.upper()} (viewer frame, colours)", f"stages.face.encode {fmt}",
-                "ms")
-        add(f"floor per photo: decode + {st.get('floor_pass')} + one regressor pass",
-            "stages.floor_ms", "ms")
-        add("landmarks photo, CPU", "stages.landmarks_photo_ms", "ms")
-        add("  over the floor", "stages.landmarks_over_floor", "x")
-        add("mesh photo (OBJ), CPU", "stages.mesh_photo_ms", "ms")
-        add("  over the floor", "stages.mesh_over_floor", "x")
+        rows = [(f"  regressor passes ({st['regressor_calls_per_photo']:.0f} per photo)",
+                 "photo.regressor passes", "ms"),
+                ("  3DMM fit, 68 landmarks", "photo.3DMM fit, 68 landmarks", "ms"),
+                ("  JSON (landmarks document)", "photo.JSON (landmarks document)", "ms"),
+                ("  dense vertices", "photo.dense vertices", "ms"),
+                ("CPU per face: dense vertices", "face.dense vertices", "ms"),
+                ("  vertex colours", "face.vertex colours", "ms")]
+        rows += [(f"  encoding {fmt.upper()} (viewer frame, colours)", f"face.encode {fmt}",
+                  "ms") for fmt in MESH_FORMATS]
+        rows += [(f"floor per photo: decode + {st.get('floor_pass')} + one regressor pass",
+                  "floor_ms", "ms"),
+                 ("landmarks photo, CPU", "landmarks_photo_ms", "ms"),
+                 ("  over the floor", "landmarks_over_floor", "x"),
+                 ("mesh photo (OBJ), CPU", "mesh_photo_ms", "ms"),
+                 ("  over the floor", "mesh_over_floor", "x")]
+        for label, key, unit in rows:
+            add(label, f"stages.{key}", unit)
     cc = res.get("cli_cpu")
     if cc:
         for label, args in CLI_RUNS.items():
