@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -21,11 +22,13 @@ from facealign_cli.io.inputs import collect_inputs  # noqa: E402
 
 @pytest.fixture()
 def blas_restored():
-    """This process's BLAS and OpenCV thread counts, restored after the test (a run with
-    ``jobs=1`` limits the process it runs in); skips where the BLAS has one thread anyway."""
+    """This process's BLAS raised to a thread per CPU core (an earlier in-process run of the
+    session may have limited it) and its BLAS and OpenCV thread counts restored after the test
+    (a run with ``jobs=1`` limits the process it runs in); skips on a one-core machine."""
     blas, ocv = blas_threads(), cv2.getNumThreads()
-    if blas < 2:
-        pytest.skip("numpy's BLAS runs one thread here already")
+    threadpoolctl.threadpool_limits(limits=os.cpu_count() or 1, user_api="blas")
+    if blas_threads() < 2:
+        pytest.skip("numpy's BLAS runs one thread on this machine")
     yield blas
     threadpoolctl.threadpool_limits(limits=blas, user_api="blas")
     cv2.setNumThreads(ocv)
