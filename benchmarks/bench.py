@@ -50,11 +50,15 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from stages import bench_cli_cpu, bench_stages, stage_figures, stage_rows  # noqa: E402
+
 HISTORY = REPO / "benchmarks" / "history.jsonl"
 DEFAULT_JSON = REPO / "benchmarks" / "last_run.json"
 
 #: Sections (``--only``), in the order they run.
-SECTIONS = ("regressor", "detector", "mesh_write", "render", "cli", "video")
+SECTIONS = ("regressor", "detector", "mesh_write", "render", "cli", "video", "stages",
+            "cli_cpu")
 
 #: Targets on the reference machine (2 cores): figure key -> (comparison, value, unit).
 TARGETS = {
@@ -857,6 +861,7 @@ def figures(res: dict) -> dict[str, list[float]]:
             cli["landmarks.j2"]["peak_rss_tree_mb"], cli["mesh.j2"]["peak_rss_tree_mb"])]
         if "mesh_vertices" in cli:
             figs["mesh.vertices"] = [cli["mesh_vertices"]]
+    stage_figures(res, figs)
     vid = res.get("video")
     if vid:
         for key, rec in vid.items():
@@ -986,6 +991,7 @@ def _rows(res: dict, figs: dict) -> list[tuple[str, str, str, str]]:
             add("  peak RSS (process tree)", f"video.{key}.peak_rss_mb", "MB")
             for p in (round(100 * f) for f in VIDEO_RSS_AT):
                 add(f"  RSS at {p} % of the run", f"video.{key}.rss_at{p}_mb", "MB")
+    stage_rows(res, add)
     add("facealign --help", "startup.help_s", "s")
     add("one-photo landmarks: first result", "startup.first_result_s", "s")
     add("one-photo landmarks: process exit", "startup.one_photo_wall_s", "s")
@@ -1087,6 +1093,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video-detect-every", default="1,5",
                     help="comma-separated --detect-every values the video clip is run with "
                          "(default 1,5; 1 = the detector on every frame)")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="SRC",
+                    help="cli_cpu: also run the CLI of this source tree (PYTHONPATH=SRC, e.g. "
+                         "a worktree of main), paired with this checkout's runs")
     args = ap.parse_args(argv)
 
     from facealign_cli.models.regressor import default_weights_path
@@ -1165,6 +1174,12 @@ def main(argv: list[str] | None = None) -> int:
         if "cli" in sections:
             log(f"whole runs ({len(sub_photos)} photos):")
             res["cli"] = bench_cli(cli_dir, weights, args.repeats, log)
+        if "stages" in sections:
+            log(f"stages (CPU per photo / face, {len(sub_photos)} photos, 1 thread):")
+            res["stages"] = bench_stages(weights, sub_photos, args.repeats, log)
+        if "cli_cpu" in sections:
+            log(f"whole runs, wall and CPU ({len(sub_photos)} photos):")
+            res["cli_cpu"] = bench_cli_cpu(cli_dir, weights, args.repeats, log, args.baseline)
         if "video" in sections:
             log(f"video ({args.video_minutes:g} min 720p clip):")
             res["video"] = bench_video(photo_dir, weights, args.repeats, log,

@@ -14,6 +14,8 @@ workers would not see):
 * ``log``: append the process id to this file each time a model is built;
 * ``trace``: append a line to this file each time the detector runs (once per image, or per
   processed video frame).
+* ``probe_threads``: every face's pose is ``[BLAS threads, OpenCV threads, 0]`` of the process
+  that ran it (threadpoolctl, ``cv2.getNumThreads``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,17 @@ import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 
 from facealign_cli.core.face import Face
+
+
+def blas_threads() -> int:
+    """The thread count of numpy's BLAS in this process (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
 class FakeAligner:
@@ -74,6 +84,8 @@ class FakeAligner:
             f.landmarks_3d = lm
             f.pose = np.array([10.0, -5.0, 2.5], np.float32)
             f.quality = f.score  # (0.9 and 0.5: both kept at the default --min-quality)
+            if self.cfg.probe_threads:
+                f.pose = np.array([blas_threads(), cv2.getNumThreads(), 0], np.float32)
             if dense:
                 f.vertices = np.array([[x1, y1, 0], [x2, y1, 0], [x2, y2, 1], [x1, y2, 1]],
                                       np.float32)
@@ -89,6 +101,7 @@ class FakeFactory:
     crash: bool = False
     log: str | None = None
     trace: str | None = None
+    probe_threads: bool = False
 
     def __call__(self, opts, threads):
         if self.log:

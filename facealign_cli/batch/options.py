@@ -124,7 +124,8 @@ class RunOptions:
         command: one of :data:`facealign_cli.batch.commands.COMMANDS`.
         out: output folder, or ``"-"`` for NDJSON on stdout.
         jobs: worker processes (1 = in this process; 0 = one per CPU core).
-        threads: threads per worker for the detector, torch and OpenCV (0 = CPU cores / jobs).
+        threads: threads per worker for the detector, the regressor, OpenCV and numpy's BLAS
+            (0 = :data:`facealign_cli.batch.worker.DEFAULT_THREADS`, one).
         max_faces: keep at most this many faces per image, highest scores first (0 = all).
         weights: regressor checkpoint (None = the shipped weights, see
             :func:`facealign_cli.models.weights.default_weights_path`).

@@ -107,14 +107,33 @@ class _DetectOnlyRegressor:
         raise RuntimeError("the detect command does not run the regressor")
 
 
+#: Threads per worker when ``--threads`` is not given. One: a second thread in the same
+#: process buys almost no wall time on a ~1024-px photo (the detector's and the regressor's
+#: invocations are small) and costs 1.7-1.8x the CPU (``landmarks --jobs 1`` on the 185 AFW
+#: photos: 4.6-5.1 CPU s at 1 thread, 8.2-9.0 at 2; docs/batch.md); more throughput comes
+#: from more worker processes (``--jobs``).
+DEFAULT_THREADS = 1
+
+
 def effective_threads(opts: RunOptions) -> int:
-    """Threads per worker: ``opts.threads``, else CPU cores / jobs (local) or 1 (dask: a
+    """Threads per worker: ``opts.threads``, else :data:`DEFAULT_THREADS` (local and Dask: a
     cluster scales with worker processes, ``dask worker --nworkers N --nthreads 1``)."""
-    if opts.threads > 0:
-        return opts.threads
-    if opts.backend == "dask":
-        return 1
-    return max(1, (os.cpu_count() or 1) // max(1, opts.jobs))
+    return opts.threads if opts.threads > 0 else DEFAULT_THREADS
+
+
+def limit_native_threads(threads: int) -> None:
+    """Cap the thread pools of the native libraries loaded in this process (numpy's BLAS,
+    OpenMP) at ``threads`` (threadpoolctl): otherwise OpenBLAS runs one thread per CPU core
+    in every worker whatever ``--threads`` says (the dense vertices' matrix product took
+    twice the CPU). OpenCV is capped with ``cv2.setNumThreads``; ONNX Runtime and LiteRT get
+    their thread count when their sessions are made."""
+    with contextlib.suppress(ImportError):
+        import cv2
+
+        cv2.setNumThreads(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)  # kept for the process (not used as a context)
 
 
 def build_aligner(opts: RunOptions, threads: int):
@@ -192,17 +211,12 @@ def get_aligner(opts: RunOptions):
            factory)
     if _ALIGNER is None or _ALIGNER_KEY != key:
         threads = effective_threads(opts)
-        try:
-            import cv2
-
-            cv2.setNumThreads(threads)
-        except ImportError:  # pragma: no cover
-            pass
         _ALIGNER = None  # free the old model before building the next
         try:
             _ALIGNER = factory(opts, threads)
         except Exception as exc:
             raise ModelLoadError(f"cannot load the model: {type(exc).__name__}: {exc}") from None
+        limit_native_threads(threads)  # after loading: the libraries the model loaded too
         _ALIGNER_KEY = key
     return _ALIGNER
 
