@@ -284,7 +284,7 @@ def _run_batch(command: str, params: dict, **extra) -> None:
 
     from facealign_cli.batch import options as batch_options
     from facealign_cli.batch.runner import run_batch
-    from facealign_cli.batch.video_items import VIDEO_COMMANDS
+    from facealign_cli.batch.sources import VIDEO_COMMANDS
     from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
     from facealign_cli.io.video import is_video_path
 
