@@ -10,6 +10,7 @@ import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from facealign_cli.defaults import (
@@ -205,6 +206,17 @@ class RunOptions:
     smooth: bool = False
     detect_every: int = 1
     mesh_every: int = DEFAULT_MESH_EVERY
+
+    @cached_property
+    def cmd(self):
+        """The :class:`~facealign_cli.batch.commands.Command` named by :attr:`command`.
+
+        Raises:
+            ValueError: unknown command.
+        """
+        from facealign_cli.batch.commands import get_command
+
+        return get_command(self.command)
 
     @property
     def streaming(self) -> bool:

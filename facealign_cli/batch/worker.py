@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from facealign_cli.batch.commands import get_command
 from facealign_cli.batch.options import ModelLoadError, RunOptions
 from facealign_cli.batch.result import ImageResult
 from facealign_cli.io.inputs import InputItem
@@ -126,7 +125,7 @@ def build_aligner(opts: RunOptions, threads: int):
     """
     from facealign_cli.core.pipeline import FaceAligner
 
-    cmd = get_command(opts.command)
+    cmd = opts.cmd
     if not cmd.uses_regressor:
         regressor = _DetectOnlyRegressor()
     else:
@@ -163,7 +162,7 @@ def preflight(opts: RunOptions) -> None:
     if (opts.aligner_factory is not None or build_aligner is not _BUILD_ALIGNER
             or opts.backend != "local"):  # Dask: the workers' files are checked there
         return
-    cmd = get_command(opts.command)
+    cmd = opts.cmd
     if not cmd.uses_regressor:
         return
     from facealign_cli.core.morphable_model import basis_dir
@@ -185,7 +184,7 @@ def get_aligner(opts: RunOptions):
     """
     global _ALIGNER, _ALIGNER_KEY
     factory = opts.aligner_factory or build_aligner
-    cmd = get_command(opts.command)
+    cmd = opts.cmd
     key = (cmd.uses_regressor, cmd.dense, opts.weights, opts.runtime, opts.threads, opts.jobs,
            opts.max_faces, opts.flip, opts.roi_crop_scale, opts.second_pass, opts.min_score,
            factory)
@@ -248,7 +247,7 @@ def process_image(opts: RunOptions, item: InputItem) -> ImageResult:
     """
     from facealign_cli.batch.items import process_item
 
-    return process_item(get_command(opts.command), opts, item, get_aligner, STOP)
+    return process_item(opts.cmd, opts, item, get_aligner, STOP)
 
 
 def process_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[ImageResult]:
