@@ -11,7 +11,7 @@ from typing import Any
 
 from facealign_cli.batch.commands import Command, Encoded
 from facealign_cli.batch.options import ModelLoadError, RunOptions
-from facealign_cli.batch.result import ImageResult, one_line
+from facealign_cli.batch.result import DoneRecord, ImageResult, one_line
 from facealign_cli.batch.sources import PhotoSource, open_source
 from facealign_cli.batch.spools import as_bytes
 from facealign_cli.io.inputs import InputItem
@@ -79,28 +79,10 @@ def _ok(cmd: Command, opts: RunOptions, item: InputItem, source: PhotoSource, en
     """The result of an item done: its outputs and done record (none when streaming)."""
     done = None
     if not opts.streaming:
-        done = done_record(source.fingerprint(), item.path, source.n_faces, enc.outputs,
-                           source.width, source.height, video, enc.rows, enc.done_extra)
+        done = DoneRecord(source.fingerprint(), item.path, source.n_faces, enc.outputs,
+                          source.width, source.height, video, enc.rows, enc.faces)
     files = as_bytes(enc.files) if opts.backend == "dask" else enc.files
     return ImageResult(item.path, item.key, "ok", n_faces=source.n_faces, outputs=enc.outputs,
                        message=enc.message or source.message, seconds=seconds,
                        width=source.width, height=source.height, rows=enc.rows,
                        record=enc.record, files=files, done=done, video=video)
-
-
-def done_record(fingerprint: dict[str, Any], path: str, n_faces: int, outputs, width: int,
-                height: int, video: dict[str, Any] | None = None, rows=None,
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The resume record of an item done (:func:`facealign_cli.batch.state.check_done` reads
-    it back): the settings' ``fingerprint``, the input ``path``, ``n_faces``, ``outputs``
-    (relative paths), the full-resolution ``width`` and ``height``, a video's frame counts,
-    the ``pose.csv`` ``rows`` (``pose``) and the command's ``extra`` keys."""
-    done: dict[str, Any] = {"fingerprint": fingerprint, "path": path, "n_faces": n_faces,
-                            "outputs": list(outputs), "width": width, "height": height}
-    if video is not None:
-        done["video"] = video
-    if rows is not None:
-        done["rows"] = [list(r) for r in rows]
-    if extra:
-        done.update(extra)
-    return done

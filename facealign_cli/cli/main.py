@@ -410,14 +410,10 @@ def _execute(items: list, opts, ctx) -> int:
 
             raise stdout_closed_error()
         summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
-    except batch_options.OutputWriteError as exc:
-        if not exc.broken_pipe:  # exit 141 says it; | head -1 is an expected end
-            _say(f"facealign: error: {exc}")
-        return (batch_options.EXIT_BROKEN_PIPE if exc.broken_pipe
-                else batch_options.EXIT_OUTPUT)
     except batch_options.BatchError as exc:
-        _say(f"facealign: error: {exc}")
-        return batch_options.EXIT_USAGE
+        if exc.exit_code != batch_options.ExitCode.BROKEN_PIPE:  # | head -1: expected end
+            _say(f"facealign: error: {exc}")
+        return exc.exit_code
     return summary.exit_code
 
 

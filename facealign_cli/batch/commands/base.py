@@ -38,15 +38,16 @@ def pad_pose_row(row) -> tuple:
 @dataclass(frozen=True)
 class Encoded:
     """What one item produces: files to write (``(relative path, bytes or SpoolFile)``), the
-    output list of its manifest line, ``pose.csv`` rows, the NDJSON record (streaming), what
-    its done record keeps besides the common keys (``done_extra``) and a message that
-    replaces the item's own (``message``: a video with no frame to render)."""
+    output list of its manifest line, ``pose.csv`` rows, the NDJSON record (streaming), the
+    faces its done record keeps for the contact sheet (``faces``, ``render``:
+    :func:`face_summary`) and a message that replaces the item's own (``message``: a video
+    with no frame to render)."""
 
     files: tuple[tuple[str, Any], ...] = ()
     outputs: tuple[str, ...] = ()
     rows: tuple[tuple[Any, ...], ...] | None = None
     record: dict[str, Any] | None = None
-    done_extra: dict[str, Any] | None = None
+    faces: list[dict[str, Any]] | None = None
     message: str | None = None
 
 

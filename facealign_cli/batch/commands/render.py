@@ -123,7 +123,7 @@ class RenderPhotoWriter(ItemWriter):
         self.faces = face_summary(faces)
 
     def close(self):
-        return self.encoded(done_extra={"faces": self.faces})
+        return self.encoded(faces=self.faces)
 
 
 class RenderVideoWriter(ItemWriter):
@@ -170,7 +170,7 @@ class RenderVideoWriter(ItemWriter):
         elif self.opts.sheet and r.first is not None:
             self.sink.add(f"{THUMBS_DIR}/{self.item.key}.jpg", _thumbnail_bytes(r.first))
             r.first = None
-        return self.encoded(done_extra={"faces": self.first_faces or []}, message=message)
+        return self.encoded(faces=self.first_faces or [], message=message)
 
     def release(self):
         self.renderer.close()
