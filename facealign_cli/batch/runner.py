@@ -217,11 +217,9 @@ def _validate_numbers(opts: RunOptions) -> None:
 
 def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None = None,
               stderr: IO | None = None) -> RunSummary:
-    """Run a command over images and write outputs, manifest and (``pose``) the CSV.
-
-    The steps: take the output folder (:func:`_lock`), find what earlier runs did
-    (:func:`_resume`), start the executor (:func:`_start`), record every item in input order
-    (:class:`~facealign_cli.batch.recorder.Recorder`, :func:`_record_all`), finish (summary).
+    """Run a command over images and write outputs, manifest and (``pose``) the CSV, in
+    steps: :func:`_lock`, :func:`_resume`, :func:`_start` (executor), :func:`_record_all`
+    (:class:`~facealign_cli.batch.recorder.Recorder`), then the summary.
 
     Args:
         items: the run's images (:func:`facealign_cli.io.inputs.collect_inputs`), input order.

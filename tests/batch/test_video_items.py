@@ -1,4 +1,4 @@
-"""Video files as batch items (``facealign_cli.batch.video_items``): one ``.jsonl`` line per
+"""Video files as batch items (``facealign_cli.batch.sources``): one ``.jsonl`` line per
 frame with stable track ids, ``pose.csv`` rows with frame / time / track, meshes of every N-th
 frame, ``render``'s annotated ``.mp4`` (frames, size, rate, overlays at the faces only, the
 sheet's first-frame thumbnail), ``detect --detect-every`` refused, a truncated video recorded
