@@ -1,11 +1,15 @@
 """The batch engine behind the image commands (see ``docs/batch.md``).
 
 Modules, one concern each: :mod:`~facealign_cli.batch.options` (settings, errors, exit
-codes), :mod:`~facealign_cli.batch.commands` (one object per command: what it runs and how it
-encodes its outputs), :mod:`~facealign_cli.batch.result` (the frozen per-image result),
-:mod:`~facealign_cli.batch.worker` (one image in, a result out; the model cache of a process),
-:mod:`~facealign_cli.batch.executors` (in-process, local worker processes, Dask),
+codes), :mod:`~facealign_cli.batch.commands` (one module per command: what it runs and how its
+per-item writer encodes the outputs), :mod:`~facealign_cli.batch.sources` (a photo is a
+one-frame source, a video a many-frame one), :mod:`~facealign_cli.batch.items` (the one item
+path, :func:`~facealign_cli.batch.items.process_item`), :mod:`~facealign_cli.batch.spools`
+(a video's outputs in temporary files), :mod:`~facealign_cli.batch.result` (the frozen
+per-item result, the done record), :mod:`~facealign_cli.batch.worker` (the model cache of a
+process), :mod:`~facealign_cli.batch.executors` (in-process, local worker processes, Dask),
 :mod:`~facealign_cli.batch.state` (lock, resume records, the one commit path),
+:mod:`~facealign_cli.batch.recorder` (manifest, ``pose.csv``, NDJSON, counts),
 :mod:`~facealign_cli.batch.progress` (progress bar and messages) and
 :mod:`~facealign_cli.batch.runner` (:func:`run_batch`).
 """

@@ -6,6 +6,7 @@ validates the ``FACEALIGN_*`` variables once and passes their values in :class:`
 
 from __future__ import annotations
 
+import enum
 import re
 import signal
 from collections.abc import Callable
@@ -52,22 +53,40 @@ def is_reserved_name(name: str) -> bool:
     return (name in RESERVED_NAMES or name in _RESERVED_STEMS
             or _SHEET_PAGE.fullmatch(name) is not None)
 
-EXIT_OK = 0
-EXIT_FAILURES = 1
-EXIT_USAGE = 2
-#: The manifest or the NDJSON stream on stdout could not be written (disk full, closed
-#: stdout): the run stopped cleanly; run the same command again to resume.
-EXIT_OUTPUT = 3
-EXIT_SIGINT = 130
-#: stdout is a pipe whose reader went away (``| head -1``): 128 + SIGPIPE, as a shell reports.
-EXIT_BROKEN_PIPE = 141
-EXIT_SIGTERM = 143
+class ExitCode(enum.IntEnum):
+    """The exit status of an image command (``facealign --help`` lists them)."""
+
+    OK = 0
+    #: some items failed
+    FAILED = 1
+    #: a usage or setup error (bad options, missing model, unusable output folder ...)
+    USAGE = 2
+    #: the manifest or the NDJSON stream on stdout could not be written (disk full, closed
+    #: stdout): the run stopped cleanly; run the same command again to resume
+    OUTPUT = 3
+    #: stopped by SIGINT (Ctrl-C)
+    INTERRUPTED_INT = 130
+    #: stdout is a pipe whose reader went away (``| head -1``): 128 + SIGPIPE, as a shell
+    #: reports
+    BROKEN_PIPE = 141
+    #: stopped by SIGTERM or SIGHUP
+    TERMINATED = 143
 
 
-def signal_exit_code(signum: int) -> int:
+EXIT_OK = ExitCode.OK
+EXIT_FAILURES = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
+EXIT_OUTPUT = ExitCode.OUTPUT
+EXIT_SIGINT = ExitCode.INTERRUPTED_INT
+EXIT_BROKEN_PIPE = ExitCode.BROKEN_PIPE
+EXIT_SIGTERM = ExitCode.TERMINATED
+
+
+def signal_exit_code(signum: int) -> ExitCode:
     """The exit status of a command stopped by signal ``signum`` (its first stop signal):
-    :data:`EXIT_SIGINT` for SIGINT, :data:`EXIT_SIGTERM` for SIGTERM and SIGHUP."""
-    return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+    :attr:`ExitCode.INTERRUPTED_INT` for SIGINT, :attr:`ExitCode.TERMINATED` for SIGTERM and
+    SIGHUP."""
+    return ExitCode.INTERRUPTED_INT if signum == signal.SIGINT else ExitCode.TERMINATED
 
 
 #: Seconds to wait for the Dask scheduler to answer and for at least one worker.
@@ -86,7 +105,10 @@ def _default_roi_crop_scale() -> float:
 
 
 class BatchError(RuntimeError):
-    """A run-level problem (not one image's): reported by the CLI with exit code 2."""
+    """A run-level problem (not one image's): reported by the CLI with :attr:`exit_code`
+    (2, a usage or setup error)."""
+
+    exit_code: ExitCode = ExitCode.USAGE
 
 
 class OptionError(BatchError, ValueError):
@@ -108,12 +130,16 @@ class ClusterError(BatchError):
 
 
 class OutputWriteError(BatchError):
-    """The manifest or the NDJSON stream cannot be written (exit code :data:`EXIT_OUTPUT`, or
-    :data:`EXIT_BROKEN_PIPE` when ``broken_pipe``)."""
+    """The manifest or the NDJSON stream cannot be written (exit code
+    :attr:`ExitCode.OUTPUT`, or :attr:`ExitCode.BROKEN_PIPE` when ``broken_pipe``)."""
 
     def __init__(self, message: str, broken_pipe: bool = False):
         super().__init__(message)
         self.broken_pipe = broken_pipe
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.BROKEN_PIPE if self.broken_pipe else ExitCode.OUTPUT
 
 
 @dataclass(frozen=True)
@@ -208,6 +234,19 @@ class RunOptions:
     mesh_every: int = DEFAULT_MESH_EVERY
 
     @property
+    def cmd(self):
+        """The :class:`~facealign_cli.batch.commands.Command` named by :attr:`command` (one
+        shared object per command: a look-up, not a copy; a plain property, so the options
+        pickle as before, even by value).
+
+        Raises:
+            ValueError: unknown command.
+        """
+        from facealign_cli.batch.commands import get_command
+
+        return get_command(self.command)
+
+    @property
     def streaming(self) -> bool:
         """True when records go to stdout as NDJSON instead of files."""
         return self.out == "-"
@@ -244,13 +283,13 @@ class RunSummary:
     manifest: str | None = None
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """0 all done, 1 some images failed, 2 stopped by a run-level error, 3 the manifest or
         stdout could not be written (141: stdout's reader went away), 130/143 signal."""
         if self.interrupted:
             return signal_exit_code(self.interrupted)
         if self.output_error:
-            return EXIT_BROKEN_PIPE if self.broken_pipe else EXIT_OUTPUT
+            return ExitCode.BROKEN_PIPE if self.broken_pipe else ExitCode.OUTPUT
         if self.fatal:
-            return EXIT_USAGE
-        return EXIT_FAILURES if self.failed else EXIT_OK
+            return ExitCode.USAGE
+        return ExitCode.FAILED if self.failed else ExitCode.OK

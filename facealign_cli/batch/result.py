@@ -69,6 +69,52 @@ def discard_spools(files) -> None:
 
 
 @dataclass(frozen=True)
+class DoneRecord:
+    """The resume record of an item done, written to
+    ``<out>/.facealign/done/<command>/<key>.json`` after its outputs
+    (:func:`facealign_cli.batch.state.commit`) and read back as a dict by
+    :func:`facealign_cli.batch.state.check_done` (an earlier run's, or a hand-edited one, is
+    checked key by key there).
+
+    Attributes:
+        fingerprint: the settings the outputs depend on
+            (:meth:`~facealign_cli.batch.commands.Command.fingerprint`, a video's
+            :meth:`~facealign_cli.batch.commands.Command.video_fingerprint`).
+        path: the input path.
+        n_faces: faces found (a video: distinct face tracks).
+        outputs: output paths relative to ``out`` (``/``-separated).
+        width, height: the full-resolution size (a video: its frames').
+        video: a video's frame counts (as :attr:`ImageResult.video`), None for a photo.
+        rows: the ``pose.csv`` rows (``pose``; ``pose.csv`` is rebuilt from them).
+        faces: ``render``: what the contact sheet shows of each face (a video: its first
+            frame's), :func:`facealign_cli.batch.commands.face_summary`.
+    """
+
+    fingerprint: dict[str, Any]
+    path: str
+    n_faces: int
+    outputs: tuple[str, ...]
+    width: int | None
+    height: int | None
+    video: dict[str, Any] | None = None
+    rows: tuple[tuple[Any, ...], ...] | None = None
+    faces: list[dict[str, Any]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as written (keys in this order; the optional ones only when set)."""
+        doc: dict[str, Any] = {"fingerprint": self.fingerprint, "path": self.path,
+                               "n_faces": self.n_faces, "outputs": list(self.outputs),
+                               "width": self.width, "height": self.height}
+        if self.video is not None:
+            doc["video"] = self.video
+        if self.rows is not None:
+            doc["rows"] = [list(r) for r in self.rows]
+        if self.faces is not None:
+            doc["faces"] = self.faces
+        return doc
+
+
+@dataclass(frozen=True)
 class ImageResult:
     """One image's outcome.
 
@@ -106,7 +152,7 @@ class ImageResult:
     rows: tuple[tuple[Any, ...], ...] | None = None
     record: dict[str, Any] | None = field(default=None, compare=False)
     files: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
-    done: dict[str, Any] | None = field(default=None, compare=False)
+    done: DoneRecord | None = field(default=None, compare=False)
     traceback: str | None = None
     video: dict[str, Any] | None = field(default=None, compare=False)
 

@@ -189,8 +189,8 @@ def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
                     data.copy_to(f)
                 else:
                     f.write(data)
-        _remove_stale(out, command, res.key, res.done["outputs"])
-        records.write_json(done_file, res.done, indent=None)
+        _remove_stale(out, command, res.key, res.done.outputs)
+        records.write_json(done_file, res.done.to_json(), indent=None)
     except Exception as exc:  # a write error fails this image, not the run
         with contextlib.suppress(OSError, UnsafeOutputError):
             done_path(out, command, res.key).unlink()

@@ -13,11 +13,9 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from facealign_cli.batch.commands import get_command
 from facealign_cli.batch.options import ModelLoadError, RunOptions
 from facealign_cli.batch.result import ImageResult
 from facealign_cli.io.inputs import InputItem
@@ -30,7 +28,7 @@ class StopFlag:
     """A run's stop request, seen wherever its items run.
 
     The runner's signal handler calls :meth:`set`; :func:`process_chunk` checks :meth:`is_set`
-    between two images and :func:`~facealign_cli.batch.video_items.process_video` between two
+    between two images and :func:`~facealign_cli.batch.items.process_item` between two
     frames, and returns what is left as not run (no outputs, no done record): in this process
     and in local worker processes, which ignore the signals themselves but watch the runner's
     flag through a process-shared semaphore (:meth:`shared`, handed to :func:`worker_init`
@@ -146,7 +144,7 @@ def build_aligner(opts: RunOptions, threads: int):
     """
     from facealign_cli.core.pipeline import FaceAligner
 
-    cmd = get_command(opts.command)
+    cmd = opts.cmd
     if not cmd.uses_regressor:
         regressor = _DetectOnlyRegressor()
     else:
@@ -183,7 +181,7 @@ def preflight(opts: RunOptions) -> None:
     if (opts.aligner_factory is not None or build_aligner is not _BUILD_ALIGNER
             or opts.backend != "local"):  # Dask: the workers' files are checked there
         return
-    cmd = get_command(opts.command)
+    cmd = opts.cmd
     if not cmd.uses_regressor:
         return
     from facealign_cli.core.morphable_model import basis_dir
@@ -205,7 +203,7 @@ def get_aligner(opts: RunOptions):
     """
     global _ALIGNER, _ALIGNER_KEY
     factory = opts.aligner_factory or build_aligner
-    cmd = get_command(opts.command)
+    cmd = opts.cmd
     key = (cmd.uses_regressor, cmd.dense, opts.weights, opts.runtime, opts.threads, opts.jobs,
            opts.max_faces, opts.flip, opts.roi_crop_scale, opts.second_pass, opts.min_score,
            factory)
@@ -253,72 +251,17 @@ def worker_init(parent: int | None = None, stop=None) -> None:
                      daemon=True).start()
 
 
-def _rescale_faces(faces, scale: int) -> None:
-    """Map faces found on an image decoded at 1/``scale`` to full-resolution pixels, in place
-    (x' = scale * x + (scale - 1) / 2, same for y; z' = scale * z)."""
-    import numpy as np
-
-    off = (scale - 1) / 2.0
-    for f in faces:
-        for name in ("box", "roi_box"):
-            a = getattr(f, name)
-            if a is not None:
-                setattr(f, name, (np.asarray(a, np.float32) * scale + off).astype(np.float32))
-        if f.keypoints is not None:
-            f.keypoints = (np.asarray(f.keypoints, np.float32) * scale + off).astype(np.float32)
-        for name in ("landmarks_3d", "vertices"):
-            a = getattr(f, name)
-            if a is not None:
-                a = np.asarray(a, np.float32) * scale
-                a[:, :2] += off
-                setattr(f, name, a.astype(np.float32))
-
-
 def process_image(opts: RunOptions, item: InputItem) -> ImageResult:
-    """Run one image through the model and encode its outputs (nothing is written). Never
-    raises for a problem of this image (returns a ``failed`` result).
+    """Run one item (a photo or a video) through the model and encode its outputs (nothing
+    is written): :func:`facealign_cli.batch.items.process_item` with this process's model and
+    stop flag. Never raises for a problem of this item (returns a ``failed`` result).
 
     Raises:
         ModelLoadError: the model cannot be built.
     """
-    from facealign_cli.io.images import read_image
-    from facealign_cli.io.video import is_video_path
+    from facealign_cli.batch.items import process_item
 
-    if is_video_path(item.path):  # one video = one item (facealign_cli.batch.video_items)
-        from facealign_cli.batch.video_items import process_video
-
-        return process_video(opts, item, get_aligner, STOP)
-    t0 = time.perf_counter()
-    cmd = get_command(opts.command)
-    try:
-        dec = read_image(item.path, max_pixels=opts.max_pixels)
-        aligner = get_aligner(opts)
-        faces, extra = cmd.infer(aligner, dec.image, opts)
-        notes = list(dec.warnings)  # e.g. only the first frame of an animation
-        if dec.scale > 1:
-            _rescale_faces(faces, dec.scale)
-            notes.insert(0, f"decoded at 1/{dec.scale} size (over the pixel limit)")
-        message = "; ".join(notes) or None
-        enc = cmd.encode(item.path, item.key, dec.width, dec.height, faces, extra, aligner,
-                         opts)
-        done = None
-        if not opts.streaming:
-            done = {"fingerprint": cmd.fingerprint(opts), "path": item.path,
-                    "n_faces": len(faces), "outputs": list(enc.outputs),
-                    "width": dec.width, "height": dec.height}
-            if cmd.table:
-                done["rows"] = [list(r) for r in enc.rows]
-            if enc.done_extra:
-                done.update(enc.done_extra)
-        return ImageResult(item.path, item.key, "ok", n_faces=len(faces), outputs=enc.outputs,
-                           message=message, seconds=round(time.perf_counter() - t0, 3),
-                           width=dec.width, height=dec.height, rows=enc.rows,
-                           record=enc.record, files=enc.files, done=done)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # one bad image never stops the batch
-        tb = traceback.format_exc() if opts.verbose >= 2 else None
-        return ImageResult.failure(item, exc, round(time.perf_counter() - t0, 3), tb)
+    return process_item(opts.cmd, opts, item, get_aligner, STOP)
 
 
 def process_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[ImageResult]:

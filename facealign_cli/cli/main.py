@@ -267,17 +267,23 @@ def _run(command: str, params: dict, **extra) -> None:
 
 def _run_batch(command: str, params: dict, **extra) -> None:
     """Validate options and environment, collect inputs, run the batch, exit with its code."""
-
-    from facealign_cli.batch import options as batch_options
-    from facealign_cli.batch.runner import run_batch
-    from facealign_cli.batch.video_items import VIDEO_COMMANDS
-    from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
-    from facealign_cli.io.video import is_video_path
-
     for name in ("frame_step", "max_fps", "smooth", "detect_every", "mesh_every"):
         if name in params:
             extra[name] = params.pop(name)
     ctx = click.get_current_context()
+    _check_usage(command, params, ctx)
+    env = read_env()
+    items = _collect_items(command, params, ctx)
+    opts = _run_options(command, params, env, extra)
+    sys.exit(_execute(items, opts, ctx))
+
+
+def _check_usage(command: str, params: dict, ctx) -> None:
+    """The usage errors of options that click cannot see alone.
+
+    Raises:
+        click.UsageError: one of them.
+    """
     out = params["out"]
     if not out or not out.strip() or "\0" in out:
         raise click.UsageError("--out: empty or invalid folder name; give a folder, or '-' "
@@ -292,11 +298,20 @@ def _run_batch(command: str, params: dict, **extra) -> None:
                                "(e.g. tcp://scheduler-host:8786)")
     if params["scheduler"] and params["backend"] != "dask":
         raise click.UsageError("--scheduler is used only with --backend dask")
-    mp = params["max_megapixels"]
-    env = read_env()
-    max_pixels = int(mp * 1e6) if mp is not None else env["max_pixels"]
-    weights = params["weights"] or env["weights"]
-    runtime = params["runtime"] or env["runtime"]
+
+
+def _collect_items(command: str, params: dict, ctx) -> list:
+    """The run's items from the INPUT arguments (and stdin's path list).
+
+    Raises:
+        click.UsageError: an input that cannot be used, videos to stdout, nothing to do.
+    """
+    from facealign_cli.batch import options as batch_options
+    from facealign_cli.batch.sources import VIDEO_COMMANDS
+    from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
+    from facealign_cli.io.video import is_video_path
+
+    out = params["out"]
     # Paths on stdin are decoded like command-line arguments (file-system encoding with
     # surrogateescape), so any file name the OS can list can be piped in.
     stdin = None
@@ -325,6 +340,19 @@ def _run_batch(command: str, params: dict, **extra) -> None:
         for it in items:
             _say(f"facealign: warning: skipped {it.path}: {it.skip_reason}")
         raise click.UsageError("no images found in the given inputs", ctx=ctx)
+    return items
+
+
+def _run_options(command: str, params: dict, env: dict, extra: dict):
+    """The :class:`~facealign_cli.batch.options.RunOptions` of the run (``--jobs`` and
+    ``--threads`` capped to the CPU cores, with a warning)."""
+    from facealign_cli.batch import options as batch_options
+
+    out = params["out"]
+    mp = params["max_megapixels"]
+    max_pixels = int(mp * 1e6) if mp is not None else env["max_pixels"]
+    weights = params["weights"] or env["weights"]
+    runtime = params["runtime"] or env["runtime"]
     cores = os.cpu_count() or 1
     jobs = params["jobs"] or cores
     if jobs > cores and params["backend"] == "local":
@@ -349,6 +377,15 @@ def _run_batch(command: str, params: dict, **extra) -> None:
         max_pixels=max_pixels,
         quiet=params["quiet"], verbose=params["verbose"], backend=params["backend"],
         scheduler=params["scheduler"], **kw, **extra)
+    return opts
+
+
+def _execute(items: list, opts, ctx) -> int:
+    """Run the batch; its exit code (a run-level error: printed, and its code)."""
+    from facealign_cli.batch import options as batch_options
+    from facealign_cli.batch.runner import run_batch
+
+    out = opts.out
     stdout = getattr(sys.stdout, "buffer", None)
     try:
         if out == "-" and ctx.meta.get(_STDOUT_CLOSED):
@@ -356,15 +393,11 @@ def _run_batch(command: str, params: dict, **extra) -> None:
 
             raise stdout_closed_error()
         summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
-    except batch_options.OutputWriteError as exc:
-        if not exc.broken_pipe:  # exit 141 says it; | head -1 is an expected end
-            _say(f"facealign: error: {exc}")
-        sys.exit(batch_options.EXIT_BROKEN_PIPE if exc.broken_pipe
-                 else batch_options.EXIT_OUTPUT)
     except batch_options.BatchError as exc:
-        _say(f"facealign: error: {exc}")
-        sys.exit(batch_options.EXIT_USAGE)
-    sys.exit(summary.exit_code)
+        if exc.exit_code != batch_options.ExitCode.BROKEN_PIPE:  # | head -1: expected end
+            _say(f"facealign: error: {exc}")
+        return exc.exit_code
+    return summary.exit_code
 
 
 @main.command(epilog=EXIT_CODES_HELP)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from facealign_cli.batch.result import ImageResult
+from facealign_cli.batch.result import DoneRecord, ImageResult
 from facealign_cli.batch.state import commit
 
 
 def _result(key: str, *rels: str) -> ImageResult:
     files = tuple((rel, b"mesh") for rel in rels)
     return ImageResult("in/x.mp4", key, "ok", n_faces=1, outputs=rels, files=files,
-                       done={"fingerprint": {}, "path": "in/x.mp4", "outputs": list(rels)})
+                       done=DoneRecord({}, "in/x.mp4", 1, rels, 64, 48))
 
 
 @pytest.mark.parametrize("key,rels", [

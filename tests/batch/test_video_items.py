@@ -1,4 +1,4 @@
-"""Video files as batch items (``facealign_cli.batch.video_items``): one ``.jsonl`` line per
+"""Video files as batch items (``facealign_cli.batch.sources``): one ``.jsonl`` line per
 frame with stable track ids, ``pose.csv`` rows with frame / time / track, meshes of every N-th
 frame, ``render``'s annotated ``.mp4`` (frames, size, rate, overlays at the faces only, the
 sheet's first-frame thumbnail), ``detect --detect-every`` refused, a truncated video recorded
@@ -475,7 +475,7 @@ STALE = ("-ab12_xyz.spool", "-q9.spool.mp4")
 
 
 def test_remove_stale_spools_only_removes_dead_owners_spools(tmp_path, monkeypatch):
-    from facealign_cli.batch.video_items import remove_stale_spools
+    from facealign_cli.batch.spools import remove_stale_spools
 
     tmp = _spool_folder(tmp_path, monkeypatch)
     before = sorted(p.name for p in tmp.iterdir())
@@ -491,7 +491,7 @@ def test_a_reused_pid_does_not_keep_an_older_spool(tmp_path):
     pid was reused) is stale; written after its start, it is kept."""
     import os
 
-    from facealign_cli.batch.video_items import remove_stale_spools
+    from facealign_cli.batch.spools import remove_stale_spools
 
     old = tmp_path / f"facealign-video-{os.getpid()}-old.spool.mp4"
     new = tmp_path / f"facealign-video-{os.getpid()}-new.spool"
@@ -506,11 +506,10 @@ def test_spools_are_named_with_their_owner(tmp_path, monkeypatch):
     import os
     import tempfile
 
-    from facealign_cli.batch.options import RunOptions
-    from facealign_cli.batch.video_items import _spool, spool_owner
+    from facealign_cli.batch.spools import new_spool, spool_owner
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    sp, f = _spool(RunOptions(command="render", out=str(tmp_path)), ".mp4")
+    sp, f = new_spool("local", ".mp4")
     f.close()
     name = Path(sp.path).name
     assert Path(sp.path).parent == tmp_path
@@ -526,7 +525,7 @@ def test_spools_are_named_with_their_owner(tmp_path, monkeypatch):
 
 
 def test_a_video_run_removes_stale_spools_and_leaves_none(clips, env, tmp_path, monkeypatch):
-    import facealign_cli.batch.video_items as vi
+    import facealign_cli.batch.spools as vi
 
     tmp = _spool_folder(tmp_path, monkeypatch)
     monkeypatch.setattr(vi, "_SWEPT", set())

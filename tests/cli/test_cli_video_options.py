@@ -49,7 +49,7 @@ def test_run_batch_raises_an_option_error(tmp_path):
 
 
 def test_render_takes_videos_and_refuses_stdout(tmp_path):
-    from facealign_cli.batch.video_items import VIDEO_COMMANDS
+    from facealign_cli.batch.sources import VIDEO_COMMANDS
     from facealign_cli.io.inputs import collect_inputs
 
     assert "render" in VIDEO_COMMANDS

@@ -1,5 +1,6 @@
-"""Issue 13 end to end: `facealign render` (+ --sheet), meshes upright by default, --texture and
-GLB meshes, rotation / parameters in the landmarks JSON, quaternions in pose.csv, --min-score.
+"""The outputs of render, mesh, landmarks and pose end to end: `facealign render` (+ --sheet),
+meshes upright by default, --texture and GLB meshes, rotation / parameters in the landmarks
+JSON, quaternions in pose.csv, --min-score.
 
 The real-model tests run the shipped weights on sample photos (skipped without ../shared)."""
 

@@ -1,0 +1,252 @@
+"""What every image command shares: the :class:`Command` plug-in point, the per-item
+:class:`ItemWriter`, :class:`Encoded` and the helpers of the output formats.
+
+Every coordinate is in the full-resolution, upright image's pixels (frame of
+:mod:`facealign_cli.core.face`); ``<key>`` is the item's output key
+(:mod:`facealign_cli.io.inputs`). An item is a photo (one frame) or a video (many frames,
+:mod:`facealign_cli.batch.sources`); :func:`facealign_cli.batch.items.process_item` runs both
+through the same steps: the command opens a writer for the item (:meth:`Command.open_writer`),
+each frame's faces are added to it, and closing it gives the item's :class:`Encoded` outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from facealign_cli.batch.options import RunOptions
+from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
+from facealign_cli.io import records
+
+#: Columns of ``pose.csv``. ``frame`` (source frame index), ``time`` (seconds) and ``track``
+#: (face track id) are filled for the rows of a video and empty for photos; the header is the
+#: same for every run. ``quality``: :func:`facealign_cli.core.quality.face_quality`.
+POSE_COLUMNS = ("path", "face", "yaw", "pitch", "roll", "x1", "y1", "x2", "y2", "score",
+                "qw", "qx", "qy", "qz", "frame", "time", "track", "quality")
+#: The video columns of :data:`POSE_COLUMNS` (empty for a photo).
+POSE_VIDEO_COLUMNS = ("frame", "time", "track")
+
+
+def pad_pose_row(row) -> tuple:
+    """A ``pose.csv`` row with every column of :data:`POSE_COLUMNS` (rows recorded before
+    the video columns existed get them empty)."""
+    row = tuple(row)
+    return row + (None,) * (len(POSE_COLUMNS) - len(row))
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What one item produces: files to write (``(relative path, bytes or SpoolFile)``), the
+    output list of its manifest line, ``pose.csv`` rows, the NDJSON record (streaming), the
+    faces its done record keeps for the contact sheet (``faces``, ``render``:
+    :func:`face_summary`) and a message that replaces the item's own (``message``: a video
+    with no frame to render)."""
+
+    files: tuple[tuple[str, Any], ...] = ()
+    outputs: tuple[str, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] | None = None
+    record: dict[str, Any] | None = None
+    faces: list[dict[str, Any]] | None = None
+    message: str | None = None
+
+
+def _num(v, nd: int = 2):
+    return round(float(v), nd)
+
+
+def quaternion(R) -> list[float]:
+    """``[qw, qx, qy, qz]`` of a rotation matrix (scipy's ``Rotation``), ``qw >= 0``."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(R).as_quat(scalar_first=True)
+    if q[0] < 0:
+        q = -q
+    return [round(float(v), 6) for v in q]
+
+
+def pose_rows(path: str, faces) -> list[list[Any]]:
+    """Rows of ``pose.csv`` (:data:`POSE_COLUMNS`) for one image's faces (``pose`` filled;
+    the video columns empty)."""
+    from facealign_cli.core.face import face_rotation
+
+    rows = []
+    for k, f in enumerate(faces):
+        yaw, pitch, roll = (_num(v) for v in f.pose)
+        x1, y1, x2, y2 = (_num(v) for v in f.box[:4])
+        q = None if f.quality is None else _num(f.quality, 4)
+        rows.append([path, k, yaw, pitch, roll, x1, y1, x2, y2, _num(f.score, 4),
+                     *quaternion(face_rotation(f)), None, None, None, q])
+    return rows
+
+
+def keep_faces(faces, opts: RunOptions) -> list:
+    """The faces whose detector score is at least ``opts.min_score`` and whose quality (when
+    set: regressed faces) is at least ``opts.min_quality``."""
+    return [f for f in faces if float(f.score) >= opts.min_score
+            and (f.quality is None or f.quality >= opts.min_quality)]
+
+
+def align(aligner, img, dense: bool, opts: RunOptions) -> list:
+    """The faces of ``img`` (regressed, vertices with ``dense``) kept by :func:`keep_faces`."""
+    return keep_faces(aligner(img, dense=dense), opts)
+
+
+def json_file_bytes(doc: Any) -> bytes:
+    """The bytes of a one-line JSON output file (UTF-8, trailing newline)."""
+    return (records.dumps(doc) + "\n").encode(records.ENCODING, records.ERRORS)
+
+
+def jpeg_bytes(image_bgr, quality: int) -> bytes:
+    """JPEG bytes of an (H, W, 3) uint8 BGR image at ``quality`` (1-100).
+
+    Raises:
+        ValueError: the image cannot be encoded.
+    """
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("could not encode the picture as JPEG")
+    return buf.tobytes()
+
+
+def face_summary(faces) -> list[dict[str, Any]]:
+    """What the contact sheet shows of each face, for a done record: ``{"score", "quality",
+    "pose"}`` (score and quality rounded to 4 places, quality None when not set, ``[yaw, pitch,
+    roll]`` degrees to 2, or None)."""
+    return [{"score": round(float(f.score), 4),
+             "quality": None if f.quality is None else round(float(f.quality), 4),
+             "pose": None if f.pose is None else [round(float(a), 2) for a in f.pose]}
+            for f in faces]
+
+
+class ItemWriter:
+    """The outputs of one item (a photo or a video) while its frames are processed.
+
+    The command's :meth:`Command.open_writer` makes one per item. For each frame (in order)
+    :func:`~facealign_cli.batch.items.process_item` asks :meth:`dense` whether the frame's
+    faces need their vertices, then calls :meth:`add` with the faces, or, for a video frame
+    whose processing raised, :meth:`add_failed`; :meth:`close` after the last frame gives the
+    item's :class:`Encoded`; :meth:`discard` drops whatever was written (a failed or
+    interrupted item; also after :meth:`close`). Files go to ``sink``
+    (:class:`~facealign_cli.batch.spools.MemorySink` for a photo,
+    :class:`~facealign_cli.batch.spools.SpoolSink` for a video).
+
+    Faces passed to :meth:`add` are in the pixels of ``frame.image`` (a photo decoded at
+    reduced size: reduced pixels); :meth:`~facealign_cli.batch.sources.Frame.full_size` maps
+    them to full-resolution pixels, in place, after the writer has used the image.
+    """
+
+    def __init__(self, cmd: Command, item, sink, aligner, opts: RunOptions):
+        self.cmd, self.item, self.sink, self.aligner, self.opts = cmd, item, sink, aligner, opts
+
+    def dense(self) -> bool:
+        """Whether the next frame's faces need their vertices (the dense fit)."""
+        return False
+
+    def add(self, frame, faces) -> None:
+        """Record one frame's ``faces`` (a list of :class:`~facealign_cli.core.face.Face`)."""
+        raise NotImplementedError
+
+    def add_failed(self, frame, error: str) -> None:
+        """Record a video frame whose processing raised (``error``: ``"<Type>: <message>"``);
+        by default as a frame without faces."""
+        self.add(frame, [])
+
+    def encoded(self, **kw) -> Encoded:
+        """An :class:`Encoded` of the files in the sink and ``kw`` (``outputs``, by default
+        the files' paths)."""
+        files = tuple(self.sink.files)
+        kw.setdefault("outputs", tuple(rel for rel, _ in files))
+        return Encoded(files=files, **kw)
+
+    def close(self) -> Encoded:
+        """Finish the item's outputs (after its last frame)."""
+        return self.encoded()
+
+    def discard(self) -> None:
+        """Drop the item's outputs (never raises); subclasses close their open files in
+        :meth:`release`."""
+        with contextlib.suppress(Exception):
+            self.release()
+        with contextlib.suppress(Exception):
+            self.sink.discard()
+
+    def release(self) -> None:
+        """Close what the writer holds open (before :meth:`discard` drops the files)."""
+
+
+class Command:
+    """One image command: a subclass in its own module of :mod:`facealign_cli.batch.commands`
+    sets the class attributes and :meth:`open_writer` (its :class:`ItemWriter` owns the
+    command's output names, formats and rows), and is listed in the package's registry.
+
+    Attributes:
+        name: the command's name on the command line.
+        streamable: can write NDJSON to stdout (``--out -``).
+        uses_regressor: needs the regressor (``detect`` never loads weights or torch).
+        dense: runs the dense (mesh) reconstruction.
+        table: its rows go to the run's ``pose.csv``.
+    """
+
+    name: ClassVar[str]
+    streamable: ClassVar[bool] = True
+    uses_regressor: ClassVar[bool] = True
+    dense: ClassVar[bool] = False
+    table: ClassVar[bool] = False
+
+    def fingerprint(self, opts: RunOptions) -> dict[str, Any]:
+        """Settings an earlier run must have used for its outputs to be reused."""
+        fp: dict[str, Any] = {"command": self.name, "max_faces": opts.max_faces}
+        if opts.min_score != DEFAULT_MIN_SCORE:  # (key absent = the detector's default)
+            fp["min_score"] = opts.min_score
+        if self.uses_regressor:
+            if opts.min_quality != DEFAULT_MIN_QUALITY:  # (key absent = the default)
+                fp["min_quality"] = opts.min_quality
+            fp["weights"] = str(opts.weights or "default")
+            if not opts.flip:  # (key absent = flip averaging on, the default)
+                fp["flip"] = False
+            # always spelled out: outputs of runs before these steps existed are redone
+            fp["roi_crop_scale"] = opts.roi_crop_scale
+            fp["second_pass"] = opts.second_pass
+        return fp
+
+    def video_fingerprint(self, opts: RunOptions) -> dict[str, Any]:
+        """The settings a video's outputs depend on: :meth:`fingerprint` plus the frame
+        subsampling (and, for the regressing commands, ``detect_every`` and ``smooth``;
+        ``mesh``: ``mesh_every``)."""
+        v: dict[str, Any] = {"frame_step": opts.frame_step, "max_fps": opts.max_fps}
+        if self.uses_regressor:
+            v.update(detect_every=opts.detect_every, smooth=opts.smooth)
+        if self.dense:
+            v["mesh_every"] = opts.mesh_every
+        return {**self.fingerprint(opts), "video": v}
+
+    def open_writer(self, *, item, source, aligner, opts: RunOptions) -> ItemWriter:
+        """The :class:`ItemWriter` of one item.
+
+        Args:
+            item: the :class:`~facealign_cli.io.inputs.InputItem` (``path``, ``key``).
+            source: its frames (:class:`~facealign_cli.batch.sources.PhotoSource` or
+                :class:`~facealign_cli.batch.sources.VideoSource`: ``many`` tells which;
+                ``sink`` takes the files; a video's ``fps``).
+            aligner: the process's :class:`~facealign_cli.core.pipeline.FaceAligner`
+                (``topology.triangles`` for meshes).
+            opts: the run's settings.
+        """
+        raise NotImplementedError
+
+    def outputs_present(self, out, outputs) -> bool:
+        """Whether an earlier run's outputs are all still there (resume)."""
+        return all(out.joinpath(*o.split("/")).is_file() for o in outputs)
+
+    def finish(self, out, opts: RunOptions, lines) -> list:
+        """Run-level outputs written after the manifest (``render --sheet``'s contact sheet);
+        ``lines``: ``[(key, manifest line)]`` of the run, in input order (collected only
+        when :meth:`wants_lines`)."""
+        return []
+
+    def wants_lines(self, opts: RunOptions) -> bool:
+        """Whether :meth:`finish` needs the run's manifest lines."""
+        return False

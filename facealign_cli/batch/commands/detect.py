@@ -1,0 +1,19 @@
+"""``detect``: boxes, scores and keypoints, no regressor (:mod:`.json_docs` for the files).
+A photo: ``<key>.json`` = ``{path, width, height, faces: [{box, score, keypoints}]}``; a video:
+``<key>.jsonl``, the detector run on every processed frame (``--detect-every`` is for the
+regressing commands), faces tracked by their boxes."""
+
+from __future__ import annotations
+
+from facealign_cli.batch.commands.json_docs import JsonCommand
+
+
+class Detect(JsonCommand):
+    """``<out>/<key>.json`` = ``{path, width, height, faces: [{box, score, keypoints}]}``."""
+
+    name = "detect"
+    uses_regressor = False
+
+    def faces_json(self, faces):
+        return [{k: v for k, v in f.to_dict(with_landmarks=False).items()
+                 if k in ("box", "score", "keypoints")} for f in faces]

@@ -1,0 +1,51 @@
+"""``pose``: rows of the run's single table ``<out>/pose.csv`` (:data:`.base.POSE_COLUMNS`),
+one per face; a video's rows have the ``frame``, ``time`` and ``track`` columns filled
+(``face`` = the face's rank in its frame)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facealign_cli.batch.commands.base import POSE_COLUMNS, Command, ItemWriter, pose_rows
+from facealign_cli.batch.options import POSE_CSV_NAME
+
+
+class Pose(Command):
+    """Rows of the run's single table ``<out>/pose.csv`` (:data:`POSE_COLUMNS`, angles in
+    degrees, box in pixels), one row per face, faces by descending score."""
+
+    name = "pose"
+    table = True
+
+    def open_writer(self, *, item, source, aligner, opts):
+        return PoseWriter(self, item, source.sink, aligner, opts)
+
+    def outputs_present(self, out, outputs) -> bool:
+        return True  # the rows live in the done record; pose.csv is rebuilt from them
+
+
+class PoseWriter(ItemWriter):
+    """The rows of one item; with ``--out -`` (a photo) also its NDJSON record."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.rows: list[tuple[Any, ...]] = []
+        self.record: dict[str, Any] | None = None
+
+    def add(self, frame, faces):
+        from facealign_cli.core.tracking import track_of
+
+        frame.full_size(faces)
+        rows = [tuple(r[:14]) + (frame.index, frame.seconds, track_of(f), r[17])
+                for r, f in zip(pose_rows(self.item.path, faces), faces)]
+        self.rows += rows
+        if self.opts.streaming:
+            self.record = {"path": self.item.path, "width": frame.width,
+                           "height": frame.height,
+                           "faces": [dict(zip(POSE_COLUMNS[1:], r[1:])) for r in rows]}
+
+    def close(self):
+        rows = tuple(self.rows)
+        if self.opts.streaming:
+            return self.encoded(rows=rows, record=self.record)
+        return self.encoded(rows=rows, outputs=(POSE_CSV_NAME,) if rows else ())

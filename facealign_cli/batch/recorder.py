@@ -1,0 +1,184 @@
+"""What the runner records of each item, in input order: its committed outputs, its manifest
+line, its ``pose.csv`` rows or its NDJSON record on stdout, and the run's counts
+(:class:`Recorder`); and the one message of a stop request (:class:`StopNotice`)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from facealign_cli.batch.commands import POSE_COLUMNS, Command, pad_pose_row
+from facealign_cli.batch.options import (
+    MANIFEST_NAME,
+    POSE_CSV_NAME,
+    BatchError,
+    RunOptions,
+    RunSummary,
+)
+from facealign_cli.batch.result import ImageResult
+from facealign_cli.batch.settings import run_settings, settings_path, write_settings
+from facealign_cli.batch.state import commit, iter_done_records
+from facealign_cli.batch.streams import output_error, write_all
+from facealign_cli.io import records
+from facealign_cli.io.inputs import InputItem
+
+
+class StopNotice:
+    """Prints, once, that the run stops after the items in flight: from the signal handler
+    (:meth:`on_signal`: only an unbuffered ``os.write`` to stderr's file descriptor is safe
+    there, a buffered stream may be in the middle of a write) or, where stderr has no file
+    descriptor, at the next record (:meth:`announce`)."""
+
+    MESSAGE = ("facealign: interrupted: finishing the images in flight "
+               "(press Ctrl-C again to abort at once)")
+
+    def __init__(self, stderr: IO, stop):
+        self.stop = stop
+        self.announced = False
+        try:
+            self._fd = stderr.fileno()
+        except (OSError, ValueError, AttributeError):
+            self._fd = None
+
+    def on_signal(self, signum: int) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._fd, ("\n" + self.MESSAGE + "\n").encode())
+                self.announced = True
+
+    def announce(self, reporter) -> None:
+        """Print the message through ``reporter`` if a stop was requested and it was not
+        printed yet."""
+        if self.stop.is_set() and not self.announced:
+            self.announced = True
+            reporter.line(self.MESSAGE)
+
+
+class Recorder:
+    """The run's records: ``out``'s manifest, settings file and ``pose.csv`` (none with
+    ``out`` None: streaming), the NDJSON stream ``ndjson``, the counts of ``summary``, the
+    manifest lines a command's :meth:`~facealign_cli.batch.commands.Command.finish` needs.
+
+    :meth:`open` before the first item, :meth:`record` per item (in input order; under
+    :attr:`defer`, a context in which an abort waits for the whole record), :meth:`close`
+    at the end, whatever happened.
+    """
+
+    def __init__(self, cmd: Command, opts: RunOptions, out: Path | None, ndjson: IO | None,
+                 summary: RunSummary, reporter, notice: StopNotice):
+        self.cmd, self.opts, self.out, self.ndjson = cmd, opts, out, ndjson
+        self.summary, self.reporter, self.notice = summary, reporter, notice
+        self.manifest = self.pose_csv = None
+        self.lines: list | None = [] if out is not None and cmd.wants_lines(opts) else None
+        self.recorded = 0
+        self.defer = contextlib.nullcontext
+
+    def open(self) -> None:
+        """Open the manifest and ``pose.csv`` (as temporary files) and write the settings.
+
+        Raises:
+            BatchError: they cannot be written.
+        """
+        out = self.out
+        if out is None:
+            return
+        try:
+            self.manifest = records.AtomicJsonLinesFile(out / MANIFEST_NAME)
+            write_settings(settings_path(out, self.cmd.name), run_settings(self.cmd, self.opts))
+            if self.cmd.table:
+                self.pose_csv = records.StreamingCSV(out / POSE_CSV_NAME, POSE_COLUMNS)
+        except OSError as exc:
+            raise BatchError(f"cannot use output folder {out}: {exc}") from None
+        self.summary.manifest = str(out / MANIFEST_NAME)
+
+    def record(self, res: ImageResult) -> None:
+        """Commit ``res``'s files (the one write path, for every backend) and record it.
+
+        Raises:
+            OutputWriteError: the manifest, ``pose.csv`` or stdout cannot be written.
+        """
+        with self.defer():
+            res = commit(self.out, self.cmd.name, res)
+            if self.lines is not None:
+                self.lines.append((res.key, res.manifest_line()))
+            self.notice.announce(self.reporter)
+            self.reporter.record(res)
+            self._write(res)
+            self._count(res)
+
+    def _write(self, res: ImageResult) -> None:
+        if self.pose_csv is not None and res.rows:
+            try:
+                self.pose_csv.writerows(pad_pose_row(r) for r in res.rows)
+            except OSError as exc:
+                raise output_error(f"the table {self.out / POSE_CSV_NAME}", exc) from None
+        if self.manifest is not None:
+            try:
+                self.manifest.write(res.manifest_line())
+            except OSError as exc:
+                raise output_error(f"the manifest {self.manifest.partial}", exc) from None
+        if self.ndjson is not None:
+            line = (records.dumps(res.stream_record()) + "\n").encode(records.ENCODING,
+                                                                      records.ERRORS)
+            try:
+                write_all(self.ndjson, line)
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, ValueError):  # closed
+                    exc = OSError(errno.EBADF, os.strerror(errno.EBADF))
+                raise output_error("to stdout", exc) from None
+
+    def _count(self, res: ImageResult) -> None:
+        s = self.summary  # counted once recorded (a record that cannot be written is
+        if res.status == "ok":  # counted as not run)
+            s.ok += 1
+        elif res.status == "failed":
+            s.failed += 1
+        elif res.interrupted:
+            s.not_run += 1
+        else:
+            s.skipped += 1
+        self.recorded += 1
+
+    def _error(self, message: str) -> None:
+        if self.summary.output_error is None:  # the first write error is the run's
+            self.summary.output_error = message
+            self.reporter.line(f"facealign: error: {message}")
+
+    def close(self, items: Sequence[InputItem]) -> None:
+        """Commit the manifest, write the command's run-level pages (when nothing failed to
+        be written), complete ``pose.csv`` with the rows of earlier runs' items that are not
+        among ``items`` and commit it. A write error is recorded in the summary (the first
+        one) and printed."""
+        if self.manifest is not None:
+            try:
+                self.manifest.commit()
+            except OSError as exc:
+                self._error(str(output_error(f"the manifest {self.manifest.path}", exc)))
+        if self.lines is not None and self.summary.output_error is None:
+            try:
+                self.cmd.finish(self.out, self.opts, self.lines)
+            except OSError as exc:
+                self._error(f"cannot write the run's pages in {self.out}: {exc}")
+        if self.pose_csv is not None:
+            try:
+                self._add_other_rows(items)
+                self.pose_csv.commit()
+            except OSError as exc:
+                self.pose_csv.abort()
+                self._error(f"cannot write {self.out / POSE_CSV_NAME}: {exc}")
+
+    def _add_other_rows(self, items: Sequence[InputItem]) -> None:
+        """Append to ``pose.csv`` the rows of images done in ``out`` by earlier runs (same
+        settings) that are not among this run's inputs (by output key order)."""
+        paths = {it.path for it in items}
+        fps = (self.cmd.fingerprint(self.opts), self.cmd.video_fingerprint(self.opts))
+        for rec in iter_done_records(self.out, self.cmd.name):
+            rows = rec.get("rows")
+            if (rec.get("fingerprint") not in fps or not isinstance(rows, list)
+                    or rec.get("path") in paths):
+                continue
+            self.pose_csv.writerows(pad_pose_row(r) for r in rows)
