@@ -485,8 +485,9 @@ def bench_mesh_write(weights: Path, photos: list[Path], repeats: int, min_time: 
 
     from facealign_cli.core.pipeline import FaceAligner
     from facealign_cli.io.images import load_image
-    from facealign_cli.io.meshes import sample_vertex_colors, write_mesh
+    from facealign_cli.io.meshes import write_mesh
     from facealign_cli.models.regressor import Regressor
+    from facealign_cli.render.texture import sample_vertex_colors
 
     aligner = FaceAligner(regressor=Regressor(weights, num_threads=1), num_threads=1)
     face = img = None

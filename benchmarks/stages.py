@@ -84,9 +84,10 @@ def bench_stages(weights: Path, photos: list[Path], repeats: int, log) -> dict:
     from facealign_cli.batch.options import RunOptions
     from facealign_cli.core.pipeline import FaceAligner
     from facealign_cli.io.images import read_image
-    from facealign_cli.io.meshes import mesh_bytes, sample_vertex_colors
+    from facealign_cli.io.meshes import mesh_bytes
     from facealign_cli.models.detector import BlazeFaceDetector
     from facealign_cli.models.regressor_onnx import make_regressor
+    from facealign_cli.render.texture import sample_vertex_colors
 
     det = BlazeFaceDetector(num_threads=1)
     aligner = FaceAligner(detector=det, regressor=make_regressor(weights, num_threads=1),

@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "Regressor": "facealign_cli.core.regression",
     "read_image": "facealign_cli.io.images",
     "write_mesh": "facealign_cli.io.meshes",
-    "sample_vertex_colors": "facealign_cli.io.meshes",
+    "sample_vertex_colors": "facealign_cli.render.texture",
     **{name: "facealign_cli.io.images" for name in __all__ if name.endswith("Error")},
 }
 
@@ -63,7 +63,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         UnsupportedImageError,
         read_image,
     )
-    from facealign_cli.io.meshes import sample_vertex_colors, write_mesh
+    from facealign_cli.io.meshes import write_mesh
+    from facealign_cli.render.texture import sample_vertex_colors
 
 
 def __getattr__(name: str):

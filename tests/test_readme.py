@@ -86,7 +86,7 @@ def test_python_example_runs(tmp_path, monkeypatch, capsys):
     import numpy as np
     import trimesh
 
-    from facealign_cli.io.meshes import sample_vertex_colors
+    from facealign_cli.render.texture import sample_vertex_colors
 
     m = trimesh.load(meshes[0], process=False, force="mesh")
     face, photo = ns["face"], ns["photo"]

@@ -1,6 +1,6 @@
 """Mesh files (OBJ with per-vertex colours, binary PLY, binary glTF), UV-textured meshes (OBJ +
-MTL + PNG, or GLB with the texture embedded, through trimesh's exporters) and per-vertex colours
-from a photo.
+MTL + PNG, or GLB with the texture embedded, through trimesh's exporters). The colours and
+textures themselves come from :mod:`facealign_cli.render.texture`.
 
 Nothing here knows about the 3DMM: callers pass plain arrays. In this project the vertices are in
 the image pixel frame of :mod:`facealign_cli.core.face` (x right, y down, z away from the camera, a
@@ -32,14 +32,11 @@ import os
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facealign_cli.defaults import DEFAULT_MESH_FRAME, MESH_FORMATS, MESH_FRAMES
 from facealign_cli.io.obj_text import face_lines, vertex_lines
 from facealign_cli.io.records import atomic_open
-
-NEUTRAL_GREY = (128, 128, 128)
 
 
 def _check_mesh(vertices, triangles, colors) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -340,65 +337,3 @@ def write_mesh(path: str | os.PathLike, vertices: np.ndarray, triangles: np.ndar
         for part in _obj_parts(v, t, c):
             fh.write(part)
     return path
-
-
-def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
-                         outside: tuple[int, int, int] = NEUTRAL_GREY) -> np.ndarray:
-    """Per-vertex colours by bilinear sampling of an image at the vertices' (x, y).
-
-    Pixel (0, 0) has its centre at (0, 0) (the frame of :mod:`facealign_cli.core.face`). A vertex
-    whose (x, y) lies on the image (``-0.5 <= x <= W - 0.5`` and ``-0.5 <= y <= H - 0.5``) gets
-    the bilinear interpolation of the four nearest pixel centres (edge pixels repeated past the
-    outermost centres); any other vertex, or one with a non-finite coordinate, gets ``outside``.
-
-    Args:
-        image_bgr: (H, W, 3) uint8 BGR image (as OpenCV loads it); (H, W) grey or (H, W, 4)
-            BGRA are accepted too (alpha ignored).
-        vertices: (N, 2) or (N, 3) float positions in image pixels, x right, y down (z, if
-            present, is ignored).
-        outside: RGB colour for vertices off the image (default neutral grey 128).
-
-    Returns:
-        (N, 3) uint8 RGB colours (OpenCV fixed-point bilinear interpolation, within 1 of exact).
-
-    Raises:
-        ValueError: image or vertices of the wrong shape or dtype.
-    """
-    img = np.asarray(image_bgr)
-    if img.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {img.dtype}")
-    if (img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4))
-            or img.shape[0] == 0 or img.shape[1] == 0):
-        raise ValueError(f"image must be (H, W, 3) BGR, got shape {img.shape}")
-    h, w = img.shape[:2]
-    v = np.asarray(vertices, dtype=np.float64)
-    if v.ndim != 2 or v.shape[1] not in (2, 3):
-        raise ValueError(f"vertices must be (N, 2) or (N, 3), got shape {v.shape}")
-    out = np.empty((len(v), 3), np.uint8)
-    out[:] = np.asarray(outside, dtype=np.uint8)
-    x, y = v[:, 0], v[:, 1]
-    with np.errstate(invalid="ignore"):
-        inside = (np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= w - 0.5)
-                  & (y >= -0.5) & (y <= h - 0.5))
-    if not inside.any():
-        return out
-    # OpenCV's bilinear remap (pixel centres at integer coordinates, edges replicated) of the
-    # photo as it is (no copy of it: channels are interpolated independently, so they are put
-    # in RGB order after sampling). remap wants maps under 32767 rows/columns: the points are
-    # laid out as a 256-wide grid.
-    k = int(inside.sum())
-    cols = 256
-    rows = -(-k // cols)
-    mx = np.zeros(rows * cols, np.float32)
-    my = np.zeros(rows * cols, np.float32)
-    mx[:k] = x[inside]
-    my[:k] = y[inside]
-    sampled = cv2.remap(np.ascontiguousarray(img), mx.reshape(rows, cols),
-                        my.reshape(rows, cols), interpolation=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE)
-    sampled = sampled.reshape(rows * cols, -1)[:k]
-    if sampled.shape[1] == 1:  # grey
-        out[inside] = sampled
-    else:  # BGR(A) -> RGB
-        out[inside] = sampled[:, 2::-1]
-    return out

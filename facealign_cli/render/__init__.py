@@ -23,6 +23,8 @@ Modules:
 * :mod:`.shading` — shaded mesh and depth layers (:func:`mesh_layers`, :func:`blend_mesh`,
   :func:`depth_image`).
 * :mod:`.raster` — the z-buffered rasteriser (DEODR's CPU scan-line renderer, no OpenGL).
+* :mod:`.texture` — colours of a face from its photo: per-vertex colours
+  (:func:`~.texture.sample_vertex_colors`) and a UV texture (:func:`~.texture.bake_texture`).
 * :mod:`.sheet` — ``index.html`` from per-photo records, thumbnails.
 * :mod:`.video` — annotated videos (:class:`VideoRenderer`: the layers and each face's track
   id on every frame, encoded frame by frame).

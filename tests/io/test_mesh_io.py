@@ -15,7 +15,8 @@ from facealign_cli.core.morphable_model import (  # noqa: E402
     load_morphable_model,
 )
 from facealign_cli.io import meshes as mesh_io  # noqa: E402
-from facealign_cli.io.meshes import sample_vertex_colors, write_mesh  # noqa: E402
+from facealign_cli.io.meshes import write_mesh  # noqa: E402
+from facealign_cli.render.texture import sample_vertex_colors  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +224,7 @@ def test_sampling_many_vertices():
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     pts = np.stack([rng.integers(0, 80, 40000), rng.integers(0, 60, 40000)], 1).astype(float)
-    got = mesh_io.sample_vertex_colors(img, pts)
+    got = sample_vertex_colors(img, pts)
     np.testing.assert_array_equal(got, img[pts[:, 1].astype(int), pts[:, 0].astype(int), ::-1])
 
 

@@ -10,7 +10,7 @@ import trimesh
 
 from facealign_cli.core.morphable_model import load_face_topology, load_face_uv
 from facealign_cli.io.meshes import mesh_bytes, safe_texture_stem, textured_mesh_files
-from facealign_cli.io.texture import bake_texture, texture_size
+from facealign_cli.render.texture import bake_texture, texture_size
 
 
 def test_shipped_uvs_fit_the_topology_and_do_not_fold():

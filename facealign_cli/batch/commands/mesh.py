@@ -42,13 +42,13 @@ def face_colours(aligner, img, faces, opts: RunOptions) -> list:
     sampled from it (faces in ``img``'s pixels, vertices set)."""
     if opts.texture:
         from facealign_cli.core.morphable_model import load_face_uv
-        from facealign_cli.io.texture import bake_texture, texture_size
+        from facealign_cli.render.texture import bake_texture, texture_size
 
         uv = load_face_uv()
         size = texture_size(uv.aspect)
         tris = aligner.topology.triangles
         return [bake_texture(img, f.vertices, tris, uv.uv, uv.mirror, size) for f in faces]
-    from facealign_cli.io.meshes import sample_vertex_colors
+    from facealign_cli.render.texture import sample_vertex_colors
 
     return [sample_vertex_colors(img, f.vertices) for f in faces]
 

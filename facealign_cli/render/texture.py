@@ -1,6 +1,8 @@
-"""A UV texture of one face from its photo (``facealign mesh --texture``).
+"""Colours of a face from its photo: per-vertex colours (:func:`sample_vertex_colors`, meshes
+with colours) and a UV texture (:func:`bake_texture`, ``facealign mesh --texture``).
 
-The texture is the fixed unwrapping of the face region
+Vertex colours are the photo bilinearly sampled at each vertex's (x, y), whether or not the
+vertex is seen. The texture is the fixed unwrapping of the face region
 (:func:`facealign_cli.core.morphable_model.load_face_uv`, ``scripts/build_face_uv.py``) filled
 from the photo:
 
@@ -19,7 +21,8 @@ from the photo:
    points off the photo.
 
 Frames: vertices in the image frame of :mod:`facealign_cli.core.face` (pixels, x right, y down,
-z away from the camera); the texture is (H, W, 3) uint8 **RGB**, row 0 at v = 1.
+z away from the camera); colours and textures are uint8 **RGB**, a texture (H, W, 3) with row 0
+at v = 1.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facealign_cli.io.meshes import NEUTRAL_GREY
+from facealign_cli.render.raster import face_size, rasterize
+from facealign_cli.render.shading import vertex_normals
+
+#: RGB colour of what the photo does not colour (off the photo, hidden, outside the chart).
+NEUTRAL_GREY = (128, 128, 128)
 
 #: Width of a face texture in texels; its height is width / the unwrapping's aspect.
 TEXTURE_WIDTH = 512
@@ -67,9 +74,6 @@ def bake_texture(image_bgr: np.ndarray, vertices: np.ndarray, triangles: np.ndar
     Raises:
         ValueError: inconsistent shapes.
     """
-    from facealign_cli.render.raster import face_size, rasterize
-    from facealign_cli.render.shading import vertex_normals
-
     img = np.asarray(image_bgr)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 BGR, got {img.dtype} {img.shape}")
@@ -119,4 +123,66 @@ def bake_texture(image_bgr: np.ndarray, vertices: np.ndarray, triangles: np.ndar
                         borderMode=cv2.BORDER_REPLICATE)
     use = vis | vis_m
     out[use] = sampled[use]
+    return out
+
+
+def sample_vertex_colors(image_bgr: np.ndarray, vertices: np.ndarray,
+                         outside: tuple[int, int, int] = NEUTRAL_GREY) -> np.ndarray:
+    """Per-vertex colours by bilinear sampling of an image at the vertices' (x, y).
+
+    Pixel (0, 0) has its centre at (0, 0) (the frame of :mod:`facealign_cli.core.face`). A vertex
+    whose (x, y) lies on the image (``-0.5 <= x <= W - 0.5`` and ``-0.5 <= y <= H - 0.5``) gets
+    the bilinear interpolation of the four nearest pixel centres (edge pixels repeated past the
+    outermost centres); any other vertex, or one with a non-finite coordinate, gets ``outside``.
+
+    Args:
+        image_bgr: (H, W, 3) uint8 BGR image (as OpenCV loads it); (H, W) grey or (H, W, 4)
+            BGRA are accepted too (alpha ignored).
+        vertices: (N, 2) or (N, 3) float positions in image pixels, x right, y down (z, if
+            present, is ignored).
+        outside: RGB colour for vertices off the image (default neutral grey 128).
+
+    Returns:
+        (N, 3) uint8 RGB colours (OpenCV fixed-point bilinear interpolation, within 1 of exact).
+
+    Raises:
+        ValueError: image or vertices of the wrong shape or dtype.
+    """
+    img = np.asarray(image_bgr)
+    if img.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {img.dtype}")
+    if (img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4))
+            or img.shape[0] == 0 or img.shape[1] == 0):
+        raise ValueError(f"image must be (H, W, 3) BGR, got shape {img.shape}")
+    h, w = img.shape[:2]
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] not in (2, 3):
+        raise ValueError(f"vertices must be (N, 2) or (N, 3), got shape {v.shape}")
+    out = np.empty((len(v), 3), np.uint8)
+    out[:] = np.asarray(outside, dtype=np.uint8)
+    x, y = v[:, 0], v[:, 1]
+    with np.errstate(invalid="ignore"):
+        inside = (np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= w - 0.5)
+                  & (y >= -0.5) & (y <= h - 0.5))
+    if not inside.any():
+        return out
+    # OpenCV's bilinear remap (pixel centres at integer coordinates, edges replicated) of the
+    # photo as it is (no copy of it: channels are interpolated independently, so they are put
+    # in RGB order after sampling). remap wants maps under 32767 rows/columns: the points are
+    # laid out as a 256-wide grid.
+    k = int(inside.sum())
+    cols = 256
+    rows = -(-k // cols)
+    mx = np.zeros(rows * cols, np.float32)
+    my = np.zeros(rows * cols, np.float32)
+    mx[:k] = x[inside]
+    my[:k] = y[inside]
+    sampled = cv2.remap(np.ascontiguousarray(img), mx.reshape(rows, cols),
+                        my.reshape(rows, cols), interpolation=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+    sampled = sampled.reshape(rows * cols, -1)[:k]
+    if sampled.shape[1] == 1:  # grey
+        out[inside] = sampled
+    else:  # BGR(A) -> RGB
+        out[inside] = sampled[:, 2::-1]
     return out
