@@ -11,10 +11,10 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from facealign_cli.models.weights import ARCH_ALIASES, ARCHS
+from facealign_cli.models.weights import ARCH_ALIASES, ARCHS, canonical_arch
 
 #: Values of the ``labels`` key: the teacher's labels (v1) or labels refitted to the real
 #: landmarks (v2).
@@ -39,7 +39,7 @@ class TrainConfig:
     :meth:`validate` checks them, :meth:`from_toml` reads and checks a recipe.
     """
 
-    arch: str = "fan_s"
+    arch: str = "dws_s"
     stem: int = 16
     epochs: int = 30
     batch_size: int = 128
@@ -141,6 +141,18 @@ _RANGES = {
     "prior": (0, None, False), "roi_scale": (0, None, True), "rot_sigma": (0, None, False),
     "photo_p": (0, 1, False),
 }
+
+
+def stored_config(cfg: TrainConfig) -> dict:
+    """The config as a checkpoint stores it: ``asdict(cfg)`` with the arch under its current
+    name (``"fan_m"`` -> ``"dws_m"``, :data:`~facealign_cli.models.weights.ARCH_ALIASES`)."""
+    return {**asdict(cfg), "arch": canonical_arch(cfg.arch)}
+
+
+def same_recipe(stored: dict, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's stored config (a dict) is ``cfg``'s, old arch names read as their
+    current ones (a run written as ``fan_m`` resumes under ``dws_m`` and back)."""
+    return {**stored, "arch": canonical_arch(stored.get("arch"))} == stored_config(cfg)
 
 
 def _is_number(v) -> bool:

@@ -30,7 +30,8 @@ from facealign_cli.core.regression import CropFitter
 from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
 from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
-from facealign_cli.training.config import TrainConfig
+from facealign_cli.models.weights import canonical_arch
+from facealign_cli.training.config import TrainConfig, same_recipe, stored_config
 from facealign_cli.training.data import SIZE, prepare_training_set
 from facealign_cli.training.decoder import VertexDecoder
 from facealign_cli.training.labels import prepare_refitted_set
@@ -258,7 +259,7 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     last = out_dir / "last.pth"
     if last.is_file():  # resume an interrupted run of the same config
         st = torch.load(last, map_location="cpu", weights_only=False)
-        if st["config"] != asdict(cfg):
+        if not same_recipe(st["config"], cfg):
             raise ValueError(f"{last} was written by another config; use another --out")
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
@@ -346,8 +347,9 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
         (out_dir / "best.pth").replace(ck)
         _log(f"kept the epoch-{best['epoch']} checkpoint (validation NME {best['nme']:.3f} %)",
              logf)
-    summary = {"config": asdict(cfg), "steps": step, "wall_time_s": round(time.time() - t_start),
-               "checkpoint": str(ck), "sha256": sha256_of(ck), "validation": best}
+    summary = {"config": stored_config(cfg), "steps": step,
+               "wall_time_s": round(time.time() - t_start), "checkpoint": str(ck),
+               "sha256": sha256_of(ck), "validation": best}
     if eval_fn is not None:
         summary["metrics"] = eval_fn(ck)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -408,9 +410,9 @@ def validate(net, crops: np.ndarray, real: np.ndarray, t_mean, t_std, fitter) ->
 def _save_state(path: Path, net, opt, sched, cfg, step, epoch, best, rng, t_start) -> None:
     """Everything needed to resume a run after its last finished epoch."""
     st = {"model": net.state_dict(), "optimizer": opt.state_dict(),
-          "scheduler": sched.state_dict(), "config": asdict(cfg), "steps": step, "epoch": epoch,
-          "best": best, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-          "wall_time_s": round(time.time() - t_start)}
+          "scheduler": sched.state_dict(), "config": stored_config(cfg), "steps": step,
+          "epoch": epoch, "best": best, "rng": rng.bit_generator.state,
+          "torch_rng": torch.get_rng_state(), "wall_time_s": round(time.time() - t_start)}
     tmp = path.with_suffix(".tmp")
     torch.save(st, tmp)
     tmp.replace(path)
@@ -418,8 +420,9 @@ def _save_state(path: Path, net, opt, sched, cfg, step, epoch, best, rng, t_star
 
 def _save(net, cfg, pmean, pstd, path: Path, t_start: float, step: int,
           extra: dict | None = None) -> Path:
-    ck = {"model": net.state_dict(), "arch": cfg.arch, "stem": cfg.stem, "input_size": SIZE,
-          "param_mean": pmean, "param_std": pstd, "config": asdict(cfg), "steps": step,
+    ck = {"model": net.state_dict(), "arch": canonical_arch(cfg.arch), "stem": cfg.stem,
+          "input_size": SIZE, "param_mean": pmean, "param_std": pstd,
+          "config": stored_config(cfg), "steps": step,
           "wall_time_s": round(time.time() - t_start), **(extra or {})}
     tmp = path.with_suffix(".tmp")
     torch.save(ck, tmp)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from facealign_cli.cli.train import train_cmd
-from facealign_cli.training.config import ConfigError, TrainConfig
+from facealign_cli.training.config import ConfigError, TrainConfig, same_recipe, stored_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("train_v*.toml"))
@@ -33,6 +33,22 @@ def test_every_shipped_recipe_validates_and_reads_as_the_plain_toml_says():
         assert repr(asdict(cfg)) == repr(asdict(TrainConfig(**raw))), p.name
         cfg.validate()
     assert TrainConfig.from_toml(REPO / "configs" / "train_v3.toml").arch == "mb05"
+    # the fan_* -> dws_* rename is finished in the recipes: old names are only read
+    assert {TrainConfig.from_toml(p).arch for p in CONFIGS} == {"dws_m", "mb05"}
+
+
+def test_a_stored_config_names_the_arch_by_its_current_name_and_old_names_still_match():
+    old = TrainConfig(arch="fan_m", epochs=7)
+    assert asdict(old)["arch"] == "fan_m"  # the config itself is taken as given ...
+    stored = stored_config(old)
+    assert stored == {**asdict(old), "arch": "dws_m"}  # ... checkpoints store the new name
+    new = TrainConfig(arch="dws_m", epochs=7)
+    assert same_recipe(stored, new) and same_recipe(asdict(old), new)  # a run before the rename
+    assert same_recipe(stored, old)
+    assert not same_recipe(stored, TrainConfig(arch="dws_s", epochs=7))
+    assert not same_recipe(stored, TrainConfig(arch="dws_m", epochs=8))
+    v3 = TrainConfig.from_toml(REPO / "configs" / "train_v3.toml")
+    assert stored_config(v3) == asdict(v3)  # names without an alias: exactly asdict
 
 
 def _recipe(tmp_path: Path, old: str, new: str) -> Path:

@@ -85,3 +85,24 @@ def test_resume_refuses_another_config(shared, tiny_cache, tmp_path):
     other.lr = 5e-4
     with pytest.raises(ValueError, match="another config"):
         T.train(other, shared, teacher, tmp_path / "run", tiny_cache)
+
+
+def test_checkpoints_store_the_current_arch_name_and_old_runs_still_resume(
+        shared, tiny_cache, tmp_path):
+    """A recipe with an old arch name (``fan_s``) saves ``dws_s``; a ``last.pth`` written
+    before the rename (config ``fan_s``) resumes under ``dws_s``."""
+    teacher = shared / "teacher" / "mb05_120x120.pth"
+    cfg = _cfg()
+    cfg.arch, cfg.epochs = "fan_s", 1
+    ck = torch.load(T.train(cfg, shared, teacher, tmp_path / "run", tiny_cache),
+                    weights_only=False)
+    assert ck["arch"] == ck["config"]["arch"] == "dws_s"
+    last = tmp_path / "run" / "last.pth"
+    st = torch.load(last, weights_only=False)
+    assert st["config"]["arch"] == "dws_s"
+    st["config"]["arch"] = "fan_s"  # as a run before the rename wrote it
+    torch.save(st, last)
+    again = _cfg()
+    again.epochs = 1
+    T.train(again, shared, teacher, tmp_path / "run", tiny_cache)
+    assert "resumed from" in (tmp_path / "run" / "train_log.txt").read_text()
