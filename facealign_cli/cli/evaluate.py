@@ -293,42 +293,95 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
     to the landmarks on the still photo), raw and smoothed: its rise is the lag that
     smoothing costs. Also tracks per face, and frames per second of the video pipeline.
     """
-    import dataclasses
-
-    from facealign_cli.core.morphable_model import BasisNotFoundError
-    from facealign_cli.core.smoothing import LANDMARK_DEFAULTS, POSE_DEFAULTS, FaceSmoother
-    from facealign_cli.core.tracking import (
-        DEFAULT_IOU_THRESHOLD,
-        DEFAULT_MAX_DISTANCE,
-        DEFAULT_MAX_MISSED,
-        DEFAULT_MAX_SIZE_RATIO,
-        VideoAligner,
-    )
-    from facealign_cli.evaluation import datasets as D
     from facealign_cli.evaluation import stability as S
 
-    frames = S.DEFAULT_FRAMES if frames is None else frames
-    moving_frames = S.DEFAULT_MOVING_FRAMES if moving_frames is None else moving_frames
-    fps = S.DEFAULT_FPS if fps is None else fps
-    seed = S.DEFAULT_SEED if seed is None else seed
-    smooth = dataclasses.replace(LANDMARK_DEFAULTS, **{k: v for k, v in {
-        "min_cutoff": smooth_min_cutoff, "beta": smooth_beta,
-        "d_cutoff": smooth_d_cutoff, "dead_zone": smooth_dead_zone}.items() if v is not None})
+    frames = _or_default(frames, S.DEFAULT_FRAMES)
+    moving_frames = _or_default(moving_frames, S.DEFAULT_MOVING_FRAMES)
+    fps = _or_default(fps, S.DEFAULT_FPS)
+    seed = _or_default(seed, S.DEFAULT_SEED)
+    smooth = _landmark_smoothing(min_cutoff=smooth_min_cutoff, beta=smooth_beta,
+                                 d_cutoff=smooth_d_cutoff, dead_zone=smooth_dead_zone)
     _check_outputs(None, json_path, markdown_path)
+    photos = _stability_photos(directory, limit)
+    annotated = _annotated_faces(directory, annotations)
+    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
+    detector, det_info = _load_detector(threads)
+    figs, per = _run_stability(methods, detector, photos, detect_every=detect_every,
+                               smooth=smooth, frames=frames, moving_frames=moving_frames,
+                               fps=fps, seed=seed, annotated=annotated,
+                               iou_threshold=iou_threshold)
+    settings = {
+        "dataset": "photos", "path": str(directory), "photos": len(photos), "limit": limit,
+        "subset": "evenly spaced over the sorted names" if limit else "all",
+        "frames": frames, "moving_frames": moving_frames, "fps": fps, "seed": seed,
+        "faces": _faces_setting(annotations, iou_threshold),
+        **_stability_method_settings(smooth),
+        "detect_every": detect_every, "threads": threads, "detector": det_info,
+        **_tracking_settings(),
+    }
+    doc = {"command": "facealign evaluate stability", "version": __version__,
+           "created_utc": _now(), "settings": settings,
+           "methods": {m.key: m.info for m in methods}, "results": figs}
+    if per_image:
+        doc["per_image"] = per
+    _write_outputs(doc, S.stability_tables(doc), "facealign evaluate — stability", json_path,
+                   markdown_path, None, lambda: [])
+
+
+def _or_default(value, default):
+    """``value``, or ``default`` where an option was not given (None)."""
+    return default if value is None else value
+
+
+def _landmark_smoothing(**given):
+    """The landmark One-Euro settings: the tool's, with the ``--smooth-*`` options given (not
+    None) in place of theirs."""
+    import dataclasses
+
+    from facealign_cli.core.smoothing import LANDMARK_DEFAULTS
+
+    return dataclasses.replace(LANDMARK_DEFAULTS,
+                               **{k: v for k, v in given.items() if v is not None})
+
+
+def _stability_photos(directory: Path, limit: int) -> list[Path]:
+    """The photos of ``directory`` (sorted, hidden files skipped), ``limit`` of them spread
+    evenly when ``limit`` > 0. Raises SetupError when there is none."""
+    from facealign_cli.evaluation import datasets as D
+
     photos = sorted(p for p in directory.iterdir()
                     if p.is_file() and p.suffix in D.IMAGE_SUFFIXES and not p.name.startswith("."))
     if not photos:
         raise SetupError(f"{directory} holds no photos ({', '.join(D.IMAGE_SUFFIXES)})")
-    photos = [photos[i] for i in D.select_indices(len(photos), limit)]
-    annotated = None
-    if annotations is not None:
-        try:
-            items = D.open_landmarks68(directory, annotations)
-        except D.DatasetLayoutError as exc:
-            raise SetupError(str(exc)) from exc
-        annotated = {it.path.stem: it.faces for it in items}
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
-    detector, det_info = _load_detector(threads)
+    return [photos[i] for i in D.select_indices(len(photos), limit)]
+
+
+def _annotated_faces(directory: Path, annotations: Path | None) -> dict | None:
+    """``{photo stem: annotated faces}`` of ``--annotations`` (None without it). Raises
+    SetupError for a file that does not fit the folder."""
+    if annotations is None:
+        return None
+    from facealign_cli.evaluation import datasets as D
+
+    try:
+        items = D.open_landmarks68(directory, annotations)
+    except D.DatasetLayoutError as exc:
+        raise SetupError(str(exc)) from exc
+    return {it.path.stem: it.faces for it in items}
+
+
+def _run_stability(methods, detector, photos, *, detect_every, smooth, annotated,
+                   iou_threshold, **videos) -> tuple[dict, dict]:
+    """``(figures, per-photo figures)`` by method key: each method's video pipeline (detector,
+    tracker, ``smooth`` landmarks and the tool's pose smoothing) over the synthetic videos of
+    ``photos`` (``videos``: frames, moving_frames, fps, seed). Raises SetupError for a data set
+    or 3DMM basis that cannot be read."""
+    from facealign_cli.core.morphable_model import BasisNotFoundError
+    from facealign_cli.core.smoothing import POSE_DEFAULTS, FaceSmoother
+    from facealign_cli.core.tracking import VideoAligner
+    from facealign_cli.evaluation import datasets as D
+    from facealign_cli.evaluation import stability as S
+
     figs, per = {}, {}
     try:
         for m in methods:
@@ -336,21 +389,32 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
             va = VideoAligner(aligner, detect_every=detect_every,
                               smoother=FaceSmoother(smooth, POSE_DEFAULTS))
             with _progress(len(photos), f"stability ({m.label})") as advance:
-                run = S.run_stability(photos, aligner, va, frames=frames,
-                                      moving_frames=moving_frames, fps=fps, seed=seed,
+                run = S.run_stability(photos, aligner, va, **videos,
                                       smooth=smooth, read_image=D.read_dataset_image,
                                       progress=advance, annotations=annotated,
                                       iou_threshold=iou_threshold, smooth_pose=POSE_DEFAULTS)
             figs[m.key], per[m.key] = S.summarise_stability(run)
     except (D.DatasetLayoutError, BasisNotFoundError) as exc:
         raise SetupError(str(exc)) from exc
-    settings = {
-        "dataset": "photos", "path": str(directory), "photos": len(photos), "limit": limit,
-        "subset": "evenly spaced over the sorted names" if limit else "all",
-        "frames": frames, "moving_frames": moving_frames, "fps": fps, "seed": seed,
-        "faces": ("detections matched to an annotated face of " + str(annotations) +
-                  f" (IoU >= {iou_threshold}); annotations select faces only")
-        if annotations is not None else "every detection on the photo",
+    return figs, per
+
+
+def _faces_setting(annotations: Path | None, iou_threshold: float) -> str:
+    """The report's ``faces`` setting: which detections count."""
+    if annotations is None:
+        return "every detection on the photo"
+    return ("detections matched to an annotated face of " + str(annotations) +
+            f" (IoU >= {iou_threshold}); annotations select faces only")
+
+
+def _stability_method_settings(smooth) -> dict:
+    """The report's settings of the synthetic videos and of the smoothing."""
+    import dataclasses
+
+    from facealign_cli.core.smoothing import POSE_DEFAULTS
+    from facealign_cli.evaluation import stability as S
+
+    return {
         "similarities": {"scale": list(S.SCALE_RANGE), "rotation_deg": S.ROTATION_DEG,
                          "shift_px": S.SHIFT_PX, "centre": "mean centre of the photo's faces",
                          "source": "3DDFA-V2 short-video synthesis (Guo et al., ECCV 2020)"},
@@ -363,7 +427,20 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
                                   "shape) over each track's mapped-back landmarks (a still "
                                   "face with the pipeline's noise)",
         "smoothing_moving_video": "the pipeline's FaceSmoother on the frames, then mapped back",
-        "detect_every": detect_every, "threads": threads, "detector": det_info,
+    }
+
+
+def _tracking_settings() -> dict:
+    """The report's settings of the tracker and its units (after ``detector``)."""
+    from facealign_cli.core.tracking import (
+        DEFAULT_IOU_THRESHOLD,
+        DEFAULT_MAX_DISTANCE,
+        DEFAULT_MAX_MISSED,
+        DEFAULT_MAX_SIZE_RATIO,
+    )
+    from facealign_cli.evaluation import stability as S
+
+    return {
         "tracking": {"iou_threshold": DEFAULT_IOU_THRESHOLD, "max_missed": DEFAULT_MAX_MISSED,
                      "max_distance_face_sizes": DEFAULT_MAX_DISTANCE,
                      "max_size_ratio": DEFAULT_MAX_SIZE_RATIO,
@@ -372,13 +449,6 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
         "units_pose": "degrees (pose_jitter, pose_error: mean over yaw, pitch and roll; roll "
                       "mapped back as roll - the frame's in-plane rotation)",
     }
-    doc = {"command": "facealign evaluate stability", "version": __version__,
-           "created_utc": _now(), "settings": settings,
-           "methods": {m.key: m.info for m in methods}, "results": figs}
-    if per_image:
-        doc["per_image"] = per
-    _write_outputs(doc, S.stability_tables(doc), "facealign evaluate — stability", json_path,
-                   markdown_path, None, lambda: [])
 
 
 if __name__ == "__main__":  # pragma: no cover
