@@ -103,33 +103,24 @@ class OutputLock:
             with contextlib.suppress(OSError):
                 self._f.seek(0)
                 self._f.truncate()
-                _unlock_file(self._f)
+                _lock_file(self._f, release=True)
             self._f.close()
             self._f = None
 
 
-def _lock_file(f) -> None:
+def _lock_file(f, *, release: bool = False) -> None:
+    """Take (exclusive, without waiting: ``OSError`` when another process holds it) or, with
+    ``release``, give back the lock of the open file ``f``: ``fcntl.flock``, or on Windows
+    ``msvcrt``'s lock of its first byte."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         import msvcrt
 
         f.seek(0)
-        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK if release else msvcrt.LK_NBLCK, 1)
         return
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def _unlock_file(f) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-
-        f.seek(0)
-        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    fcntl.flock(f.fileno(), fcntl.LOCK_UN if release else fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def check_done(cmd: Command, opts: RunOptions, out: Path, item: InputItem, fp: dict
