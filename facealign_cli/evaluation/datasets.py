@@ -164,77 +164,121 @@ def open_aflw2000(root: str | Path, limit: int = 0) -> AFLW2000Set:
         raise DatasetLayoutError(f"{root} is not a folder")
     proto = root / "3ddfa-protocol"
     if proto.is_dir():
-        layout = "3ddfa-protocol"
-        need = ["AFLW2000-3D_crop.list", "AFLW2000-3D_crop.roi_box.npy", "AFLW2000-3D.pts68.npy",
-                "AFLW2000-3D.pose.npy"]
-        missing = [n for n in need if not (proto / n).is_file()]
-        if missing:
-            raise DatasetLayoutError(f"{proto} lacks {', '.join(missing)}")
-        try:
-            all_names = (proto / "AFLW2000-3D_crop.list").read_text().split()
-            roi = np.load(proto / "AFLW2000-3D_crop.roi_box.npy").astype(np.float64)
-            pts = np.load(proto / "AFLW2000-3D.pts68.npy").astype(np.float64)
-            yaw_fit = np.load(proto / "AFLW2000-3D.pose.npy").astype(np.float64).reshape(-1)
-            new = proto / "AFLW2000-3D-new.pose.npy"
-            yaw_aflw = (np.load(new).astype(np.float64).reshape(-1) if new.is_file() else None)
-        except (OSError, ValueError) as exc:
-            raise DatasetLayoutError(f"cannot read the arrays of {proto}: {exc}") from exc
-        n = len(all_names)
-        if roi.shape != (n, 4) or pts.shape != (n, 3, 68) or yaw_fit.shape != (n,) or (
-                yaw_aflw is not None and yaw_aflw.shape != (n,)):
-            raise DatasetLayoutError(
-                f"the arrays of {proto} do not match AFLW2000-3D_crop.list ({n} names): roi_box "
-                f"{roi.shape} (want ({n}, 4)), pts68 {pts.shape} (want ({n}, 3, 68)), pose "
-                f"{yaw_fit.shape}" + ("" if yaw_aflw is None else f", new pose {yaw_aflw.shape}"))
-        if n == 0:
-            raise DatasetLayoutError(f"{proto / 'AFLW2000-3D_crop.list'} is empty")
-        lacking = [f for nm in all_names for f in (nm, Path(nm).with_suffix(".mat").name)
-                   if not (root / f).is_file()]
-        if lacking:
-            raise DatasetLayoutError(
-                f"{len(lacking)} file(s) listed by the 3ddfa protocol are missing from {root} "
-                f"(each image needs its .jpg and .mat): {_listing(lacking)}")
-        idx = select_indices(n, limit)
-        names = [all_names[i] for i in idx]
-        roi, pts = roi[idx], pts[idx].transpose(0, 2, 1)
-        splits = {"fit": yaw_fit[idx]}
-        if yaw_aflw is not None:
-            splits["aflw"] = yaw_aflw[idx]
-        mats = [_load_mat(root / Path(nm).with_suffix(".mat").name, ("Pose_Para",))
-                for nm in names]
+        layout, (subset, mats) = "3ddfa-protocol", _open_3ddfa_protocol(root, proto, limit)
     else:
-        layout = "official"
-        jpgs = {p.stem for p in root.glob("*.jpg")}
-        matf = {p.stem for p in root.glob("*.mat")}
-        if not jpgs and not matf:
-            raise DatasetLayoutError(
-                f"{root} holds no AFLW2000-3D files: expected imageNNNNN.jpg + imageNNNNN.mat "
-                "pairs (official layout), optionally with a 3ddfa-protocol/ folder")
-        no_mat, no_jpg = sorted(jpgs - matf), sorted(matf - jpgs)
-        if no_mat or no_jpg:
-            parts = []
-            if no_mat:
-                parts.append(f"{len(no_mat)} .jpg without .mat: "
-                             f"{_listing([s + '.jpg' for s in no_mat])}")
-            if no_jpg:
-                parts.append(f"{len(no_jpg)} .mat without .jpg: "
-                             f"{_listing([s + '.mat' for s in no_jpg])}")
-            raise DatasetLayoutError(f"unpaired files in {root}: " + "; ".join(parts))
-        stems = sorted(jpgs)
-        n = len(stems)
-        idx = select_indices(n, limit)
-        names = [stems[i] + ".jpg" for i in idx]
-        mats = [_load_mat(root / (stems[i] + ".mat"), ("Pose_Para", "pt3d_68")) for i in idx]
-        pts = []
-        for nm, m in zip(names, mats):
-            p = np.asarray(m["pt3d_68"], dtype=np.float64)
-            if p.shape != (3, 68):
-                raise DatasetLayoutError(f"{nm}: pt3d_68 has shape {p.shape}, want (3, 68)")
-            pts.append(p.T)
-        pts = np.stack(pts)
-        roi = np.stack([G.roi_box_from_landmarks(p) for p in pts]).astype(np.float64)
-        splits = {"fit": np.array([math.degrees(float(m["Pose_Para"].reshape(-1)[1]))
-                                   for m in mats])}
+        layout, (subset, mats) = "official", _open_official(root, limit)
+    return AFLW2000Set(root=root, layout=layout, **subset, pose=_poses(subset["names"], mats))
+
+
+#: ``(fields of AFLW2000Set but root, layout and pose, the loaded .mat of each image)``
+_Subset = tuple[dict, list[dict]]
+
+
+def _protocol_arrays(proto: Path):
+    """``(names, roi (N, 4), pts68 (N, 3, 68), fit yaw (N,), aflw yaw (N,) or None)`` of
+    ``root/3ddfa-protocol``, their shapes checked against its list of names."""
+    need = ["AFLW2000-3D_crop.list", "AFLW2000-3D_crop.roi_box.npy", "AFLW2000-3D.pts68.npy",
+            "AFLW2000-3D.pose.npy"]
+    missing = [n for n in need if not (proto / n).is_file()]
+    if missing:
+        raise DatasetLayoutError(f"{proto} lacks {', '.join(missing)}")
+    try:
+        all_names = (proto / "AFLW2000-3D_crop.list").read_text().split()
+        roi = np.load(proto / "AFLW2000-3D_crop.roi_box.npy").astype(np.float64)
+        pts = np.load(proto / "AFLW2000-3D.pts68.npy").astype(np.float64)
+        yaw_fit = np.load(proto / "AFLW2000-3D.pose.npy").astype(np.float64).reshape(-1)
+        new = proto / "AFLW2000-3D-new.pose.npy"
+        yaw_aflw = (np.load(new).astype(np.float64).reshape(-1) if new.is_file() else None)
+    except (OSError, ValueError) as exc:
+        raise DatasetLayoutError(f"cannot read the arrays of {proto}: {exc}") from exc
+    n = len(all_names)
+    if roi.shape != (n, 4) or pts.shape != (n, 3, 68) or yaw_fit.shape != (n,) or (
+            yaw_aflw is not None and yaw_aflw.shape != (n,)):
+        raise DatasetLayoutError(
+            f"the arrays of {proto} do not match AFLW2000-3D_crop.list ({n} names): roi_box "
+            f"{roi.shape} (want ({n}, 4)), pts68 {pts.shape} (want ({n}, 3, 68)), pose "
+            f"{yaw_fit.shape}" + ("" if yaw_aflw is None else f", new pose {yaw_aflw.shape}"))
+    if n == 0:
+        raise DatasetLayoutError(f"{proto / 'AFLW2000-3D_crop.list'} is empty")
+    return all_names, roi, pts, yaw_fit, yaw_aflw
+
+
+def _open_3ddfa_protocol(root: Path, proto: Path, limit: int) -> _Subset:
+    """The subset of AFLW2000-3D listed by ``root/3ddfa-protocol`` (see :func:`open_aflw2000`)."""
+    all_names, roi, pts, yaw_fit, yaw_aflw = _protocol_arrays(proto)
+    n = len(all_names)
+    lacking = [f for nm in all_names for f in (nm, Path(nm).with_suffix(".mat").name)
+               if not (root / f).is_file()]
+    if lacking:
+        raise DatasetLayoutError(
+            f"{len(lacking)} file(s) listed by the 3ddfa protocol are missing from {root} "
+            f"(each image needs its .jpg and .mat): {_listing(lacking)}")
+    idx = select_indices(n, limit)
+    names = [all_names[i] for i in idx]
+    roi, pts = roi[idx], pts[idx].transpose(0, 2, 1)
+    splits = {"fit": yaw_fit[idx]}
+    if yaw_aflw is not None:
+        splits["aflw"] = yaw_aflw[idx]
+    mats = [_load_mat(root / Path(nm).with_suffix(".mat").name, ("Pose_Para",))
+            for nm in names]
+    return _subset(names, idx, n, roi, pts, splits), mats
+
+
+def _open_official(root: Path, limit: int) -> _Subset:
+    """The subset of the official folder of ``.jpg`` + ``.mat`` pairs (see
+    :func:`open_aflw2000`)."""
+    jpgs = {p.stem for p in root.glob("*.jpg")}
+    matf = {p.stem for p in root.glob("*.mat")}
+    if not jpgs and not matf:
+        raise DatasetLayoutError(
+            f"{root} holds no AFLW2000-3D files: expected imageNNNNN.jpg + imageNNNNN.mat "
+            "pairs (official layout), optionally with a 3ddfa-protocol/ folder")
+    _check_pairs(root, jpgs, matf)
+    stems = sorted(jpgs)
+    n = len(stems)
+    idx = select_indices(n, limit)
+    names = [stems[i] + ".jpg" for i in idx]
+    mats = [_load_mat(root / (stems[i] + ".mat"), ("Pose_Para", "pt3d_68")) for i in idx]
+    pts = _pt3d_68(names, mats)
+    roi = np.stack([G.roi_box_from_landmarks(p) for p in pts]).astype(np.float64)
+    splits = {"fit": np.array([math.degrees(float(m["Pose_Para"].reshape(-1)[1]))
+                               for m in mats])}
+    return _subset(names, idx, n, roi, pts, splits), mats
+
+
+def _subset(names, indices, n_total, roi_boxes, pts68, yaw_splits) -> dict:
+    """The keyword arguments of :class:`AFLW2000Set` that a layout gives."""
+    return {"names": names, "indices": indices, "n_total": n_total, "roi_boxes": roi_boxes,
+            "pts68": pts68, "yaw_splits": yaw_splits}
+
+
+def _check_pairs(root: Path, jpg_stems: set[str], mat_stems: set[str]) -> None:
+    """Raises DatasetLayoutError naming the ``.jpg`` without ``.mat`` and back."""
+    no_mat, no_jpg = sorted(jpg_stems - mat_stems), sorted(mat_stems - jpg_stems)
+    if no_mat or no_jpg:
+        parts = []
+        if no_mat:
+            parts.append(f"{len(no_mat)} .jpg without .mat: "
+                         f"{_listing([s + '.jpg' for s in no_mat])}")
+        if no_jpg:
+            parts.append(f"{len(no_jpg)} .mat without .jpg: "
+                         f"{_listing([s + '.mat' for s in no_jpg])}")
+        raise DatasetLayoutError(f"unpaired files in {root}: " + "; ".join(parts))
+
+
+def _pt3d_68(names: list[str], mats: list[dict]) -> np.ndarray:
+    """(B, 68, 3) float64 ``pt3d_68`` of each ``.mat`` (stored (3, 68))."""
+    pts = []
+    for nm, m in zip(names, mats):
+        p = np.asarray(m["pt3d_68"], dtype=np.float64)
+        if p.shape != (3, 68):
+            raise DatasetLayoutError(f"{nm}: pt3d_68 has shape {p.shape}, want (3, 68)")
+        pts.append(p.T)
+    return np.stack(pts)
+
+
+def _poses(names: list[str], mats: list[dict]) -> np.ndarray:
+    """(B, 3) float64 (yaw, pitch, roll) in degrees from each ``.mat``'s ``Pose_Para``."""
     pose = []
     for nm, m in zip(names, mats):
         pp = np.asarray(m["Pose_Para"], dtype=np.float64).reshape(-1)
@@ -242,9 +286,7 @@ def open_aflw2000(root: str | Path, limit: int = 0) -> AFLW2000Set:
             raise DatasetLayoutError(f"{nm}: Pose_Para has {pp.size} values, want 7")
         pitch, yw, roll = np.degrees(pp[:3])
         pose.append((yw, pitch, roll))
-    return AFLW2000Set(root=root, layout=layout, names=names, indices=idx, n_total=n,
-                       roi_boxes=roi, pts68=pts, yaw_splits=splits,
-                       pose=np.array(pose, dtype=np.float64).reshape(-1, 3))
+    return np.array(pose, dtype=np.float64).reshape(-1, 3)
 
 
 @dataclass
@@ -377,61 +419,75 @@ def open_landmarks68(root: str | Path, annotations: str | Path | None = None,
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root} is not a folder")
-    items: dict[Path, AnnotatedImage] = {}
-    lacking: list[str] = []
     if annotations is not None:
-        try:
-            photos = json.loads(Path(annotations).read_bytes())["photos"]  # UTF-8/16/32
-            if not isinstance(photos, dict):
-                raise TypeError
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-            raise DatasetLayoutError(
-                f"{annotations} is not an annotations file of the form "
-                '{"photos": {stem: [[[x, y] * 68], ...]}}') from exc
-        for stem in sorted(photos):
-            img = _find_image(root, stem)
-            if img is None:
-                lacking.append(stem)
-                continue
-            if not isinstance(photos[stem], list):
-                raise DatasetLayoutError(f"{annotations}: photo {stem!r}: want a list of faces, "
-                                         f"got {type(photos[stem]).__name__}")
-            faces = [_json_face(f, f"{annotations}: photo {stem!r}, face {k}")
-                     for k, f in enumerate(photos[stem])]
-            if faces:
-                items[img] = AnnotatedImage(img, faces, [f"{Path(annotations).name}:{stem}#{k}"
-                                                         for k in range(len(faces))])
-        if lacking:
-            raise DatasetLayoutError(f"{len(lacking)} annotated photo(s) have no image in {root}: "
-                                     f"{_listing(lacking)}")
-        if not items:
-            raise DatasetLayoutError(f"{annotations} annotates no face")
+        items = _json_annotated(root, annotations)
     else:
-        pts_files = sorted(root.glob("*.pts"))
-        if not pts_files:
-            raise DatasetLayoutError(
-                f"{root} holds no .pts files: put 300-W .pts files beside the images or pass "
-                "--annotations FILE.json")
-        for pf in pts_files:
-            img = _find_image(root, pf.stem)
-            if img is None and "_" in pf.stem and pf.stem.rsplit("_", 1)[1].isdigit():
-                img = _find_image(root, pf.stem.rsplit("_", 1)[0])
-            if img is None:
-                lacking.append(pf.name)
-                continue
-            face = f"face {len(items[img].faces) if img in items else 0} of {img.name}"
-            try:
-                a = read_pts(pf)
-            except DatasetLayoutError as exc:
-                raise DatasetLayoutError(f"{exc} ({face})") from exc
-            if a.shape != (68, 2):
-                raise DatasetLayoutError(f"{pf} has {len(a)} points, want 68 ({face})")
-            if pts_one_based:
-                a = a - 1.0
-            items.setdefault(img, AnnotatedImage(img, [], [])).faces.append(a)
-            items[img].sources.append(pf.name)
-        if lacking:
-            raise DatasetLayoutError(f"{len(lacking)} .pts file(s) have no image beside them in "
-                                     f"{root}: {_listing(lacking)}")
+        items = _pts_annotated(root, pts_one_based)
     out = [items[k] for k in sorted(items)]
     return [out[i] for i in select_indices(len(out), limit)]
+
+
+def _json_annotated(root: Path, annotations: str | Path) -> dict[Path, AnnotatedImage]:
+    """The images of ``root`` annotated by the JSON file (see :func:`open_landmarks68`)."""
+    items: dict[Path, AnnotatedImage] = {}
+    lacking: list[str] = []
+    try:
+        photos = json.loads(Path(annotations).read_bytes())["photos"]  # UTF-8/16/32
+        if not isinstance(photos, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise DatasetLayoutError(
+            f"{annotations} is not an annotations file of the form "
+            '{"photos": {stem: [[[x, y] * 68], ...]}}') from exc
+    for stem in sorted(photos):
+        img = _find_image(root, stem)
+        if img is None:
+            lacking.append(stem)
+            continue
+        if not isinstance(photos[stem], list):
+            raise DatasetLayoutError(f"{annotations}: photo {stem!r}: want a list of faces, "
+                                     f"got {type(photos[stem]).__name__}")
+        faces = [_json_face(f, f"{annotations}: photo {stem!r}, face {k}")
+                 for k, f in enumerate(photos[stem])]
+        if faces:
+            items[img] = AnnotatedImage(img, faces, [f"{Path(annotations).name}:{stem}#{k}"
+                                                     for k in range(len(faces))])
+    if lacking:
+        raise DatasetLayoutError(f"{len(lacking)} annotated photo(s) have no image in {root}: "
+                                 f"{_listing(lacking)}")
+    if not items:
+        raise DatasetLayoutError(f"{annotations} annotates no face")
+    return items
+
+
+def _pts_annotated(root: Path, pts_one_based: bool) -> dict[Path, AnnotatedImage]:
+    """The images of ``root`` with ``.pts`` files beside them (see :func:`open_landmarks68`)."""
+    items: dict[Path, AnnotatedImage] = {}
+    lacking: list[str] = []
+    pts_files = sorted(root.glob("*.pts"))
+    if not pts_files:
+        raise DatasetLayoutError(
+            f"{root} holds no .pts files: put 300-W .pts files beside the images or pass "
+            "--annotations FILE.json")
+    for pf in pts_files:
+        img = _find_image(root, pf.stem)
+        if img is None and "_" in pf.stem and pf.stem.rsplit("_", 1)[1].isdigit():
+            img = _find_image(root, pf.stem.rsplit("_", 1)[0])
+        if img is None:
+            lacking.append(pf.name)
+            continue
+        face = f"face {len(items[img].faces) if img in items else 0} of {img.name}"
+        try:
+            a = read_pts(pf)
+        except DatasetLayoutError as exc:
+            raise DatasetLayoutError(f"{exc} ({face})") from exc
+        if a.shape != (68, 2):
+            raise DatasetLayoutError(f"{pf} has {len(a)} points, want 68 ({face})")
+        if pts_one_based:
+            a = a - 1.0
+        items.setdefault(img, AnnotatedImage(img, [], [])).faces.append(a)
+        items[img].sources.append(pf.name)
+    if lacking:
+        raise DatasetLayoutError(f"{len(lacking)} .pts file(s) have no image beside them in "
+                                 f"{root}: {_listing(lacking)}")
+    return items

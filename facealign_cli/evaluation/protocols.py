@@ -236,35 +236,23 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
         ValueError: unknown protocol, ``detector`` protocol without a detector, no methods.
         DatasetLayoutError: an unreadable image.
     """
-    protocols = tuple(protocols)
-    bad = [p for p in protocols if p not in PROTOCOLS]
-    if bad:
-        raise ValueError(f"unknown protocol(s) {bad}; choose from {PROTOCOLS}")
-    if not methods:
-        raise ValueError("no method to evaluate")
-    if "detector" in protocols and detector is None:
-        raise ValueError("the detector protocol needs a detector")
-    do_gt = "gt-crops" in protocols or "occlusion" in protocols
-    if "occlusion" in protocols and "gt-crops" not in protocols:
-        protocols = ("gt-crops",) + protocols
+    protocols = _checked_protocols(protocols, methods, detector)
+    do_gt = "gt-crops" in protocols
     model = load_morphable_model()
     from facealign_cli.core.regression import CropFitter
 
     fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.flip) for m in methods}
     B = len(data)
-    nan3 = lambda *s: np.full(s, np.nan)  # noqa: E731
-    gt = {m.key: {"lms": nan3(B, 68, 3), "pose": nan3(B, 3)} for m in methods}
+    gt = _nan_outputs(methods, B)
     det: dict = {}
     occ: dict = {}
     if "detector" in protocols:
         aligners = [m.aligner(detector) for m in methods]
-        det = {"matched": np.zeros(B, bool), "iou": np.zeros(B), "box": nan3(B, 4),
-               "n_detections": np.zeros(B, np.int64)}
-        det.update({m.key: {"lms": nan3(B, 68, 3), "pose": nan3(B, 3)} for m in methods})
+        det = {"matched": np.zeros(B, bool), "iou": np.zeros(B), "box": np.full((B, 4), np.nan),
+               "n_detections": np.zeros(B, np.int64), **_nan_outputs(methods, B)}
     if "occlusion" in protocols:
         occ = {"seed": int(occlusion_seed), "coverage": {k: np.zeros(B) for k in OCCLUDER_KINDS}}
-        occ.update({k: {m.key: {"lms": nan3(B, 68, 3), "pose": nan3(B, 3)} for m in methods}
-                    for k in OCCLUDER_KINDS})
+        occ.update({k: _nan_outputs(methods, B) for k in OCCLUDER_KINDS})
     face_boxes = landmark_box(data.pts68)
     for s in range(0, B, batch):
         sl = slice(s, min(s + batch, B))
@@ -275,33 +263,71 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
                 lms, pose = _predict_gt_crops(m, images, roi, model, fitters[m.key])
                 gt[m.key]["lms"][sl], gt[m.key]["pose"][sl] = lms, pose
         if occ:
-            for kind in OCCLUDER_KINDS:
-                occs = occluders_for(kind, face_boxes[sl], [im.shape for im in images],
-                                     data.indices[sl], occlusion_seed)
-                occ["coverage"][kind][sl] = [occluded_fraction(o, b)
-                                             for o, b in zip(occs, face_boxes[sl])]
-                occluded = [apply_occluder(im, o) for im, o in zip(images, occs)]
-                for m in methods:
-                    lms, pose = _predict_gt_crops(m, occluded, roi, model, fitters[m.key])
-                    occ[kind][m.key]["lms"][sl], occ[kind][m.key]["pose"][sl] = lms, pose
+            _occlusion_batch(occ, methods, images, sl, roi, face_boxes[sl], data.indices[sl],
+                             model, fitters)
         if det:
-            for j, im in enumerate(images):
-                i = sl.start + j
-                faces = aligners[0].detect(im)
-                det["n_detections"][i] = len(faces)
-                k, iou = match_detection(face_boxes[i], np.array([f.box[:4] for f in faces]),
-                                         iou_threshold)
-                det["iou"][i] = iou
-                if k < 0:
-                    continue
-                det["matched"][i] = True
-                det["box"][i] = faces[k].box[:4]
-                for m, al in zip(methods, aligners):
-                    det[m.key]["lms"][i], det[m.key]["pose"][i] = _fit_detected(al, im, faces[k])
+            _detector_batch(det, methods, aligners, images, sl.start, face_boxes,
+                            iou_threshold)
         if progress is not None:
             progress(sl.stop - sl.start)
     settings = {"iou_threshold": iou_threshold, "occlusion_seed": int(occlusion_seed)}
     return AFLW2000Run(data, methods, protocols, gt if do_gt else {}, det, occ, settings)
+
+
+def _nan_outputs(methods: list[Method], n: int) -> dict:
+    """``{method key: {"lms": (n, 68, 3), "pose": (n, 3)}}`` of NaN (a miss until filled)."""
+    return {m.key: {"lms": np.full((n, 68, 3), np.nan), "pose": np.full((n, 3), np.nan)}
+            for m in methods}
+
+
+def _checked_protocols(protocols, methods: list[Method], detector) -> tuple[str, ...]:
+    """The protocols to run (``gt-crops`` added in front for ``occlusion``, its clean
+    reference). Raises ValueError as :func:`run_aflw2000` says."""
+    protocols = tuple(protocols)
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad:
+        raise ValueError(f"unknown protocol(s) {bad}; choose from {PROTOCOLS}")
+    if not methods:
+        raise ValueError("no method to evaluate")
+    if "detector" in protocols and detector is None:
+        raise ValueError("the detector protocol needs a detector")
+    if "occlusion" in protocols and "gt-crops" not in protocols:
+        protocols = ("gt-crops",) + protocols
+    return protocols
+
+
+def _occlusion_batch(occ: dict, methods: list[Method], images: list[np.ndarray], sl: slice,
+                     roi: np.ndarray, face_boxes: np.ndarray, indices: np.ndarray,
+                     model: MorphableModel, fitters: dict) -> None:
+    """The ``occlusion`` protocol on the images ``sl`` of the subset (their roi boxes, 68-point
+    boxes and full-list indices), into ``occ`` (:class:`AFLW2000Run`'s layout)."""
+    for kind in OCCLUDER_KINDS:
+        occs = occluders_for(kind, face_boxes, [im.shape for im in images], indices,
+                             occ["seed"])
+        occ["coverage"][kind][sl] = [occluded_fraction(o, b) for o, b in zip(occs, face_boxes)]
+        occluded = [apply_occluder(im, o) for im, o in zip(images, occs)]
+        for m in methods:
+            lms, pose = _predict_gt_crops(m, occluded, roi, model, fitters[m.key])
+            occ[kind][m.key]["lms"][sl], occ[kind][m.key]["pose"][sl] = lms, pose
+
+
+def _detector_batch(det: dict, methods: list[Method], aligners: list, images: list[np.ndarray],
+                    start: int, face_boxes: np.ndarray, iou_threshold: float) -> None:
+    """The ``detector`` protocol on the images from index ``start`` of the subset (one
+    detection pass, shared by the methods), into ``det`` (:class:`AFLW2000Run`'s layout)."""
+    for j, im in enumerate(images):
+        i = start + j
+        faces = aligners[0].detect(im)
+        det["n_detections"][i] = len(faces)
+        k, iou = match_detection(face_boxes[i], np.array([f.box[:4] for f in faces]),
+                                 iou_threshold)
+        det["iou"][i] = iou
+        if k < 0:
+            continue
+        det["matched"][i] = True
+        det["box"][i] = faces[k].box[:4]
+        for m, al in zip(methods, aligners):
+            det[m.key]["lms"][i], det[m.key]["pose"][i] = _fit_detected(al, im, faces[k])
 
 
 def _lm_figures(lms: np.ndarray, pose: np.ndarray, data: AFLW2000Set, gt3: np.ndarray) -> tuple:
