@@ -190,22 +190,8 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 def _jpeg_header(d: bytes) -> ImageHeader:
     pos, size, orientation, sof, sampling = 2, None, 1, None, ()
-    n = len(d)
-    multi_scan = False
     while True:
-        # Find the next marker (skipping fill bytes 0xFF).
-        if pos >= n:
-            raise _HeaderError("file ends inside the JPEG header", truncated=True)
-        if d[pos] != 0xFF:  # extraneous bytes between segments: skip them, as libjpeg does
-            pos = d.find(b"\xff", pos)
-            if pos < 0:
-                raise _HeaderError("file ends inside the JPEG header", truncated=True)
-        while pos < n and d[pos] == 0xFF:
-            pos += 1
-        if pos >= n:
-            raise _HeaderError("file ends inside the JPEG header", truncated=True)
-        marker = d[pos]
-        pos += 1
+        marker, pos = _next_jpeg_marker(d, pos)
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
             continue
         if marker == 0xD9:
@@ -219,24 +205,12 @@ def _jpeg_header(d: bytes) -> ImageHeader:
         if marker == 0xE1 and seg[:6] == b"Exif\x00\x00" and orientation == 1:
             orientation = _exif_orientation(seg)
         elif marker in _JPEG_SOF and size is None:
-            h, w, nc = _u(">HHB", seg, 1)
-            size, sof = (w, h), marker
-            sampling = tuple((hv >> 4, hv & 15)
-                             for (hv,) in (_u(">B", seg, 7 + 3 * i) for i in range(nc)))
-            if any(not (1 <= a <= 4 and 1 <= b <= 4) for a, b in sampling):
-                raise _HeaderError("bad JPEG sampling factors")
+            size, sampling = _jpeg_frame(seg)
+            sof = marker
         elif marker == 0xDA:  # start of scan: entropy-coded data follows
             if size is None:
                 raise _HeaderError("JPEG has no frame header before its image data")
-            # Entropy-coded data never contains FF D9 (0xFF is stuffed as FF 00), so the
-            # first FF D9 after the first scan is the end-of-image marker of this image.
-            eoi = d.find(b"\xff\xd9", pos + length)
-            if eoi < 0:
-                raise _HeaderError("JPEG data ends before its end-of-image marker",
-                                   truncated=True)
-            # A progressive frame, or a second scan before the end of the image (a
-            # non-interleaved file), makes libjpeg buffer every coefficient of the image.
-            multi_scan = sof in (0xC2, 0xC6, 0xCA, 0xCE) or d.find(b"\xff\xda", pos, eoi) >= 0
+            multi_scan = _jpeg_multi_scan(d, pos, pos + length, sof)
             break
         pos += length
     w, h = size
@@ -244,6 +218,45 @@ def _jpeg_header(d: bytes) -> ImageHeader:
         raise _HeaderError(f"JPEG header gives a {w}x{h} size")
     return ImageHeader("jpeg", w, h, orientation, channels=3, multi_scan=multi_scan,
                        sampling=sampling)
+
+
+def _next_jpeg_marker(d: bytes, pos: int) -> tuple[int, int]:
+    """``(marker, position after it)`` of the next marker at or after ``pos`` (fill bytes
+    0xFF and extraneous bytes between segments skipped, as libjpeg does)."""
+    n = len(d)
+    if pos >= n:
+        raise _HeaderError("file ends inside the JPEG header", truncated=True)
+    if d[pos] != 0xFF:  # extraneous bytes between segments: skip them, as libjpeg does
+        pos = d.find(b"\xff", pos)
+        if pos < 0:
+            raise _HeaderError("file ends inside the JPEG header", truncated=True)
+    while pos < n and d[pos] == 0xFF:
+        pos += 1
+    if pos >= n:
+        raise _HeaderError("file ends inside the JPEG header", truncated=True)
+    return d[pos], pos + 1
+
+
+def _jpeg_frame(seg: bytes) -> tuple[tuple[int, int], tuple]:
+    """``((width, height), per-component (h, v) sampling factors)`` of a SOF segment."""
+    h, w, nc = _u(">HHB", seg, 1)
+    sampling = tuple((hv >> 4, hv & 15)
+                     for (hv,) in (_u(">B", seg, 7 + 3 * i) for i in range(nc)))
+    if any(not (1 <= a <= 4 and 1 <= b <= 4) for a, b in sampling):
+        raise _HeaderError("bad JPEG sampling factors")
+    return (w, h), sampling
+
+
+def _jpeg_multi_scan(d: bytes, pos: int, data_start: int, sof: int | None) -> bool:
+    """Whether libjpeg buffers every coefficient of the image: a progressive frame, or a
+    second scan before the end of the image (a non-interleaved file). ``pos``: the first
+    scan's header, ``data_start``: its entropy-coded data."""
+    # Entropy-coded data never contains FF D9 (0xFF is stuffed as FF 00), so the first FF D9
+    # after the first scan is the end-of-image marker of this image.
+    eoi = d.find(b"\xff\xd9", data_start)
+    if eoi < 0:
+        raise _HeaderError("JPEG data ends before its end-of-image marker", truncated=True)
+    return sof in (0xC2, 0xC6, 0xCA, 0xCE) or d.find(b"\xff\xda", pos, eoi) >= 0
 
 
 def _png_header(d: bytes) -> ImageHeader:
