@@ -149,44 +149,12 @@ def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
         len(meshes[0]), -1).shape[1])
     if n_faces == 0 or h == 0 or w == 0:
         return _empty((h, w), n_ch)
-    ranges: dict[int, tuple[int, int]] = {}  # per triangle array (shared by the faces): min, max
-    for i, (v, t) in enumerate(zip(meshes, tris)):
-        if np.ndim(v) != 2 or np.shape(v)[1] != 3:
-            raise ValueError(f"mesh {i}: vertices must be (N, 3), got {np.shape(v)}")
-        if id(t) not in ranges:
-            ta = np.asarray(t)
-            if ta.ndim != 2 or ta.shape[1] != 3 or not np.issubdtype(ta.dtype, np.integer):
-                raise ValueError(f"mesh {i}: triangles must be an integer (T, 3) array")
-            ranges[id(t)] = (int(ta.min()), int(ta.max())) if ta.size else (0, -1)
-        lo, hi = ranges[id(t)]
-        if lo < 0 or hi >= len(v):
-            raise ValueError(f"mesh {i}: triangles must be (T, 3) indices into its vertices")
+    _check_triangles(meshes, tris)
     depths = scene_depths(meshes, image_shape, focal)
     # channels rendered: the face index (or, without face_ids and values, a dummy one: the
     # renderer needs one), then the values
     k0 = 1 if face_ids or not n_ch else 0
-    ij, dep, cols, faces = [], [], [], []
-    offset = 0
-    for i, (v, t, d, c) in enumerate(zip(meshes, tris, depths, vals)):
-        v = np.asarray(v)
-        t = np.asarray(t)
-        col = np.empty((len(v), n_ch + k0), np.float64)
-        if k0:
-            col[:, 0] = i  # constant over each face: interpolates exactly
-        if n_ch:
-            cv = np.asarray(c).reshape(len(v), -1)
-            if cv.shape[1] != n_ch:
-                raise ValueError(f"mesh {i}: values must be ({len(v)}, {n_ch})")
-            col[:, k0:] = cv
-        ij.append(v[:, :2])
-        dep.append(d)
-        cols.append(col)
-        faces.append(t + offset if offset else t)
-        offset += len(v)
-    ij = np.concatenate(ij).astype(np.float64)
-    dep = np.concatenate(dep)
-    cols = np.concatenate(cols)
-    face_ix = np.concatenate(faces).astype(np.uint32)
+    ij, dep, cols, face_ix = _joined_scene(meshes, tris, depths, vals, n_ch, k0)
     finite = np.isfinite(ij).all(axis=1) & np.isfinite(dep)
     if not finite.all():  # drop the triangles that touch a non-finite vertex
         face_ix = face_ix[finite[face_ix].all(axis=1)]
@@ -221,6 +189,49 @@ def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
     vals_out[~covered] = 0.0
     return Raster(shape=(h, w), origin=(int(x0), int(y0)), values=vals_out.astype(np.float32),
                   depth=np.where(covered, zbuf, np.inf).astype(np.float32), face=face)
+
+
+def _check_triangles(meshes: Sequence[np.ndarray], tris: list) -> None:
+    """Raises ValueError unless each mesh is (N_i, 3) and its triangles an integer (T, 3)
+    array of indices into it (each distinct triangle array scanned once)."""
+    ranges: dict[int, tuple[int, int]] = {}  # per triangle array (shared by the faces): min, max
+    for i, (v, t) in enumerate(zip(meshes, tris)):
+        if np.ndim(v) != 2 or np.shape(v)[1] != 3:
+            raise ValueError(f"mesh {i}: vertices must be (N, 3), got {np.shape(v)}")
+        if id(t) not in ranges:
+            ta = np.asarray(t)
+            if ta.ndim != 2 or ta.shape[1] != 3 or not np.issubdtype(ta.dtype, np.integer):
+                raise ValueError(f"mesh {i}: triangles must be an integer (T, 3) array")
+            ranges[id(t)] = (int(ta.min()), int(ta.max())) if ta.size else (0, -1)
+        lo, hi = ranges[id(t)]
+        if lo < 0 or hi >= len(v):
+            raise ValueError(f"mesh {i}: triangles must be (T, 3) indices into its vertices")
+
+
+def _joined_scene(meshes, tris, depths, vals, n_ch: int, k0: int):
+    """The meshes as one scene: ``(ij (V, 2) float64, depths (V,), colours (V, k0 + n_ch)
+    float64, triangles (T, 3) uint32)``; colour channel 0 is the mesh index when ``k0``.
+    Raises ValueError for values that are not (N_i, n_ch)."""
+    ij, dep, cols, faces = [], [], [], []
+    offset = 0
+    for i, (v, t, d, c) in enumerate(zip(meshes, tris, depths, vals)):
+        v = np.asarray(v)
+        t = np.asarray(t)
+        col = np.empty((len(v), n_ch + k0), np.float64)
+        if k0:
+            col[:, 0] = i  # constant over each face: interpolates exactly
+        if n_ch:
+            cv = np.asarray(c).reshape(len(v), -1)
+            if cv.shape[1] != n_ch:
+                raise ValueError(f"mesh {i}: values must be ({len(v)}, {n_ch})")
+            col[:, k0:] = cv
+        ij.append(v[:, :2])
+        dep.append(d)
+        cols.append(col)
+        faces.append(t + offset if offset else t)
+        offset += len(v)
+    return (np.concatenate(ij).astype(np.float64), np.concatenate(dep), np.concatenate(cols),
+            np.concatenate(faces).astype(np.uint32))
 
 
 def _empty(shape: tuple[int, int], n_ch: int) -> Raster:
