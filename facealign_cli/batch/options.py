@@ -202,8 +202,13 @@ class RunOptions:
         quiet: print nothing but per-image errors and run-level errors.
         verbose: 1 = one stderr line per image; 2 = also tracebacks of failures.
         progress: ``"auto"`` (a rich bar when stderr is a terminal), ``"always"`` or ``"never"``.
-        aligner_factory: callable ``(RunOptions, threads) -> aligner`` used instead of building a
-            :class:`facealign_cli.core.pipeline.FaceAligner` (tests; must be picklable).
+        aligner_factory: the plug-in point for another model: a picklable callable
+            ``(RunOptions, threads) -> aligner`` called once per worker process instead of
+            :func:`facealign_cli.batch.worker.build_aligner`; the aligner needs what the
+            commands use of :class:`facealign_cli.core.pipeline.FaceAligner`: ``detect``,
+            ``fit`` (and ``topology`` for ``mesh`` and ``render --draw mesh``). The model
+            files are then not checked before the run (a factory that raises fails the run
+            with exit code 2). None = the shipped model.
         backend: ``"local"`` (this machine: in-process or worker processes) or ``"dask"``
             (tasks on the Dask cluster at ``scheduler``).
         scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.

@@ -178,10 +178,10 @@ def test_jobs_over_the_cores_are_capped_with_a_warning(tmp_path, fake_model):
 _CLI = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    import facealign_cli.batch.worker as worker
+    import facealign_cli.batch.options as options
     from facealign_cli.cli.main import main
-    from fakes import FakeFactory
-    worker.build_aligner = FakeFactory(delay={delay})
+    from fakes import FakeFactory, fake_run_options
+    options.RunOptions = fake_run_options(FakeFactory(delay={delay}))
     main({args!r})
 """)
 
