@@ -354,7 +354,7 @@ def _real_crops(photos: list[Path], n: int):
     for p in photos:
         img = load_image(p)
         for f in aligner.detect(img):
-            box = f.extra.get("box_unclipped", f.box) if f.extra else f.box
+            box = f.full_box
             crops.append(G.crop_roi(img, G.roi_box_from_detector_box(np.asarray(box)), 120))
         if len(crops) >= n:
             break

@@ -147,12 +147,12 @@ def _candidate(set_name: str, number: int, name: str, f, gt: np.ndarray, policy:
                default: bool) -> dict:
     """One detection ``f`` as a candidate row, labelled ``face`` when it matches an annotated
     face of ``gt`` (K, 4) at IoU >= ``IOU_ANNOTATED``, else unlabelled (``None``)."""
-    box = np.asarray(f.extra["box_unclipped"])
+    box = np.asarray(f.box_unclipped)
     m = box_iou(box, gt).max() if len(gt) else 0.0
     return {
         "id": f"{set_name}-{number:04d}", "set": set_name, "photo": name,
         "box": _r(box), "keypoints": _r(f.keypoints), "score": round(f.score, 4),
-        "pass": f.extra["pass"], "policy": policy, "default": default,
+        "pass": f.detector_pass, "policy": policy, "default": default,
         "label": "face" if m >= IOU_ANNOTATED else None,
         "how": "annotation" if m >= IOU_ANNOTATED else None,
     }
@@ -163,7 +163,7 @@ def _new(found, boxes: list) -> list:
     grows with them)."""
     out = []
     for f in found:
-        b = np.asarray(f.extra["box_unclipped"], np.float64)
+        b = np.asarray(f.box_unclipped, np.float64)
         if not boxes or box_iou(b, np.array(boxes)).max() < IOU_SAME:
             out.append(f)
             boxes.append(b)
@@ -344,7 +344,7 @@ def report(args) -> int:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         for policy, det in dets.items():
             t = tally.setdefault((set_name, policy), np.zeros(5, int))
-            boxes = np.array([f.extra["box_unclipped"] for f in det.detect(img)]).reshape(-1, 4)
+            boxes = np.array([f.box_unclipped for f in det.detect(img)]).reshape(-1, 4)
             labels = [r and r["label"] for r in match_rows(boxes, rows.get((set_name, name), []))]
             found = (box_iou(gt, boxes).max(axis=1) >= IOU_ANNOTATED).sum() if len(boxes) else 0
             t += [1, len(gt), found, labels.count("not_face"), labels.count(None)]

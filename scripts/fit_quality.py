@@ -109,7 +109,7 @@ def features(shared: Path, rows: list[dict], policy: str,
                 continue
             size = float(f.roi_box[2] - f.roi_box[0])
             m = box_iou(b, gt) if len(gt) else np.zeros(1)
-            for k, v in (("score", f.score), ("flip", f.extra["flip_disagreement"]),
+            for k, v in (("score", f.score), ("flip", f.flip_disagreement),
                          ("kp4", keypoint_disagreement(f.keypoints, f.landmarks_2d, size)),
                          ("kp6", keypoint_disagreement(f.keypoints, f.landmarks_2d, size,
                                                        ears=True)),

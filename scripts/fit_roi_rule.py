@@ -39,7 +39,7 @@ def main() -> None:
         found = det.detect(img)
         if not found:
             continue
-        boxes = np.stack([f.extra.get("box_unclipped", f.box) for f in found])
+        boxes = np.stack([f.full_box for f in found])
         for pts in faces:
             pts = np.asarray(pts, dtype=np.float64)
             lm_box = np.r_[pts.min(0), pts.max(0)]

@@ -181,7 +181,7 @@ def label_faces(faces, labelled) -> tuple[int, int]:
     boxes, is_face = labelled if labelled is not None else (np.zeros((0, 4)), np.zeros(0, bool))
     false = unknown = 0
     for f in faces:
-        iou = box_iou(np.asarray(f.extra.get("box_unclipped", f.box), np.float64), boxes)
+        iou = box_iou(np.asarray(f.full_box, np.float64), boxes)
         if not len(iou) or iou.max() < 0.5:
             unknown += 1
         elif not is_face[int(np.argmax(iou))]:

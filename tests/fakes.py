@@ -113,6 +113,22 @@ class FakeFactory:
 fake_factory = FakeFactory()
 
 
+def fake_run_options(factory):
+    """A stand-in for ``facealign_cli.batch.options.RunOptions`` whose ``aligner_factory``
+    defaults to ``factory``: put in its place (the command line makes its options there), the
+    commands run the fake model, in this process and in the workers (the options carry the
+    factory to them)."""
+    import facealign_cli.batch.options as options
+
+    real = options.RunOptions
+
+    def make(*args, **kw):
+        kw.setdefault("aligner_factory", factory)
+        return real(*args, **kw)
+
+    return make
+
+
 def broken_factory(opts, threads):
     raise FileNotFoundError("regressor weights not found: /nowhere/model.pth")
 
@@ -121,17 +137,9 @@ _FAKE_CLI = """
 import sys
 sys.path.insert(0, {tests!r})
 import facealign_cli.batch.options as options
-import facealign_cli.batch.worker as worker
 from facealign_cli.cli.main import main
-from fakes import FakeFactory
-factory = FakeFactory(delay={delay})
-worker.build_aligner = factory  # jobs=1: this process
-_opts = options.RunOptions  # jobs>1: the options travel to the workers with the factory
-class Opts(_opts):
-    def __init__(self, *a, **k):
-        k.setdefault("aligner_factory", factory)
-        super().__init__(*a, **k)
-options.RunOptions = Opts
+from fakes import FakeFactory, fake_run_options
+options.RunOptions = fake_run_options(FakeFactory(delay={delay}))
 try:
     main({args!r})
 finally:

@@ -7,6 +7,7 @@ validates the ``FACEALIGN_*`` variables once and passes their values in :class:`
 from __future__ import annotations
 
 import enum
+import math
 import re
 import signal
 from collections.abc import Callable
@@ -18,9 +19,12 @@ from facealign_cli.defaults import (
     DEFAULT_MIN_QUALITY,
     DEFAULT_MIN_SCORE,
     MESH_FORMATS,
+    MESH_FRAMES,
 )
 
 BACKENDS = ("local", "dask")
+#: ``RunOptions.progress``: a rich bar when stderr is a terminal, always, never.
+PROGRESS_CHOICES = ("auto", "always", "never")
 #: What ``render`` draws by default, and what it can draw (``facealign_cli.render``'s).
 RENDER_DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
 RENDER_DEFAULT_DRAW = ("box", "landmarks", "pose")
@@ -112,8 +116,22 @@ class BatchError(RuntimeError):
 
 
 class OptionError(BatchError, ValueError):
-    """Options that do not go together for the command (a usage error: exit code 2, reported
-    before anything is read or written), e.g. ``detect`` with ``--detect-every`` > 1."""
+    """An invalid option value, or options that do not go together for the command (a usage
+    error: exit code 2, reported before anything is read or written; the command line shows
+    it as a click usage error), e.g. ``--min-score nan`` or ``detect`` with
+    ``--detect-every`` > 1. Raised by :meth:`RunOptions.validate`.
+
+    Attributes:
+        flag: the command-line flag (``"--min-score"``) or environment variable
+            (``"FACEALIGN_DASK_TIMEOUT"``) of the option at fault.
+        message: what is wrong with it; ``str()`` of the error is ``"<flag>: <message>"``, or
+            the message alone when it starts with the flag already.
+    """
+
+    def __init__(self, flag: str, message: str):
+        self.flag = flag
+        self.message = message
+        super().__init__(message if message.startswith(flag) else f"{flag}: {message}")
 
 
 class OutputLockedError(BatchError):
@@ -184,8 +202,13 @@ class RunOptions:
         quiet: print nothing but per-image errors and run-level errors.
         verbose: 1 = one stderr line per image; 2 = also tracebacks of failures.
         progress: ``"auto"`` (a rich bar when stderr is a terminal), ``"always"`` or ``"never"``.
-        aligner_factory: callable ``(RunOptions, threads) -> aligner`` used instead of building a
-            :class:`facealign_cli.core.pipeline.FaceAligner` (tests; must be picklable).
+        aligner_factory: the plug-in point for another model: a picklable callable
+            ``(RunOptions, threads) -> aligner`` called once per worker process instead of
+            :func:`facealign_cli.batch.worker.build_aligner`; the aligner needs what the
+            commands use of :class:`facealign_cli.core.pipeline.FaceAligner`: ``detect``,
+            ``fit`` (and ``topology`` for ``mesh`` and ``render --draw mesh``). The model
+            files are then not checked before the run (a factory that raises fails the run
+            with exit code 2). None = the shipped model.
         backend: ``"local"`` (this machine: in-process or worker processes) or ``"dask"``
             (tasks on the Dask cluster at ``scheduler``).
         scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
@@ -233,6 +256,20 @@ class RunOptions:
     detect_every: int = 1
     mesh_every: int = DEFAULT_MESH_EVERY
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every value and combination of values (run when the options are made, so a
+        :class:`RunOptions` is always valid; :func:`dataclasses.replace` checks again).
+
+        Raises:
+            OptionError: the first invalid option, naming its command-line flag.
+        """
+        _check_outputs(self)
+        _check_numbers(self)
+        _check_run(self)
+
     @property
     def cmd(self):
         """The :class:`~facealign_cli.batch.commands.Command` named by :attr:`command` (one
@@ -250,6 +287,80 @@ class RunOptions:
     def streaming(self) -> bool:
         """True when records go to stdout as NDJSON instead of files."""
         return self.out == "-"
+
+
+def _require(ok: bool, flag: str, message: str) -> None:
+    if not ok:
+        raise OptionError(flag, message)
+
+
+def _check_outputs(o: RunOptions) -> None:
+    """The command, ``--out`` and what the command writes (:meth:`RunOptions.validate`)."""
+    from facealign_cli.batch.commands import COMMANDS, get_command
+
+    _require(o.command in COMMANDS, "COMMAND",
+             f"unknown command {o.command!r}; expected one of {COMMANDS}")
+    _require(isinstance(o.out, str) and bool(o.out.strip()) and "\0" not in o.out, "--out",
+             "empty or invalid folder name; give a folder, or '-' for stdout")
+    _require(not o.streaming or get_command(o.command).streamable, "--out",
+             f"{o.command} writes files, it cannot write to stdout: give a folder to --out, "
+             "not '-'")
+    _require(o.mesh_format in MESH_FORMATS, "--format",
+             f"unknown mesh format {o.mesh_format!r}; expected one of {MESH_FORMATS}")
+    _require(o.mesh_frame in MESH_FRAMES, "--mesh-frame",
+             f"unknown mesh frame {o.mesh_frame!r}; expected one of {MESH_FRAMES}")
+    _require(not o.texture or o.mesh_format in ("obj", "glb"), "--texture",
+             f"a textured mesh is written as OBJ + MTL + PNG or GLB: use --format obj or glb, "
+             f"not {o.mesh_format!r}")
+    bad = [d for d in o.draw if d not in RENDER_DRAW_CHOICES]
+    _require(bool(o.draw) and not bad, "--draw",
+             f"invalid choice(s) {bad or list(o.draw)}; expected some of {RENDER_DRAW_CHOICES}")
+
+
+def _check_numbers(o: RunOptions) -> None:
+    """The counts and limits (:meth:`RunOptions.validate`; NaN fails every range)."""
+    for flag, value, low in (("--jobs", o.jobs, 0), ("--threads", o.threads, 0),
+                             ("--max-faces", o.max_faces, 0), ("chunk_size", o.chunk_size, 0),
+                             ("--verbose", o.verbose, 0), ("--frame-step", o.frame_step, 1),
+                             ("--detect-every", o.detect_every, 1),
+                             ("--mesh-every", o.mesh_every, 1)):
+        _require(isinstance(value, int) and value >= low, flag,
+                 f"must be a whole number >= {low}, got {value!r}")
+    _require(o.max_pixels is None or (isinstance(o.max_pixels, int) and o.max_pixels > 0),
+             "--max-megapixels", f"the decode limit must be > 0 pixels, got {o.max_pixels!r}")
+    for flag, value in (("--min-score", o.min_score), ("--min-quality", o.min_quality)):
+        _require(0.0 <= value <= 1.0, flag, f"must lie in [0, 1], got {value!r}")
+    _require(0 < o.roi_crop_scale < math.inf, "--roi-crop-scale",
+             f"must be a finite number > 0, got {o.roi_crop_scale!r}")
+    _require(0 < o.dask_timeout <= MAX_DASK_TIMEOUT, "FACEALIGN_DASK_TIMEOUT",
+             f"must lie in (0, {MAX_DASK_TIMEOUT:g}] seconds, got {o.dask_timeout!r}")
+    _require(o.max_fps is None or 0 < o.max_fps < math.inf, "--max-fps",
+             f"must be a finite number > 0, got {o.max_fps!r}")
+
+
+def _check_run(o: RunOptions) -> None:
+    """How the run goes: backend, scheduler, runtime, messages, ``--detect-every`` for the
+    command (:meth:`RunOptions.validate`)."""
+    from facealign_cli.batch.commands import get_command
+    from facealign_cli.models.weights import RUNTIMES
+
+    _require(o.backend in BACKENDS, "--backend",
+             f"unknown backend {o.backend!r}; expected one of {BACKENDS}")
+    _require(o.backend != "dask" or bool(o.scheduler), "--scheduler",
+             "--backend dask needs --scheduler ADDRESS (e.g. tcp://scheduler-host:8786)")
+    _require(not o.scheduler or o.backend == "dask", "--scheduler",
+             "--scheduler is used only with --backend dask")
+    _require(o.runtime is None or o.runtime in RUNTIMES, "--runtime",
+             f"unknown runtime {o.runtime!r}; expected one of {RUNTIMES}")
+    _require(o.progress in PROGRESS_CHOICES, "progress",
+             f"unknown progress mode {o.progress!r}; expected one of {PROGRESS_CHOICES}")
+    _require(not (o.quiet and o.verbose), "--quiet", "--quiet and --verbose exclude each other")
+    cmd = get_command(o.command)
+    _require(cmd.uses_regressor or o.detect_every == 1, "--detect-every",
+             f"--detect-every {o.detect_every}: {cmd.name} runs the detector on every "
+             "processed frame (it has no landmarks to carry faces with between detector "
+             f"frames); use --frame-step {o.detect_every} to process one frame in "
+             f"{o.detect_every} (--detect-every is for landmarks, pose, mesh and render)")
 
 
 @dataclass

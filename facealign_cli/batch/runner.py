@@ -19,9 +19,6 @@ from pathlib import Path
 from typing import IO
 
 from facealign_cli.batch.options import (
-    BACKENDS,
-    MAX_DASK_TIMEOUT,
-    RENDER_DRAW_CHOICES,
     BatchError,
     ClusterError,
     ModelLoadError,
@@ -41,7 +38,6 @@ from facealign_cli.batch.state import (
 )
 from facealign_cli.batch.streams import clean_stdout
 from facealign_cli.batch.worker import STOP, preflight, process_chunk
-from facealign_cli.defaults import MESH_FORMATS, MESH_FRAMES
 from facealign_cli.io.inputs import InputItem
 
 MAX_CHUNK = 16
@@ -159,62 +155,6 @@ def _make_executor(opts: RunOptions, todo: list, stack: contextlib.ExitStack, wa
     return LocalExecutor(jobs)
 
 
-def _validate(opts: RunOptions):
-    """The run's command (:attr:`RunOptions.cmd`) once its options are checked.
-
-    Raises:
-        ValueError: an invalid option. OptionError: options that do not go together.
-    """
-    cmd = opts.cmd
-    if opts.streaming and not cmd.streamable:
-        raise ValueError(f"{opts.command} cannot write to stdout ('--out -')")
-    if not opts.out:
-        raise ValueError("the output folder is empty ('')")
-    _validate_outputs(opts)
-    _validate_numbers(opts)
-    if opts.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
-    if opts.backend == "dask" and not opts.scheduler:
-        raise ValueError("the dask backend needs a scheduler address")
-    if not cmd.uses_regressor and opts.detect_every > 1:
-        raise OptionError(
-            f"--detect-every {opts.detect_every}: {cmd.name} runs the detector on every "
-            "processed frame (it has no landmarks to carry faces with between detector "
-            f"frames); use --frame-step {opts.detect_every} to process one frame in "
-            f"{opts.detect_every} (--detect-every is for landmarks, pose, mesh and render)")
-    return cmd
-
-
-def _validate_outputs(opts: RunOptions) -> None:
-    """The mesh format and frame, the texture, the layers drawn (ValueError)."""
-    if opts.mesh_format not in MESH_FORMATS:
-        raise ValueError(f"unknown mesh format {opts.mesh_format!r}")
-    if opts.mesh_frame not in MESH_FRAMES:
-        raise ValueError(f"unknown mesh frame {opts.mesh_frame!r}; expected one of "
-                         f"{MESH_FRAMES}")
-    if opts.texture and opts.mesh_format not in ("obj", "glb"):
-        raise ValueError("a textured mesh is written as obj or glb, not "
-                         f"{opts.mesh_format!r}")
-    bad = [d for d in opts.draw if d not in RENDER_DRAW_CHOICES]
-    if bad or not opts.draw:
-        raise ValueError(f"invalid draw choice(s) {bad or list(opts.draw)}; expected some of "
-                         f"{RENDER_DRAW_CHOICES}")
-
-
-def _validate_numbers(opts: RunOptions) -> None:
-    """The score and quality limits, the Dask timeout, ``max_fps`` (ValueError; NaN fails
-    every range)."""
-    if not 0.0 <= opts.min_score <= 1.0:
-        raise ValueError(f"min_score must lie in [0, 1], got {opts.min_score!r}")
-    if not 0.0 <= opts.min_quality <= 1.0:
-        raise ValueError(f"min_quality must lie in [0, 1], got {opts.min_quality!r}")
-    if not 0 < opts.dask_timeout <= MAX_DASK_TIMEOUT:  # False for nan
-        raise ValueError(f"dask_timeout must lie in (0, {MAX_DASK_TIMEOUT:g}] seconds, got "
-                         f"{opts.dask_timeout!r}")
-    if opts.max_fps is not None and not 0 < opts.max_fps < float("inf"):
-        raise ValueError(f"max_fps must be a finite number > 0, got {opts.max_fps!r}")
-
-
 def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None = None,
               stderr: IO | None = None) -> RunSummary:
     """Run a command over images and write outputs, manifest and (``pose``) the CSV, in
@@ -236,17 +176,17 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         BatchError: the output folder is unusable; with ``backend="dask"``: Dask is missing or
             its scheduler unreachable (before anything is written); with ``--out -``: no
             stdout.
-        ValueError: invalid options (unknown command or backend, ``mesh`` or a video to
-            stdout ...).
-        OptionError: (a BatchError and a ValueError) options that do not go together for
-            the command (``detect`` with ``detect_every > 1``).
+        OptionError: (a BatchError and a ValueError) a video among the items with
+            ``--out -`` (the options themselves are checked when they are made:
+            :meth:`RunOptions.validate`).
     """
     from facealign_cli.io.video import is_video_path
 
-    cmd = _validate(opts)
+    cmd = opts.cmd
     videos = sum(1 for it in items if not it.skipped and is_video_path(it.path))
     if opts.streaming and videos:
-        raise ValueError("videos are written as files: give a folder to --out, not '-'")
+        raise OptionError("--out", "videos are written as files (one .jsonl per video, or "
+                          "rows of pose.csv): give a folder to --out, not '-'")
     stderr = stderr or sys.stderr
     t0 = time.perf_counter()
     STOP.clear()

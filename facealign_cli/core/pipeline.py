@@ -143,8 +143,7 @@ class FaceAligner:
         for f in faces:
             if f.roi_box is None:
                 # a face cut by the image border: its unclipped box gives the better crop centre
-                box = f.extra.get("box_unclipped", f.box) if f.extra else f.box
-                f.roi_box = G.scale_roi_box(G.roi_box_from_detector_box(np.asarray(box)),
+                f.roi_box = G.scale_roi_box(G.roi_box_from_detector_box(np.asarray(f.full_box)),
                                             self.roi_crop_scale)
         if self.second_pass:
             self._regress(image_bgr, faces, dense=False)
@@ -181,9 +180,7 @@ class FaceAligner:
 
 def _rate(face: Face, flip_gaps: np.ndarray | None, i: int) -> None:
     """Set ``face.quality`` (:func:`facealign_cli.core.quality.face_quality`) and keep the flip
-    disagreement in ``face.extra["flip_disagreement"]`` (``None`` without flip averaging)."""
+    disagreement in ``face.flip_disagreement`` (``None`` without flip averaging)."""
     flip = None if flip_gaps is None else float(flip_gaps[i])
     face.quality = face_quality(face.score, flip)
-    if face.extra is None:
-        face.extra = {}
-    face.extra["flip_disagreement"] = flip
+    face.flip_disagreement = flip

@@ -338,9 +338,9 @@ class FaceSmoother:
             or ``None`` to leave the pose as estimated.
 
     :meth:`apply` smooths, in place, the faces of one frame; each face must carry its track id
-    in ``face.extra["track"]`` (:class:`facealign_cli.core.tracking.FaceTracker` sets it).
+    in ``face.track`` (:class:`facealign_cli.core.tracking.FaceTracker` sets it).
     Faces without a track are left as they are. The unsmoothed values are kept in
-    ``face.extra["raw_landmarks_3d"]`` and ``face.extra["raw_pose"]``.
+    ``face.raw_landmarks_3d`` and ``face.raw_pose``.
 
     What is smoothed: ``landmarks_3d`` (68, 3) float32 image pixels, by a
     :class:`LandmarkSmoother` (rigid motion and shape) per track; the dense ``vertices`` (N, 3)
@@ -350,7 +350,7 @@ class FaceSmoother:
     ``pose`` (3,) degrees, unwrapped across +-180, and the (3, 3) ``rotation`` (when the face
     has one) blended with the pose's smoothing factor and projected back onto the rotations.
     ``params``, ``box`` and ``roi_box`` are left as estimated (the tracker uses the raw
-    values); the raw rotation is in ``face.extra["raw_rotation"]``.
+    values); the raw rotation is in ``face.raw_rotation``.
     """
 
     def __init__(self, landmarks: OneEuroParams | None = LANDMARK_DEFAULTS,
@@ -375,7 +375,7 @@ class FaceSmoother:
     def apply(self, faces, t: float):
         """Smooth the faces of the frame at time ``t`` (seconds), in place; returns ``faces``."""
         for f in faces:
-            track = (f.extra or {}).get("track")
+            track = f.track
             if track is None or f.landmarks_3d is None:
                 continue
             st = self._state.setdefault(track, {
@@ -384,7 +384,7 @@ class FaceSmoother:
             lm = np.asarray(f.landmarks_3d, dtype=np.float64)
             w, h = np.ptp(lm[:, 0]), np.ptp(lm[:, 1])
             scale = max(math.sqrt(max(w * h, 0.0)), 1.0)
-            f.extra["raw_landmarks_3d"] = f.landmarks_3d
+            f.raw_landmarks_3d = f.landmarks_3d
             sm = st["lm"]
             new = sm(lm, t, scale)
             f.landmarks_3d = new.astype(np.float32)
@@ -398,7 +398,7 @@ class FaceSmoother:
                 f.vertices = sm.from_shape_frame(st["v"]).astype(np.float32)
             if st["pose"] is not None and f.pose is not None:
                 raw = np.asarray(f.pose, dtype=np.float64)
-                f.extra["raw_pose"] = f.pose
+                f.raw_pose = f.pose
                 prev = st["pose"].x_hat
                 x = raw if prev is None else _unwrap_deg(raw, prev)
                 f.pose = _wrap_deg(st["pose"](x, t)).astype(np.float32)
@@ -406,6 +406,6 @@ class FaceSmoother:
                 if rot is not None:
                     st["rot"] = _smooth_rotation(st.get("rot"), np.asarray(rot, np.float64),
                                                  st["pose"].last_alpha)
-                    f.extra["raw_rotation"] = rot
+                    f.raw_rotation = rot
                     f.rotation = st["rot"].copy()
         return faces

@@ -92,8 +92,8 @@ video, whose frames jump independently, carried crops trail the jumps (raw jitte
 2.09 %): carrying assumes small motion between frames, as in real video.
 
 All boxes and landmarks are in image pixels (x right, y down), as in
-:class:`~facealign_cli.core.face.Face`; the track id is ``face.extra["track"]`` (an ``int``),
-and a carried face has ``face.extra["carried"] = True``.
+:class:`~facealign_cli.core.face.Face`; the track id is ``face.track`` (an ``int``),
+and a carried face has ``face.carried = True``.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def pair_costs(tracks: np.ndarray, boxes: np.ndarray, iou_threshold: float,
 
 def track_of(face: Face) -> int | None:
     """The track id of a face (``None`` when it was not tracked)."""
-    return (face.extra or {}).get("track")
+    return face.track
 
 
 @dataclass
@@ -267,7 +267,7 @@ class FaceTracker:
 
     def update(self, faces: list[Face]) -> list[Face]:
         """Drop the frame's duplicate detections (:func:`duplicate_detections`) and assign
-        track ids to the others (``face.extra["track"]``, set in place).
+        track ids to the others (``face.track``, set in place).
 
         Args:
             faces: the faces of the frame (their ``box`` and ``score`` are used), possibly
@@ -298,7 +298,7 @@ class FaceTracker:
                 tr.score = float(f.score)
                 tr.last_frame, tr.missed = self.frame, 0
                 tr.hits += 1
-            f.extra["track"] = t
+            f.track = t
         self.ended = []
         for t in list(self.tracks):
             if t in matched_tracks or self.tracks[t].first_frame == self.frame:
@@ -311,7 +311,7 @@ class FaceTracker:
 
     def carry(self, faces: list[Face]) -> list[Face]:
         """Advance one frame without detection: the faces (each already with its
-        ``extra["track"]``) continue their tracks; live tracks without a face count a missed
+        ``track``) continue their tracks; live tracks without a face count a missed
         frame. Returns the same list."""
         self.frame += 1
         seen = set()
@@ -369,7 +369,7 @@ class VideoAligner:
 
         va = VideoAligner(FaceAligner(), detect_every=1, smoother=FaceSmoother())
         for frame in VideoReader(path):
-            faces = va.process(frame.image, frame.time)   # Face list, extra["track"] set
+            faces = va.process(frame.image, frame.time)   # Face list, track set
     """
 
     def __init__(self, aligner, *, detect_every: int = 1,
@@ -414,7 +414,7 @@ class VideoAligner:
                 continue
             faces.append(Face(box=tr.box.astype(np.float32), score=tr.score,
                               roi_box=np.asarray(roi, np.float32),
-                              extra={"track": tr.id, "carried": True}))
+                              track=tr.id, carried=True))
         return faces
 
     def process(self, image_bgr: np.ndarray, time: float | None = None) -> list[Face]:
@@ -427,9 +427,9 @@ class VideoAligner:
 
         Returns:
             The faces, detector frames in score order less the duplicates
-            (:func:`duplicate_detections`), each with ``extra["track"]``;
+            (:func:`duplicate_detections`), each with its ``track``;
             ``landmarks_3d`` / ``pose`` (and ``vertices``) smoothed when a smoother is set, the
-            raw values in ``extra["raw_landmarks_3d"]`` / ``extra["raw_pose"]``.
+            raw values in ``raw_landmarks_3d`` / ``raw_pose``.
         """
         t = self.frames / 30.0 if time is None else float(time)
         detect = self.frames % self.detect_every == 0

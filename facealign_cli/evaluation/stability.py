@@ -210,12 +210,12 @@ def run_video(video_aligner, photo: np.ndarray, transforms: np.ndarray, fps: flo
             k = track_of(f)
             if k is None or f.landmarks_3d is None:
                 continue
-            raw = f.extra.get("raw_landmarks_3d", f.landmarks_3d)
+            raw = f.landmarks_3d if f.raw_landmarks_3d is None else f.raw_landmarks_3d
             d = tracks.setdefault(k, {"frames": [], "raw": [], "smoothed": [], "pose_raw": [],
                                       "pose_smoothed": []})
             d["frames"].append(i)
             d["raw"].append(apply_affine(inv, np.asarray(raw)[:, :2]))
-            pose = f.extra.get("raw_pose", f.pose)
+            pose = f.pose if f.raw_pose is None else f.raw_pose
             d["pose_raw"].append(None if pose is None else P.pose_back(pose, m))
             if video_aligner.smoother is not None:
                 d["smoothed"].append(apply_affine(inv, np.asarray(f.landmarks_3d)[:, :2]))

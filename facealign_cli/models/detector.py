@@ -94,7 +94,7 @@ class DetectionPass:
     """One run of one model over an image (whole image or a grid of tiles).
 
     Attributes:
-        name: label used in :meth:`BlazeFaceDetector.policy` and ``Face.extra["pass"]``.
+        name: label used in :meth:`BlazeFaceDetector.policy` and ``Face.detector_pass``.
         model: key of :data:`MODEL_SPECS`.
         score_threshold: minimum (calibrated) score of a candidate from this pass; the
             effective value is ``max(score_threshold, detector's score_threshold)``; ``None``
@@ -416,8 +416,9 @@ class BlazeFaceDetector:
             ``[x1, y1, x2, y2]`` clipped to the image (``0 <= x1 < x2 <= W - 1``, same for y),
             ``score`` (float in [0, 1]), ``keypoints`` (6, 2) float32 in the order of
             :data:`KEYPOINT_NAMES` (not clipped: for a face cut by the border they may lie
-            slightly outside the image), and ``extra = {"box_unclipped": [x1, y1, x2, y2],
-            "pass": name of the pass that produced the cluster's top candidate}``. All in image
+            slightly outside the image), ``box_unclipped`` ``[x1, y1, x2, y2]`` and
+            ``detector_pass`` (the name of the pass that produced the cluster's top candidate)
+            (see :class:`~facealign_cli.core.face.Face`). All in image
             pixels, x right, y down, pixel (0, 0) centred at (0, 0). Faces whose clipped box is
             thinner than 1 px are dropped (so a 1x1 image gives ``[]``).
 
@@ -442,7 +443,7 @@ class BlazeFaceDetector:
                     box=clipped,
                     score=float(s),
                     keypoints=np.asarray(k, np.float32),
-                    extra={"box_unclipped": [float(v) for v in b], "pass": n},
+                    box_unclipped=[float(v) for v in b], detector_pass=n,
                 )
             )
             if self.max_faces is not None and len(faces) >= self.max_faces:

@@ -4,7 +4,7 @@ detector score) at its box, and the frames encoded one at a time
 (:class:`facealign_cli.io.video.VideoWriter`: MPEG-4 in MP4, never the whole video in memory).
 
 Usage (``faces`` of each frame from :class:`facealign_cli.core.tracking.VideoAligner`, so that
-``face.extra["track"]`` is set)::
+``face.track`` is set)::
 
     with VideoRenderer("clip.mp4", fps, ["box", "landmarks"], keep_first=True) as vr:
         for frame in reader:
@@ -27,10 +27,10 @@ from facealign_cli.render.overlay import draw_faces
 
 
 def track_labels(faces: Sequence) -> list[str | None]:
-    """``"#<track>"`` for each face with a track id (``face.extra["track"]``), else ``None``."""
+    """``"#<track>"`` for each face with a track id (``face.track``), else ``None``."""
     out: list[str | None] = []
     for f in faces:
-        t = (getattr(f, "extra", None) or {}).get("track")
+        t = getattr(f, "track", None)
         out.append(None if t is None else f"#{int(t)}")
     return out
 

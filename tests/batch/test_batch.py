@@ -361,10 +361,10 @@ def test_worker_crash_fails_only_the_culprit_and_the_run_goes_on(tmp_path):
 _NOISY_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    import facealign_cli.batch.worker as worker
+    import facealign_cli.batch.options as options
     from facealign_cli.cli.main import main
-    from fakes import FakeFactory
-    worker.build_aligner = FakeFactory(noise=True)
+    from fakes import FakeFactory, fake_run_options
+    options.RunOptions = fake_run_options(FakeFactory(noise=True))
     main(["landmarks", {src!r}, "--out", "-"])
 """)
 

@@ -9,12 +9,13 @@ import pytest
 
 @pytest.fixture()
 def fake_model(monkeypatch):
-    """Every run in this process uses the fast fake model instead of the real one."""
-    from fakes import fake_factory
+    """Every run of the command line in this process uses the fast fake model instead of the
+    real one (through ``RunOptions.aligner_factory``, the documented plug-in point)."""
+    from fakes import fake_factory, fake_run_options
 
-    import facealign_cli.batch.worker as worker
+    import facealign_cli.batch.options as options
 
-    monkeypatch.setattr(worker, "build_aligner", fake_factory)
+    monkeypatch.setattr(options, "RunOptions", fake_run_options(fake_factory))
 
 
 @pytest.fixture()

@@ -59,6 +59,27 @@ def test_bad_values_are_usage_errors_naming_them(tmp_path, fake_model, env, args
     assert not out.exists()  # nothing done
 
 
+@pytest.mark.parametrize("command,args,flag", [
+    ("landmarks", ["--quiet", "--verbose"], "--quiet"),
+    ("landmarks", ["--backend", "dask"], "--scheduler"),
+    ("landmarks", ["--scheduler", "tcp://h:8786"], "--scheduler"),
+    ("mesh", ["--texture", "--format", "ply"], "--texture"),
+    ("detect", ["--detect-every", "2"], "--detect-every"),
+    ("landmarks", ["--out", "  "], "--out"),
+    ("mesh", ["--out", "-"], "--out"),
+])
+def test_options_that_run_options_refuses_are_usage_errors(tmp_path, fake_model, command, args,
+                                                          flag):
+    """Checked once, by RunOptions (an OptionError naming the flag), shown as click's usage
+    error: exit 2, the usage line, no traceback, nothing written."""
+    src = _folder(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    r = invoke([command, src, "--out", out, *args])
+    assert r.exit_code == 2, r.output
+    assert f"Error: {flag}" in r.stderr and "Usage: " in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
 def test_empty_out_is_a_usage_error(tmp_path, fake_model, monkeypatch):
     src = _folder(tmp_path / "in", 1)
     monkeypatch.chdir(tmp_path)
@@ -157,10 +178,10 @@ def test_jobs_over_the_cores_are_capped_with_a_warning(tmp_path, fake_model):
 _CLI = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    import facealign_cli.batch.worker as worker
+    import facealign_cli.batch.options as options
     from facealign_cli.cli.main import main
-    from fakes import FakeFactory
-    worker.build_aligner = FakeFactory(delay={delay})
+    from fakes import FakeFactory, fake_run_options
+    options.RunOptions = fake_run_options(FakeFactory(delay={delay}))
     main({args!r})
 """)
 

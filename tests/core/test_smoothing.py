@@ -97,7 +97,7 @@ def _face(track, lm, pose=(0, 0, 0), vertices=None):
                 landmarks_3d=np.asarray(lm, np.float32),
                 pose=np.asarray(pose, np.float32),
                 vertices=None if vertices is None else np.asarray(vertices, np.float32),
-                extra={} if track is None else {"track": track})
+                track=track)
 
 
 def test_face_smoother_per_track_raw_kept_and_untracked_untouched():
@@ -111,8 +111,8 @@ def test_face_smoother_per_track_raw_kept_and_untracked_untouched():
         fn = _face(None, b0)
         raw = fa.landmarks_3d.copy()
         sm.apply([fa, fb, fn], i / FPS)
-        np.testing.assert_array_equal(fa.extra["raw_landmarks_3d"], raw)
-        assert fn.landmarks_3d is not None and "raw_landmarks_3d" not in fn.extra
+        np.testing.assert_array_equal(fa.raw_landmarks_3d, raw)
+        assert fn.landmarks_3d is not None and fn.raw_landmarks_3d is None
         outs.append((fa.landmarks_3d.copy(), fb.landmarks_3d.copy()))
         assert fa.vertices.dtype == np.float32 and fa.vertices.shape == (10, 3)
     # the two tracks never mix
@@ -129,7 +129,7 @@ def test_pose_is_unwrapped_across_180():
         f = _face(0, lm, pose=(0.0, 0.0, roll))
         sm.apply([f], i / FPS)
         out.append(float(f.pose[2]))
-        assert f.extra["raw_pose"][2] == roll
+        assert f.raw_pose[2] == roll
     # never pulled towards 0 by the jump from +179 to -179
     assert all(abs(abs(r) - 180) < 2 for r in out)
 
@@ -147,7 +147,7 @@ def test_rotation_stays_a_rotation_and_raw_is_kept():
         sm.apply([f], i / FPS)
         np.testing.assert_allclose(f.rotation @ f.rotation.T, np.eye(3), atol=1e-9)
         assert np.linalg.det(f.rotation) == pytest.approx(1.0)
-        assert f.extra["raw_rotation"] is raw
+        assert f.raw_rotation is raw
 
 
 def _similarity(points, scale, theta, shift):

@@ -47,7 +47,8 @@ def annotated_faces(afw_annotated_dir, parts):
 
 
 def _fresh(face: Face, **kw) -> Face:
-    return Face(box=face.box.copy(), score=face.score, extra=dict(face.extra or {}), **kw)
+    return Face(box=face.box.copy(), score=face.score, box_unclipped=face.box_unclipped,
+                detector_pass=face.detector_pass, **kw)
 
 
 def _aligner(parts, **kw) -> FaceAligner:
@@ -64,7 +65,7 @@ def test_second_pass_moves_the_roi_box_to_the_landmark_roi(parts, annotated_face
     for img, face, gt in annotated_faces:
         want = G.roi_box_from_landmarks(gt, s)
         det_roi = G.scale_roi_box(G.roi_box_from_detector_box(
-            (face.extra or {}).get("box_unclipped", face.box)), s)
+            face.full_box), s)
         f = _fresh(face)
         al.fit(img, [f])
         one = _fresh(face)
@@ -105,7 +106,7 @@ def test_options_turn_each_step_off(parts, annotated_faces):
     std = _fresh(face)
     _aligner(parts, roi_crop_scale=1.0, second_pass=False).fit(img, [std])
     np.testing.assert_allclose(std.roi_box, G.roi_box_from_detector_box(
-        (face.extra or {}).get("box_unclipped", face.box)), atol=1e-5)
+        face.full_box), atol=1e-5)
     from facealign_cli.core.morphable_model import load_morphable_model
     from facealign_cli.evaluation.protocols import predict_on_crops
 

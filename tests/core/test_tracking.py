@@ -171,7 +171,7 @@ def test_duplicate_box_of_a_face_gets_no_track():
     for fs in _duplicate_clip(np.random.default_rng(0)):
         kept = tr.update(fs)
         assert [f.score for f in kept] == [0.9]   # the duplicate is dropped, not tracked
-        assert all("track" not in f.extra for f in fs if f.score == 0.5)
+        assert all(f.track is None for f in fs if f.score == 0.5)
         seen.update(ids(kept))
     assert seen == {0}
     # without the rule the duplicate makes extra tracks (the rule is what this test checks)
@@ -278,7 +278,7 @@ def test_detector_every_k_frames_carries_tracks():
         img = np.zeros((240, 320, 3), np.uint8)
         img[0, 0, 0] = 2 * i  # the faces move 2 px per frame
         faces = va.process(img, i / 30)
-        seen.append((sorted(ids(faces)), [bool(f.extra.get("carried")) for f in faces]))
+        seen.append((sorted(ids(faces)), [f.carried for f in faces]))
         for f in faces:
             b = np.asarray(boxes[track_of(f)], np.float64) + 2 * i
             # landmarks on the moved face; carried boxes follow the landmarks
@@ -419,9 +419,12 @@ def test_carried_faces_crop_at_the_aligners_roi_crop_scale():
                       (Tight([[100, 60, 180, 140]]), 0.5)):
         va = VideoAligner(fa, detect_every=2)
         img = np.zeros((240, 320, 3), np.uint8)
-        prev = va.process(img)[0].landmarks_3d[:, :2].copy()
+        first = va.process(img)[0]
+        prev = first.landmarks_3d[:, :2].copy()
         carried = va.process(img)[0]
-        assert carried.extra["carried"]
+        # typed fields, not the free-form ``extra``, carry the track and the carried flag
+        assert carried.carried and not first.carried
+        assert first.track == carried.track == 0 and first.extra == carried.extra == {}
         np.testing.assert_allclose(carried.roi_box, G.roi_box_from_landmarks(prev, scale))
         if scale != 1:
             side = G.roi_box_from_landmarks(prev)

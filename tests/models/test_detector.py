@@ -347,7 +347,7 @@ def test_short_range_fallback_runs_only_when_the_back_pass_finds_nothing():
     log.names.clear()
     faces = det.detect(canvas)
     assert log.names == ["back/whole"]
-    assert [f.extra["pass"] for f in faces][:1] == ["back/whole"]
+    assert [f.detector_pass for f in faces][:1] == ["back/whole"]
     gt = _box_of((lab["pts68"][0] + 0.5) * s - 0.5 + [500, 300])
     assert _best_iou(gt, faces) >= 0.3
 
@@ -362,7 +362,7 @@ def test_short_range_fallback_finds_a_close_up_profile_the_back_pass_misses():
     back_only = BlazeFaceDetector(policy=POLICIES["v2"][:1])
     assert back_only.detect(img) == []
     faces = BlazeFaceDetector().detect(img)
-    assert len(faces) == 1 and faces[0].extra["pass"] == "short_range/whole"
+    assert len(faces) == 1 and faces[0].detector_pass == "short_range/whole"
     cx, cy = (faces[0].box[:2] + faces[0].box[2:]) / 2
     assert 140 < cx < 500 and 60 < cy < 420
 
@@ -400,7 +400,7 @@ def test_labelled_set_holds_every_default_detection_of_the_afw_photos(detector):
         boxes = np.array(rows.get(photo, []), np.float64).reshape(-1, 4)
         for f in detector.detect(cv2.imread(str(AFW / photo))):
             n += 1
-            b = np.asarray(f.extra["box_unclipped"], np.float64)
+            b = np.asarray(f.box_unclipped, np.float64)
             if not len(boxes) or box_iou(b, boxes).max() < 0.5:
                 missing.append((photo, f.score))
     assert n >= 337

@@ -99,7 +99,7 @@ def test_roi_rule_matches_landmark_crops(shared):
         faces = det.detect(img)
         if not faces:
             continue
-        roi = G.roi_box_from_detector_box(faces[0].extra.get("box_unclipped", faces[0].box))
+        roi = G.roi_box_from_detector_box(faces[0].full_box)
         ref = G.roi_box_from_landmarks(data.pts68[i])
         side = ref[2] - ref[0]
         dc.append(np.linalg.norm((roi[:2] + roi[2:]) / 2 - (ref[:2] + ref[2:]) / 2) / side)

@@ -124,8 +124,7 @@ def test_processed_fps_of_an_unknown_source_rate():
 
 
 def _face(box, track=None) -> Face:
-    return Face(box=np.array(box, np.float32), score=0.87,
-                extra={} if track is None else {"track": track})
+    return Face(box=np.array(box, np.float32), score=0.87, track=track)
 
 
 def test_track_ids_are_drawn_at_their_box_and_nowhere_else(tmp_path):

@@ -1,0 +1,85 @@
+"""``RunOptions`` checks itself when it is made: every invalid value, or combination of
+values, raises an ``OptionError`` (a ``ValueError``) naming the command-line flag at fault,
+before anything is read or written; the command line shows it as a usage error (exit 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from facealign_cli.batch.options import BatchError, OptionError, RunOptions
+
+nan, inf = float("nan"), float("inf")
+
+# (flag named, RunOptions keywords)
+BAD = [
+    ("COMMAND", dict(command="nope")),
+    ("--out", dict(out="")),
+    ("--out", dict(out="  ")),
+    ("--out", dict(out="a\0b")),
+    ("--out", dict(command="mesh", out="-")),
+    ("--out", dict(command="render", out="-")),
+    ("--format", dict(command="mesh", mesh_format="stl")),
+    ("--mesh-frame", dict(command="mesh", mesh_frame="sideways")),
+    ("--texture", dict(command="mesh", mesh_format="ply", texture=True)),
+    ("--draw", dict(command="render", draw=())),
+    ("--draw", dict(command="render", draw=("box", "halo"))),
+    ("--jobs", dict(jobs=-1)),
+    ("--threads", dict(threads=-2)),
+    ("--max-faces", dict(max_faces=-1)),
+    ("--frame-step", dict(frame_step=0)),
+    ("--detect-every", dict(detect_every=0)),
+    ("--mesh-every", dict(mesh_every=0)),
+    ("--max-megapixels", dict(max_pixels=0)),
+    ("--min-score", dict(min_score=1.5)),
+    ("--min-score", dict(min_score=-0.1)),
+    ("--min-score", dict(min_score=nan)),
+    ("--min-quality", dict(min_quality=nan)),
+    ("--min-quality", dict(min_quality=2.0)),
+    ("--roi-crop-scale", dict(roi_crop_scale=0.0)),
+    ("--roi-crop-scale", dict(roi_crop_scale=inf)),
+    ("FACEALIGN_DASK_TIMEOUT", dict(dask_timeout=1e308)),
+    ("FACEALIGN_DASK_TIMEOUT", dict(dask_timeout=nan)),
+    ("FACEALIGN_DASK_TIMEOUT", dict(dask_timeout=0.0)),
+    ("--max-fps", dict(max_fps=nan)),
+    ("--max-fps", dict(max_fps=0.0)),
+    ("--max-fps", dict(max_fps=inf)),
+    ("--backend", dict(backend="ray")),
+    ("--scheduler", dict(backend="dask")),
+    ("--scheduler", dict(scheduler="tcp://h:8786")),
+    ("--runtime", dict(runtime="tensorrt")),
+    ("progress", dict(progress="sometimes")),
+    ("--quiet", dict(quiet=True, verbose=1)),
+    ("--detect-every", dict(command="detect", detect_every=3)),
+]
+
+
+@pytest.mark.parametrize("flag,kw", BAD, ids=[f"{f}:{sorted(k.items())}" for f, k in BAD])
+def test_each_bad_value_is_an_option_error_naming_its_flag(flag, kw):
+    kw = {"command": "landmarks", "out": "o", **kw}
+    with pytest.raises(OptionError) as info:
+        RunOptions(**kw)
+    err = info.value
+    assert err.flag == flag and str(err).startswith(flag)
+    assert isinstance(err, ValueError) and isinstance(err, BatchError)  # old callers
+    assert err.exit_code == 2
+
+
+def test_good_values_pass_and_replace_checks_again():
+    good = RunOptions(command="mesh", out="o", mesh_format="glb", texture=True, jobs=0,
+                      min_score=0.0, min_quality=1.0, max_fps=12.5, backend="dask",
+                      scheduler="tcp://h:8786", dask_timeout=3600.0, detect_every=4,
+                      verbose=2, runtime="torch", progress="never")
+    assert good.cmd.name == "mesh"
+    with pytest.raises(OptionError, match="^--min-score"):
+        dataclasses.replace(good, min_score=nan)
+
+
+def test_the_message_names_the_flag_once():
+    with pytest.raises(OptionError) as info:
+        RunOptions(command="detect", out="o", detect_every=4)
+    assert str(info.value).startswith("--detect-every 4: detect runs the detector")
+    with pytest.raises(OptionError) as info:
+        RunOptions(command="landmarks", out="o", min_score=2.0)
+    assert str(info.value) == "--min-score: must lie in [0, 1], got 2.0"
