@@ -1074,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the shared data folder (default ../shared)")
     ap.add_argument("--weights", type=Path, default=None,
                     help="regressor checkpoint (default $FACEALIGN_WEIGHTS, else "
-                         "weights/facealign_v1.pth)")
+                         "weights/facealign_v3.pth)")
     ap.add_argument("--teacher", type=Path, default=None,
                     help="teacher weights (default <shared>/teacher/mb05_120x120.pth if present)")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="full results (JSON)")

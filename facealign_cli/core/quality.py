@@ -3,30 +3,32 @@
 With flip averaging (the default) the regressor sees each roi crop twice, as is and mirrored. On a
 real face the mirrored prediction, mapped back, lands on (nearly) the same landmarks; on a jacket,
 a lamp or a hand the two predictions are unrelated guesses and disagree by several times more
-(median over the labelled set, default pipeline: 1.0 % of the crop side for faces, 8.3 % for
-false detections). The **flip disagreement**
+(median over the labelled set, default pipeline: 1.0 % of the crop side for faces). The
+**flip disagreement**
 (:attr:`facealign_cli.core.regression.CropFit.flip_disagreement`, of the last pass) is therefore
 free, and :func:`face_quality` combines it with the detector score in a logistic model.
 
 Fit (``scripts/fit_quality.py``; never AFLW2000-3D): the detections of the default detector
 policy ``v2`` and of its 0.4-threshold variant on the 185 AFW photos and the 870 300-W HELEN
 training crops (1457 detections, 1388 faces and 69 false, labelled in
-``benchmarks/data/detections_labelled.csv``), each fitted by the default pipeline (shipped
-weights, flip averaging, roi crop scale 0.88, second pass); logistic regression of the label on
-the detector score and log(flip disagreement). ROC AUC of held-out predictions (5-fold, grouped
-by photo) against the detector score alone: all detections 0.986 vs 0.979, AFW detections of
-the default policy 0.979 vs 0.966. The other cue tried, the agreement of the 6 BlazeFace
-keypoints with the fitted landmarks, is weaker alone (AUC 0.944 on the AFW default detections)
-and adds nothing to the pair (0.978).
+``benchmarks/data/detections_labelled.csv``), each fitted by the default pipeline (the shipped
+v3 weights, flip averaging, roi crop scale 0.88, second pass, roi rule refitted for ``v2``);
+logistic regression of the label on the detector score and log(flip disagreement). ROC AUC of
+held-out predictions (5-fold, grouped by photo) against the detector score alone: all
+detections 0.985 vs 0.979, AFW detections of the default policy 0.985 vs 0.966. The other cue
+tried, the agreement of the 6 BlazeFace keypoints with the fitted landmarks, is weaker alone
+(AUC 0.947-0.960 on the AFW default detections) and adds nothing to the pair (0.983-0.984).
 
 At the default threshold :data:`DEFAULT_MIN_QUALITY` = 0.5 (detections of ``v2`` at the
-default ``--min-score`` 0.45; these weights, held-out predictions in brackets): AFW photos, 5
-of 439 faces dropped (1.1 %; [1.1 %]), none of the 333 annotated faces the detector finds, and
-14 of 27 false detections dropped (52 %; [48 %]): 0.070 false detections per photo kept
-(0.146 without the filter; the v1 policy without it: 0.254); HELEN crops, 5 of 931 faces
-dropped (0.5 %; [0.5 %]) and 9 of 15 false ones (60 %; [53 %]). 0.5 is the highest threshold
-that keeps all 333 annotated faces (0.6 drops one). The detector score at ``--min-score 0.7``
-keeps 87.5 % of the AFW faces (318 annotated) and none of the false ones.
+default ``--min-score`` 0.45; these weights, held-out predictions in brackets): AFW photos, 2
+of 439 faces dropped (0.5 %; [0.2 %]), none of the 333 annotated faces the detector finds, and
+13 of 27 false detections dropped (48 %; [48 %]): 0.076 false detections per photo kept
+(0.146 without the filter; the v1 policy without it: 0.254); HELEN crops, 3 of 931 faces
+dropped (0.3 %; [0.3 %]) and 9 of 15 false ones (60 %; [53 %]). 0.6 would keep all 333
+annotated faces too, with 0.054-0.059 false per photo, but drops 1.4-1.6 % of the AFW faces. The
+detector score at ``--min-score 0.7`` keeps 87.5 % of the AFW faces (318 annotated) and none of
+the false ones. Measured with ``python scripts/fit_quality.py --weights
+weights/facealign_v3.pth --policy v2``.
 
 Refit (after a new regressor or detector policy: the flip disagreement depends on both)::
 
@@ -46,11 +48,11 @@ from facealign_cli.defaults import DEFAULT_MIN_QUALITY
 __all__ = ["DEFAULT_MIN_QUALITY", "FLIP_MEDIAN_FACE", "WEIGHTS", "face_quality"]
 
 #: Logistic weights: detector score, log(flip disagreement), intercept (``scripts/fit_quality.py``).
-WEIGHTS = (11.021, -1.516, -9.493)
+WEIGHTS = (11.247, -1.452, -9.551)
 
 #: Median flip disagreement of the labelled set's real faces at the default ``--min-score``
 #: (fraction of the crop side); used when flip averaging is off.
-FLIP_MEDIAN_FACE = 0.0099
+FLIP_MEDIAN_FACE = 0.0100
 
 _FLOOR = 1e-4  # disagreements below 0.01 % of the crop side count as that
 

@@ -3,7 +3,7 @@
 The network of a facealign checkpoint is exported once to ONNX, *with the whole predict step
 inside the graph*: (B, S, S, 3) uint8 BGR roi crops in, ``y * param_std + param_mean`` (B, 62)
 float32 3DMM parameters out (same layout as :class:`facealign_cli.models.regressor.Regressor`). The
-export lies beside the checkpoint (``weights/facealign_v1.pth`` -> ``weights/facealign_v1.onnx``)
+export lies beside the checkpoint (``weights/facealign_v3.pth`` -> ``weights/facealign_v3.onnx``)
 and carries the checkpoint's sha256 in its metadata, so an export that belongs to another
 checkpoint is never used. Running it needs only ``onnxruntime`` (no torch import: about a second
 less start-up per process, and 2-5x less time per face on a CPU than torch, see

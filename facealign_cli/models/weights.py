@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-DEFAULT_WEIGHTS_NAME = "facealign_v1.pth"
+DEFAULT_WEIGHTS_NAME = "facealign_v3.pth"
 
 #: What to install for the parts that need torch (``train``, ``export-onnx``,
 #: ``--runtime torch``, ``--baseline-3ddfa``): the ``[train]`` extra, torch pinned and first.
@@ -78,7 +78,7 @@ def weights_dir() -> Path:
 
 
 def default_weights_path() -> Path:
-    """Where the shipped weights are: ``facealign_v1.pth`` in :func:`weights_dir` (the command
+    """Where the shipped weights are: ``facealign_v3.pth`` in :func:`weights_dir` (the command
     line reads ``$FACEALIGN_WEIGHTS`` and passes it on as an explicit path)."""
     return weights_dir() / DEFAULT_WEIGHTS_NAME
 
