@@ -21,3 +21,21 @@ DEFAULT_MIN_SCORE = 0.45
 #: (:func:`facealign_cli.core.quality.face_quality`, the probability that a detection is a real
 #: face) is below it are dropped; the rates it gives are in :mod:`facealign_cli.core.quality`.
 DEFAULT_MIN_QUALITY = 0.5
+#: Test-time presets (``--preset``, ``FaceAligner(preset=...)``): each a set of the aligner's
+#: test-time settings (:class:`facealign_cli.core.pipeline.FaceAligner`'s ``flip``,
+#: ``second_pass``, ``first_pass_flip``, ``second_pass_min_change``). ``fast``: one pass on the
+#: detector's roi box, flip-averaged (2 regressor evaluations per face); ``balanced`` (the
+#: default): a first pass without its mirror, a second pass at the roi box of the first pass's
+#: landmarks, flip-averaged, skipped (the first crop reused, its mirror added) where that box
+#: moved by less than ``second_pass_min_change`` of the side (2-3 evaluations); ``accurate``:
+#: both passes flip-averaged, the second always run (4 evaluations; the default before v4).
+#: Measured NME and CPU per photo of each: the model card, ``weights/README.md``.
+PRESETS = {
+    "fast": {"flip": True, "second_pass": False, "first_pass_flip": True,
+             "second_pass_min_change": 0.0},
+    "balanced": {"flip": True, "second_pass": True, "first_pass_flip": False,
+                 "second_pass_min_change": 0.04},
+    "accurate": {"flip": True, "second_pass": True, "first_pass_flip": True,
+                 "second_pass_min_change": 0.0},
+}
+DEFAULT_PRESET = "balanced"

@@ -77,7 +77,7 @@ def train_cmd(config_path, shared, teacher, out_dir, cache, max_steps, limit_fac
 def _read_config(config_path, max_steps: int, limit_faces: int, epochs: int):
     """The recipe with the command-line overrides, checked as a whole before torch or any data
     is touched: every problem is a usage error (exit 2) naming the file and the key."""
-    from facealign_cli.training.config import ConfigError, TrainConfig
+    from facealign_cli.training.config import TEACHER_INIT, ConfigError, TrainConfig
 
     try:
         cfg = TrainConfig.from_toml(config_path)
@@ -90,8 +90,10 @@ def _read_config(config_path, max_steps: int, limit_faces: int, epochs: int):
         cfg.validate()
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="'--config'") from None
-    for key in ("init_from", "labeller"):
+    for key in ("init_from", "labeller", "box_error"):
         path = getattr(cfg, key)
+        if key == "init_from" and path == TEACHER_INIT:
+            continue  # the teacher file (--teacher) is checked where it is read
         if path and not Path(path).is_file():
             raise click.BadParameter(f"{config_path}: {key} = {path!r}: no such file",
                                      param_hint="'--config'")

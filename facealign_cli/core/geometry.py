@@ -77,6 +77,25 @@ def scale_roi_box(roi_box: np.ndarray, scale: float) -> np.ndarray:
     return np.concatenate([c - half, c + half], axis=-1).astype(np.float32)
 
 
+def roi_box_change(a: np.ndarray, b: np.ndarray) -> float:
+    """How much roi box ``b`` differs from roi box ``a``: the largest of the centre's shift in x
+    and in y and the change of the side, each as a fraction of ``a``'s side.
+
+    Args:
+        a, b: (4,) ``[sx, sy, ex, ey]`` square boxes in image pixels.
+
+    Returns:
+        A float >= 0 (0: the same box); ``inf`` when ``a`` has no positive side.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    side = a[2] - a[0]
+    if not side > 0:
+        return math.inf
+    shift = np.abs((b[:2] + b[2:4]) / 2 - (a[:2] + a[2:4]) / 2)
+    return float(max(shift.max(), abs((b[2] - b[0]) - side)) / side)
+
+
 def roi_box_from_landmarks(points: np.ndarray, crop_scale: float = 1.0) -> np.ndarray:
     """3DDFA's roi box from landmarks: the square whose side is the diagonal of the landmarks'
     squared bounding box, centred on the bounding box centre.

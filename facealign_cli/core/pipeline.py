@@ -45,6 +45,13 @@ class FaceAligner:
             times ``roi_crop_scale``) and the face is cropped and regressed again; the outputs
             (and ``Face.roi_box``) are the second pass's. Off: one pass on the detector's roi
             box.
+        first_pass_flip: flip-average the first pass too (with ``flip`` and ``second_pass``).
+            Off (the ``balanced`` preset): the first pass regresses the crop once, only the
+            final pass is flip-averaged.
+        second_pass_min_change: skip the second pass of a face whose landmark roi box differs
+            from its first crop by less than this fraction of the crop side
+            (:func:`~facealign_cli.core.geometry.roi_box_change`): the first crop is kept and
+            its prediction reused; 0 = always run the second pass.
 
     Raises:
         FileNotFoundError: weights or model files are missing.
@@ -52,7 +59,8 @@ class FaceAligner:
 
     def __init__(self, detector: Detector | None = None, regressor=None, *, max_faces: int = 0,
                  min_face: float = 12.0, num_threads: int | None = None, flip: bool = True,
-                 roi_crop_scale: float = G.ROI_CROP_SCALE, second_pass: bool = True):
+                 roi_crop_scale: float = G.ROI_CROP_SCALE, second_pass: bool = True,
+                 first_pass_flip: bool = True, second_pass_min_change: float = 0.0):
         G.scale_roi_box(np.zeros(4), roi_crop_scale)  # a bad factor fails here, not per image
         if detector is None:
             from facealign_cli.models.detector import BlazeFaceDetector
@@ -72,19 +80,22 @@ class FaceAligner:
         self.flip = flip
         self.roi_crop_scale = float(roi_crop_scale)
         self.second_pass = bool(second_pass)
+        self.first_pass_flip = bool(first_pass_flip)
+        self.second_pass_min_change = float(second_pass_min_change)
         self._fitters = {}
 
-    def fitter(self, dense: bool = False):
+    def fitter(self, dense: bool = False, flip: bool | None = None):
         """The :class:`~facealign_cli.core.regression.CropFitter` of the 68 landmarks and, with
-        ``dense``, of the face region (built once each)."""
-        if dense not in self._fitters:
+        ``dense``, of the face region (built once each); ``flip`` defaults to :attr:`flip`."""
+        flip = self.flip if flip is None else bool(flip)
+        if (dense, flip) not in self._fitters:
             from facealign_cli.core.regression import CropFitter
 
             sets = ["landmarks"]
             if dense:
                 sets.append((self.dense_model, self.topology.vertex_index))
-            self._fitters[dense] = CropFitter(self.model, sets, flip=self.flip)
-        return self._fitters[dense]
+            self._fitters[dense, flip] = CropFitter(self.model, sets, flip=flip)
+        return self._fitters[dense, flip]
 
     @property
     def model(self):
@@ -145,19 +156,41 @@ class FaceAligner:
                 # a face cut by the image border: its unclipped box gives the better crop centre
                 f.roi_box = G.scale_roi_box(G.roi_box_from_detector_box(np.asarray(f.full_box)),
                                             self.roi_crop_scale)
-        if self.second_pass:
-            self._regress(image_bgr, faces, dense=False)
-            for f in faces:
-                roi = G.roi_box_from_landmarks(f.landmarks_3d, self.roi_crop_scale)
-                if np.isfinite(roi).all() and roi[2] - roi[0] >= 1:  # else keep the first box
-                    f.roi_box = roi
-        return self._regress(image_bgr, faces, dense=dense)
+        if not self.second_pass:
+            return self._regress(image_bgr, faces, dense=dense)
+        first_flip = self.flip and self.first_pass_flip
+        fit, crops = self._regress(image_bgr, faces, dense=False, flip=first_flip)
+        n = len(faces)
+        known = np.full((n, 62), np.nan, np.float32)
+        known_mirror = np.full((n, 62), np.nan, np.float32)
+        for i, f in enumerate(faces):
+            roi = G.roi_box_from_landmarks(f.landmarks_3d, self.roi_crop_scale)
+            if not (np.isfinite(roi).all() and roi[2] - roi[0] >= 1):
+                keep = True  # a degenerate fit: keep the first box
+            else:
+                keep = G.roi_box_change(f.roi_box, roi) < self.second_pass_min_change
+            if keep:  # the same crop again: reuse what the first pass regressed on it
+                known[i] = fit.params[i]
+                if fit.mirror_params is not None:
+                    known_mirror[i] = fit.mirror_params[i]
+                continue
+            f.roi_box = roi
+        return self._regress(image_bgr, faces, dense=dense, known=known,
+                             known_mirror=known_mirror, crops=crops)[0]
 
-    def _regress(self, image_bgr: np.ndarray, faces: list[Face], *, dense: bool) -> list[Face]:
-        """One pass: crop every face's ``roi_box``, regress, fill the outputs (see :meth:`fit`)."""
+    def _regress(self, image_bgr: np.ndarray, faces: list[Face], *, dense: bool,
+                 flip: bool | None = None, known=None, known_mirror=None, crops=None):
+        """One pass: crop every face's ``roi_box``, regress, fill the outputs (see :meth:`fit`).
+
+        ``known`` / ``known_mirror``: (B, 62) predictions already made on a face's crop (NaN
+        rows: none), whose crop (from ``crops``) is reused. Returns ``(fit, crops)``.
+        """
         size = self.regressor.input_size
-        crops = np.stack([G.crop_roi(image_bgr, f.roi_box, size) for f in faces])
-        fit = self.fitter(dense)(self.regressor, crops)
+        reuse = np.zeros(len(faces), bool) if known is None else np.isfinite(known).all(axis=1)
+        crops = np.stack([crops[i] if reuse[i] else G.crop_roi(image_bgr, f.roi_box, size)
+                          for i, f in enumerate(faces)])
+        fit = self.fitter(dense, flip)(self.regressor, crops, params=known,
+                                       mirror_params=known_mirror)
         for i, f in enumerate(faces):
             f.params = fit.params[i]
             lm = G.crop_to_image(fit.vertices[0][i], f.roi_box, size)
@@ -171,7 +204,7 @@ class FaceAligner:
                 v = G.crop_to_image(fit.vertices[1][i], f.roi_box, size)
                 v[2] -= z0
                 f.vertices = v.T.copy()
-        return faces
+        return fit, crops
 
     def __call__(self, image_bgr: np.ndarray, *, dense: bool = False) -> list[Face]:
         """Detect and fit: (H, W, 3) uint8 BGR image to a list of faces (scores descending)."""

@@ -56,6 +56,8 @@ class CropFit:
         flip_disagreement: (B,) float32, with flip averaging: the mean 2D distance between
             the direct and the mirrored-back vertices of the first evaluated set, as a
             fraction of the crop side S (0 = both predictions agree); ``None`` without.
+        mirror_params: (B, 62) float32 parameters regressed on the mirrored crops (in the
+            mirror image's own frame), with flip averaging; ``None`` without.
     """
 
     params: np.ndarray
@@ -63,6 +65,7 @@ class CropFit:
     rotation: np.ndarray
     pose: np.ndarray
     flip_disagreement: np.ndarray | None = None
+    mirror_params: np.ndarray | None = None
 
 
 def gather_vertices(model: MorphableModel, vertex_index: np.ndarray) -> MorphableModel:
@@ -126,26 +129,33 @@ class CropFitter:
             self._sets.append((direct, partner))
 
     def __call__(self, regressor: Regressor, crops: np.ndarray, *,
-                 sets: tuple[int, ...] | None = None) -> CropFit:
+                 sets: tuple[int, ...] | None = None, params: np.ndarray | None = None,
+                 mirror_params: np.ndarray | None = None) -> CropFit:
         """Fit a batch of crops.
+
+        The crops (and, with flip averaging, their mirror images) that need the network go
+        through it in **one** ``regressor.predict`` call.
 
         Args:
             regressor: a :class:`Regressor`.
             crops: (B, S, S, 3) uint8 BGR roi crops, S = ``regressor.input_size``.
             sets: indices of the vertex sets to evaluate (default all).
+            params: optional (B, 62) predictions already made on these very crops (a row of
+                NaN: not known); known rows are not regressed again.
+            mirror_params: the same for the mirrored crops (used with flip averaging).
 
         Returns:
             A :class:`CropFit`.
         """
         size = regressor.input_size
         which = range(len(self._sets)) if sets is None else sets
-        params = regressor.predict(crops).astype(np.float32)
+        params, pf = _predict_missing(regressor, crops, params,
+                                      mirror_params if self.flip else None, self.flip)
         disagreement = None
         rot = np.stack([G.rotation_from_camera(p) for p in params]) if len(params) else \
             np.zeros((0, 3, 3))
         verts = [G.params_to_crop_vertices(params, self._sets[j][0], None, size) for j in which]
         if self.flip and len(params):
-            pf = regressor.predict(np.ascontiguousarray(crops[:, :, ::-1])).astype(np.float32)
             rf = np.stack([_REFLECT_X @ G.rotation_from_camera(p) @ _REFLECT_X for p in pf])
             rot = mean_rotation(rot, rf)
             for k, j in enumerate(which):
@@ -158,4 +168,33 @@ class CropFitter:
         pose = np.stack([G.angles_from_rotation(r) for r in rot]) if len(rot) else \
             np.zeros((0, 3))
         return CropFit(params=params, vertices=tuple(v.astype(np.float32) for v in verts),
-                       rotation=rot, pose=pose, flip_disagreement=disagreement)
+                       rotation=rot, pose=pose, flip_disagreement=disagreement,
+                       mirror_params=pf if self.flip else None)
+
+
+def _predict_missing(regressor: Regressor, crops: np.ndarray, params, mirror_params,
+                     flip: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Direct and (with ``flip``) mirror-image parameters of ``crops``: the rows of ``params`` /
+    ``mirror_params`` that are given and finite are kept, the others regressed, all of them in
+    one ``predict`` call. Returns ``(params, mirror_params)``, (B, 62) float32 each (the second
+    ``None`` without flip)."""
+    n = len(crops)
+    direct = np.full((n, 62), np.nan, np.float32) if params is None else \
+        np.array(params, dtype=np.float32).reshape(n, 62)
+    mirror = None
+    todo_d = ~np.isfinite(direct).all(axis=1)
+    todo_m = np.zeros(n, dtype=bool)
+    batch = [crops[todo_d]]
+    if flip:
+        mirror = np.full((n, 62), np.nan, np.float32) if mirror_params is None else \
+            np.array(mirror_params, dtype=np.float32).reshape(n, 62)
+        todo_m = ~np.isfinite(mirror).all(axis=1)
+        batch.append(crops[todo_m][:, :, ::-1])
+    k = int(todo_d.sum())
+    if k + int(todo_m.sum()):
+        out = regressor.predict(np.ascontiguousarray(np.concatenate(batch))).astype(np.float32)
+        direct[todo_d] = out[:k]
+        if flip:
+            mirror[todo_m] = out[k:]
+    return direct, mirror
+

@@ -19,6 +19,10 @@ from facealign_cli.models.weights import ARCH_ALIASES, ARCHS, canonical_arch
 #: Values of the ``labels`` key: the teacher's labels (v1) or labels refitted to the real
 #: landmarks (v2).
 LABEL_SOURCES = ("teacher", "refit")
+#: ``init_from`` value that starts from the teacher's own weights, converted to ``mb05``.
+TEACHER_INIT = "teacher"
+#: Values of ``choose_on``: the validation split that picks the kept epoch.
+CHOOSE_ON = ("afw", "aflw")
 
 
 class ConfigError(ValueError):
@@ -59,7 +63,9 @@ class TrainConfig:
     max_steps: int = 0  # >0: stop after this many steps (smoke runs)
     limit_faces: int = 0  # >0: use only this many faces (smoke runs)
     yaw_weights: tuple = (1.0, 1.0, 1.0)  # sampling weight of |yaw| in [0,30], (30,60], (60,90]
-    init_from: str = ""  # checkpoint of an earlier stage of the same recipe ("" = random init)
+    # "" = random init; a path: a checkpoint of an earlier stage of the same recipe; "teacher":
+    # the teacher's own weights, converted (facealign_cli.training.convert; the v4 fine-tune)
+    init_from: str = ""
     labels: str = "teacher"  # "teacher" (v1) or "refit" (labels refitted to the real landmarks)
     prior: float = 100.0  # weight of the refit's prior (labels = "refit")
     hold_out_val: bool = False  # keep the 300-W AFW faces out of training, validate on them
@@ -69,6 +75,13 @@ class TrainConfig:
     rot_sigma: float = 0.0  # std of the rotation in degrees (0: rot_deg / 2), clipped at rot_deg
     real_aflw: bool = True  # the real-landmark loss also on AFLW's 16 mapped points
     photo_p: float = 0.0  # probability of each photo-like degradation (_photo_like)
+    # v4 recipe (issue 23)
+    val_aflw: int = 0  # hold out this many AFLW-train faces as a validation split (0: none)
+    choose_on: str = "afw"  # the split that picks the epoch: "afw" or "aflw"
+    # roi boxes drawn from the detector's measured box error (scripts/measure_box_error.py's
+    # .npz; "" = none) for a fraction box_error_p of the faces
+    box_error: str = ""
+    box_error_p: float = 0.5
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -130,16 +143,18 @@ class TrainConfig:
                 raise ConfigError(f"{f.name} = {_show(value)}: want {want}", f.name)
 
 
-# key -> (low, high, low is excluded): the ranges of the numeric keys (high None: unbounded)
+# key -> (low, high, low is excluded): the ranges of the numeric keys. Every size has an upper
+# bound, so that a typo (stem = 100000000) is a one-line error before any memory is spent.
 _RANGES = {
-    "stem": (1, None, False), "epochs": (1, None, False), "batch_size": (1, None, False),
-    "lr": (0, None, True), "weight_decay": (0, None, False), "n_dense": (1, None, False),
-    "w_landmarks": (0, None, False), "w_real": (0, None, False), "w_param": (0, None, False),
-    "scale_jitter": (0, None, False), "shift_jitter": (0, None, False),
-    "rot_deg": (0, 180, False), "occlusion_p": (0, 1, False), "seed": (0, None, False),
-    "threads": (1, None, False), "max_steps": (0, None, False), "limit_faces": (0, None, False),
-    "prior": (0, None, False), "roi_scale": (0, None, True), "rot_sigma": (0, None, False),
-    "photo_p": (0, 1, False),
+    "stem": (1, 256, False), "epochs": (1, 10_000, False), "batch_size": (1, 4096, False),
+    "lr": (0, 1.0, True), "weight_decay": (0, 1.0, False), "n_dense": (1, 20_000, False),
+    "w_landmarks": (0, 1e3, False), "w_real": (0, 1e3, False), "w_param": (0, 1e3, False),
+    "scale_jitter": (0, 1.0, False), "shift_jitter": (0, 1.0, False),
+    "rot_deg": (0, 180, False), "occlusion_p": (0, 1, False), "seed": (0, 2**32 - 1, False),
+    "threads": (1, 256, False), "max_steps": (0, 10**9, False),
+    "limit_faces": (0, 10**7, False), "prior": (0, 1e6, False), "roi_scale": (0, 4.0, True),
+    "rot_sigma": (0, 180, False), "photo_p": (0, 1, False), "val_aflw": (0, 3000, False),
+    "box_error_p": (0, 1, False),
 }
 
 
@@ -151,8 +166,12 @@ def stored_config(cfg: TrainConfig) -> dict:
 
 def same_recipe(stored: dict, cfg: TrainConfig) -> bool:
     """Whether a checkpoint's stored config (a dict) is ``cfg``'s, old arch names read as their
-    current ones (a run written as ``fan_m`` resumes under ``dws_m`` and back)."""
-    return {**stored, "arch": canonical_arch(stored.get("arch"))} == stored_config(cfg)
+    current ones (a run written as ``fan_m`` resumes under ``dws_m`` and back) and keys the
+    stored config lacks read as their defaults."""
+    # keys added to the recipe after the run started take their defaults (which keep the old
+    # behaviour), so that runs written before a new key resume
+    full = {**asdict(TrainConfig()), **stored}
+    return {**full, "arch": canonical_arch(stored.get("arch"))} == stored_config(cfg)
 
 
 def _is_number(v) -> bool:
@@ -171,6 +190,8 @@ def _check(name: str, kind: str, value) -> str | None:
                    f"{', '.join(sorted(ARCH_ALIASES))})"
         if name == "labels" and value not in LABEL_SOURCES:
             return f"one of {', '.join(LABEL_SOURCES)}"
+        if name == "choose_on" and value not in CHOOSE_ON:
+            return f"one of {', '.join(CHOOSE_ON)}"
         return None
     if kind == "dict":
         return None if isinstance(value, dict) else "a table"

@@ -24,17 +24,29 @@ import cv2
 import numpy as np
 import torch
 
-from facealign_cli.core.geometry import pose_from_camera
+from facealign_cli.core.geometry import pose_from_camera, roi_box_from_landmarks
 from facealign_cli.core.morphable_model import load_morphable_model
 from facealign_cli.core.regression import CropFitter
 from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
-from facealign_cli.evaluation.metrics import nme_box
 from facealign_cli.models.regressor import FaceAlignNet, normalise_crops, sha256_of
 from facealign_cli.models.weights import canonical_arch
-from facealign_cli.training.config import TrainConfig, same_recipe, stored_config
+from facealign_cli.training.config import (
+    TEACHER_INIT,
+    TrainConfig,
+    same_recipe,
+    stored_config,
+)
+from facealign_cli.training.convert import convert_teacher
 from facealign_cli.training.data import SIZE, prepare_training_set
 from facealign_cli.training.decoder import VertexDecoder
 from facealign_cli.training.labels import prepare_refitted_set
+from facealign_cli.training.validation import (
+    aflw_validation_split,
+    validate,
+    validate_aflw,
+    yaw_bins,
+    zoom_crops,
+)
 
 
 class Augmenter:
@@ -49,6 +61,7 @@ class Augmenter:
         flip[:68] = ibug68_flip_permutation()
         self.flip_perm = flip  # target column i of the mirror image = column flip[i] of original
         self.lmk_perm = ibug68_flip_permutation()
+        self.box_error = load_box_error(cfg.box_error) if cfg.box_error else None
 
     def __call__(self, crop, tgt, real, params=None):
         """Augment one face.
@@ -74,14 +87,28 @@ class Augmenter:
             tgt[0] = (SIZE - 1) - tgt[0]
             real = real[self.lmk_perm]
             real[:, 0] = (SIZE - 1) - real[:, 0]
-        s = math.exp(rng.uniform(-cfg.scale_jitter, cfg.scale_jitter)) / cfg.roi_scale
         sigma = cfg.rot_sigma or cfg.rot_deg / 2
         a = math.radians(rng.normal(0, sigma)) if cfg.rot_deg else 0.0
         a = float(np.clip(a, -math.radians(cfg.rot_deg), math.radians(cfg.rot_deg)))
-        dx, dy = rng.uniform(-cfg.shift_jitter, cfg.shift_jitter, 2) * SIZE
+        R = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
         c = (SIZE - 1) / 2
-        A = s * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        b = np.array([c + dx, c + dy]) - A @ np.array([c, c])
+        if self.box_error is not None and params is not None and rng.random() < cfg.box_error_p:
+            # a detector-like crop: the landmark roi box moved and resized by a measured error
+            # of the detector's roi box on a face of the same |yaw| (scripts/measure_box_error.py)
+            yaw = float(pose_from_camera(params)[0]) * (-1 if flipped else 1)
+            pool = self.box_error[int(yaw_bins(np.array([yaw]))[0])]
+            dxs, dys, dlog = pool[rng.integers(len(pool))]
+            roi = roi_box_from_landmarks(tgt[:2, :68].T)
+            side = float(roi[2] - roi[0])
+            centre = (roi[:2] + roi[2:]) / 2 + np.array([dxs * np.sign(yaw), dys]) * side
+            s = SIZE / (side * math.exp(dlog) * cfg.roi_scale)
+            A = s * R
+            b = np.array([c, c]) - A @ centre
+        else:
+            s = math.exp(rng.uniform(-cfg.scale_jitter, cfg.scale_jitter)) / cfg.roi_scale
+            dx, dy = rng.uniform(-cfg.shift_jitter, cfg.shift_jitter, 2) * SIZE
+            A = s * R
+            b = np.array([c + dx, c + dy]) - A @ np.array([c, c])
         M = np.hstack([A, b[:, None]]).astype(np.float32)
         crop = cv2.warpAffine(np.ascontiguousarray(crop), M, (SIZE, SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -141,6 +168,26 @@ class Augmenter:
             if ok:
                 img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         return img
+
+
+def load_box_error(path: str | Path) -> list[np.ndarray]:
+    """The detector's measured roi-box errors (``scripts/measure_box_error.py``), by |yaw| bin.
+
+    Returns:
+        Three (M_b, 3) float64 arrays of ``(dx, dy, dlog)`` rows (centre offsets in roi sides,
+        ``dx`` signed by the face's yaw; log side ratio), faces the detector found only.
+
+    Raises:
+        FileNotFoundError: no such file; ValueError: a bin has no sample.
+    """
+    with np.load(path) as d:
+        ok = d["found"].astype(bool)
+        rows = np.stack([d["dx"], d["dy"], d["dlog"]], axis=1)[ok].astype(np.float64)
+        bins = yaw_bins(d["yaw"][ok])
+    out = [rows[bins == b] for b in range(3)]
+    if any(len(r) == 0 for r in out):
+        raise ValueError(f"{path}: a |yaw| bin has no measured box")
+    return out
 
 
 def transform_params(params: np.ndarray, A: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:
@@ -207,12 +254,10 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     crops, targets, real = data["crops"], data["targets"], data["real_pts"]
     params, tidx = data["params"], data["target_index"]
     names = data["names"]
-    val = val_fitter = None
-    if cfg.hold_out_val:
-        is_val = np.char.startswith(names.astype(str), "300w/afw/")
-        val = zoom_crops(crops[is_val], real[is_val], 1.0 / cfg.roi_scale)
-        val_fitter = CropFitter(load_morphable_model(), ("landmarks",), flip=True)
-        keep = ~is_val
+    val, val_aflw, held = _hold_out(cfg, shared, names, crops, real)
+    val_fitter = CropFitter(load_morphable_model(), ("landmarks",), flip=True)
+    if held is not None:
+        keep = ~held
         crops, targets, real, params = crops[keep], targets[keep], real[keep], params[keep]
         names = names[keep]
     if not cfg.real_aflw:  # real-landmark loss on the 300-W 68 points only
@@ -231,13 +276,18 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     param_dims = torch.tensor([i for i in range(62) if i != 11])
     net = FaceAlignNet(cfg.arch, stem=cfg.stem)
     if cfg.init_from:
-        # a later stage of a multi-stage recipe: continue from the project's own checkpoint of
-        # the earlier stage (itself trained from random initialisation)
-        prev = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        # "teacher": 3DDFA-V2's own weights, converted to the mb05 layout by the project's code
+        # (the v4 fine-tune); a path: the project's checkpoint of an earlier stage
+        if cfg.init_from == TEACHER_INIT:
+            prev = convert_teacher(teacher_weights)
+            src = f"the teacher {teacher_weights} (sha256 {sha256_of(teacher_weights)[:16]})"
+        else:
+            prev = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+            src = f"{cfg.init_from} (sha256 {sha256_of(cfg.init_from)[:16]})"
         net.load_state_dict(prev["model"])
         pmean = np.asarray(prev["param_mean"], dtype=np.float32)
         pstd = np.asarray(prev["param_std"], dtype=np.float32)
-        _log(f"initialised from {cfg.init_from} (sha256 {sha256_of(cfg.init_from)[:16]})", logf)
+        _log(f"initialised from {src}", logf)
     else:
         with torch.no_grad():  # start at the mean face
             net.fc.weight.mul_(0.01)
@@ -331,11 +381,16 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
         msg = (f"epoch {epoch} done: mean loss {run_loss / max(b + 1, 1):.3f} "
                f"in {time.time() - t_ep:.0f} s")
         ck = _save(net, cfg, pmean, pstd, out_dir / "model.pth", t_start, step)
-        if val is not None:
-            v_nme = validate(net, val[0], val[1], t_mean, t_std, val_fitter)
-            msg += f"; validation NME {v_nme:.3f} %"
+        _save(net, cfg, pmean, pstd, out_dir / f"epoch_{epoch:02d}.pth", t_start, step)
+        scores = _validation_scores(net, val, val_aflw, t_mean, t_std, val_fitter, cfg)
+        if scores:
+            v_nme = scores["afw"] if cfg.choose_on == "afw" else scores["aflw"]["mean"]
+            msg += f"; validation {json.dumps(scores)}"
+            with open(out_dir / "validation.jsonl", "a") as vf:
+                vf.write(json.dumps({"epoch": epoch, "steps": step, **scores}) + "\n")
             if best is None or v_nme < best["nme"]:
-                best = {"nme": v_nme, "epoch": epoch, "steps": step}
+                best = {"nme": v_nme, "epoch": epoch, "steps": step, "chosen_on": cfg.choose_on,
+                        **scores}
                 _save(net, cfg, pmean, pstd, out_dir / "best.pth", t_start, step,
                       extra={"validation": best})
                 msg += " (best)"
@@ -357,54 +412,42 @@ def train(cfg: TrainConfig, shared: Path, teacher_weights: Path, out_dir: Path,
     return ck
 
 
-class _NetRegressor:
-    """The network being trained seen as a :class:`~facealign_cli.core.regression.Regressor`."""
-
-    input_size = SIZE
-
-    def __init__(self, net, t_mean, t_std):
-        self.net, self.t_mean, self.t_std = net, t_mean, t_std
-
-    @torch.inference_mode()
-    def predict(self, crops: np.ndarray) -> np.ndarray:
-        x = normalise_crops(crops).contiguous(memory_format=torch.channels_last)
-        return (self.net(x) * self.t_std + self.t_mean).numpy()
-
-
-def zoom_crops(crops: np.ndarray, pts: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
-    """Crops magnified by ``zoom`` about their centre (the crop of a roi box ``1 / zoom`` times
-    the side, same centre) and their points moved alike.
-
-    Args:
-        crops: (N, 120, 120, 3) uint8 BGR.
-        pts: (N, P, 2) float32 crop pixels (x right, y down; NaN kept).
+def _hold_out(cfg: TrainConfig, shared: Path, names, crops, real):
+    """The validation splits (:mod:`facealign_cli.training.validation`) and the mask of the
+    faces they take out of training.
 
     Returns:
-        ``(crops, pts)`` of the same shapes and dtypes.
+        ``(afw, aflw, held)``: ``(crops, real)`` of the AFW split or None; ``(crops, real,
+        bins)`` of the AFLW split or None; (N,) bool mask of held-out faces or None.
     """
-    if zoom == 1.0:
-        return crops, pts
-    c = (SIZE - 1) / 2
-    M = np.array([[zoom, 0, c - zoom * c], [0, zoom, c - zoom * c]], np.float32)
-    out = np.stack([cv2.warpAffine(np.ascontiguousarray(x), M, (SIZE, SIZE),
-                                   flags=cv2.INTER_LINEAR) for x in crops])
-    return out, ((pts - c) * zoom + c).astype(np.float32)
+    names = names.astype(str)
+    held = np.zeros(len(names), dtype=bool)
+    zoom = 1.0 / cfg.roi_scale
+    afw = aflw = None
+    if cfg.hold_out_val:
+        is_val = np.char.startswith(names, "300w/afw/")
+        afw = zoom_crops(crops[is_val], real[is_val], zoom)
+        held |= is_val
+    if cfg.val_aflw:
+        with np.load(shared / "data" / "aflw-train" / "labels.npz") as lab:
+            aflw_names, aflw_yaw = lab["names"].astype(str), lab["yaw"]
+        rows = aflw_validation_split(aflw_yaw, cfg.val_aflw)
+        pos = {n: i for i, n in enumerate(names)}
+        idx = np.array([pos[f"aflw/{aflw_names[r]}"] for r in rows])
+        aflw = (*zoom_crops(crops[idx], real[idx], zoom), yaw_bins(aflw_yaw[rows]))
+        held[idx] = True
+    return afw, aflw, (held if held.any() else None)
 
 
-def validate(net, crops: np.ndarray, real: np.ndarray, t_mean, t_std, fitter) -> float:
-    """Mean NME (%) of the 68 landmarks on validation crops (ground-truth-box normaliser),
-    predicted as the image commands predict them (``fitter``: a
-    :class:`~facealign_cli.core.regression.CropFitter` of the landmarks, flip-averaged).
-
-    Args:
-        crops: (N, 120, 120, 3) uint8 BGR validation crops.
-        real: (N, 68, 2) float32 manual landmarks, crop pixels.
-    """
-    net.eval()
-    reg = _NetRegressor(net, t_mean, t_std)
-    lm = [fitter(reg, crops[i:i + 256]).vertices[0][:, :2].transpose(0, 2, 1)
-          for i in range(0, len(crops), 256)]
-    return float(100 * nme_box(np.concatenate(lm), real).mean())
+def _validation_scores(net, afw, aflw, t_mean, t_std, fitter, cfg: TrainConfig) -> dict:
+    """``{"afw": NME %, "aflw": {"bins", "mean"}}`` for the splits the recipe holds out."""
+    scores = {}
+    if afw is not None:
+        scores["afw"] = round(validate(net, afw[0], afw[1], t_mean, t_std, fitter), 4)
+    if aflw is not None:
+        scores["aflw"] = validate_aflw(net, aflw[0], aflw[1], aflw[2], t_mean, t_std, fitter,
+                                       1.0 / cfg.roi_scale)
+    return scores
 
 
 def _save_state(path: Path, net, opt, sched, cfg, step, epoch, best, rng, t_start) -> None:
