@@ -157,26 +157,19 @@ class FaceAligner:
                 f.roi_box = G.scale_roi_box(G.roi_box_from_detector_box(np.asarray(f.full_box)),
                                             self.roi_crop_scale)
         if not self.second_pass:
-            return self._regress(image_bgr, faces, dense=dense)
+            self._regress(image_bgr, faces, dense=dense)
+            return faces
         first_flip = self.flip and self.first_pass_flip
         fit, crops = self._regress(image_bgr, faces, dense=False, flip=first_flip)
-        n = len(faces)
-        known = np.full((n, 62), np.nan, np.float32)
-        known_mirror = np.full((n, 62), np.nan, np.float32)
-        for i, f in enumerate(faces):
-            roi = G.roi_box_from_landmarks(f.landmarks_3d, self.roi_crop_scale)
-            if not (np.isfinite(roi).all() and roi[2] - roi[0] >= 1):
-                keep = True  # a degenerate fit: keep the first box
-            else:
-                keep = G.roi_box_change(f.roi_box, roi) < self.second_pass_min_change
-            if keep:  # the same crop again: reuse what the first pass regressed on it
-                known[i] = fit.params[i]
-                if fit.mirror_params is not None:
-                    known_mirror[i] = fit.mirror_params[i]
-                continue
+        rois, redo = second_pass_roi_boxes(np.stack([f.roi_box for f in faces]),
+                                           np.stack([f.landmarks_3d for f in faces]),
+                                           self.roi_crop_scale, self.second_pass_min_change)
+        known, known_mirror = reused_predictions(fit.params, fit.mirror_params, redo)
+        for f, roi in zip(faces, rois):
             f.roi_box = roi
-        return self._regress(image_bgr, faces, dense=dense, known=known,
-                             known_mirror=known_mirror, crops=crops)[0]
+        self._regress(image_bgr, faces, dense=dense, known=known, known_mirror=known_mirror,
+                      crops=crops)
+        return faces
 
     def _regress(self, image_bgr: np.ndarray, faces: list[Face], *, dense: bool,
                  flip: bool | None = None, known=None, known_mirror=None, crops=None):
@@ -209,6 +202,54 @@ class FaceAligner:
     def __call__(self, image_bgr: np.ndarray, *, dense: bool = False) -> list[Face]:
         """Detect and fit: (H, W, 3) uint8 BGR image to a list of faces (scores descending)."""
         return self.fit(image_bgr, self.detect(image_bgr), dense=dense)
+
+
+def second_pass_roi_boxes(roi_boxes: np.ndarray, landmarks: np.ndarray, roi_crop_scale: float,
+                          min_change: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The roi boxes of the second pass (:meth:`FaceAligner.fit`, ``evaluate``'s ``gt-crops``).
+
+    A face is cropped again at 3DDFA's roi box of its first-pass landmarks
+    (:func:`~facealign_cli.core.geometry.roi_box_from_landmarks`, times ``roi_crop_scale``)
+    unless that box is degenerate (not finite, side < 1 px) or moved by less than
+    ``min_change`` (:func:`~facealign_cli.core.geometry.roi_box_change`, a fraction of the
+    first box's side): then the first box is kept.
+
+    Args:
+        roi_boxes: (N, 4) first-pass roi boxes ``[sx, sy, ex, ey]``, image pixels.
+        landmarks: (N, 68, 2+) first-pass landmarks, image pixels (x right, y down).
+        roi_crop_scale: the factor on every roi box (> 0).
+        min_change: 0 = every valid box is redone.
+
+    Returns:
+        ``(boxes, redo)``: (N, 4) float32 roi boxes of the final pass and (N,) bool, True
+        where the box changed (the face needs the network again).
+    """
+    boxes = np.array(roi_boxes, dtype=np.float32).reshape(-1, 4)
+    redo = np.zeros(len(boxes), dtype=bool)
+    for i, lm in enumerate(landmarks):
+        roi = G.roi_box_from_landmarks(lm, roi_crop_scale)
+        if not (np.isfinite(roi).all() and roi[2] - roi[0] >= 1):
+            continue  # a degenerate fit: keep the first box
+        if min_change > 0 and G.roi_box_change(boxes[i], roi) < min_change:
+            continue
+        boxes[i], redo[i] = roi, True
+    return boxes, redo
+
+
+def reused_predictions(params: np.ndarray, mirror_params: np.ndarray | None,
+                       redo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the final pass may reuse from the first: each face's (62,) direct and mirror-image
+    parameters where its crop is unchanged (``~redo``), NaN rows elsewhere (and everywhere for
+    mirrors the first pass did not regress). Returns two (N, 62) float32 arrays, the
+    ``params`` / ``mirror_params`` of :class:`~facealign_cli.core.regression.CropFitter`."""
+    n = len(redo)
+    known = np.full((n, 62), np.nan, np.float32)
+    known_mirror = np.full((n, 62), np.nan, np.float32)
+    keep = ~np.asarray(redo, dtype=bool)
+    known[keep] = np.asarray(params, np.float32)[keep]
+    if mirror_params is not None:
+        known_mirror[keep] = np.asarray(mirror_params, np.float32)[keep]
+    return known, known_mirror
 
 
 def _rate(face: Face, flip_gaps: np.ndarray | None, i: int) -> None:

@@ -85,16 +85,25 @@ def predict_on_crops(predict, images: list[np.ndarray], roi_boxes: np.ndarray,
 
     reg = predict if hasattr(predict, "predict") else _CallableRegressor(predict)
     fitter = fitter or CropFitter(model, ("landmarks",), flip=flip)
-    params, lms, pose = [], [], []
+    lms, pose, params, _ = _fit_crops(reg, fitter, images, roi_boxes, batch)
+    return lms, pose, params
+
+
+def _fit_crops(reg, fitter, images, roi_boxes, batch: int = 128, known=None, known_mirror=None):
+    """:func:`predict_on_crops`'s loop; ``known`` / ``known_mirror``: (B, 62) predictions to
+    reuse (NaN rows: regress). Returns ``(landmarks, pose, params, mirror_params or None)``."""
+    params, mirror, lms, pose = [], [], [], []
     for i in range(0, len(images), batch):
-        crops = np.stack([G.crop_roi(im, r) for im, r in zip(images[i:i + batch],
-                                                              roi_boxes[i:i + batch])])
-        fit = fitter(reg, crops)
+        sl = slice(i, i + batch)
+        crops = np.stack([G.crop_roi(im, r) for im, r in zip(images[sl], roi_boxes[sl])])
+        fit = fitter(reg, crops, params=None if known is None else known[sl],
+                     mirror_params=None if known_mirror is None else known_mirror[sl])
         params.append(fit.params)
-        lms.extend(G.crop_to_image(v, r).T for v, r in zip(fit.vertices[0],
-                                                             roi_boxes[i:i + batch]))
+        mirror.append(fit.mirror_params)
+        lms.extend(G.crop_to_image(v, r).T for v, r in zip(fit.vertices[0], roi_boxes[sl]))
         pose.append(fit.pose)
-    return np.stack(lms), np.concatenate(pose), np.concatenate(params)
+    mirror = None if mirror[0] is None else np.concatenate(mirror)
+    return np.stack(lms), np.concatenate(pose), np.concatenate(params), mirror
 
 
 @dataclass
@@ -121,6 +130,9 @@ class Method:
             (:func:`facealign_cli.core.geometry.scale_roi_box`); 1 = 3DDFA's standard crop.
         second_pass: re-crop at the roi box of the first fit's landmarks and regress again
             (as :class:`facealign_cli.core.pipeline.FaceAligner` does).
+        first_pass_flip: with ``flip`` and ``second_pass``: flip-average the first pass too.
+        second_pass_min_change: skip the second pass where the box moves less than this
+            fraction of its side (:func:`facealign_cli.core.pipeline.second_pass_roi_boxes`).
 
     The defaults run a regressor as 3DDFA-V2's authors ship theirs: no flip, standard crop,
     one pass.
@@ -133,6 +145,8 @@ class Method:
     flip: bool = False
     roi_crop_scale: float = 1.0
     second_pass: bool = False
+    first_pass_flip: bool = True
+    second_pass_min_change: float = 0.0
 
     def aligner(self, detector):
         """A :class:`~facealign_cli.core.pipeline.FaceAligner` of this method's regressor and
@@ -140,29 +154,48 @@ class Method:
         from facealign_cli.core.pipeline import FaceAligner
 
         return FaceAligner(detector=detector, regressor=self.regressor, flip=self.flip,
-                           roi_crop_scale=self.roi_crop_scale, second_pass=self.second_pass)
+                           roi_crop_scale=self.roi_crop_scale, second_pass=self.second_pass,
+                           first_pass_flip=self.first_pass_flip,
+                           second_pass_min_change=self.second_pass_min_change)
 
 
-def crop_rule_label(roi_crop_scale: float, second_pass: bool) -> str:
-    """How a method crops, for reports: ``"standard crop"`` (3DDFA's roi box, one pass) or
-    e.g. ``"roi x0.88, second pass"``."""
-    if roi_crop_scale == 1 and not second_pass:
-        return "standard crop"
-    return ", ".join([f"roi x{roi_crop_scale:g}"] + (["second pass"] if second_pass else []))
+def crop_rule_label(roi_crop_scale: float, second_pass: bool, flip: bool = False,
+                    first_pass_flip: bool = True, second_pass_min_change: float = 0.0) -> str:
+    """How a method crops and how many passes it makes, for reports: e.g. ``"standard crop,
+    1 pass"`` (3DDFA's roi box), ``"roi x0.88, 2 passes, flip"`` or ``"roi x0.88, 2 passes
+    (2nd skipped if the box moves < 4 %), flip on the final pass"``."""
+    crop = "standard crop" if roi_crop_scale == 1 else f"roi x{roi_crop_scale:g}"
+    passes = "1 pass"
+    if second_pass:
+        passes = "2 passes"
+        if second_pass_min_change > 0:
+            passes += f" (2nd skipped if the box moves < {100 * second_pass_min_change:g} %)"
+    parts = [crop, passes]
+    if flip:
+        parts.append("flip on the final pass" if second_pass and not first_pass_flip else "flip")
+    return ", ".join(parts)
 
 
 def _predict_gt_crops(m: Method, images: list[np.ndarray], roi_boxes: np.ndarray,
                       model: MorphableModel, fitter) -> tuple[np.ndarray, np.ndarray]:
     """``gt-crops`` for one method: the ground-truth roi boxes times its crop scale, then, with
-    its second pass, again at the roi boxes of the first pass's landmarks (the pipeline's
-    rule, :meth:`facealign_cli.core.pipeline.FaceAligner.fit`). (B, 68, 3) landmarks, (B, 3)
-    pose."""
+    its second pass, again at the roi boxes of the first pass's landmarks, by the pipeline's
+    rule and reuse (:func:`facealign_cli.core.pipeline.second_pass_roi_boxes`,
+    :meth:`facealign_cli.core.pipeline.FaceAligner.fit`). ``fitter``: the method's final-pass
+    :class:`~facealign_cli.core.regression.CropFitter`. (B, 68, 3) landmarks, (B, 3) pose."""
+    from facealign_cli.core.pipeline import reused_predictions, second_pass_roi_boxes
+    from facealign_cli.core.regression import CropFitter
+
     roi = G.scale_roi_box(roi_boxes, m.roi_crop_scale)
-    lms, pose, _ = predict_on_crops(m.regressor, images, roi, model, fitter=fitter)
-    if m.second_pass:
-        roi = np.stack([G.roi_box_from_landmarks(lm, m.roi_crop_scale) for lm in lms])
-        lms, pose, _ = predict_on_crops(m.regressor, images, roi, model, fitter=fitter)
-    return lms, pose
+    if not m.second_pass:
+        return _fit_crops(m.regressor, fitter, images, roi)[:2]
+    first = fitter if (m.first_pass_flip or not m.flip) else \
+        CropFitter(model, ("landmarks",), flip=False)
+    lms, _, params, mirror = _fit_crops(m.regressor, first, images, roi)
+    roi, redo = second_pass_roi_boxes(roi, lms, m.roi_crop_scale, m.second_pass_min_change)
+    known, known_mirror = reused_predictions(params, mirror, redo)
+    return _fit_crops(m.regressor, fitter, images, roi, known=known,
+                      known_mirror=known_mirror)[:2]
 
 
 def _fit_detected(aligner, image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray]:

@@ -127,3 +127,50 @@ def test_bad_crop_scale_is_refused_at_construction(parts):
     for bad in (0.0, float("nan")):
         with pytest.raises(ValueError, match="roi crop scale"):
             _aligner(parts, roi_crop_scale=bad)
+
+
+class _Counting:
+    """The regressor, counting the crops it regresses and the calls it gets."""
+
+    def __init__(self, reg):
+        self.reg, self.input_size, self.crops, self.calls = reg, reg.input_size, 0, 0
+
+    def predict(self, crops):
+        self.crops += len(crops)
+        self.calls += 1
+        return self.reg.predict(crops)
+
+
+def test_the_balanced_preset_skips_unmoved_faces_and_reuses_the_first_prediction(
+        parts, annotated_faces):
+    """``second_pass_min_change``: a face whose landmark roi box moved less than the threshold
+    keeps its first crop, and the final pass regresses only its mirror image; a face that moved
+    is cropped again. A threshold of 0 gives today's two passes. One runtime call per pass."""
+    from facealign_cli.core.pipeline import second_pass_roi_boxes
+
+    img, face, _ = annotated_faces[0]
+    always = _aligner(parts, first_pass_flip=False).fit(img, [_fresh(face)])[0]
+    counting = _Counting(parts[1])
+    skip_all = FaceAligner(detector=parts[0], regressor=counting, first_pass_flip=False,
+                           second_pass_min_change=10.0)
+    f = skip_all.fit(img, [_fresh(face)])[0]
+    # skipped: 1 direct crop in pass 1, then only its mirror, in two calls
+    assert (counting.crops, counting.calls) == (2, 2)
+    one_pass = _aligner(parts, second_pass=False).fit(img, [_fresh(face)])[0]
+    np.testing.assert_allclose(f.landmarks_3d, one_pass.landmarks_3d, atol=1e-3)
+    assert not np.allclose(f.landmarks_3d, always.landmarks_3d, atol=1e-2)
+    counting.crops = counting.calls = 0
+    redo_all = FaceAligner(detector=parts[0], regressor=counting, first_pass_flip=False,
+                           second_pass_min_change=1e-9)
+    g = redo_all.fit(img, [_fresh(face)])[0]
+    assert (counting.crops, counting.calls) == (3, 2)
+    np.testing.assert_allclose(g.landmarks_3d, always.landmarks_3d, atol=1e-3)
+    # the rule itself: a box that moves by 5 % of its side is redone at 0.04, kept at 0.06
+    lm = always.landmarks_3d[None]
+    target = G.roi_box_from_landmarks(lm[0], G.ROI_CROP_SCALE)
+    side = target[2] - target[0]
+    moved = target + np.float32(0.05 * side) * np.array([1, 0, 1, 0], np.float32)
+    for thr, want in ((0.04, True), (0.06, False)):
+        boxes, redo = second_pass_roi_boxes(moved[None], lm, G.ROI_CROP_SCALE, thr)
+        assert redo.tolist() == [want]
+        np.testing.assert_allclose(boxes[0], target if want else moved, atol=1e-3)
