@@ -11,7 +11,8 @@ Usage::
   FFmpeg with libx264; ``pip install av`` or the ``[video]`` extra), ``yuv420p`` (4:2:0, BT.601
   matrix, limited range, tagged so), High profile, ``crf`` :data:`H264_CRF`, preset
   :data:`H264_PRESET`, the ``moov`` index at the front of the file (``faststart``: a browser
-  starts playing before the whole file is loaded). Every current web browser plays it.
+  starts playing before the whole file is loaded): the MP4 web browsers play (checked in
+  headless Chromium by ``scripts/check_sheet_browser.py``).
 * **Fallback** (:data:`FALLBACK_FOURCC`): MPEG-4 Part 2 through OpenCV's ``cv2.VideoWriter``
   (the encoder the ``opencv-python-headless`` wheels carry; they have no H.264 encoder), used
   only where PyAV or its libx264 is missing (:func:`h264_unavailable` says why), with a
