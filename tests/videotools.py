@@ -1,10 +1,14 @@
-"""Test seams around OpenCV's video classes (``cv2.VideoWriter``, ``cv2.VideoCapture``) and a
-builder of synthetic clips. The facealign code under test is always the real one: these only
-stand in for OpenCV, which the code imports as ``cv2`` at call time, so patching the ``cv2``
-module's attribute reaches it (in this process only)."""
+"""Test seams around OpenCV's video classes (``cv2.VideoWriter``, ``cv2.VideoCapture``) and
+PyAV's ``av.open`` (the H.264 writer), probes of written videos, and a builder of synthetic
+clips. The facealign code under test is always the real one: these only stand in for OpenCV
+and PyAV, which the code imports at call time, so patching the modules' attributes (or hiding
+PyAV from ``import``) reaches it (in this process only)."""
 
 from __future__ import annotations
 
+import functools
+import struct
+import sys
 from pathlib import Path
 
 import cv2
@@ -48,12 +52,80 @@ class ShortWritingVideoWriter:
         self._path.write_bytes(data[:int(len(data) * self._keep)])
 
 
+class ShortWritingContainer:
+    """A PyAV output container on a disk that fills up: it muxes with the real container and,
+    when closed, leaves only the first ``keep`` fraction of the file's bytes, reporting
+    nothing (as an encoder that misses a short write would)."""
+
+    def __init__(self, real, keep: float, path):
+        self._c, self._path, self._keep = real, Path(path), keep
+
+    def close(self) -> None:
+        self._c.close()
+        data = self._path.read_bytes()
+        self._path.write_bytes(data[:int(len(data) * self._keep)])
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+
 def cut_written_videos_short(monkeypatch, keep: float = 0.6) -> None:
     """From now on (until ``monkeypatch`` undoes it), every video written in this process
-    through ``cv2.VideoWriter`` is cut to ``keep`` of its bytes when released."""
+    through ``cv2.VideoWriter`` or PyAV's ``av.open(..., mode="w")`` is cut to ``keep`` of its
+    bytes when released / closed."""
     real = cv2.VideoWriter
     monkeypatch.setattr(cv2, "VideoWriter",
                         lambda *a: ShortWritingVideoWriter(real, keep, *a))
+    try:
+        import av
+    except ImportError:
+        return
+    real_open = av.open
+
+    def open_(file, mode="r", *a, **kw):
+        c = real_open(file, mode, *a, **kw)
+        return ShortWritingContainer(c, keep, file) if mode == "w" else c
+
+    monkeypatch.setattr(av, "open", open_)
+
+
+def hide_pyav(monkeypatch) -> None:
+    """Make ``import av`` fail (as where PyAV is not installed) and give
+    :func:`facealign_cli.io.video_writer.h264_unavailable` a fresh cache, until
+    ``monkeypatch`` undoes it: the writer's own detection then finds no H.264 encoder."""
+    from facealign_cli.io import video_writer
+
+    monkeypatch.setitem(sys.modules, "av", None)
+    monkeypatch.setattr(video_writer, "h264_unavailable",
+                        functools.cache(video_writer.h264_unavailable.__wrapped__))
+
+
+def video_codec(path: Path) -> tuple[str, str]:
+    """``(codec name, pixel format)`` of a video file's first video stream, as PyAV (FFmpeg's
+    demuxer and decoder) reads it: ``("h264", "yuv420p")``, ``("mpeg4", "yuv420p")``, ..."""
+    import av
+
+    with av.open(str(path)) as c:
+        cc = c.streams.video[0].codec_context
+        return cc.name, cc.pix_fmt
+
+
+def mp4_boxes(path: Path) -> list[str]:
+    """The types of an MP4 file's top-level boxes in file order (``ftyp``, ``moov``, ``mdat``,
+    ...), from their 8-byte headers (ISO/IEC 14496-12, 4.2: 32-bit size, type; size 1: a
+    64-bit size follows; size 0: to the end of the file)."""
+    names, data, i = [], Path(path).read_bytes(), 0
+    while i + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[i:i + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[i + 8:i + 16])[0]
+        elif size == 0:
+            size = len(data) - i
+        names.append(kind.decode("latin-1"))
+        if size < 8:
+            break
+        i += size
+    return names
 
 
 class CountingCapture:

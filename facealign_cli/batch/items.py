@@ -77,6 +77,8 @@ def process_item(cmd: Command, opts: RunOptions, item: InputItem, get_aligner,
 def _ok(cmd: Command, opts: RunOptions, item: InputItem, source: PhotoSource, enc: Encoded,
         video: dict[str, Any] | None, seconds: float) -> ImageResult:
     """The result of an item done: its outputs and done record (none when streaming)."""
+    if video is not None and enc.video:
+        video = {**video, **enc.video}
     done = None
     if not opts.streaming:
         done = DoneRecord(source.fingerprint(), item.path, source.n_faces, enc.outputs,

@@ -86,7 +86,7 @@ def remove_stale_spools(folder: str | None = None) -> list[str]:
     Returns:
         The paths removed.
     """
-    from facealign_cli.io.video import WRITE_SUFFIX
+    from facealign_cli.io.video_writer import WRITE_SUFFIX
 
     name = re.compile(re.escape(SPOOL_PREFIX) + r"([1-9][0-9]{0,9})-[a-z0-9_]+\.spool(?:"
                       + re.escape(WRITE_SUFFIX) + ")?")

@@ -41,8 +41,8 @@ def _parse_draw(ctx, param, value: str) -> tuple[str, ...]:
               help="Also write <out>/.thumbs/<stem>.jpg per photo and, after the run, "
                    "<out>/index.html: a static contact sheet (a thumbnail per photo linking "
                    "to its overlay, each face's score and pose, the failed images from the "
-                   "manifest with their reason); no server or JavaScript needed. A video's "
-                   "thumbnail is its first annotated frame, linking to the video.")
+                   "manifest with their reason); no server or JavaScript needed. A video is "
+                   "embedded (a <video> element), its first annotated frame as the poster.")
 @_video_options
 @_with_input_help
 def render(draw, sheet, **params):
@@ -50,9 +50,10 @@ def render(draw, sheet, **params):
 
     Writes <out>/<relative path without extension>.jpg: the photo with the chosen --draw
     layers of every face found (default: box, landmarks, pose). A video (.mp4 .avi .mov .mkv
-    .webm) gets <out>/<relative path without extension>.mp4 (MPEG-4, 'mp4v'): every processed
-    frame (--frame-step, --max-fps; at their rate) with the layers and each face's track id
-    (#k) at its box. With --sheet also a contact sheet of the run, <out>/index.html. --out
-    must be a folder.
+    .webm) gets <out>/<relative path without extension>.mp4: every processed frame
+    (--frame-step, --max-fps; at their rate) with the layers and each face's track id (#k) at
+    its box; H.264, which browsers play, where PyAV is installed (pip install av), else
+    MPEG-4 Part 2 ('mp4v') with a warning. With --sheet also a contact sheet of the run,
+    <out>/index.html (videos embedded). --out must be a folder.
     """
     _run("render", params, draw=draw, sheet=sheet)

@@ -1,9 +1,12 @@
 """A static contact sheet of a render run: ``index.html`` (and ``index-2.html``, … for long runs)
-with a thumbnail per photo linking to its full overlay, the pose and score of every face, and the
-images that failed with their reason.
+with a thumbnail per photo linking to its full overlay, each rendered video embedded (an HTML
+``<video>`` element with its thumbnail as the poster, and a link to the file), the pose and
+score of every face, and the images that failed with their reason.
 
 Plain HTML and an inline style sheet: no server, no JavaScript, no file outside the output
-folder (paths in the page are relative to it). Every name and message is HTML-escaped and every
+folder (paths in the page are relative to it). Browsers play the videos ``render`` writes in
+H.264 (:mod:`facealign_cli.io.video_writer`); the card of an ``mp4v`` video (the fallback) says
+that browsers do not play it (:func:`codec_note`). Every name and message is HTML-escaped and every
 link URL-quoted, so odd file names (``<``, ``&``, ``#``, ``?``, spaces, non-ASCII) are shown as
 they are and still link to the right file.
 """
@@ -81,6 +84,8 @@ class SheetEntry:
         error: the error class of a failed image (the manifest's ``error``), or None.
         message: why it failed (the manifest's ``message``), or None.
         note: a line shown under the name (a video's frame and track counts), or None.
+        video: the overlay is a video: shown in a ``<video>`` element (controls, muted, looped,
+            ``poster`` the thumbnail), not an ``<img>``.
     """
 
     name: str
@@ -91,6 +96,7 @@ class SheetEntry:
     error: str | None = None
     message: str | None = None
     note: str | None = None
+    video: bool = False
 
     @property
     def shown(self) -> bool:
@@ -100,15 +106,16 @@ class SheetEntry:
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> SheetEntry:
         """From a per-photo dict: ``path`` (or ``name``), ``status``, ``error``, ``message``
-        (the keys of a manifest line), ``overlay``, ``thumbnail``, ``note`` and ``faces`` (a
-        list of :meth:`~facealign_cli.core.face.Face.to_dict` dicts or faces). Missing keys
-        take the defaults of :class:`SheetEntry`."""
+        (the keys of a manifest line), ``overlay``, ``thumbnail``, ``note``, ``video`` (true
+        for a video) and ``faces`` (a list of :meth:`~facealign_cli.core.face.Face.to_dict`
+        dicts or faces). Missing keys take the defaults of :class:`SheetEntry`."""
         return cls(name=str(rec.get("name", rec.get("path", ""))),
                    overlay=rec.get("overlay"), thumbnail=rec.get("thumbnail"),
                    faces=[f if isinstance(f, SheetFace) else SheetFace.from_record(f)
                           for f in rec.get("faces") or []],
                    status=str(rec.get("status", "ok")), error=rec.get("error"),
-                   message=rec.get("message"), note=rec.get("note"))
+                   message=rec.get("message"), note=rec.get("note"),
+                   video=bool(rec.get("video")))
 
 
 def thumbnail(image_bgr: np.ndarray, max_side: int = THUMB_SIDE) -> np.ndarray:
@@ -152,6 +159,19 @@ def _url(rel: str) -> str:
     return html.escape("/".join(quote(os.fsencode(p), safe="") for p in parts), quote=True)
 
 
+def codec_note(codec: str | None) -> str:
+    """What a card's note says of a rendered video's codec (the manifest's ``video.codec``):
+    ``", H.264"``, ``", MPEG-4 Part 2 (mp4v): browsers do not play it"``, or ``""`` when
+    unknown (a video rendered before the codec was recorded)."""
+    if not codec:
+        return ""
+    if codec == "h264":
+        return ", H.264"
+    if codec == "mp4v":
+        return ", MPEG-4 Part 2 (mp4v): browsers do not play it"
+    return f", {codec}"
+
+
 def _num(x: float | None, nd: int) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
 
@@ -163,7 +183,7 @@ h1{font-size:1.3em;margin:0 0 .3em}
 nav{margin:.6em 0}nav a,nav span{margin-right:.6em}
 .grid{display:flex;flex-wrap:wrap;gap:12px}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:330px}
-.card img{display:block;max-width:320px;max-height:320px;margin:0 auto}
+.card img,.card video{display:block;max-width:320px;max-height:320px;margin:0 auto}
 .name{font-size:.85em;word-break:break-all;margin:.4em 0}
 table{border-collapse:collapse;font-size:.8em}
 td,th{padding:1px 6px;text-align:right;border-bottom:1px solid #eee}
@@ -188,9 +208,15 @@ def _card(e: SheetEntry) -> str:
              "<th>roll°</th></tr>" + "".join(rows) + "</table>") if rows else \
         '<div class="none">no face found</div>'
     note = f'<div class="none">{html.escape(e.note)}</div>' if e.note else ""
-    return (f'<div class="card"><a href="{_url(e.overlay)}"><img src="{_url(thumb)}" '
-            f'alt="{name}" loading="lazy"></a><div class="name">{name}</div>{note}{faces}'
-            "</div>")
+    if e.video:
+        poster = f' poster="{_url(e.thumbnail)}"' if e.thumbnail else ""
+        media = (f'<video src="{_url(e.overlay)}"{poster} controls muted loop playsinline '
+                 f'preload="metadata" title="{name}"></video>'
+                 f'<div class="none"><a href="{_url(e.overlay)}">open the video</a></div>')
+    else:
+        media = (f'<a href="{_url(e.overlay)}"><img src="{_url(thumb)}" alt="{name}" '
+                 'loading="lazy"></a>')
+    return f'<div class="card">{media}<div class="name">{name}</div>{note}{faces}</div>'
 
 
 def _page_name(i: int, stem: str) -> str:

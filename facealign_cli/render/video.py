@@ -1,7 +1,8 @@
 """Annotated videos: the layers of :func:`facealign_cli.render.overlay.draw_faces` drawn on
 every processed frame of a video, each face labelled with its track id (``#<track>``, then its
 detector score) at its box, and the frames encoded one at a time
-(:class:`facealign_cli.io.video.VideoWriter`: MPEG-4 in MP4, never the whole video in memory).
+(:class:`facealign_cli.io.video_writer.VideoWriter`: H.264 in MP4 where PyAV's encoder is
+installed, else MPEG-4 Part 2; never the whole video in memory).
 
 Usage (``faces`` of each frame from :class:`facealign_cli.core.tracking.VideoAligner`, so that
 ``face.track`` is set)::
@@ -10,6 +11,7 @@ Usage (``faces`` of each frame from :class:`facealign_cli.core.tracking.VideoAli
         for frame in reader:
             vr.write(vr.draw(frame.image, faces_of(frame)))
     vr.first                          # the first picture written, (h, w, 3) uint8 BGR
+    vr.codec                          # "h264" (or "mp4v", the fallback)
 
 Frames: image pixels of the video frame, x right, y down (the faces' frame). Nothing here reads
 anything; only the given path is written.
@@ -22,7 +24,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from facealign_cli.io.video import VideoWriter
+from facealign_cli.io.video_writer import VideoWriter
 from facealign_cli.render.overlay import draw_faces
 
 
@@ -42,25 +44,36 @@ class VideoRenderer:
         path: the video file to write (``.mp4``; write it under a temporary name and rename
             it when done if readers must never see a partial file).
         fps: frames per second of the written video (the processed frames' rate,
-            :func:`facealign_cli.io.video.processed_fps`).
+            :func:`facealign_cli.io.video_writer.processed_fps`).
         draw: layer names of :data:`facealign_cli.render.overlay.DRAW_CHOICES`.
         triangles: (T, 3) int triangles of the dense meshes, for ``mesh`` / ``depth``.
         keep_first: keep the first picture written in :attr:`first` (for a thumbnail).
+        codec: the writer's codec (:class:`~facealign_cli.io.video_writer.VideoWriter`;
+            ``None``: H.264 where it can be written, else the ``mp4v`` fallback with a
+            warning).
 
     Raises:
         ValueError: ``fps <= 0``.
-        facealign_cli.io.video.VideoWriteError: the encoder cannot be opened or wrote
-            nothing (:meth:`write`, :meth:`close`).
+        facealign_cli.io.video_writer.VideoWriteError: ``codec="h264"`` where it cannot be
+            written (constructor); the encoder cannot be opened, fails or wrote short
+            (:meth:`write`, :meth:`close`).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, draw: Iterable[str], *,
-                 triangles: np.ndarray | None = None, keep_first: bool = False):
+                 triangles: np.ndarray | None = None, keep_first: bool = False,
+                 codec: str | None = None):
         self.draw_layers = tuple(draw)
         self.triangles = triangles
         self.keep_first = keep_first
         #: The first picture written ((H, W, 3) uint8 BGR) when ``keep_first``, else None.
         self.first: np.ndarray | None = None
-        self._writer = VideoWriter(path, fps)
+        self._writer = VideoWriter(path, fps, codec=codec)
+
+    @property
+    def codec(self) -> str:
+        """The codec written: ``"h264"``, or the OpenCV four-character code of the fallback
+        (``"mp4v"``)."""
+        return self._writer.codec
 
     @property
     def frames(self) -> int:

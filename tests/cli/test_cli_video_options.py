@@ -2,7 +2,7 @@
 --detect-every K`` (K > 1) is a usage error naming the option and the --frame-step hint,
 before anything is read or written (detect has no landmarks to carry faces with); ``render``
 takes videos (folders yield them) and refuses ``--out -``; render's video resume fingerprint
-has no ``mesh_every``."""
+has no ``mesh_every`` and holds the codec its videos get."""
 
 from __future__ import annotations
 
@@ -63,8 +63,10 @@ def test_render_takes_videos_and_refuses_stdout(tmp_path):
 def test_render_video_fingerprint():
     from facealign_cli.batch.commands import get_command
     from facealign_cli.batch.options import RunOptions
+    from facealign_cli.io.video_writer import default_codec
 
     opts = RunOptions(command="render", out="o", frame_step=2, smooth=True, detect_every=3)
     fp = get_command("render").video_fingerprint(opts)
-    assert fp["video"] == {"frame_step": 2, "max_fps": None, "detect_every": 3, "smooth": True}
+    assert fp["video"] == {"frame_step": 2, "max_fps": None, "detect_every": 3, "smooth": True,
+                           "codec": default_codec()}
     assert fp["draw"] == list(opts.draw)

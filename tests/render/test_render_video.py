@@ -1,12 +1,16 @@
-"""Writing annotated videos (facealign_cli.io.video.VideoWriter, processed_fps;
-facealign_cli.render.video.VideoRenderer): frames encoded one at a time round-trip through
-cv2.VideoCapture with their count, size and rate; the rate of the processed frames matches what
-VideoReader delivers; track ids are drawn at their box (also without the box layer) and
-nowhere else. Synthetic frames only (no model, no data folder); the end-to-end ``facealign
-render`` on a real clip is in tests/batch/test_video_items.py."""
+"""Writing annotated videos (facealign_cli.io.video_writer.VideoWriter, processed_fps;
+facealign_cli.render.video.VideoRenderer): frames encoded one at a time (H.264 through PyAV, and
+the mp4v fallback through OpenCV) round-trip through cv2.VideoCapture with their count, size
+and rate; the default is H.264 yuv420p with the index first (PyAV's probe, the MP4 boxes), and
+without PyAV it is mp4v with a warning; a file cut short on disk is an error for both; the rate
+of the processed frames matches what VideoReader delivers; track ids are drawn at their box
+(also without the box layer) and nowhere else. Synthetic frames only (no model, no data
+folder); the end-to-end ``facealign render`` on a real clip is in
+tests/batch/test_video_items.py."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +18,26 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from videotools import cut_written_videos_short  # noqa: E402
+from videotools import (  # noqa: E402
+    cut_written_videos_short,
+    hide_pyav,
+    mp4_boxes,
+    video_codec,
+)
 
 from facealign_cli.core.face import Face  # noqa: E402
-from facealign_cli.io.video import (  # noqa: E402
-    VideoReader,
+from facealign_cli.io import video_writer  # noqa: E402
+from facealign_cli.io.video import VideoReader, count_frames, read_video_info  # noqa: E402
+from facealign_cli.io.video_writer import (  # noqa: E402
     VideoWriteError,
     VideoWriter,
-    count_frames,
     processed_fps,
-    read_video_info,
 )
 from facealign_cli.render.video import VideoRenderer, track_labels  # noqa: E402
+
+#: H.264 needs PyAV with libx264 (the [video] extra, in [test]); without it these skip.
+needs_h264 = pytest.mark.skipif(video_writer.h264_unavailable() is not None,
+                                reason=f"no H.264 encoder: {video_writer.h264_unavailable()}")
 
 
 def _frame(i: int, h: int = 60, w: int = 80) -> np.ndarray:
@@ -46,13 +58,14 @@ def _read_all(path: Path) -> list[np.ndarray]:
     return frames
 
 
-def test_writer_round_trips_frames_size_and_rate(tmp_path):
+@pytest.mark.parametrize("codec", [pytest.param("h264", marks=needs_h264), "mp4v"])
+def test_writer_round_trips_frames_size_and_rate(tmp_path, codec):
     path = tmp_path / "out.mp4"
-    with VideoWriter(path, 12.5) as vw:
+    with VideoWriter(path, 12.5, codec=codec) as vw:
         for i in range(6):
             vw.write(_frame(i, 61, 83))  # odd sizes: rounded down to even
         vw.write(cv2.resize(_frame(6), (40, 30)))  # another size: resized to the first
-    assert vw.frames == 7 and vw.size == (82, 60)
+    assert vw.frames == 7 and vw.size == (82, 60) and vw.codec == codec
     info = read_video_info(path)
     assert (info.width, info.height, info.frame_count) == (82, 60, 7)
     assert info.fps == pytest.approx(12.5)
@@ -60,9 +73,76 @@ def test_writer_round_trips_frames_size_and_rate(tmp_path):
     assert len(frames) == 7
     for i, img in enumerate(frames[:6]):
         assert img.shape == (60, 82, 3)
-        # MPEG-4 is lossy, but each frame is the one written (its bar where it was)
+        # both codecs are lossy, but each frame is the one written (its bar where it was)
         assert np.abs(img.astype(int) - _frame(i, 61, 83)[:60, :82]).mean() < 6
         assert int(np.argmax(img[30, :, :].mean(axis=-1))) in range(4 * i, 4 * i + 4)
+
+
+@needs_h264
+def test_the_default_is_h264_yuv420p_with_its_index_first(tmp_path):
+    """What browsers play: H.264 in 4:2:0, the ``moov`` index before the frames (faststart),
+    tagged BT.601 limited range as converted; no warning."""
+    import av
+
+    path = tmp_path / "web.mp4"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with VideoWriter(path, 25.0) as vw:
+            for i in range(30):
+                vw.write(_frame(i, 48, 64))
+    assert vw.codec == "h264" and vw.fallback is None
+    assert video_codec(path) == ("h264", "yuv420p")
+    boxes = mp4_boxes(path)
+    assert boxes[0] == "ftyp" and boxes.index("moov") < boxes.index("mdat")
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.colorspace, s.codec_context.color_range) == (6, 1)
+        assert s.average_rate == 25 and s.frames == 30
+        y = next(c.decode(video=0)).to_ndarray(format="yuv420p")[:48]
+    # the bar (grey 230) and the background (60) at 16 + 219 v / 255: limited range
+    assert abs(int(y[10, 1]) - 213.5) < 5 and abs(int(y[10, 30]) - 67.5) < 3
+    assert count_frames(path) == 30  # and OpenCV decodes it
+
+
+def test_without_pyav_the_writer_falls_back_to_mp4v_and_says_so(tmp_path, monkeypatch):
+    """PyAV missing: the default is MPEG-4 Part 2 through OpenCV, with a warning naming what
+    to install; asking for H.264 explicitly is an error, not a silent fallback."""
+    hide_pyav(monkeypatch)
+    assert video_writer.default_codec() == "mp4v"
+    path = tmp_path / "old.mp4"
+    with pytest.warns(RuntimeWarning, match=r"PyAV .* not installed: .*MPEG-4 Part 2 "
+                                            r"\('mp4v'\), which web browsers do not play; "
+                                            r"for H.264: pip install av"):
+        vw = VideoWriter(path, 25.0)
+    assert vw.codec == "mp4v" and "not installed" in vw.fallback
+    for i in range(5):
+        vw.write(_frame(i))
+    vw.close()
+    # OpenCV's FFmpeg names MPEG-4 Part 2 "FMP4"
+    assert read_video_info(path).fourcc == "FMP4" and count_frames(path) == 5
+    with pytest.raises(VideoWriteError, match="cannot write H.264: PyAV .* not installed"):
+        VideoWriter(tmp_path / "h.mp4", 25.0, codec="h264")
+    monkeypatch.undo()
+    if video_writer.h264_unavailable() is None:  # PyAV is back: it reads MPEG-4 Part 2
+        assert video_codec(path) == ("mpeg4", "yuv420p")
+
+
+def test_a_pyav_without_libx264_is_no_h264_encoder(monkeypatch):
+    av = pytest.importorskip("av")
+
+    def no_codec(name, mode="r"):
+        raise av.codec.codec.UnknownCodecError(name)
+
+    monkeypatch.setattr(av.codec, "Codec", no_codec)
+    hide = video_writer.h264_unavailable.__wrapped__
+    assert "has no libx264 encoder" in hide()
+
+
+@needs_h264
+def test_an_encoder_error_is_a_video_write_error(tmp_path):
+    vw = VideoWriter(tmp_path / "no" / "such" / "folder.mp4", 25.0, codec="h264")
+    with pytest.raises(VideoWriteError, match="the h264 encoder failed to open"):
+        vw.write(_frame(0))
 
 
 def test_writer_refuses_what_it_cannot_encode(tmp_path):
@@ -77,19 +157,21 @@ def test_writer_refuses_what_it_cannot_encode(tmp_path):
     assert not (tmp_path / "b.mp4").exists()
 
 
-@pytest.mark.parametrize(("suffix", "fourcc", "keep"), [(".mp4", "mp4v", 0.6),
-                                                         (".avi", "MJPG", 0.8)])
-def test_a_video_cut_short_on_disk_is_an_error(tmp_path, monkeypatch, suffix, fourcc, keep):
-    """A full disk: OpenCV's encoder reports nothing, the file holds fewer frames (an MP4
-    without its index: none) than were written; closing reads it back and says so."""
+@pytest.mark.parametrize(("suffix", "codec", "keep"), [
+    pytest.param(".mp4", "h264", 0.6, marks=needs_h264), (".mp4", "mp4v", 0.6),
+    (".avi", "MJPG", 0.8)])
+def test_a_video_cut_short_on_disk_is_an_error(tmp_path, monkeypatch, suffix, codec, keep):
+    """A full disk that the encoder does not report: the file holds fewer frames than were
+    written (an MP4 cut at 60 %: none, its index is lost; with faststart, which puts the index
+    first, the frames after the cut); closing reads it back and says so."""
     path = tmp_path / f"v{suffix}"
-    with VideoWriter(tmp_path / f"whole{suffix}", 25.0, fourcc=fourcc) as vw:
+    with VideoWriter(tmp_path / f"whole{suffix}", 25.0, codec=codec) as vw:
         for i in range(12):
             vw.write(_frame(i))
     assert count_frames(tmp_path / f"whole{suffix}") == 12  # intact, no error
 
     cut_written_videos_short(monkeypatch, keep)
-    vw = VideoWriter(path, 25.0, fourcc=fourcc)
+    vw = VideoWriter(path, 25.0, codec=codec)
     for i in range(12):
         vw.write(_frame(i))
     with pytest.raises(VideoWriteError, match=r"12 frames were written but (\d+) can be read "
@@ -97,7 +179,7 @@ def test_a_video_cut_short_on_disk_is_an_error(tmp_path, monkeypatch, suffix, fo
         vw.close()
     found = count_frames(path)
     assert f"but {found} can be read back" in str(err.value)
-    assert found == 0 if suffix == ".mp4" else 0 < found < 12
+    assert found == 0 if codec == "mp4v" else found < 12
     assert path.stat().st_size > 0  # the file is there, and not whole
 
 

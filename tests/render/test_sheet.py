@@ -1,4 +1,5 @@
-"""The static contact sheet: escaping, links, failures with their reason, pages, no script."""
+"""The static contact sheet: escaping, links, failures with their reason, pages, no script,
+videos embedded with their thumbnail as the poster and their codec said."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from facealign_cli.render.sheet import (
 
 
 class _Links(html.parser.HTMLParser):
-    """Collects hrefs, img srcs, tags and text of a page."""
+    """Collects hrefs, img srcs, videos (their attributes), tags and text of a page."""
 
     def __init__(self):
         super().__init__()
         self.hrefs, self.srcs, self.tags, self.text = [], [], set(), []
+        self.videos = []
 
     def handle_starttag(self, tag, attrs):
         self.tags.add(tag)
@@ -33,6 +35,8 @@ class _Links(html.parser.HTMLParser):
             self.hrefs.append(a["href"])
         if tag == "img":
             self.srcs.append(a["src"])
+        if tag == "video":
+            self.videos.append(a)
 
     def handle_data(self, data):
         self.text.append(data)
@@ -73,6 +77,7 @@ def test_sheet_escapes_names_and_quotes_links(tmp_path):
     assert "script" not in p.tags
     assert p.hrefs == ["#failed", "a%20%3Cb%3E%26%22x%22%20%231%3F.jpg.jpg", "empty.jpg"]
     assert p.srcs == ["thumbs/a%20%3Cb%3E%26%22x%22%20%231%3F.jpg.jpg", "empty.jpg"]
+    assert p.videos == []
     body = " ".join(p.text)
     assert "photos/" + nasty in body  # shown as it is
     assert "12.3" in body and "0.93" in body and "no face found" in body
@@ -121,3 +126,27 @@ def test_faces_are_numbered_from_0_as_in_file_names_json_and_pose_csv():
     (_, text), = sheet_pages([{"path": "a.jpg", "overlay": "a.jpg", "faces": faces}])
     rows = [c.split("</td>")[0] for c in text.split("<tr><td>")[1:]]
     assert rows == ["0", "1"]  # a.jpg's face 0 is a_face0.obj, "face": 0 in pose.csv
+
+
+def test_videos_are_embedded_with_their_thumbnail_and_codec(tmp_path):
+    """A video's card: a ``<video>`` (no script: the browser's own controls) whose source is
+    the rendered file and whose poster is its thumbnail, both quoted; a link to the file; the
+    codec in the note (``render``: :func:`codec_note` of the manifest's ``video.codec``)."""
+    from facealign_cli.render.sheet import codec_note
+
+    assert codec_note("h264") == ", H.264" and codec_note(None) == ""
+    assert "browsers do not play it" in codec_note("mp4v")
+    entries = [{"path": "in/a #1.mp4", "overlay": "a #1.mp4", "thumbnail": ".thumbs/a #1.jpg",
+                "video": True, "note": "video: 8 frames" + codec_note("h264"),
+                "faces": [{"score": 0.9}]},
+               {"path": "in/b.jpg", "overlay": "b.jpg"},
+               {"path": "in/c.mp4", "overlay": "c.mp4", "video": True}]
+    (_, text), = sheet_pages(entries)
+    p = _parse(text)
+    assert "script" not in p.tags
+    assert [(v["src"], v.get("poster")) for v in p.videos] == [
+        ("a%20%231.mp4", ".thumbs/a%20%231.jpg"), ("c.mp4", None)]
+    assert all({"controls", "muted", "loop", "playsinline"} <= set(v) for v in p.videos)
+    assert p.srcs == ["b.jpg"]  # the photo is an <img>, the videos are not
+    assert p.hrefs == ["a%20%231.mp4", "b.jpg", "c.mp4"]
+    assert "video: 8 frames, H.264" in " ".join(p.text)

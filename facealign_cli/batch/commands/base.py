@@ -40,8 +40,9 @@ class Encoded:
     """What one item produces: files to write (``(relative path, bytes or SpoolFile)``), the
     output list of its manifest line, ``pose.csv`` rows, the NDJSON record (streaming), the
     faces its done record keeps for the contact sheet (``faces``, ``render``:
-    :func:`face_summary`) and a message that replaces the item's own (``message``: a video
-    with no frame to render)."""
+    :func:`face_summary`), a message that replaces the item's own (``message``: a video
+    with no frame to render) and entries added to a video's ``video`` record (``video``:
+    ``render``'s ``codec``)."""
 
     files: tuple[tuple[str, Any], ...] = ()
     outputs: tuple[str, ...] = ()
@@ -49,6 +50,7 @@ class Encoded:
     record: dict[str, Any] | None = None
     faces: list[dict[str, Any]] | None = None
     message: str | None = None
+    video: dict[str, Any] | None = None
 
 
 def _num(v, nd: int = 2):

@@ -4,8 +4,10 @@ its faces, and with ``--sheet`` thumbnails and a contact sheet of the run.
 * a photo: ``<key>.jpg``; with ``opts.sheet`` also ``.thumbs/<key>.jpg``;
 * a video: ``<key>.mp4``, the annotated video (:class:`facealign_cli.render.video.
   VideoRenderer`: the ``--draw`` layers and each face's ``#<track>`` on every processed frame,
-  MPEG-4 in MP4 at the processed frames' rate, :func:`facealign_cli.io.video.processed_fps`;
-  a frame whose processing raised is written as it is); with ``opts.sheet`` also
+  H.264 in MP4 (MPEG-4 Part 2 where PyAV's encoder is missing, with a warning; the manifest
+  line's ``video.codec`` says which) at the processed frames' rate,
+  :func:`facealign_cli.io.video_writer.processed_fps`; a frame whose processing raised is
+  written as it is); with ``opts.sheet`` also
   ``.thumbs/<key>.jpg``, the thumbnail of its first annotated frame, and the done record keeps
   that frame's faces for the contact sheet.
 """
@@ -43,7 +45,11 @@ class Render(Command):
 
     def video_fingerprint(self, opts):
         fp = super().video_fingerprint(opts)
+        from facealign_cli.io.video_writer import default_codec
+
         fp["video"].pop("mesh_every", None)  # (render has no --mesh-every)
+        # the codec the videos get here: installing PyAV re-renders the mp4v ones
+        fp["video"]["codec"] = default_codec()
         return fp
 
     @staticmethod
@@ -71,6 +77,7 @@ class Render(Command):
         from facealign_cli.batch.result import printable
         from facealign_cli.batch.state import done_path
         from facealign_cli.render import write_sheet
+        from facealign_cli.render.sheet import codec_note
 
         entries = []
         for key, line in lines:
@@ -90,8 +97,10 @@ class Render(Command):
                     e["thumbnail"] = thumb if thumb in outs else None
                     video = rec.get("video")
                     if isinstance(video, dict):
+                        e["video"] = True
                         e["note"] = (f"video: {video.get('frames')} frames, "
-                                     f"{rec.get('n_faces')} face track(s); the first frame's "
+                                     f"{rec.get('n_faces')} face track(s)"
+                                     f"{codec_note(video.get('codec'))}; the first frame's "
                                      "faces")
                     e["faces"] = [{"score": f.get("score"), "pose": f.get("pose")}
                                   for f in rec.get("faces") or [] if isinstance(f, dict)]
@@ -131,7 +140,7 @@ class RenderVideoWriter(ItemWriter):
     the spool's suffix), and the thumbnail of its first frame."""
 
     def __init__(self, cmd, item, sink, aligner, opts, fps: float):
-        from facealign_cli.io.video import WRITE_SUFFIX, processed_fps
+        from facealign_cli.io.video_writer import WRITE_SUFFIX, processed_fps
         from facealign_cli.render.video import VideoRenderer
 
         super().__init__(cmd, item, sink, aligner, opts)
@@ -170,7 +179,8 @@ class RenderVideoWriter(ItemWriter):
         elif self.opts.sheet and r.first is not None:
             self.sink.add(f"{THUMBS_DIR}/{self.item.key}.jpg", _thumbnail_bytes(r.first))
             r.first = None
-        return self.encoded(faces=self.first_faces or [], message=message)
+        return self.encoded(faces=self.first_faces or [], message=message,
+                            video={"codec": r.codec})
 
     def release(self):
         self.renderer.close()
