@@ -1097,6 +1097,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", type=Path, default=None, metavar="SRC",
                     help="cli_cpu: also run the CLI of this source tree (PYTHONPATH=SRC, e.g. "
                          "a worktree of main), paired with this checkout's runs")
+    ap.add_argument("--baseline-weights", type=Path, default=None, metavar="W",
+                    help="cli_cpu: the weights the --baseline tree runs (default: the same "
+                         "--weights as this checkout); e.g. SRC's own default to compare "
+                         "shipped defaults")
     args = ap.parse_args(argv)
 
     from facealign_cli.models.regressor import default_weights_path
@@ -1180,7 +1184,8 @@ def main(argv: list[str] | None = None) -> int:
             res["stages"] = bench_stages(weights, sub_photos, args.repeats, log)
         if "cli_cpu" in sections:
             log(f"whole runs, wall and CPU ({len(sub_photos)} photos):")
-            res["cli_cpu"] = bench_cli_cpu(cli_dir, weights, args.repeats, log, args.baseline)
+            res["cli_cpu"] = bench_cli_cpu(cli_dir, weights, args.repeats, log, args.baseline,
+                                           args.baseline_weights)
         if "video" in sections:
             log(f"video ({args.video_minutes:g} min 720p clip):")
             res["video"] = bench_video(photo_dir, weights, args.repeats, log,

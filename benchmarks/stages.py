@@ -183,9 +183,10 @@ def _run_tree(args: list[str], env: dict, cwd: Path) -> tuple[float, float, int]
 
 
 def bench_cli_cpu(photo_dir: Path, weights: Path, repeats: int, log,
-                  baseline: Path | None = None) -> dict:
+                  baseline: Path | None = None, baseline_weights: Path | None = None) -> dict:
     """Wall and CPU seconds of :data:`CLI_RUNS` over ``photo_dir`` (photos and faces from the
-    manifest), for this checkout and (``baseline``) another one, alternating."""
+    manifest), for this checkout and (``baseline``) another one, alternating; the baseline
+    tree runs ``baseline_weights`` (default ``weights``)."""
     from bench import _manifest_counts  # noqa: PLC0415 - the sibling module's helper
 
     trees = {"new": REPO}
@@ -199,8 +200,9 @@ def bench_cli_cpu(photo_dir: Path, weights: Path, repeats: int, log,
                     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEALIGN_")}
                     env["PYTHONPATH"] = str(src)
                     o = Path(tmp) / f"{tree}-{label}"
+                    w = baseline_weights if tree == "old" and baseline_weights else weights
                     wall, cpu, _ = _run_tree([args[0], str(photo_dir), "--out", str(o),
-                                              *args[1:], "--weights", str(weights),
+                                              *args[1:], "--weights", str(w),
                                               "--overwrite", "--quiet"], env, src)
                     ok, faces, _ = _manifest_counts(o)
                     rec = out.setdefault(f"{tree}.{label}", {"wall_s": [], "cpu_s": []})
