@@ -58,7 +58,7 @@ Rules (documented in the CLI help):
   ``index.html``, ``.facealign`` ... and their stems) gets ``_`` appended too: a video
   ``manifest.mp4`` has the key ``manifest_`` (its frames go to ``manifest_.jsonl``, never
   over the run's manifest), a folder ``index.html/`` the keys ``index.html_/...``. A
-  component over 200 bytes is shortened to a prefix and a hash, and a folder named like the
+  component over 240 bytes is shortened to a prefix and a hash, and a folder named like the
   output file of another key (``a.json/`` beside ``a.jpg``) gets ``_`` appended
   (:mod:`facealign_cli.io.key_names`); :attr:`InputItem.note` says so, for the manifest.
 """

@@ -26,9 +26,10 @@ import re
 from collections.abc import Callable, Sequence
 
 #: Longest key component, in bytes (UTF-8), kept as it is: with the longest suffix a command
-#: adds (``_face<k>.mtl``) and a temporary file's prefix and suffix, a name stays within
-#: the 255 bytes of common file systems.
-MAX_COMPONENT_BYTES = 200
+#: adds (``_face<k>.mtl``, 11 bytes up to 99 faces, 14 up to 99,999) a name stays within the
+#: 255 bytes of common file systems (temporary files shorten their own names:
+#: :func:`facealign_cli.io.records.atomic_open`).
+MAX_COMPONENT_BYTES = 240
 #: Hexadecimal digits of the hash that ends a shortened component.
 _HASH_DIGITS = 12
 #: Suffixes of the files named after a key (outputs, thumbnails, done records).

@@ -232,7 +232,7 @@ def _manifest_first_run(tmp_path: Path, command: str, src: Path) -> list[dict]:
 
 def test_names_over_255_bytes_are_shortened_with_a_hash(tmp_path, fake_model):
     src, out = tmp_path / "in", tmp_path / "out"
-    # 250 bytes each (the files' names 254), the same 200-byte prefix: "<stem>_face0.obj" would
+    # 250 bytes each (the files' names 254), the same 240-byte prefix: "<stem>_face0.obj" would
     # be 260 bytes, over the 255 of every common file system
     long_a, long_b = "é" * 124 + "-a", "é" * 124 + "-b"
     _img(src / f"{long_a}.jpg")
