@@ -343,3 +343,40 @@ def animated_webp_bytes(frames_bgr: list[np.ndarray]) -> bytes:
         chunks.append(b"ANMF" + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) & 1))
     riff = b"WEBP" + b"".join(chunks)
     return b"RIFF" + struct.pack("<I", len(riff)) + riff
+
+
+def deflate_zeros(n: int) -> bytes:
+    """``n`` zero bytes, zlib-compressed (a Deflate TIFF strip or tile of black pixels) without
+    holding them all: a 256 MB image compresses to about 250 KB."""
+    co, block = zlib.compressobj(9), bytes(min(n, 1 << 24))
+    parts = [co.compress(block[:min(len(block), n - i)]) for i in range(0, n, len(block))]
+    return b"".join(parts) + co.flush()
+
+
+def tiff_from_entries(entries: list[tuple[int, int, int, int | str]], data: bytes) -> bytes:
+    """A little-endian TIFF whose IFD0 holds ``entries`` -- ``(tag, type, count, value)`` --
+    exactly in the order given (duplicates, unsorted tags, any type: a hostile writer's);
+    ``value`` ``"DATA"`` is the offset of ``data``, written after the IFD. A count-1 SHORT or
+    SSHORT value is packed in 2 bytes, any other value in 4."""
+    data_off = 8 + 2 + 12 * len(entries) + 4
+    out = bytearray(b"II*\x00" + struct.pack("<IH", 8, len(entries)))
+    for tag, typ, count, value in entries:
+        v = data_off if value == "DATA" else value
+        if typ in (3, 8) and count == 1:
+            out += struct.pack("<HHIhH" if typ == 8 else "<HHIHH", tag, typ, count, v, 0)
+        else:
+            out += struct.pack("<HHIi" if typ == 9 else "<HHII", tag, typ, count, v)
+    return bytes(out + struct.pack("<I", 0) + data)
+
+
+def gray_deflate_tiff(width: int, height: int, first: list | None = None,
+                      pixels: int | None = None) -> bytes:
+    """A black 8-bit gray ``width`` x ``height`` TIFF in one Deflate strip (small at any size)
+    of ``pixels`` pixels (default ``width * height``); ``first`` entries go before its own
+    (libtiff reads a tag's first entry: a decoy size there is what it decodes)."""
+    data = deflate_zeros(pixels or width * height)
+    own = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 8),
+           (262, 3, 1, 1), (273, 4, 1, "DATA"), (277, 3, 1, 1), (278, 4, 1, 0xFFFFFFFF),
+           (279, 4, 1, len(data))]
+    entries = sorted(list(first or ()) + own, key=lambda t: t[0])  # stable: ``first`` first
+    return tiff_from_entries(entries, data)

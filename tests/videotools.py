@@ -129,7 +129,8 @@ def mp4_boxes(path: Path) -> list[str]:
 
 
 class CountingCapture:
-    """``cv2.VideoCapture`` that counts the frames decoded (``grab`` calls) and may declare a
+    """``cv2.VideoCapture`` that counts the frames decoded (``grab`` calls; not those of a
+    demuxer-only capture, ``[CAP_PROP_FORMAT, -1]``, which decodes nothing) and may declare a
     frame size of its own (``declared``: ``(width, height)``, a lying container)."""
 
     grabs = 0
@@ -137,6 +138,7 @@ class CountingCapture:
     def __init__(self, real_cls, declared, *args):
         self._cap = real_cls(*args)
         self._declared = declared
+        self._raw = len(args) > 2 and list(args[2])[:2] == [cv2.CAP_PROP_FORMAT, -1]
 
     def get(self, prop):
         if self._declared is not None and prop == cv2.CAP_PROP_FRAME_WIDTH:
@@ -146,7 +148,7 @@ class CountingCapture:
         return self._cap.get(prop)
 
     def grab(self) -> bool:
-        CountingCapture.grabs += 1
+        CountingCapture.grabs += not self._raw
         return self._cap.grab()
 
     def __getattr__(self, name):
@@ -161,3 +163,48 @@ def count_decoded_frames(monkeypatch, declared: tuple[int, int] | None = None
     CountingCapture.grabs = 0
     monkeypatch.setattr(cv2, "VideoCapture", lambda *a: CountingCapture(real, declared, *a))
     return CountingCapture
+
+
+def _riff_chunk(tag: bytes, data: bytes) -> bytes:
+    return tag + struct.pack("<I", len(data)) + data + (b"\0" if len(data) & 1 else b"")
+
+
+def mjpg_avi_bytes(frames: list[bytes], width: int, height: int, fps: int = 25) -> bytes:
+    """An AVI (RIFF, one Motion JPEG stream with an ``idx1`` index) of the JPEG images
+    ``frames`` as they are, declaring ``width`` x ``height`` in its headers whatever the
+    frames' own size (a hostile muxer's)."""
+    n = len(frames)
+    avih = struct.pack("<14I", 1_000_000 // fps, 0, 0, 0x10, n, 0, 1, 0, width, height,
+                       0, 0, 0, 0)
+    strh = struct.pack("<4s4sIHHIIIIIIII4H", b"vids", b"MJPG", 0, 0, 0, 0, 1, fps, 0, n, 0,
+                       0xFFFFFFFF, 0, 0, 0, width, height)
+    strf = struct.pack("<IiiHH4sIiiII", 40, width, height, 1, 24, b"MJPG",
+                       width * height * 3, 0, 0, 0, 0)
+    strl = _riff_chunk(b"LIST", b"strl" + _riff_chunk(b"strh", strh)
+                       + _riff_chunk(b"strf", strf))
+    hdrl = _riff_chunk(b"LIST", b"hdrl" + _riff_chunk(b"avih", avih) + strl)
+    movi, idx, off = b"", b"", 4
+    for f in frames:
+        c = _riff_chunk(b"00dc", f)
+        idx += struct.pack("<4sIII", b"00dc", 0x10, off, len(f))
+        off += len(c)
+        movi += c
+    body = b"AVI " + hdrl + _riff_chunk(b"LIST", b"movi" + movi) + _riff_chunk(b"idx1", idx)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def flat_gray_jpeg(width: int, height: int) -> bytes:
+    """A valid baseline gray JPEG of ``width`` x ``height`` mid-gray pixels, about 5 bits per
+    8 x 8 block (16000 x 16000 in 2.5 MB), written without holding the image."""
+    seg = lambda m, d: b"\xff" + bytes([m]) + struct.pack(">H", len(d) + 2) + d  # noqa: E731
+    dc_counts = [0] * 16
+    dc_counts[3] = 12  # twelve 4-bit codes: symbol s <-> code s
+    ac_counts = [0] * 16
+    ac_counts[0] = 1  # EOB <-> "0"
+    blocks = -(-width // 8) * -(-height // 8)
+    return (b"\xff\xd8" + seg(0xDB, b"\x00" + bytes([1] * 64))
+            + seg(0xC0, struct.pack(">BHHB", 8, height, width, 1) + bytes([1, 0x11, 0]))
+            + seg(0xC4, b"\x00" + bytes(dc_counts) + bytes(range(12)))
+            + seg(0xC4, b"\x10" + bytes(ac_counts) + b"\x00")
+            + seg(0xDA, bytes([1, 1, 0x00]) + b"\x00\x3f\x00")
+            + bytes(-(-blocks * 5 // 8)) + b"\xff\xd9")  # every block: DC diff 0, EOB

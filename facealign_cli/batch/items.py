@@ -85,6 +85,7 @@ def _ok(cmd: Command, opts: RunOptions, item: InputItem, source: PhotoSource, en
                           source.width, source.height, video, enc.rows, enc.faces)
     files = as_bytes(enc.files) if opts.backend == "dask" else enc.files
     return ImageResult(item.path, item.key, "ok", n_faces=source.n_faces, outputs=enc.outputs,
-                       message=enc.message or source.message, seconds=seconds,
+                       message="; ".join(m for m in (item.note, enc.message or source.message)
+                                         if m) or None, seconds=seconds,
                        width=source.width, height=source.height, rows=enc.rows,
                        record=enc.record, files=files, done=done, video=video)

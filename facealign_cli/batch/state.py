@@ -156,11 +156,27 @@ def _remove_stale(out: Path, command: str, key: str, keep: Sequence[str]) -> Non
             out_path(out, rel).unlink()                        # outside <out> are kept
 
 
+def _check_free(out: Path, target: Path) -> None:
+    """Raise :class:`UnsafeOutputError` when ``target`` (under ``out``) cannot be a file: it
+    is a folder, or one of its folders under ``out`` is a file (another input's output, or
+    anything else already there)."""
+    if target.is_dir():
+        raise UnsafeOutputError(f"{target.relative_to(out).as_posix()} is a folder; the file "
+                                "of that name cannot be written")
+    for parent in target.relative_to(out).parents:
+        p = out / parent
+        if parent != Path(".") and p.exists() and not p.is_dir():
+            raise UnsafeOutputError(f"{parent.as_posix()} is a file; "
+                                    f"{target.relative_to(out).as_posix()} cannot be written")
+
+
 def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
     """Write one image's result under ``out``, for every backend: its output files, then the
     removal of its stale outputs, then its done record (last, so an image counts as done only
     once all its outputs are in place). A failed image loses its done record (it is not done
-    now, whatever it was before). A write error turns the result into a failure.
+    now, whatever it was before). A write error, or a path that a folder or a file already
+    holds the other way (a file where a folder must go), turns the result into a failure,
+    and the files of it already written are removed.
 
     Returns:
         The result as recorded (without the files' content).
@@ -171,18 +187,25 @@ def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
             with contextlib.suppress(OSError, UnsafeOutputError):
                 done_path(out, command, res.key).unlink()
         return res.committed()
+    written: list[Path] = []
     try:
         done_file = done_path(out, command, res.key)
         targets = [out_path(out, rel) for rel, _ in res.files]  # all checked before any write
+        for target in [*targets, done_file]:
+            _check_free(out, target)
         for target, (_rel, data) in zip(targets, res.files):
             with records.atomic_open(target, "wb") as f:
                 if isinstance(data, SpoolFile):  # a video's output, streamed from disk
                     data.copy_to(f)
                 else:
                     f.write(data)
+            written.append(target)
         _remove_stale(out, command, res.key, res.done.outputs)
         records.write_json(done_file, res.done.to_json(), indent=None)
-    except Exception as exc:  # a write error fails this image, not the run
+    except Exception as exc:  # a write error fails this image, not the run: nothing of it
+        for target in written:  # is left (its outputs are listed nowhere)
+            with contextlib.suppress(OSError):
+                target.unlink()
         with contextlib.suppress(OSError, UnsafeOutputError):
             done_path(out, command, res.key).unlink()
         return res.failed_with(exc)

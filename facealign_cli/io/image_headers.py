@@ -15,7 +15,8 @@ Formats, and the parts of their specifications read here:
 * **JPEG** (ITU-T T.81 / ISO/IEC 10918-1): marker segments up to the first start of scan
   (SOS); the size, component count and sampling factors from the first start-of-frame (SOF)
   segment; a progressive frame (SOF2/6/10/14), or a second SOS before the end-of-image marker
-  (EOI), makes a multi-scan file; the data must reach its EOI (0xFF is byte-stuffed in
+  (EOI), or a first scan of fewer components than the frame, makes a multi-scan file; the
+  data must reach its EOI (0xFF is byte-stuffed in
   entropy-coded data, so the first FF D9 after the scan is the EOI).
 * **EXIF** (CIPA DC-008, Exif 2.x): a TIFF structure (``Exif\\0\\0``-prefixed in a JPEG APP1
   segment) whose IFD0 tag 0x0112 is the orientation, 1..8.
@@ -27,8 +28,11 @@ Formats, and the parts of their specifications read here:
 * **WebP** (Google's RIFF container specification): ``VP8X``, ``VP8 `` (key frame header) or
   ``VP8L`` (signature 0x2F) for the size, ``ANMF`` frames, the ``EXIF`` chunk.
 * **TIFF** (TIFF 6.0, and BigTIFF): integer tags of IFD0 (size, bits and samples per pixel,
-  photometric interpretation for CMYK, orientation and the byte offset of its value) and the
-  chain of IFDs (pages), in either byte order.
+  photometric interpretation for CMYK, orientation and the byte offset of its value, tile
+  size) and the chain of IFDs (pages), in either byte order. As in libtiff (OpenCV's TIFF
+  decoder), the first entry of a tag counts; a tag given twice with different values is
+  refused (which one a decoder reads is not specified); SubIFDs and later pages are not
+  decoded (OpenCV reads IFD0 only), so only IFD0 is read.
 
 Only the standard library is imported.
 """
@@ -57,6 +61,9 @@ class ImageHeader:
             decoded.
         orientation_offset: TIFF only: byte offset of the orientation tag's value (a SHORT),
             or -1.
+        tile: TIFF only: ``(TileWidth, TileLength)`` of a tiled file, else ``(0, 0)``; the
+            decoders hold whole tiles, however small the image (a 100 x 100 image may
+            declare 16000 x 16000 tiles).
     """
 
     format: str
@@ -70,6 +77,7 @@ class ImageHeader:
     sampling: tuple[tuple[int, int], ...] = ()
     frames: int = 1
     orientation_offset: int = -1
+    tile: tuple[int, int] = (0, 0)
 
     @property
     def oriented_size(self) -> tuple[int, int]:
@@ -111,14 +119,43 @@ def _u(fmt: str, data: bytes, off: int):
         raise _HeaderError("header ends early", truncated=True) from None
 
 
+#: TIFF field types read as integers, as libtiff reads them (``TIFFReadDirEntryLong``):
+#: BYTE, SBYTE, SHORT, SSHORT, LONG, SLONG, IFD, LONG8, SLONG8, IFD8 -> struct code.
+_TIFF_INTEGER_TYPES = {1: "B", 6: "b", 3: "H", 8: "h", 4: "I", 9: "i", 13: "I", 16: "Q",
+                       17: "q", 18: "Q"}
+#: Names of the tags read here, for messages.
+_TIFF_TAG_NAMES = {256: "ImageWidth", 257: "ImageLength", 258: "BitsPerSample",
+                   262: "PhotometricInterpretation", 274: "Orientation",
+                   277: "SamplesPerPixel", 322: "TileWidth", 323: "TileLength"}
+
+
+def _tiff_first_value(tiff: bytes, e: str, base: int, typ: int, count_fmt: str,
+                      value_size: int) -> tuple[int | None, int]:
+    """``(first value, its byte offset)`` of the IFD entry at ``base``; ``(None, -1)`` when
+    its type is not an integer type or its count is 0 (libtiff cannot read it either)."""
+    code = _TIFF_INTEGER_TYPES.get(typ)
+    (count,) = _u(e + count_fmt, tiff, base + 4)
+    if code is None or count < 1:
+        return None, -1
+    voff = base + 4 + value_size
+    if struct.calcsize(code) * count > value_size:  # stored elsewhere; the first value
+        (voff,) = _u(e + count_fmt, tiff, voff)
+    return _u(e + code, tiff, voff)[0], voff
+
+
 def _tiff_tags(tiff: bytes, wanted: set[int], offsets: dict[int, int] | None = None,
                chain: list[int] | None = None) -> dict[int, int]:
     """First values of integer tags of IFD0 of a TIFF structure (a TIFF file or an EXIF blob).
 
     Supports classic TIFF and BigTIFF, both byte orders; returns only tags in ``wanted`` whose
-    type is BYTE, SHORT, LONG or LONG8. ``offsets`` (if given) receives the byte offset of each
-    returned tag's first value; ``chain`` (if given) receives the offsets of IFD0 and of the
-    IFDs chained after it (pages), at most 1024.
+    first entry has an integer type (:data:`_TIFF_INTEGER_TYPES`; signed values may be
+    negative). As libtiff does, the *first* entry of a tag counts (libtiff ignores later
+    duplicates), and an entry of another type makes the tag unreadable (absent here), even
+    if a later entry would be readable. A tag given twice with different values raises
+    ``_HeaderError`` (a file whose size depends on which entry a decoder reads is refused).
+    ``offsets`` (if given) receives the byte offset of each returned tag's first value (-1
+    unless a SHORT); ``chain`` (if given) receives the offsets of IFD0 and of the IFDs chained
+    after it (pages), at most 1024.
     """
     if tiff[:2] == b"II":
         e = "<"
@@ -139,23 +176,23 @@ def _tiff_tags(tiff: bytes, wanted: set[int], offsets: dict[int, int] | None = N
         raise _HeaderError("bad TIFF magic number")
     if n > 4096:
         raise _HeaderError("implausible TIFF directory")
-    sizes = {1: ("B", 1), 3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
-    out: dict[int, int] = {}
+    seen: dict[int, tuple[int | None, int]] = {}  # tag -> (first value or None, its offset)
     for i in range(n):
         base = first + i * entry
         tag, typ = _u(e + "HH", tiff, base)
-        if tag not in wanted or typ not in sizes:
+        if tag not in wanted:
             continue
-        (count,) = _u(e + count_fmt, tiff, base + 4)
-        code, size = sizes[typ]
-        if count < 1:
+        value, voff = _tiff_first_value(tiff, e, base, typ, count_fmt, value_size)
+        if tag in seen:
+            if seen[tag][0] != value:
+                name = _TIFF_TAG_NAMES.get(tag, str(tag))
+                raise _HeaderError(f"TIFF gives {name} twice ({seen[tag][0]}, then {value}): "
+                                   "decoders disagree on which one counts")
             continue
-        voff = base + 4 + value_size
-        if size * count > value_size:  # stored elsewhere; we only need the first value
-            (voff,) = _u(e + count_fmt, tiff, voff)
-        (out[tag],) = _u(e + code, tiff, voff)
-        if offsets is not None:
-            offsets[tag] = voff if code == "H" else -1  # only SHORT values are patched
+        seen[tag] = (value, voff if typ == 3 else -1)  # only SHORT values are patched
+    out = {tag: v for tag, (v, _) in seen.items() if v is not None}
+    if offsets is not None:
+        offsets.update({tag: off for tag, (v, off) in seen.items() if v is not None})
     if chain is not None:
         chain.append(ifd)
         link_fmt = e + ("I" if magic == 42 else "Q")
@@ -210,7 +247,8 @@ def _jpeg_header(d: bytes) -> ImageHeader:
         elif marker == 0xDA:  # start of scan: entropy-coded data follows
             if size is None:
                 raise _HeaderError("JPEG has no frame header before its image data")
-            multi_scan = _jpeg_multi_scan(d, pos, pos + length, sof)
+            partial = len(seg) >= 1 and seg[0] < len(sampling)  # a scan of some components
+            multi_scan = _jpeg_multi_scan(d, pos, pos + length, sof) or partial
             break
         pos += length
     w, h = size
@@ -249,8 +287,10 @@ def _jpeg_frame(seg: bytes) -> tuple[tuple[int, int], tuple]:
 
 def _jpeg_multi_scan(d: bytes, pos: int, data_start: int, sof: int | None) -> bool:
     """Whether libjpeg buffers every coefficient of the image: a progressive frame, or a
-    second scan before the end of the image (a non-interleaved file). ``pos``: the first
-    scan's header, ``data_start``: its entropy-coded data."""
+    second scan before the end of the image (a non-interleaved file; the caller also counts
+    a first scan of fewer components than the frame, libjpeg's own test, which a segment
+    holding FF D9 between two scans cannot hide). ``pos``: the first scan's header,
+    ``data_start``: its entropy-coded data."""
     # Entropy-coded data never contains FF D9 (0xFF is stuffed as FF 00), so the first FF D9
     # after the first scan is the end-of-image marker of this image.
     eoi = d.find(b"\xff\xd9", data_start)
@@ -349,9 +389,12 @@ def _webp_header(d: bytes) -> ImageHeader:
 def _tiff_header(d: bytes) -> ImageHeader:
     offsets: dict[int, int] = {}
     chain: list[int] = []
-    tags = _tiff_tags(d, {256, 257, 258, 262, 274, 277}, offsets, chain)
+    tags = _tiff_tags(d, {256, 257, 258, 262, 274, 277, 322, 323}, offsets, chain)
     if 256 not in tags or 257 not in tags:
-        raise _HeaderError("TIFF has no image width/height tags")
+        raise _HeaderError("TIFF has no readable image width/height tags")
+    if tags[256] <= 0 or tags[257] <= 0:
+        raise _HeaderError(f"TIFF header gives a {tags[256]}x{tags[257]} size")
+    tile = (max(0, tags.get(322, 0)), max(0, tags.get(323, 0)))
     o = tags.get(274, 1)
     spp = max(1, min(tags.get(277, 1), 16))
     bits = max(1, min(tags.get(258, 8), 64))
@@ -360,7 +403,8 @@ def _tiff_header(d: bytes) -> ImageHeader:
     return ImageHeader("tiff", tags[256], tags[257], o if 1 <= o <= 8 else 1,
                        cmyk=tags.get(262) == 5, channels=channels,
                        sample_bytes=max(1, -(-bits // 8)), frames=max(1, len(chain)),
-                       orientation_offset=offsets.get(274, -1) if 274 in tags else -1)
+                       orientation_offset=offsets.get(274, -1) if 274 in tags else -1,
+                       tile=tile if all(tile) else (0, 0))
 
 
 _PARSERS = {"jpeg": _jpeg_header, "png": _png_header, "bmp": _bmp_header,

@@ -242,7 +242,8 @@ def decode_memory(hdr: ImageHeader, scale: int = 1, file_bytes: int = 0) -> int:
     through a second buffer of that size), the 8-bit BGR result and a copy for the orientation,
     and, for a JPEG with several scans, libjpeg's whole-image coefficient buffer (2 bytes per
     coefficient, 64 per 8x8 block, every component at its sampling, in whole MCUs), which does
-    not shrink with ``scale``.
+    not shrink with ``scale``; for a tiled TIFF, two buffers of one whole tile (OpenCV's and
+    libtiff's), whatever the image's size.
     """
     w, h = hdr.width, hdr.height
     sw, sh = -(-w // scale), -(-h // scale)
@@ -262,6 +263,8 @@ def decode_memory(hdr: ImageHeader, scale: int = 1, file_bytes: int = 0) -> int:
         # Deep samples are byte-swapped / converted through a second buffer, and libtiff may
         # read a whole-image strip before OpenCV copies it out.
         total += native * (2 if hdr.sample_bytes > 1 or hdr.format == "tiff" else 1)
+        # a tiled TIFF: OpenCV's tile buffer and libtiff's, each a whole tile
+        total += 2 * hdr.tile[0] * hdr.tile[1] * hdr.channels * hdr.sample_bytes
     return total
 
 

@@ -57,7 +57,10 @@ Rules (documented in the CLI help):
   :func:`facealign_cli.batch.options.is_reserved_name`: ``manifest.jsonl``, ``pose.csv``,
   ``index.html``, ``.facealign`` ... and their stems) gets ``_`` appended too: a video
   ``manifest.mp4`` has the key ``manifest_`` (its frames go to ``manifest_.jsonl``, never
-  over the run's manifest), a folder ``index.html/`` the keys ``index.html_/...``.
+  over the run's manifest), a folder ``index.html/`` the keys ``index.html_/...``. A
+  component over 240 bytes is shortened to a prefix and a hash, and a folder named like the
+  output file of another key (``a.json/`` beside ``a.jpg``) gets ``_`` appended
+  (:mod:`facealign_cli.io.key_names`); :attr:`InputItem.note` says so, for the manifest.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class InputItem:
             taken (unreadable folder, FIFO, device, dangling link, link loop ...), why, in a
             few words: the engine records it as ``skipped`` with this message and processes
             nothing.
+        note: why the key is not the input's path, for the manifest (a long name shortened,
+            a folder renamed: :mod:`facealign_cli.io.key_names`), else ``None``.
     """
 
     index: int
@@ -102,6 +107,7 @@ class InputItem:
     rel: str
     key: str
     skip_reason: str | None = None
+    note: str | None = None
 
     @property
     def skipped(self) -> bool:
@@ -314,9 +320,32 @@ def collect_inputs(args: Sequence[str], *, include: Sequence[str] = (),
         seen.add(ident)
         kept.append((path, rel, why))
 
-    keys = iter(assign_keys([rel for _, rel, why in kept if why is None], reserved))
-    return [InputItem(i, path, rel, next(keys) if why is None else "", why)
-            for i, (path, rel, why) in enumerate(kept)]
+    keys, short, renamed = _keys_and_changes([rel for _, rel, why in kept if why is None],
+                                             reserved)
+    it = iter(zip(keys, short))
+    items = []
+    for i, (path, rel, why) in enumerate(kept):
+        key, shortened = next(it) if why is None else ("", False)
+        items.append(InputItem(i, path, rel, key, why, _key_note(key, shortened, renamed)))
+    return items
+
+
+def _key_note(key: str, shortened: bool, renamed: set[str]) -> str | None:
+    """What the manifest says of a key that is not the input's path: shortened names, folders
+    renamed (:mod:`facealign_cli.io.key_names`); None otherwise."""
+    from facealign_cli.io.key_names import MAX_COMPONENT_BYTES
+
+    notes = []
+    if shortened:
+        notes.append(f"output names shortened (a name in the input's path is over "
+                     f"{MAX_COMPONENT_BYTES} bytes): {key}")
+    parts = key.split("/") if key and renamed else []
+    moved = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)
+             if fold_key("/".join(parts[:i])) in renamed]
+    if moved:
+        notes.append(f"output folder renamed to {moved[-1]}/ (its name is that of another "
+                     "input's output file)")
+    return "; ".join(notes) or None
 
 
 def _is_folder_entry_reason(why: str) -> bool:
@@ -356,8 +385,10 @@ def safe_key(key: str, reserved: Callable[[str], bool] | None = None) -> str:
 def assign_keys(rels: Sequence[str],
                 reserved: Callable[[str], bool] | None = None) -> list[str]:
     """Unique output keys for relative paths (the rule is in the module docstring): unique
-    also after :func:`fold_key`, safe (:func:`safe_key` with ``reserved``), and a function of
-    the whole list only.
+    also after :func:`fold_key`, safe (:func:`safe_key` with ``reserved``), every component at
+    most :data:`facealign_cli.io.key_names.MAX_COMPONENT_BYTES` bytes, no folder of the run
+    where a file named after another key goes (:mod:`facealign_cli.io.key_names`), and a
+    function of the whole list only.
 
     >>> assign_keys(["a.jpg", "a.png", "b/c.jpg"])
     ['a.jpg', 'a.png', 'b/c']
@@ -365,18 +396,65 @@ def assign_keys(rels: Sequence[str],
     ['x.jpg', 'x.jpg~3', 'x.jpg~2']
     >>> assign_keys(["...mp4", "manifest.mp4"], reserved=lambda name: name == "manifest")
     ['.._', 'manifest_']
+    >>> assign_keys(["a.jpg", "a.json/b.jpg"])
+    ['a', 'a.json_/b']
     """
+    return _keys_and_changes(rels, reserved)[0]
+
+
+def _keys_and_changes(rels: Sequence[str], reserved: Callable[[str], bool] | None
+                      ) -> tuple[list[str], list[bool], set[str]]:
+    """:func:`assign_keys`, whether each key has a shortened component, and the folded
+    folders (as renamed) that were renamed."""
+    from facealign_cli.io.key_names import clashing_folders
+    from facealign_cli.io.video import is_video_path
+
+    videos = [is_video_path(r) for r in rels]
+    renamed: set[str] = set()  # folded folders that take "_"
+    while True:
+        keys, short = _unique_keys(rels, reserved, renamed)
+        clash = clashing_folders(keys, videos, fold_key) - renamed
+        if not clash:
+            return keys, short, {f + "_" for f in renamed}
+        renamed |= clash  # each round appends "_" to new folders only: it ends
+
+
+def _rename_folders(key: str, renamed: set[str]) -> str:
+    """``key`` with ``_`` appended to each of its folders (and the key itself, a video's
+    folder) whose folded path, as renamed so far, is in ``renamed``."""
+    if not renamed:
+        return key
+    parts = key.split("/")
+    for i in range(len(parts)):
+        if fold_key("/".join(parts[:i + 1])) in renamed:
+            parts[i] += "_"
+    return "/".join(parts)
+
+
+def _unique_keys(rels: Sequence[str], reserved: Callable[[str], bool] | None,
+                 renamed: set[str]) -> tuple[list[str], list[bool]]:
+    """:func:`assign_keys` for a given set of folders to rename, and whether each key has a
+    shortened component."""
+    from facealign_cli.io.key_names import shorten_key
+
+    shortened: set[str] = set()
+
+    def claim(key: str) -> str:
+        safe = safe_key(key, reserved)
+        short = shorten_key(safe)
+        if short != safe:
+            shortened.add(key)
+        return _rename_folders(short, renamed)
 
     def stem_key(rel: str) -> str:
         pp = PurePosixPath(rel)
-        return safe_key(str(pp.with_suffix("")) if pp.suffix else rel, reserved)
+        return claim(str(pp.with_suffix("")) if pp.suffix else rel)
 
     stems = [stem_key(r) for r in rels]
     counts: dict[str, int] = {}
     for k in stems:
         counts[fold_key(k)] = counts.get(fold_key(k), 0) + 1
-    claimed = [safe_key(rel, reserved) if counts[fold_key(k)] > 1 else k
-               for k, rel in zip(stems, rels)]
+    claimed = [claim(rel) if counts[fold_key(k)] > 1 else k for k, rel in zip(stems, rels)]
     claimed_folded = {fold_key(k) for k in claimed}
     taken: set[str] = set()
     next_n: dict[str, int] = {}  # claimed key (folded) -> next suffix number to try
@@ -393,4 +471,5 @@ def assign_keys(rels: Sequence[str],
         next_n[f] = n + 1
         taken.add(fold_key(f"{k}~{n}"))
         out.append(f"{k}~{n}")
-    return out
+    return out, [(str(PurePosixPath(r).with_suffix("")) if k == s else r) in shortened
+                 for r, k, s in zip(rels, claimed, stems)]

@@ -25,7 +25,8 @@ Usage::
   command line passes ``--max-megapixels``) raises :class:`VideoTooLargeError`, decided from
   the container's declared size before any frame is decoded (a frame cannot be decoded at a
   reduced size, as a JPEG can; one 12000 x 12000 MJPG frame would take over 1 GiB). A frame
-  that turns out larger than declared raises it too, when it is decoded.
+  larger than declared (OpenCV would decode it whole and return it squashed) raises it too:
+  Motion JPEG before decoding (:mod:`facealign_cli.io.video_packets`), else when returned.
 * **Corrupt or truncated video**: a file that cannot be opened raises :class:`VideoOpenError`
   (a truncated MP4 whose ``moov`` index is lost cannot be opened: 0 frames delivered). A stream
   that stops early is not an exception: iteration ends, and :attr:`VideoReader.status` says how
@@ -280,10 +281,15 @@ class VideoReader:
         last_time = -math.inf
         index = -1
         error = None
+        from facealign_cli.io.video_packets import PacketSizeGuard
+
+        guard = PacketSizeGuard(self.path, self.info.fourcc, (self.info.width,
+                                self.info.height), self._check_size, VideoTooLargeError)
         try:
             while True:
                 if self.max_frames is not None and st.frames_delivered >= self.max_frames:
                     return
+                guard.ensure(index + 1)  # before the next frame is decoded
                 try:
                     ok = cap.grab()
                 except cv2.error as exc:  # pragma: no cover - FFmpeg reports by return value
@@ -318,6 +324,7 @@ class VideoReader:
                 st.error = f"{error}; {st.frames_delivered} frames delivered"
         finally:
             # the next iteration starts from the beginning again
+            guard.close()
             self.close()
 
 

@@ -43,3 +43,34 @@ def test_thumbnails_and_ordinary_outputs_are_written(tmp_path):
     assert (tmp_path / "sub" / "a.jpg").read_bytes() == b"mesh"
     assert (tmp_path / ".thumbs" / "sub" / "a.jpg").is_file()
     assert (tmp_path / ".facealign" / "done" / "render" / "sub" / "a.json").is_file()
+
+
+def test_a_file_where_a_folder_goes_fails_the_image_before_any_write(tmp_path):
+    (tmp_path / "a.json").write_bytes(b"another input's output")
+    res = commit(tmp_path, "mesh", _result("a.json/b", "a.json/b_face0.obj", "c_face0.obj"))
+    assert res.status == "failed" and res.error == "UnsafeOutputError", res
+    assert "a.json is a file" in res.message
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                  if p.is_file()) == ["a.json"]
+
+
+def test_a_folder_where_the_done_record_goes_fails_the_image_and_writes_nothing(tmp_path):
+    (tmp_path / ".facealign" / "done" / "mesh" / "a.json" / "x").mkdir(parents=True)
+    res = commit(tmp_path, "mesh", _result("a", "a_face0.obj"))
+    assert res.status == "failed" and "a.json is a folder" in res.message, res
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_write_error_removes_the_files_of_the_image_already_written(tmp_path, monkeypatch):
+    from facealign_cli.io import records
+
+    real = records.write_json
+
+    def failing(path, *a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records, "write_json", failing)
+    res = commit(tmp_path, "mesh", _result("x", "x_face0.obj", "x_face1.obj"))
+    monkeypatch.setattr(records, "write_json", real)
+    assert res.status == "failed" and res.error == "OSError", res
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -70,3 +70,25 @@ def test_render_video_fingerprint():
     assert fp["video"] == {"frame_step": 2, "max_fps": None, "detect_every": 3, "smooth": True,
                            "codec": default_codec()}
     assert fp["draw"] == list(opts.draw)
+
+
+def test_a_video_whose_frames_grow_past_the_declared_size_fails_with_its_record(
+        tmp_path, fake_model):
+    import json
+
+    from cli_helpers import write_image
+    from videotools import flat_gray_jpeg, mjpg_avi_bytes
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    small = cv2.imencode(".jpg", np.full((360, 480, 3), 90, np.uint8))[1].tobytes()
+    big = flat_gray_jpeg(2000, 2000)
+    (src / "a.avi").write_bytes(mjpg_avi_bytes([small, big, big, small], 480, 360))
+    write_image(src / "b.jpg")
+    r = invoke(["landmarks", src, "--out", out])
+    assert r.exit_code == 1, r.output
+    video, photo = (json.loads(s) for s in (out / "manifest.jsonl").read_text().splitlines())
+    assert video["status"] == "failed" and video["error"] == "VideoTooLargeError", video
+    assert "frame 1 is 2000 x 2000, larger than the 480 x 360" in video["message"]
+    assert video["outputs"] == [] and not (out / "a.jsonl").exists()
+    assert photo["status"] == "ok"

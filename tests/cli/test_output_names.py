@@ -194,3 +194,62 @@ def test_odd_names_and_deep_folders_survive_landmarks_and_the_sheet(deep_tmp, fa
     for t in targets:
         assert os.path.isfile(os.path.join(os.fsencode(look), t)), t
     assert "&lt;b&gt;&amp;amp;.jpg" in page and "<b>" not in page
+
+
+@pytest.mark.parametrize("command,files,folder", [
+    ("landmarks", ["a.jpg", "a.json/b.jpg"], "a.json"),     # a.json (file) / a.json/ (folder)
+    ("mesh", ["a.jpg", "a.json/b.jpg"], "a.json"),          # the done records clash
+    ("render", ["a.png", "a.jpg/b.jpg"], "a.jpg"),          # the overlay a.jpg / a.jpg/
+    ("mesh", ["a.jpg", "a_face0.obj/b.jpg"], "a_face0.obj"),
+    ("mesh", ["x.jpg", "x_face0.obj.mp4"], "x_face0.obj"),  # a video's mesh folder
+])
+def test_a_folder_named_like_another_inputs_output_file_is_renamed(tmp_path, fake_model,
+                                                                    command, files, folder):
+    src, out = tmp_path / "in", tmp_path / "out"
+    for f in files:
+        (_clip if f.endswith(".mp4") else _img)(src / f)
+    for run in range(2):  # every run: both ok (the second resumes both)
+        r = invoke([command, src, "--out", out])
+        assert r.exit_code == 0, r.output
+        lines = _manifest(out)
+        assert [ln["status"] for ln in lines] == ["ok" if run == 0 else "skipped"] * 2, lines
+    moved = [ln for ln in lines if ln["outputs"][0].startswith(folder + "_")]
+    assert len(moved) == 1 and not (out / folder).is_dir()
+    assert "renamed" in _manifest_first_run(tmp_path, command, src)[files.index(
+        next(f for f in files if f.startswith(folder)))]["message"]
+    listed = {o for ln in lines for o in ln["outputs"]}
+    written = {p for p in _tree(out) if (out / p).is_file()
+               and not p.startswith((".facealign", ".thumbs")) and p != "manifest.jsonl"
+               and p != "index.html"}
+    assert written == listed  # nothing left on disk that no line lists
+
+
+def _manifest_first_run(tmp_path: Path, command: str, src: Path) -> list[dict]:
+    out = tmp_path / "fresh"
+    assert invoke([command, src, "--out", out]).exit_code == 0
+    return _manifest(out)
+
+
+def test_names_over_255_bytes_are_shortened_with_a_hash(tmp_path, fake_model):
+    src, out = tmp_path / "in", tmp_path / "out"
+    # 250 bytes each (the files' names 254), the same 240-byte prefix: "<stem>_face0.obj" would
+    # be 260 bytes, over the 255 of every common file system
+    long_a, long_b = "é" * 124 + "-a", "é" * 124 + "-b"
+    _img(src / f"{long_a}.jpg")
+    _img(src / f"{long_b}.jpg")
+    _img(src / "short.jpg")
+    for run in range(2):
+        r = invoke(["mesh", src, "--out", out])
+        assert r.exit_code == 0, r.output
+        lines = _manifest(out)
+        assert [ln["status"] for ln in lines] == ["ok" if run == 0 else "skipped"] * 3, lines
+        if run == 0:
+            first = lines
+    names = [p.name for p in out.rglob("*")]
+    assert max(len(os.fsencode(n)) for n in names) <= 255
+    shortened = [ln for ln in first if ln["message"] and "shortened" in ln["message"]]
+    assert len(shortened) == 2 and all(ln["outputs"] for ln in shortened)
+    a, b = (ln["outputs"][0] for ln in shortened)
+    assert a != b and a.startswith("é" * 90) and re.search(r"~[0-9a-f]{12}_face0\.obj$", a)
+    assert [ln["message"] for ln in first if "short" in ln["path"]] == [None]
+    assert [ln["outputs"] for ln in lines] == [ln["outputs"] for ln in first]  # deterministic

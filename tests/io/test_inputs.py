@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 
 import pytest
 
@@ -282,3 +283,37 @@ def test_walking_is_not_bounded_by_the_recursion_limit(deep_tmp):
     items = collect_inputs([str(tmp_path / "in")])
     assert [os.path.basename(it.path) for it in items] == ["top.jpg", "deep.jpg"]
     assert items[1].key == "d/" * depth + "deep"
+
+
+def test_assign_keys_renames_folders_that_another_keys_files_would_take():
+    assert assign_keys(["a.jpg", "a.json/b.jpg"]) == ["a", "a.json_/b"]
+    assert assign_keys(["a.png", "A.JPG/x.jpg"]) == ["a", "A.JPG_/x"]  # folded
+    assert assign_keys(["a.jpg", "a.json/b.json/c.jpg", "a.json/b.jpg"]) == [
+        "a", "a.json_/b.json_/c", "a.json_/b"]
+    assert assign_keys(["x.jpg", "x_face3.glb/y.jpg", "x_face3.txt/y.jpg"]) == [
+        "x", "x_face3.glb_/y", "x_face3.txt/y"]
+    assert assign_keys(["x.jpg", "x.mp4/y.jpg"]) == ["x", "x.mp4_/y"]
+    # a video's key is a folder too (mesh writes its frames there); an image's is not
+    assert assign_keys(["x.jpg", "x.jsonl.mp4"]) == ["x", "x.jsonl_"]
+    assert assign_keys(["x.jpg", "x.jsonl.png"]) == ["x", "x.jsonl"]
+    # a folder renamed into an existing one: keys stay unique
+    keys = assign_keys(["a.png", "a.jpg/x.jpg", "a.jpg_/x.jpg"])
+    assert len({fold_key(k) for k in keys}) == 3 and keys[0] == "a"
+    # a benign neighbour is left alone
+    assert assign_keys(["2020.jpg", "2020_trip/a.jpg"]) == ["2020", "2020_trip/a"]
+
+
+def test_assign_keys_shortens_long_components_deterministically():
+    from facealign_cli.io.key_names import MAX_COMPONENT_BYTES
+
+    long = "ü" * 140  # 280 bytes
+    rels = [f"{long}/{long}a.jpg", f"{long}/{long}b.jpg", f"{long}a.jpg", f"{long}a.png"]
+    keys = assign_keys(rels)
+    assert keys == assign_keys(rels)
+    assert len({fold_key(k) for k in keys}) == 4
+    for k in keys:
+        for c in k.split("/"):
+            assert len(c.encode()) <= MAX_COMPONENT_BYTES + 3  # (+ "~N" when needed)
+            assert c.startswith("ü" * 90) and re.search(r"~[0-9a-f]{12}", c)
+    assert keys[0].split("/")[0] == keys[1].split("/")[0]  # one folder, one name
+    assert assign_keys(["ü" * 100 + ".jpg"]) == ["ü" * 100]  # 200 bytes: kept

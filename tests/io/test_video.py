@@ -163,3 +163,29 @@ def test_a_frame_larger_than_declared_is_refused_when_decoded(avi, monkeypatch):
     assert (r.info.width, r.info.height) == (32, 24)
     with pytest.raises(VideoTooLargeError, match="frame 0 is 320 x 240"):
         next(iter(r))
+
+
+def test_mjpg_frames_growing_past_the_declared_size_fail_before_decoding(tmp_path,
+                                                                         monkeypatch):
+    # an AVI declaring 480 x 360 whose frames 1 and 2 are 2000 x 2000 JPEGs: OpenCV would
+    # decode them whole and return them squashed into 480 x 360
+    from videotools import flat_gray_jpeg, mjpg_avi_bytes
+
+    small = cv2.imencode(".jpg", np.full((360, 480, 3), 90, np.uint8))[1].tobytes()
+    big = flat_gray_jpeg(2000, 2000)
+    p = tmp_path / "grow.avi"
+    p.write_bytes(mjpg_avi_bytes([small, big, big, small], 480, 360))
+    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    shapes = []
+    while cap.grab():
+        shapes.append(cap.retrieve()[1].shape)
+    cap.release()
+    assert shapes == [(360, 480, 3)] * 4  # the premise: OpenCV alone sees nothing wrong
+    decoded = count_decoded_frames(monkeypatch)
+    with pytest.raises(VideoTooLargeError, match=r"grow.avi: frame 1 is 2000 x 2000, larger "
+                                                 r"than the 480 x 360 its container declares"):
+        list(VideoReader(p))
+    assert decoded.grabs == 0  # refused from the packets: no frame decoded
+    p.write_bytes(mjpg_avi_bytes([small] * 3, 480, 360))
+    with VideoReader(p) as r:  # frames of the declared size: read as before
+        assert [f.image.shape for f in r] == [(360, 480, 3)] * 3 and r.status.complete
