@@ -171,7 +171,8 @@ def _common_options(f):
                           "mirrored and the landmarks, pose and mesh average both (about 0.1 "
                           "NME better on AFLW2000-3D, one more regressor pass per face)."),
         *crop_options(),
-        click.option("--max-megapixels", type=FiniteFloatRange(min=0.01), default=None,
+        click.option("--max-megapixels", type=FiniteFloatRange(min=0.01, max=1e6),
+                     default=None,
                      metavar="MP",
                      help="Largest image decoded at full size [default: 50]. Larger JPEGs are "
                           "decoded at 1/2, 1/4 or 1/8 size (coordinates are still reported in "
