@@ -93,7 +93,7 @@ class Render(Command):
                         e["note"] = (f"video: {video.get('frames')} frames, "
                                      f"{rec.get('n_faces')} face track(s); the first frame's "
                                      "faces")
-                    e["faces"] = [{"score": f.get("score"), "pose": f.get("pose")}
+                    e["faces"] = [{k: f.get(k) for k in ("score", "quality", "pose")}
                                   for f in rec.get("faces") or [] if isinstance(f, dict)]
             entries.append(e)
         return write_sheet(out, entries, stem=SHEET_STEM)
