@@ -89,3 +89,33 @@ def count_decoded_frames(monkeypatch, declared: tuple[int, int] | None = None
     CountingCapture.grabs = 0
     monkeypatch.setattr(cv2, "VideoCapture", lambda *a: CountingCapture(real, declared, *a))
     return CountingCapture
+
+
+def _frame_starts(data: bytes) -> list[int]:
+    """Offsets of the JPEG start-of-image markers of an MJPG AVI's frames, in stream order."""
+    starts, i = [], data.find(b"\xff\xd8\xff")
+    while i >= 0:
+        starts.append(i)
+        i = data.find(b"\xff\xd8\xff", i + 3)
+    return starts
+
+
+def corrupt_mjpg_frame(path: Path, k: int) -> Path:
+    """Overwrite the first 200 bytes of frame ``k`` of an MJPG AVI (its JPEG header) with
+    zeros, in place: FFmpeg cannot decode that frame and decodes the others."""
+    data = bytearray(path.read_bytes())
+    start = _frame_starts(bytes(data))[k]
+    data[start:start + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def drop_mjpg_chunk(path: Path, k: int) -> Path:
+    """Rename the chunk of frame ``k`` of an MJPG AVI (``00dc`` -> ``JUNK``), in place: the
+    demuxer skips it, so the stream holds one frame fewer than the container declares."""
+    data = bytearray(path.read_bytes())
+    start = _frame_starts(bytes(data))[k]
+    assert data[start - 8:start - 4] == b"00dc", bytes(data[start - 8:start])
+    data[start - 8:start - 4] = b"JUNK"
+    path.write_bytes(bytes(data))
+    return path

@@ -94,6 +94,9 @@ class Reporter:
             if not self.quiet:
                 self.line(f"facealign: warning: skipped {printable(res.path)}: "
                           f"{printable(res.message or '')}")
+        elif st == "ok" and (res.video or {}).get("frames_lost") and not self.quiet:
+            self.line(f"facealign: warning: {printable(res.path)}: "
+                      f"{printable(res.message or '')}")
         elif self.verbose and not self.quiet:
             if st == "ok":
                 self.line(f"ok {printable(res.path)}: {res.n_faces} face(s) "

@@ -7,7 +7,14 @@ A photo's faces are found on the image as decoded (at 1/2, 1/4 or 1/8 size when 
 ``--max-megapixels``: :meth:`Frame.full_size` maps them to full-resolution pixels). A video's
 ``n_faces`` is the number of distinct face tracks; its result carries ``video`` (manifest line
 and done record): ``frames`` (processed), ``frames_failed``, ``frames_decoded``,
-``frames_declared``, ``complete``, ``fps``, ``width``, ``height``.
+``frames_declared``, ``frames_lost``, ``complete``, ``fps``, ``width``, ``height``.
+
+A frame the decoder cannot decode in the middle of a video is skipped and the video goes on
+(:class:`~facealign_cli.io.video.VideoReader`); such frames, and a shortfall of at most
+:data:`~facealign_cli.io.video.FRAME_COUNT_SLACK` against the declared count, are the video's
+``frames_lost``. The video stays ``ok`` (its outputs hold every frame that could be decoded,
+as with frames whose processing failed), and its manifest message and a warning on stderr
+say how many frames were lost.
 
 A video that cannot be opened fails with ``VideoOpenError`` (0 frames), one whose frames are
 larger than ``--max-megapixels`` (``opts.max_pixels``) with ``VideoTooLargeError`` (decided
@@ -266,7 +273,12 @@ class VideoSource(PhotoSource):
 
     @property
     def message(self) -> str | None:
-        return f"{self.failed} of {self.processed} frames failed" if self.failed else None
+        notes = [f"{self.failed} of {self.processed} frames failed"] if self.failed else []
+        lost = self.video.get("frames_lost", 0) if self.video else 0
+        if lost:
+            notes.append(f"{lost} of {self.video['frames_declared']} declared frames lost "
+                         "(undecodable, or missing from the stream)")
+        return "; ".join(notes) or None
 
     def fingerprint(self) -> dict[str, Any]:
         return self.cmd.video_fingerprint(self.opts)
@@ -280,7 +292,8 @@ class VideoSource(PhotoSource):
         st = self.reader.status
         self.video = {"frames": st.frames_delivered, "frames_failed": self.failed,
                       "frames_decoded": st.frames_decoded,
-                      "frames_declared": st.frames_declared, "complete": st.complete,
+                      "frames_declared": st.frames_declared, "frames_lost": st.frames_lost,
+                      "complete": st.complete,
                       "fps": round(self.reader.info.fps, 3), "width": self.width,
                       "height": self.height}
         if not st.complete:

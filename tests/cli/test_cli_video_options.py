@@ -68,3 +68,36 @@ def test_render_video_fingerprint():
     fp = get_command("render").video_fingerprint(opts)
     assert fp["video"] == {"frame_step": 2, "max_fps": None, "detect_every": 3, "smooth": True}
     assert fp["draw"] == list(opts.draw)
+
+
+def test_a_video_that_loses_frames_is_ok_with_the_count_and_a_warning(tmp_path, fake_model):
+    """Issue 24: a video whose corrupt middle lost a frame was ``ok`` with no word of it.
+    Now every decodable frame is processed, and the manifest line (``video.frames_lost``,
+    the message), the done record and a warning say how many frames were lost."""
+    import json
+
+    from videotools import corrupt_mjpg_frame, drop_mjpg_chunk, write_bar_clip
+
+    src = tmp_path / "in"
+    src.mkdir()
+    corrupt_mjpg_frame(write_bar_clip(src / "a_mid.avi", 12), 5)
+    drop_mjpg_chunk(write_bar_clip(src / "b_gap.avi", 12), 5)
+    write_bar_clip(src / "c_whole.avi", 12)
+    out = tmp_path / "out"
+    r = invoke(["landmarks", src, "--out", out])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(s) for s in (out / "manifest.jsonl").read_text().splitlines()]
+    mid, gap, whole = lines
+    for line in (mid, gap):
+        assert line["status"] == "ok" and line["video"]["frames_lost"] == 1
+        assert line["video"]["frames"] == 11 and line["video"]["complete"] is True
+        assert "1 of 12 declared frames lost" in line["message"]
+        assert sum(1 for _ in (out / f"{Path(line['path']).stem}.jsonl").open()) == 11
+    frames = [json.loads(s)["frame"] for s in (out / "a_mid.jsonl").read_text().splitlines()]
+    assert frames == [i for i in range(12) if i != 5]  # the lost frame keeps its index
+    assert whole["video"]["frames_lost"] == 0 and whole["message"] is None
+    warnings = [ln for ln in r.stderr.splitlines() if "frames lost" in ln]
+    assert len(warnings) == 2 and all(ln.startswith("facealign: warning: ") for ln in warnings)
+    assert "a_mid.avi" in warnings[0] and "b_gap.avi" in warnings[1]
+    r = invoke(["landmarks", src, "--out", out])  # resumed: done, not warned again
+    assert r.exit_code == 0 and "frames lost" not in r.stderr
