@@ -119,3 +119,12 @@ def drop_mjpg_chunk(path: Path, k: int) -> Path:
     data[start - 8:start - 4] = b"JUNK"
     path.write_bytes(bytes(data))
     return path
+
+
+def shot_frames(colour, n: int, seed: int, size=(240, 320)) -> list[np.ndarray]:
+    """``n`` frames of one shot: textured noise around one BGR colour, a little different in
+    every frame (sensor noise)."""
+    rng = np.random.default_rng(seed)
+    base = np.clip(rng.normal(colour, 25, (*size, 3)), 0, 255)
+    return [np.clip(base + rng.normal(0, 4, base.shape), 0, 250).astype(np.uint8)
+            for _ in range(n)]

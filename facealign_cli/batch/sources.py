@@ -204,14 +204,15 @@ class VideoSource(PhotoSource):
     """A video: the frames :class:`~facealign_cli.io.video.VideoReader` keeps
     (``--frame-step``, ``--max-fps``), faces tracked from frame to frame: ``detect`` by
     :class:`~facealign_cli.core.tracking.FaceTracker` on every frame's detections, the others
-    by :class:`~facealign_cli.core.tracking.VideoAligner` (``--detect-every``, ``--smooth``)."""
+    by :class:`~facealign_cli.core.tracking.VideoAligner` (``--detect-every``, ``--smooth``);
+    both end every track at a hard cut (:mod:`facealign_cli.core.scene_cuts`)."""
 
     many = True
 
     def __init__(self, cmd: Command, opts: RunOptions, item: InputItem):
         super().__init__(cmd, opts, item)
         self.sink = SpoolSink(opts.backend)
-        self.reader = self._tracker = self._video_aligner = self.video = None
+        self.reader = self._tracker = self._cuts = self._video_aligner = self.video = None
         self.processed = self.failed = 0
         self.tracks: set[int] = set()
 
@@ -238,7 +239,9 @@ class VideoSource(PhotoSource):
 
         super().start(aligner)
         if not self.cmd.uses_regressor:
-            self._tracker = FaceTracker()
+            from facealign_cli.core.scene_cuts import CutDetector
+
+            self._tracker, self._cuts = FaceTracker(), CutDetector()
             return
         smoother = None
         if self.opts.smooth:
@@ -257,6 +260,8 @@ class VideoSource(PhotoSource):
 
     def faces(self, frame: Frame, dense: bool) -> list:
         if self._tracker is not None:
+            if self._cuts(frame.image):  # a new shot: its faces start new tracks
+                self._tracker.new_scene()
             return self._tracker.update(self._aligner.detect(frame.image))
         self._video_aligner.dense = dense
         return keep_faces(self._video_aligner.process(frame.image, frame.time), self.opts)

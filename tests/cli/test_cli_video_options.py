@@ -101,3 +101,31 @@ def test_a_video_that_loses_frames_is_ok_with_the_count_and_a_warning(tmp_path, 
     assert "a_mid.avi" in warnings[0] and "b_gap.avi" in warnings[1]
     r = invoke(["landmarks", src, "--out", out])  # resumed: done, not warned again
     assert r.exit_code == 0 and "frames lost" not in r.stderr
+
+
+def _two_shot_video(path, n: int = 5):
+    from videotools import shot_frames
+
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 240))
+    assert vw.isOpened()
+    for img in shot_frames((200, 120, 40), n, 0) + shot_frames((40, 90, 210), n, 1):
+        vw.write(img)
+    vw.release()
+    return path
+
+
+@pytest.mark.parametrize("command", ["detect", "landmarks"])
+def test_a_two_shot_video_has_new_track_ids_after_the_cut(fake_model, tmp_path, command):
+    """Issue 24: track ids carried across a hard cut to another person (here the fake model's
+    faces stand in the same places in both shots)."""
+    import json
+
+    clip = _two_shot_video(tmp_path / "clip.avi")
+    out = tmp_path / "o"
+    r = invoke([command, clip, "--out", out])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(s) for s in (out / "clip.jsonl").read_text().splitlines()]
+    tracks = [sorted(f["track"] for f in ln["faces"]) for ln in lines]
+    assert tracks == [[0, 1]] * 5 + [[2, 3]] * 5  # the fake's two faces, in each shot
+    (m,) = [json.loads(s) for s in (out / "manifest.jsonl").read_text().splitlines()]
+    assert m["n_faces"] == 4
