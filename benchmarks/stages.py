@@ -76,6 +76,25 @@ class _Timer:
         return self.wrap(lambda *a: name, fn)(*args, **kw)
 
 
+def landmarks_document(cmd, opts, path: Path, dec, faces) -> bytes:
+    """The bytes of the ``landmarks`` document of one photo, made by the command's own writer
+    (:meth:`Command.open_writer <facealign_cli.batch.commands.base.Command.open_writer>`), as a
+    run makes it. ``faces`` stay in the pixels of ``dec.image`` (the frame is given scale 1:
+    the AFW photos are never decoded reduced, and the faces are reused by the next stages)."""
+    from types import SimpleNamespace
+
+    from facealign_cli.batch.sources import Frame
+    from facealign_cli.batch.spools import MemorySink
+
+    sink = MemorySink()
+    writer = cmd.open_writer(item=SimpleNamespace(path=str(path), key=path.stem),
+                             source=SimpleNamespace(many=False, sink=sink), aligner=None,
+                             opts=opts)
+    writer.add(Frame(dec.image, None, None, dec.width, dec.height), faces)
+    ((_rel, data),) = writer.close().files
+    return data
+
+
 def bench_stages(weights: Path, photos: list[Path], repeats: int, log) -> dict:
     """CPU ms per photo / face of every stage (module docstring), ``repeats`` passes over
     ``photos``; one list entry per repeat."""
@@ -117,8 +136,8 @@ def bench_stages(weights: Path, photos: list[Path], repeats: int, log) -> dict:
                 first_pass = f"detector pass {plan[0][0].name}" if plan else None
             faces = tm.run("detector", aligner.detect, img)
             tm.run("fit", aligner.fit, img, faces)
-            tm.run("JSON (landmarks document)", lm_cmd.encode, str(path), path.stem,
-                   dec.width, dec.height, faces, None, aligner, opts)
+            tm.run("JSON (landmarks document)", landmarks_document, lm_cmd, opts, path, dec,
+                   faces)
             tm.run("fit dense", aligner.fit, img, faces, dense=True)
             n_faces += len(faces)
             for f in faces:

@@ -208,3 +208,42 @@ def flat_gray_jpeg(width: int, height: int) -> bytes:
             + seg(0xC4, b"\x10" + bytes(ac_counts) + b"\x00")
             + seg(0xDA, bytes([1, 1, 0x00]) + b"\x00\x3f\x00")
             + bytes(-(-blocks * 5 // 8)) + b"\xff\xd9")  # every block: DC diff 0, EOB
+
+
+def _frame_starts(data: bytes) -> list[int]:
+    """Offsets of the JPEG start-of-image markers of an MJPG AVI's frames, in stream order."""
+    starts, i = [], data.find(b"\xff\xd8\xff")
+    while i >= 0:
+        starts.append(i)
+        i = data.find(b"\xff\xd8\xff", i + 3)
+    return starts
+
+
+def corrupt_mjpg_frame(path: Path, k: int) -> Path:
+    """Overwrite the first 200 bytes of frame ``k`` of an MJPG AVI (its JPEG header) with
+    zeros, in place: FFmpeg cannot decode that frame and decodes the others."""
+    data = bytearray(path.read_bytes())
+    start = _frame_starts(bytes(data))[k]
+    data[start:start + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def drop_mjpg_chunk(path: Path, k: int) -> Path:
+    """Rename the chunk of frame ``k`` of an MJPG AVI (``00dc`` -> ``JUNK``), in place: the
+    demuxer skips it, so the stream holds one frame fewer than the container declares."""
+    data = bytearray(path.read_bytes())
+    start = _frame_starts(bytes(data))[k]
+    assert data[start - 8:start - 4] == b"00dc", bytes(data[start - 8:start])
+    data[start - 8:start - 4] = b"JUNK"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def shot_frames(colour, n: int, seed: int, size=(240, 320)) -> list[np.ndarray]:
+    """``n`` frames of one shot: textured noise around one BGR colour, a little different in
+    every frame (sensor noise)."""
+    rng = np.random.default_rng(seed)
+    base = np.clip(rng.normal(colour, 25, (*size, 3)), 0, 255)
+    return [np.clip(base + rng.normal(0, 4, base.shape), 0, 250).astype(np.uint8)
+            for _ in range(n)]

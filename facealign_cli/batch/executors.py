@@ -100,20 +100,7 @@ def connect_dask(address: str, timeout: float):
     except ImportError:
         raise BatchError("--backend dask needs Dask: pip install 'facealign-cli[dask]' "
                          "(that is, dask[distributed])") from None
-    from distributed.comm import parse_address
-    from distributed.comm.addressing import parse_host_port
-    from distributed.comm.registry import get_backend
-
-    # checked first: a Client that fails on a bad address (an unknown scheme such as http://)
-    # hangs in its finaliser for 20 s, then prints a traceback
-    try:
-        scheme, loc = parse_address(address)
-        get_backend(scheme)  # ValueError: unknown address scheme 'http' (known schemes: ...)
-        if scheme in ("tcp", "tls", "ws", "wss"):
-            parse_host_port(loc)
-    except (ValueError, TypeError, ImportError) as exc:
-        raise BatchError(f"not a Dask scheduler address: {address!r} ({one_line(exc)}); "
-                         "expected e.g. tcp://scheduler-host:8786") from None
+    _check_address(address)
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except Exception as exc:  # OSError / TimeoutError: no answer in time
@@ -127,6 +114,59 @@ def connect_dask(address: str, timeout: float):
         raise BatchError(f"the Dask scheduler at {address} has no workers "
                          f"(waited {timeout:g} s)") from None
     return client
+
+
+def _check_address(address: str) -> None:
+    """Refuse, before a ``distributed.Client`` is made, a scheduler address that no client of
+    this process can connect to. Such a Client fails on something other than an ``OSError``
+    and is left half-started: its finaliser then waits twice the timeout and prints a
+    ``Client.__del__`` traceback. Refused: a malformed address or an unknown scheme
+    (``http://``), ``inproc://`` (reaches only a scheduler inside the same process), a
+    transport whose connector this Dask install cannot make (``ucx://`` without
+    ``distributed-ucxx``), and ``tls://`` without a TLS configuration (the
+    ``distributed.comm.tls.*`` keys of the Dask config; ``wss://`` falls back to the system's
+    certificate authorities, so it is let through).
+
+    Raises:
+        BatchError: one line saying what is wrong with the address.
+    """
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, loc = parse_address(address)
+        backend = get_backend(scheme)  # ValueError: unknown address scheme 'http' (...)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(loc)
+    except (ValueError, TypeError, ImportError) as exc:
+        raise BatchError(f"not a Dask scheduler address: {address!r} ({one_line(exc)}); "
+                         "expected e.g. tcp://scheduler-host:8786") from None
+    if scheme == "inproc":
+        raise BatchError(f"{address}: an inproc:// scheduler lives inside one Python process "
+                         "and cannot be reached from facealign; give the scheduler's tcp:// "
+                         "(or tls://) address, e.g. tcp://scheduler-host:8786")
+    try:
+        backend.get_connector()
+    except Exception as exc:  # ucx: "Can't instantiate abstract class UCXConnector"
+        raise BatchError(f"{address}: this Dask install cannot connect over {scheme}:// "
+                         f"({describe(exc)}); install its transport (for ucx: "
+                         "distributed-ucxx) or use a tcp:// address") from None
+    if scheme == "tls":
+        from distributed.security import Security
+
+        try:
+            context = Security().get_connection_args("client").get("ssl_context")
+        except Exception as exc:  # unreadable certificate or key files
+            raise BatchError(f"{address}: Dask's TLS configuration cannot be used: "
+                             f"{describe(exc)}") from None
+        if context is None:
+            raise BatchError(
+                f"{address}: a tls:// scheduler needs a TLS configuration, and Dask has "
+                "none: set distributed.comm.tls.ca-file, .client.cert and .client.key in the "
+                "Dask config (e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE=..., "
+                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT=..., "
+                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY=...)")
 
 
 @contextlib.contextmanager

@@ -98,6 +98,10 @@ DASK_CONNECT_TIMEOUT = 10.0
 #: The longest wait for the Dask scheduler and a worker that can be set
 #: (``FACEALIGN_DASK_TIMEOUT``): one hour.
 MAX_DASK_TIMEOUT = 3600.0
+#: The largest decode limit that can be set (``--max-megapixels`` 1e6,
+#: ``FACEALIGN_MAX_PIXELS``): a terapixel, more than any image can be decoded at (a JPEG is at
+#: most 65535 x 65535, 4.3 gigapixels) and small enough for every computation with it.
+MAX_PIXELS_LIMIT = 10**12
 
 
 def _default_roi_crop_scale() -> float:
@@ -197,7 +201,7 @@ class RunOptions:
         draw: the layers ``render`` draws (:data:`RENDER_DRAW_CHOICES`).
         sheet: ``render`` also writes thumbnails and ``index.html`` (a contact sheet).
         max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = its
-            default).
+            default; at most :data:`MAX_PIXELS_LIMIT`).
         chunk_size: images per worker task (0 = automatic).
         quiet: print nothing but per-image errors and run-level errors.
         verbose: 1 = one stderr line per image; 2 = also tracebacks of failures.
@@ -326,8 +330,10 @@ def _check_numbers(o: RunOptions) -> None:
                              ("--mesh-every", o.mesh_every, 1)):
         _require(isinstance(value, int) and value >= low, flag,
                  f"must be a whole number >= {low}, got {value!r}")
-    _require(o.max_pixels is None or (isinstance(o.max_pixels, int) and o.max_pixels > 0),
-             "--max-megapixels", f"the decode limit must be > 0 pixels, got {o.max_pixels!r}")
+    _require(o.max_pixels is None or (isinstance(o.max_pixels, int)
+                                      and 0 < o.max_pixels <= MAX_PIXELS_LIMIT),
+             "--max-megapixels", f"the decode limit must lie in [1, {MAX_PIXELS_LIMIT:.0e}] "
+                                 f"pixels, got {o.max_pixels!r}")
     for flag, value in (("--min-score", o.min_score), ("--min-quality", o.min_quality)):
         _require(0.0 <= value <= 1.0, flag, f"must lie in [0, 1], got {value!r}")
     _require(0 < o.roi_crop_scale < math.inf, "--roi-crop-scale",

@@ -84,22 +84,8 @@ class Reporter:
             pass  # a closed stderr must not stop the work
 
     def record(self, res: ImageResult) -> None:
+        self._say(res)
         st = res.status
-        if st == "failed":
-            self.line(f"facealign: failed: {printable(res.path)}: {res.error}: "
-                      f"{printable(res.message or '')}")
-            if res.traceback:
-                self.line(res.traceback.rstrip())
-        elif st == "skipped" and res.error == INPUT_SKIPPED:
-            if not self.quiet:
-                self.line(f"facealign: warning: skipped {printable(res.path)}: "
-                          f"{printable(res.message or '')}")
-        elif self.verbose and not self.quiet:
-            if st == "ok":
-                self.line(f"ok {printable(res.path)}: {res.n_faces} face(s) "
-                          f"({res.seconds:.2f} s)")
-            elif res.error is None:
-                self.line(f"skipped {printable(res.path)}: done by an earlier run")
         if st in self.counts and not res.interrupted:
             self.counts[st] += 1
         if self._progress is not None:
@@ -108,11 +94,43 @@ class Reporter:
             with contextlib.suppress(OSError, ValueError):
                 self._progress.update(self._task, advance=1, info=info)
 
+    def _say(self, res: ImageResult) -> None:
+        """The lines of one result: a failure (always), a warning (unless quiet), the
+        ``-v`` line."""
+        st = res.status
+        if st == "failed":
+            self.line(f"facealign: failed: {printable(res.path)}: {res.error}: "
+                      f"{printable(res.message or '')}")
+            if res.traceback:
+                self.line(res.traceback.rstrip())
+            return
+        if self.quiet:
+            return
+        warning = _warning(res)
+        if warning:
+            self.line(warning)
+        if not self.verbose or (st == "skipped" and res.error == INPUT_SKIPPED):
+            return
+        if st == "ok":
+            self.line(f"ok {printable(res.path)}: {res.n_faces} face(s) ({res.seconds:.2f} s)")
+        elif res.error is None:
+            self.line(f"skipped {printable(res.path)}: done by an earlier run")
+
     def close(self) -> None:
         if self._progress is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._progress.stop()
             self._progress = None
+
+
+def _warning(res: ImageResult) -> str | None:
+    """The warning line of a result that is not a failure: a folder entry that could not be
+    taken, a video done with lost frames (``video.frames_lost``); else None."""
+    if res.status == "skipped" and res.error == INPUT_SKIPPED:
+        return f"facealign: warning: skipped {printable(res.path)}: {printable(res.message or '')}"
+    if res.status == "ok" and (res.video or {}).get("frames_lost"):
+        return f"facealign: warning: {printable(res.path)}: {printable(res.message or '')}"
+    return None
 
 
 def one_line_warnings() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from facealign_cli.batch.commands import quality_filter_warning
 from facealign_cli.batch.options import (
     BatchError,
     ClusterError,
@@ -188,6 +189,9 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         raise OptionError("--out", "videos are written as files (one .jsonl per video, or "
                           "rows of pose.csv): give a folder to --out, not '-'")
     stderr = stderr or sys.stderr
+    note = quality_filter_warning(cmd, opts)
+    if note and not opts.quiet:
+        stderr.write(note + "\n")
     t0 = time.perf_counter()
     STOP.clear()
     summary = RunSummary(total=len(items), videos=videos)

@@ -8,6 +8,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from facealign_cli.batch.commands.base import quality_filter_on
 from facealign_cli.batch.options import RunOptions
 from facealign_cli.batch.state import STATE_DIR
 from facealign_cli.io import records
@@ -24,11 +25,14 @@ def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
     changes its outputs (a video's resume fingerprint: a photo's, and under ``video`` the
     settings of videos, ``render``'s ``codec`` among them; with ``min_score``, ``flip`` and
     ``min_quality`` always spelled out; the regressing commands' fingerprint holds
-    ``roi_crop_scale`` and ``second_pass``)."""
+    ``roi_crop_scale`` and ``second_pass``), and for the regressing commands
+    ``quality_filter``: whether ``--min-quality`` dropped faces (false with ``--no-flip`` or
+    ``--min-quality 0``; :func:`~facealign_cli.batch.commands.base.quality_filter_on`)."""
     settings = {**cmd.video_fingerprint(opts), "min_score": opts.min_score}
     if cmd.uses_regressor:
         settings["flip"] = opts.flip
         settings["min_quality"] = opts.min_quality
+        settings["quality_filter"] = quality_filter_on(opts)
     return {"command": cmd.name, "settings": settings}
 
 

@@ -7,7 +7,14 @@ A photo's faces are found on the image as decoded (at 1/2, 1/4 or 1/8 size when 
 ``--max-megapixels``: :meth:`Frame.full_size` maps them to full-resolution pixels). A video's
 ``n_faces`` is the number of distinct face tracks; its result carries ``video`` (manifest line
 and done record): ``frames`` (processed), ``frames_failed``, ``frames_decoded``,
-``frames_declared``, ``complete``, ``fps``, ``width``, ``height``.
+``frames_declared``, ``frames_lost``, ``complete``, ``fps``, ``width``, ``height``.
+
+A frame the decoder cannot decode in the middle of a video is skipped and the video goes on
+(:class:`~facealign_cli.io.video.VideoReader`); such frames, and a shortfall of at most
+:data:`~facealign_cli.io.video.FRAME_COUNT_SLACK` against the declared count, are the video's
+``frames_lost``. The video stays ``ok`` (its outputs hold every frame that could be decoded,
+as with frames whose processing failed), and its manifest message and a warning on stderr
+say how many frames were lost.
 
 A video that cannot be opened fails with ``VideoOpenError`` (0 frames), one whose frames are
 larger than ``--max-megapixels`` (``opts.max_pixels``) with ``VideoTooLargeError`` (decided
@@ -197,14 +204,15 @@ class VideoSource(PhotoSource):
     """A video: the frames :class:`~facealign_cli.io.video.VideoReader` keeps
     (``--frame-step``, ``--max-fps``), faces tracked from frame to frame: ``detect`` by
     :class:`~facealign_cli.core.tracking.FaceTracker` on every frame's detections, the others
-    by :class:`~facealign_cli.core.tracking.VideoAligner` (``--detect-every``, ``--smooth``)."""
+    by :class:`~facealign_cli.core.tracking.VideoAligner` (``--detect-every``, ``--smooth``);
+    both end every track at a hard cut (:mod:`facealign_cli.core.scene_cuts`)."""
 
     many = True
 
     def __init__(self, cmd: Command, opts: RunOptions, item: InputItem):
         super().__init__(cmd, opts, item)
         self.sink = SpoolSink(opts.backend)
-        self.reader = self._tracker = self._video_aligner = self.video = None
+        self.reader = self._tracker = self._cuts = self._video_aligner = self.video = None
         self.processed = self.failed = 0
         self.tracks: set[int] = set()
 
@@ -231,7 +239,9 @@ class VideoSource(PhotoSource):
 
         super().start(aligner)
         if not self.cmd.uses_regressor:
-            self._tracker = FaceTracker()
+            from facealign_cli.core.scene_cuts import CutDetector
+
+            self._tracker, self._cuts = FaceTracker(), CutDetector()
             return
         smoother = None
         if self.opts.smooth:
@@ -250,6 +260,8 @@ class VideoSource(PhotoSource):
 
     def faces(self, frame: Frame, dense: bool) -> list:
         if self._tracker is not None:
+            if self._cuts(frame.image):  # a new shot: its faces start new tracks
+                self._tracker.new_scene()
             return self._tracker.update(self._aligner.detect(frame.image))
         self._video_aligner.dense = dense
         return keep_faces(self._video_aligner.process(frame.image, frame.time), self.opts)
@@ -266,7 +278,12 @@ class VideoSource(PhotoSource):
 
     @property
     def message(self) -> str | None:
-        return f"{self.failed} of {self.processed} frames failed" if self.failed else None
+        notes = [f"{self.failed} of {self.processed} frames failed"] if self.failed else []
+        lost = self.video.get("frames_lost", 0) if self.video else 0
+        if lost:
+            notes.append(f"{lost} of {self.video['frames_declared']} declared frames lost "
+                         "(undecodable, or missing from the stream)")
+        return "; ".join(notes) or None
 
     def fingerprint(self) -> dict[str, Any]:
         return self.cmd.video_fingerprint(self.opts)
@@ -280,7 +297,8 @@ class VideoSource(PhotoSource):
         st = self.reader.status
         self.video = {"frames": st.frames_delivered, "frames_failed": self.failed,
                       "frames_decoded": st.frames_decoded,
-                      "frames_declared": st.frames_declared, "complete": st.complete,
+                      "frames_declared": st.frames_declared, "frames_lost": st.frames_lost,
+                      "complete": st.complete,
                       "fps": round(self.reader.info.fps, 3), "width": self.width,
                       "height": self.height}
         if not st.complete:

@@ -10,7 +10,7 @@ import os
 
 import click
 
-from facealign_cli.batch.options import MAX_DASK_TIMEOUT
+from facealign_cli.batch.options import MAX_DASK_TIMEOUT, MAX_PIXELS_LIMIT
 from facealign_cli.models.weights import RUNTIMES
 
 #: Environment variables read by the image commands (once, here; see :func:`read_env`).
@@ -46,8 +46,9 @@ def env_runtime(environ=None) -> str | None:
 
 def read_env(environ=None) -> dict:
     """The ``FACEALIGN_*`` settings of the image commands, validated: ``weights`` (str or
-    None), ``runtime`` (one of :data:`RUNTIMES` or None), ``max_pixels`` (int > 0 or None),
-    ``dask_timeout`` (seconds, float in (0, :data:`MAX_DASK_TIMEOUT`] or None).
+    None), ``runtime`` (one of :data:`RUNTIMES` or None), ``max_pixels`` (int in
+    [1, :data:`MAX_PIXELS_LIMIT`] or None), ``dask_timeout`` (seconds, float in
+    (0, :data:`MAX_DASK_TIMEOUT`] or None).
 
     Raises:
         click.UsageError: a variable is set to an invalid value (the message names it).
@@ -63,8 +64,9 @@ def read_env(environ=None) -> dict:
             n = int(v.strip().replace("_", ""))
         except ValueError:
             n = 0
-        if n <= 0:
-            raise _env_error("FACEALIGN_MAX_PIXELS", v, "a whole number of pixels > 0")
+        if not 0 < n <= MAX_PIXELS_LIMIT:
+            raise _env_error("FACEALIGN_MAX_PIXELS", v,
+                             f"a whole number of pixels > 0 and <= {MAX_PIXELS_LIMIT:.0e}")
         env["max_pixels"] = n
     v = environ.get("FACEALIGN_DASK_TIMEOUT")
     if v is not None and v.strip():

@@ -26,6 +26,7 @@ from facealign_cli.cli.evaluate_setup import (  # noqa: F401 - _load_* also used
     _common_options,
     _load_detector,
     _load_methods,
+    _note,
     _now,
     _progress,
     _write_outputs,
@@ -169,7 +170,9 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
     image; each annotated face is matched to the detection with the highest IoU with its
     68-point box (>= --iou-threshold) or counted as a miss. NME is normalised by sqrt(w*h) of
     the ground-truth box and by the inter-ocular distance (outer eye corners, iBUG points 36
-    and 45; the 300-W normalisation).
+    and 45; the 300-W normalisation). An annotation that cannot be scored (its points on one
+    point or line, or its outer eye corners together) is left out and counted apart, with a
+    warning.
     """
     from facealign_cli.core.morphable_model import BasisNotFoundError
     from facealign_cli.evaluation import datasets as D
@@ -192,6 +195,11 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
     except (D.DatasetLayoutError, BasisNotFoundError) as exc:
         raise SetupError(str(exc)) from exc
     figs, per = P.summarise_landmarks68(run)
+    bad = figs["detection"]["degenerate_faces"]
+    if bad:
+        listed = "; ".join(f"{s}: {why}" for s, why in bad[:5]) + ("; ..." if len(bad) > 5 else "")
+        _note(f"facealign: warning: {len(bad)} degenerate annotation(s) left out of the scores "
+              f"(neither detector misses nor errors): {listed}")
     settings = {
         "dataset": "landmarks68", "path": str(directory),
         "annotations": str(annotations) if annotations else ".pts files beside the images "
@@ -200,6 +208,9 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
         "iou_threshold": iou_threshold,
         "detector_match": "detection with the highest IoU with the 68-landmark box, "
                           f"IoU >= {iou_threshold}; else a miss",
+        "degenerate": "an annotation whose 68-point box or outer-eye-corner distance is under "
+                      f"{M.MIN_ANNOTATION_PX:g} px is left out of every figure and counted in "
+                      "detection.degenerate, not as a miss",
         "crop_rule": P.CROP_RULE, "crop_scale_rule": P.CROP_SCALE_RULE,
         "nme_box": "mean 68-point error / sqrt(w*h) of the ground-truth 68-point box",
         "nme_io": "mean 68-point error / distance of points 36 and 45 (outer eye corners; "

@@ -42,19 +42,25 @@ def require_torch(feature: str, *, onnx: bool = False) -> None:
 def export_onnx_cmd(checkpoints, check):
     """Export each CHECKPOINT (.pth) to CHECKPOINT.onnx, the file the ONNX Runtime path of
     every command runs (--runtime auto/onnxruntime). The export records the checkpoint's sha256,
-    so an export left beside a changed checkpoint is never used."""
+    so an export left beside a changed checkpoint is never used.
+
+    Exit codes: 0 exported; 1 the export failed or disagrees with torch; 2 a missing file, a
+    file that is not a facealign checkpoint (one line saying why), or torch / onnx missing."""
     require_torch("facealign export-onnx", onnx=True)
     import numpy as np
 
     from facealign_cli.models.regressor import Regressor
     from facealign_cli.models.regressor_onnx import OnnxRegressor, export_onnx
+    from facealign_cli.models.weights import CheckpointError
 
     for ck in checkpoints:
         try:
             out = export_onnx(ck)
         except ImportError as exc:
             raise SetupError(str(exc)) from None
-        except (OSError, KeyError, RuntimeError) as exc:
+        except CheckpointError as exc:  # not a checkpoint: bad input, exit 2 like a bad path
+            raise SetupError(f"cannot export: {exc}") from None
+        except (OSError, RuntimeError) as exc:
             raise click.ClickException(f"cannot export {ck}: {exc}") from None
         if check:
             crops = np.random.default_rng(0).integers(0, 256, (8, 120, 120, 3), np.uint8)

@@ -156,7 +156,8 @@ def _common_options(f):
                           "predictions on the crop and its mirror image agree; the default "
                           "drops about two thirds of the false faces (hands, hair, objects) "
                           "and about 3 % of real faces, mostly tiny, blurred or dark ones. "
-                          "Not used by detect (it does not regress)."),
+                          "Not used by detect (it does not regress); off with --no-flip "
+                          "(there is no mirrored pass to compare with)."),
         click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
                      metavar="PATH",
                      help="Regressor checkpoint [default: $FACEALIGN_WEIGHTS, else the "
@@ -169,9 +170,12 @@ def _common_options(f):
         click.option("--flip/--no-flip", default=True, show_default=True,
                      help="Test-time flip averaging: the regressor also sees each face "
                           "mirrored and the landmarks, pose and mesh average both (about 0.1 "
-                          "NME better on AFLW2000-3D, one more regressor pass per face)."),
+                          "NME better on AFLW2000-3D, one more regressor pass per face). "
+                          "--no-flip also switches the quality filter (--min-quality) off, "
+                          "with a warning: the quality needs the mirrored pass."),
         *crop_options(),
-        click.option("--max-megapixels", type=FiniteFloatRange(min=0.01), default=None,
+        click.option("--max-megapixels", type=FiniteFloatRange(min=0.01, max=1e6),
+                     default=None,
                      metavar="MP",
                      help="Largest image decoded at full size [default: 50]. Larger JPEGs are "
                           "decoded at 1/2, 1/4 or 1/8 size (coordinates are still reported in "

@@ -91,6 +91,13 @@ one thread; the earlier tracker gave 107 / 34 frames per second and +15 %). On t
 video, whose frames jump independently, carried crops trail the jumps (raw jitter 0.73 % ->
 2.09 %): carrying assumes small motion between frames, as in real video.
 
+**Hard cuts** (:mod:`facealign_cli.core.scene_cuts`): a processed frame whose colours differ
+from the previous one's as at a cut between two shots (:class:`~facealign_cli.core.scene_cuts.
+CutDetector`) ends every live track (:meth:`FaceTracker.new_scene`): the faces of the new shot
+start new tracks, even where they stand where a face of the last shot stood, and the smoother
+forgets every track. :class:`VideoAligner` runs the detector on such a frame even between its
+detector frames (nothing can be carried across a cut).
+
 All boxes and landmarks are in image pixels (x right, y down), as in
 :class:`~facealign_cli.core.face.Face`; the track id is ``face.track`` (an ``int``),
 and a carried face has ``face.carried = True``.
@@ -104,6 +111,7 @@ import numpy as np
 
 from facealign_cli.core.boxes import box_area, box_iou
 from facealign_cli.core.face import Face
+from facealign_cli.core.scene_cuts import CUT_THRESHOLD, CutDetector
 
 #: A face whose box has at least this IoU with a track's last box may continue that track.
 DEFAULT_IOU_THRESHOLD = 0.3
@@ -248,8 +256,16 @@ class FaceTracker:
         """Forget every track (a new video)."""
         self.tracks: dict[int, Track] = {}
         self.ended: list[int] = []
+        self._cut_ended: list[int] = []
         self.frame = -1
         self._next_id = 0
+
+    def new_scene(self) -> None:
+        """A hard cut before the next frame: end every live track (after the next
+        :meth:`update` or :meth:`carry` their ids are in :attr:`ended`; ids are never reused,
+        so that frame's faces start new tracks)."""
+        self._cut_ended = list(self.tracks)
+        self.tracks = {}
 
     def match(self, boxes: np.ndarray) -> list[tuple[int, int]]:
         """Assignment of boxes to live tracks: ``[(track id, box index)]``, each pair within
@@ -299,7 +315,7 @@ class FaceTracker:
                 tr.last_frame, tr.missed = self.frame, 0
                 tr.hits += 1
             f.track = t
-        self.ended = []
+        self.ended, self._cut_ended = self._cut_ended, []
         for t in list(self.tracks):
             if t in matched_tracks or self.tracks[t].first_frame == self.frame:
                 continue
@@ -324,7 +340,7 @@ class FaceTracker:
             tr.last_frame, tr.missed = self.frame, 0
             tr.hits += 1
             seen.add(t)
-        self.ended = []
+        self.ended, self._cut_ended = self._cut_ended, []
         for t in list(self.tracks):
             if t not in seen:
                 self.tracks[t].missed += 1
@@ -364,6 +380,8 @@ class VideoAligner:
         smoother: a :class:`facealign_cli.core.smoothing.FaceSmoother`, or ``None`` (no
             smoothing, the default for photos and videos alike).
         dense: also fit the dense vertices (``Face.vertices``).
+        cut_threshold: of the :class:`~facealign_cli.core.scene_cuts.CutDetector` that ends
+            every track at a hard cut (module docstring); ``None``: no cut detection.
 
     One instance per video (or call :meth:`reset` between videos). Usage::
 
@@ -378,9 +396,10 @@ class VideoAligner:
                  max_distance: float = DEFAULT_MAX_DISTANCE,
                  max_size_ratio: float = DEFAULT_MAX_SIZE_RATIO,
                  duplicate_ratio: float = DEFAULT_DUPLICATE_RATIO, smoother=None,
-                 dense: bool = False):
+                 dense: bool = False, cut_threshold: float | None = CUT_THRESHOLD):
         if int(detect_every) < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.cuts = CutDetector(cut_threshold)
         self.aligner = aligner
         self.detect_every = int(detect_every)
         self.tracker = FaceTracker(iou_threshold, max_missed, max_distance, max_size_ratio,
@@ -392,10 +411,12 @@ class VideoAligner:
     def reset(self) -> None:
         """Start a new video: no tracks, smoothing state forgotten."""
         self.tracker.reset()
+        self.cuts.reset()
         if self.smoother is not None:
             self.smoother.reset()
         self.frames = 0
         self.detector_frames = 0
+        self.scene_cuts = 0
 
     def _carried_faces(self, image: np.ndarray) -> list[Face]:
         from facealign_cli.core import geometry as G
@@ -434,6 +455,12 @@ class VideoAligner:
         t = self.frames / 30.0 if time is None else float(time)
         detect = self.frames % self.detect_every == 0
         self.frames += 1
+        if self.cuts(image_bgr):  # a new shot: new tracks, smoothing from scratch
+            self.scene_cuts += 1
+            self.tracker.new_scene()
+            if self.smoother is not None:
+                self.smoother.reset()
+            detect = True
         if detect:
             self.detector_frames += 1
             faces = self.tracker.update(self.aligner.detect(image_bgr))

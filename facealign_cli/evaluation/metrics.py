@@ -114,6 +114,36 @@ def nme_interocular(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return err / np.linalg.norm(gt[..., 36, :] - gt[..., 45, :], axis=-1)
 
 
+#: An annotated face whose 68-point box has a side shorter than this many pixels, or whose
+#: outer eye corners (points 36, 45) lie closer than this, cannot be scored.
+MIN_ANNOTATION_PX = 1.0
+
+
+def degenerate_annotation(points: np.ndarray) -> str | None:
+    """Why a 68-point annotation cannot be scored, or None when it can.
+
+    Degenerate: the points' bounding box has a side under :data:`MIN_ANNOTATION_PX` (the
+    points collapsed onto one point or one line: no detection can overlap the box, and the box
+    NME divides by ``sqrt(w h)`` = 0), or the outer eye corners, iBUG points 36 and 45, lie
+    closer than that (the inter-ocular NME divides by their distance). Such a face is neither
+    a detector miss nor an error of the model: evaluations count it apart.
+
+    Args:
+        points: (68, 2+) ground-truth landmarks, image pixels.
+
+    Returns:
+        A short reason, e.g. ``"68-point box 0.0 x 12.0 px"``, or None.
+    """
+    p = np.asarray(points, dtype=np.float64)[:, :2]
+    w, h = p.max(axis=0) - p.min(axis=0)
+    if min(w, h) < MIN_ANNOTATION_PX:
+        return f"68-point box {w:.1f} x {h:.1f} px"
+    eyes = float(np.linalg.norm(p[36] - p[45]))
+    if eyes < MIN_ANNOTATION_PX:
+        return f"outer eye corners (points 36, 45) {eyes:.1f} px apart"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Detection matching
 # ---------------------------------------------------------------------------------------------

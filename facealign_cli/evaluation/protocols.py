@@ -23,7 +23,7 @@ data sets come from :mod:`.datasets`; nothing here reads a fixed data location.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from facealign_cli.evaluation.datasets import AFLW2000Set, AnnotatedImage, read_
 from facealign_cli.evaluation.metrics import (
     IOU_THRESHOLD,
     ced_summary,
+    degenerate_annotation,
     difference,
     finite_stat,
     landmark_box,
@@ -449,6 +450,9 @@ class Landmarks68Run:
         matched: (F,) bool; iou: (F,) best IoU; gt: (F, 68, 2) ground truth (image pixels).
         pred: method key -> (F, 68, 3) landmarks, image frame (NaN for misses).
         settings: ``{"iou_threshold": float}``.
+        degenerate: F reasons, None for the faces that can be scored
+            (:func:`~facealign_cli.evaluation.metrics.degenerate_annotation`: not matched,
+            counted apart from the misses).
     """
 
     items: list[AnnotatedImage]
@@ -459,6 +463,7 @@ class Landmarks68Run:
     gt: np.ndarray
     pred: dict
     settings: dict
+    degenerate: list = field(default_factory=list)
 
 
 def run_landmarks68(items: list[AnnotatedImage], methods: list[Method], detector,
@@ -468,6 +473,8 @@ def run_landmarks68(items: list[AnnotatedImage], methods: list[Method], detector
     Each image is passed once through the detector (:meth:`FaceAligner.detect`); each annotated
     face is matched to the detection with the highest IoU with its 68-landmark box (a miss below
     ``iou_threshold``); each method fits the matched detections with the pipeline's roi rule.
+    A degenerate annotation (:func:`~facealign_cli.evaluation.metrics.degenerate_annotation`)
+    is not matched (``degenerate``: its reason).
 
     Args:
         items: from :func:`~.datasets.open_landmarks68`.
@@ -483,13 +490,15 @@ def run_landmarks68(items: list[AnnotatedImage], methods: list[Method], detector
     F = len(gts)
     pred = {m.key: np.full((F, 68, 3), np.nan) for m in methods}
     matched, ious = np.zeros(F, bool), np.zeros(F)
+    degenerate = [degenerate_annotation(g) for g in gts]
     i = 0
     for it in items:
         im = read_dataset_image(it.path)
         faces = aligners[0].detect(im)
         boxes = np.array([f.box[:4] for f in faces]).reshape(-1, 4)
         for g in it.faces:
-            k, ious[i] = match_detection(landmark_box(g), boxes, iou_threshold)
+            k, ious[i] = (-1, 0.0) if degenerate[i] else match_detection(
+                landmark_box(g), boxes, iou_threshold)
             if k >= 0:
                 matched[i] = True
                 for m, al in zip(methods, aligners):
@@ -499,34 +508,39 @@ def run_landmarks68(items: list[AnnotatedImage], methods: list[Method], detector
             progress(1)
     return Landmarks68Run(items, methods, [s for it in items for s in it.sources], matched,
                           ious, np.stack(gts) if gts else np.zeros((0, 68, 2)), pred,
-                          {"iou_threshold": iou_threshold})
+                          {"iou_threshold": iou_threshold}, degenerate)
 
 
 def summarise_landmarks68(run: Landmarks68Run) -> tuple[dict, dict]:
     """Figures of a :class:`Landmarks68Run`.
 
     Returns:
-        ``(figures, per_image)``: ``figures["detection"]`` (faces, images, detected, misses),
+        ``(figures, per_image)``: ``figures["detection"]`` (faces, images, detected, misses,
+        degenerate: the count, and ``degenerate_faces``: ``[[face label, reason]]``),
         ``figures[key]["nme_box"]`` and ``["nme_io"]``: ``mean``, ``median`` (% over detected
-        faces), ``n``, ``misses`` and ``ced`` (misses as failures); ``figures["difference"]``
-        when two methods. ``per_image[key] = {"nme_box": (F,), "nme_io": (F,)}`` in % (NaN =
-        miss).
+        faces), ``n``, ``misses`` and ``ced`` (misses as failures; degenerate annotations left
+        out of all); ``figures["difference"]`` when two methods. ``per_image[key] =
+        {"nme_box": (F,), "nme_io": (F,)}`` in % (NaN = miss or degenerate).
     """
+    bad = [(s, why) for s, why in zip(run.sources, run.degenerate) if why]
+    scored = np.array([not why for why in run.degenerate] or [True] * len(run.gt), bool)
     figs: dict = {"detection": {"images": len(run.items), "faces": len(run.gt),
                                 "detected": int(run.matched.sum()),
-                                "misses": int((~run.matched).sum()),
+                                "misses": int((~run.matched & scored).sum()),
+                                "degenerate": len(bad), "degenerate_faces": bad,
                                 "iou_threshold": run.settings["iou_threshold"]}}
     per: dict = {}
     keys = [m.key for m in run.methods]
     for k in keys:
         p = run.pred[k]
-        e_box = nme_box(p[..., :2], run.gt) * 100 if len(p) else np.zeros(0)
-        e_io = nme_interocular(p[..., :2], run.gt) * 100 if len(p) else np.zeros(0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # degenerate: 0 / 0
+            e_box = nme_box(p[..., :2], run.gt) * 100 if len(p) else np.zeros(0)
+            e_io = nme_interocular(p[..., :2], run.gt) * 100 if len(p) else np.zeros(0)
         per[k] = {"nme_box": e_box, "nme_io": e_io}
         figs[k] = {name: {"mean": finite_stat(e, np.mean), "median": finite_stat(e, np.median),
                           "n": int(np.isfinite(e).sum()), "misses": int((~np.isfinite(e)).sum()),
                           "ced": ced_summary(e)}
-                   for name, e in (("nme_box", e_box), ("nme_io", e_io))}
+                   for name, e in (("nme_box", e_box[scored]), ("nme_io", e_io[scored]))}
     if len(keys) >= 2:
         figs["difference"] = difference(figs[keys[0]], figs[keys[1]])
     return figs, per

@@ -192,7 +192,10 @@ def landmarks68_tables(doc: dict) -> list[Table]:
                    "AUC@7 (box)", "FR>7%", "FR>10%", "Faces", "Misses"], rows,
                   [f"{det['faces']} annotated faces in {det['images']} images; "
                    f"{det['detected']} matched to a detection (IoU >= {det['iou_threshold']}), "
-                   f"{det['misses']} missed. box = sqrt(w·h) of the ground-truth 68-point box; "
+                   f"{det['misses']} missed"
+                   + (f", {det['degenerate']} degenerate annotation(s) left out (not misses)"
+                      if det.get("degenerate") else "")
+                   + ". box = sqrt(w·h) of the ground-truth 68-point box; "
                    "inter-ocular = outer eye corners (points 36, 45). AUC/FR count misses as "
                    "failures.", *_crop_notes(methods)])]
 

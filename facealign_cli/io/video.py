@@ -28,11 +28,18 @@ Usage::
   larger than declared (OpenCV would decode it whole and return it squashed) raises it too:
   Motion JPEG before decoding (:mod:`facealign_cli.io.video_packets`), else when returned.
 * **Corrupt or truncated video**: a file that cannot be opened raises :class:`VideoOpenError`
-  (a truncated MP4 whose ``moov`` index is lost cannot be opened: 0 frames delivered). A stream
-  that stops early is not an exception: iteration ends, and :attr:`VideoReader.status` says how
-  many frames were decoded and delivered and, when the container declared more frames than
-  could be decoded, ``complete = False`` with the reason (a truncated AVI delivers its first
-  frames and then stops). Callers record ``status.as_record()`` with the video's results.
+  (a truncated MP4 whose ``moov`` index is lost cannot be opened: 0 frames delivered). A frame
+  the decoder cannot decode in the middle of the stream is skipped (its index is kept by no
+  frame) and counted in :attr:`VideoStatus.frames_undecodable`; reading goes on (up to
+  :data:`MAX_UNDECODABLE_RUN` failures in a row, and not once the declared frames are all
+  read). A stream that stops early is not an
+  exception: iteration ends, and :attr:`VideoReader.status` says how many frames were decoded
+  and delivered and, when the container declared more frames than the stream held (beyond
+  :data:`FRAME_COUNT_SLACK`), ``complete = False`` with the reason (a truncated AVI delivers its
+  first frames and then stops). :attr:`VideoStatus.frames_lost` counts the frames of a
+  complete video that were not delivered: the undecodable ones and a shortfall within the
+  slack (a chunk the demuxer dropped, or a container whose count is an estimate). Callers
+  record ``status.as_record()`` with the video's results.
 
 **Writing** (``render`` on a video) is :mod:`facealign_cli.io.video_writer`; it reads its
 videos back with :func:`count_frames`.
@@ -58,6 +65,11 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 #: A container's declared frame count may exceed the decodable frames by this many without the
 #: video being called truncated (some muxers count a trailing empty or duplicate packet).
 FRAME_COUNT_SLACK = 1
+
+#: Consecutive frames the decoder may fail on before the stream is taken to have ended: a
+#: corrupt frame in the middle of a video is skipped (counted in
+#: :attr:`VideoStatus.frames_undecodable`) and reading goes on with the next one.
+MAX_UNDECODABLE_RUN = 32
 
 
 class VideoError(ValueError):
@@ -128,6 +140,11 @@ class VideoStatus:
         frames_delivered: frames yielded to the caller.
         frames_declared: the container's frame count (0 = unknown).
         last_index: index of the last decoded frame (-1 when none).
+        frames_undecodable: frames in the middle of the stream the decoder failed on (skipped;
+            each still takes an index).
+        frames_lost: frames of the container's count never delivered by a complete stream:
+            ``frames_undecodable`` plus a shortfall within :data:`FRAME_COUNT_SLACK` (set when
+            iteration ends).
         complete: the stream ended where the container said it would (or, with an unknown
             count, it ended without an error); ``False`` for a truncated or corrupt video.
         error: why it is incomplete, else ``None``.
@@ -139,6 +156,8 @@ class VideoStatus:
     frames_delivered: int = 0
     frames_declared: int = 0
     last_index: int = -1
+    frames_undecodable: int = 0
+    frames_lost: int = 0
     complete: bool = True
     error: str | None = None
     finished: bool = False
@@ -285,17 +304,26 @@ class VideoReader:
 
         guard = PacketSizeGuard(self.path, self.info.fourcc, (self.info.width,
                                 self.info.height), self._check_size, VideoTooLargeError)
+        failing = 0  # grab() failures in a row: undecodable frames, or the end of the stream
         try:
             while True:
                 if self.max_frames is not None and st.frames_delivered >= self.max_frames:
                     return
-                guard.ensure(index + 1)  # before the next frame is decoded
+                guard.ensure(index + failing + 1)  # before the next frame is decoded
                 try:
                     ok = cap.grab()
                 except cv2.error as exc:  # pragma: no cover - FFmpeg reports by return value
                     ok, error = False, f"decoder error: {exc}"
                 if not ok:
-                    break
+                    failing += 1
+                    at_end = 0 < self.info.frame_count <= index + failing  # all declared read
+                    if error is not None or at_end or failing > MAX_UNDECODABLE_RUN:
+                        break
+                    continue
+                if failing:  # frames the decoder failed on, with a good frame after them
+                    st.frames_undecodable += failing
+                    index += failing
+                    failing = 0
                 index += 1
                 st.frames_decoded += 1
                 st.last_index = index
@@ -316,12 +344,15 @@ class VideoReader:
                                  image=np.ascontiguousarray(image, dtype=np.uint8))
             st.finished = True
             declared = self.info.frame_count
-            if error is None and declared and st.frames_decoded + FRAME_COUNT_SLACK < declared:
-                error = (f"truncated or corrupt: the stream ended after {st.frames_decoded} of "
+            reached = st.frames_decoded + st.frames_undecodable
+            if error is None and declared and reached + FRAME_COUNT_SLACK < declared:
+                error = (f"truncated or corrupt: the stream ended after {reached} of "
                          f"{declared} declared frames")
             if error is not None:
                 st.complete = False
                 st.error = f"{error}; {st.frames_delivered} frames delivered"
+            else:
+                st.frames_lost = st.frames_undecodable + max(0, declared - reached)
         finally:
             # the next iteration starts from the beginning again
             guard.close()

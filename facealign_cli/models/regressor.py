@@ -23,7 +23,9 @@ import numpy as np
 from facealign_cli.models.weights import (  # noqa: F401 - DEFAULT_WEIGHTS_NAME, sha256_of: re-exported
     ARCH_ALIASES,
     ARCHS,
+    CHECKPOINT_KEYS,
     DEFAULT_WEIGHTS_NAME,
+    CheckpointError,
     canonical_arch,
     default_weights_path,
     import_torch,
@@ -83,6 +85,48 @@ def normalise_crops(crops_bgr: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - 127.5) / 128.0
 
 
+def _brief(exc: BaseException) -> str:
+    """``Type: message`` on one line (a multi-line message joined, at most 240 characters)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text[:240]}"
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a facealign checkpoint (``torch.save`` of a dict) and check its layout.
+
+    Args:
+        path: the ``.pth`` file.
+
+    Returns:
+        The checkpoint dict: at least :data:`~facealign_cli.models.weights.CHECKPOINT_KEYS`
+        (``model``: the state dict; ``arch``: a name of ``ARCHS`` or ``ARCH_ALIASES``;
+        ``param_mean`` / ``param_std``: (62,) float), optionally ``stem`` and ``input_size``.
+
+    Raises:
+        CheckpointError: the file cannot be unpickled by torch (a text file, a plain pickle),
+            holds something other than a dict, lacks a key, or names an unknown arch.
+    """
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # UnpicklingError, "Invalid magic number", EOFError, ...
+        raise CheckpointError(f"{path} is not a facealign checkpoint: torch.load cannot read "
+                              f"it ({_brief(exc)})") from None
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"{path} is not a facealign checkpoint: it holds a "
+                              f"{type(ck).__name__}, not a dict with the keys "
+                              f"{', '.join(CHECKPOINT_KEYS)}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if missing:
+        keys = ", ".join(repr(k) for k in list(ck)[:8]) + (", ..." if len(ck) > 8 else "")
+        raise CheckpointError(f"{path} is not a facealign checkpoint: it lacks "
+                              f"{', '.join(repr(k) for k in missing)} (its keys: "
+                              f"{keys or 'none'}; facealign train writes checkpoints)")
+    if canonical_arch(ck["arch"]) not in ARCHS:
+        raise CheckpointError(f"{path}: unknown arch {ck['arch']!r}; expected one of "
+                              f"{sorted(ARCHS)} (or an old name: {sorted(ARCH_ALIASES)})")
+    return ck
+
+
 class Regressor:
     """Loads a facealign checkpoint and regresses 3DMM parameters from roi crops.
 
@@ -92,8 +136,8 @@ class Regressor:
 
     Raises:
         FileNotFoundError: the checkpoint is missing.
-        KeyError: the checkpoint lacks ``model``, ``arch``, ``param_mean`` or ``param_std``, or
-            its arch is unknown.
+        CheckpointError: the file is not a facealign checkpoint (:func:`read_checkpoint`), or
+            its weights do not fit its arch.
 
     See :func:`facealign_cli.models.regressor_onnx.make_regressor` for the faster ONNX Runtime path
     the CLI uses by default.
@@ -105,17 +149,30 @@ class Regressor:
         path = Path(weights) if weights else default_weights_path()
         if not path.is_file():
             raise weights_not_found(path)
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = read_checkpoint(path)
         self.path = path
         self.arch = canonical_arch(ck["arch"])  # "fan_m" of older checkpoints -> "dws_m"
         self.input_size = int(ck.get("input_size", 120))
         self.net = FaceAlignNet(ck["arch"], stem=ck.get("stem", 16))
-        self.net.load_state_dict(ck["model"])
+        try:
+            self.net.load_state_dict(ck["model"])
+        except (RuntimeError, TypeError, AttributeError) as exc:  # other shapes or names
+            raise CheckpointError(f"{path}: its weights do not fit arch {self.arch!r} "
+                                  f"({_brief(exc)})") from None
         self.net.eval()
         # channels-last (NHWC) memory is several times faster for depthwise convolutions on CPU
         self.net = self.net.to(memory_format=torch.channels_last)
-        self.param_mean = np.asarray(ck["param_mean"], dtype=np.float32)
-        self.param_std = np.asarray(ck["param_std"], dtype=np.float32)
+        try:
+            self.param_mean = np.asarray(ck["param_mean"], dtype=np.float32).reshape(-1)
+            self.param_std = np.asarray(ck["param_std"], dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: param_mean / param_std are not numbers "
+                                  f"({_brief(exc)})") from None
+        n_out = self.net.fc.out_features
+        if self.param_mean.shape != (n_out,) or self.param_std.shape != (n_out,):
+            raise CheckpointError(f"{path}: param_mean / param_std have shapes "
+                                  f"{self.param_mean.shape} / {self.param_std.shape}, "
+                                  f"expected ({n_out},)")
         self.meta = {k: v for k, v in ck.items() if k not in ("model",)}
         if num_threads:
             torch.set_num_threads(num_threads)

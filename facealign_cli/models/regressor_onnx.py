@@ -131,7 +131,7 @@ def export_onnx(weights: str | Path, out: str | Path | None = None) -> Path:
     Raises:
         TorchMissingError: torch or ``onnx`` is not installed (an ``ImportError``; the message
             gives the install command).
-        FileNotFoundError / KeyError: see :class:`facealign_cli.models.regressor.Regressor`.
+        FileNotFoundError / CheckpointError: see :class:`facealign_cli.models.regressor.Regressor`.
     """
     import io
 

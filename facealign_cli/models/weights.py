@@ -43,6 +43,17 @@ def canonical_arch(arch: str | None) -> str | None:
     return ARCH_ALIASES.get(arch, arch) if arch is not None else None
 
 
+class CheckpointError(ValueError):
+    """A file given as a regressor checkpoint is not one facealign can load (not a torch file,
+    not a dict, a key missing, an unknown arch, weights of another shape). ``str(err)`` is one
+    line naming the file. A ``ValueError``: the file is bad input, not a setup problem."""
+
+
+#: The keys every facealign checkpoint holds
+#: (:func:`facealign_cli.models.regressor.read_checkpoint`).
+CHECKPOINT_KEYS = ("model", "arch", "param_mean", "param_std")
+
+
 class TorchMissingError(ImportError):
     """A part of facealign that needs torch was used where torch is not installed. ``str(err)``
     is one line ending with the command that installs it (:data:`TORCH_INSTALL`)."""

@@ -191,6 +191,37 @@ def test_unreachable_scheduler_is_exit_2_and_writes_nothing(tmp_path):
     assert r.exit_code == 2 and "not a Dask scheduler address" in r.stderr
 
 
+@pytest.mark.parametrize("address,message", [
+    ("tls://127.0.0.1:9", "needs a TLS configuration"),
+    ("inproc://127.0.0.1/1/1", "inproc:// scheduler lives inside one Python process"),
+    ("ucx://127.0.0.1:9", "cannot connect over ucx://"),
+])
+def test_unusable_scheme_fails_fast_without_a_traceback(tmp_path, address, message):
+    """Issue 24: these addresses once gave the right message, then a hang of twice the
+    timeout and a ``Client.__del__`` traceback (a half-started Client). Now refused before a
+    Client is made: exit 2, one line, well within the timeout."""
+    pytest.importorskip("distributed")
+    import time
+
+    src = tmp_path / "in"
+    _synthetic(src, 1)
+    out = tmp_path / "o"
+    code = ("from facealign_cli.cli.main import main\n"
+            f"main(['detect', {str(src)!r}, '--out', {str(out)!r}, '--backend', 'dask', "
+            f"'--scheduler', {address!r}])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**env, "FACEALIGN_DASK_TIMEOUT": "20"})
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and address in r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert elapsed < 20, elapsed  # no wait for the timeout (the hang was 2 x 20 s)
+    assert not (out / "manifest.jsonl").exists()
+
+
 def test_dask_options_usage_errors(tmp_path):
     src = tmp_path / "in"
     _synthetic(src, 1)

@@ -32,6 +32,7 @@ BAD = [
     ("--detect-every", dict(detect_every=0)),
     ("--mesh-every", dict(mesh_every=0)),
     ("--max-megapixels", dict(max_pixels=0)),
+    ("--max-megapixels", dict(max_pixels=10**308)),  # issue 24: once an OverflowError
     ("--min-score", dict(min_score=1.5)),
     ("--min-score", dict(min_score=-0.1)),
     ("--min-score", dict(min_score=nan)),

@@ -41,6 +41,8 @@ TESTS = Path(__file__).resolve().parents[1]
     ({}, ["--max-megapixels", "nan"], "--max-megapixels"),
     ({}, ["--max-megapixels", "inf"], "--max-megapixels"),
     ({}, ["--max-megapixels", "1e309"], "--max-megapixels"),
+    ({}, ["--max-megapixels", "1e308"], "--max-megapixels"),  # finite, x 1e6 overflowed
+    ({"FACEALIGN_MAX_PIXELS": str(10**13)}, [], "FACEALIGN_MAX_PIXELS"),
     ({}, ["--max-fps", "nan"], "--max-fps"),
     ({}, ["--max-fps", "inf"], "--max-fps"),
     ({}, ["--max-fps", "0"], "--max-fps"),

@@ -92,3 +92,64 @@ def test_a_video_whose_frames_grow_past_the_declared_size_fails_with_its_record(
     assert "frame 1 is 2000 x 2000, larger than the 480 x 360" in video["message"]
     assert video["outputs"] == [] and not (out / "a.jsonl").exists()
     assert photo["status"] == "ok"
+
+
+def test_a_video_that_loses_frames_is_ok_with_the_count_and_a_warning(tmp_path, fake_model):
+    """Issue 24: a video whose corrupt middle lost a frame was ``ok`` with no word of it.
+    Now every decodable frame is processed, and the manifest line (``video.frames_lost``,
+    the message), the done record and a warning say how many frames were lost."""
+    import json
+
+    from videotools import corrupt_mjpg_frame, drop_mjpg_chunk, write_bar_clip
+
+    src = tmp_path / "in"
+    src.mkdir()
+    corrupt_mjpg_frame(write_bar_clip(src / "a_mid.avi", 12), 5)
+    drop_mjpg_chunk(write_bar_clip(src / "b_gap.avi", 12), 5)
+    write_bar_clip(src / "c_whole.avi", 12)
+    out = tmp_path / "out"
+    r = invoke(["landmarks", src, "--out", out])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(s) for s in (out / "manifest.jsonl").read_text().splitlines()]
+    mid, gap, whole = lines
+    for line in (mid, gap):
+        assert line["status"] == "ok" and line["video"]["frames_lost"] == 1
+        assert line["video"]["frames"] == 11 and line["video"]["complete"] is True
+        assert "1 of 12 declared frames lost" in line["message"]
+        assert sum(1 for _ in (out / f"{Path(line['path']).stem}.jsonl").open()) == 11
+    frames = [json.loads(s)["frame"] for s in (out / "a_mid.jsonl").read_text().splitlines()]
+    assert frames == [i for i in range(12) if i != 5]  # the lost frame keeps its index
+    assert whole["video"]["frames_lost"] == 0 and whole["message"] is None
+    warnings = [ln for ln in r.stderr.splitlines() if "frames lost" in ln]
+    assert len(warnings) == 2 and all(ln.startswith("facealign: warning: ") for ln in warnings)
+    assert "a_mid.avi" in warnings[0] and "b_gap.avi" in warnings[1]
+    r = invoke(["landmarks", src, "--out", out])  # resumed: done, not warned again
+    assert r.exit_code == 0 and "frames lost" not in r.stderr
+
+
+def _two_shot_video(path, n: int = 5):
+    from videotools import shot_frames
+
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 240))
+    assert vw.isOpened()
+    for img in shot_frames((200, 120, 40), n, 0) + shot_frames((40, 90, 210), n, 1):
+        vw.write(img)
+    vw.release()
+    return path
+
+
+@pytest.mark.parametrize("command", ["detect", "landmarks"])
+def test_a_two_shot_video_has_new_track_ids_after_the_cut(fake_model, tmp_path, command):
+    """Issue 24: track ids carried across a hard cut to another person (here the fake model's
+    faces stand in the same places in both shots)."""
+    import json
+
+    clip = _two_shot_video(tmp_path / "clip.avi")
+    out = tmp_path / "o"
+    r = invoke([command, clip, "--out", out])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(s) for s in (out / "clip.jsonl").read_text().splitlines()]
+    tracks = [sorted(f["track"] for f in ln["faces"]) for ln in lines]
+    assert tracks == [[0, 1]] * 5 + [[2, 3]] * 5  # the fake's two faces, in each shot
+    (m,) = [json.loads(s) for s in (out / "manifest.jsonl").read_text().splitlines()]
+    assert m["n_faces"] == 4

@@ -10,6 +10,7 @@ import csv
 import inspect
 import json
 import math
+import re
 
 import cv2
 import numpy as np
@@ -101,6 +102,10 @@ def test_render_writes_overlays_and_a_sheet(fake_model, photos, tmp_path):
     assert "bad.jpg" in page and "NotAnImageError" in page
     assert "<script" not in page
     assert "10.0" in page  # the fake pose's yaw
+    # each face row: index, score, quality (the fake's quality is its score; issue 24: the
+    # quality column was always "–"), yaw, pitch, roll
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>", page)
+    assert rows[:2] == [("0", "0.90", "0.90"), ("1", "0.50", "0.50")], rows
     # resumed: skipped photos still on the sheet, from their done records
     r = invoke(["render", photos, "--out", out, "--sheet"])
     assert [m["status"] for m in _manifest(out)] == ["skipped", "skipped", "failed"]
@@ -314,3 +319,6 @@ def test_real_render_mesh_sheet(afw_photos, mesh_ready, tmp_path):
     assert np.abs(pic.astype(int) - photo).mean() > 1  # something was drawn
     page = (out / "index.html").read_text()
     assert f'href="{afw_photos[0].stem}.jpg"' in page
+    quality = [q for _, _, q in re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>",
+                                           page)]
+    assert quality and all(0 <= float(q) <= 1 for q in quality), quality  # not "–"

@@ -256,3 +256,40 @@ def test_cli_landmarks68_rows_and_crop_notes(tmp_path, afw_annotated_dir, real_w
     md = (tmp_path / "r.md").read_text()
     assert "| facealign (standard crop) |" in md and "| facealign |" in md
     assert "crops: facealign: roi x" in md and "facealign (standard crop): standard crop" in md
+
+
+def test_landmarks68_counts_degenerate_annotations_apart(tmp_path, afw_annotated_dir,
+                                                         real_weights):
+    """Issue 24: an annotation whose points collapse onto a point or a line (or whose outer
+    eye corners coincide) was scored as a detector miss. Such faces are now left out of every
+    figure, counted in ``detection.degenerate`` with their reasons, and a warning names them."""
+    ann = json.loads((afw_annotated_dir / "annotations.json").read_text())["photos"]
+    stem = sorted(ann)[0]
+    (tmp_path / f"{stem}.jpg").symlink_to(afw_annotated_dir / f"{stem}.jpg")
+    good = ann[stem]
+    point = [[200.0, 150.0]] * 68
+    line = [[100.0 + i, 80.0] for i in range(68)]
+    eyes = [list(p) for p in good[0]]
+    eyes[45] = list(eyes[36])
+    docs = {}
+    for name, faces in (("clean", good), ("bad", good + [point, line, eyes])):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"photos": {stem: faces}}))
+        res = CliRunner().invoke(evaluate, [
+            "landmarks68", str(tmp_path), "--annotations", str(tmp_path / f"{name}.json"),
+            "--weights", str(real_weights), "--no-second-pass", "--roi-crop-scale", "1",
+            "--json", str(tmp_path / f"{name}.out.json"), "--markdown",
+            str(tmp_path / f"{name}.md")])
+        assert res.exit_code == 0, res.output
+        docs[name] = (json.loads((tmp_path / f"{name}.out.json").read_text()), res)
+    clean, bad = docs["clean"][0]["results"], docs["bad"][0]["results"]
+    det = bad["detection"]
+    assert det["faces"] == len(good) + 3 and det["degenerate"] == 3
+    assert det["misses"] == clean["detection"]["misses"]  # not counted as misses
+    assert det["detected"] == clean["detection"]["detected"]
+    reasons = [why for _, why in det["degenerate_faces"]]
+    assert "68-point box 0.0 x 0.0 px" in reasons[0] and "x 0.0 px" in reasons[1]
+    assert "outer eye corners" in reasons[2]
+    assert bad["facealign"] == clean["facealign"]  # the same figures, n and misses included
+    warning = docs["bad"][1].stderr
+    assert "3 degenerate annotation(s) left out" in warning and "Traceback" not in warning
+    assert "3 degenerate annotation(s) left out (not misses)" in (tmp_path / "bad.md").read_text()

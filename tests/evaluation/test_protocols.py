@@ -95,7 +95,7 @@ def test_landmarks68_run_counts_misses(tmp_path, w300_afw_dir, teacher_method, b
     run = P.run_landmarks68(items, [teacher_method], det, iou_threshold=0.1)
     figs, per = P.summarise_landmarks68(run)
     assert figs["detection"] == {"images": 3, "faces": 3, "detected": 2, "misses": 1,
-                                 "iou_threshold": 0.1}
+                                 "degenerate": 0, "degenerate_faces": [], "iou_threshold": 0.1}
     f = figs["3ddfa-v2"]
     assert f["nme_box"]["n"] == 2 and f["nme_box"]["misses"] == 1
     assert 0.5 < f["nme_box"]["mean"] < 8 and f["nme_io"]["mean"] > f["nme_box"]["mean"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from videotools import count_decoded_frames
+from videotools import corrupt_mjpg_frame, count_decoded_frames, drop_mjpg_chunk
 
 from facealign_cli.io.video import (
     VIDEO_EXTENSIONS,
@@ -189,3 +189,30 @@ def test_mjpg_frames_growing_past_the_declared_size_fail_before_decoding(tmp_pat
     p.write_bytes(mjpg_avi_bytes([small] * 3, 480, 360))
     with VideoReader(p) as r:  # frames of the declared size: read as before
         assert [f.image.shape for f in r] == [(360, 480, 3)] * 3 and r.status.complete
+
+
+def test_an_undecodable_frame_in_the_middle_is_skipped_and_counted(tmp_path):
+    """Issue 24: a corrupt frame in the middle once ended the stream there (the video then
+    failed as truncated, its good later frames lost) or, within the slack, passed unnoticed.
+    Now the frame is skipped, its index kept free, and counted as lost."""
+    clip = corrupt_mjpg_frame(write_video(tmp_path / "mid.avi", "MJPG"), 10)
+    r = VideoReader(clip)
+    frames = [(f.index, bar_x(f.image)) for f in r]
+    assert [i for i, _ in frames] == [i for i in range(N) if i != 10]
+    assert all(abs(x - (8 * i + 2)) <= 4 for i, x in frames)  # each frame is the one named
+    st = r.status
+    assert st.complete and st.error is None
+    assert (st.frames_decoded, st.frames_undecodable, st.frames_lost) == (N - 1, 1, 1)
+    good = VideoReader(write_video(tmp_path / "good.avi", "MJPG"))
+    assert len(list(good)) == N and good.status.frames_lost == 0
+
+
+def test_a_frame_missing_from_the_stream_is_counted_as_lost(tmp_path):
+    """A chunk the demuxer drops: the stream holds one frame fewer than declared (within the
+    slack, so not truncated); the shortfall is the video's lost frame, not silence."""
+    clip = drop_mjpg_chunk(write_video(tmp_path / "gap.avi", "MJPG"), 10)
+    r = VideoReader(clip)
+    assert len(list(r)) == N - 1
+    st = r.status
+    assert st.complete and (st.frames_declared, st.frames_undecodable, st.frames_lost) == (
+        N, 0, 1)

@@ -162,3 +162,49 @@ def test_onnx_path_does_not_import_torch(afw_photos):
                        timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Face ")
+
+
+def _not_checkpoints(folder, good):
+    """Files a careless caller passes as a checkpoint, each with the words of its error."""
+    import pickle
+
+    import torch
+
+    ck = torch.load(good, map_location="cpu", weights_only=False)
+    made = {}
+
+    def save(name, obj, words):
+        torch.save(obj, folder / name)
+        made[folder / name] = words
+
+    (folder / "notes.txt").write_text("not a checkpoint\n", encoding="utf-8")
+    made[folder / "notes.txt"] = "torch.load cannot read it"
+    (folder / "list.pkl").write_bytes(pickle.dumps([1, 2, 3]))
+    made[folder / "list.pkl"] = "torch.load cannot read it"
+    save("list.pth", [1, 2, 3], "it holds a list, not a dict")
+    save("no_arch.pth", {k: v for k, v in ck.items() if k != "arch"}, "it lacks 'arch'")
+    save("state_dict.pth", ck["model"], "it lacks 'model', 'arch'")
+    save("bad_arch.pth", {**ck, "arch": "fan_xl"}, "unknown arch 'fan_xl'")
+    save("other_arch.pth", {**ck, "arch": "dws_m"}, "its weights do not fit arch 'dws_m'")
+    save("short_mean.pth", {**ck, "param_mean": ck["param_mean"][:5]}, "expected (62,)")
+    return made
+
+
+def test_not_a_checkpoint_is_one_line_exit_2(checkpoint, tmp_path):
+    """Issue 24: ``export-onnx`` of a text file or a pickled list gave a traceback, a dict
+    without ``arch`` a bare ``'arch'``. Each is now a :class:`CheckpointError` naming the file
+    and what is wrong: one line and exit 2 from the command line."""
+    from click.testing import CliRunner
+
+    from facealign_cli.cli.main import main
+    from facealign_cli.models.weights import CheckpointError
+
+    for path, words in _not_checkpoints(tmp_path, checkpoint).items():
+        with pytest.raises(CheckpointError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            Regressor(path)
+        r = CliRunner().invoke(main, ["export-onnx", str(path)])
+        assert r.exit_code == 2, (path, r.output)
+        assert r.exception is None or isinstance(r.exception, SystemExit)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and words in lines[0], r.output
+        assert not onnx_path_for(path).exists()

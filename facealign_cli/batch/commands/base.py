@@ -82,11 +82,33 @@ def pose_rows(path: str, faces) -> list[list[Any]]:
     return rows
 
 
+def quality_filter_on(opts: RunOptions) -> bool:
+    """Whether ``--min-quality`` drops faces: ``opts.min_quality > 0`` and flip averaging on.
+    The quality's evidence is the disagreement of the regressor on the crop and its mirror
+    image (:mod:`facealign_cli.core.quality`); with ``--no-flip`` there is no mirrored pass, the
+    quality written is the detector score's estimate alone, and the filter is off (said by
+    :func:`quality_filter_warning` and the settings file's ``quality_filter``)."""
+    return opts.flip and opts.min_quality > 0
+
+
+def quality_filter_warning(cmd, opts: RunOptions) -> str | None:
+    """The warning of a run whose ``--min-quality`` is switched off by ``--no-flip`` (None
+    when the command does not regress, the filter is on, or ``--min-quality`` is 0)."""
+    if not cmd.uses_regressor or opts.flip or opts.min_quality <= 0:
+        return None
+    return (f"facealign: warning: --no-flip switches the quality filter off (--min-quality "
+            f"{opts.min_quality:g} is not applied): the quality is estimated from the "
+            "regressor's agreement with the mirrored crop, which --no-flip skips; every face "
+            "the detector keeps (--min-score) is written, its 'quality' from the score alone")
+
+
 def keep_faces(faces, opts: RunOptions) -> list:
-    """The faces whose detector score is at least ``opts.min_score`` and whose quality (when
-    set: regressed faces) is at least ``opts.min_quality``."""
+    """The faces whose detector score is at least ``opts.min_score`` and, when
+    :func:`quality_filter_on`, whose quality (when set: regressed faces) is at least
+    ``opts.min_quality``."""
+    check_quality = quality_filter_on(opts)
     return [f for f in faces if float(f.score) >= opts.min_score
-            and (f.quality is None or f.quality >= opts.min_quality)]
+            and (not check_quality or f.quality is None or f.quality >= opts.min_quality)]
 
 
 def align(aligner, img, dense: bool, opts: RunOptions) -> list:

@@ -102,7 +102,7 @@ class Render(Command):
                                      f"{rec.get('n_faces')} face track(s)"
                                      f"{codec_note(video.get('codec'))}; the first frame's "
                                      "faces")
-                    e["faces"] = [{"score": f.get("score"), "pose": f.get("pose")}
+                    e["faces"] = [{k: f.get(k) for k in ("score", "quality", "pose")}
                                   for f in rec.get("faces") or [] if isinstance(f, dict)]
             entries.append(e)
         return write_sheet(out, entries, stem=SHEET_STEM)
