@@ -21,13 +21,10 @@ def settings_path(out: Path, command: str) -> Path:
 
 def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
     """What :func:`settings_path` records: the command and every setting that
-    changes its outputs (the resume fingerprint, with ``min_score``, ``flip`` and
-    ``min_quality`` always spelled out; the regressing commands' fingerprint holds
-    ``roi_crop_scale`` and ``second_pass``)."""
-    settings = {**cmd.fingerprint(opts), "min_score": opts.min_score}
-    if cmd.uses_regressor:
-        settings["flip"] = opts.flip
-        settings["min_quality"] = opts.min_quality
+    changes its outputs (the resume fingerprint, with the settings it leaves out at their
+    defaults spelled out: :meth:`AlignerSettings.spelled_out
+    <facealign_cli.core.settings.AlignerSettings.spelled_out>`)."""
+    settings = {**cmd.fingerprint(opts), **opts.aligner.spelled_out(cmd.uses_regressor)}
     return {"command": cmd.name, "settings": settings}
 
 

@@ -137,7 +137,7 @@ class PhotoSource:
     def start(self, aligner) -> None:
         """Use ``aligner`` (the process's model) for :meth:`faces`."""
         self._model = aligner
-        self._aligner = _ScoreFiltered(aligner, self.opts.min_score)
+        self._aligner = _ScoreFiltered(aligner, self.opts.aligner.min_score)
 
     def frames(self):
         d = self._dec
@@ -216,9 +216,9 @@ class VideoSource(PhotoSource):
                                          f"{', '.join(VIDEO_COMMANDS)})")
         _refuse_images(self.item.path)
         sweep_once()
-        o = self.opts
-        self.reader = VideoReader(self.item.path, frame_step=o.frame_step, max_fps=o.max_fps,
-                                  max_pixels=o.max_pixels)
+        v = self.opts.video
+        self.reader = VideoReader(self.item.path, frame_step=v.frame_step, max_fps=v.max_fps,
+                                  max_pixels=self.opts.max_pixels)
         self.width, self.height = self.reader.info.width, self.reader.info.height
 
     @property
@@ -234,11 +234,12 @@ class VideoSource(PhotoSource):
             self._tracker = FaceTracker()
             return
         smoother = None
-        if self.opts.smooth:
+        if self.opts.video.smooth:
             from facealign_cli.core.smoothing import FaceSmoother
 
             smoother = FaceSmoother()
-        self._video_aligner = VideoAligner(self._aligner, detect_every=self.opts.detect_every,
+        self._video_aligner = VideoAligner(self._aligner,
+                                           detect_every=self.opts.video.detect_every,
                                            smoother=smoother, dense=False)
 
     def frames(self):

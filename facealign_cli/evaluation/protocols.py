@@ -23,12 +23,13 @@ data sets come from :mod:`.datasets`; nothing here reads a fixed data location.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from facealign_cli.core import geometry as G
 from facealign_cli.core.morphable_model import MorphableModel, load_morphable_model
+from facealign_cli.core.settings import STANDARD_CROP, AlignerSettings
 from facealign_cli.evaluation.datasets import AFLW2000Set, AnnotatedImage, read_dataset_image
 from facealign_cli.evaluation.metrics import (
     IOU_THRESHOLD,
@@ -116,31 +117,38 @@ class Method:
             ``input_size`` (120), e.g. :class:`facealign_cli.models.regressor.Regressor` or
             :class:`facealign_cli.models.baseline_3ddfa.Baseline3DDFA`.
         info: what the report records about it (weights path, sha256, ...).
-        flip: test-time flip averaging (:mod:`facealign_cli.core.regression`).
-        roi_crop_scale: factor on every roi box cropped, detector-derived or ground-truth
-            (:func:`facealign_cli.core.geometry.scale_roi_box`); 1 = 3DDFA's standard crop.
-        second_pass: re-crop at the roi box of the first fit's landmarks and regress again
-            (as :class:`facealign_cli.core.pipeline.FaceAligner` does).
+        settings: its test-time settings
+            (:class:`~facealign_cli.core.settings.AlignerSettings`): ``flip`` (flip averaging,
+            :mod:`facealign_cli.core.regression`), ``roi_crop_scale`` (factor on every roi box
+            cropped, detector-derived or ground-truth,
+            :func:`facealign_cli.core.geometry.scale_roi_box`; 1 = 3DDFA's standard crop),
+            ``second_pass`` (re-crop at the roi box of the first fit's landmarks and regress
+            again, as :class:`facealign_cli.core.pipeline.FaceAligner` does), and the face
+            filter of :meth:`aligner`'s calls (``min_quality``).
 
-    The defaults run a regressor as 3DDFA-V2's authors ship theirs: no flip, standard crop,
-    one pass.
+    The default settings run a regressor as 3DDFA-V2's authors ship theirs
+    (:func:`authors_settings`: no flip, standard crop, one pass, no quality filter).
     """
 
     key: str
     label: str
     regressor: object
     info: dict
-    flip: bool = False
-    roi_crop_scale: float = 1.0
-    second_pass: bool = False
+    settings: AlignerSettings = field(default_factory=lambda: authors_settings())
 
     def aligner(self, detector):
         """A :class:`~facealign_cli.core.pipeline.FaceAligner` of this method's regressor and
-        test-time settings around ``detector``."""
+        settings around ``detector``."""
         from facealign_cli.core.pipeline import FaceAligner
 
-        return FaceAligner(detector=detector, regressor=self.regressor, flip=self.flip,
-                           roi_crop_scale=self.roi_crop_scale, second_pass=self.second_pass)
+        return FaceAligner(detector=detector, regressor=self.regressor, settings=self.settings)
+
+
+def authors_settings() -> AlignerSettings:
+    """A regressor run as 3DDFA-V2's authors run theirs: no flip averaging, their crop
+    (:data:`~facealign_cli.core.settings.STANDARD_CROP`), every face kept (``min_quality``
+    0)."""
+    return AlignerSettings(flip=False, min_quality=0.0, **STANDARD_CROP)
 
 
 def crop_rule_label(roi_crop_scale: float, second_pass: bool) -> str:
@@ -157,10 +165,11 @@ def _predict_gt_crops(m: Method, images: list[np.ndarray], roi_boxes: np.ndarray
     its second pass, again at the roi boxes of the first pass's landmarks (the pipeline's
     rule, :meth:`facealign_cli.core.pipeline.FaceAligner.fit`). (B, 68, 3) landmarks, (B, 3)
     pose."""
-    roi = G.scale_roi_box(roi_boxes, m.roi_crop_scale)
+    s = m.settings
+    roi = G.scale_roi_box(roi_boxes, s.roi_crop_scale)
     lms, pose, _ = predict_on_crops(m.regressor, images, roi, model, fitter=fitter)
-    if m.second_pass:
-        roi = np.stack([G.roi_box_from_landmarks(lm, m.roi_crop_scale) for lm in lms])
+    if s.second_pass:
+        roi = np.stack([G.roi_box_from_landmarks(lm, s.roi_crop_scale) for lm in lms])
         lms, pose, _ = predict_on_crops(m.regressor, images, roi, model, fitter=fitter)
     return lms, pose
 
@@ -241,7 +250,8 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
     model = load_morphable_model()
     from facealign_cli.core.regression import CropFitter
 
-    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.flip) for m in methods}
+    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.settings.flip)
+               for m in methods}
     B = len(data)
     gt = _nan_outputs(methods, B)
     det: dict = {}

@@ -43,7 +43,8 @@ def test_run_batch_raises_an_option_error(tmp_path):
     from facealign_cli.batch.runner import run_batch
 
     with pytest.raises(OptionError, match="--detect-every 4") as info:
-        run_batch([], RunOptions(command="detect", out=str(tmp_path / "o"), detect_every=4))
+        run_batch([], RunOptions.make(command="detect", out=str(tmp_path / "o"),
+                                      detect_every=4))
     assert isinstance(info.value, BatchError) and isinstance(info.value, ValueError)
     assert not (tmp_path / "o").exists()
 
@@ -64,7 +65,7 @@ def test_render_video_fingerprint():
     from facealign_cli.batch.commands import get_command
     from facealign_cli.batch.options import RunOptions
 
-    opts = RunOptions(command="render", out="o", frame_step=2, smooth=True, detect_every=3)
+    opts = RunOptions.make(command="render", out="o", frame_step=2, smooth=True, detect_every=3)
     fp = get_command("render").video_fingerprint(opts)
     assert fp["video"] == {"frame_step": 2, "max_fps": None, "detect_every": 3, "smooth": True}
-    assert fp["draw"] == list(opts.draw)
+    assert fp["draw"] == list(opts.command_options.draw)
