@@ -14,7 +14,7 @@ import numpy as np
 from facealign_cli.core import geometry as G
 from facealign_cli.core.face import Face
 from facealign_cli.core.quality import face_quality
-from facealign_cli.core.settings import AlignerSettings, SettingError  # noqa: F401 - documented
+from facealign_cli.core.settings import AlignerSettings
 from facealign_cli.io.images import to_bgr
 
 

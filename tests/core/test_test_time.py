@@ -124,6 +124,6 @@ def test_options_turn_each_step_off(parts, annotated_faces):
 
 
 def test_bad_crop_scale_is_refused_at_construction(parts):
-    for bad in (0.0, float("nan")):
-        with pytest.raises(ValueError, match="roi crop scale"):
+    for bad in (0.0, float("nan"), 100.0):
+        with pytest.raises(ValueError, match="^roi_crop_scale: must lie in"):
             _aligner(parts, roi_crop_scale=bad)
