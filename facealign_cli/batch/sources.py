@@ -99,14 +99,16 @@ def _rescale_faces(faces, scale: int) -> None:
 
 
 class _ScoreFiltered:
-    """An aligner whose detections below ``min_score`` are dropped."""
+    """An aligner whose detections the run's settings do not keep are dropped
+    (:meth:`~facealign_cli.core.settings.AlignerSettings.keeps`: below ``min_score``; the
+    shipped aligner drops them itself, a plugged-in one may not)."""
 
-    def __init__(self, aligner, min_score: float):
+    def __init__(self, aligner, settings):
         self._a = aligner
-        self._min = float(min_score)
+        self._settings = settings
 
     def detect(self, image):
-        return [f for f in self._a.detect(image) if float(f.score) >= self._min]
+        return [f for f in self._a.detect(image) if self._settings.keeps(f)]
 
     def fit(self, image, faces, *, dense: bool = False):
         return self._a.fit(image, faces, dense=dense)
@@ -137,7 +139,7 @@ class PhotoSource:
     def start(self, aligner) -> None:
         """Use ``aligner`` (the process's model) for :meth:`faces`."""
         self._model = aligner
-        self._aligner = _ScoreFiltered(aligner, self.opts.aligner.min_score)
+        self._aligner = _ScoreFiltered(aligner, self.opts.aligner)
 
     def frames(self):
         d = self._dec

@@ -113,3 +113,12 @@ def test_the_message_names_the_flag_once():
     with pytest.raises(OptionError) as info:
         RunOptions.make(command="landmarks", out="o", min_score=2.0)
     assert str(info.value) == "--min-score: must lie in [0, 1], got 2.0"
+
+
+def test_render_layers_are_the_overlays():
+    """``render``'s choices (light, for ``--help``) are the layers the overlay draws."""
+    from facealign_cli.batch.commands import render
+    from facealign_cli.render import overlay
+
+    assert (render.DRAW_CHOICES, render.DEFAULT_DRAW) == (overlay.DRAW_CHOICES,
+                                                          overlay.DEFAULT_DRAW)
