@@ -370,8 +370,7 @@ def _shipped_regressor(weights: Path, threads: int):
     from facealign_cli.batch.options import RunOptions
     from facealign_cli.batch.worker import build_aligner
 
-    opts = RunOptions(command="landmarks", out="-", jobs=1, threads=threads,
-                      weights=str(weights))
+    opts = RunOptions.make("landmarks", "-", jobs=1, threads=threads, weights=str(weights))
     return build_aligner(opts, threads).regressor
 
 

@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FaceAligner",
+    "AlignerSettings",
     "Face",
     "Detector",
     "Regressor",
@@ -39,6 +40,7 @@ __all__ = [
 #: module that defines each public name
 _EXPORTS: dict[str, str] = {
     "FaceAligner": "facealign_cli.core.pipeline",
+    "AlignerSettings": "facealign_cli.core.settings",
     "Face": "facealign_cli.core.face",
     "Detector": "facealign_cli.core.pipeline",
     "Regressor": "facealign_cli.core.regression",
@@ -52,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from facealign_cli.core.face import Face
     from facealign_cli.core.pipeline import Detector, FaceAligner
     from facealign_cli.core.regression import Regressor
+    from facealign_cli.core.settings import AlignerSettings
     from facealign_cli.io.images import (
         CorruptImageError,
         EmptyImageError,

@@ -161,12 +161,14 @@ def record(folder: Path, annotations: Path) -> list[dict]:
 
     from facealign_cli.cli.evaluate import _load_detector, _load_methods
     from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.core.settings import AlignerSettings
     from facealign_cli.evaluation import stability as S
     from facealign_cli.evaluation.metrics import landmark_box, match_detection
 
-    method = _load_methods(None, None, None, 1, None, True)[0]
+    method = _load_methods(AlignerSettings(min_quality=0.0), None, None, 1)[0]
     detector, _ = _load_detector(1)
-    aligner = FaceAligner(detector=detector, regressor=method.regressor, flip=method.flip)
+    aligner = FaceAligner(detector=detector, regressor=method.regressor,
+                          settings=method.settings)
     ann = json.loads(annotations.read_text())["photos"]
     photos = sorted(folder.glob("*.jpg"))
     out = []

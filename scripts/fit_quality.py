@@ -85,7 +85,9 @@ def features(shared: Path, rows: list[dict], policy: str,
     from facealign_cli.models.regressor_onnx import make_regressor
 
     regressor = make_regressor(weights, num_threads=1)
-    aligners = [FaceAligner(bds.detector(p), regressor, num_threads=1)
+    # every detection of the policies' detectors (their own thresholds), no quality filter
+    aligners = [FaceAligner(bds.detector(p), regressor, num_threads=1, min_score=0.0,
+                            min_quality=0.0)
                 for p in (policy, f"{policy}-{bds.LOW_THRESHOLD}")]
     by_photo: dict[tuple[str, str], list[dict]] = {}
     for r in rows:

@@ -23,12 +23,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-AFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos" / "afw"
+#: ``$FACEALIGN_SHARED`` (as the tests read it: a worktree elsewhere) or ``../shared``.
+SHARED = Path(os.environ.get("FACEALIGN_SHARED",
+                             Path(__file__).resolve().parents[1].parent / "shared"))
+AFW = SHARED / "data" / "photos" / "afw"
 N_PHOTOS = 12
 N_FRAMES = 20
 

@@ -184,6 +184,7 @@ def record_condition(folder: Path) -> list:
             return pickle.load(fh)
     from facealign_cli.cli.evaluate import _load_detector, _load_methods
     from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.core.settings import AlignerSettings
     from facealign_cli.core.smoothing import LANDMARK_DEFAULTS
     from facealign_cli.core.tracking import VideoAligner
     from facealign_cli.evaluation import datasets as D
@@ -192,9 +193,10 @@ def record_condition(folder: Path) -> list:
     photos = sorted(p for p in folder.iterdir() if p.suffix == ".jpg")
     ann = {it.path.stem: it.faces
            for it in D.open_landmarks68(folder, folder.with_suffix(".json"))}
-    method = _load_methods(None, None, None, 1, None, True)[0]
+    method = _load_methods(AlignerSettings(min_quality=0.0), None, None, 1)[0]
     detector, _ = _load_detector(1)
-    aligner = FaceAligner(detector=detector, regressor=method.regressor, flip=method.flip)
+    aligner = FaceAligner(detector=detector, regressor=method.regressor,
+                          settings=method.settings)
     out = []
     for k, p in enumerate(photos):
         img = D.read_dataset_image(p)

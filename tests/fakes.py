@@ -107,7 +107,7 @@ class FakeFactory:
         if self.log:
             with open(self.log, "a") as f:
                 f.write(f"{os.getpid()}\n")
-        return FakeAligner(max_faces=opts.max_faces, cfg=self)
+        return FakeAligner(max_faces=opts.aligner.max_faces, cfg=self)
 
 
 fake_factory = FakeFactory()
@@ -122,11 +122,19 @@ def fake_run_options(factory):
 
     real = options.RunOptions
 
-    def make(*args, **kw):
-        kw.setdefault("aligner_factory", factory)
-        return real(*args, **kw)
+    class FakeRunOptions:
+        """``RunOptions(...)`` and ``RunOptions.make(...)`` with the fake factory."""
 
-    return make
+        def __new__(cls, *args, **kw):
+            kw.setdefault("aligner_factory", factory)
+            return real(*args, **kw)
+
+        @staticmethod
+        def make(*args, **kw):
+            kw.setdefault("aligner_factory", factory)
+            return real.make(*args, **kw)
+
+    return FakeRunOptions
 
 
 def broken_factory(opts, threads):

@@ -14,6 +14,7 @@ import facealign_cli
 
 PUBLIC = [
     "FaceAligner",
+    "AlignerSettings",
     "Face",
     "Detector",
     "Regressor",

@@ -1,5 +1,12 @@
 """Settings of a run, its outcome, run-level errors and the exit codes.
 
+A run's settings (:class:`RunOptions`) are the run's own (output folder, workers, backend,
+messages) and three groups: the model's (:class:`~facealign_cli.core.settings.AlignerSettings`,
+``opts.aligner``), the videos' (:class:`~facealign_cli.core.settings.VideoSettings`,
+``opts.video``) and the command's own (``opts.command_options``: an instance of the command's
+:attr:`~facealign_cli.batch.commands.base.Command.Options`, e.g. ``mesh``'s format, frame,
+texture and ``--mesh-every``), each checked where it is defined.
+
 Nothing here reads the environment: the command line (:mod:`facealign_cli.cli.main`) reads and
 validates the ``FACEALIGN_*`` variables once and passes their values in :class:`RunOptions`.
 """
@@ -7,29 +14,22 @@ validates the ``FACEALIGN_*`` variables once and passes their values in :class:`
 from __future__ import annotations
 
 import enum
-import math
 import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from facealign_cli.defaults import (
-    DEFAULT_MESH_FRAME,
-    DEFAULT_MIN_QUALITY,
-    DEFAULT_MIN_SCORE,
-    MESH_FORMATS,
-    MESH_FRAMES,
+from facealign_cli.core.settings import (
+    AlignerSettings,
+    SettingError,
+    VideoSettings,
+    field_names,
 )
 
 BACKENDS = ("local", "dask")
 #: ``RunOptions.progress``: a rich bar when stderr is a terminal, always, never.
 PROGRESS_CHOICES = ("auto", "always", "never")
-#: What ``render`` draws by default, and what it can draw (``facealign_cli.render``'s).
-RENDER_DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
-RENDER_DEFAULT_DRAW = ("box", "landmarks", "pose")
-#: ``mesh`` on a video writes the meshes of every N-th processed frame (``--mesh-every``).
-DEFAULT_MESH_EVERY = 30
 STATE_DIR = ".facealign"
 MANIFEST_NAME = "manifest.jsonl"
 POSE_CSV_NAME = "pose.csv"
@@ -104,14 +104,6 @@ MAX_DASK_TIMEOUT = 3600.0
 MAX_PIXELS_LIMIT = 10**12
 
 
-def _default_roi_crop_scale() -> float:
-    """:data:`facealign_cli.core.geometry.ROI_CROP_SCALE` (imported when a run's options are
-    built, never for ``facealign --help``)."""
-    from facealign_cli.core.geometry import ROI_CROP_SCALE
-
-    return ROI_CROP_SCALE
-
-
 class BatchError(RuntimeError):
     """A run-level problem (not one image's): reported by the CLI with :attr:`exit_code`
     (2, a usage or setup error)."""
@@ -136,6 +128,11 @@ class OptionError(BatchError, ValueError):
         self.flag = flag
         self.message = message
         super().__init__(message if message.startswith(flag) else f"{flag}: {message}")
+
+    @classmethod
+    def of(cls, exc: SettingError) -> OptionError:
+        """The usage error of an invalid setting (named by its flag)."""
+        return cls(exc.flag, exc.message)
 
 
 class OutputLockedError(BatchError):
@@ -166,40 +163,25 @@ class OutputWriteError(BatchError):
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Settings of one run (all picklable: a copy goes to every worker).
+    """Settings of one run (all picklable: a copy goes to every worker). Made with
+    :meth:`make` from flat keyword settings (the command line's), or with the groups given.
 
     Attributes:
         command: one of :data:`facealign_cli.batch.commands.COMMANDS`.
         out: output folder, or ``"-"`` for NDJSON on stdout.
+        aligner: the model's settings
+            (:class:`~facealign_cli.core.settings.AlignerSettings`: weights, runtime, flip, roi
+            crop scale, second pass, min score, max faces, min quality); the worker builds its
+            :class:`~facealign_cli.core.pipeline.FaceAligner` from them.
+        video: the videos' settings (:class:`~facealign_cli.core.settings.VideoSettings`:
+            frame step, max fps, smoothing, detect every).
+        command_options: the command's own options, an instance of its
+            :attr:`Command.Options <facealign_cli.batch.commands.base.Command.Options>`
+            (None = its defaults).
         jobs: worker processes (1 = in this process; 0 = one per CPU core).
         threads: threads per worker for the detector, the regressor, OpenCV and numpy's BLAS
             (0 = :data:`facealign_cli.batch.worker.DEFAULT_THREADS`, one).
-        max_faces: keep at most this many faces per image, highest scores first (0 = all).
-        weights: regressor checkpoint (None = the shipped weights, see
-            :func:`facealign_cli.models.weights.default_weights_path`).
-        runtime: regressor runtime, ``"auto"``, ``"onnxruntime"`` or ``"torch"`` (None = auto;
-            see :func:`facealign_cli.models.regressor_onnx.make_regressor`).
-        flip: test-time flip averaging of the regressor (see
-            :mod:`facealign_cli.core.regression`).
-        roi_crop_scale: factor on every roi box the regressor crops (default
-            :data:`facealign_cli.core.geometry.ROI_CROP_SCALE`; 1 = 3DDFA's standard crop;
-            :class:`facealign_cli.core.pipeline.FaceAligner`).
-        second_pass: re-crop each face at the roi box of its first fit's landmarks and regress
-            again (:class:`facealign_cli.core.pipeline.FaceAligner`).
         overwrite: redo images already done.
-        mesh_format: ``"obj"``, ``"ply"`` or ``"glb"`` (``mesh`` only).
-        mesh_frame: ``"viewer"`` (x, H - y, -z: y up, z towards the viewer) or ``"image"``
-            (the pixel frame of :mod:`facealign_cli.core.face`) (``mesh`` only).
-        texture: ``mesh`` writes a UV texture (PNG) per face instead of vertex colours (OBJ:
-            OBJ + MTL + PNG; GLB: embedded).
-        min_score: drop detections below this score (the detector runs with it as its
-            threshold; default :data:`facealign_cli.defaults.DEFAULT_MIN_SCORE`, the
-            detector's own).
-        min_quality: the regressing commands drop faces whose quality
-            (:func:`facealign_cli.core.quality.face_quality`) is below this (0 keeps all;
-            default :data:`facealign_cli.defaults.DEFAULT_MIN_QUALITY`).
-        draw: the layers ``render`` draws (:data:`RENDER_DRAW_CHOICES`).
-        sheet: ``render`` also writes thumbnails and ``index.html`` (a contact sheet).
         max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = its
             default; at most :data:`MAX_PIXELS_LIMIT`).
         chunk_size: images per worker task (0 = automatic).
@@ -218,33 +200,16 @@ class RunOptions:
         scheduler: Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
         dask_timeout: seconds to wait for the scheduler and for a worker, in (0,
             :data:`MAX_DASK_TIMEOUT`].
-        frame_step: videos: process every N-th frame (:class:`facealign_cli.io.video.VideoReader`).
-        max_fps: videos: process at most this many frames per second of video (None = all).
-        smooth: videos: One-Euro smoothing per face track
-            (:class:`facealign_cli.core.smoothing.FaceSmoother`, its defaults).
-        detect_every: videos: run the detector on every k-th processed frame, landmarks
-            carried in between (:class:`facealign_cli.core.tracking.VideoAligner`).
-        mesh_every: videos, ``mesh``: write the meshes of every N-th processed frame.
     """
 
     command: str
     out: str
+    aligner: AlignerSettings = field(default_factory=AlignerSettings)
+    video: VideoSettings = field(default_factory=VideoSettings)
+    command_options: Any = None
     jobs: int = 1
     threads: int = 0
-    max_faces: int = 0
-    weights: str | None = None
-    runtime: str | None = None
-    flip: bool = True
-    roi_crop_scale: float = field(default_factory=_default_roi_crop_scale)
-    second_pass: bool = True
     overwrite: bool = False
-    mesh_format: str = MESH_FORMATS[0]
-    mesh_frame: str = DEFAULT_MESH_FRAME
-    texture: bool = False
-    min_score: float = DEFAULT_MIN_SCORE
-    min_quality: float = DEFAULT_MIN_QUALITY
-    draw: tuple[str, ...] = RENDER_DEFAULT_DRAW
-    sheet: bool = False
     max_pixels: int | None = None
     chunk_size: int = 0
     quiet: bool = False
@@ -254,25 +219,55 @@ class RunOptions:
     backend: str = "local"
     scheduler: str | None = None
     dask_timeout: float = DASK_CONNECT_TIMEOUT
-    frame_step: int = 1
-    max_fps: float | None = None
-    smooth: bool = False
-    detect_every: int = 1
-    mesh_every: int = DEFAULT_MESH_EVERY
 
     def __post_init__(self):
         self.validate()
 
+    @classmethod
+    def make(cls, command: str, out: str, **settings) -> RunOptions:
+        """Run options from flat keyword settings: each one goes to the group with a field of
+        its name (:class:`~facealign_cli.core.settings.AlignerSettings`,
+        :class:`~facealign_cli.core.settings.VideoSettings`, the command's
+        :attr:`~facealign_cli.batch.commands.base.Command.Options`), the others are the run's
+        own. ``RunOptions.make("mesh", "out", flip=False, mesh_format="ply", jobs=2)``.
+
+        Raises:
+            OptionError: an invalid value, or an unknown command.
+            TypeError: a setting that is none of these (e.g. ``draw`` for ``mesh``).
+        """
+        cmd = _command(command)
+        groups = {}
+        try:
+            for name, kind in (("aligner", AlignerSettings), ("video", VideoSettings),
+                               ("command_options", cmd.Options)):
+                names = field_names(kind)
+                groups[name] = kind(**{k: settings.pop(k) for k in list(settings)
+                                       if k in names})
+        except SettingError as exc:
+            raise OptionError.of(exc) from None
+        return cls(command, out, **groups, **settings)
+
     def validate(self) -> None:
-        """Check every value and combination of values (run when the options are made, so a
-        :class:`RunOptions` is always valid; :func:`dataclasses.replace` checks again).
+        """Check the run's own values and that the groups are of their types (run when the
+        options are made, so a :class:`RunOptions` is always valid; :func:`dataclasses.replace`
+        checks again; each group checked its own values when it was made), then the command's
+        checks of the whole (:meth:`~facealign_cli.batch.commands.base.Command.check`).
 
         Raises:
             OptionError: the first invalid option, naming its command-line flag.
         """
-        _check_outputs(self)
+        cmd = _command(self.command)
+        if self.command_options is None:
+            object.__setattr__(self, "command_options", cmd.Options())
+        for name, kind in (("aligner", AlignerSettings), ("video", VideoSettings),
+                           ("command_options", cmd.Options)):
+            _require(isinstance(getattr(self, name), kind), name,
+                     f"{self.command} needs a {kind.__name__}, got "
+                     f"{type(getattr(self, name)).__name__}")
+        _check_out(self, cmd)
         _check_numbers(self)
         _check_run(self)
+        cmd.check(self)
 
     @property
     def cmd(self):
@@ -293,80 +288,57 @@ class RunOptions:
         return self.out == "-"
 
 
+def _command(name: str):
+    """The command named ``name``.
+
+    Raises:
+        OptionError: unknown command.
+    """
+    from facealign_cli.batch.commands import COMMANDS, get_command
+
+    _require(name in COMMANDS, "COMMAND", f"unknown command {name!r}; expected one of {COMMANDS}")
+    return get_command(name)
+
+
 def _require(ok: bool, flag: str, message: str) -> None:
     if not ok:
         raise OptionError(flag, message)
 
 
-def _check_outputs(o: RunOptions) -> None:
-    """The command, ``--out`` and what the command writes (:meth:`RunOptions.validate`)."""
-    from facealign_cli.batch.commands import COMMANDS, get_command
-
-    _require(o.command in COMMANDS, "COMMAND",
-             f"unknown command {o.command!r}; expected one of {COMMANDS}")
+def _check_out(o: RunOptions, cmd) -> None:
+    """``--out`` for the command (:meth:`RunOptions.validate`)."""
     _require(isinstance(o.out, str) and bool(o.out.strip()) and "\0" not in o.out, "--out",
              "empty or invalid folder name; give a folder, or '-' for stdout")
-    _require(not o.streaming or get_command(o.command).streamable, "--out",
+    _require(not o.streaming or cmd.streamable, "--out",
              f"{o.command} writes files, it cannot write to stdout: give a folder to --out, "
              "not '-'")
-    _require(o.mesh_format in MESH_FORMATS, "--format",
-             f"unknown mesh format {o.mesh_format!r}; expected one of {MESH_FORMATS}")
-    _require(o.mesh_frame in MESH_FRAMES, "--mesh-frame",
-             f"unknown mesh frame {o.mesh_frame!r}; expected one of {MESH_FRAMES}")
-    _require(not o.texture or o.mesh_format in ("obj", "glb"), "--texture",
-             f"a textured mesh is written as OBJ + MTL + PNG or GLB: use --format obj or glb, "
-             f"not {o.mesh_format!r}")
-    bad = [d for d in o.draw if d not in RENDER_DRAW_CHOICES]
-    _require(bool(o.draw) and not bad, "--draw",
-             f"invalid choice(s) {bad or list(o.draw)}; expected some of {RENDER_DRAW_CHOICES}")
 
 
 def _check_numbers(o: RunOptions) -> None:
-    """The counts and limits (:meth:`RunOptions.validate`; NaN fails every range)."""
+    """The run's counts and limits (:meth:`RunOptions.validate`; NaN fails every range)."""
     for flag, value, low in (("--jobs", o.jobs, 0), ("--threads", o.threads, 0),
-                             ("--max-faces", o.max_faces, 0), ("chunk_size", o.chunk_size, 0),
-                             ("--verbose", o.verbose, 0), ("--frame-step", o.frame_step, 1),
-                             ("--detect-every", o.detect_every, 1),
-                             ("--mesh-every", o.mesh_every, 1)):
+                             ("chunk_size", o.chunk_size, 0), ("--verbose", o.verbose, 0)):
         _require(isinstance(value, int) and value >= low, flag,
                  f"must be a whole number >= {low}, got {value!r}")
     _require(o.max_pixels is None or (isinstance(o.max_pixels, int)
                                       and 0 < o.max_pixels <= MAX_PIXELS_LIMIT),
              "--max-megapixels", f"the decode limit must lie in [1, {MAX_PIXELS_LIMIT:.0e}] "
                                  f"pixels, got {o.max_pixels!r}")
-    for flag, value in (("--min-score", o.min_score), ("--min-quality", o.min_quality)):
-        _require(0.0 <= value <= 1.0, flag, f"must lie in [0, 1], got {value!r}")
-    _require(0 < o.roi_crop_scale < math.inf, "--roi-crop-scale",
-             f"must be a finite number > 0, got {o.roi_crop_scale!r}")
     _require(0 < o.dask_timeout <= MAX_DASK_TIMEOUT, "FACEALIGN_DASK_TIMEOUT",
              f"must lie in (0, {MAX_DASK_TIMEOUT:g}] seconds, got {o.dask_timeout!r}")
-    _require(o.max_fps is None or 0 < o.max_fps < math.inf, "--max-fps",
-             f"must be a finite number > 0, got {o.max_fps!r}")
 
 
 def _check_run(o: RunOptions) -> None:
-    """How the run goes: backend, scheduler, runtime, messages, ``--detect-every`` for the
-    command (:meth:`RunOptions.validate`)."""
-    from facealign_cli.batch.commands import get_command
-    from facealign_cli.models.weights import RUNTIMES
-
+    """How the run goes: backend, scheduler, messages (:meth:`RunOptions.validate`)."""
     _require(o.backend in BACKENDS, "--backend",
              f"unknown backend {o.backend!r}; expected one of {BACKENDS}")
     _require(o.backend != "dask" or bool(o.scheduler), "--scheduler",
              "--backend dask needs --scheduler ADDRESS (e.g. tcp://scheduler-host:8786)")
     _require(not o.scheduler or o.backend == "dask", "--scheduler",
              "--scheduler is used only with --backend dask")
-    _require(o.runtime is None or o.runtime in RUNTIMES, "--runtime",
-             f"unknown runtime {o.runtime!r}; expected one of {RUNTIMES}")
     _require(o.progress in PROGRESS_CHOICES, "progress",
              f"unknown progress mode {o.progress!r}; expected one of {PROGRESS_CHOICES}")
     _require(not (o.quiet and o.verbose), "--quiet", "--quiet and --verbose exclude each other")
-    cmd = get_command(o.command)
-    _require(cmd.uses_regressor or o.detect_every == 1, "--detect-every",
-             f"--detect-every {o.detect_every}: {cmd.name} runs the detector on every "
-             "processed frame (it has no landmarks to carry faces with between detector "
-             f"frames); use --frame-step {o.detect_every} to process one frame in "
-             f"{o.detect_every} (--detect-every is for landmarks, pose, mesh and render)")
 
 
 @dataclass

@@ -23,15 +23,13 @@ def settings_path(out: Path, command: str) -> Path:
 def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
     """What :func:`settings_path` records: the command and every setting that
     changes its outputs (a video's resume fingerprint: a photo's, and under ``video`` the
-    settings of videos, ``render``'s ``codec`` among them; with ``min_score``, ``flip`` and
-    ``min_quality`` always spelled out; the regressing commands' fingerprint holds
-    ``roi_crop_scale`` and ``second_pass``), and for the regressing commands
+    settings of videos, ``render``'s ``codec`` among them; with the settings it leaves out at
+    their defaults spelled out: :meth:`AlignerSettings.spelled_out
+    <facealign_cli.core.settings.AlignerSettings.spelled_out>`), and for the regressing commands
     ``quality_filter``: whether ``--min-quality`` dropped faces (false with ``--no-flip`` or
     ``--min-quality 0``; :func:`~facealign_cli.batch.commands.base.quality_filter_on`)."""
-    settings = {**cmd.video_fingerprint(opts), "min_score": opts.min_score}
+    settings = {**cmd.video_fingerprint(opts), **opts.aligner.spelled_out(cmd.uses_regressor)}
     if cmd.uses_regressor:
-        settings["flip"] = opts.flip
-        settings["min_quality"] = opts.min_quality
         settings["quality_filter"] = quality_filter_on(opts)
     return {"command": cmd.name, "settings": settings}
 

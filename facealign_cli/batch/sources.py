@@ -106,14 +106,16 @@ def _rescale_faces(faces, scale: int) -> None:
 
 
 class _ScoreFiltered:
-    """An aligner whose detections below ``min_score`` are dropped."""
+    """An aligner whose detections the run's settings do not keep are dropped
+    (:meth:`~facealign_cli.core.settings.AlignerSettings.keeps`: below ``min_score``; the
+    shipped aligner drops them itself, a plugged-in one may not)."""
 
-    def __init__(self, aligner, min_score: float):
+    def __init__(self, aligner, settings):
         self._a = aligner
-        self._min = float(min_score)
+        self._settings = settings
 
     def detect(self, image):
-        return [f for f in self._a.detect(image) if float(f.score) >= self._min]
+        return [f for f in self._a.detect(image) if self._settings.keeps(f)]
 
     def fit(self, image, faces, *, dense: bool = False):
         return self._a.fit(image, faces, dense=dense)
@@ -144,7 +146,7 @@ class PhotoSource:
     def start(self, aligner) -> None:
         """Use ``aligner`` (the process's model) for :meth:`faces`."""
         self._model = aligner
-        self._aligner = _ScoreFiltered(aligner, self.opts.min_score)
+        self._aligner = _ScoreFiltered(aligner, self.opts.aligner)
 
     def frames(self):
         d = self._dec
@@ -224,9 +226,9 @@ class VideoSource(PhotoSource):
                                          f"{', '.join(VIDEO_COMMANDS)})")
         _refuse_images(self.item.path)
         sweep_once()
-        o = self.opts
-        self.reader = VideoReader(self.item.path, frame_step=o.frame_step, max_fps=o.max_fps,
-                                  max_pixels=o.max_pixels)
+        v = self.opts.video
+        self.reader = VideoReader(self.item.path, frame_step=v.frame_step, max_fps=v.max_fps,
+                                  max_pixels=self.opts.max_pixels)
         self.width, self.height = self.reader.info.width, self.reader.info.height
 
     @property
@@ -244,11 +246,12 @@ class VideoSource(PhotoSource):
             self._tracker, self._cuts = FaceTracker(), CutDetector()
             return
         smoother = None
-        if self.opts.smooth:
+        if self.opts.video.smooth:
             from facealign_cli.core.smoothing import FaceSmoother
 
             smoother = FaceSmoother()
-        self._video_aligner = VideoAligner(self._aligner, detect_every=self.opts.detect_every,
+        self._video_aligner = VideoAligner(self._aligner,
+                                           detect_every=self.opts.video.detect_every,
                                            smoother=smoother, dense=False)
 
     def frames(self):

@@ -135,7 +135,9 @@ def limit_native_threads(threads: int) -> None:
 
 
 def build_aligner(opts: RunOptions, threads: int):
-    """The :class:`~facealign_cli.core.pipeline.FaceAligner` for a run's settings.
+    """The :class:`~facealign_cli.core.pipeline.FaceAligner` of the run's model settings
+    (``opts.aligner``, as the Python API builds it: the detector's threshold is
+    ``min_score``, the one threshold of every pass).
 
     ``detect`` gets a detector-only aligner (no weights, no torch).
 
@@ -145,20 +147,8 @@ def build_aligner(opts: RunOptions, threads: int):
     from facealign_cli.core.pipeline import FaceAligner
 
     cmd = opts.cmd
-    if not cmd.uses_regressor:
-        regressor = _DetectOnlyRegressor()
-    else:
-        from facealign_cli.models.regressor_onnx import make_regressor
-
-        regressor = make_regressor(opts.weights, num_threads=threads,
-                                   runtime=opts.runtime or "auto")
-    from facealign_cli.models.detector import BlazeFaceDetector
-
-    # the detector's threshold is --min-score, the one threshold of every pass (policy v2)
-    detector = BlazeFaceDetector(score_threshold=opts.min_score, num_threads=threads)
-    aligner = FaceAligner(detector=detector, regressor=regressor, max_faces=opts.max_faces,
-                          num_threads=threads, flip=opts.flip,
-                          roi_crop_scale=opts.roi_crop_scale, second_pass=opts.second_pass)
+    aligner = FaceAligner(regressor=None if cmd.uses_regressor else _DetectOnlyRegressor(),
+                          settings=opts.aligner, num_threads=threads)
     if cmd.uses_regressor:
         aligner.model  # noqa: B018 - load the 3DMM now: a missing basis is one setup error
     if cmd.dense:
@@ -188,9 +178,9 @@ def preflight(opts: RunOptions) -> None:
         basis_dir()
     except Exception as exc:
         raise ModelLoadError(f"cannot load the model: {exc}") from None
-    if opts.weights is not None and not os.path.isfile(opts.weights):
-        raise ModelLoadError(f"cannot load the model: regressor weights not found: "
-                             f"{opts.weights}")
+    weights = opts.aligner.weights
+    if weights is not None and not os.path.isfile(weights):
+        raise ModelLoadError(f"cannot load the model: regressor weights not found: {weights}")
 
 
 def get_aligner(opts: RunOptions):
@@ -202,9 +192,7 @@ def get_aligner(opts: RunOptions):
     global _ALIGNER, _ALIGNER_KEY
     factory = opts.aligner_factory or build_aligner
     cmd = opts.cmd
-    key = (cmd.uses_regressor, cmd.dense, opts.weights, opts.runtime, opts.threads, opts.jobs,
-           opts.max_faces, opts.flip, opts.roi_crop_scale, opts.second_pass, opts.min_score,
-           factory)
+    key = (cmd.uses_regressor, cmd.dense, opts.aligner, opts.threads, opts.jobs, factory)
     if _ALIGNER is None or _ALIGNER_KEY != key:
         threads = effective_threads(opts)
         _ALIGNER = None  # free the old model before building the next

@@ -3,8 +3,10 @@
 :class:`facealign_cli.core.pipeline.FaceAligner`). Imports only click: ``facealign --help``
 stays instant, so the default scale is resolved later (None here =
 :data:`facealign_cli.core.geometry.ROI_CROP_SCALE`, 0.88 as written in the help;
-``tests/cli/test_crop_options.py`` holds the two equal). Also :class:`FiniteFloatRange`, the
-one validator of every float option of the image commands and of evaluate."""
+``tests/cli/test_crop_options.py`` holds the two equal); the range accepted is
+:data:`facealign_cli.core.settings.ROI_CROP_SCALE_RANGE`, the one the settings check. Also
+:class:`FiniteFloatRange`, the one validator of every float option of the image commands and
+of evaluate."""
 
 from __future__ import annotations
 
@@ -28,9 +30,12 @@ class FiniteFloatRange(click.FloatRange):
 def crop_options(evaluate: bool = False) -> list:
     """The two click options, for the image commands or (``evaluate``) for facealign's rows
     of ``facealign evaluate``; apply each to the command function."""
+    from facealign_cli.core.settings import ROI_CROP_SCALE_RANGE
+
     who = "facealign's" if evaluate else "Every face"
     return [
-        click.option("--roi-crop-scale", type=FiniteFloatRange(0.5, 2.0), default=None,
+        click.option("--roi-crop-scale", type=FiniteFloatRange(*ROI_CROP_SCALE_RANGE),
+                     default=None,
                      metavar="S",
                      help=f"{who} crop, scaled about its centre by S [default: 0.88, tighter "
                           "than 3DDFA's, chosen on the annotated AFW photos; "

@@ -29,6 +29,7 @@ from facealign_cli.cli.evaluate_setup import (  # noqa: F401 - _load_* also used
     _note,
     _now,
     _progress,
+    _with_settings,
     _write_outputs,
 )
 from facealign_cli.cli.export import SetupError
@@ -53,9 +54,8 @@ def evaluate():
 @click.option("--occlusion-seed", type=click.IntRange(min=0), default=2023, show_default=True,
               help="Seed of the synthetic occluders.")
 @_common_options
-def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mean_std,
-                json_path, markdown_path, plot_path, limit, iou_threshold, threads, runtime,
-                per_image, flip, roi_crop_scale, second_pass):
+def aflw2000_3d(path, protocols, occlusion_seed, settings, baseline, baseline_mean_std,
+                json_path, markdown_path, plot_path, limit, iou_threshold, threads, per_image):
     """Evaluate on AFLW2000-3D (PATH: the folder of imageNNNNN.jpg + .mat).
 
     \b
@@ -88,8 +88,7 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
         data = D.open_aflw2000(path, limit=limit)
     except D.DatasetLayoutError as exc:
         raise SetupError(f"not an AFLW2000-3D folder: {exc}") from exc
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip,
-                            roi_crop_scale, second_pass, standard_row=True)
+    methods = _load_methods(settings, baseline, baseline_mean_std, threads, standard_row=True)
     detector, det_info = (_load_detector(threads) if "detector" in protos else (None, None))
     try:
         with _progress(len(data), f"AFLW2000-3D ({', '.join(protos)})") as advance:
@@ -159,9 +158,8 @@ def aflw2000_3d(path, protocols, occlusion_seed, weights, baseline, baseline_mea
 @click.option("--pts-zero-based", is_flag=True,
               help=".pts coordinates are 0-based (default: 1-based, the 300-W convention).")
 @_common_options
-def landmarks68(directory, annotations, pts_zero_based, weights, baseline, baseline_mean_std,
-                json_path, markdown_path, plot_path, limit, iou_threshold, threads, runtime,
-                per_image, flip, roi_crop_scale, second_pass):
+def landmarks68(directory, annotations, pts_zero_based, settings, baseline, baseline_mean_std,
+                json_path, markdown_path, plot_path, limit, iou_threshold, threads, per_image):
     """Evaluate 68 landmarks on annotated photos (DIRECTORY of images).
 
     \b
@@ -186,8 +184,7 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
                                    limit=limit)
     except D.DatasetLayoutError as exc:
         raise SetupError(str(exc)) from exc
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip,
-                            roi_crop_scale, second_pass, standard_row=True)
+    methods = _load_methods(settings, baseline, baseline_mean_std, threads, standard_row=True)
     detector, det_info = _load_detector(threads)
     try:
         with _progress(len(items), "landmarks68") as advance:
@@ -283,11 +280,11 @@ def landmarks68(directory, annotations, pts_zero_based, weights, baseline, basel
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Test-time flip averaging for facealign, as the image commands do by "
                    "default. The --baseline-3ddfa model runs as its authors ship it (no flip).")
+@_with_settings
 def stability(directory, frames, moving_frames, fps, seed, annotations, iou_threshold,
               detect_every, smooth_min_cutoff,
-              smooth_beta, smooth_d_cutoff, smooth_dead_zone, weights, baseline,
-              baseline_mean_std, json_path,
-              markdown_path, limit, threads, runtime, per_image, flip):
+              smooth_beta, smooth_d_cutoff, smooth_dead_zone, settings, baseline,
+              baseline_mean_std, json_path, markdown_path, limit, threads, per_image):
     """Stability on synthetic videos made from the photos of DIRECTORY (no annotations).
 
     \b
@@ -315,7 +312,7 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
     _check_outputs(None, json_path, markdown_path)
     photos = _stability_photos(directory, limit)
     annotated = _annotated_faces(directory, annotations)
-    methods = _load_methods(weights, baseline, baseline_mean_std, threads, runtime, flip)
+    methods = _load_methods(settings, baseline, baseline_mean_std, threads)
     detector, det_info = _load_detector(threads)
     figs, per = _run_stability(methods, detector, photos, detect_every=detect_every,
                                smooth=smooth, frames=frames, moving_frames=moving_frames,

@@ -32,34 +32,31 @@ def _note(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std: Path | None,
-                  threads: int, runtime: str | None = None, flip: bool = True,
-                  roi_crop_scale: float | None = None, second_pass: bool = True,
-                  standard_row: bool = False):
-    """The methods to evaluate: the facealign regressor (``--weights`` or the default weights,
-    in the runtime the CLI would use, see
-    :func:`facealign_cli.models.regressor_onnx.make_regressor`) with the test-time settings
-    (``flip``, ``roi_crop_scale``: None = :data:`facealign_cli.core.geometry.ROI_CROP_SCALE`,
-    ``second_pass``), then, with ``--baseline-3ddfa``, the user's 3DDFA-V2 MobileNet as its
-    authors ship it (no flip, standard crop, one pass), then, with ``standard_row`` and unless
-    the settings already are the standard crop, facealign again with the standard crop (roi
-    scale 1, one pass; key ``facealign-standard``)."""
+def _load_methods(settings, baseline: Path | None, baseline_mean_std: Path | None,
+                  threads: int, standard_row: bool = False):
+    """The methods to evaluate: the facealign regressor with ``settings``
+    (:class:`~facealign_cli.core.settings.AlignerSettings`, see :func:`_with_settings`:
+    ``weights``, else ``$FACEALIGN_WEIGHTS``, else the default weights, in ``runtime``, else
+    ``$FACEALIGN_RUNTIME``, else the runtime the CLI would use,
+    :func:`facealign_cli.models.regressor_onnx.make_regressor`; ``flip``,
+    ``roi_crop_scale``, ``second_pass``), then, with ``--baseline-3ddfa``, the user's
+    3DDFA-V2 MobileNet as its authors ship it
+    (:func:`~facealign_cli.evaluation.protocols.authors_settings`), then, with
+    ``standard_row`` and unless the settings already are the standard crop, facealign again
+    with the standard crop (:data:`~facealign_cli.core.settings.STANDARD_CROP`; key
+    ``facealign-standard``)."""
     import dataclasses
-    import math
 
     from facealign_cli.cli.main import env_runtime, env_weights
-    from facealign_cli.core.geometry import ROI_CROP_SCALE
+    from facealign_cli.core.settings import STANDARD_CROP
     from facealign_cli.evaluation.protocols import Method, crop_rule_label
     from facealign_cli.models.regressor_onnx import make_regressor
     from facealign_cli.models.weights import default_weights_path, sha256_of
 
     methods, extra = [], []
-    if roi_crop_scale is None:
-        roi_crop_scale = ROI_CROP_SCALE
-    elif not math.isfinite(roi_crop_scale):  # (click's range lets NaN through)
-        raise SetupError(f"--roi-crop-scale: {roi_crop_scale} is not a number")
+    weights = None if settings.weights is None else Path(settings.weights)
     env = env_weights()  # $FACEALIGN_WEIGHTS / $FACEALIGN_RUNTIME: read here, at the edge
-    runtime = runtime or env_runtime()
+    runtime = settings.runtime or env_runtime()
     path = weights if weights is not None else (Path(env) if env else default_weights_path())
     if weights is not None and not weights.is_file():
         raise SetupError(f"--weights: no such file: {weights}")
@@ -68,19 +65,21 @@ def _load_methods(weights: Path | None, baseline: Path | None, baseline_mean_std
             reg = make_regressor(path, num_threads=threads or None, runtime=runtime)
         except Exception as exc:  # torch / pickle raise many types for a wrong file
             raise SetupError(f"cannot load facealign weights {path}: {exc}") from exc
+        s = settings
         info = {"label": "facealign", "weights": str(path), "sha256": sha256_of(path),
                 "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
-                "flip": flip, "roi_crop_scale": roi_crop_scale, "second_pass": second_pass,
-                "crop": crop_rule_label(roi_crop_scale, second_pass)}
-        m = Method("facealign", "facealign", reg, info, flip=flip,
-                   roi_crop_scale=roi_crop_scale, second_pass=second_pass)
+                "flip": s.flip, "roi_crop_scale": s.roi_crop_scale,
+                "second_pass": s.second_pass,
+                "crop": crop_rule_label(s.roi_crop_scale, s.second_pass)}
+        m = Method("facealign", "facealign", reg, info, settings=s)
         methods.append(m)
+        std = dataclasses.replace(s, **STANDARD_CROP)
         if standard_row and info["crop"] != crop_rule_label(1.0, False):
             label = "facealign (standard crop)"
             extra.append(dataclasses.replace(
-                m, key="facealign-standard", label=label, roi_crop_scale=1.0, second_pass=False,
-                info={**info, "label": label, "roi_crop_scale": 1.0, "second_pass": False,
-                      "crop": crop_rule_label(1.0, False)}))
+                m, key="facealign-standard", label=label, settings=std,
+                info={**info, "label": label, "roi_crop_scale": std.roi_crop_scale,
+                      "second_pass": std.second_pass, "crop": crop_rule_label(1.0, False)}))
     elif baseline is None:
         raise SetupError(
             f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
@@ -157,7 +156,39 @@ def _write_outputs(doc: dict, tables, title: str, json_path, markdown_path, plot
         _note(f"wrote {plot_path}")
 
 
+def _with_settings(f):
+    """Give a command ``settings``, the
+    :class:`~facealign_cli.core.settings.AlignerSettings` of its parameters named like its
+    fields (``weights``, ``runtime``, ``flip``, ``roi_crop_scale`` (None: the default),
+    ``second_pass``), in their place; ``min_quality`` 0: evaluate scores every detection it
+    matches to an annotated face. Apply it below the command's click options.
+
+    Raises:
+        click.BadParameter: an invalid setting.
+    """
+    import functools
+
+    @functools.wraps(f)
+    def command(**params):
+        from facealign_cli.core.settings import AlignerSettings, SettingError, field_names
+
+        names = field_names(AlignerSettings)
+        kw = {k: params.pop(k) for k in list(params) if k in names}
+        kw = {k: str(v) if k == "weights" and v is not None else v for k, v in kw.items()
+              if not (k == "roi_crop_scale" and v is None)}
+        try:
+            params["settings"] = AlignerSettings(min_quality=0.0, **kw)
+        except SettingError as exc:
+            raise click.BadParameter(exc.message, param_hint=exc.flag) from None
+        return f(**params)
+
+    return command
+
+
 def _common_options(f):
+    """The options of the evaluate commands (and ``settings`` from them:
+    :func:`_with_settings`)."""
+    f = _with_settings(f)
     opts = [
         click.option("--weights", type=_PATH, default=None,
                      help="facealign checkpoint (default: the shipped weights, or "

@@ -31,13 +31,7 @@ from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exp
     read_env,
 )
 from facealign_cli.cli.lazy_group import LazyGroup
-from facealign_cli.defaults import (
-    DEFAULT_MESH_FRAME,
-    DEFAULT_MIN_QUALITY,
-    DEFAULT_MIN_SCORE,
-    MESH_FORMATS,
-    MESH_FRAMES,
-)
+from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
 from facealign_cli.models.weights import RUNTIMES
 
 EXIT_CODES_HELP = """\b
@@ -214,6 +208,19 @@ def _video_options(f):
     return f
 
 
+def _own_options(command: str):
+    """The decorator that adds the flags a command owns
+    (:meth:`~facealign_cli.batch.commands.base.Command.cli_options`)."""
+    from facealign_cli.batch.commands import get_command
+
+    def apply(f):
+        for o in reversed(get_command(command).cli_options()):
+            f = o(f)
+        return f
+
+    return apply
+
+
 INPUT_HELP = """
 
 INPUT is an image file, a folder (searched recursively for .jpg .jpeg .png .bmp .webp
@@ -255,7 +262,7 @@ def _stdin_items(stdin, bad: list):
     return io.StringIO("".join(p + "\n" for p in good))
 
 
-def _run(command: str, params: dict, **extra) -> None:
+def _run(command: str, params: dict) -> None:
     """Shared body of the image commands: :func:`_run_batch` with the stop signals handled:
     one before the run has taken them over stops the command (exit 130 for SIGINT, 143 for
     SIGTERM / SIGHUP); the first one decides the exit status, however many follow."""
@@ -264,23 +271,20 @@ def _run(command: str, params: dict, **extra) -> None:
 
     guard = click.get_current_context().with_resource(SignalGuard())
     try:
-        _run_batch(command, params, **extra)
+        _run_batch(command, params)
     except KeyboardInterrupt:
         _say("facealign: interrupted")
         sys.exit(signal_exit_code(guard.first or signal.SIGINT))
 
 
-def _run_batch(command: str, params: dict, **extra) -> None:
+def _run_batch(command: str, params: dict) -> None:
     """Make the run's options (checked by :meth:`RunOptions.validate
     <facealign_cli.batch.options.RunOptions.validate>`: an invalid one is a usage error), read
     the environment, collect inputs, run the batch, exit with its code."""
-    for name in ("frame_step", "max_fps", "smooth", "detect_every", "mesh_every"):
-        if name in params:
-            extra[name] = params.pop(name)
     ctx = click.get_current_context()
     env = read_env()
     with _usage_errors(ctx):
-        opts = _run_options(command, params, env, extra)
+        opts = _run_options(command, params, env)
     items = _collect_items(command, params, ctx)
     sys.exit(_execute(items, opts, ctx))
 
@@ -336,9 +340,17 @@ def _collect_items(command: str, params: dict, ctx) -> list:
     return items
 
 
-def _run_options(command: str, params: dict, env: dict, extra: dict):
-    """The :class:`~facealign_cli.batch.options.RunOptions` of the run (``--jobs`` and
-    ``--threads`` capped to the CPU cores, with a warning).
+#: The parameters of the image commands that are not settings of the run (the inputs), or
+#: that :func:`_run_options` turns into one (``--max-megapixels``: ``max_pixels``).
+_NOT_SETTINGS = ("inputs", "include", "exclude", "max_megapixels")
+
+
+def _run_options(command: str, params: dict, env: dict):
+    """The :class:`~facealign_cli.batch.options.RunOptions` of the run: every parameter of the
+    command (:meth:`RunOptions.make <facealign_cli.batch.options.RunOptions.make>` sorts them
+    into their groups by name) with the environment's defaults (``--weights``, ``--runtime``,
+    ``--max-megapixels``, the Dask timeout); ``--jobs`` and ``--threads`` capped to the CPU
+    cores, with a warning.
 
     Raises:
         OptionError: an invalid option (:meth:`RunOptions.validate
@@ -346,11 +358,13 @@ def _run_options(command: str, params: dict, env: dict, extra: dict):
     """
     from facealign_cli.batch import options as batch_options
 
-    out = params["out"]
+    kw = {k: v for k, v in params.items() if k not in _NOT_SETTINGS}
     mp = params["max_megapixels"]
-    max_pixels = int(mp * 1e6) if mp is not None else env["max_pixels"]
-    weights = params["weights"] or env["weights"]
-    runtime = params["runtime"] or env["runtime"]
+    kw["max_pixels"] = int(mp * 1e6) if mp is not None else env["max_pixels"]
+    kw["weights"] = params["weights"] or env["weights"]
+    kw["runtime"] = params["runtime"] or env["runtime"]
+    if kw["roi_crop_scale"] is None:  # (the default is resolved by the settings)
+        del kw["roi_crop_scale"]
     cores = os.cpu_count() or 1
     jobs = params["jobs"] or cores
     if jobs > cores and params["backend"] == "local":
@@ -364,18 +378,10 @@ def _run_options(command: str, params: dict, env: dict, extra: dict):
             _say(f"facealign: warning: --threads {threads} is more than the {cores} CPU "
                  f"cores; using {cores}")
         threads = cores
-    kw = {} if env["dask_timeout"] is None else {"dask_timeout": env["dask_timeout"]}
-    opts = batch_options.RunOptions(
-        command=command, out=out, jobs=jobs, threads=threads, max_faces=params["max_faces"],
-        min_score=params["min_score"], min_quality=params["min_quality"],
-        weights=weights, runtime=runtime, flip=params["flip"], overwrite=params["overwrite"],
-        second_pass=params["second_pass"],
-        **({} if params["roi_crop_scale"] is None
-           else {"roi_crop_scale": params["roi_crop_scale"]}),
-        max_pixels=max_pixels,
-        quiet=params["quiet"], verbose=params["verbose"], backend=params["backend"],
-        scheduler=params["scheduler"], **kw, **extra)
-    return opts
+    kw.update(jobs=jobs, threads=threads)
+    if env["dask_timeout"] is not None:
+        kw["dask_timeout"] = env["dask_timeout"]
+    return batch_options.RunOptions.make(command, kw.pop("out"), **kw)
 
 
 def _execute(items: list, opts, ctx) -> int:
@@ -452,27 +458,10 @@ def pose(**params):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @_common_options
-@click.option("--format", "mesh_format",
-              type=click.Choice(MESH_FORMATS, case_sensitive=False),
-              default=MESH_FORMATS[0], show_default=True,
-              help="Mesh file format: OBJ text (~3.2 MB and ~3.5 CPU ms a face), binary PLY "
-                   "(the fast choice: half the size, ~2 ms) or binary glTF (GLB, half the "
-                   "size, ~6 ms).")
-@click.option("--mesh-frame", type=click.Choice(MESH_FRAMES, case_sensitive=False),
-              default=DEFAULT_MESH_FRAME, show_default=True,
-              help="viewer: (x, H - y, -z), y up and z towards the viewer, pixels of the "
-                   "photo (opens upright, facing you, in Blender, MeshLab, Open3D, trimesh); "
-                   "image: the photo's pixel frame (y down, z away from the camera).")
-@click.option("--texture", is_flag=True,
-              help="A UV texture sampled from the photo instead of vertex colours: "
-                   "<stem>_face<k>.obj + .mtl + .png (with --format glb: the texture inside "
-                   "the .glb). Not with --format ply.")
+@_own_options("mesh")
 @_video_options
-@click.option("--mesh-every", type=click.IntRange(min=1), default=30, show_default=True,
-              metavar="N", help="Videos: write the meshes of every N-th processed frame, "
-                                "<key>/frame<NNNNNN>_track<k>.<format>.")
 @_with_input_help
-def mesh(mesh_format, mesh_frame, texture, **params):
+def mesh(**params):
     """Dense 3D face meshes with colours: one file per face.
 
     Writes <out>/<relative path without extension>_face<k>.obj (or .ply, .glb), k = 0, 1, ...
@@ -481,8 +470,7 @@ def mesh(mesh_format, mesh_frame, texture, **params):
     --mesh-frame), its triangles (normals out of the face), and per-vertex colours sampled
     from the photo, or with --texture a UV texture (OBJ + MTL + PNG). --out must be a folder.
     """
-    _run("mesh", params, mesh_format=mesh_format.lower(), mesh_frame=mesh_frame.lower(),
-         texture=texture)
+    _run("mesh", params)
 
 
 

@@ -6,6 +6,7 @@ regressor and the 3DMM. It knows nothing of files or the command line.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import numpy as np
@@ -13,6 +14,8 @@ import numpy as np
 from facealign_cli.core import geometry as G
 from facealign_cli.core.face import Face
 from facealign_cli.core.quality import face_quality
+from facealign_cli.core.settings import AlignerSettings
+from facealign_cli.io.images import to_bgr
 
 
 class Detector(Protocol):
@@ -24,65 +27,94 @@ class Detector(Protocol):
 class FaceAligner:
     """Detect faces and fit the 3DMM to each.
 
+    Its settings (:class:`~facealign_cli.core.settings.AlignerSettings`: the fields, defaults
+    and checks of the image commands' flags) come as ``settings``, as keyword arguments named
+    like its fields (``FaceAligner(flip=False, min_quality=0)``), or both (the keywords
+    replace those fields of ``settings``); they are checked here, not image by image:
+
+    * ``max_faces``: keep at most this many faces per image (highest scores first); 0 = all.
+    * ``min_score``: drop detections scoring below it (the default detector runs with it as its
+      threshold).
+    * ``min_quality``: :meth:`__call__` drops the faces whose ``quality``
+      (:func:`facealign_cli.core.quality.face_quality`) is below it, as the image commands do
+      (default :data:`facealign_cli.defaults.DEFAULT_MIN_QUALITY`; 0 keeps all).
+    * ``flip``: test-time flip averaging (default on): each crop is also regressed mirrored and
+      the landmarks, vertices and pose are the average of both
+      (:mod:`facealign_cli.core.regression`); ``Face.params`` stays the prediction of the
+      unflipped crop.
+    * ``roi_crop_scale``: every roi box the regressor crops is scaled about its centre by this
+      factor (:func:`facealign_cli.core.geometry.scale_roi_box`), in [0.5, 2]; default
+      :data:`~facealign_cli.core.geometry.ROI_CROP_SCALE` (a tighter crop than 3DDFA's,
+      chosen on validation photos); 1 = 3DDFA's standard crop.
+    * ``second_pass``: (default on) after a first fit, each face's roi box is recomputed from
+      its 68 landmarks (:func:`~facealign_cli.core.geometry.roi_box_from_landmarks`, times
+      ``roi_crop_scale``) and the face is cropped and regressed again; the outputs (and
+      ``Face.roi_box``) are the second pass's. Off: one pass on the detector's roi box.
+    * ``first_pass_flip``: with ``flip`` and ``second_pass``, flip-average the first pass
+      too. Off (the ``balanced`` preset, the default): the first pass regresses the crop once,
+      only the final pass is flip-averaged.
+    * ``second_pass_min_change``: skip the second pass of a face whose landmark roi box moved
+      by less than this fraction of its first crop's side
+      (:func:`~facealign_cli.core.geometry.roi_box_change`): the first crop is kept and its
+      prediction reused (only its mirror image is regressed); 0 = always run it.
+    * ``weights``, ``runtime``: the regressor loaded when none is given
+      (:func:`facealign_cli.models.regressor_onnx.make_regressor`).
+
+    Images: (H, W, 3) uint8 BGR; grey ((H, W) or (H, W, 1)), BGRA and 16-bit or float images
+    are converted once, as :func:`facealign_cli.io.images.read_image` converts a file's
+    (:func:`facealign_cli.io.images.to_bgr`; alpha composited on white), for the detector and
+    the regressor alike.
+
     Args:
         detector: a :class:`Detector`; default
-            :class:`facealign_cli.models.detector.BlazeFaceDetector`.
-        regressor: a :class:`facealign_cli.models.regressor.Regressor`; default loads the shipped
-            weights.
-        max_faces: keep at most this many faces per image (highest scores first); 0 = all.
+            :class:`facealign_cli.models.detector.BlazeFaceDetector` (threshold ``min_score``).
+        regressor: a :class:`facealign_cli.models.regressor.Regressor`; default loads
+            ``weights`` (None: the shipped weights) in ``runtime``.
+        settings: an :class:`~facealign_cli.core.settings.AlignerSettings` (default: its
+            defaults).
         min_face: ignore detector boxes whose mean side is below this many pixels.
-        num_threads: threads for the detector and torch.
-        flip: test-time flip averaging (default on): each crop is also regressed mirrored and
-            the landmarks, vertices and pose are the average of both
-            (:mod:`facealign_cli.core.regression`); ``Face.params`` stays the prediction of the
-            unflipped crop.
-        roi_crop_scale: every roi box the regressor crops is scaled about its centre by this
-            factor (:func:`facealign_cli.core.geometry.scale_roi_box`); default
-            :data:`~facealign_cli.core.geometry.ROI_CROP_SCALE` (a tighter crop than 3DDFA's,
-            chosen on validation photos); 1 = 3DDFA's standard crop.
-        second_pass: (default on) after a first fit, each face's roi box is recomputed from
-            its 68 landmarks (:func:`~facealign_cli.core.geometry.roi_box_from_landmarks`,
-            times ``roi_crop_scale``) and the face is cropped and regressed again; the outputs
-            (and ``Face.roi_box``) are the second pass's. Off: one pass on the detector's roi
-            box.
-        first_pass_flip: flip-average the first pass too (with ``flip`` and ``second_pass``).
-            Off (the ``balanced`` preset): the first pass regresses the crop once, only the
-            final pass is flip-averaged.
-        second_pass_min_change: skip the second pass of a face whose landmark roi box differs
-            from its first crop by less than this fraction of the crop side
-            (:func:`~facealign_cli.core.geometry.roi_box_change`): the first crop is kept and
-            its prediction reused; 0 = always run the second pass.
+        num_threads: threads for the detector and the regressor.
+        **fields: fields of ``settings`` to replace (above).
 
     Raises:
+        SettingError: a setting out of range or of the wrong type (a ``ValueError``: e.g.
+            ``roi_crop_scale=100``, ``max_faces=-1``).
+        TypeError: a keyword that is no setting.
         FileNotFoundError: weights or model files are missing.
     """
 
-    def __init__(self, detector: Detector | None = None, regressor=None, *, max_faces: int = 0,
-                 min_face: float = 12.0, num_threads: int | None = None, flip: bool = True,
-                 roi_crop_scale: float = G.ROI_CROP_SCALE, second_pass: bool = True,
-                 first_pass_flip: bool = True, second_pass_min_change: float = 0.0):
-        G.scale_roi_box(np.zeros(4), roi_crop_scale)  # a bad factor fails here, not per image
+    def __init__(self, detector: Detector | None = None, regressor=None, *,
+                 settings: AlignerSettings | None = None, min_face: float = 12.0,
+                 num_threads: int | None = None, **fields):
+        settings = settings if settings is not None else AlignerSettings()
+        if fields:
+            settings = dataclasses.replace(settings, **fields)
         if detector is None:
             from facealign_cli.models.detector import BlazeFaceDetector
 
-            detector = BlazeFaceDetector(num_threads=num_threads or 1)
+            detector = BlazeFaceDetector(score_threshold=settings.min_score,
+                                         num_threads=num_threads or 1)
         if regressor is None:
             from facealign_cli.models.regressor_onnx import make_regressor
 
-            regressor = make_regressor(num_threads=num_threads)
+            regressor = make_regressor(settings.weights, num_threads=num_threads,
+                                       runtime=settings.runtime)
+        self.settings = settings
         self.detector = detector
         self.regressor = regressor
         self._model = None
         self._dense_model = None
-        self.max_faces = max_faces
         self.min_face = min_face
         self._topology = None
-        self.flip = flip
-        self.roi_crop_scale = float(roi_crop_scale)
-        self.second_pass = bool(second_pass)
-        self.first_pass_flip = bool(first_pass_flip)
-        self.second_pass_min_change = float(second_pass_min_change)
         self._fitters = {}
+
+    # the settings the pipeline's steps read (read-only: make another aligner to change them)
+    max_faces = property(lambda self: self.settings.max_faces)
+    flip = property(lambda self: self.settings.flip)
+    roi_crop_scale = property(lambda self: self.settings.roi_crop_scale)
+    second_pass = property(lambda self: self.settings.second_pass)
+    first_pass_flip = property(lambda self: self.settings.first_pass_flip)
+    second_pass_min_change = property(lambda self: self.settings.second_pass_min_change)
 
     def fitter(self, dense: bool = False, flip: bool | None = None):
         """The :class:`~facealign_cli.core.regression.CropFitter` of the 68 landmarks and, with
@@ -125,12 +157,18 @@ class FaceAligner:
         return self._topology
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
-        """Faces found by the detector (box, score, keypoints), filtered by size and count."""
+        """Faces found by the detector (box, score, keypoints): those of at least
+        ``min_face`` pixels and ``min_score``, highest scores first, at most ``max_faces``."""
+        return self._detect(to_bgr(image_bgr))
+
+    def _detect(self, image_bgr: np.ndarray) -> list[Face]:
+        s = self.settings
         faces = [f for f in self.detector.detect(image_bgr)
-                 if (f.box[2] - f.box[0] + f.box[3] - f.box[1]) / 2 >= self.min_face]
+                 if (f.box[2] - f.box[0] + f.box[3] - f.box[1]) / 2 >= self.min_face
+                 and float(f.score) >= s.min_score]
         faces.sort(key=lambda f: -f.score)
-        if self.max_faces:
-            faces = faces[:self.max_faces]
+        if s.max_faces:
+            faces = faces[:s.max_faces]
         return faces
 
     def fit(self, image_bgr: np.ndarray, faces: list[Face], *, dense: bool = False) -> list[Face]:
@@ -147,8 +185,11 @@ class FaceAligner:
         go through the network in one batch per pass.
 
         Returns:
-            The same list.
+            The same list (no face dropped: :meth:`__call__` applies ``min_quality``).
         """
+        return self._fit(to_bgr(image_bgr), faces, dense=dense)
+
+    def _fit(self, image_bgr: np.ndarray, faces: list[Face], *, dense: bool) -> list[Face]:
         if not faces:
             return faces
         for f in faces:
@@ -200,8 +241,16 @@ class FaceAligner:
         return fit, crops
 
     def __call__(self, image_bgr: np.ndarray, *, dense: bool = False) -> list[Face]:
-        """Detect and fit: (H, W, 3) uint8 BGR image to a list of faces (scores descending)."""
-        return self.fit(image_bgr, self.detect(image_bgr), dense=dense)
+        """Detect and fit: an image (class docstring) to a list of faces (scores descending),
+        those the settings keep (:meth:`~facealign_cli.core.settings.AlignerSettings.keeps`:
+        score >= ``min_score``, quality >= ``min_quality``), as the image commands do.
+
+        Raises:
+            UnsupportedImageError: an array that is no image (a ``ValueError``).
+        """
+        img = to_bgr(image_bgr)
+        faces = self._fit(img, self._detect(img), dense=dense)
+        return [f for f in faces if self.settings.keeps(f)]
 
 
 def second_pass_roi_boxes(roi_boxes: np.ndarray, landmarks: np.ndarray, roi_crop_scale: float,

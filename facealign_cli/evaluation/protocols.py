@@ -29,6 +29,7 @@ import numpy as np
 
 from facealign_cli.core import geometry as G
 from facealign_cli.core.morphable_model import MorphableModel, load_morphable_model
+from facealign_cli.core.settings import STANDARD_CROP, AlignerSettings
 from facealign_cli.evaluation.datasets import AFLW2000Set, AnnotatedImage, read_dataset_image
 from facealign_cli.evaluation.metrics import (
     IOU_THRESHOLD,
@@ -126,38 +127,39 @@ class Method:
             ``input_size`` (120), e.g. :class:`facealign_cli.models.regressor.Regressor` or
             :class:`facealign_cli.models.baseline_3ddfa.Baseline3DDFA`.
         info: what the report records about it (weights path, sha256, ...).
-        flip: test-time flip averaging (:mod:`facealign_cli.core.regression`).
-        roi_crop_scale: factor on every roi box cropped, detector-derived or ground-truth
-            (:func:`facealign_cli.core.geometry.scale_roi_box`); 1 = 3DDFA's standard crop.
-        second_pass: re-crop at the roi box of the first fit's landmarks and regress again
-            (as :class:`facealign_cli.core.pipeline.FaceAligner` does).
-        first_pass_flip: with ``flip`` and ``second_pass``: flip-average the first pass too.
-        second_pass_min_change: skip the second pass where the box moves less than this
-            fraction of its side (:func:`facealign_cli.core.pipeline.second_pass_roi_boxes`).
+        settings: its test-time settings
+            (:class:`~facealign_cli.core.settings.AlignerSettings`): ``flip`` (flip averaging,
+            :mod:`facealign_cli.core.regression`), ``roi_crop_scale`` (factor on every roi box
+            cropped, detector-derived or ground-truth,
+            :func:`facealign_cli.core.geometry.scale_roi_box`; 1 = 3DDFA's standard crop),
+            ``second_pass`` (re-crop at the roi box of the first fit's landmarks and regress
+            again, as :class:`facealign_cli.core.pipeline.FaceAligner` does, with its
+            ``first_pass_flip`` and ``second_pass_min_change``), and the face filter of
+            :meth:`aligner`'s calls (``min_quality``).
 
-    The defaults run a regressor as 3DDFA-V2's authors ship theirs: no flip, standard crop,
-    one pass.
+    The default settings run a regressor as 3DDFA-V2's authors ship theirs
+    (:func:`authors_settings`: no flip, standard crop, one pass, no quality filter).
     """
 
     key: str
     label: str
     regressor: object
     info: dict
-    flip: bool = False
-    roi_crop_scale: float = 1.0
-    second_pass: bool = False
-    first_pass_flip: bool = True
-    second_pass_min_change: float = 0.0
+    settings: AlignerSettings = field(default_factory=lambda: authors_settings())
 
     def aligner(self, detector):
         """A :class:`~facealign_cli.core.pipeline.FaceAligner` of this method's regressor and
-        test-time settings around ``detector``."""
+        settings around ``detector``."""
         from facealign_cli.core.pipeline import FaceAligner
 
-        return FaceAligner(detector=detector, regressor=self.regressor, flip=self.flip,
-                           roi_crop_scale=self.roi_crop_scale, second_pass=self.second_pass,
-                           first_pass_flip=self.first_pass_flip,
-                           second_pass_min_change=self.second_pass_min_change)
+        return FaceAligner(detector=detector, regressor=self.regressor, settings=self.settings)
+
+
+def authors_settings() -> AlignerSettings:
+    """A regressor run as 3DDFA-V2's authors run theirs: no flip averaging, their crop
+    (:data:`~facealign_cli.core.settings.STANDARD_CROP`), every face kept (``min_quality``
+    0)."""
+    return AlignerSettings(flip=False, min_quality=0.0, **STANDARD_CROP)
 
 
 def crop_rule_label(roi_crop_scale: float, second_pass: bool, flip: bool = False,
@@ -187,13 +189,14 @@ def _predict_gt_crops(m: Method, images: list[np.ndarray], roi_boxes: np.ndarray
     from facealign_cli.core.pipeline import reused_predictions, second_pass_roi_boxes
     from facealign_cli.core.regression import CropFitter
 
-    roi = G.scale_roi_box(roi_boxes, m.roi_crop_scale)
-    if not m.second_pass:
+    s = m.settings
+    roi = G.scale_roi_box(roi_boxes, s.roi_crop_scale)
+    if not s.second_pass:
         return _fit_crops(m.regressor, fitter, images, roi)[:2]
-    first = fitter if (m.first_pass_flip or not m.flip) else \
+    first = fitter if (s.first_pass_flip or not s.flip) else \
         CropFitter(model, ("landmarks",), flip=False)
     lms, _, params, mirror = _fit_crops(m.regressor, first, images, roi)
-    roi, redo = second_pass_roi_boxes(roi, lms, m.roi_crop_scale, m.second_pass_min_change)
+    roi, redo = second_pass_roi_boxes(roi, lms, s.roi_crop_scale, s.second_pass_min_change)
     known, known_mirror = reused_predictions(params, mirror, redo)
     return _fit_crops(m.regressor, fitter, images, roi, known=known,
                       known_mirror=known_mirror)[:2]
@@ -275,7 +278,8 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
     model = load_morphable_model()
     from facealign_cli.core.regression import CropFitter
 
-    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.flip) for m in methods}
+    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.settings.flip)
+               for m in methods}
     B = len(data)
     gt = _nan_outputs(methods, B)
     det: dict = {}

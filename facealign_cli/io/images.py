@@ -382,6 +382,25 @@ def _to_bgr(path, img: np.ndarray) -> np.ndarray:
     raise UnsupportedImageError(path, f"unsupported channel count {c}")
 
 
+def to_bgr(image) -> np.ndarray:
+    """An image array in any layout :func:`read_image` decodes (grey (H, W) or (H, W, 1), grey
+    + alpha, BGR, BGRA; uint8, uint16 or float samples) as (H, W, 3) uint8 BGR, converted as
+    :func:`read_image` converts a file's (alpha composited on white). An (H, W, 3) uint8 array
+    is returned as it is (no copy).
+
+    Raises:
+        UnsupportedImageError: not an image array (another rank, channel count or sample
+            type, or empty); its ``path`` is ``"<array>"``.
+    """
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8 and a.size:
+        return a
+    if a.ndim not in (2, 3) or a.size == 0:
+        raise UnsupportedImageError("<array>", f"not an image: an array of shape {a.shape}; "
+                                    "expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+    return _to_bgr("<array>", a)
+
+
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
                max_decode_bytes: int | None = None) -> DecodedImage:

@@ -51,7 +51,7 @@ def _manifest(out: Path) -> list[dict]:
 
 def _run(inputs, out, command="landmarks", factory=fake_factory, **kw):
     items = collect_inputs([str(p) for p in inputs], skip_dirs=[] if out == "-" else [out])
-    opts = RunOptions(command=command, out=str(out), aligner_factory=factory,
+    opts = RunOptions.make(command=command, out=str(out), aligner_factory=factory,
                       progress="never", **kw)
     err = io.StringIO()
     stdout = io.BytesIO()
@@ -256,7 +256,7 @@ def test_model_load_error_stops_the_run(tmp_path, jobs):
     items = collect_inputs([str(tmp_path / "in")])
     out = tmp_path / "out"
     err = io.StringIO()
-    s = run_batch(items, RunOptions("landmarks", str(out), aligner_factory=broken_factory,
+    s = run_batch(items, RunOptions.make("landmarks", str(out), aligner_factory=broken_factory,
                                     progress="never", jobs=jobs, chunk_size=1), stderr=err)
     assert s.exit_code == 2 and "weights not found" in s.fatal
     assert "cannot load the model" in err.getvalue()
@@ -295,7 +295,7 @@ _SIGINT_SCRIPT = textwrap.dedent("""
     from facealign_cli.io.inputs import collect_inputs
     from fakes import FakeFactory
     items = collect_inputs([{src!r}])
-    s = run_batch(items, RunOptions("landmarks", {out!r}, jobs={jobs}, chunk_size=1,
+    s = run_batch(items, RunOptions.make("landmarks", {out!r}, jobs={jobs}, chunk_size=1,
                                     aligner_factory=FakeFactory(delay=0.4), progress="never"))
     sys.exit(s.exit_code)
 """)
@@ -387,8 +387,9 @@ def test_rich_progress_bar(tmp_path):
     (src / "b.jpg").write_bytes(b"")
     items = collect_inputs([str(src)])
     err = io.StringIO()
-    s = run_batch(items, RunOptions("detect", str(tmp_path / "o"), aligner_factory=fake_factory,
-                                    progress="always"), stderr=err)
+    s = run_batch(items, RunOptions.make("detect", str(tmp_path / "o"),
+                                         aligner_factory=fake_factory, progress="always"),
+                  stderr=err)
     assert s.exit_code == 1
     text = err.getvalue()
     assert "b.jpg" in text and "2/2" in text
@@ -409,7 +410,7 @@ def test_mesh_files_and_stale_faces_removed(tmp_path):
     s, _, _ = _run([tmp_path / "in"], out, command="mesh", max_faces=1)
     assert _manifest(out)[0]["outputs"] == ["sub/m_face0.obj"]
     assert not (out / "sub" / "m_face1.obj").exists()
-    s, _, _ = _run([tmp_path / "in"], out, command="mesh", max_faces=1, mesh_format="ply")
+    s, _, _ = _run([tmp_path / "in"], out, command="mesh", max_faces=1, format="ply")
     assert sorted(p.name for p in (out / "sub").iterdir()) == ["m_face0.ply"]
     m = trimesh.load(out / "sub" / "m_face0.ply", process=False)
     assert m.vertices.shape == (4, 3)
@@ -417,4 +418,4 @@ def test_mesh_files_and_stale_faces_removed(tmp_path):
 
 def test_mesh_cannot_stream():
     with pytest.raises(ValueError, match="stdout"):
-        run_batch([], RunOptions("mesh", "-"))
+        run_batch([], RunOptions.make("mesh", "-"))

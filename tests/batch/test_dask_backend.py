@@ -135,7 +135,7 @@ def _synthetic(src: Path, n: int) -> None:
 def _run(src, out, **kw):
     items = collect_inputs([str(src)])
     err = io.StringIO()
-    s = run_batch(items, RunOptions(command="landmarks", out=str(out), progress="never", **kw),
+    s = run_batch(items, RunOptions.make(command="landmarks", out=str(out), progress="never", **kw),
                   stderr=err)
     return s, err.getvalue()
 

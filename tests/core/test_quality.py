@@ -30,7 +30,7 @@ def test_face_quality_function():
 def aligner(real_weights):
     from facealign_cli.core.pipeline import FaceAligner
 
-    return FaceAligner(num_threads=1)
+    return FaceAligner(num_threads=1, min_quality=0.0)  # every detection, to rate them
 
 
 def test_real_annotated_faces_score_above_the_default(aligner, afw_annotated_dir):

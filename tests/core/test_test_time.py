@@ -82,8 +82,11 @@ def test_second_pass_moves_the_roi_box_to_the_landmark_roi(parts, annotated_face
 
 
 def test_second_pass_is_one_pass_at_the_landmark_roi(parts, annotated_faces):
-    """The default fit equals a one-pass fit at the roi box of a first pass's landmarks (the
-    composition, not another rule); ``Face.roi_box`` is that second box."""
+    """The ``accurate`` preset's fit equals a one-pass fit at the roi box of a flip-averaged
+    first pass's landmarks (the composition, not another rule); ``Face.roi_box`` is that
+    second box."""
+    from facealign_cli.defaults import PRESETS
+
     img, face, _ = annotated_faces[0]
     first = _fresh(face)
     _aligner(parts, second_pass=False).fit(img, [first], dense=True)
@@ -91,7 +94,7 @@ def test_second_pass_is_one_pass_at_the_landmark_roi(parts, annotated_faces):
     again = _fresh(face, roi_box=roi2)
     _aligner(parts, second_pass=False).fit(img, [again], dense=True)
     both = _fresh(face)
-    _aligner(parts).fit(img, [both], dense=True)
+    _aligner(parts, **PRESETS["accurate"]).fit(img, [both], dense=True)
     np.testing.assert_array_equal(both.roi_box, roi2)
     np.testing.assert_allclose(both.landmarks_3d, again.landmarks_3d, atol=1e-4)
     np.testing.assert_allclose(both.vertices, again.vertices, atol=1e-3)
@@ -124,8 +127,8 @@ def test_options_turn_each_step_off(parts, annotated_faces):
 
 
 def test_bad_crop_scale_is_refused_at_construction(parts):
-    for bad in (0.0, float("nan")):
-        with pytest.raises(ValueError, match="roi crop scale"):
+    for bad in (0.0, float("nan"), 100.0):
+        with pytest.raises(ValueError, match="^roi_crop_scale: must lie in"):
             _aligner(parts, roi_crop_scale=bad)
 
 
@@ -149,10 +152,11 @@ def test_the_balanced_preset_skips_unmoved_faces_and_reuses_the_first_prediction
     from facealign_cli.core.pipeline import second_pass_roi_boxes
 
     img, face, _ = annotated_faces[0]
-    always = _aligner(parts, first_pass_flip=False).fit(img, [_fresh(face)])[0]
+    always = _aligner(parts, first_pass_flip=False, second_pass_min_change=0.0).fit(
+        img, [_fresh(face)])[0]
     counting = _Counting(parts[1])
     skip_all = FaceAligner(detector=parts[0], regressor=counting, first_pass_flip=False,
-                           second_pass_min_change=10.0)
+                           second_pass_min_change=1.0)
     f = skip_all.fit(img, [_fresh(face)])[0]
     # skipped: 1 direct crop in pass 1, then only its mirror, in two calls
     assert (counting.crops, counting.calls) == (2, 2)

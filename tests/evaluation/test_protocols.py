@@ -109,12 +109,14 @@ def test_gt_crops_apply_the_pipelines_crop_rule(aflw2000_dir, real_weights):
     face given the scaled ground-truth roi box (the same rule, not a copy of it)."""
     from facealign_cli.core import geometry as G
     from facealign_cli.core.face import Face
+    from facealign_cli.core.settings import STANDARD_CROP, AlignerSettings
     from facealign_cli.models.regressor_onnx import make_regressor
 
     data = D.open_aflw2000(aflw2000_dir, limit=4)
     m = P.Method("facealign", "facealign", make_regressor(real_weights, num_threads=1), {},
-                 flip=True, roi_crop_scale=0.88, second_pass=True)
-    std = P.Method("std", "std", m.regressor, {}, flip=True)
+                 settings=AlignerSettings(flip=True, roi_crop_scale=0.88, second_pass=True))
+    std = P.Method("std", "std", m.regressor, {},
+                   settings=AlignerSettings(flip=True, **STANDARD_CROP))
     run = P.run_aflw2000(data, [m, std], ("gt-crops",))
     aligner = m.aligner(detector=object())  # (no detection here)
     for i in range(len(data)):

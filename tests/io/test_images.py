@@ -576,7 +576,7 @@ def test_first_frame_note_reaches_the_manifest(tmp_path):
     (tmp_path / "in" / "anim.png").write_bytes(apng_bytes(frames))
     out = tmp_path / "out"
     run_batch(collect_inputs([str(tmp_path / "in")]),
-              RunOptions("landmarks", str(out), jobs=1, aligner_factory=FakeFactory(),
+              RunOptions.make("landmarks", str(out), jobs=1, aligner_factory=FakeFactory(),
                          progress="never"), stdout=io.BytesIO(), stderr=io.StringIO())
     (line,) = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert line["status"] == "ok"

@@ -209,7 +209,7 @@ def _run_landmarks(items, out):
     from facealign_cli.batch.runner import run_batch
 
     err = io.StringIO()
-    summary = run_batch(items, RunOptions("landmarks", str(out), jobs=1,
+    summary = run_batch(items, RunOptions.make("landmarks", str(out), jobs=1,
                                           aligner_factory=FakeFactory(), progress="never"),
                         stdout=io.BytesIO(), stderr=err)
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]

@@ -58,7 +58,7 @@ def test_default_frame_is_the_viewer_frame_as_for_the_cli():
     """One default for the library and ``facealign mesh``: upright, facing the viewer."""
     from facealign_cli.batch.options import RunOptions
 
-    assert MESH_FRAMES[0] == "viewer" == RunOptions("mesh", "x").mesh_frame
+    assert MESH_FRAMES[0] == "viewer" == RunOptions.make("mesh", "x").command_options.frame
     assert mesh_bytes(BUMP_V, BUMP_T, image_height=10) == mesh_bytes(
         BUMP_V, BUMP_T, frame="viewer", image_height=10)
     assert mesh_bytes(BUMP_V, BUMP_T, image_height=10) != mesh_bytes(

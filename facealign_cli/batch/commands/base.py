@@ -15,8 +15,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from facealign_cli.batch.options import RunOptions
-from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
+from facealign_cli.batch.options import OptionError, RunOptions
 from facealign_cli.io import records
 
 #: Columns of ``pose.csv``. ``frame`` (source frame index), ``time`` (seconds) and ``track``
@@ -87,28 +86,30 @@ def quality_filter_on(opts: RunOptions) -> bool:
     The quality's evidence is the disagreement of the regressor on the crop and its mirror
     image (:mod:`facealign_cli.core.quality`); with ``--no-flip`` there is no mirrored pass, the
     quality written is the detector score's estimate alone, and the filter is off (said by
-    :func:`quality_filter_warning` and the settings file's ``quality_filter``)."""
-    return opts.flip and opts.min_quality > 0
+    :func:`quality_filter_warning` and the settings file's ``quality_filter``;
+    :meth:`facealign_cli.core.settings.AlignerSettings.quality_filter_on`)."""
+    return opts.aligner.quality_filter_on
 
 
 def quality_filter_warning(cmd, opts: RunOptions) -> str | None:
     """The warning of a run whose ``--min-quality`` is switched off by ``--no-flip`` (None
     when the command does not regress, the filter is on, or ``--min-quality`` is 0)."""
-    if not cmd.uses_regressor or opts.flip or opts.min_quality <= 0:
+    a = opts.aligner
+    if not cmd.uses_regressor or a.flip or a.min_quality <= 0:
         return None
     return (f"facealign: warning: --no-flip switches the quality filter off (--min-quality "
-            f"{opts.min_quality:g} is not applied): the quality is estimated from the "
+            f"{a.min_quality:g} is not applied): the quality is estimated from the "
             "regressor's agreement with the mirrored crop, which --no-flip skips; every face "
             "the detector keeps (--min-score) is written, its 'quality' from the score alone")
 
 
 def keep_faces(faces, opts: RunOptions) -> list:
-    """The faces whose detector score is at least ``opts.min_score`` and, when
-    :func:`quality_filter_on`, whose quality (when set: regressed faces) is at least
-    ``opts.min_quality``."""
-    check_quality = quality_filter_on(opts)
-    return [f for f in faces if float(f.score) >= opts.min_score
-            and (not check_quality or f.quality is None or f.quality >= opts.min_quality)]
+    """The faces the run's settings keep (:meth:`facealign_cli.core.settings.AlignerSettings.
+    keeps`, the filter of :class:`~facealign_cli.core.pipeline.FaceAligner` too: score >=
+    ``min_score``, quality >= ``min_quality`` once regressed); also applied here for the
+    aligners of :attr:`RunOptions.aligner_factory <facealign_cli.batch.options.RunOptions.
+    aligner_factory>`."""
+    return [f for f in faces if opts.aligner.keeps(f)]
 
 
 def align(aligner, img, dense: bool, opts: RunOptions) -> list:
@@ -201,10 +202,28 @@ class ItemWriter:
         """Close what the writer holds open (before :meth:`discard` drops the files)."""
 
 
+def require(ok: bool, flag: str, message: str) -> None:
+    """Raise :class:`~facealign_cli.batch.options.OptionError` (``flag``, ``message``) unless
+    ``ok``: the checks of the commands' own options."""
+    if not ok:
+        raise OptionError(flag, message)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a command that has none of its own."""
+
+
 class Command:
     """One image command: a subclass in its own module of :mod:`facealign_cli.batch.commands`
     sets the class attributes and :meth:`open_writer` (its :class:`ItemWriter` owns the
     command's output names, formats and rows), and is listed in the package's registry.
+
+    A command owns its options, as a plug-in does: their values (:attr:`Options`, a frozen
+    dataclass that checks itself when made, raising
+    :class:`~facealign_cli.batch.options.OptionError`), their flags (:meth:`cli_options`), the
+    checks of the run's settings as a whole (:meth:`check`) and what of them its outputs
+    depend on (:meth:`fingerprint`).
 
     Attributes:
         name: the command's name on the command line.
@@ -212,6 +231,9 @@ class Command:
         uses_regressor: needs the regressor (``detect`` never loads weights or torch).
         dense: runs the dense (mesh) reconstruction.
         table: its rows go to the run's ``pose.csv``.
+        Options: the type of ``RunOptions.command_options``; its field names are the
+            parameter names of :meth:`cli_options` (:meth:`RunOptions.make
+            <facealign_cli.batch.options.RunOptions.make>` routes them by name).
     """
 
     name: ClassVar[str]
@@ -219,33 +241,36 @@ class Command:
     uses_regressor: ClassVar[bool] = True
     dense: ClassVar[bool] = False
     table: ClassVar[bool] = False
+    Options: ClassVar[type] = NoOptions
+
+    @classmethod
+    def cli_options(cls) -> list:
+        """The ``click.option`` decorators of the command's own flags (in help order), each
+        named like a field of :attr:`Options`; click is imported only here."""
+        return []
+
+    def check(self, opts: RunOptions) -> None:
+        """Check the run's settings together for this command, after each group checked its
+        own values (:meth:`RunOptions.validate
+        <facealign_cli.batch.options.RunOptions.validate>`).
+
+        Raises:
+            OptionError: settings that do not go together for this command.
+        """
 
     def fingerprint(self, opts: RunOptions) -> dict[str, Any]:
-        """Settings an earlier run must have used for its outputs to be reused."""
-        fp: dict[str, Any] = {"command": self.name, "max_faces": opts.max_faces}
-        if opts.min_score != DEFAULT_MIN_SCORE:  # (key absent = the detector's default)
-            fp["min_score"] = opts.min_score
-        if self.uses_regressor:
-            if opts.min_quality != DEFAULT_MIN_QUALITY:  # (key absent = the default)
-                fp["min_quality"] = opts.min_quality
-            fp["weights"] = str(opts.weights or "default")
-            if not opts.flip:  # (key absent = flip averaging on, the default)
-                fp["flip"] = False
-            # always spelled out: outputs of runs before these steps existed are redone
-            fp["roi_crop_scale"] = opts.roi_crop_scale
-            fp["second_pass"] = opts.second_pass
-        return fp
+        """Settings an earlier run must have used for its outputs to be reused: the command
+        and :meth:`AlignerSettings.fingerprint
+        <facealign_cli.core.settings.AlignerSettings.fingerprint>`."""
+        return {"command": self.name, **opts.aligner.fingerprint(self.uses_regressor)}
 
     def video_fingerprint(self, opts: RunOptions) -> dict[str, Any]:
-        """The settings a video's outputs depend on: :meth:`fingerprint` plus the frame
-        subsampling (and, for the regressing commands, ``detect_every`` and ``smooth``;
-        ``mesh``: ``mesh_every``)."""
-        v: dict[str, Any] = {"frame_step": opts.frame_step, "max_fps": opts.max_fps}
-        if self.uses_regressor:
-            v.update(detect_every=opts.detect_every, smooth=opts.smooth)
-        if self.dense:
-            v["mesh_every"] = opts.mesh_every
-        return {**self.fingerprint(opts), "video": v}
+        """The settings a video's outputs depend on: :meth:`fingerprint` plus ``video``,
+        :meth:`VideoSettings.fingerprint
+        <facealign_cli.core.settings.VideoSettings.fingerprint>` (``mesh`` adds its
+        ``mesh_every``)."""
+        return {**self.fingerprint(opts),
+                "video": opts.video.fingerprint(self.uses_regressor)}
 
     def open_writer(self, *, item, source, aligner, opts: RunOptions) -> ItemWriter:
         """The :class:`ItemWriter` of one item.

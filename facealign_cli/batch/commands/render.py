@@ -1,25 +1,82 @@
 """``render``: the photo (or every processed frame of a video) with the ``--draw`` layers of
 its faces, and with ``--sheet`` thumbnails and a contact sheet of the run.
 
-* a photo: ``<key>.jpg``; with ``opts.sheet`` also ``.thumbs/<key>.jpg``;
+Its options (:class:`RenderOptions`, ``opts.command_options``): ``--draw``, ``--sheet``.
+
+* a photo: ``<key>.jpg``; with ``sheet`` also ``.thumbs/<key>.jpg``;
 * a video: ``<key>.mp4``, the annotated video (:class:`facealign_cli.render.video.
   VideoRenderer`: the ``--draw`` layers and each face's ``#<track>`` on every processed frame,
   H.264 in MP4 (MPEG-4 Part 2 where PyAV's encoder is missing, with a warning; the manifest
   line's ``video.codec`` says which) at the processed frames' rate,
   :func:`facealign_cli.io.video_writer.processed_fps`; a frame whose processing raised is
-  written as it is); with ``opts.sheet`` also
+  written as it is); with ``sheet`` also
   ``.thumbs/<key>.jpg``, the thumbnail of its first annotated frame, and the done record keeps
   that frame's faces for the contact sheet.
 """
 
 from __future__ import annotations
 
-from facealign_cli.batch.commands.base import Command, ItemWriter, face_summary, jpeg_bytes
+from dataclasses import dataclass
+
+from facealign_cli.batch.commands.base import (
+    Command,
+    ItemWriter,
+    face_summary,
+    jpeg_bytes,
+    require,
+)
 from facealign_cli.batch.options import SHEET_STEM, THUMBS_DIR, RunOptions
 from facealign_cli.io import records
 
 #: JPEG quality of the overlays of ``render``.
 OVERLAY_QUALITY = 90
+#: What ``render`` can draw (:func:`facealign_cli.render.draw_faces`'s layers), and what it
+#: draws by default.
+DRAW_CHOICES = ("box", "landmarks", "pose", "mesh", "depth")
+DEFAULT_DRAW = ("box", "landmarks", "pose")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """The options of ``render``.
+
+    Attributes:
+        draw: the layers drawn, some of :data:`DRAW_CHOICES` (``--draw``; a tuple, no
+            repeats).
+        sheet: also write thumbnails and ``index.html``, a contact sheet (``--sheet``).
+
+    Raises:
+        OptionError: an invalid value (named by its flag).
+    """
+
+    draw: tuple[str, ...] = DEFAULT_DRAW
+    sheet: bool = False
+
+    def __post_init__(self):
+        draw = (self.draw,) if isinstance(self.draw, str) else tuple(self.draw)
+        bad = [d for d in draw if d not in DRAW_CHOICES]
+        require(bool(draw) and not bad, "--draw",
+                f"invalid choice(s) {bad or list(draw)}; expected some of {DRAW_CHOICES}")
+        object.__setattr__(self, "draw", tuple(dict.fromkeys(draw)))
+        require(self.sheet in (True, False), "--sheet",
+                f"must be True or False, got {self.sheet!r}")
+
+    @property
+    def dense(self) -> bool:
+        """Whether a layer needs the faces' vertices (``mesh``, ``depth``)."""
+        return any(d in ("mesh", "depth") for d in self.draw)
+
+
+def _parse_draw(ctx, param, value: str) -> tuple[str, ...]:
+    """``--draw``'s click callback: a comma-separated list of :data:`DRAW_CHOICES`."""
+    import click
+
+    items = [v.strip().lower() for v in str(value).split(",") if v.strip()]
+    bad = [v for v in items if v not in DRAW_CHOICES]
+    if bad or not items:
+        raise click.BadParameter(f"{', '.join(bad) or 'nothing'}: expected a comma-separated "
+                                 f"list of {', '.join(DRAW_CHOICES)}")
+    return tuple(dict.fromkeys(items))
 
 
 def _thumbnail_bytes(picture) -> bytes:
@@ -29,8 +86,8 @@ def _thumbnail_bytes(picture) -> bytes:
 
 
 class Render(Command):
-    """``<out>/<key>.jpg`` per photo: the photo with the ``opts.draw`` layers of its faces
-    (:func:`facealign_cli.render.draw_faces`). With ``opts.sheet`` also
+    """``<out>/<key>.jpg`` per photo: the photo with the :attr:`RenderOptions.draw` layers of
+    its faces (:func:`facealign_cli.render.draw_faces`). With :attr:`RenderOptions.sheet` also
     ``<out>/.thumbs/<key>.jpg`` (a thumbnail) and, after the run, ``<out>/index.html`` (a
     contact sheet of the run's photos, :func:`facealign_cli.render.write_sheet`, built from the
     manifest and the done records: :meth:`finish`). A video gets ``<out>/<key>.mp4`` instead,
@@ -39,9 +96,32 @@ class Render(Command):
     name = "render"
     streamable = False
     dense = True  # the topology is loaded; vertices are computed only for mesh / depth
+    Options = RenderOptions
+
+    @classmethod
+    def cli_options(cls):
+        import click
+
+        return [
+            click.option("--draw", default=",".join(DEFAULT_DRAW), show_default=True,
+                         callback=_parse_draw, metavar="LAYERS",
+                         help="Comma-separated layers: box (detector box and score), "
+                              "landmarks (68, with the iBUG contour lines), pose (3D axes at "
+                              "the nose tip: x red, y green, z blue), mesh (the dense face "
+                              "shaded, z-buffered, blended over the photo), depth (a depth "
+                              "image of the faces in place of the photo)."),
+            click.option("--sheet", is_flag=True,
+                         help="Also write <out>/.thumbs/<stem>.jpg per photo and, after the "
+                              "run, <out>/index.html: a static contact sheet (a thumbnail per "
+                              "photo linking to its overlay, each face's score and pose, the "
+                              "failed images from the manifest with their reason); no server "
+                              "or JavaScript needed. A video's thumbnail is its first "
+                              "annotated frame, linking to the video."),
+        ]
 
     def fingerprint(self, opts):
-        return {**super().fingerprint(opts), "draw": list(opts.draw), "sheet": opts.sheet}
+        o = opts.command_options
+        return {**super().fingerprint(opts), "draw": list(o.draw), "sheet": o.sheet}
 
     def video_fingerprint(self, opts):
         fp = super().video_fingerprint(opts)
@@ -54,7 +134,7 @@ class Render(Command):
 
     @staticmethod
     def needs_dense(opts: RunOptions) -> bool:
-        return any(d in ("mesh", "depth") for d in opts.draw)
+        return any(d in ("mesh", "depth") for d in opts.command_options.draw)
 
     def open_writer(self, *, item, source, aligner, opts):
         if source.many:
@@ -62,17 +142,17 @@ class Render(Command):
         return RenderPhotoWriter(self, item, source.sink, aligner, opts)
 
     def finish(self, out, opts: RunOptions, lines) -> list:
-        """After a run with ``opts.sheet``: write ``<out>/index.html`` (and further pages) from
-        the run's manifest lines, ``[(key, manifest line)]`` in input order, and the done
-        records of the photos rendered (this run's or an earlier one's).
+        """After a run with :attr:`RenderOptions.sheet`: write ``<out>/index.html`` (and
+        further pages) from the run's manifest lines, ``[(key, manifest line)]`` in input
+        order, and the done records of the photos rendered (this run's or an earlier one's).
 
         Returns:
-            The pages written (none without ``opts.sheet``).
+            The pages written (none without the sheet).
 
         Raises:
             OSError: a page cannot be written.
         """
-        if not opts.sheet:
+        if not opts.command_options.sheet:
             return []
         from facealign_cli.batch.result import printable
         from facealign_cli.batch.state import done_path
@@ -108,7 +188,7 @@ class Render(Command):
         return write_sheet(out, entries, stem=SHEET_STEM)
 
     def wants_lines(self, opts):
-        return opts.sheet
+        return opts.command_options.sheet
 
 
 
@@ -119,15 +199,16 @@ class RenderPhotoWriter(ItemWriter):
     faces: list = []
 
     def dense(self):
-        return Render.needs_dense(self.opts)
+        return self.opts.command_options.dense
 
     def add(self, frame, faces):
         from facealign_cli.render import draw_faces
 
-        tris = self.aligner.topology.triangles if self.dense() else None
-        pic = draw_faces(frame.image, faces, self.opts.draw, triangles=tris)
+        o = self.opts.command_options
+        tris = self.aligner.topology.triangles if o.dense else None
+        pic = draw_faces(frame.image, faces, o.draw, triangles=tris)
         self.sink.add(self.item.key + ".jpg", jpeg_bytes(pic, OVERLAY_QUALITY))
-        if self.opts.sheet:
+        if o.sheet:
             self.sink.add(f"{THUMBS_DIR}/{self.item.key}.jpg", _thumbnail_bytes(pic))
         self.faces = face_summary(faces)
 
@@ -146,10 +227,10 @@ class RenderVideoWriter(ItemWriter):
         super().__init__(cmd, item, sink, aligner, opts)
         sp, f = sink.open(item.key + WRITE_SUFFIX, WRITE_SUFFIX)
         f.close()
-        tris = aligner.topology.triangles if Render.needs_dense(opts) else None
-        self.renderer = VideoRenderer(sp.path, processed_fps(fps, opts.frame_step,
-                                                             opts.max_fps),
-                                      opts.draw, triangles=tris, keep_first=opts.sheet)
+        o, v = opts.command_options, opts.video
+        tris = aligner.topology.triangles if o.dense else None
+        self.renderer = VideoRenderer(sp.path, processed_fps(fps, v.frame_step, v.max_fps),
+                                      o.draw, triangles=tris, keep_first=o.sheet)
         self.first_faces: list | None = None
         self.processed = 0
 
@@ -176,7 +257,7 @@ class RenderVideoWriter(ItemWriter):
         message = None if self.processed else "no frame in the video: nothing rendered"
         if not r.frames:
             self.sink.discard()
-        elif self.opts.sheet and r.first is not None:
+        elif self.opts.command_options.sheet and r.first is not None:
             self.sink.add(f"{THUMBS_DIR}/{self.item.key}.jpg", _thumbnail_bytes(r.first))
             r.first = None
         return self.encoded(faces=self.first_faces or [], message=message,
