@@ -38,7 +38,7 @@ from facealign_cli.defaults import (
     MESH_FORMATS,
     MESH_FRAMES,
 )
-from facealign_cli.models.weights import RUNTIMES
+from facealign_cli.models.weights import DEFAULT_WEIGHTS, RUNTIMES
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -157,10 +157,11 @@ def _common_options(f):
                           "drops about two thirds of the false faces (hands, hair, objects) "
                           "and about 3 % of real faces, mostly tiny, blurred or dark ones. "
                           "Not used by detect (it does not regress)."),
-        click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
-                     metavar="PATH",
-                     help="Regressor checkpoint [default: $FACEALIGN_WEIGHTS, else the "
-                          "shipped weights]."),
+        click.option("--weights", default=None, metavar="NAME|PATH",
+                     help="Regressor weights: the name of shipped weights (v1, v3, ...; "
+                          "'default' = " + DEFAULT_WEIGHTS + "), or a checkpoint (.pth) or its "
+                          "ONNX export (.onnx) [default: $FACEALIGN_WEIGHTS, else "
+                          + DEFAULT_WEIGHTS + "]."),
         click.option("--runtime", type=click.Choice(RUNTIMES),
                      default=None,
                      help="Regressor runtime [default: $FACEALIGN_RUNTIME, else auto = ONNX "
@@ -332,6 +333,20 @@ def _collect_items(command: str, params: dict, ctx) -> list:
     return items
 
 
+def _weights_file(spec: str | None) -> str | None:
+    """``--weights`` / ``$FACEALIGN_WEIGHTS`` as a file path: a shipped name (``v1``) becomes
+    its file (:func:`facealign_cli.models.weights.resolve_weights`); a path, or a name that is
+    neither, is kept as given (a missing file is the setup error of the model's preflight)."""
+    if spec is None:
+        return None
+    from facealign_cli.models.weights import resolve_weights
+
+    try:
+        return str(resolve_weights(spec))
+    except FileNotFoundError:
+        return spec
+
+
 def _run_options(command: str, params: dict, env: dict, extra: dict):
     """The :class:`~facealign_cli.batch.options.RunOptions` of the run (``--jobs`` and
     ``--threads`` capped to the CPU cores, with a warning).
@@ -345,7 +360,7 @@ def _run_options(command: str, params: dict, env: dict, extra: dict):
     out = params["out"]
     mp = params["max_megapixels"]
     max_pixels = int(mp * 1e6) if mp is not None else env["max_pixels"]
-    weights = params["weights"] or env["weights"]
+    weights = _weights_file(params["weights"] or env["weights"])
     runtime = params["runtime"] or env["runtime"]
     cores = os.cpu_count() or 1
     jobs = params["jobs"] or cores

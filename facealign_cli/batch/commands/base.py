@@ -212,6 +212,11 @@ class Command:
             fp["second_pass"] = opts.second_pass
         return fp
 
+    def needs_rasterizer(self, opts: RunOptions) -> str | None:
+        """What of this run needs the rasteriser (``deodr``, an optional dependency), named as
+        the user asked for it (``"render --draw mesh"``); None: nothing."""
+        return None
+
     def video_fingerprint(self, opts: RunOptions) -> dict[str, Any]:
         """The settings a video's outputs depend on: :meth:`fingerprint` plus the frame
         subsampling (and, for the regressing commands, ``detect_every`` and ``smooth``;

@@ -33,6 +33,9 @@ class Mesh(Command):
             fp["texture"] = True
         return fp
 
+    def needs_rasterizer(self, opts):
+        return "mesh --texture" if opts.texture else None
+
     def open_writer(self, *, item, source, aligner, opts):
         return MeshWriter(self, item, source.sink, aligner, opts)
 
