@@ -15,8 +15,8 @@ gets.
 
 The wheel is built with ``pip wheel --no-build-isolation`` (no download: setuptools is already
 installed), from a copy of only the files a build reads. Marked ``wheel``
-(``pytest -m 'not wheel'`` skips it); it skips itself when setuptools or the data packages are
-missing. About 20 s on the 2-core CI machine.
+(``pytest -m 'not wheel'`` skips it); it skips itself when setuptools, the data package or deodr
+is missing. About 20 s on the 2-core CI machine.
 """
 
 from __future__ import annotations

@@ -123,8 +123,8 @@ def limit_native_threads(threads: int) -> None:
     """Cap the thread pools of the native libraries loaded in this process (numpy's BLAS,
     OpenMP) at ``threads`` (threadpoolctl): otherwise OpenBLAS runs one thread per CPU core
     in every worker whatever ``--threads`` says (the dense vertices' matrix product took
-    twice the CPU). OpenCV is capped with ``cv2.setNumThreads``; ONNX Runtime and LiteRT get
-    their thread count when their sessions are made."""
+    twice the CPU). OpenCV is capped with ``cv2.setNumThreads``; ONNX Runtime (detector and
+    regressor) gets its thread count when its sessions are made."""
     with contextlib.suppress(ImportError):
         import cv2
 

@@ -16,7 +16,8 @@ Default policy ``"v2"`` (issue 20; chosen on training photos only, never on AFLW
 3. All candidates are merged by weighted NMS at IoU > 0.3, then a "group box" (a loose box
    holding at least two higher-scoring detections, each >= 80 % inside it) is dropped.
 
-One model invocation per photo whatever its size (4.6 ms of LiteRT on one thread); the smallest
+One model invocation per photo whatever its size (4.6 ms of LiteRT on one thread when chosen;
+about the same on ONNX Runtime: ``benchmarks/README.md``); the smallest
 faces found are about 3-4 % of the long side, as with v1's tiles.
 
 Chosen with ``PYTHONPATH=$PWD python scripts/tune_detector.py --labelled
