@@ -4,7 +4,8 @@ facealign ships (``facealign_cli/data/blazeface_*.onnx``) and runs with ONNX Run
 
 Development time only: the converted files are committed; nothing here runs at install or at run
 time, and neither the converter nor the ``.tflite`` files are facealign dependencies. Run it in
-a throw-away venv (the converter pins old ``onnx``-era code; keep it out of the project's)::
+a throw-away venv, so that none of them lands in the project's (tflite2onnx 0.4.1 needs only
+``onnx``, ``tflite`` and numpy, no TensorFlow; LiteRT is there only for the check of step 5)::
 
     python3 -m venv /tmp/blazeface-convert
     /tmp/blazeface-convert/bin/pip install tflite2onnx==0.4.1 onnxruntime ai-edge-litert
