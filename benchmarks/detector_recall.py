@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", type=Path, default=_default_shared(), help="shared/ folder")
     ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--num-threads", type=int, default=1, help="LiteRT threads per model")
+    ap.add_argument("--num-threads", type=int, default=1, help="ONNX Runtime threads per model")
     ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
     ap.add_argument("--skip-aflw", action="store_true")
     ap.add_argument("--skip-afw", action="store_true")

@@ -1,8 +1,8 @@
 """The cost of every stage of a photo and of whole runs in CPU time (issue 20), for
 ``benchmarks/bench.py`` (sections ``stages`` and ``cli_cpu``).
 
-``stages``: in this process, one thread everywhere (OpenCV, numpy's BLAS, LiteRT, ONNX
-Runtime), CPU time (``time.process_time``) of each stage over the AFW photos: decode
+``stages``: in this process, one thread everywhere (OpenCV, numpy's BLAS, ONNX Runtime), CPU
+time (``time.process_time``) of each stage over the AFW photos: decode
 (``read_image``), each detector pass (``BlazeFaceDetector._run_pass`` timed per pass name; the
 rest of ``detect`` — the shared downscale, NMS, group boxes — as "detector, other"), the
 regressor passes (``regressor.predict`` calls: the crop and, with flip averaging, its mirror),

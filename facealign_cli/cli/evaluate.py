@@ -256,8 +256,9 @@ def landmarks68(directory, annotations, pts_zero_based, settings, baseline, base
 @click.option("--smooth-dead-zone", type=click.FloatRange(min=0), default=None,
               help="Speed, face sizes per second, below which the cutoff stays at rest "
                    "[default: the tool's].")
-@click.option("--weights", type=_PATH, default=None,
-              help="facealign checkpoint (default: the shipped weights, or $FACEALIGN_WEIGHTS).")
+@click.option("--weights", default=None, metavar="NAME|PATH",
+              help="facealign weights: a shipped name (v1, v3, ...) or a checkpoint / ONNX "
+                   "export (default: $FACEALIGN_WEIGHTS, else the shipped default).")
 @click.option("--baseline-3ddfa", "baseline", type=click.Path(
     exists=True, dir_okay=False, path_type=Path), default=None,
     help="Your 3DDFA-V2 MobileNet weights (mb05_120x120.pth) to compare against; never "

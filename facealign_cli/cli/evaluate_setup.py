@@ -51,22 +51,27 @@ def _load_methods(settings, baseline: Path | None, baseline_mean_std: Path | Non
     from facealign_cli.core.settings import STANDARD_CROP
     from facealign_cli.evaluation.protocols import Method, crop_rule_label
     from facealign_cli.models.regressor_onnx import make_regressor
-    from facealign_cli.models.weights import default_weights_path, sha256_of
+    from facealign_cli.models.weights import resolve_weights, sha256_of
 
     methods, extra = [], []
     weights = None if settings.weights is None else Path(settings.weights)
     env = env_weights()  # $FACEALIGN_WEIGHTS / $FACEALIGN_RUNTIME: read here, at the edge
     runtime = settings.runtime or env_runtime()
-    path = weights if weights is not None else (Path(env) if env else default_weights_path())
-    if weights is not None and not weights.is_file():
-        raise SetupError(f"--weights: no such file: {weights}")
+    try:  # a shipped name (v1) or a file; None: the default
+        path = resolve_weights(str(weights) if weights is not None else env)
+    except FileNotFoundError as exc:
+        if weights is not None:
+            raise SetupError(f"--weights: {exc}") from None
+        path = Path(env)
     if path.is_file():
         try:
             reg = make_regressor(path, num_threads=threads or None, runtime=runtime)
         except Exception as exc:  # torch / pickle raise many types for a wrong file
             raise SetupError(f"cannot load facealign weights {path}: {exc}") from exc
         s = settings
-        info = {"label": "facealign", "weights": str(path), "sha256": sha256_of(path),
+        # the checkpoint's sha256 (an ONNX export carries it: a wheel ships no checkpoint)
+        sha = getattr(reg, "checkpoint_sha256", None) or sha256_of(path)
+        info = {"label": "facealign", "weights": str(path), "sha256": sha,
                 "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
                 "flip": s.flip, "roi_crop_scale": s.roi_crop_scale,
                 "second_pass": s.second_pass,
@@ -190,9 +195,10 @@ def _common_options(f):
     :func:`_with_settings`)."""
     f = _with_settings(f)
     opts = [
-        click.option("--weights", type=_PATH, default=None,
-                     help="facealign checkpoint (default: the shipped weights, or "
-                          "$FACEALIGN_WEIGHTS)."),
+        click.option("--weights", default=None, metavar="NAME|PATH",
+                     help="facealign weights: a shipped name (v1, v3, ...) or a checkpoint "
+                          "(.pth) / ONNX export (.onnx) (default: $FACEALIGN_WEIGHTS, else "
+                          "the shipped default)."),
         click.option("--baseline-3ddfa", "baseline", type=click.Path(
             exists=True, dir_okay=False, path_type=Path), default=None,
             help="Your 3DDFA-V2 MobileNet weights (mb05_120x120.pth) to compare against; "

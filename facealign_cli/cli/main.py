@@ -32,7 +32,7 @@ from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exp
 )
 from facealign_cli.cli.lazy_group import LazyGroup
 from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
-from facealign_cli.models.weights import RUNTIMES
+from facealign_cli.models.weights import DEFAULT_WEIGHTS, RUNTIMES
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -152,10 +152,11 @@ def _common_options(f):
                           "and about 3 % of real faces, mostly tiny, blurred or dark ones. "
                           "Not used by detect (it does not regress); off with --no-flip "
                           "(there is no mirrored pass to compare with)."),
-        click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
-                     metavar="PATH",
-                     help="Regressor checkpoint [default: $FACEALIGN_WEIGHTS, else the "
-                          "shipped weights]."),
+        click.option("--weights", default=None, metavar="NAME|PATH",
+                     help="Regressor weights: the name of shipped weights (v1, v3, ...; "
+                          "'default' = " + DEFAULT_WEIGHTS + "), or a checkpoint (.pth) or its "
+                          "ONNX export (.onnx) [default: $FACEALIGN_WEIGHTS, else "
+                          + DEFAULT_WEIGHTS + "]."),
         click.option("--runtime", type=click.Choice(RUNTIMES),
                      default=None,
                      help="Regressor runtime [default: $FACEALIGN_RUNTIME, else auto = ONNX "
@@ -340,6 +341,20 @@ def _collect_items(command: str, params: dict, ctx) -> list:
     return items
 
 
+def _weights_file(spec: str | None) -> str | None:
+    """``--weights`` / ``$FACEALIGN_WEIGHTS`` as a file path: a shipped name (``v1``) becomes
+    its file (:func:`facealign_cli.models.weights.resolve_weights`); a path, or a name that is
+    neither, is kept as given (a missing file is the setup error of the model's preflight)."""
+    if spec is None:
+        return None
+    from facealign_cli.models.weights import resolve_weights
+
+    try:
+        return str(resolve_weights(spec))
+    except FileNotFoundError:
+        return spec
+
+
 #: The parameters of the image commands that are not settings of the run (the inputs), or
 #: that :func:`_run_options` turns into one (``--max-megapixels``: ``max_pixels``).
 _NOT_SETTINGS = ("inputs", "include", "exclude", "max_megapixels")
@@ -361,7 +376,7 @@ def _run_options(command: str, params: dict, env: dict):
     kw = {k: v for k, v in params.items() if k not in _NOT_SETTINGS}
     mp = params["max_megapixels"]
     kw["max_pixels"] = int(mp * 1e6) if mp is not None else env["max_pixels"]
-    kw["weights"] = params["weights"] or env["weights"]
+    kw["weights"] = _weights_file(params["weights"] or env["weights"])
     kw["runtime"] = params["runtime"] or env["runtime"]
     if kw["roi_crop_scale"] is None:  # (the default is resolved by the settings)
         del kw["roi_crop_scale"]

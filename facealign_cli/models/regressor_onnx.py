@@ -27,8 +27,8 @@ from facealign_cli.models.weights import (
     RUNTIMES,
     TorchMissingError,
     canonical_arch,
-    default_weights_path,
     import_torch,
+    resolve_weights,
     sha256_of,
     torch_missing,
     weights_not_found,
@@ -60,8 +60,15 @@ def import_onnxruntime():
 
 
 def onnx_path_for(weights: str | Path) -> Path:
-    """Where the ONNX export of a checkpoint lives: same folder and stem, suffix ``.onnx``."""
+    """Where the ONNX export of a checkpoint lives: same folder and stem, suffix ``.onnx`` (an
+    ``.onnx`` path is its own export)."""
     return Path(weights).with_suffix(".onnx")
+
+
+def _checkpoint_of(weights: Path) -> Path:
+    """The checkpoint of ``weights``: itself, or for an ``.onnx`` export the ``.pth`` beside it
+    (which may not exist)."""
+    return weights.with_suffix(".pth") if weights.suffix == ".onnx" else weights
 
 
 def _folded_predict_module(net, param_mean: np.ndarray, param_std: np.ndarray):
@@ -177,8 +184,13 @@ class OnnxRegressor:
     ~1e-5 on the parameters, tested on AFLW2000-3D crops).
 
     Args:
-        weights: the checkpoint (``.pth``) whose export (:func:`onnx_path_for`) is run.
+        weights: the checkpoint (``.pth``) whose export (:func:`onnx_path_for`) is run, or the
+            export itself (``.onnx``: a wheel ships no checkpoint). Where the checkpoint exists
+            the export must carry its sha256.
         num_threads: ONNX Runtime intra-op threads (None: 1).
+
+    Attributes:
+        checkpoint_sha256: the sha256 of the checkpoint the export was made from (its metadata).
 
     Raises:
         ImportError: onnxruntime is not installed.
@@ -204,10 +216,12 @@ class OnnxRegressor:
         self.session = ort.InferenceSession(str(self.onnx_path), so,
                                             providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get(ONNX_META_SHA) != sha256_of(self.path):
+        self.checkpoint_sha256 = meta.get(ONNX_META_SHA)
+        checkpoint = _checkpoint_of(self.path)
+        if checkpoint.is_file() and self.checkpoint_sha256 != sha256_of(checkpoint):
             raise StaleExportError(
-                f"{self.onnx_path} was exported from another checkpoint than {self.path}; "
-                f"re-export it with: facealign export-onnx {self.path}")
+                f"{self.onnx_path} was exported from another checkpoint than {checkpoint}; "
+                f"re-export it with: facealign export-onnx {checkpoint}")
         info = json.loads(meta.get(ONNX_META_INFO, "{}"))
         self.arch = canonical_arch(info.get("arch"))  # "fan_m" of older exports -> "dws_m"
         self.input_size = int(info.get("input_size", 120))
@@ -226,7 +240,9 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
     """The regressor for a checkpoint, in the fastest runtime available.
 
     Args:
-        weights: checkpoint (None: the shipped weights).
+        weights: checkpoint (``.pth``) or ONNX export (``.onnx``), or the name of shipped
+            weights (``"v1"``; see :func:`facealign_cli.models.weights.resolve_weights`; None:
+            the default shipped weights).
         num_threads: intra-op threads of the runtime (None: its default).
         runtime: ``"auto"`` (ONNX Runtime when an up-to-date export lies beside the checkpoint
             and onnxruntime imports, else torch), ``"onnxruntime"`` (fail if that is not
@@ -237,7 +253,8 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
 
     Raises:
         ValueError: unknown runtime.
-        FileNotFoundError: the checkpoint is missing (the message says how to give one).
+        FileNotFoundError: the weights are missing (the message says how to give them), or
+            torch is asked for where only the ONNX export is (a wheel ships no ``.pth``).
         TorchMissingError: torch is needed (``runtime="torch"``, or ``"auto"`` without a usable
             export) and not installed; the message gives the install command.
         ImportError, FileNotFoundError, StaleExportError: with ``runtime="onnxruntime"`` (and
@@ -248,7 +265,7 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
     runtime = (runtime or "auto").lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
-    path = Path(weights) if weights else default_weights_path()
+    path = resolve_weights(weights)
     if not path.is_file():
         raise weights_not_found(path)
     why_not_onnx, stale = None, False
@@ -273,6 +290,13 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
             raise torch_missing("--runtime torch") from None
         raise torch_missing(f"running {path} with torch (no usable ONNX export: {why_not_onnx})"
                             ) from None
+    checkpoint = _checkpoint_of(path)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"running the regressor with torch needs the checkpoint {checkpoint}, which is not "
+            f"there (an installed wheel ships only the ONNX exports; the .pth files are in the "
+            f"source repository)" + (f"; ONNX Runtime: {why_not_onnx}" if why_not_onnx else ""))
+    path = checkpoint
     if stale:
         warnings.warn(f"{why_not_onnx}; using torch", RuntimeWarning, stacklevel=2)
     return Regressor(path, num_threads=num_threads)

@@ -3,16 +3,26 @@ missing torch (no torch import: the ONNX Runtime path and ``facealign --help`` u
 loading torch).
 
 The shipped model files live in ``weights/`` at the root of the source tree (beside the model
-card). A wheel carries them as the data-only package ``facealign_cli._weights`` (``setup.cfg``
-maps that package onto ``weights/``), so :func:`default_weights_path` looks in both places.
+card): ``facealign_<name>.pth`` (the checkpoint, torch) and ``facealign_<name>.onnx`` (its ONNX
+export, what the image commands run), ``<name>`` being ``v1``, ``v3``, ... A wheel carries the
+ONNX exports only, as the data-only package ``facealign_cli._weights`` (``setup.cfg`` maps that
+package onto ``weights/``; the ``.pth`` files stay in the repository and the sdist), so
+:func:`weights_dir` looks in both places and a shipped model is known by its name
+(:func:`shipped_weights`, :func:`resolve_weights`: ``--weights v1``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
-DEFAULT_WEIGHTS_NAME = "facealign_v3.pth"
+#: The name of the default shipped weights (``weights/facealign_<name>.onnx`` / ``.pth``): the
+#: one place to change when a new version becomes the default.
+DEFAULT_WEIGHTS = "v3"
+#: File name of the default checkpoint (``facealign_v3.pth``).
+DEFAULT_WEIGHTS_NAME = f"facealign_{DEFAULT_WEIGHTS}.pth"
+_SHIPPED = re.compile(r"facealign_(v\d+)\.onnx")
 
 #: What to install for the parts that need torch (``train``, ``export-onnx``,
 #: ``--runtime torch``, ``--baseline-3ddfa``): the ``[train]`` extra, torch pinned and first.
@@ -83,23 +93,68 @@ def weights_dir() -> Path:
     else ``weights/`` at the root of the source tree (a checkout or an editable install)."""
     package = Path(__file__).resolve().parents[1]
     installed = package / "_weights"
-    if (installed / DEFAULT_WEIGHTS_NAME).is_file():
+    if (installed / f"facealign_{DEFAULT_WEIGHTS}.onnx").is_file():
         return installed
     return package.parent / "weights"
 
 
+def shipped_weights() -> dict[str, Path]:
+    """The shipped models by name: ``{"v1": .../facealign_v1.pth, "v3": ...}``, one entry per
+    ``facealign_v<N>.onnx`` in :func:`weights_dir`, sorted by N. The path is the checkpoint
+    (``.pth``) where it lies beside the export (a source checkout), else the ``.onnx`` (a wheel):
+    both are accepted wherever weights are."""
+    found = []
+    folder = weights_dir()
+    for f in folder.glob("facealign_v*.onnx") if folder.is_dir() else ():
+        m = _SHIPPED.fullmatch(f.name)
+        if m:
+            pth = f.with_suffix(".pth")
+            found.append((int(m.group(1)[1:]), m.group(1), pth if pth.is_file() else f))
+    return {name: path for _, name, path in sorted(found)}
+
+
 def default_weights_path() -> Path:
-    """Where the shipped weights are: ``facealign_v3.pth`` in :func:`weights_dir` (the command
-    line reads ``$FACEALIGN_WEIGHTS`` and passes it on as an explicit path)."""
-    return weights_dir() / DEFAULT_WEIGHTS_NAME
+    """Where the default shipped weights (:data:`DEFAULT_WEIGHTS`) are: the checkpoint
+    ``facealign_v3.pth`` in :func:`weights_dir` where it is there (a source checkout), else its
+    ONNX export ``facealign_v3.onnx`` (a wheel). The command line reads ``$FACEALIGN_WEIGHTS``
+    and passes it on through :func:`resolve_weights`."""
+    folder = weights_dir()
+    pth = folder / DEFAULT_WEIGHTS_NAME
+    return pth if pth.is_file() else pth.with_suffix(".onnx")
+
+
+def resolve_weights(spec: str | Path | None) -> Path:
+    """The weights file that ``--weights SPEC`` / ``$FACEALIGN_WEIGHTS`` names.
+
+    Args:
+        spec: None or ``"default"`` (:func:`default_weights_path`), the name of a shipped model
+            (``"v1"``, ``"v3"``: a key of :func:`shipped_weights`), or a path (a ``.pth``
+            checkpoint, or an ``.onnx`` export made by ``facealign export-onnx``). An existing
+            file of that name wins over a shipped name.
+
+    Raises:
+        FileNotFoundError: no such file and no such shipped name (the message lists the
+            shipped names).
+    """
+    if spec is None or str(spec) == "default":
+        return default_weights_path()
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = shipped_weights()
+    if str(spec) in shipped:
+        return shipped[str(spec)]
+    raise weights_not_found(path)
 
 
 def weights_not_found(path: str | Path) -> FileNotFoundError:
-    """The error for a missing checkpoint: names the path and how to give another one."""
+    """The error for missing weights: names the path, the shipped names and how to give
+    another file."""
+    names = ", ".join(shipped_weights()) or "none found"
     return FileNotFoundError(
-        f"regressor weights not found: {path} (give a checkpoint with --weights PATH or "
-        f"$FACEALIGN_WEIGHTS; the shipped ones are {DEFAULT_WEIGHTS_NAME} in "
-        f"facealign_cli/_weights of an installed wheel, weights/ of a source checkout)")
+        f"regressor weights not found: {path} (give a shipped name -- {names}; default "
+        f"{DEFAULT_WEIGHTS} -- or a checkpoint or ONNX file with --weights or "
+        f"$FACEALIGN_WEIGHTS)")
 
 
 def sha256_of(path: str | Path) -> str:

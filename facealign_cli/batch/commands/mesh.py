@@ -114,6 +114,9 @@ class Mesh(Command):
         fp["video"]["mesh_every"] = opts.command_options.every
         return fp
 
+    def needs_rasterizer(self, opts):
+        return "mesh --texture" if opts.command_options.texture else None
+
     def open_writer(self, *, item, source, aligner, opts):
         return MeshWriter(self, item, source.sink, aligner, opts)
 

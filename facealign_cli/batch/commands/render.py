@@ -136,6 +136,10 @@ class Render(Command):
     def needs_dense(opts: RunOptions) -> bool:
         return any(d in ("mesh", "depth") for d in opts.command_options.draw)
 
+    def needs_rasterizer(self, opts):
+        layers = [d for d in opts.draw if d in ("mesh", "depth")]
+        return f"render --draw {','.join(layers)}" if layers else None
+
     def open_writer(self, *, item, source, aligner, opts):
         if source.many:
             return RenderVideoWriter(self, item, source.sink, aligner, opts, source.fps)
