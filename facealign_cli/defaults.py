@@ -19,7 +19,8 @@ DEFAULT_MESH_FRAME = MESH_FRAMES[0]
 DEFAULT_MIN_SCORE = 0.45
 #: The default of ``--min-quality`` / ``RunOptions.min_quality``: faces whose quality
 #: (:func:`facealign_cli.core.quality.face_quality`, the probability that a detection is a real
-#: face) is below it are dropped; the rates it gives are in :mod:`facealign_cli.core.quality`.
+#: face) is below it are dropped; the rates it gives: ``benchmarks/README.md`` (generated from
+#: ``facealign_cli/data/figures.json`` by ``scripts/fit_quality.py --write-figures``).
 DEFAULT_MIN_QUALITY = 0.5
 #: Test-time presets (``--preset``, ``FaceAligner(preset=...)``): each a set of the aligner's
 #: test-time settings (:class:`facealign_cli.core.pipeline.FaceAligner`'s ``flip``,

@@ -32,6 +32,7 @@ from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exp
 )
 from facealign_cli.cli.lazy_group import LazyGroup
 from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
+from facealign_cli.figures import quality_help
 from facealign_cli.models.weights import DEFAULT_WEIGHTS, RUNTIMES
 
 EXIT_CODES_HELP = """\b
@@ -147,11 +148,9 @@ def _common_options(f):
                      help="Drop faces whose quality is below Q (0 keeps all). The quality "
                           "(written as 'quality') estimates the probability that a detection "
                           "is a real face, from its score and how well the regressor's "
-                          "predictions on the crop and its mirror image agree; the default "
-                          "drops about two thirds of the false faces (hands, hair, objects) "
-                          "and about 3 % of real faces, mostly tiny, blurred or dark ones. "
+                          "predictions on the crop and its mirror image agree. "
                           "Not used by detect (it does not regress); off with --no-flip "
-                          "(there is no mirrored pass to compare with)."),
+                          "(there is no mirrored pass to compare with). " + quality_help()),
         click.option("--weights", default=None, metavar="NAME|PATH",
                      help="Regressor weights: the name of shipped weights (v1, v3, ...; "
                           "'default' = " + DEFAULT_WEIGHTS + "), or a checkpoint (.pth) or its "
