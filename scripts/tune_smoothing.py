@@ -186,6 +186,7 @@ def record_condition(folder: Path) -> list:
     from facealign_cli.core.pipeline import FaceAligner
     from facealign_cli.core.smoothing import LANDMARK_DEFAULTS
     from facealign_cli.core.tracking import VideoAligner
+    from facealign_cli.defaults import EVALUATE_POSE_CONVENTION
     from facealign_cli.evaluation import datasets as D
     from facealign_cli.evaluation import stability as S
 
@@ -194,7 +195,8 @@ def record_condition(folder: Path) -> list:
            for it in D.open_landmarks68(folder, folder.with_suffix(".json"))}
     method = _load_methods(None, None, None, 1, None, True)[0]
     detector, _ = _load_detector(1)
-    aligner = FaceAligner(detector=detector, regressor=method.regressor, flip=method.flip)
+    aligner = FaceAligner(detector=detector, regressor=method.regressor, flip=method.flip,
+                          pose_convention=EVALUATE_POSE_CONVENTION)  # as evaluate stability
     out = []
     for k, p in enumerate(photos):
         img = D.read_dataset_image(p)

@@ -18,8 +18,10 @@ from facealign_cli.defaults import (
     DEFAULT_MESH_FRAME,
     DEFAULT_MIN_QUALITY,
     DEFAULT_MIN_SCORE,
+    DEFAULT_POSE_CONVENTION,
     MESH_FORMATS,
     MESH_FRAMES,
+    POSE_CONVENTIONS,
 )
 
 BACKENDS = ("local", "dask")
@@ -221,6 +223,11 @@ class RunOptions:
         detect_every: videos: run the detector on every k-th processed frame, landmarks
             carried in between (:class:`facealign_cli.core.tracking.VideoAligner`).
         mesh_every: videos, ``mesh``: write the meshes of every N-th processed frame.
+        pose_convention: the convention of the pose angles of the outputs
+            (:data:`facealign_cli.defaults.POSE_CONVENTIONS`; ``landmarks``, ``pose``,
+            ``render --sheet``): ``"yaw-first"`` (default) or ``"aflw2000"``; given to the
+            aligner (:func:`facealign_cli.batch.worker.build_aligner`; an ``aligner_factory``
+            finds it in the options) and written in each output.
     """
 
     command: str
@@ -255,6 +262,7 @@ class RunOptions:
     smooth: bool = False
     detect_every: int = 1
     mesh_every: int = DEFAULT_MESH_EVERY
+    pose_convention: str = DEFAULT_POSE_CONVENTION
 
     def __post_init__(self):
         self.validate()
@@ -312,6 +320,9 @@ def _check_outputs(o: RunOptions) -> None:
     _require(not o.texture or o.mesh_format in ("obj", "glb"), "--texture",
              f"a textured mesh is written as OBJ + MTL + PNG or GLB: use --format obj or glb, "
              f"not {o.mesh_format!r}")
+    _require(o.pose_convention in POSE_CONVENTIONS, "--pose-convention",
+             f"unknown pose convention {o.pose_convention!r}; expected one of "
+             f"{POSE_CONVENTIONS}")
     bad = [d for d in o.draw if d not in RENDER_DRAW_CHOICES]
     _require(bool(o.draw) and not bad, "--draw",
              f"invalid choice(s) {bad or list(o.draw)}; expected some of {RENDER_DRAW_CHOICES}")

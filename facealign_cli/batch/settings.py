@@ -23,12 +23,15 @@ def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
     """What :func:`settings_path` records: the command and every setting that
     changes its outputs (a video's resume fingerprint: a photo's, and under ``video`` the
     settings of videos, ``render``'s ``codec`` among them; with ``min_score``, ``flip`` and
-    ``min_quality`` always spelled out; the regressing commands' fingerprint holds
+    ``min_quality`` always spelled out, and ``pose_convention`` for the commands whose
+    outputs hold pose angles; the regressing commands' fingerprint holds
     ``roi_crop_scale`` and ``second_pass``)."""
     settings = {**cmd.video_fingerprint(opts), "min_score": opts.min_score}
     if cmd.uses_regressor:
         settings["flip"] = opts.flip
         settings["min_quality"] = opts.min_quality
+    if cmd.pose_convention(opts) is not None:
+        settings["pose_convention"] = cmd.pose_convention(opts)
     return {"command": cmd.name, "settings": settings}
 
 

@@ -158,7 +158,8 @@ def build_aligner(opts: RunOptions, threads: int):
     detector = BlazeFaceDetector(score_threshold=opts.min_score, num_threads=threads)
     aligner = FaceAligner(detector=detector, regressor=regressor, max_faces=opts.max_faces,
                           num_threads=threads, flip=opts.flip,
-                          roi_crop_scale=opts.roi_crop_scale, second_pass=opts.second_pass)
+                          roi_crop_scale=opts.roi_crop_scale, second_pass=opts.second_pass,
+                          pose_convention=opts.pose_convention)
     if cmd.uses_regressor:
         aligner.model  # noqa: B018 - load the 3DMM now: a missing basis is one setup error
     if cmd.dense:
@@ -204,7 +205,7 @@ def get_aligner(opts: RunOptions):
     cmd = opts.cmd
     key = (cmd.uses_regressor, cmd.dense, opts.weights, opts.runtime, opts.threads, opts.jobs,
            opts.max_faces, opts.flip, opts.roi_crop_scale, opts.second_pass, opts.min_score,
-           factory)
+           opts.pose_convention, factory)
     if _ALIGNER is None or _ALIGNER_KEY != key:
         threads = effective_threads(opts)
         _ALIGNER = None  # free the old model before building the next

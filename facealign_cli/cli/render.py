@@ -12,6 +12,7 @@ from facealign_cli.batch.options import RENDER_DEFAULT_DRAW, RENDER_DRAW_CHOICES
 from facealign_cli.cli.main import (
     EXIT_CODES_HELP,
     _common_options,
+    _pose_options,
     _run,
     _video_options,
     _with_input_help,
@@ -43,6 +44,7 @@ def _parse_draw(ctx, param, value: str) -> tuple[str, ...]:
                    "to its overlay, each face's score and pose, the failed images from the "
                    "manifest with their reason); no server or JavaScript needed. A video is "
                    "embedded (a <video> element), its first annotated frame as the poster.")
+@_pose_options
 @_video_options
 @_with_input_help
 def render(draw, sheet, **params):

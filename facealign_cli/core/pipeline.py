@@ -52,16 +52,27 @@ class FaceAligner:
             from its first crop by less than this fraction of the crop side
             (:func:`~facealign_cli.core.geometry.roi_box_change`): the first crop is kept and
             its prediction reused; 0 = always run the second pass.
+        pose_convention: the convention of ``Face.pose``, one of
+            :data:`facealign_cli.defaults.POSE_CONVENTIONS` (written to
+            ``Face.pose_convention``): ``"yaw-first"`` (default; ``R = Ry(-yaw) Rx(-pitch)
+            Rz(-roll)``, singular only at |pitch| = 90, so profile faces read as a yaw near 90
+            with their own pitch and roll) or ``"aflw2000"`` (AFLW2000-3D's ``R = Rx(-pitch)
+            Ry(-yaw) Rz(-roll)``, singular at |yaw| = 90; what ``facealign evaluate`` compares).
+            :func:`facealign_cli.core.geometry.angles_from_rotation` has both formulas;
+            ``Face.rotation`` is the same in both.
 
     Raises:
         FileNotFoundError: weights or model files are missing.
+        ValueError: an invalid ``roi_crop_scale`` or ``pose_convention``.
     """
 
     def __init__(self, detector: Detector | None = None, regressor=None, *, max_faces: int = 0,
                  min_face: float = 12.0, num_threads: int | None = None, flip: bool = True,
                  roi_crop_scale: float = G.ROI_CROP_SCALE, second_pass: bool = True,
-                 first_pass_flip: bool = True, second_pass_min_change: float = 0.0):
+                 first_pass_flip: bool = True, second_pass_min_change: float = 0.0,
+                 pose_convention: str = G.DEFAULT_POSE_CONVENTION):
         G.scale_roi_box(np.zeros(4), roi_crop_scale)  # a bad factor fails here, not per image
+        self.pose_convention = G.check_pose_convention(pose_convention)
         if detector is None:
             from facealign_cli.models.detector import BlazeFaceDetector
 
@@ -94,7 +105,8 @@ class FaceAligner:
             sets = ["landmarks"]
             if dense:
                 sets.append((self.dense_model, self.topology.vertex_index))
-            self._fitters[dense, flip] = CropFitter(self.model, sets, flip=flip)
+            self._fitters[dense, flip] = CropFitter(
+                self.model, sets, flip=flip, pose_convention=self.pose_convention)
         return self._fitters[dense, flip]
 
     @property
@@ -191,6 +203,7 @@ class FaceAligner:
             lm[2] -= z0
             f.landmarks_3d = lm.T.copy()
             f.pose = fit.pose[i].astype(np.float32)
+            f.pose_convention = self.pose_convention
             f.rotation = fit.rotation[i]
             _rate(f, fit.flip_disagreement, i)
             if dense:

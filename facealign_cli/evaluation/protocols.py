@@ -7,7 +7,9 @@ AFLW2000-3D, :func:`run_aflw2000` then :func:`summarise_aflw2000`:
   (:data:`CROP_RULE`, :func:`facealign_cli.core.geometry.crop_roi`), the 68 predicted landmarks
   are mapped back to the image (:func:`predict_on_crops`); 2D NME by |yaw| bin and the
   unweighted mean of the bins, 3D NME, head-pose MAE against ``Pose_Para`` on the images whose
-  three angles all lie within +-99 degrees (1,969 images) -- :mod:`.metrics`;
+  three angles all lie within +-99 degrees (1,969 images), the predicted angles in the
+  benchmark's own convention (AFLW2000-3D's, not the outputs' default yaw-first one:
+  :data:`facealign_cli.defaults.EVALUATE_POSE_CONVENTION`) -- :mod:`.metrics`;
 * ``detector``: the full pipeline, detector in the loop (misses counted per bin, never
   dropped);
 * ``occlusion``: ``gt-crops`` on synthetically occluded images (:mod:`.occlusion`, after
@@ -29,6 +31,7 @@ import numpy as np
 
 from facealign_cli.core import geometry as G
 from facealign_cli.core.morphable_model import MorphableModel, load_morphable_model
+from facealign_cli.defaults import EVALUATE_POSE_CONVENTION
 from facealign_cli.evaluation.datasets import AFLW2000Set, AnnotatedImage, read_dataset_image
 from facealign_cli.evaluation.metrics import (
     IOU_THRESHOLD,
@@ -79,12 +82,15 @@ def predict_on_crops(predict, images: list[np.ndarray], roi_boxes: np.ndarray,
     Returns:
         ``(landmarks, pose, params)``: (B, 68, 3) landmarks in the image frame (x, y pixels, z
         in pixel units away from the camera, facealign's output frame), (B, 3) ``[yaw, pitch,
-        roll]`` degrees, (B, 62) parameters of the unflipped crops.
+        roll]`` degrees (the fitter's convention; by default AFLW2000-3D's,
+        :data:`~facealign_cli.defaults.EVALUATE_POSE_CONVENTION`), (B, 62) parameters of the
+        unflipped crops.
     """
     from facealign_cli.core.regression import CropFitter
 
     reg = predict if hasattr(predict, "predict") else _CallableRegressor(predict)
-    fitter = fitter or CropFitter(model, ("landmarks",), flip=flip)
+    fitter = fitter or CropFitter(model, ("landmarks",), flip=flip,
+                                  pose_convention=EVALUATE_POSE_CONVENTION)
     lms, pose, params, _ = _fit_crops(reg, fitter, images, roi_boxes, batch)
     return lms, pose, params
 
@@ -150,13 +156,15 @@ class Method:
 
     def aligner(self, detector):
         """A :class:`~facealign_cli.core.pipeline.FaceAligner` of this method's regressor and
-        test-time settings around ``detector``."""
+        test-time settings around ``detector``, its pose in AFLW2000-3D's convention (the
+        benchmark's, :data:`~facealign_cli.defaults.EVALUATE_POSE_CONVENTION`)."""
         from facealign_cli.core.pipeline import FaceAligner
 
         return FaceAligner(detector=detector, regressor=self.regressor, flip=self.flip,
                            roi_crop_scale=self.roi_crop_scale, second_pass=self.second_pass,
                            first_pass_flip=self.first_pass_flip,
-                           second_pass_min_change=self.second_pass_min_change)
+                           second_pass_min_change=self.second_pass_min_change,
+                           pose_convention=EVALUATE_POSE_CONVENTION)
 
 
 def crop_rule_label(roi_crop_scale: float, second_pass: bool, flip: bool = False,
@@ -190,7 +198,7 @@ def _predict_gt_crops(m: Method, images: list[np.ndarray], roi_boxes: np.ndarray
     if not m.second_pass:
         return _fit_crops(m.regressor, fitter, images, roi)[:2]
     first = fitter if (m.first_pass_flip or not m.flip) else \
-        CropFitter(model, ("landmarks",), flip=False)
+        CropFitter(model, ("landmarks",), flip=False, pose_convention=EVALUATE_POSE_CONVENTION)
     lms, _, params, mirror = _fit_crops(m.regressor, first, images, roi)
     roi, redo = second_pass_roi_boxes(roi, lms, m.roi_crop_scale, m.second_pass_min_change)
     known, known_mirror = reused_predictions(params, mirror, redo)
@@ -274,7 +282,8 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
     model = load_morphable_model()
     from facealign_cli.core.regression import CropFitter
 
-    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.flip) for m in methods}
+    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.flip,
+                                 pose_convention=EVALUATE_POSE_CONVENTION) for m in methods}
     B = len(data)
     gt = _nan_outputs(methods, B)
     det: dict = {}

@@ -40,6 +40,11 @@ class Render(Command):
     streamable = False
     dense = True  # the topology is loaded; vertices are computed only for mesh / depth
 
+    def pose_convention(self, opts):
+        """The contact sheet shows pose angles (the overlays draw the rotation's axes, the
+        same in every convention)."""
+        return opts.pose_convention if opts.sheet else None
+
     def fingerprint(self, opts):
         return {**super().fingerprint(opts), "draw": list(opts.draw), "sheet": opts.sheet}
 
@@ -105,7 +110,7 @@ class Render(Command):
                     e["faces"] = [{"score": f.get("score"), "pose": f.get("pose")}
                                   for f in rec.get("faces") or [] if isinstance(f, dict)]
             entries.append(e)
-        return write_sheet(out, entries, stem=SHEET_STEM)
+        return write_sheet(out, entries, stem=SHEET_STEM, pose_convention=opts.pose_convention)
 
     def wants_lines(self, opts):
         return opts.sheet
