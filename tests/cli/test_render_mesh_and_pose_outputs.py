@@ -299,8 +299,8 @@ def test_rotation_matches_the_pose_angles_with_flip(afw_photos, real_weights, tm
     for face in json.loads((out / f"{afw_photos[0].stem}.json").read_text())["faces"]:
         pose = face["pose"]
         want = rotation_from_pose([pose["yaw"], pose["pitch"], pose["roll"]])
-        if abs(pose["yaw"]) < 80:  # away from the gimbal lock the angles fix the rotation
-            np.testing.assert_allclose(face["rotation"], want, atol=1e-3)
+        # yaw-first (the default): the angles fix the rotation at every face pose
+        np.testing.assert_allclose(face["rotation"], want, atol=1e-3)
         assert math.isfinite(face["camera"]["scale"])
 
 
