@@ -150,7 +150,8 @@ class Face:
         and, when the face was
         regressed and ``with_landmarks`` is true, ``landmarks_2d``, ``landmarks_3d``, ``pose``
         (a dict with ``yaw``, ``pitch``, ``roll``, in :attr:`pose_convention`, which a document
-        states once for all its faces, as ``landmarks`` does), ``rotation`` (3x3, row-major, 6 decimals),
+        states once for all its faces, as ``landmarks`` does), ``rotation`` (3x3, row-major,
+        6 decimals),
         ``camera`` (``scale`` and ``translation`` of the camera of ``params``, 120-px crop
         frame), ``params`` (the 62 values, each the shortest decimal of its float32) and
         ``params_crop`` (``roi_box`` unrounded and the crop ``size``, 120 px); what the
