@@ -154,5 +154,9 @@ def test_pose_figures_use_aflw2000_convention(aflw2000_dir, teacher_method, box_
     yf_mae, _ = pose_mae(angles["yaw-first"][profile], data.pose[profile])
     af_mae, _ = pose_mae(angles["aflw2000"][profile], data.pose[profile])
     assert yf_mae.mean() > af_mae.mean() + 1.0  # the convention matters on profiles
-    # the detector protocol's aligners too
+    # the detector protocol's aligners too, whatever the settings given
     assert teacher_method.aligner(box_detector({})).pose_convention == "aflw2000"
+    from facealign_cli.core.settings import AlignerSettings
+
+    m = P.Method("m", "m", teacher_method.regressor, {}, settings=AlignerSettings(flip=True))
+    assert m.settings == AlignerSettings(flip=True, pose_convention="aflw2000")

@@ -142,7 +142,7 @@ class Render(Command):
         return any(d in ("mesh", "depth") for d in opts.command_options.draw)
 
     def needs_rasterizer(self, opts):
-        layers = [d for d in opts.draw if d in ("mesh", "depth")]
+        layers = [d for d in opts.command_options.draw if d in ("mesh", "depth")]
         return f"render --draw {','.join(layers)}" if layers else None
 
     def open_writer(self, *, item, source, aligner, opts):
