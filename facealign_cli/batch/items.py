@@ -17,7 +17,7 @@ from facealign_cli.batch.spools import as_bytes
 from facealign_cli.io.inputs import InputItem
 
 
-def process_item(cmd: Command, opts: RunOptions, item: InputItem, get_aligner,
+def process_item(cmd: Command, opts: RunOptions, item: InputItem, context,
                  stop) -> ImageResult:
     """Run one item through the model and encode its outputs (nothing is written under
     ``--out``: a photo's files are bytes, a video's spooled). Never raises for a problem of
@@ -27,7 +27,9 @@ def process_item(cmd: Command, opts: RunOptions, item: InputItem, get_aligner,
     are discarded, no done record).
 
     Args:
-        get_aligner: ``opts -> aligner``, the process's cached model.
+        context: where the item runs (:class:`~facealign_cli.batch.worker.WorkerContext`:
+            its cached model, its spool sweep).
+        stop: the run's :class:`~facealign_cli.batch.stopping.StopFlag`.
 
     Raises:
         ModelLoadError: the model cannot be built.
@@ -36,8 +38,10 @@ def process_item(cmd: Command, opts: RunOptions, item: InputItem, get_aligner,
     source = open_source(cmd, opts, item)
     writer = None
     try:
+        if source.many:
+            context.sweep_spools()  # before this item's spools: those of dead runs go
         source.open()
-        aligner = get_aligner(opts)
+        aligner = context.get_aligner(opts)
         source.start(aligner)
         writer = cmd.open_writer(item=item, source=source, aligner=aligner, opts=opts)
         for frame in source.frames():

@@ -33,7 +33,7 @@ from typing import Any
 
 from facealign_cli.batch.commands import Command, keep_faces
 from facealign_cli.batch.options import RunOptions
-from facealign_cli.batch.spools import MemorySink, SpoolSink, sweep_once
+from facealign_cli.batch.spools import MemorySink, SpoolSink
 from facealign_cli.io.inputs import InputItem
 
 #: The commands that take video files.
@@ -225,7 +225,6 @@ class VideoSource(PhotoSource):
             raise VideoNotSupportedError(f"{self.cmd.name} does not take video files (only "
                                          f"{', '.join(VIDEO_COMMANDS)})")
         _refuse_images(self.item.path)
-        sweep_once()
         v = self.opts.video
         self.reader = VideoReader(self.item.path, frame_step=v.frame_step, max_fps=v.max_fps,
                                   max_pixels=self.opts.max_pixels)
