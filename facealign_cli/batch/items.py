@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import replace
-from typing import Any
 
 from facealign_cli.batch.commands import Command, Encoded
 from facealign_cli.batch.options import ModelLoadError, RunOptions
-from facealign_cli.batch.result import DoneRecord, ImageResult, one_line
+from facealign_cli.batch.record_types import DoneRecord, FrameCounts
+from facealign_cli.batch.result import ImageResult, one_line
 from facealign_cli.batch.sources import PhotoSource, open_source
 from facealign_cli.batch.spools import as_bytes
 from facealign_cli.io.inputs import InputItem
@@ -79,10 +79,10 @@ def process_item(cmd: Command, opts: RunOptions, item: InputItem, context,
 
 
 def _ok(cmd: Command, opts: RunOptions, item: InputItem, source: PhotoSource, enc: Encoded,
-        video: dict[str, Any] | None, seconds: float) -> ImageResult:
+        video: FrameCounts | None, seconds: float) -> ImageResult:
     """The result of an item done: its outputs and done record (none when streaming)."""
-    if video is not None and enc.video:
-        video = {**video, **enc.video}
+    if video is not None and enc.codec is not None:
+        video = replace(video, codec=enc.codec)
     done = None
     if not opts.streaming:
         done = DoneRecord(source.fingerprint(), item.path, source.n_faces, enc.outputs,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from facealign_cli.batch.commands import POSE_COLUMNS, Command, pad_pose_row
+from facealign_cli.batch.commands import POSE_COLUMNS, Command
 from facealign_cli.batch.options import (
     MANIFEST_NAME,
     POSE_CSV_NAME,
@@ -83,7 +83,7 @@ class Recorder:
     def _write(self, res: ImageResult) -> None:
         if self.pose_csv is not None and res.rows:
             try:
-                self.pose_csv.writerows(pad_pose_row(r) for r in res.rows)
+                self.pose_csv.writerows(res.rows)
             except OSError as exc:
                 raise output_error(f"the table {self.out / POSE_CSV_NAME}", exc) from None
         if self.manifest is not None:
@@ -147,8 +147,5 @@ class Recorder:
         paths = {it.path for it in items}
         fps = (self.cmd.fingerprint(self.opts), self.cmd.video_fingerprint(self.opts))
         for rec in iter_done_records(self.out, self.cmd.name):
-            rows = rec.get("rows")
-            if (rec.get("fingerprint") not in fps or not isinstance(rows, list)
-                    or rec.get("path") in paths):
-                continue
-            self.pose_csv.writerows(pad_pose_row(r) for r in rows)
+            if rec.fingerprint in fps and rec.rows is not None and rec.path not in paths:
+                self.pose_csv.writerows(rec.rows)

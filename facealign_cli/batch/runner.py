@@ -29,6 +29,7 @@ from facealign_cli.batch.options import (
     RunSummary,
 )
 from facealign_cli.batch.progress import Reporter
+from facealign_cli.batch.record_types import DoneRecord
 from facealign_cli.batch.recorder import Recorder
 from facealign_cli.batch.result import ImageResult, one_line
 from facealign_cli.batch.state import (
@@ -250,12 +251,12 @@ def _lock(opts: RunOptions, stdout: IO | None, stack: contextlib.ExitStack):
 
 
 def _resume(cmd, opts: RunOptions, out: Path | None,
-            items: Sequence[InputItem]) -> dict[int, dict]:
+            items: Sequence[InputItem]) -> dict[int, DoneRecord]:
     """The done records of the items an earlier run did with the same settings (by item
     index; decided before any model is loaded; none with ``opts.overwrite``)."""
     from facealign_cli.io.video import is_video_path
 
-    done: dict[int, dict] = {}
+    done: dict[int, DoneRecord] = {}
     if out is None or opts.overwrite:
         return done
     fp, vfp = cmd.fingerprint(opts), cmd.video_fingerprint(opts)
@@ -275,7 +276,7 @@ def _start(opts: RunOptions, todo: list, stack: contextlib.ExitStack, stop: Stop
     return _make_executor(opts, todo, stack, stop)
 
 
-def _item_result(it: InputItem, done: dict[int, dict], results: Iterator[ImageResult] | None,
+def _item_result(it: InputItem, done: dict[int, DoneRecord], results: Iterator[ImageResult] | None,
                  why: str = "the run was interrupted") -> ImageResult:
     """The result of item ``it``: done earlier, a folder entry the input walk could not
     take, the next of ``results``, or (``results`` None or ended by a stop) not run."""
@@ -287,7 +288,7 @@ def _item_result(it: InputItem, done: dict[int, dict], results: Iterator[ImageRe
     return res if res is not None else ImageResult.not_run(it, why)
 
 
-def _record_all(items: Sequence[InputItem], done: dict[int, dict], results,
+def _record_all(items: Sequence[InputItem], done: dict[int, DoneRecord], results,
                 rec: Recorder, stops: StopSignals) -> None:
     """Record every item in input order; after a run-level error or an abort, the items
     not recorded yet as not run; then close the recorder (whatever happened)."""

@@ -44,8 +44,8 @@ class _Run(threading.Thread):
                  command: str = "landmarks", **kw):
         super().__init__(daemon=True)
         self.items = collect_inputs([str(src)])
-        self.opts = RunOptions(command, str(out), aligner_factory=factory, progress="never",
-                               **kw)
+        self.opts = RunOptions.make(command, str(out), aligner_factory=factory,
+                                    progress="never", **kw)
         self.stop, self.summary, self.error = stop, None, None
 
     def run(self):

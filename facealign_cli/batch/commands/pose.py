@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from facealign_cli.batch.commands.base import POSE_COLUMNS, Command, ItemWriter, pose_rows
+from facealign_cli.batch.commands.base import Command, ItemWriter, pose_rows
 from facealign_cli.batch.options import POSE_CSV_NAME
+from facealign_cli.batch.record_types import PoseRow
 
 
 class Pose(Command):
@@ -29,20 +30,20 @@ class PoseWriter(ItemWriter):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[PoseRow] = []
         self.record: dict[str, Any] | None = None
 
     def add(self, frame, faces):
         from facealign_cli.core.tracking import track_of
 
         frame.full_size(faces)
-        rows = [tuple(r[:14]) + (frame.index, frame.seconds, track_of(f), r[17])
+        rows = [r._replace(frame=frame.index, time=frame.seconds, track=track_of(f))
                 for r, f in zip(pose_rows(self.item.path, faces), faces)]
         self.rows += rows
         if self.opts.streaming:
             self.record = {"path": self.item.path, "width": frame.width,
                            "height": frame.height,
-                           "faces": [dict(zip(POSE_COLUMNS[1:], r[1:])) for r in rows]}
+                           "faces": [r.columns() for r in rows]}
 
     def close(self):
         rows = tuple(self.rows)
