@@ -6,8 +6,11 @@ per-item writer encodes the outputs), :mod:`~facealign_cli.batch.sources` (a pho
 one-frame source, a video a many-frame one), :mod:`~facealign_cli.batch.items` (the one item
 path, :func:`~facealign_cli.batch.items.process_item`), :mod:`~facealign_cli.batch.spools`
 (a video's outputs in temporary files), :mod:`~facealign_cli.batch.result` (the frozen
-per-item result, the done record), :mod:`~facealign_cli.batch.worker` (the model cache of a
+per-item result), :mod:`~facealign_cli.batch.record_types` (the typed records written and read
+back: done record, a video's frame counts, ``pose.csv`` rows),
+:mod:`~facealign_cli.batch.worker` (where items run: the model cache of a run or worker
 process), :mod:`~facealign_cli.batch.executors` (in-process, local worker processes, Dask),
+:mod:`~facealign_cli.batch.stopping` (a run's stop flag, the stop signals),
 :mod:`~facealign_cli.batch.state` (lock, resume records, the one commit path),
 :mod:`~facealign_cli.batch.recorder` (manifest, ``pose.csv``, NDJSON, counts),
 :mod:`~facealign_cli.batch.progress` (progress bar and messages) and
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 _EXPORTS = {"run_batch": "runner", "RunOptions": "options", "RunSummary": "options",
             "BatchError": "options", "OutputLockedError": "options",
-            "ModelLoadError": "options", "ImageResult": "result", "COMMANDS": "commands"}
+            "ModelLoadError": "options", "ImageResult": "result", "COMMANDS": "commands",
+            "StopFlag": "stopping"}
 
 __all__ = sorted(_EXPORTS)
 

@@ -1,7 +1,11 @@
-"""Where chunks of images run: this process, local worker processes, or a Dask cluster.
+"""Where chunks of images run: this process (:class:`InProcessExecutor`), local worker
+processes (:class:`LocalExecutor`), or a Dask cluster (:class:`DaskExecutor`).
 
-Every executor runs :func:`facealign_cli.batch.worker.process_chunk` (or its Dask twin) on a
-chunk and hands back its results; none of them writes outputs. Public APIs only: loky's
+Every executor runs :meth:`facealign_cli.batch.worker.WorkerContext.process_chunk` on a chunk
+(in a worker: :func:`~facealign_cli.batch.worker.local_chunk`,
+:func:`~facealign_cli.batch.worker.remote_chunk`) and hands back its results as a future
+(``result()``, ``cancel()``); none of them writes outputs. An executor is made per run, with
+the run's stop flag, and closed when the run ends. Public APIs only: loky's
 ``get_reusable_executor`` (the executor joblib uses, ``concurrent.futures`` semantics; a dead
 worker breaks the pool with :class:`concurrent.futures.process.BrokenProcessPool`) and
 ``distributed.Client.submit`` (a task that keeps killing workers fails with ``KilledWorker``).
@@ -17,36 +21,75 @@ from concurrent.futures.process import BrokenProcessPool
 
 from facealign_cli.batch.options import BatchError, RunOptions
 from facealign_cli.batch.result import one_line
-from facealign_cli.batch.worker import STOP, process_chunk, remote_chunk, worker_init
+from facealign_cli.batch.stopping import WORKER_STOPS, StopFlag
+from facealign_cli.batch.worker import WorkerContext, local_chunk, remote_chunk, worker_init
+
+
+class _Deferred:
+    """The future of a chunk run in this process: it runs when its result is asked for."""
+
+    def __init__(self, run):
+        self._run = run
+
+    def result(self):
+        return self._run()
+
+    def cancel(self) -> bool:
+        self._run = list  # never run: no results
+        return True
+
+
+class InProcessExecutor:
+    """This process, one image at a time (``--jobs 1``), with a :class:`WorkerContext` of the
+    run's own (its model is dropped when the run ends) and the run's ``stop`` flag, checked
+    before each image and each video frame."""
+
+    crash_errors: tuple[type[BaseException], ...] = ()
+    cluster_errors: tuple[type[BaseException], ...] = ()
+    parallelism = 1
+    in_process = True
+
+    def __init__(self, stop: StopFlag):
+        self.stop = stop
+        self.context = WorkerContext()
+
+    def submit(self, opts: RunOptions, chunk, workers: int) -> _Deferred:
+        return _Deferred(lambda: self.context.process_chunk(opts, chunk, self.stop))
+
+    def abort(self) -> None:
+        pass  # nothing runs in the background
+
+    def close(self) -> None:
+        self.context.close()
 
 
 class LocalExecutor:
     """Worker processes on this machine (loky's reusable executor: workers and their models
-    are reused by the next run of the same process)."""
+    are reused by the next run of the same process). The run's ``stop`` flag reaches them
+    through a stop semaphore lent to the run
+    (:data:`~facealign_cli.batch.stopping.WORKER_STOPS`), given back by :meth:`close`."""
 
     crash_errors: tuple[type[BaseException], ...] = (BrokenProcessPool,)
     cluster_errors: tuple[type[BaseException], ...] = ()
+    in_process = False
 
-    def __init__(self, jobs: int):
+    def __init__(self, jobs: int, stop: StopFlag):
         from facealign_cli.batch.streams import ensure_standard_streams
 
         ensure_standard_streams()  # workers started with a closed fd 0/1/2 die at once
         self.parallelism = jobs
+        self.stop = stop
         self._ex = None
+        self._context = _loky()[1]()
+        self._slot = WORKER_STOPS.lend(stop, self._context)
 
     def submit(self, opts: RunOptions, chunk, workers: int):
-        try:  # the loky package, else the copy joblib ships (the same public API)
-            from loky import get_reusable_executor
-            from loky.backend import get_context
-        except ImportError:
-            from joblib.externals.loky import get_reusable_executor
-            from joblib.externals.loky.backend import get_context
-
-        # the workers watch the runner's stop request (STOP.shared: the same object each
-        # time, so the reusable executor and its loaded models are reused)
-        self._ex = get_reusable_executor(max_workers=workers, initializer=worker_init,
-                                         initargs=(os.getpid(), STOP.shared(get_context())))
-        return self._ex.submit(process_chunk, opts, chunk)
+        # the workers get every stop semaphore (the same object each time, so the reusable
+        # executor and its loaded models are reused); each task names its run's
+        stops = WORKER_STOPS.semaphores(self._context)
+        self._ex = _loky()[0](max_workers=workers, initializer=worker_init,
+                              initargs=(os.getpid(), stops))
+        return self._ex.submit(local_chunk, opts, chunk, self._slot)
 
     def abort(self) -> None:
         """Stop every worker now (the run was aborted; results in flight are dropped)."""
@@ -56,13 +99,29 @@ class LocalExecutor:
             self._ex = None
 
     def close(self) -> None:
-        pass  # idle workers stay for the next run of this process (and die with it)
+        """Give the stop semaphore back (idle workers stay for the next run of this process,
+        and die with it)."""
+        WORKER_STOPS.give_back(self.stop, self._slot)
+        self._slot = None
+
+
+def _loky():
+    """``(get_reusable_executor, get_context)`` of the loky package, else of the copy joblib
+    ships (the same public API)."""
+    try:
+        from loky import get_reusable_executor
+        from loky.backend import get_context
+    except ImportError:
+        from joblib.externals.loky import get_reusable_executor
+        from joblib.externals.loky.backend import get_context
+    return get_reusable_executor, get_context
 
 
 class DaskExecutor:
     """Tasks on a Dask cluster through a connected ``distributed.Client``."""
 
     cluster_errors: tuple[type[BaseException], ...] = (Exception,)
+    in_process = False
 
     def __init__(self, client, timeout: float):
         from distributed import KilledWorker
@@ -193,4 +252,5 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {one_line(exc)}"
 
 
-__all__ = ["LocalExecutor", "DaskExecutor", "connect_dask", "quiet_dask_logs"]
+__all__ = ["DaskExecutor", "InProcessExecutor", "LocalExecutor", "connect_dask",
+           "quiet_dask_logs"]

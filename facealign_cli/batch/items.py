@@ -7,17 +7,17 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import replace
-from typing import Any
 
 from facealign_cli.batch.commands import Command, Encoded
 from facealign_cli.batch.options import ModelLoadError, RunOptions
-from facealign_cli.batch.result import DoneRecord, ImageResult, one_line
+from facealign_cli.batch.record_types import DoneRecord, FrameCounts
+from facealign_cli.batch.result import ImageResult, one_line
 from facealign_cli.batch.sources import PhotoSource, open_source
 from facealign_cli.batch.spools import as_bytes
 from facealign_cli.io.inputs import InputItem
 
 
-def process_item(cmd: Command, opts: RunOptions, item: InputItem, get_aligner,
+def process_item(cmd: Command, opts: RunOptions, item: InputItem, context,
                  stop) -> ImageResult:
     """Run one item through the model and encode its outputs (nothing is written under
     ``--out``: a photo's files are bytes, a video's spooled). Never raises for a problem of
@@ -27,7 +27,9 @@ def process_item(cmd: Command, opts: RunOptions, item: InputItem, get_aligner,
     are discarded, no done record).
 
     Args:
-        get_aligner: ``opts -> aligner``, the process's cached model.
+        context: where the item runs (:class:`~facealign_cli.batch.worker.WorkerContext`:
+            its cached model, its spool sweep).
+        stop: the run's :class:`~facealign_cli.batch.stopping.StopFlag`.
 
     Raises:
         ModelLoadError: the model cannot be built.
@@ -36,8 +38,10 @@ def process_item(cmd: Command, opts: RunOptions, item: InputItem, get_aligner,
     source = open_source(cmd, opts, item)
     writer = None
     try:
+        if source.many:
+            context.sweep_spools()  # before this item's spools: those of dead runs go
         source.open()
-        aligner = get_aligner(opts)
+        aligner = context.get_aligner(opts)
         source.start(aligner)
         writer = cmd.open_writer(item=item, source=source, aligner=aligner, opts=opts)
         for frame in source.frames():
@@ -75,10 +79,10 @@ def process_item(cmd: Command, opts: RunOptions, item: InputItem, get_aligner,
 
 
 def _ok(cmd: Command, opts: RunOptions, item: InputItem, source: PhotoSource, enc: Encoded,
-        video: dict[str, Any] | None, seconds: float) -> ImageResult:
+        video: FrameCounts | None, seconds: float) -> ImageResult:
     """The result of an item done: its outputs and done record (none when streaming)."""
-    if video is not None and enc.video:
-        video = {**video, **enc.video}
+    if video is not None and enc.codec is not None:
+        video = replace(video, codec=enc.codec)
     done = None
     if not opts.streaming:
         done = DoneRecord(source.fingerprint(), item.path, source.n_faces, enc.outputs,

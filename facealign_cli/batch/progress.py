@@ -128,7 +128,7 @@ def _warning(res: ImageResult) -> str | None:
     taken, a video done with lost frames (``video.frames_lost``); else None."""
     if res.status == "skipped" and res.error == INPUT_SKIPPED:
         return f"facealign: warning: skipped {printable(res.path)}: {printable(res.message or '')}"
-    if res.status == "ok" and (res.video or {}).get("frames_lost"):
+    if res.status == "ok" and res.video is not None and res.video.frames_lost:
         return f"facealign: warning: {printable(res.path)}: {printable(res.message or '')}"
     return None
 

@@ -1,6 +1,6 @@
 """What the runner records of each item, in input order: its committed outputs, its manifest
 line, its ``pose.csv`` rows or its NDJSON record on stdout, and the run's counts
-(:class:`Recorder`); and the one message of a stop request (:class:`StopNotice`)."""
+(:class:`Recorder`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from facealign_cli.batch.commands import POSE_COLUMNS, Command, pad_pose_row
+from facealign_cli.batch.commands import POSE_COLUMNS, Command
 from facealign_cli.batch.options import (
     MANIFEST_NAME,
     POSE_CSV_NAME,
@@ -22,40 +22,10 @@ from facealign_cli.batch.options import (
 from facealign_cli.batch.result import ImageResult
 from facealign_cli.batch.settings import run_settings, settings_path, write_settings
 from facealign_cli.batch.state import commit, iter_done_records
+from facealign_cli.batch.stopping import StopNotice
 from facealign_cli.batch.streams import output_error, write_all
 from facealign_cli.io import records
 from facealign_cli.io.inputs import InputItem
-
-
-class StopNotice:
-    """Prints, once, that the run stops after the items in flight: from the signal handler
-    (:meth:`on_signal`: only an unbuffered ``os.write`` to stderr's file descriptor is safe
-    there, a buffered stream may be in the middle of a write) or, where stderr has no file
-    descriptor, at the next record (:meth:`announce`)."""
-
-    MESSAGE = ("facealign: interrupted: finishing the images in flight "
-               "(press Ctrl-C again to abort at once)")
-
-    def __init__(self, stderr: IO, stop):
-        self.stop = stop
-        self.announced = False
-        try:
-            self._fd = stderr.fileno()
-        except (OSError, ValueError, AttributeError):
-            self._fd = None
-
-    def on_signal(self, signum: int) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._fd, ("\n" + self.MESSAGE + "\n").encode())
-                self.announced = True
-
-    def announce(self, reporter) -> None:
-        """Print the message through ``reporter`` if a stop was requested and it was not
-        printed yet."""
-        if self.stop.is_set() and not self.announced:
-            self.announced = True
-            reporter.line(self.MESSAGE)
 
 
 class Recorder:
@@ -114,7 +84,7 @@ class Recorder:
         if self.pose_csv is not None and res.rows:
             try:
                 conv = self.opts.aligner.pose_convention
-                self.pose_csv.writerows(pad_pose_row(r, conv) for r in res.rows)
+                self.pose_csv.writerows(r.with_convention(conv) for r in res.rows)
             except OSError as exc:
                 raise output_error(f"the table {self.out / POSE_CSV_NAME}", exc) from None
         if self.manifest is not None:
@@ -178,9 +148,6 @@ class Recorder:
         paths = {it.path for it in items}
         fps = (self.cmd.fingerprint(self.opts), self.cmd.video_fingerprint(self.opts))
         for rec in iter_done_records(self.out, self.cmd.name):
-            rows = rec.get("rows")
-            if (rec.get("fingerprint") not in fps or not isinstance(rows, list)
-                    or rec.get("path") in paths):
-                continue
-            conv = self.opts.aligner.pose_convention
-            self.pose_csv.writerows(pad_pose_row(r, conv) for r in rows)
+            if rec.fingerprint in fps and rec.rows is not None and rec.path not in paths:
+                conv = self.opts.aligner.pose_convention
+                self.pose_csv.writerows(r.with_convention(conv) for r in rec.rows)

@@ -1,11 +1,13 @@
 """The outcome of one image: a frozen :class:`ImageResult`, made by the worker, committed and
-recorded by the runner (manifest line, NDJSON record, ``pose.csv`` rows)."""
+recorded by the runner (manifest line, NDJSON record, ``pose.csv`` rows); the records it
+carries are typed (:mod:`facealign_cli.batch.record_types`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from facealign_cli.batch.record_types import DoneRecord, FrameCounts, PoseRow
 from facealign_cli.io.inputs import InputItem
 
 #: ``error`` of a folder entry that was not processed (unreadable folder, FIFO, device,
@@ -69,52 +71,6 @@ def discard_spools(files) -> None:
 
 
 @dataclass(frozen=True)
-class DoneRecord:
-    """The resume record of an item done, written to
-    ``<out>/.facealign/done/<command>/<key>.json`` after its outputs
-    (:func:`facealign_cli.batch.state.commit`) and read back as a dict by
-    :func:`facealign_cli.batch.state.check_done` (an earlier run's, or a hand-edited one, is
-    checked key by key there).
-
-    Attributes:
-        fingerprint: the settings the outputs depend on
-            (:meth:`~facealign_cli.batch.commands.Command.fingerprint`, a video's
-            :meth:`~facealign_cli.batch.commands.Command.video_fingerprint`).
-        path: the input path.
-        n_faces: faces found (a video: distinct face tracks).
-        outputs: output paths relative to ``out`` (``/``-separated).
-        width, height: the full-resolution size (a video: its frames').
-        video: a video's frame counts (as :attr:`ImageResult.video`), None for a photo.
-        rows: the ``pose.csv`` rows (``pose``; ``pose.csv`` is rebuilt from them).
-        faces: ``render``: what the contact sheet shows of each face (a video: its first
-            frame's), :func:`facealign_cli.batch.commands.face_summary`.
-    """
-
-    fingerprint: dict[str, Any]
-    path: str
-    n_faces: int
-    outputs: tuple[str, ...]
-    width: int | None
-    height: int | None
-    video: dict[str, Any] | None = None
-    rows: tuple[tuple[Any, ...], ...] | None = None
-    faces: list[dict[str, Any]] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as written (keys in this order; the optional ones only when set)."""
-        doc: dict[str, Any] = {"fingerprint": self.fingerprint, "path": self.path,
-                               "n_faces": self.n_faces, "outputs": list(self.outputs),
-                               "width": self.width, "height": self.height}
-        if self.video is not None:
-            doc["video"] = self.video
-        if self.rows is not None:
-            doc["rows"] = [list(r) for r in self.rows]
-        if self.faces is not None:
-            doc["faces"] = self.faces
-        return doc
-
-
-@dataclass(frozen=True)
 class ImageResult:
     """One image's outcome.
 
@@ -134,9 +90,8 @@ class ImageResult:
         files: ``(relative path, content)`` of the files to write (not yet written).
         done: the resume record to write after ``files`` (None: nothing to commit).
         traceback: the failure's traceback (``verbose >= 2``).
-        video: a video's frame counts (``frames``, ``frames_failed``, ``frames_decoded``,
-            ``frames_declared``, ``complete``, ...), None for a photo; written to its
-            manifest line as ``video``.
+        video: a video's frame counts, None for a photo; written to its manifest line as
+            ``video``.
     """
 
     path: str
@@ -149,12 +104,12 @@ class ImageResult:
     seconds: float = 0.0
     width: int | None = None
     height: int | None = None
-    rows: tuple[tuple[Any, ...], ...] | None = None
+    rows: tuple[PoseRow, ...] | None = None
     record: dict[str, Any] | None = field(default=None, compare=False)
     files: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
     done: DoneRecord | None = field(default=None, compare=False)
     traceback: str | None = None
-    video: dict[str, Any] | None = field(default=None, compare=False)
+    video: FrameCounts | None = field(default=None, compare=False)
 
     @property
     def interrupted(self) -> bool:
@@ -184,13 +139,11 @@ class ImageResult:
                            "memory, or a crash in a native library)")
 
     @classmethod
-    def done_earlier(cls, item: InputItem, done: dict[str, Any]) -> ImageResult:
-        rows = done.get("rows")
-        video = done.get("video")
-        return cls(item.path, item.key, "skipped", n_faces=done.get("n_faces"),
-                   outputs=tuple(done.get("outputs", [])),
-                   rows=None if rows is None else tuple(tuple(r) for r in rows),
-                   video=video if isinstance(video, dict) else None)
+    def done_earlier(cls, item: InputItem, done: DoneRecord) -> ImageResult:
+        """An item an earlier run did (its done record ``done``): skipped, with that run's
+        faces count, outputs, rows and frame counts."""
+        return cls(item.path, item.key, "skipped", n_faces=done.n_faces, outputs=done.outputs,
+                   rows=done.rows, video=done.video)
 
     def failed_with(self, exc: BaseException) -> ImageResult:
         """This result turned into a failure (a write error while committing it)."""
@@ -207,7 +160,7 @@ class ImageResult:
                 "outputs": list(self.outputs), "error": self.error, "message": self.message,
                 "seconds": self.seconds}
         if self.video is not None:
-            line["video"] = self.video
+            line["video"] = self.video.to_json()
         return line
 
     def stream_record(self) -> dict[str, Any]:

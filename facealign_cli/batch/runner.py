@@ -29,16 +29,17 @@ from facealign_cli.batch.options import (
     RunSummary,
 )
 from facealign_cli.batch.progress import Reporter
-from facealign_cli.batch.recorder import Recorder, StopNotice
+from facealign_cli.batch.record_types import DoneRecord
+from facealign_cli.batch.recorder import Recorder
 from facealign_cli.batch.result import ImageResult, one_line
-from facealign_cli.batch.signals import StopSignals
 from facealign_cli.batch.state import (
     OutputLock,
     check_done,
     clean_stale_temp_files,
 )
+from facealign_cli.batch.stopping import StopFlag, StopNotice, StopSignals
 from facealign_cli.batch.streams import clean_stdout
-from facealign_cli.batch.worker import STOP, preflight, process_chunk
+from facealign_cli.batch.worker import preflight
 from facealign_cli.io.inputs import InputItem
 
 MAX_CHUNK = 16
@@ -48,19 +49,22 @@ MAX_CHUNK = 16
 MAX_DENSE_CHUNK = 1
 
 
-def _chunk_size(opts: RunOptions, n: int, jobs: int) -> int:
+def _chunk_size(opts: RunOptions, n: int, executor) -> int:
+    if executor.in_process:
+        return 1
     cap = MAX_DENSE_CHUNK if opts.cmd.dense else MAX_CHUNK
-    return opts.chunk_size or max(1, min(cap, -(-n // (jobs * 4))))
+    return opts.chunk_size or max(1, min(cap, -(-n // (executor.parallelism * 4))))
 
 
-def _results(opts: RunOptions, todo: list[InputItem], executor,
-             warn: Callable[[str], None]) -> Iterator[ImageResult]:
-    """Results of the ``todo`` items in order; stops early (fewer results) after a stop signal.
+def _results(opts: RunOptions, todo: list[InputItem], executor, warn: Callable[[str], None],
+             stop: StopFlag) -> Iterator[ImageResult]:
+    """Results of the ``todo`` items in order; stops early (fewer results) once ``stop`` is
+    set.
 
-    Without an ``executor`` the images run in this process, one by one. Otherwise chunks run
-    on it, at most ``2 x`` its parallelism in flight. A worker that dies breaks the chunks in
-    flight, so the culprit is unknown: the run then goes on in *careful mode* for the images
-    that may have been in flight (one image per task, one task at a time), so a second death
+    Chunks run on ``executor``, at most ``2 x`` its parallelism in flight (in this process:
+    one image at a time, each run when its result is needed). A worker that dies breaks the
+    chunks in flight, so the culprit is unknown: the run then goes on in *careful mode* for the
+    images that may have been in flight (one image per task, one task at a time), so a second death
     names its image exactly (recorded as failed, error ``WorkerCrashed``); after that window,
     normal fan-out resumes.
 
@@ -69,28 +73,22 @@ def _results(opts: RunOptions, todo: list[InputItem], executor,
     """
     if not todo:
         return
-    if executor is None:
-        for it in todo:
-            if STOP.is_set():
-                return
-            yield from process_chunk(opts, [it])
-        return
     jobs = executor.parallelism
-    size = _chunk_size(opts, len(todo), jobs)
+    size = _chunk_size(opts, len(todo), executor)
     pos = 0  # results yielded so far
     careful_until = 0  # todo[pos:careful_until] run one image at a time
     inflight: deque = deque()
     finished = False
     try:
-        while pos < len(todo) and not STOP.is_set():
+        while pos < len(todo) and not stop.is_set():
             careful = pos < careful_until
             end = careful_until if careful else len(todo)
             csize = 1 if careful else size
             workers = 2 if careful else max(2, min(jobs, -(-(end - pos) // csize)))
-            window = 1 if careful else 2 * jobs
+            window = 1 if careful or executor.in_process else 2 * jobs
             try:
                 for r in _window(opts, todo[pos:end], executor, csize, workers, window,
-                                 inflight):
+                                 inflight, stop):
                     pos += 1
                     yield r
             except ModelLoadError:
@@ -119,13 +117,13 @@ def _results(opts: RunOptions, todo: list[InputItem], executor,
 
 
 def _window(opts: RunOptions, todo: Sequence[InputItem], executor, csize: int, workers: int,
-            window: int, inflight: deque) -> Iterator[ImageResult]:
+            window: int, inflight: deque, stop: StopFlag) -> Iterator[ImageResult]:
     """Results of ``todo`` in order, run in chunks of ``csize`` items on ``executor`` with at
     most ``window`` chunks in flight (``inflight``: their futures, left there for the caller
-    to cancel when this stops early); no new chunk after a stop signal."""
+    to cancel when this stops early); no new chunk once ``stop`` is set."""
     start = 0
     while True:
-        while len(inflight) < window and start < len(todo) and not STOP.is_set():
+        while len(inflight) < window and start < len(todo) and not stop.is_set():
             chunk = list(todo[start:start + csize])
             inflight.append(executor.submit(opts, chunk, workers))
             start += len(chunk)
@@ -136,8 +134,10 @@ def _window(opts: RunOptions, todo: Sequence[InputItem], executor, csize: int, w
         yield from recs
 
 
-def _make_executor(opts: RunOptions, todo: list, stack: contextlib.ExitStack, warn):
-    """The executor of the run (None: in this process); connects to Dask if needed."""
+def _make_executor(opts: RunOptions, todo: list, stack: contextlib.ExitStack,
+                   stop: StopFlag):
+    """The executor of the run, closed when ``stack`` closes (None: nothing to run); connects
+    to Dask if needed."""
     if not todo:
         return None
     if opts.backend == "dask":
@@ -149,15 +149,15 @@ def _make_executor(opts: RunOptions, todo: list, stack: contextlib.ExitStack, wa
         stack.callback(ex.close)
         return ex
     jobs = opts.jobs if opts.jobs > 0 else (os.cpu_count() or 1)
-    if jobs == 1:
-        return None
-    from facealign_cli.batch.executors import LocalExecutor
+    from facealign_cli.batch.executors import InProcessExecutor, LocalExecutor
 
-    return LocalExecutor(jobs)
+    ex = InProcessExecutor(stop) if jobs == 1 else LocalExecutor(jobs, stop)
+    stack.callback(ex.close)
+    return ex
 
 
 def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None = None,
-              stderr: IO | None = None) -> RunSummary:
+              stderr: IO | None = None, stop: StopFlag | None = None) -> RunSummary:
     """Run a command over images and write outputs, manifest and (``pose``) the CSV, in
     steps: :func:`_lock`, :func:`_resume`, :func:`_start` (executor), :func:`_record_all`
     (:class:`~facealign_cli.batch.recorder.Recorder`), then the summary.
@@ -168,6 +168,11 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         stdout: binary stream for NDJSON when ``opts.out == "-"`` (default
             ``sys.stdout.buffer``).
         stderr: text stream for progress and messages (default ``sys.stderr``).
+        stop: the run's stop flag (default: a new one), for a caller that stops the run from
+            another thread (``stop.set()``: no new image starts, those in flight finish, the
+            rest are recorded as not run and the exit code is 130, as for Ctrl-C). In the
+            main thread the stop signals set it too. One flag per run: runs of one process
+            (threads) stop independently.
 
     Returns:
         A :class:`RunSummary`; its ``exit_code`` is the CLI's exit status.
@@ -193,7 +198,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
     if note and not opts.quiet:
         stderr.write(note + "\n")
     t0 = time.perf_counter()
-    STOP.clear()
+    stop = stop if stop is not None else StopFlag()
     summary = RunSummary(total=len(items), videos=videos)
     with contextlib.ExitStack() as stack:
         out, ndjson = _lock(opts, stdout, stack)
@@ -202,22 +207,27 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         reporter = Reporter(opts.command, len(items), stderr, quiet=opts.quiet,
                             verbose=opts.verbose, progress=opts.progress)
         stack.callback(reporter.close)
-        executor = _start(opts, todo, stack, reporter.line)  # before any write
-        notice = StopNotice(stderr, STOP)
+        executor = _start(opts, todo, stack, stop)  # before any write
+        notice = StopNotice(stderr, stop)
         recorder = Recorder(cmd, opts, out, ndjson, summary, reporter, notice)
         recorder.open()
-        results = _results(opts, todo, executor, reporter.line)
+        results = _results(opts, todo, executor, reporter.line, stop)
         # 1st signal: stop starting images; 2nd: abort (KeyboardInterrupt below); more: ignored
-        stops = stack.enter_context(StopSignals(STOP, notice.on_signal))
+        stops = stack.enter_context(StopSignals(stop, notice.on_signal))
         recorder.defer = stops.deferring  # an abort (second signal) waits for a whole record
         _record_all(items, done, results, recorder, stops)
         reporter.close()
-        summary.interrupted = int(stops.first or summary.interrupted)
+        summary.interrupted = int(stops.first or summary.interrupted or _stopped(stop, summary))
     summary.seconds = time.perf_counter() - t0
     if not opts.quiet:
         _print_summary(opts, summary, stderr)
-    STOP.clear()
     return summary
+
+
+def _stopped(stop: StopFlag, summary: RunSummary) -> int:
+    """SIGINT's number when the run's flag was set without a signal (by its caller) and
+    images were left out, else 0."""
+    return signal.SIGINT if stop.is_set() and summary.not_run else 0
 
 
 def _lock(opts: RunOptions, stdout: IO | None, stack: contextlib.ExitStack):
@@ -241,12 +251,12 @@ def _lock(opts: RunOptions, stdout: IO | None, stack: contextlib.ExitStack):
 
 
 def _resume(cmd, opts: RunOptions, out: Path | None,
-            items: Sequence[InputItem]) -> dict[int, dict]:
+            items: Sequence[InputItem]) -> dict[int, DoneRecord]:
     """The done records of the items an earlier run did with the same settings (by item
     index; decided before any model is loaded; none with ``opts.overwrite``)."""
     from facealign_cli.io.video import is_video_path
 
-    done: dict[int, dict] = {}
+    done: dict[int, DoneRecord] = {}
     if out is None or opts.overwrite:
         return done
     fp, vfp = cmd.fingerprint(opts), cmd.video_fingerprint(opts)
@@ -258,15 +268,15 @@ def _resume(cmd, opts: RunOptions, out: Path | None,
     return done
 
 
-def _start(opts: RunOptions, todo: list, stack: contextlib.ExitStack, warn):
+def _start(opts: RunOptions, todo: list, stack: contextlib.ExitStack, stop: StopFlag):
     """Check the model files (one setup error before any work) and start the executor of
-    the run (None: in this process)."""
+    the run (None: nothing to run)."""
     if todo:
         preflight(opts)
-    return _make_executor(opts, todo, stack, warn)
+    return _make_executor(opts, todo, stack, stop)
 
 
-def _item_result(it: InputItem, done: dict[int, dict], results: Iterator[ImageResult] | None,
+def _item_result(it: InputItem, done: dict[int, DoneRecord], results: Iterator[ImageResult] | None,
                  why: str = "the run was interrupted") -> ImageResult:
     """The result of item ``it``: done earlier, a folder entry the input walk could not
     take, the next of ``results``, or (``results`` None or ended by a stop) not run."""
@@ -278,7 +288,7 @@ def _item_result(it: InputItem, done: dict[int, dict], results: Iterator[ImageRe
     return res if res is not None else ImageResult.not_run(it, why)
 
 
-def _record_all(items: Sequence[InputItem], done: dict[int, dict], results,
+def _record_all(items: Sequence[InputItem], done: dict[int, DoneRecord], results,
                 rec: Recorder, stops: StopSignals) -> None:
     """Record every item in input order; after a run-level error or an abort, the items
     not recorded yet as not run; then close the recorder (whatever happened)."""

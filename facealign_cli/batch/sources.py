@@ -33,7 +33,8 @@ from typing import Any
 
 from facealign_cli.batch.commands import Command, keep_faces
 from facealign_cli.batch.options import RunOptions
-from facealign_cli.batch.spools import MemorySink, SpoolSink, sweep_once
+from facealign_cli.batch.record_types import FrameCounts
+from facealign_cli.batch.spools import MemorySink, SpoolSink
 from facealign_cli.io.inputs import InputItem
 
 #: The commands that take video files.
@@ -173,11 +174,11 @@ class PhotoSource:
     def fingerprint(self) -> dict[str, Any]:
         return self.cmd.fingerprint(self.opts)
 
-    def finish(self) -> dict[str, Any] | None:
+    def finish(self) -> FrameCounts | None:
         """After the last frame: a video's frame counts (None for a photo)."""
         return None
 
-    def failed_counts(self, exc: BaseException) -> dict[str, Any] | None:
+    def failed_counts(self, exc: BaseException) -> FrameCounts | None:
         """The frame counts a failed item reports (None for a photo)."""
         return None
 
@@ -225,7 +226,6 @@ class VideoSource(PhotoSource):
             raise VideoNotSupportedError(f"{self.cmd.name} does not take video files (only "
                                          f"{', '.join(VIDEO_COMMANDS)})")
         _refuse_images(self.item.path)
-        sweep_once()
         v = self.opts.video
         self.reader = VideoReader(self.item.path, frame_step=v.frame_step, max_fps=v.max_fps,
                                   max_pixels=self.opts.max_pixels)
@@ -282,40 +282,34 @@ class VideoSource(PhotoSource):
     @property
     def message(self) -> str | None:
         notes = [f"{self.failed} of {self.processed} frames failed"] if self.failed else []
-        lost = self.video.get("frames_lost", 0) if self.video else 0
+        lost = self.video.frames_lost if self.video is not None else None
         if lost:
-            notes.append(f"{lost} of {self.video['frames_declared']} declared frames lost "
+            notes.append(f"{lost} of {self.video.frames_declared} declared frames lost "
                          "(undecodable, or missing from the stream)")
         return "; ".join(notes) or None
 
     def fingerprint(self) -> dict[str, Any]:
         return self.cmd.video_fingerprint(self.opts)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> FrameCounts:
         """The video's frame counts.
 
         Raises:
             TruncatedVideoError: the stream ended before its declared frame count.
         """
         st = self.reader.status
-        self.video = {"frames": st.frames_delivered, "frames_failed": self.failed,
-                      "frames_decoded": st.frames_decoded,
-                      "frames_declared": st.frames_declared, "frames_lost": st.frames_lost,
-                      "complete": st.complete,
-                      "fps": round(self.reader.info.fps, 3), "width": self.width,
-                      "height": self.height}
+        self.video = FrameCounts.of_reader(st, failed=self.failed, info=self.reader.info,
+                                           width=self.width, height=self.height)
         if not st.complete:
             raise TruncatedVideoError(st.error or "the stream ended early")
         return self.video
 
-    def failed_counts(self, exc: BaseException) -> dict[str, Any] | None:
+    def failed_counts(self, exc: BaseException) -> FrameCounts | None:
         from facealign_cli.io.video import VideoError
 
         if self.video is None and isinstance(exc, VideoError):  # cannot open, too large
-            st = self.reader.status if self.reader is not None else None
-            return {"frames": st.frames_delivered if st else 0, "frames_failed": 0,
-                    "frames_decoded": st.frames_decoded if st else 0,
-                    "frames_declared": st.frames_declared if st else 0, "complete": False}
+            return FrameCounts.of_reader(self.reader.status if self.reader is not None
+                                         else None)
         return self.video
 
     def close(self) -> None:

@@ -6,8 +6,9 @@ Outputs are handed to the runner as :class:`~facealign_cli.batch.result.SpoolFil
 copies atomically to their output names; with the Dask backend (workers on other machines)
 they travel as bytes instead (:func:`as_bytes`). A spool's name holds the pid of its *owner*,
 the process that commits or discards it (``facealign-video-<pid>-<random>.spool[.mp4]``,
-:func:`spool_owner`); the first video a process handles first removes the spools of owners
-that are gone (:func:`remove_stale_spools`, :func:`sweep_once`), so a run killed with SIGKILL
+:func:`spool_owner`); the first video of a run (and of each worker process) first removes the
+spools of owners that are gone (:func:`remove_stale_spools`, through
+:meth:`facealign_cli.batch.worker.WorkerContext.sweep_spools`), so a run killed with SIGKILL
 leaks them only until the next run that handles a video.
 
 Where an item's files go while it is processed: a :class:`MemorySink` (a photo: bytes in
@@ -31,7 +32,6 @@ SPOOL_PREFIX = "facealign-video-"
 #: Seconds of slack when comparing a process's start with a spool's modification time (the
 #: boot time Linux reports is whole seconds and follows clock steps).
 _START_SLACK = 60.0
-_SWEPT: set[str] = set()  # the temporary folders this process has removed stale spools from
 
 
 def spool_owner(backend: str = "local") -> int:
@@ -109,15 +109,6 @@ def remove_stale_spools(folder: str | None = None) -> list[str]:
                 os.unlink(e.path)
                 removed.append(e.path)
     return removed
-
-
-def sweep_once() -> None:
-    """:func:`remove_stale_spools` the first time this process handles a video (per temporary
-    folder)."""
-    folder = tempfile.gettempdir()
-    if folder not in _SWEPT:
-        _SWEPT.add(folder)
-        remove_stale_spools(folder)
 
 
 def new_spool(backend: str = "local", suffix: str = "") -> tuple[SpoolFile, Any]:

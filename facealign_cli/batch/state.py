@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from facealign_cli.batch.commands import Command
 from facealign_cli.batch.options import (
@@ -29,6 +28,7 @@ from facealign_cli.batch.options import (
     RunOptions,
     is_reserved_name,
 )
+from facealign_cli.batch.record_types import DoneRecord
 from facealign_cli.batch.result import ImageResult, SpoolFile, discard_spools
 from facealign_cli.io import records
 from facealign_cli.io.inputs import InputItem, fold_key, is_safe_rel, iter_files
@@ -123,34 +123,35 @@ def _lock_file(f, *, release: bool = False) -> None:
     fcntl.flock(f.fileno(), fcntl.LOCK_UN if release else fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def check_done(cmd: Command, opts: RunOptions, out: Path, item: InputItem, fp: dict
-               ) -> dict | None:
-    """The done record of an earlier run if ``item`` can be skipped, else None."""
+def read_done(out: Path, command: str, key: str) -> DoneRecord | None:
+    """The done record of ``key`` (:meth:`DoneRecord.from_json
+    <facealign_cli.batch.record_types.DoneRecord.from_json>`), or None: none, unreadable, or
+    not a valid record."""
     try:
-        rec = records.read_json(done_path(out, cmd.name, item.key))
+        return DoneRecord.from_json(records.read_json(done_path(out, command, key)))
     except (OSError, ValueError):  # (an unsafe key: UnsafeOutputError, a ValueError)
         return None
-    if not isinstance(rec, dict) or rec.get("fingerprint") != fp:
+
+
+def check_done(cmd: Command, opts: RunOptions, out: Path, item: InputItem, fp: dict
+               ) -> DoneRecord | None:
+    """The done record of an earlier run if ``item`` can be skipped (same settings
+    fingerprint ``fp``, its outputs present, ``pose``: its rows recorded), else None."""
+    rec = read_done(out, cmd.name, item.key)
+    if rec is None or rec.fingerprint != fp:
         return None
-    outputs = rec.get("outputs")
-    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+    if not cmd.outputs_present(out, list(rec.outputs)):
         return None
-    if not cmd.outputs_present(out, outputs):
-        return None
-    if cmd.table and not isinstance(rec.get("rows"), list):
+    if cmd.table and rec.rows is None:
         return None
     return rec
 
 
 def _remove_stale(out: Path, command: str, key: str, keep: Sequence[str]) -> None:
     """Delete outputs listed by an earlier run's done record that this run does not produce."""
-    try:
-        old = records.read_json(done_path(out, command, key))
-        old_outputs = list(old.get("outputs", []))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return
-    for rel in old_outputs:
-        if not isinstance(rel, str) or rel in keep:
+    old = read_done(out, command, key)
+    for rel in old.outputs if old is not None else ():
+        if rel in keep:
             continue
         with contextlib.suppress(OSError, UnsafeOutputError):  # run-wide files and anything
             out_path(out, rel).unlink()                        # outside <out> are kept
@@ -232,8 +233,8 @@ def clean_stale_temp_files(out: str | os.PathLike) -> int:
     return n
 
 
-def iter_done_records(out: Path, command: str) -> Iterator[dict[str, Any]]:
-    """Every readable done record of ``command`` under ``out`` (any run), by key order."""
+def iter_done_records(out: Path, command: str) -> Iterator[DoneRecord]:
+    """Every valid done record of ``command`` under ``out`` (any run), by key order."""
     root = out / STATE_DIR / "done" / command
     found = []
     for dirpath, name in iter_files(root):
@@ -241,7 +242,8 @@ def iter_done_records(out: Path, command: str) -> Iterator[dict[str, Any]]:
             p = Path(dirpath) / name
             found.append((p.relative_to(root).as_posix()[:-5], p))
     for _key, p in sorted(found):
-        with contextlib.suppress(OSError, ValueError):
-            rec = records.read_json(p)
-            if isinstance(rec, dict):
-                yield rec
+        try:
+            rec = DoneRecord.from_json(records.read_json(p))
+        except (OSError, ValueError):
+            continue
+        yield rec

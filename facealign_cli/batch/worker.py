@@ -1,8 +1,14 @@
-"""Processing images: the model cache of a process, one image -> :class:`ImageResult`.
+"""Where items run: the state of one place that runs them (:class:`WorkerContext`: the model
+cache, the spool sweep), a worker process's set-up (:func:`worker_init`), the model's
+construction and the tasks of local and Dask workers.
 
 Workers never write under the output folder: they return the encoded files in the result and
 the runner (the parent process, for every backend) commits them. A worker process watches its
-parent and exits as soon as the parent is gone (:func:`worker_init`).
+parent and exits as soon as the parent is gone (:func:`worker_init`). No run's state is kept
+here: the runner makes a context per run for the images it runs itself
+(:class:`~facealign_cli.batch.executors.InProcessExecutor`); a worker process has one context
+of its own (made by :func:`worker_init`, or by the first Dask task), and the stop flag comes
+with each task.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -18,79 +25,9 @@ from typing import Any
 
 from facealign_cli.batch.options import ModelLoadError, RunOptions
 from facealign_cli.batch.result import ImageResult
+from facealign_cli.batch.stopping import StopFlag
 from facealign_cli.io.inputs import InputItem
 
-_ALIGNER: Any = None
-_ALIGNER_KEY: tuple | None = None
-
-
-class StopFlag:
-    """A run's stop request, seen wherever its items run.
-
-    The runner's signal handler calls :meth:`set`; :func:`process_chunk` checks :meth:`is_set`
-    between two images and :func:`~facealign_cli.batch.items.process_item` between two
-    frames, and returns what is left as not run (no outputs, no done record): in this process
-    and in local worker processes, which ignore the signals themselves but watch the runner's
-    flag through a process-shared semaphore (:meth:`shared`, handed to :func:`worker_init`
-    when the worker starts; its count is 1 while a stop is requested). A semaphore takes no
-    lock: setting it is safe inside a signal handler, and a worker killed while reading it
-    leaves nothing held. Dask workers (other machines) do not see it: they finish their task.
-    """
-
-    def __init__(self):
-        self._local = threading.Event()
-        self._shared = None  # the runner's, for its workers (only set / cleared here)
-        self._watched = None  # in a worker: the runner's semaphore
-
-    def set(self) -> None:
-        """Request a stop (in the runner: also for its workers)."""
-        self._local.set()
-        sem = self._shared
-        if sem is not None and not _sem_is_set(sem):
-            sem.release()
-
-    def clear(self) -> None:
-        """Withdraw the request (the runner, before and after a run)."""
-        self._local.clear()
-        if self._shared is not None:
-            while self._shared.acquire(False):
-                pass
-
-    def is_set(self) -> bool:
-        """Whether a stop was requested (by this process, or by the runner of this worker)."""
-        return self._local.is_set() or (self._watched is not None
-                                         and _sem_is_set(self._watched))
-
-    def shared(self, context):
-        """The semaphore this process's workers watch: made once per process from the
-        multiprocessing ``context`` of the worker pool (the same object every time, so that
-        a reusable pool created with it is reused)."""
-        if self._shared is None:
-            sem = context.Semaphore(0)
-            if self._local.is_set():
-                sem.release()
-            self._shared = sem
-        return self._shared
-
-    def watch(self, semaphore) -> None:
-        """In a worker process: also stop when the runner's ``semaphore`` is set."""
-        self._watched = semaphore
-
-
-def _sem_is_set(sem) -> bool:
-    try:
-        return sem.get_value() > 0
-    except NotImplementedError:  # macOS has no sem_getvalue
-        if sem.acquire(False):
-            sem.release()
-            return True
-        return False
-
-
-#: The stop request of this process's run: set by the runner's signal handler (SIGINT,
-#: SIGTERM, SIGHUP), read by the in-process loop and, through :meth:`StopFlag.shared`, by
-#: local worker processes, which stop between images and between video frames.
-STOP = StopFlag()
 #: Seconds between two checks of the parent process by a worker's watchdog.
 PARENT_POLL_SECONDS = 0.2
 
@@ -195,26 +132,86 @@ def preflight(opts: RunOptions) -> None:
         raise ModelLoadError(f"cannot load the model: {weights_not_found(weights)}")
 
 
-def get_aligner(opts: RunOptions):
-    """The aligner of this process for ``opts``, built once and cached (one per worker).
-
-    Raises:
-        ModelLoadError: the model cannot be built.
+class WorkerContext:
+    """The state of one place where items run (the runner's own process for one run, or a
+    worker process for its lifetime): the model, built for the settings of the items it runs
+    and kept while they stay the same (:meth:`get_aligner`), and the temporary folders whose
+    stale spools it has removed (:meth:`sweep_spools`). Two contexts share nothing: two runs
+    of one process, each with its own, never see each other's model or settings. Not
+    thread-safe: one item at a time.
     """
-    global _ALIGNER, _ALIGNER_KEY
+
+    def __init__(self):
+        self._aligner: Any = None
+        self._aligner_key: tuple | None = None
+        self._swept: set[str] = set()
+
+    def get_aligner(self, opts: RunOptions):
+        """The aligner for ``opts``, built once and cached until the settings change.
+
+        Raises:
+            ModelLoadError: the model cannot be built.
+        """
+        key = aligner_key(opts)
+        if self._aligner is None or self._aligner_key != key:
+            threads = effective_threads(opts)
+            self._aligner = None  # free the old model before building the next
+            factory = opts.aligner_factory or build_aligner
+            try:
+                self._aligner = factory(opts, threads)
+            except Exception as exc:
+                raise ModelLoadError(f"cannot load the model: {type(exc).__name__}: "
+                                     f"{exc}") from None
+            limit_native_threads(threads)  # after loading: the libraries the model loaded too
+            self._aligner_key = key
+        return self._aligner
+
+    def close(self) -> None:
+        """Drop the model."""
+        self._aligner = self._aligner_key = None
+
+    def sweep_spools(self) -> None:
+        """:func:`~facealign_cli.batch.spools.remove_stale_spools` of the temporary folder,
+        the first time this context handles a video there."""
+        from facealign_cli.batch.spools import remove_stale_spools
+
+        folder = tempfile.gettempdir()
+        if folder not in self._swept:
+            self._swept.add(folder)
+            remove_stale_spools(folder)
+
+    def process_image(self, opts: RunOptions, item: InputItem,
+                      stop: StopFlag) -> ImageResult:
+        """Run one item (a photo or a video) through this context's model and encode its
+        outputs (nothing is written): :func:`facealign_cli.batch.items.process_item`. Never
+        raises for a problem of this item (returns a ``failed`` result).
+
+        Raises:
+            ModelLoadError: the model cannot be built.
+        """
+        from facealign_cli.batch.items import process_item
+
+        return process_item(opts.cmd, opts, item, self, stop)
+
+    def process_chunk(self, opts: RunOptions, items: Sequence[InputItem],
+                      stop: StopFlag) -> list[ImageResult]:
+        """Process a chunk of items; one result per item, in order (those after a stop
+        request: not run).
+
+        Raises:
+            ModelLoadError: the model cannot be built (the run stops).
+        """
+        return [ImageResult.not_run(it) if stop.is_set() else self.process_image(opts, it, stop)
+                for it in items]
+
+
+def aligner_key(opts: RunOptions) -> tuple:
+    """What the cached model of a :class:`WorkerContext` depends on: it is rebuilt when this
+    changes."""
     factory = opts.aligner_factory or build_aligner
     cmd = opts.cmd
     key = (cmd.uses_regressor, cmd.dense, opts.aligner, opts.threads, opts.jobs, factory)
-    if _ALIGNER is None or _ALIGNER_KEY != key:
-        threads = effective_threads(opts)
-        _ALIGNER = None  # free the old model before building the next
-        try:
-            _ALIGNER = factory(opts, threads)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load the model: {type(exc).__name__}: {exc}") from None
-        limit_native_threads(threads)  # after loading: the libraries the model loaded too
-        _ALIGNER_KEY = key
-    return _ALIGNER
+    return key
 
 
 def _watch_parent(parent: int) -> None:
@@ -224,14 +221,34 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)  # the parent is gone: nobody will read our results
 
 
-def worker_init(parent: int | None = None, stop=None) -> None:
-    """Initializer of local worker processes: leave SIGINT / SIGTERM / SIGHUP to the parent,
-    whose stop request reaches the worker through ``stop`` (its :meth:`StopFlag.shared`
-    semaphore: the worker then stops between images and between video frames), keep stdout
-    clean, and exit when the parent process dies (a watchdog thread that polls the parent's
-    pid: when the worker is re-parented, it exits at once, without finishing its chunk)."""
-    if stop is not None:
-        STOP.watch(stop)
+class _WorkerProcess:
+    """What a worker process keeps between its tasks (never set in the runner's process):
+    its :class:`WorkerContext` and the stop semaphores of its runner
+    (:class:`~facealign_cli.batch.stopping.WorkerStops`)."""
+
+    context: WorkerContext | None = None
+    stops: tuple = ()
+    #: Serialises the tasks of one Dask worker process (a worker started with several threads
+    #: would otherwise run the one cached model from several threads at once).
+    lock = threading.Lock()
+
+    @classmethod
+    def get_context(cls) -> WorkerContext:
+        if cls.context is None:
+            cls.context = WorkerContext()
+        return cls.context
+
+
+def worker_init(parent: int | None = None, stops: tuple = ()) -> None:
+    """Initializer of local worker processes: make the process's :class:`WorkerContext`,
+    leave SIGINT / SIGTERM / SIGHUP to the parent, whose stop requests reach the worker
+    through ``stops`` (the semaphores of
+    :class:`~facealign_cli.batch.stopping.WorkerStops`; each task names its run's: the worker
+    then stops between images and between video frames), keep stdout clean, and exit when the
+    parent process dies (a watchdog thread that polls the parent's pid: when the worker is
+    re-parented, it exits at once, without finishing its chunk)."""
+    _WorkerProcess.context = WorkerContext()
+    _WorkerProcess.stops = tuple(stops)
     for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if s is not None:
             signal.signal(s, signal.SIG_IGN)
@@ -249,36 +266,19 @@ def worker_init(parent: int | None = None, stop=None) -> None:
                      daemon=True).start()
 
 
-def process_image(opts: RunOptions, item: InputItem) -> ImageResult:
-    """Run one item (a photo or a video) through the model and encode its outputs (nothing
-    is written): :func:`facealign_cli.batch.items.process_item` with this process's model and
-    stop flag. Never raises for a problem of this item (returns a ``failed`` result).
-
-    Raises:
-        ModelLoadError: the model cannot be built.
-    """
-    from facealign_cli.batch.items import process_item
-
-    return process_item(opts.cmd, opts, item, get_aligner, STOP)
-
-
-def process_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[ImageResult]:
-    """Process a chunk of images (in a worker or in-process); one result per item, in order.
-
-    Raises:
-        ModelLoadError: the model cannot be built (the run stops).
-    """
-    return [ImageResult.not_run(it) if STOP.is_set() else process_image(opts, it)
-            for it in items]
-
-
-#: Serialises the tasks of one Dask worker process (a worker started with several threads
-#: would otherwise run the one cached model from several threads at once).
-_REMOTE_LOCK = threading.Lock()
+def local_chunk(opts: RunOptions, items: Sequence[InputItem],
+                slot: int | None) -> list[ImageResult]:
+    """The task run in local worker processes: :meth:`WorkerContext.process_chunk` with the
+    process's context, stopped by the run's semaphore ``slot`` (None: not watched)."""
+    stops = _WorkerProcess.stops
+    stop = StopFlag.watching(stops[slot]) if slot is not None and slot < len(stops) else \
+        StopFlag()
+    return _WorkerProcess.get_context().process_chunk(opts, items, stop)
 
 
 def remote_chunk(opts: RunOptions, items: Sequence[InputItem]) -> list[ImageResult]:
-    """The task run on Dask workers: :func:`process_chunk`, one task at a time per worker
-    process, model cached per process."""
-    with _REMOTE_LOCK:
-        return process_chunk(opts, items)
+    """The task run on Dask workers: :meth:`WorkerContext.process_chunk`, one task at a time
+    per worker process, model cached per process (Dask workers do not see a stop request:
+    they finish their task)."""
+    with _WorkerProcess.lock:
+        return _WorkerProcess.get_context().process_chunk(opts, items, StopFlag())

@@ -290,7 +290,7 @@ def _run(command: str, params: dict) -> None:
     one before the run has taken them over stops the command (exit 130 for SIGINT, 143 for
     SIGTERM / SIGHUP); the first one decides the exit status, however many follow."""
     from facealign_cli.batch.options import signal_exit_code
-    from facealign_cli.batch.signals import SignalGuard
+    from facealign_cli.batch.stopping import SignalGuard
 
     guard = click.get_current_context().with_resource(SignalGuard())
     try:

@@ -27,7 +27,7 @@ import json
 import math
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -76,15 +76,6 @@ def dumps(record: Any, *, indent: int | None = None) -> str:
                       separators=None if indent else (",", ":"))
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
 def make_folders(folder: str | os.PathLike) -> None:
     """Create ``folder`` and its missing parents, like ``os.makedirs(folder, exist_ok=True)``
     but without recursion (any depth; Python 3.11's ``makedirs`` and ``Path.mkdir`` recurse
@@ -106,6 +97,29 @@ def make_folders(folder: str | os.PathLike) -> None:
                 raise
 
 
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _new_temp_file(path: Path) -> tuple[int, str]:
+    """``(fd, name)``: a new temporary file beside ``path`` (:func:`is_temp_name`), created
+    exclusively with mode 0666 (less the umask), open for writing.
+
+    Raises:
+        OSError: it cannot be created (``FileExistsError`` after 100 names taken).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    prefix = _temp_prefix(path.name)
+    for _ in range(100):
+        rnd = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        tmp = str(path.parent / f"{prefix}{rnd}{TEMP_SUFFIX}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None = None
                 ) -> Iterator[IO]:
@@ -117,12 +131,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None
         newline: passed to :func:`open` in text mode (``""`` for CSV).
 
     On an exception inside the block the temporary file is removed and ``path`` is untouched.
-    The file gets the usual permissions (0666 minus the umask), not ``mkstemp``'s 0600.
+    The file gets the usual permissions (0666 minus the process's umask at that moment, applied
+    by the system when the file is made: the umask is never read or changed here).
     """
     path = Path(path)
     make_folders(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=TEMP_SUFFIX,
-                               dir=path.parent)
+    fd, tmp = _new_temp_file(path)
     try:
         if "b" in mode:
             f = os.fdopen(fd, mode)
@@ -130,7 +144,6 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, newline: str | None
             f = os.fdopen(fd, mode, encoding=ENCODING, errors=ERRORS, newline=newline)
         with f:
             yield f
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from facealign_cli.batch.result import DoneRecord, ImageResult
+from facealign_cli.batch.record_types import DoneRecord
+from facealign_cli.batch.result import ImageResult
 from facealign_cli.batch.state import commit
 
 

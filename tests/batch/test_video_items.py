@@ -538,10 +538,7 @@ def test_spools_are_named_with_their_owner(tmp_path, monkeypatch):
 
 
 def test_a_video_run_removes_stale_spools_and_leaves_none(clips, env, tmp_path, monkeypatch):
-    import facealign_cli.batch.spools as vi
-
-    tmp = _spool_folder(tmp_path, monkeypatch)
-    monkeypatch.setattr(vi, "_SWEPT", set())
+    tmp = _spool_folder(tmp_path, monkeypatch)  # (each run sweeps once: no state to reset)
     kept = sorted(p.name for p in tmp.iterdir() if not p.name.endswith(STALE))
     out = tmp_path / "det"
     r = invoke(["detect", clips / "clip.avi", "--out", out, "--min-score", MIN_SCORE], env=env)

@@ -20,7 +20,6 @@ from facealign_cli.batch.commands.base import (
     jpeg_bytes,
     json_file_bytes,
     keep_faces,
-    pad_pose_row,
     pose_rows,
     quality_filter_on,
     quality_filter_warning,
@@ -52,5 +51,5 @@ def get_command(name: str) -> Command:
 __all__ = ["COMMANDS", "OVERLAY_QUALITY", "POSE_COLUMNS", "POSE_VIDEO_COLUMNS", "STREAMABLE",
            "Command", "Detect", "Encoded", "ItemWriter", "Landmarks", "Mesh", "Pose", "Render",
            "align", "face_summary", "get_command", "jpeg_bytes", "json_file_bytes",
-           "keep_faces", "pad_pose_row", "pose_rows", "quality_filter_on",
+           "keep_faces", "pose_rows", "quality_filter_on",
            "quality_filter_warning", "quaternion"]

@@ -16,29 +16,19 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from facealign_cli.batch.options import OptionError, RunOptions
+from facealign_cli.batch.record_types import PoseRow
 from facealign_cli.io import records
 
-#: Columns of ``pose.csv``. ``frame`` (source frame index), ``time`` (seconds) and ``track``
-#: (face track id) are filled for the rows of a video and empty for photos; the header is the
-#: same for every run. ``quality``: :func:`facealign_cli.core.quality.face_quality`.
-#: ``pose_convention``: the convention of ``yaw``, ``pitch``, ``roll``
-#: (:data:`facealign_cli.defaults.POSE_CONVENTIONS`, ``--pose-convention``), the same in every
-#: row of a table (a column, not a comment line, so that every CSV reader takes the file).
-POSE_COLUMNS = ("path", "face", "yaw", "pitch", "roll", "x1", "y1", "x2", "y2", "score",
-                "qw", "qx", "qy", "qz", "frame", "time", "track", "quality", "pose_convention")
+#: Columns of ``pose.csv`` (the fields of :class:`~facealign_cli.batch.record_types.PoseRow`).
+#: ``frame`` (source frame index), ``time`` (seconds) and ``track`` (face track id) are filled
+#: for the rows of a video and empty for photos; the header is the same for every run.
+#: ``quality``: :func:`facealign_cli.core.quality.face_quality`. ``pose_convention``: the
+#: convention of ``yaw``, ``pitch``, ``roll`` (:data:`facealign_cli.defaults.POSE_CONVENTIONS`,
+#: ``--pose-convention``), the same in every row of a table (a column, not a comment line, so
+#: that every CSV reader takes the file).
+POSE_COLUMNS = PoseRow._fields
 #: The video columns of :data:`POSE_COLUMNS` (empty for a photo).
 POSE_VIDEO_COLUMNS = ("frame", "time", "track")
-
-
-def pad_pose_row(row, pose_convention: str) -> tuple:
-    """A ``pose.csv`` row with every column of :data:`POSE_COLUMNS`: rows recorded before
-    the video columns existed get them empty, and rows recorded before the
-    ``pose_convention`` column existed get ``pose_convention`` (the run's: such a record is
-    reused only by a run of the same convention, see :meth:`Command.fingerprint`)."""
-    row = tuple(row)
-    if len(row) < len(POSE_COLUMNS):
-        row = row + (None,) * (len(POSE_COLUMNS) - 1 - len(row)) + (pose_convention,)
-    return row
 
 
 @dataclass(frozen=True)
@@ -47,16 +37,16 @@ class Encoded:
     output list of its manifest line, ``pose.csv`` rows, the NDJSON record (streaming), the
     faces its done record keeps for the contact sheet (``faces``, ``render``:
     :func:`face_summary`), a message that replaces the item's own (``message``: a video
-    with no frame to render) and entries added to a video's ``video`` record (``video``:
-    ``render``'s ``codec``)."""
+    with no frame to render) and the codec of a video written (``codec``, ``render``: its
+    :attr:`~facealign_cli.batch.record_types.FrameCounts.codec`)."""
 
     files: tuple[tuple[str, Any], ...] = ()
     outputs: tuple[str, ...] = ()
-    rows: tuple[tuple[Any, ...], ...] | None = None
+    rows: tuple[PoseRow, ...] | None = None
     record: dict[str, Any] | None = None
     faces: list[dict[str, Any]] | None = None
     message: str | None = None
-    video: dict[str, Any] | None = None
+    codec: str | None = None
 
 
 def _num(v, nd: int = 2):
@@ -73,9 +63,10 @@ def quaternion(R) -> list[float]:
     return [round(float(v), 6) for v in q]
 
 
-def pose_rows(path: str, faces, pose_convention: str) -> list[list[Any]]:
-    """Rows of ``pose.csv`` (:data:`POSE_COLUMNS`) for one image's faces (``pose`` filled,
-    in ``pose_convention``, the faces' own; the video columns empty)."""
+def pose_rows(path: str, faces, pose_convention: str) -> list[PoseRow]:
+    """Rows of ``pose.csv`` for one image's faces (angles to 2 places, in ``pose_convention``,
+    the faces' own; box to 2, score and quality to 4, the quaternion to 6; the video columns
+    empty)."""
     from facealign_cli.core.face import face_rotation
 
     rows = []
@@ -83,8 +74,9 @@ def pose_rows(path: str, faces, pose_convention: str) -> list[list[Any]]:
         yaw, pitch, roll = (_num(v) for v in f.pose)
         x1, y1, x2, y2 = (_num(v) for v in f.box[:4])
         q = None if f.quality is None else _num(f.quality, 4)
-        rows.append([path, k, yaw, pitch, roll, x1, y1, x2, y2, _num(f.score, 4),
-                     *quaternion(face_rotation(f)), None, None, None, q, pose_convention])
+        qw, qx, qy, qz = quaternion(face_rotation(f))
+        rows.append(PoseRow(path, k, yaw, pitch, roll, x1, y1, x2, y2, _num(f.score, 4),
+                            qw, qx, qy, qz, quality=q, pose_convention=pose_convention))
     return rows
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from facealign_cli.batch.commands.base import POSE_COLUMNS, Command, ItemWriter, pose_rows
+from facealign_cli.batch.commands.base import Command, ItemWriter, pose_rows
 from facealign_cli.batch.options import POSE_CSV_NAME
+from facealign_cli.batch.record_types import PoseRow
 
 
 class Pose(Command):
@@ -30,7 +31,7 @@ class PoseWriter(ItemWriter):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[PoseRow] = []
         self.record: dict[str, Any] | None = None
 
     def add(self, frame, faces):
@@ -38,13 +39,13 @@ class PoseWriter(ItemWriter):
 
         frame.full_size(faces)
         conv = self.opts.aligner.pose_convention
-        rows = [tuple(r[:14]) + (frame.index, frame.seconds, track_of(f)) + tuple(r[17:])
+        rows = [r._replace(frame=frame.index, time=frame.seconds, track=track_of(f))
                 for r, f in zip(pose_rows(self.item.path, faces, conv), faces)]
         self.rows += rows
         if self.opts.streaming:
             self.record = {"path": self.item.path, "width": frame.width,
                            "height": frame.height, "pose_convention": conv,
-                           "faces": [dict(zip(POSE_COLUMNS[1:], r[1:])) for r in rows]}
+                           "faces": [r.columns() for r in rows]}
 
     def close(self):
         rows = tuple(self.rows)

@@ -26,7 +26,6 @@ from facealign_cli.batch.commands.base import (
     require,
 )
 from facealign_cli.batch.options import SHEET_STEM, THUMBS_DIR, RunOptions
-from facealign_cli.io import records
 
 #: JPEG quality of the overlays of ``render``.
 OVERLAY_QUALITY = 90
@@ -164,7 +163,7 @@ class Render(Command):
         if not opts.command_options.sheet:
             return []
         from facealign_cli.batch.result import printable
-        from facealign_cli.batch.state import done_path
+        from facealign_cli.batch.state import read_done
         from facealign_cli.render import write_sheet
         from facealign_cli.render.sheet import codec_note
 
@@ -174,25 +173,20 @@ class Render(Command):
                  "error": line.get("error"), "message": line.get("message")}
             if line.get("status") == "ok" or (line.get("status") == "skipped"
                                                and line.get("error") is None):
-                try:
-                    rec = records.read_json(done_path(out, self.name, key))
-                except (OSError, ValueError):
-                    rec = None
-                if isinstance(rec, dict):
-                    outs = [o for o in rec.get("outputs") or [] if isinstance(o, str)]
+                rec = read_done(out, self.name, key)
+                if rec is not None:
                     thumb = f"{THUMBS_DIR}/{key}.jpg"
                     # a photo's overlay <key>.jpg, a video's <key>.mp4 (none: no frame)
-                    e["overlay"] = next((o for o in outs if o != thumb), None)
-                    e["thumbnail"] = thumb if thumb in outs else None
-                    video = rec.get("video")
-                    if isinstance(video, dict):
+                    e["overlay"] = next((o for o in rec.outputs if o != thumb), None)
+                    e["thumbnail"] = thumb if thumb in rec.outputs else None
+                    if rec.video is not None:
                         e["video"] = True
-                        e["note"] = (f"video: {video.get('frames')} frames, "
-                                     f"{rec.get('n_faces')} face track(s)"
-                                     f"{codec_note(video.get('codec'))}; the first frame's "
+                        e["note"] = (f"video: {rec.video.frames} frames, "
+                                     f"{rec.n_faces} face track(s)"
+                                     f"{codec_note(rec.video.codec)}; the first frame's "
                                      "faces")
                     e["faces"] = [{k: f.get(k) for k in ("score", "quality", "pose")}
-                                  for f in rec.get("faces") or [] if isinstance(f, dict)]
+                                  for f in rec.faces or ()]
             entries.append(e)
         return write_sheet(out, entries, stem=SHEET_STEM,
                            pose_convention=opts.aligner.pose_convention)
@@ -271,7 +265,7 @@ class RenderVideoWriter(ItemWriter):
             self.sink.add(f"{THUMBS_DIR}/{self.item.key}.jpg", _thumbnail_bytes(r.first))
             r.first = None
         return self.encoded(faces=self.first_faces or [], message=message,
-                            video={"codec": r.codec})
+                            codec=r.codec)
 
     def release(self):
         self.renderer.close()
