@@ -38,7 +38,7 @@ from facealign_cli.batch.state import (
     clean_stale_temp_files,
 )
 from facealign_cli.batch.streams import clean_stdout
-from facealign_cli.batch.worker import STOP, preflight, process_chunk
+from facealign_cli.batch.worker import STOP, preflight, process_chunk, run_provider
 from facealign_cli.io.inputs import InputItem
 
 MAX_CHUNK = 16
@@ -173,6 +173,8 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         A :class:`RunSummary`; its ``exit_code`` is the CLI's exit status.
 
     Raises:
+        ModelLoadError: ``opts.aligner.device`` is not available (before anything is
+            written; :func:`~facealign_cli.batch.worker.run_provider`).
         OutputLockedError: another run is using ``opts.out``.
         BatchError: the output folder is unusable; with ``backend="dask"``: Dask is missing or
             its scheduler unreachable (before anything is written); with ``--out -``: no
@@ -192,6 +194,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
     note = quality_filter_warning(cmd, opts)
     if note and not opts.quiet:
         stderr.write(note + "\n")
+    run_provider(opts)  # an unavailable --device: one setup error before --out is touched
     t0 = time.perf_counter()
     STOP.clear()
     summary = RunSummary(total=len(items), videos=videos)

@@ -27,10 +27,21 @@ def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
     their defaults spelled out: :meth:`AlignerSettings.spelled_out
     <facealign_cli.core.settings.AlignerSettings.spelled_out>`), and for the regressing commands
     ``quality_filter``: whether ``--min-quality`` dropped faces (false with ``--no-flip`` or
-    ``--min-quality 0``; :func:`~facealign_cli.batch.commands.base.quality_filter_on`)."""
+    ``--min-quality 0``; :func:`~facealign_cli.batch.commands.base.quality_filter_on`); then
+    ``device`` (``--device``, as asked) and ``execution_provider``, the ONNX Runtime provider
+    the models ran on (:func:`~facealign_cli.batch.worker.run_provider`; null on Dask, where
+    each worker chooses): neither is in the resume fingerprint (outputs equal within float
+    rounding).
+
+    Raises:
+        ModelLoadError: the device is not available.
+    """
+    from facealign_cli.batch.worker import run_provider
+
     settings = {**cmd.video_fingerprint(opts), **opts.aligner.spelled_out(cmd.uses_regressor)}
     if cmd.uses_regressor:
         settings["quality_filter"] = quality_filter_on(opts)
+    settings.update(device=opts.aligner.device, execution_provider=run_provider(opts))
     return {"command": cmd.name, "settings": settings}
 
 

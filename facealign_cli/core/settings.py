@@ -27,6 +27,7 @@ from facealign_cli.defaults import (
     DEFAULT_PRESET,
     PRESETS,
 )
+from facealign_cli.models.providers import DEVICES
 from facealign_cli.models.weights import RUNTIMES
 
 #: The crop scales accepted (``--roi-crop-scale``, ``FaceAligner(roi_crop_scale=...)``):
@@ -125,6 +126,13 @@ class AlignerSettings:
             :func:`facealign_cli.core.pipeline.second_pass_roi_boxes`).
         runtime: regressor runtime, one of :data:`RUNTIMES` (None = ``"auto"``); not part of
             the outputs' fingerprint (every runtime gives the same faces).
+        device: where ONNX Runtime runs the detector and the regressor, one of
+            :data:`~facealign_cli.models.providers.DEVICES` (default ``"auto"``: CUDA or
+            DirectML where the installed ONNX Runtime build has it, else the CPU;
+            :func:`facealign_cli.models.providers.select_provider`); not part of the
+            outputs' fingerprint (the same faces within float rounding; the settings file
+            records it). A device other than ``auto`` / ``cpu`` needs the ONNX runtime (not
+            ``runtime="torch"``).
 
     Raises:
         SettingError: a value of the wrong type or out of range (its ``name`` says which).
@@ -140,6 +148,7 @@ class AlignerSettings:
     first_pass_flip: bool = PRESETS[DEFAULT_PRESET]["first_pass_flip"]
     second_pass_min_change: float = PRESETS[DEFAULT_PRESET]["second_pass_min_change"]
     runtime: str | None = None
+    device: str = "auto"
 
     def __post_init__(self):
         _whole(self, "max_faces", 0)
@@ -159,6 +168,13 @@ class AlignerSettings:
             object.__setattr__(self, "weights", w)
         _require(self.runtime is None or self.runtime in RUNTIMES, "runtime",
                  f"unknown runtime {self.runtime!r}; expected one of {RUNTIMES}")
+        d = self.device
+        _require(isinstance(d, str) and d.lower() in DEVICES, "device",
+                 f"unknown device {d!r}; expected one of {DEVICES}")
+        object.__setattr__(self, "device", d.lower())
+        _require(self.runtime != "torch" or self.device in ("auto", "cpu"), "device",
+                 f"{self.device} needs the ONNX runtime: the torch runtime (--runtime torch) "
+                 "runs on the CPU only")
 
     @property
     def quality_filter_on(self) -> bool:
