@@ -77,7 +77,7 @@ def test_the_command_line_defaults_are_the_settings_defaults():
     params = {p.name: p.default for p in cli_main.landmarks.params}
     d = AlignerSettings()
     for name in ("max_faces", "min_score", "min_quality", "flip", "second_pass", "weights",
-                 "runtime"):
+                 "runtime", "device"):
         assert params[name] == getattr(d, name), name
     assert params["roi_crop_scale"] is None  # None: the settings' default (0.88)
 
