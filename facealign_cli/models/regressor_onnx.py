@@ -180,10 +180,9 @@ class StaleExportError(ValueError):
 
 class OnnxRegressor:
     """The regressor run by ONNX Runtime (on the execution provider of ``device``); same
-    interface as
-    :class:`facealign_cli.models.regressor.Regressor` (``path``, ``arch``, ``input_size``,
-    ``runtime``, ``predict``), same numbers within float32 rounding (max abs difference
-    ~1e-5 on the parameters, tested on AFLW2000-3D crops).
+    interface as :class:`facealign_cli.models.regressor.Regressor` (``path``, ``arch``,
+    ``input_size``, ``runtime``, ``predict``), same numbers within float32 rounding (max abs
+    difference ~1e-5 on the parameters, tested on AFLW2000-3D crops).
 
     Args:
         weights: the checkpoint (``.pth``) whose export (:func:`onnx_path_for`) is run, or the
