@@ -113,7 +113,8 @@ class Recorder:
     def _write(self, res: ImageResult) -> None:
         if self.pose_csv is not None and res.rows:
             try:
-                self.pose_csv.writerows(pad_pose_row(r) for r in res.rows)
+                conv = self.opts.aligner.pose_convention
+                self.pose_csv.writerows(pad_pose_row(r, conv) for r in res.rows)
             except OSError as exc:
                 raise output_error(f"the table {self.out / POSE_CSV_NAME}", exc) from None
         if self.manifest is not None:
@@ -181,4 +182,5 @@ class Recorder:
             if (rec.get("fingerprint") not in fps or not isinstance(rows, list)
                     or rec.get("path") in paths):
                 continue
-            self.pose_csv.writerows(pad_pose_row(r) for r in rows)
+            conv = self.opts.aligner.pose_convention
+            self.pose_csv.writerows(pad_pose_row(r, conv) for r in rows)

@@ -119,6 +119,11 @@ class Render(Command):
                               "annotated frame, linking to the video."),
         ]
 
+    def pose_convention(self, opts):
+        """The contact sheet shows pose angles (the overlays draw the rotation's axes, the
+        same in every convention)."""
+        return opts.aligner.pose_convention if opts.command_options.sheet else None
+
     def fingerprint(self, opts):
         o = opts.command_options
         return {**super().fingerprint(opts), "draw": list(o.draw), "sheet": o.sheet}
@@ -137,7 +142,7 @@ class Render(Command):
         return any(d in ("mesh", "depth") for d in opts.command_options.draw)
 
     def needs_rasterizer(self, opts):
-        layers = [d for d in opts.draw if d in ("mesh", "depth")]
+        layers = [d for d in opts.command_options.draw if d in ("mesh", "depth")]
         return f"render --draw {','.join(layers)}" if layers else None
 
     def open_writer(self, *, item, source, aligner, opts):
@@ -189,7 +194,8 @@ class Render(Command):
                     e["faces"] = [{k: f.get(k) for k in ("score", "quality", "pose")}
                                   for f in rec.get("faces") or [] if isinstance(f, dict)]
             entries.append(e)
-        return write_sheet(out, entries, stem=SHEET_STEM)
+        return write_sheet(out, entries, stem=SHEET_STEM,
+                           pose_convention=opts.aligner.pose_convention)
 
     def wants_lines(self, opts):
         return opts.command_options.sheet
