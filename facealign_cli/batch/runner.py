@@ -39,7 +39,7 @@ from facealign_cli.batch.state import (
 )
 from facealign_cli.batch.stopping import StopFlag, StopNotice, StopSignals
 from facealign_cli.batch.streams import clean_stdout
-from facealign_cli.batch.worker import preflight
+from facealign_cli.batch.worker import preflight, run_provider
 from facealign_cli.io.inputs import InputItem
 
 MAX_CHUNK = 16
@@ -178,6 +178,8 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
         A :class:`RunSummary`; its ``exit_code`` is the CLI's exit status.
 
     Raises:
+        ModelLoadError: ``opts.aligner.device`` is not available (before anything is
+            written; :func:`~facealign_cli.batch.worker.run_provider`).
         OutputLockedError: another run is using ``opts.out``.
         BatchError: the output folder is unusable; with ``backend="dask"``: Dask is missing or
             its scheduler unreachable (before anything is written); with ``--out -``: no
@@ -197,6 +199,7 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
     note = quality_filter_warning(cmd, opts)
     if note and not opts.quiet:
         stderr.write(note + "\n")
+    run_provider(opts)  # an unavailable --device: one setup error before --out is touched
     t0 = time.perf_counter()
     stop = stop if stop is not None else StopFlag()
     summary = RunSummary(total=len(items), videos=videos)

@@ -28,11 +28,22 @@ def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
     <facealign_cli.core.settings.AlignerSettings.spelled_out>`, ``pose_convention`` for the
     commands whose outputs hold pose angles), and for the regressing commands
     ``quality_filter``: whether ``--min-quality`` dropped faces (false with ``--no-flip`` or
-    ``--min-quality 0``; :func:`~facealign_cli.batch.commands.base.quality_filter_on`)."""
+    ``--min-quality 0``; :func:`~facealign_cli.batch.commands.base.quality_filter_on`); then
+    ``device`` (``--device``, as asked) and ``execution_provider``, the ONNX Runtime provider
+    the models ran on (:func:`~facealign_cli.batch.worker.run_provider`; null on Dask, where
+    each worker chooses): neither is in the resume fingerprint (outputs equal within float
+    rounding).
+
+    Raises:
+        ModelLoadError: the device is not available.
+    """
+    from facealign_cli.batch.worker import run_provider
+
     settings = {**cmd.video_fingerprint(opts), **opts.aligner.spelled_out(
         cmd.uses_regressor, pose=cmd.pose_convention(opts) is not None)}
     if cmd.uses_regressor:
         settings["quality_filter"] = quality_filter_on(opts)
+    settings.update(device=opts.aligner.device, execution_provider=run_provider(opts))
     return {"command": cmd.name, "settings": settings}
 
 

@@ -132,6 +132,31 @@ def preflight(opts: RunOptions) -> None:
         raise ModelLoadError(f"cannot load the model: {weights_not_found(weights)}")
 
 
+def run_provider(opts: RunOptions) -> str | None:
+    """The ONNX Runtime execution provider the run's models use
+    (:func:`facealign_cli.models.providers.select_provider` of ``opts.aligner.device`` and the
+    providers of this process's ONNX Runtime), checked before the run starts: None where the
+    options bring their own model (:attr:`RunOptions.aligner_factory
+    <facealign_cli.batch.options.RunOptions.aligner_factory>`), run on Dask workers (each
+    chooses with its own ONNX Runtime) or onnxruntime does not import (loading the model
+    reports it).
+
+    Raises:
+        ModelLoadError: the device is not available (one line naming what to install; exit
+            code 2).
+    """
+    if opts.aligner_factory is not None or opts.backend != "local":
+        return None
+    from facealign_cli.models.providers import DeviceError, resolve_provider
+
+    try:
+        return resolve_provider(opts.aligner.device)
+    except ImportError:
+        return None
+    except DeviceError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
 class WorkerContext:
     """The state of one place where items run (the runner's own process for one run, or a
     worker process for its lifetime): the model, built for the settings of the items it runs
@@ -157,8 +182,12 @@ class WorkerContext:
             threads = effective_threads(opts)
             self._aligner = None  # free the old model before building the next
             factory = opts.aligner_factory or build_aligner
+            from facealign_cli.models.providers import DeviceError
+
             try:
                 self._aligner = factory(opts, threads)
+            except DeviceError as exc:  # its message is the whole story (one line)
+                raise ModelLoadError(str(exc)) from None
             except Exception as exc:
                 raise ModelLoadError(f"cannot load the model: {type(exc).__name__}: "
                                      f"{exc}") from None

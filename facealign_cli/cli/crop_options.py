@@ -6,7 +6,7 @@ stays instant, so the default scale is resolved later (None here =
 ``tests/cli/test_crop_options.py`` holds the two equal); the range accepted is
 :data:`facealign_cli.core.settings.ROI_CROP_SCALE_RANGE`, the one the settings check. Also
 :class:`FiniteFloatRange`, the one validator of every float option of the image commands and
-of evaluate."""
+of evaluate, and :func:`device_option` (``--device``), the same for both."""
 
 from __future__ import annotations
 
@@ -63,3 +63,22 @@ def crop_options(evaluate: bool = False) -> list:
                      help="Crop each face again at the roi box of its fitted landmarks and "
                           "regress again [default: the preset's: on but for fast]."),
     ]
+
+
+def device_option(evaluate: bool = False):
+    """``--device auto|cpu|cuda|coreml|directml`` (the field ``device`` of
+    :class:`~facealign_cli.core.settings.AlignerSettings`; choices
+    :data:`facealign_cli.models.providers.DEVICES`), for the image commands or (``evaluate``)
+    for facealign's rows of ``facealign evaluate``."""
+    from facealign_cli.models.providers import DEVICES
+
+    who = "facealign's detector and regressor" if evaluate else "the detector and regressor"
+    return click.option(
+        "--device", type=click.Choice(DEVICES, case_sensitive=False), default="auto",
+        show_default=True,
+        help=f"Where ONNX Runtime runs {who}: auto = CUDA (onnxruntime-gpu) or DirectML "
+             "(onnxruntime-directml) where installed, else the CPU; coreml (macOS) only when "
+             "asked for. A device the installed ONNX Runtime lacks is an error naming what to "
+             "install (exit 2), never a silent fall back to the CPU. Same outputs within float "
+             "rounding (not part of the resume fingerprint); the provider used is recorded "
+             "in the settings file.")

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from facealign_cli import __version__
+from facealign_cli.cli.crop_options import device_option
 from facealign_cli.cli.evaluate_setup import (  # noqa: F401 - _load_* also used by scripts/
     _PATH,
     _check_outputs,
@@ -89,7 +90,8 @@ def aflw2000_3d(path, protocols, occlusion_seed, settings, baseline, baseline_me
     except D.DatasetLayoutError as exc:
         raise SetupError(f"not an AFLW2000-3D folder: {exc}") from exc
     methods = _load_methods(settings, baseline, baseline_mean_std, threads, standard_row=True)
-    detector, det_info = (_load_detector(threads) if "detector" in protos else (None, None))
+    detector, det_info = (_load_detector(threads, settings.device) if "detector" in protos
+                          else (None, None))
     try:
         with _progress(len(data), f"AFLW2000-3D ({', '.join(protos)})") as advance:
             run = P.run_aflw2000(data, methods, protos, detector=detector,
@@ -185,7 +187,7 @@ def landmarks68(directory, annotations, pts_zero_based, settings, baseline, base
     except D.DatasetLayoutError as exc:
         raise SetupError(str(exc)) from exc
     methods = _load_methods(settings, baseline, baseline_mean_std, threads, standard_row=True)
-    detector, det_info = _load_detector(threads)
+    detector, det_info = _load_detector(threads, settings.device)
     try:
         with _progress(len(items), "landmarks68") as advance:
             run = P.run_landmarks68(items, methods, detector, iou_threshold, progress=advance)
@@ -277,6 +279,7 @@ def landmarks68(directory, annotations, pts_zero_based, settings, baseline, base
 @click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
               help="Runtime of the facealign regressor [default: $FACEALIGN_RUNTIME, else "
                    "auto, as in the image commands].")
+@device_option(evaluate=True)
 @click.option("--per-image", is_flag=True, help="Also store per-photo figures in the JSON.")
 @click.option("--flip/--no-flip", default=None,
               help="Test-time flip averaging for facealign [default: on], as the image "
@@ -315,7 +318,7 @@ def stability(directory, frames, moving_frames, fps, seed, annotations, iou_thre
     photos = _stability_photos(directory, limit)
     annotated = _annotated_faces(directory, annotations)
     methods = _load_methods(settings, baseline, baseline_mean_std, threads)
-    detector, det_info = _load_detector(threads)
+    detector, det_info = _load_detector(threads, settings.device)
     figs, per = _run_stability(methods, detector, photos, detect_every=detect_every,
                                smooth=smooth, frames=frames, moving_frames=moving_frames,
                                fps=fps, seed=seed, annotated=annotated,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from facealign_cli.cli.crop_options import crop_options
+from facealign_cli.cli.crop_options import crop_options, device_option
 from facealign_cli.cli.export import SetupError
 from facealign_cli.models.weights import RUNTIMES
 
@@ -50,6 +50,7 @@ def _load_methods(settings, baseline: Path | None, baseline_mean_std: Path | Non
     from facealign_cli.cli.main import env_runtime, env_weights
     from facealign_cli.core.settings import STANDARD_CROP
     from facealign_cli.evaluation.protocols import Method, crop_rule_label
+    from facealign_cli.models.providers import DeviceError
     from facealign_cli.models.regressor_onnx import make_regressor
     from facealign_cli.models.weights import resolve_weights, sha256_of
 
@@ -65,7 +66,10 @@ def _load_methods(settings, baseline: Path | None, baseline_mean_std: Path | Non
         path = Path(env)
     if path.is_file():
         try:
-            reg = make_regressor(path, num_threads=threads or None, runtime=runtime)
+            reg = make_regressor(path, num_threads=threads or None, runtime=runtime,
+                                 device=settings.device)
+        except DeviceError as exc:
+            raise SetupError(str(exc)) from None
         except Exception as exc:  # torch / pickle raise many types for a wrong file
             raise SetupError(f"cannot load facealign weights {path}: {exc}") from exc
         s = settings
@@ -73,6 +77,8 @@ def _load_methods(settings, baseline: Path | None, baseline_mean_std: Path | Non
         sha = getattr(reg, "checkpoint_sha256", None) or sha256_of(path)
         info = {"label": "facealign", "weights": str(path), "sha256": sha,
                 "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
+                "device": settings.device,
+                "execution_provider": getattr(reg, "provider", "torch (CPU)"),
                 **_test_time(s)}
         m = Method("facealign", "facealign", reg, info, settings=s)
         methods.append(m)
@@ -124,23 +130,29 @@ def _test_time(s) -> dict:
                                     s.second_pass_min_change)}
 
 
-def _load_detector(threads: int):
-    """The default detector and its description for the report."""
+def _load_detector(threads: int, device: str = "auto"):
+    """The default detector on ``device`` (``--device``) and its description for the report
+    (``execution_provider``: where it ran)."""
     try:
         from facealign_cli.models.detector import BlazeFaceDetector
     except ImportError as exc:
         raise SetupError(
             f"the detector protocols need facealign_cli.models.detector.BlazeFaceDetector ({exc}); "
             "run --protocols gt-crops,occlusion instead") from exc
+    from facealign_cli.models.providers import DeviceError
+
     try:
-        det = BlazeFaceDetector(num_threads=threads or 1)
+        det = BlazeFaceDetector(num_threads=threads or 1, device=device)
+    except DeviceError as exc:
+        raise SetupError(str(exc)) from None
     except Exception as exc:
         raise SetupError(f"cannot start the BlazeFace detector: {exc}") from exc
     try:
         policy = det.policy()
     except Exception:  # the policy is informative only
         policy = None
-    return det, {"name": type(det).__name__, "policy": policy}
+    return det, {"name": type(det).__name__, "policy": policy,
+                 "execution_provider": det.provider}
 
 
 def _check_outputs(plot: Path | None, *paths: Path | None) -> None:
@@ -174,7 +186,7 @@ def _write_outputs(doc: dict, tables, title: str, json_path, markdown_path, plot
 def _with_settings(f):
     """Give a command ``settings``, the
     :class:`~facealign_cli.core.settings.AlignerSettings` of its parameters named like its
-    fields (``weights``, ``runtime``, ``flip``, ``roi_crop_scale`` (None: the default),
+    fields (``weights``, ``runtime``, ``device``, ``flip``, ``roi_crop_scale`` (None: the default),
     ``second_pass``), in their place; ``min_quality`` 0: evaluate scores every detection it
     matches to an annotated face; ``pose_convention`` AFLW2000-3D's
     (:data:`~facealign_cli.defaults.EVALUATE_POSE_CONVENTION`: the benchmark's ``Pose_Para``
@@ -244,6 +256,7 @@ def _common_options(f):
                      default=None,
                      help="Runtime of the facealign regressor [default: $FACEALIGN_RUNTIME, "
                           "else auto, as in the image commands]."),
+        device_option(evaluate=True),
         click.option("--per-image", is_flag=True,
                      help="Also store per-image NME values in the JSON."),
         click.option("--flip/--no-flip", default=None,

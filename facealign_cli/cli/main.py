@@ -23,7 +23,7 @@ import sys
 import click
 
 from facealign_cli import __version__
-from facealign_cli.cli.crop_options import FiniteFloatRange, crop_options
+from facealign_cli.cli.crop_options import FiniteFloatRange, crop_options, device_option
 from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exported
     ENV_VARS,
     env_runtime,
@@ -47,8 +47,9 @@ Exit codes:
   1    some images failed (see <out>/manifest.jsonl and stderr)
   2    usage or setup error: bad option or FACEALIGN_* value, missing input
        path, no images found, --out in use by another run (lock file
-       <out>/.facealign/lock), model files missing, Dask missing or its
-       scheduler unreachable (--backend dask); nothing (more) was processed
+       <out>/.facealign/lock), model files missing, --device not available,
+       Dask missing or its scheduler unreachable (--backend dask); nothing
+       (more) was processed
   3    the manifest or stdout could not be written (disk full, stdout
        closed): stopped cleanly; re-run the same command to resume
   130  interrupted by Ctrl-C / SIGINT (143: SIGTERM or SIGHUP): images in
@@ -167,6 +168,7 @@ def _common_options(f):
                      help="Regressor runtime [default: $FACEALIGN_RUNTIME, else auto = ONNX "
                           "Runtime when the weights have an up-to-date .onnx export beside "
                           "them, else torch]."),
+        device_option(),
         click.option("--flip/--no-flip", default=None,
                      help="Test-time flip averaging [default: on, in every preset]: the "
                           "regressor also sees each face mirrored and the landmarks, pose and "

@@ -67,6 +67,13 @@ class FaceAligner:
       ``Face.rotation`` is the same in both.
     * ``weights``, ``runtime``: the regressor loaded when none is given
       (:func:`facealign_cli.models.regressor_onnx.make_regressor`).
+    * ``device``: where ONNX Runtime runs the default detector and regressor (``"auto"``,
+      ``"cpu"``, ``"cuda"``, ``"coreml"``, ``"directml"``;
+      :mod:`facealign_cli.models.providers`): ``"auto"`` takes CUDA or DirectML where the
+      installed ONNX Runtime build has it, else the CPU; a device that is not available raises
+      :class:`~facealign_cli.models.providers.DeviceError` (never a fall back to the CPU).
+      The faces of one image go through the regressor in one batch per pass; images are
+      not batched together.
 
     Images: (H, W, 3) uint8 BGR; grey ((H, W) or (H, W, 1)), BGRA and 16-bit or float images
     are converted once, as :func:`facealign_cli.io.images.read_image` converts a file's
@@ -92,6 +99,7 @@ class FaceAligner:
             ``roi_crop_scale=100``, ``max_faces=-1``, ``pose_convention="euler"``).
         TypeError: a keyword that is no setting.
         FileNotFoundError: weights or model files are missing.
+        DeviceError: ``device`` is not available (the message names what to install).
     """
 
     def __init__(self, detector: Detector | None = None, regressor=None, *,
@@ -108,12 +116,12 @@ class FaceAligner:
             from facealign_cli.models.detector import BlazeFaceDetector
 
             detector = BlazeFaceDetector(score_threshold=settings.min_score,
-                                         num_threads=num_threads or 1)
+                                         num_threads=num_threads or 1, device=settings.device)
         if regressor is None:
             from facealign_cli.models.regressor_onnx import make_regressor
 
             regressor = make_regressor(settings.weights, num_threads=num_threads,
-                                       runtime=settings.runtime)
+                                       runtime=settings.runtime, device=settings.device)
         self.settings = settings
         self.detector = detector
         self.regressor = regressor

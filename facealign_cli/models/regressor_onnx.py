@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from facealign_cli.io.records import atomic_open
+from facealign_cli.models.providers import DeviceError
 from facealign_cli.models.weights import (
     RUNTIMES,
     TorchMissingError,
@@ -178,30 +179,43 @@ class StaleExportError(ValueError):
 
 
 class OnnxRegressor:
-    """The regressor run by ONNX Runtime (CPU execution provider); same interface as
-    :class:`facealign_cli.models.regressor.Regressor` (``path``, ``arch``, ``input_size``,
-    ``runtime``, ``predict``), same numbers within float32 rounding (max abs difference
-    ~1e-5 on the parameters, tested on AFLW2000-3D crops).
+    """The regressor run by ONNX Runtime (on the execution provider of ``device``); same
+    interface as :class:`facealign_cli.models.regressor.Regressor` (``path``, ``arch``,
+    ``input_size``, ``runtime``, ``predict``), same numbers within float32 rounding (max abs
+    difference ~1e-5 on the parameters, tested on AFLW2000-3D crops).
 
     Args:
         weights: the checkpoint (``.pth``) whose export (:func:`onnx_path_for`) is run, or the
             export itself (``.onnx``: a wheel ships no checkpoint). Where the checkpoint exists
             the export must carry its sha256.
         num_threads: ONNX Runtime intra-op threads (None: 1).
+        device: one of :data:`facealign_cli.models.providers.DEVICES` (``"auto"``: the best
+            provider the installed ONNX Runtime has,
+            :func:`facealign_cli.models.providers.select_provider`). The crops of all faces of
+            an image (and their mirror images) go through in one call per pass
+            (:class:`facealign_cli.core.regression.CropFitter`); crops of different images are
+            not batched together.
 
     Attributes:
         checkpoint_sha256: the sha256 of the checkpoint the export was made from (its metadata).
+        provider: the ONNX Runtime execution provider the session runs on.
 
     Raises:
         ImportError: onnxruntime is not installed.
+        DeviceError: ``device`` is not available (the message names what to install) or no
+            session starts on it.
         FileNotFoundError: no export beside the checkpoint.
         StaleExportError: the export does not belong to this checkpoint (sha256 differs).
     """
 
     runtime = "onnxruntime"
 
-    def __init__(self, weights: str | Path, num_threads: int | None = None):
+    def __init__(self, weights: str | Path, num_threads: int | None = None,
+                 device: str = "cpu"):
+        from facealign_cli.models.providers import make_session, select_provider
+
         ort = import_onnxruntime()
+        self.provider = select_provider(device, ort.get_available_providers())
 
         self.path = Path(weights)
         self.onnx_path = onnx_path_for(weights)
@@ -213,8 +227,7 @@ class OnnxRegressor:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.onnx_path), so,
-                                            providers=["CPUExecutionProvider"])
+        self.session = make_session(ort, str(self.onnx_path), so, self.provider, device)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.checkpoint_sha256 = meta.get(ONNX_META_SHA)
         checkpoint = _checkpoint_of(self.path)
@@ -236,7 +249,7 @@ class OnnxRegressor:
 
 
 def make_regressor(weights: str | Path | None = None, num_threads: int | None = None,
-                   runtime: str | None = None):
+                   runtime: str | None = None, device: str = "cpu"):
     """The regressor for a checkpoint, in the fastest runtime available.
 
     Args:
@@ -247,12 +260,17 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
         runtime: ``"auto"`` (ONNX Runtime when an up-to-date export lies beside the checkpoint
             and onnxruntime imports, else torch), ``"onnxruntime"`` (fail if that is not
             possible) or ``"torch"``. None: ``"auto"``.
+        device: where ONNX Runtime runs the export, one of
+            :data:`facealign_cli.models.providers.DEVICES` (:class:`OnnxRegressor`). The torch
+            runtime runs on the CPU: with a device other than ``"auto"`` and ``"cpu"``, a
+            regressor that would run in torch is an error.
 
     Returns:
         An :class:`OnnxRegressor` or a :class:`facealign_cli.models.regressor.Regressor`.
 
     Raises:
         ValueError: unknown runtime.
+        DeviceError: ``device`` is not available, or asked for with the torch runtime.
         FileNotFoundError: the weights are missing (the message says how to give them), or
             torch is asked for where only the ONNX export is (a wheel ships no ``.pth``).
         TorchMissingError: torch is needed (``runtime="torch"``, or ``"auto"`` without a usable
@@ -271,7 +289,9 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
     why_not_onnx, stale = None, False
     if runtime in ("auto", "onnxruntime"):
         try:
-            return OnnxRegressor(path, num_threads)
+            return OnnxRegressor(path, num_threads, device=device)
+        except DeviceError:
+            raise
         except (StaleExportError, ImportError, FileNotFoundError) as exc:
             if runtime == "onnxruntime":
                 raise
@@ -283,6 +303,10 @@ def make_regressor(weights: str | Path | None = None, num_threads: int | None = 
             why_not_onnx = (f"the ONNX export {onnx_path_for(path)} cannot be loaded "
                             f"({type(exc).__name__}: {first[:200]})")
             stale = True  # warn as for a stale export
+    if (device or "auto").lower() not in ("auto", "cpu"):
+        raise DeviceError(f"--device {device}: the torch runtime runs on the CPU only; {device} "
+                          f"needs the regressor's ONNX export (--runtime auto or onnxruntime)"
+                          + (f": {why_not_onnx}" if why_not_onnx else ""))
     try:
         from facealign_cli.models.regressor import Regressor
     except TorchMissingError:

@@ -50,9 +50,17 @@ def invoke(args, **kw):
 
 def _tree(out: Path) -> dict[str, bytes]:
     """Every file under ``out`` (relative path -> bytes) except the lock file and the
-    manifest (whose timing fields differ between runs)."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+    manifest (whose timing fields differ between runs); in the settings files, the execution
+    provider is left out (a local run records this process's, a Dask run null: each worker
+    chooses its own)."""
+    tree = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file() and p.name not in ("lock", "manifest.jsonl")}
+    for k in tree:
+        if k.startswith(".facealign/settings/"):
+            doc = json.loads(tree[k])
+            assert doc["settings"].pop("execution_provider") in (None, "CPUExecutionProvider")
+            tree[k] = json.dumps(doc).encode()
+    return tree
 
 
 def _manifest(out: Path, timing=False) -> list[dict]:
@@ -91,6 +99,9 @@ def test_detect_on_dask_equals_local_byte_for_byte(cluster, afw_photos, tmp_path
     assert a == b
     assert _manifest(local) == _manifest(remote)
     assert _manifest(remote)[-1]["error"] == "NotAnImageError"
+    settings = [json.loads((o / ".facealign/settings/detect.json").read_text())["settings"]
+                for o in (local, remote)]
+    assert [s["execution_provider"] for s in settings] == ["CPUExecutionProvider", None]
     # resume: with nothing left to do the scheduler is not even contacted
     r = invoke(["detect", src, "--out", remote, "--exclude", "zz_*", "--backend", "dask",
                 "--scheduler", "tcp://127.0.0.1:9"], env={"FACEALIGN_DASK_TIMEOUT": "1"})

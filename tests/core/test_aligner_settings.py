@@ -78,7 +78,7 @@ def test_the_command_line_defaults_are_the_settings_defaults():
     params = {p.name: p.default for p in cli_main.landmarks.params}
     d = AlignerSettings()
     for name in ("max_faces", "min_score", "min_quality", "weights", "runtime",
-                 "pose_convention"):
+                 "pose_convention", "device"):
         assert params[name] == getattr(d, name), name
     # the test-time steps come from --preset (their flags left unset: None)
     from facealign_cli.defaults import preset_fields

@@ -68,7 +68,8 @@ def test_cli_aflw2000_two_methods_and_detector_protocol(tmp_path, monkeypatch, a
     faces = {box_detector.key(im): [p] for im, p in zip(imgs, data.pts68)}
     miss = {box_detector.key(imgs[i]) for i in (0, 5, 11)}
     monkeypatch.setattr(C, "_load_detector",
-                        lambda threads: (box_detector(faces, miss), {"name": "stand-in"}))
+                        lambda threads, device: (box_detector(faces, miss),
+                                                 {"name": "stand-in"}))
     out = tmp_path / "r.json"
     res = CliRunner().invoke(evaluate, [
         "aflw2000-3d", str(aflw2000_dir), "--weights", str(random_checkpoint),
