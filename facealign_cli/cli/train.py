@@ -10,12 +10,12 @@ import click
 
 @click.command("train")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              default="configs/train_v3.toml", show_default=True, help="TOML training recipe.")
+              default="configs/train_v4.toml", show_default=True, help="TOML training recipe.")
 @click.option("--shared", type=click.Path(exists=True, file_okay=False), default="../shared",
               show_default=True, help="Data folder (AFLW-train, 300-W, AFLW2000-3D, teacher).")
 @click.option("--teacher", type=click.Path(dir_okay=False), default=None,
               help="Teacher weights (default <shared>/teacher/mb05_120x120.pth).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/v3",
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/v4",
               show_default=True, help="Run folder: model.pth, train_log.txt, summary.json.")
 @click.option("--cache", type=click.Path(file_okay=False), default=".cache", show_default=True,
               help="Folder for the prepared training set.")

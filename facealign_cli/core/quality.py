@@ -41,11 +41,11 @@ from facealign_cli.defaults import DEFAULT_MIN_QUALITY
 __all__ = ["DEFAULT_MIN_QUALITY", "FLIP_MEDIAN_FACE", "WEIGHTS", "face_quality"]
 
 #: Logistic weights: detector score, log(flip disagreement), intercept (``scripts/fit_quality.py``).
-WEIGHTS = (11.247, -1.452, -9.551)
+WEIGHTS = (10.234, -1.332, -8.623)
 
 #: Median flip disagreement of the labelled set's real faces at the default ``--min-score``
 #: (fraction of the crop side); used when flip averaging is off.
-FLIP_MEDIAN_FACE = 0.0100
+FLIP_MEDIAN_FACE = 0.0083
 
 _FLOOR = 1e-4  # disagreements below 0.01 % of the crop side count as that
 

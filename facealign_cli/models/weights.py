@@ -19,7 +19,7 @@ from pathlib import Path
 
 #: The name of the default shipped weights (``weights/facealign_<name>.onnx`` / ``.pth``): the
 #: one place to change when a new version becomes the default.
-DEFAULT_WEIGHTS = "v3"
+DEFAULT_WEIGHTS = "v4"
 #: File name of the default checkpoint (``facealign_v3.pth``).
 DEFAULT_WEIGHTS_NAME = f"facealign_{DEFAULT_WEIGHTS}.pth"
 _SHIPPED = re.compile(r"facealign_(v\d+)\.onnx")

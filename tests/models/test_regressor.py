@@ -116,10 +116,11 @@ def test_model_card_lists_the_reproduction_command():
 def test_model_card_recipe_is_the_one_that_made_the_shipped_file():
     """The config stored in the shipped checkpoint is one of configs/*.toml, named in the model
     card, and its chain of earlier stages (``init_from``) goes back to a stage trained from
-    random initialisation, every stage's config being in the card too."""
+    random initialisation or from the teacher's converted weights (then the card names the
+    converter and NOTICE.md), every stage's config being in the card too."""
     import torch
 
-    from facealign_cli.training.config import same_recipe
+    from facealign_cli.training.config import TEACHER_INIT, same_recipe
     from facealign_cli.training.train import TrainConfig
 
     card = (REPO / "weights" / "README.md").read_text()
@@ -143,6 +144,9 @@ def test_model_card_recipe_is_the_one_that_made_the_shipped_file():
         prev = configs[path].init_from
         if not prev:
             break  # random initialisation
+        if prev == TEACHER_INIT:  # the teacher's weights, converted by the project's code
+            assert "facealign_cli/training/convert.py" in card and "NOTICE.md" in card
+            break
         if Path(prev).parent.name == "weights":
             # continues an earlier shipped model: its own stored config goes on the chain
             path = config_of(REPO / prev)

@@ -33,7 +33,7 @@ def test_every_shipped_export_is_known_by_its_name():
 
 
 def test_an_unknown_name_lists_the_shipped_ones(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match=r"v1, v3.*default v3"):
+    with pytest.raises(FileNotFoundError, match=r"v1, v3, v4.*default v4"):
         W.resolve_weights("v99")
     # an existing file of that name wins over a shipped name
     monkeypatch.chdir(tmp_path)
@@ -43,22 +43,22 @@ def test_an_unknown_name_lists_the_shipped_ones(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def wheel_like(tmp_path, monkeypatch):
-    """A weights folder as a wheel ships it (exports only), with a future v4 beside v3."""
+    """A weights folder as a wheel ships it (exports only), with a future v5 beside v4."""
     folder = tmp_path / "_weights"
     folder.mkdir()
-    for name in ("v1", "v3"):
+    for name in ("v1", "v3", "v4"):
         shutil.copy2(REPO_WEIGHTS / f"facealign_{name}.onnx", folder)
-    shutil.copy2(REPO_WEIGHTS / "facealign_v3.onnx", folder / "facealign_v4.onnx")
+    shutil.copy2(REPO_WEIGHTS / "facealign_v3.onnx", folder / "facealign_v5.onnx")
     monkeypatch.setattr(W, "weights_dir", lambda: folder)
     return folder
 
 
 def test_names_resolve_to_exports_where_no_checkpoint_ships(wheel_like):
     assert W.shipped_weights() == {n: wheel_like / f"facealign_{n}.onnx"
-                                   for n in ("v1", "v3", "v4")}
-    assert W.default_weights_path() == wheel_like / "facealign_v3.onnx"
-    reg = make_regressor("v4", num_threads=1)
-    assert isinstance(reg, OnnxRegressor) and reg.onnx_path == wheel_like / "facealign_v4.onnx"
+                                   for n in ("v1", "v3", "v4", "v5")}
+    assert W.default_weights_path() == wheel_like / "facealign_v4.onnx"
+    reg = make_regressor("v5", num_threads=1)
+    assert isinstance(reg, OnnxRegressor) and reg.onnx_path == wheel_like / "facealign_v5.onnx"
     assert reg.checkpoint_sha256 == W.sha256_of(REPO_WEIGHTS / "facealign_v3.pth")
     crops = np.random.default_rng(0).integers(0, 256, (2, 120, 120, 3), dtype=np.uint8)
     want = OnnxRegressor(REPO_WEIGHTS / "facealign_v3.pth", num_threads=1).predict(crops)
