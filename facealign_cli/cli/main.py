@@ -177,6 +177,11 @@ def _common_options(f):
                           "full-size pixels); other larger images fail."),
         click.option("--overwrite", is_flag=True,
                      help="Redo images whose outputs exist (default: skip them)."),
+        click.option("--verify-inputs", type=click.Choice(["stat", "hash"]), default="stat",
+                     show_default=True,
+                     help="How an image done by an earlier run is known unchanged: 'stat' "
+                          "(same size and modification time) or 'hash' (same content: for "
+                          "archives copied with new times). A changed image is redone."),
         click.option("--quiet", "-q", is_flag=True,
                      help="Print only errors (no progress, no summary)."),
         click.option("--verbose", "-v", count=True,

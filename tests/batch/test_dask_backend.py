@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facealign_cli.batch.manifest import read_manifest
+
 cv2 = pytest.importorskip("cv2")
 
 from click.testing import CliRunner  # noqa: E402
@@ -56,7 +58,7 @@ def _tree(out: Path) -> dict[str, bytes]:
 
 
 def _manifest(out: Path, timing=False) -> list[dict]:
-    recs = [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
+    recs = read_manifest(out / "manifest.jsonl")
     if not timing:
         for r in recs:
             r.pop("seconds")

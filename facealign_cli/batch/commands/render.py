@@ -26,7 +26,6 @@ from facealign_cli.batch.commands.base import (
     require,
 )
 from facealign_cli.batch.options import SHEET_STEM, THUMBS_DIR, RunOptions
-from facealign_cli.io import records
 
 #: JPEG quality of the overlays of ``render``.
 OVERLAY_QUALITY = 90
@@ -90,7 +89,7 @@ class Render(Command):
     its faces (:func:`facealign_cli.render.draw_faces`). With :attr:`RenderOptions.sheet` also
     ``<out>/.thumbs/<key>.jpg`` (a thumbnail) and, after the run, ``<out>/index.html`` (a
     contact sheet of the run's photos, :func:`facealign_cli.render.write_sheet`, built from the
-    manifest and the done records: :meth:`finish`). A video gets ``<out>/<key>.mp4`` instead,
+    manifest and the run state: :meth:`finish`). A video gets ``<out>/<key>.mp4`` instead,
     its thumbnail from its first frame."""
 
     name = "render"
@@ -148,7 +147,7 @@ class Render(Command):
     def finish(self, out, opts: RunOptions, lines) -> list:
         """After a run with :attr:`RenderOptions.sheet`: write ``<out>/index.html`` (and
         further pages) from the run's manifest lines, ``[(key, manifest line)]`` in input
-        order, and the done records of the photos rendered (this run's or an earlier one's).
+        order, and the run state's rows of the photos rendered (this run's or an earlier one's).
 
         Returns:
             The pages written (none without the sheet).
@@ -159,40 +158,48 @@ class Render(Command):
         if not opts.command_options.sheet:
             return []
         from facealign_cli.batch.result import printable
-        from facealign_cli.batch.state import done_path
+        from facealign_cli.batch.run_db import LOOKUP_CHUNK, RunDB
         from facealign_cli.render import write_sheet
         from facealign_cli.render.sheet import codec_note
 
         entries = []
-        for key, line in lines:
-            e = {"name": printable(str(line.get("path", ""))), "status": line.get("status"),
-                 "error": line.get("error"), "message": line.get("message")}
-            if line.get("status") == "ok" or (line.get("status") == "skipped"
-                                               and line.get("error") is None):
-                try:
-                    rec = records.read_json(done_path(out, self.name, key))
-                except (OSError, ValueError):
-                    rec = None
-                if isinstance(rec, dict):
-                    outs = [o for o in rec.get("outputs") or [] if isinstance(o, str)]
-                    thumb = f"{THUMBS_DIR}/{key}.jpg"
-                    # a photo's overlay <key>.jpg, a video's <key>.mp4 (none: no frame)
-                    e["overlay"] = next((o for o in outs if o != thumb), None)
-                    e["thumbnail"] = thumb if thumb in outs else None
-                    video = rec.get("video")
-                    if isinstance(video, dict):
-                        e["video"] = True
-                        e["note"] = (f"video: {video.get('frames')} frames, "
-                                     f"{rec.get('n_faces')} face track(s)"
-                                     f"{codec_note(video.get('codec'))}; the first frame's "
-                                     "faces")
-                    e["faces"] = [{k: f.get(k) for k in ("score", "quality", "pose")}
-                                  for f in rec.get("faces") or [] if isinstance(f, dict)]
-            entries.append(e)
+        db = RunDB(out, readonly=True)
+        try:
+            for i in range(0, len(lines), LOOKUP_CHUNK):
+                part = lines[i:i + LOOKUP_CHUNK]
+                rows = db.lookup(self.name, [key for key, _ in part])
+                entries.extend(_sheet_entry(key, line, rows.get(key), printable, codec_note)
+                               for key, line in part)
+        finally:
+            db.close()
         return write_sheet(out, entries, stem=SHEET_STEM)
 
     def wants_lines(self, opts):
         return opts.command_options.sheet
+
+
+def _sheet_entry(key: str, line: dict, row, printable, codec_note) -> dict:
+    """The contact sheet's entry of one item: its manifest ``line`` and, when it is done (this
+    run or an earlier one), its state ``row``
+    (:class:`~facealign_cli.batch.run_db.ItemRow`)."""
+    e = {"name": printable(str(line.get("path", ""))), "status": line.get("status"),
+         "error": line.get("error"), "message": line.get("message")}
+    done = line.get("status") == "ok" or (line.get("status") == "skipped"
+                                           and line.get("error") is None)
+    if done and row is not None and row.status == "ok":
+        outs = list(row.outputs)
+        thumb = f"{THUMBS_DIR}/{key}.jpg"
+        # a photo's overlay <key>.jpg, a video's <key>.mp4 (none: no frame)
+        e["overlay"] = next((o for o in outs if o != thumb), None)
+        e["thumbnail"] = thumb if thumb in outs else None
+        video = row.video
+        if isinstance(video, dict):
+            e["video"] = True
+            e["note"] = (f"video: {video.get('frames')} frames, {row.n_faces} face track(s)"
+                         f"{codec_note(video.get('codec'))}; the first frame's faces")
+        e["faces"] = [{k: f.get(k) for k in ("score", "quality", "pose")}
+                      for f in row.faces or [] if isinstance(f, dict)]
+    return e
 
 
 
