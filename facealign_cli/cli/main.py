@@ -67,6 +67,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("facealign_cli.cli.train", "Train the 3DMM parameter regressor."),
     "export-onnx": ("facealign_cli.cli.export",
                     "Export a regressor checkpoint for ONNX Runtime (the fast path)."),
+    "status": ("facealign_cli.cli.status",
+               "Show an output folder's state: items by status, the last run, failures."),
     "render": ("facealign_cli.cli.render",
                "Draw the results over each photo (boxes, landmarks, pose, mesh, depth); "
                "--sheet: index.html."),

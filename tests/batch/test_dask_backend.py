@@ -51,10 +51,11 @@ def invoke(args, **kw):
 
 
 def _tree(out: Path) -> dict[str, bytes]:
-    """Every file under ``out`` (relative path -> bytes) except the lock file and the
-    manifest (whose timing fields differ between runs)."""
+    """Every file under ``out`` (relative path -> bytes) except the lock file, the run state
+    and the manifest (whose timing fields differ between runs)."""
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name not in ("lock", "manifest.jsonl")}
+            if p.is_file() and p.name not in ("lock", "manifest.jsonl")
+            and not p.name.startswith("state.sqlite3")}
 
 
 def _manifest(out: Path, timing=False) -> list[dict]:

@@ -330,7 +330,7 @@ def test_pose_csv_complete_after_kill_and_resume(tmp_path):
     proc.wait(timeout=30)
     s, err, _ = _run([b], out, command="pose")
     assert s.exit_code == 0, err
-    assert s.skipped >= 3
+    assert s.ok + s.skipped == 12  # (the rows of the last batch before the kill are redone)
     paths = _pose_paths(out)
     assert len(paths) == 2 * 15 and len(set(paths)) == 15
 
