@@ -39,3 +39,23 @@ PRESETS = {
                  "second_pass_min_change": 0.0},
 }
 DEFAULT_PRESET = "balanced"
+
+
+def preset_fields(preset: str | None = None, *, flip: bool | None = None,
+                  second_pass: bool | None = None) -> dict:
+    """The test-time settings of ``preset`` (None: :data:`DEFAULT_PRESET`) with the explicit
+    ``--flip/--no-flip`` and ``--second-pass/--no-second-pass`` choices (None: not given) on
+    top: the keyword arguments of :class:`facealign_cli.core.settings.AlignerSettings`.
+
+    Raises:
+        ValueError: an unknown preset (the message lists :data:`PRESETS`).
+    """
+    name = DEFAULT_PRESET if preset is None else preset
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    out = dict(PRESETS[name])
+    if flip is not None:
+        out["flip"] = bool(flip)
+    if second_pass is not None:
+        out["second_pass"] = bool(second_pass)
+    return out

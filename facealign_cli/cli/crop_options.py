@@ -27,24 +27,39 @@ class FiniteFloatRange(click.FloatRange):
         return super().convert(rv, param, ctx)
 
 
+#: ``--preset``'s help (the figures: the model card, ``weights/README.md``).
+PRESET_HELP = ("Test-time steps: fast = one pass on the detector's roi box, flip-averaged (2 "
+               "regressor evaluations per face); balanced = a first pass without its mirror, "
+               "then a flip-averaged pass at the roi box of its landmarks, skipped (the first "
+               "crop reused) where that box moved < 4 % (2-3 evaluations); accurate = both "
+               "passes flip-averaged (4). --flip/--no-flip and --second-pass/--no-second-pass "
+               "given explicitly override the preset. Measured NME and CPU per photo of each: "
+               "weights/README.md.")
+
+
 def crop_options(evaluate: bool = False) -> list:
-    """The two click options, for the image commands or (``evaluate``) for facealign's rows
-    of ``facealign evaluate``; apply each to the command function."""
+    """The click options of the test-time steps (``--preset``, ``--roi-crop-scale``,
+    ``--second-pass/--no-second-pass``), for the image commands or (``evaluate``) for
+    facealign's rows of ``facealign evaluate``; apply each to the command function. Resolve
+    ``preset`` with the flags by :func:`facealign_cli.defaults.preset_fields`."""
     from facealign_cli.core.settings import ROI_CROP_SCALE_RANGE
+    from facealign_cli.defaults import DEFAULT_PRESET, PRESETS
 
     who = "facealign's" if evaluate else "Every face"
     return [
+        click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET,
+                     show_default=True, help=PRESET_HELP),
         click.option("--roi-crop-scale", type=FiniteFloatRange(*ROI_CROP_SCALE_RANGE),
                      default=None,
                      metavar="S",
                      help=f"{who} crop, scaled about its centre by S [default: 0.88, tighter "
                           "than 3DDFA's, chosen on the annotated AFW photos; "
                           "facealign_cli.core.geometry.ROI_CROP_SCALE]. 1 = 3DDFA's standard "
-                          "crop." + (" A row 'facealign (standard crop)' (1, one pass) is "
-                                     "added unless S is 1 with --no-second-pass."
+                          "crop." + (" On ground-truth crops a row 'facealign (given crop, "
+                                     "one pass)' (S = 1, one pass) is added unless S is 1 "
+                                     "with --no-second-pass."
                                      if evaluate else "")),
-        click.option("--second-pass/--no-second-pass", default=True, show_default=True,
+        click.option("--second-pass/--no-second-pass", default=None,
                      help="Crop each face again at the roi box of its fitted landmarks and "
-                          "regress again (one more regressor pass per face; lower NME on "
-                          "the AFW photos, see the README)."),
+                          "regress again [default: the preset's: on but for fast]."),
     ]

@@ -278,9 +278,10 @@ def landmarks68(directory, annotations, pts_zero_based, settings, baseline, base
               help="Runtime of the facealign regressor [default: $FACEALIGN_RUNTIME, else "
                    "auto, as in the image commands].")
 @click.option("--per-image", is_flag=True, help="Also store per-photo figures in the JSON.")
-@click.option("--flip/--no-flip", default=True, show_default=True,
-              help="Test-time flip averaging for facealign, as the image commands do by "
-                   "default. The --baseline-3ddfa model runs as its authors ship it (no flip).")
+@click.option("--flip/--no-flip", default=None,
+              help="Test-time flip averaging for facealign [default: on], as the image "
+                   "commands do by default. The --baseline-3ddfa model runs as its authors "
+                   "ship it (no flip).")
 @_with_settings
 def stability(directory, frames, moving_frames, fps, seed, annotations, iou_threshold,
               detect_every, smooth_min_cutoff,

@@ -73,18 +73,15 @@ def _load_methods(settings, baseline: Path | None, baseline_mean_std: Path | Non
         sha = getattr(reg, "checkpoint_sha256", None) or sha256_of(path)
         info = {"label": "facealign", "weights": str(path), "sha256": sha,
                 "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
-                "flip": s.flip, "roi_crop_scale": s.roi_crop_scale,
-                "second_pass": s.second_pass,
-                "crop": crop_rule_label(s.roi_crop_scale, s.second_pass)}
+                **_test_time(s)}
         m = Method("facealign", "facealign", reg, info, settings=s)
         methods.append(m)
         std = dataclasses.replace(s, **STANDARD_CROP)
-        if standard_row and info["crop"] != crop_rule_label(1.0, False):
-            label = "facealign (standard crop)"
+        if standard_row and (s.roi_crop_scale != 1 or s.second_pass):
+            label = "facealign (given crop, one pass)"
             extra.append(dataclasses.replace(
                 m, key="facealign-standard", label=label, settings=std,
-                info={**info, "label": label, "roi_crop_scale": std.roi_crop_scale,
-                      "second_pass": std.second_pass, "crop": crop_rule_label(1.0, False)}))
+                info={**info, "label": label, **_test_time(std)}))
     elif baseline is None:
         raise SetupError(
             f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
@@ -112,6 +109,19 @@ def _load_methods(settings, baseline: Path | None, baseline_mean_std: Path | Non
             "crop": crop_rule_label(1.0, False)}))
     # (the first two methods make the reports' difference rows: facealign minus the baseline)
     return methods + extra
+
+
+def _test_time(s) -> dict:
+    """What a report records of a facealign row's test-time steps (settings ``s``): the flags
+    and ``crop``, its crop rule and passes in words
+    (:func:`~facealign_cli.evaluation.protocols.crop_rule_label`)."""
+    from facealign_cli.evaluation.protocols import crop_rule_label
+
+    return {"flip": s.flip, "roi_crop_scale": s.roi_crop_scale, "second_pass": s.second_pass,
+            "first_pass_flip": s.first_pass_flip,
+            "second_pass_min_change": s.second_pass_min_change,
+            "crop": crop_rule_label(s.roi_crop_scale, s.second_pass, s.flip, s.first_pass_flip,
+                                    s.second_pass_min_change)}
 
 
 def _load_detector(threads: int):
@@ -176,9 +186,13 @@ def _with_settings(f):
     @functools.wraps(f)
     def command(**params):
         from facealign_cli.core.settings import AlignerSettings, SettingError, field_names
+        from facealign_cli.defaults import preset_fields
 
         names = field_names(AlignerSettings)
+        test_time = preset_fields(params.pop("preset", None), flip=params.pop("flip", None),
+                                  second_pass=params.pop("second_pass", None))
         kw = {k: params.pop(k) for k in list(params) if k in names}
+        kw.update(test_time)
         kw = {k: str(v) if k == "weights" and v is not None else v for k, v in kw.items()
               if not (k == "roi_crop_scale" and v is None)}
         try:
@@ -228,10 +242,10 @@ def _common_options(f):
                           "else auto, as in the image commands]."),
         click.option("--per-image", is_flag=True,
                      help="Also store per-image NME values in the JSON."),
-        click.option("--flip/--no-flip", default=True, show_default=True,
-                     help="Test-time flip averaging for facealign, as the image commands do "
-                          "by default. The --baseline-3ddfa model runs as its authors ship "
-                          "it (no flip, standard crop, one pass)."),
+        click.option("--flip/--no-flip", default=None,
+                     help="Test-time flip averaging for facealign [default: the preset's, on], "
+                          "as the image commands do. The --baseline-3ddfa model runs as its "
+                          "authors ship it (no flip, standard crop, one pass)."),
         *crop_options(evaluate=True),
     ]
     for o in reversed(opts):

@@ -164,10 +164,10 @@ def _common_options(f):
                      help="Regressor runtime [default: $FACEALIGN_RUNTIME, else auto = ONNX "
                           "Runtime when the weights have an up-to-date .onnx export beside "
                           "them, else torch]."),
-        click.option("--flip/--no-flip", default=True, show_default=True,
-                     help="Test-time flip averaging: the regressor also sees each face "
-                          "mirrored and the landmarks, pose and mesh average both (about 0.1 "
-                          "NME better on AFLW2000-3D, one more regressor pass per face). "
+        click.option("--flip/--no-flip", default=None,
+                     help="Test-time flip averaging [default: on, in every preset]: the "
+                          "regressor also sees each face mirrored and the landmarks, pose and "
+                          "mesh average both (one more regressor evaluation per face). "
                           "--no-flip also switches the quality filter (--min-quality) off, "
                           "with a warning: the quality needs the mirrored pass."),
         *crop_options(),
@@ -348,6 +348,15 @@ def _collect_items(command: str, params: dict, ctx) -> list:
     return items
 
 
+def _preset(kw: dict) -> dict:
+    """Pop ``preset``, ``flip`` and ``second_pass`` from the command's parameters and return
+    the test-time settings they give (:func:`facealign_cli.defaults.preset_fields`)."""
+    from facealign_cli.defaults import preset_fields
+
+    return preset_fields(kw.pop("preset", None), flip=kw.pop("flip", None),
+                         second_pass=kw.pop("second_pass", None))
+
+
 def _weights_file(spec: str | None) -> str | None:
     """``--weights`` / ``$FACEALIGN_WEIGHTS`` as a file path: a shipped name (``v1``) becomes
     its file (:func:`facealign_cli.models.weights.resolve_weights`); a path, or a name that is
@@ -387,6 +396,7 @@ def _run_options(command: str, params: dict, env: dict):
     kw["runtime"] = params["runtime"] or env["runtime"]
     if kw["roi_crop_scale"] is None:  # (the default is resolved by the settings)
         del kw["roi_crop_scale"]
+    kw.update(_preset(kw))
     cores = os.cpu_count() or 1
     jobs = params["jobs"] or cores
     if jobs > cores and params["backend"] == "local":

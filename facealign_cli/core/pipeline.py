@@ -72,6 +72,9 @@ class FaceAligner:
             ``weights`` (None: the shipped weights) in ``runtime``.
         settings: an :class:`~facealign_cli.core.settings.AlignerSettings` (default: its
             defaults).
+        preset: ``"fast"``, ``"balanced"`` (the default's steps) or ``"accurate"``
+            (:data:`facealign_cli.defaults.PRESETS`): its test-time steps replace those of
+            ``settings``; keywords replace them in turn.
         min_face: ignore detector boxes whose mean side is below this many pixels.
         num_threads: threads for the detector and the regressor.
         **fields: fields of ``settings`` to replace (above).
@@ -84,9 +87,13 @@ class FaceAligner:
     """
 
     def __init__(self, detector: Detector | None = None, regressor=None, *,
-                 settings: AlignerSettings | None = None, min_face: float = 12.0,
-                 num_threads: int | None = None, **fields):
+                 settings: AlignerSettings | None = None, preset: str | None = None,
+                 min_face: float = 12.0, num_threads: int | None = None, **fields):
         settings = settings if settings is not None else AlignerSettings()
+        if preset is not None:
+            from facealign_cli.defaults import preset_fields
+
+            settings = dataclasses.replace(settings, **preset_fields(preset))
         if fields:
             settings = dataclasses.replace(settings, **fields)
         if detector is None:

@@ -71,3 +71,49 @@ def test_bad_crop_scale_is_a_usage_error(afw_photos, tmp_path):
                     bad])
         assert r.exit_code == 2 and "--roi-crop-scale" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_presets_set_the_test_time_steps_and_flags_override_them(afw_photos, real_weights,
+                                                                 tmp_path):
+    """``--preset fast|balanced|accurate`` (issue 23): each preset's steps reach the settings
+    file and the fingerprint (a changed preset redoes the photo); an explicit
+    ``--no-second-pass`` / ``--no-flip`` wins over the preset; ``fast`` regresses fewer crops."""
+    from facealign_cli.defaults import DEFAULT_PRESET, PRESETS, preset_fields
+
+    env = {"FACEALIGN_WEIGHTS": str(real_weights)}
+    photo, out = afw_photos[0], tmp_path / "lm"
+    seen = {}
+    for preset in PRESETS:
+        r = invoke(["landmarks", photo, "--out", out, "--preset", preset], env=env)
+        assert r.exit_code == 0 and _manifest(out)[0]["status"] == "ok", (preset, r.output)
+        s = json.loads((out / ".facealign/settings/landmarks.json").read_text())["settings"]
+        assert s["second_pass"] is PRESETS[preset]["second_pass"]
+        seen[preset] = json.loads((out / f"{photo.stem}.json").read_text())["faces"]
+    assert seen["fast"][0]["landmarks_2d"] != seen["accurate"][0]["landmarks_2d"]
+    # the default is the balanced preset: the same run again is skipped as done
+    r = invoke(["landmarks", photo, "--out", out, "--preset", DEFAULT_PRESET], env=env)
+    assert _manifest(out)[0]["status"] == "ok"  # (balanced after accurate: redone)
+    r = invoke(["landmarks", photo, "--out", out], env=env)
+    assert r.exit_code == 0 and _manifest(out)[0]["status"] == "skipped"
+    r = invoke(["landmarks", photo, "--out", out, "--preset", "accurate", "--no-second-pass"],
+               env=env)
+    s = json.loads((out / ".facealign/settings/landmarks.json").read_text())["settings"]
+    assert s["second_pass"] is False
+    assert preset_fields("accurate", second_pass=False, flip=False) == {
+        **PRESETS["accurate"], "second_pass": False, "flip": False}
+    assert invoke(["landmarks", photo, "--out", out, "--preset", "slow"]).exit_code == 2
+
+
+def test_the_api_takes_a_preset(real_weights):
+    import pytest
+
+    from facealign_cli.core.pipeline import FaceAligner
+    from facealign_cli.defaults import PRESETS
+
+    al = FaceAligner(preset="fast", weights=str(real_weights))
+    assert al.second_pass is False and al.flip is True
+    al = FaceAligner(preset="accurate", second_pass_min_change=0.1, weights=str(real_weights))
+    assert al.first_pass_flip is PRESETS["accurate"]["first_pass_flip"]
+    assert al.second_pass_min_change == 0.1
+    with pytest.raises(ValueError, match="unknown preset"):
+        FaceAligner(preset="slow", weights=str(real_weights))
