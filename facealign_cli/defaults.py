@@ -19,7 +19,8 @@ DEFAULT_MESH_FRAME = MESH_FRAMES[0]
 DEFAULT_MIN_SCORE = 0.45
 #: The default of ``--min-quality`` / ``RunOptions.min_quality``: faces whose quality
 #: (:func:`facealign_cli.core.quality.face_quality`, the probability that a detection is a real
-#: face) is below it are dropped; the rates it gives are in :mod:`facealign_cli.core.quality`.
+#: face) is below it are dropped; the rates it gives: ``benchmarks/README.md`` (generated from
+#: ``facealign_cli/data/figures.json`` by ``scripts/fit_quality.py --write-figures``).
 DEFAULT_MIN_QUALITY = 0.5
 #: Test-time presets (``--preset``, ``FaceAligner(preset=...)``): each a set of the aligner's
 #: test-time settings (:class:`facealign_cli.core.pipeline.FaceAligner`'s ``flip``,
@@ -59,3 +60,19 @@ def preset_fields(preset: str | None = None, *, flip: bool | None = None,
     if second_pass is not None:
         out["second_pass"] = bool(second_pass)
     return out
+#: The conventions of the head-pose angles ``[yaw, pitch, roll]`` (degrees), decomposed and
+#: composed by :func:`facealign_cli.core.geometry.angles_from_rotation` /
+#: :func:`~facealign_cli.core.geometry.rotation_from_pose`; the first is the default of
+#: ``FaceAligner``, ``Face.pose`` and every output (``--pose-convention``):
+#: ``"yaw-first"`` = ``R = Ry(-yaw) Rx(-pitch) Rz(-roll)``, singular only at |pitch| = 90;
+#: ``"aflw2000"`` = AFLW2000-3D's ``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``, singular at
+#: |yaw| = 90 (profile faces), what ``facealign evaluate`` compares with the benchmark.
+POSE_CONVENTIONS = ("yaw-first", "aflw2000")
+DEFAULT_POSE_CONVENTION = POSE_CONVENTIONS[0]
+#: Each convention's composition, as the outputs' readers see it stated (the contact sheet,
+#: ``--help``); ``Rx``, ``Ry``, ``Rz`` right-handed, ``R`` model to camera (a test checks these
+#: against :func:`facealign_cli.core.geometry.rotation_from_pose`).
+POSE_FORMULAS = {"yaw-first": "R = Ry(-yaw) Rx(-pitch) Rz(-roll)",
+                 "aflw2000": "R = Rx(-pitch) Ry(-yaw) Rz(-roll)"}
+#: The convention of ``facealign evaluate``'s pose figures (the benchmark's ``Pose_Para``).
+EVALUATE_POSE_CONVENTION = "aflw2000"

@@ -24,10 +24,15 @@ detections, the lines to paste there (``WEIGHTS``, ``FLIP_MEDIAN_FACE``) and, at
 the policy's own detections at ``--min-score`` kept (held-out and full fit): faces and false
 ones kept, annotated AFW faces found (of 337) and false detections per photo.
 
+``--write-figures``: also replace the ``quality`` section of ``facealign_cli/data/figures.json``
+by :func:`quality_figures` (the rates at the default ``--min-quality``, the AUCs, the weights),
+with this command and today's date, and rewrite the documents that cite it
+(:func:`facealign_cli.figures.update_documents`).
+
 Usage::
 
     PYTHONPATH=$PWD python scripts/fit_quality.py [--policy v2] [--weights W.pth]
-        [--features /tmp/quality_features.npz]
+        [--features /tmp/quality_features.npz] [--write-figures]
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ def features(shared: Path, rows: list[dict], policy: str,
     features (module docstring), ``label`` (1 face, 0 not), ``default`` (1 = a detection of
     ``policy`` itself), ``afw``, ``group`` (cross-validation fold of its photo) and ``gt``
     (global index of the annotated face it matches at IoU >= 0.3, else -1); ``n_afw``: the
-    number of AFW photos."""
+    number of AFW photos; ``n_gt_afw``: their annotated faces."""
     from facealign_cli.core.boxes import box_iou
     from facealign_cli.core.pipeline import FaceAligner
     from facealign_cli.models.regressor_onnx import make_regressor
@@ -94,7 +99,7 @@ def features(shared: Path, rows: list[dict], policy: str,
         by_photo.setdefault((r["set"], r["photo"]), []).append(r)
     out: dict[str, list] = {k: [] for k in ("score", "flip", "kp4", "kp6", "label", "default",
                                             "afw", "group", "gt")}
-    n_gt, n_afw, missing = 0, 0, []
+    n_gt, n_afw, n_gt_afw, missing = 0, 0, 0, []
     for set_name, name, path, gt in bds._photos(shared):
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         faces, flags, boxes = [], [], []
@@ -121,10 +126,12 @@ def features(shared: Path, rows: list[dict], policy: str,
                 out[k].append(v)
         n_gt += len(gt)
         n_afw += set_name == "afw"
+        n_gt_afw += len(gt) if set_name == "afw" else 0
     if missing:
         raise SystemExit(f"{len(missing)} detections are not in the labelled set, e.g. "
                          f"{missing[:3]}: add them (build_detection_set.py add) first")
-    return {**{k: np.asarray(v) for k, v in out.items()}, "n_afw": np.asarray(n_afw)}
+    return {**{k: np.asarray(v) for k, v in out.items()}, "n_afw": np.asarray(n_afw),
+            "n_gt_afw": np.asarray(n_gt_afw)}
 
 
 def rates(q: np.ndarray, y: np.ndarray, m: np.ndarray, t: float) -> str:
@@ -167,6 +174,71 @@ def at_threshold(q: np.ndarray, t: float, feat: dict[str, np.ndarray], m: np.nda
     return f"annotated found {found}, false {false} ({false / n_photos:.3f} per photo)"
 
 
+def _found(keep: np.ndarray, feat: dict[str, np.ndarray]) -> int:
+    """Annotated faces matched by a detection of mask ``keep``."""
+    return len(np.unique(feat["gt"][keep & (feat["gt"] >= 0)]))
+
+
+def quality_figures(feat: dict[str, np.ndarray], full: np.ndarray, held: np.ndarray,
+                    weights: tuple, *, policy: str, weights_name: str, min_score: float,
+                    min_quality: float) -> dict:
+    """The ``quality`` section of the figures file (:mod:`facealign_cli.figures`) from the
+    features (:func:`features`), the qualities of the full fit and of the held-out predictions
+    ((N,) in [0, 1]) and the fitted ``weights`` (score, log flip, intercept): the rates at
+    ``min_quality`` among ``policy``'s detections at ``min_score``, on the AFW photos and the
+    HELEN crops; the AUCs; what ``--min-score 0.7`` keeps instead."""
+    y = feat["label"].astype(bool)
+    afw = feat["afw"].astype(bool)
+    default = feat["default"].astype(bool) & (feat["score"] >= min_score)
+    n_photos = int(feat["n_afw"])
+
+    def dropped(mask: np.ndarray, q: np.ndarray) -> int:
+        return int((mask & (q < min_quality)).sum())
+
+    def held_pct(mask: np.ndarray) -> float:
+        return round(100 * dropped(mask, held) / max(int(mask.sum()), 1), 1)
+
+    def pct_int(mask: np.ndarray) -> float:
+        v = 100 * dropped(mask, held) / max(int(mask.sum()), 1)
+        return round(v) if v >= 10 else round(v, 1)
+
+    kept = full >= min_quality
+    fa, xa = default & afw & y, default & afw & ~y
+    fh, xh = default & ~afw & y, default & ~afw & ~y
+    false_scores = feat["score"][xa]
+    strong = feat["score"] >= 0.7
+    sub = {"all": np.ones(len(y), bool), "afw_default": afw & default}
+    return {
+        "weights": weights_name, "policy": policy, "min_score": min_score,
+        "min_quality": min_quality,
+        "model": {"weights": [round(float(w), 3) for w in weights],
+                  "flip_median_face": round(float(np.median(feat["flip"][default & y])), 4)},
+        "labelled": {"detections": len(y), "faces": int(y.sum()), "false": int((~y).sum())},
+        "auc": {k: {"quality": round(auc(held[m], y[m]), 3),
+                    "score": round(auc(feat["score"][m], y[m]), 3)} for k, m in sub.items()},
+        "afw": {"photos": n_photos, "annotated": int(feat["n_gt_afw"]),
+                "annotated_found": _found(default & afw, feat),
+                "faces": int(fa.sum()), "faces_dropped": dropped(fa, full),
+                "faces_dropped_held_out_pct": held_pct(fa),
+                "false": int(xa.sum()), "false_dropped": dropped(xa, full),
+                "false_dropped_held_out_pct": pct_int(xa),
+                "annotated_found_kept": _found(default & afw & kept, feat),
+                "false_per_photo": round(int(xa.sum()) / n_photos, 3),
+                "false_per_photo_kept": round(int((xa & kept).sum()) / n_photos, 3),
+                "false_score_min": round(float(false_scores.min()), 2),
+                "false_score_max": round(float(false_scores.max()), 2),
+                "false_score_median": round(float(np.median(false_scores)), 2)},
+        "helen": {"faces": int(fh.sum()), "faces_dropped": dropped(fh, full),
+                  "faces_dropped_held_out_pct": held_pct(fh),
+                  "false": int(xh.sum()), "false_dropped": dropped(xh, full),
+                  "false_dropped_held_out_pct": pct_int(xh)},
+        "min_score_0.7": {"afw_faces_kept_pct": round(100 * int((fa & strong).sum())
+                                                      / max(int(fa.sum()), 1), 1),
+                          "annotated_found_kept": _found(default & afw & strong, feat),
+                          "false_kept": int((xa & strong).sum())},
+    }
+
+
 def main(argv=None) -> int:
     from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
     from facealign_cli.models.detector import DEFAULT_POLICY
@@ -178,6 +250,9 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", type=Path, default=None,
                     help="regressor checkpoint (default: the shipped weights)")
     ap.add_argument("--features", type=Path, help="cache of the features (npz)")
+    ap.add_argument("--write-figures", action="store_true",
+                    help="write the quality section of facealign_cli/data/figures.json and "
+                         "rewrite the documents that cite it")
     args = ap.parse_args(argv)
     if args.features and args.features.exists():
         feat = dict(np.load(args.features))
@@ -234,6 +309,19 @@ def main(argv=None) -> int:
         print(f"  score >= {t}: AFW {rates(feat['score'], y, default & afw, t)}, HELEN "
               f"{rates(feat['score'], y, default & ~afw, t)}; AFW "
               f"{at_threshold(feat['score'], t, feat, default & afw, n_afw)}")
+    if args.write_figures:
+        from facealign_cli import figures
+        from facealign_cli.models.weights import DEFAULT_WEIGHTS
+
+        name = args.weights.stem.removeprefix("facealign_") if args.weights else DEFAULT_WEIGHTS
+        values = quality_figures(feat, full, held, tuple(w), policy=args.policy,
+                                 weights_name=name, min_score=DEFAULT_MIN_SCORE,
+                                 min_quality=DEFAULT_MIN_QUALITY)
+        given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-figures"]
+        figures.write_section("quality", values, " ".join(
+            ["PYTHONPATH=$PWD python scripts/fit_quality.py", *given]))
+        for rel in figures.update_documents(Path(__file__).resolve().parents[1]):
+            print(f"{rel}: figures rewritten")
     return 0
 
 

@@ -31,10 +31,15 @@ detector's runtime (LiteRT until issue 26, ONNX Runtime since) and one OpenCV th
 policy runs on each image in turn, so load on the machine falls on all of
 them alike.
 
+``--write-figures``: also replace the ``detector`` section of ``facealign_cli/data/figures.json``
+by :func:`detector_figures` (the default policy and the previous one, ``v2`` and ``v1``: found,
+CPU ms, false detections per image, per set) with this command and today's date, and rewrite
+the documents that cite it (:func:`facealign_cli.figures.update_documents`).
+
 Usage::
 
     PYTHONPATH=$PWD python scripts/tune_detector.py [--sets afw,helen,helen_1024,helen_groups]
-        [--policies v1,v2,...] [--groups 60] [--json out.json]
+        [--policies v1,v2,...] [--groups 60] [--json out.json] [--write-figures]
 """
 
 from __future__ import annotations
@@ -230,6 +235,27 @@ def run(policies: dict[str, BlazeFaceDetector], images, repeats: int = 1,
     return res
 
 
+def detector_figures(sets: dict, default: str = "v2", previous: str = "v1") -> dict:
+    """The ``detector`` section of the figures file (:mod:`facealign_cli.figures`) from
+    :func:`run`'s results per set (``{set: {policy: figures}}``): per set the images and, for
+    ``previous`` and ``default``, annotated faces found, of how many, CPU ms (per 1024-px photo
+    on ``afw``, per image elsewhere) and false detections per image (where labelled)."""
+    out: dict = {"default": default, "previous": previous,
+                 "runtime": "ONNX Runtime, 1 detector and 1 OpenCV thread, CPU time of detect",
+                 "sets": {}}
+    for s, res in sets.items():
+        row: dict = {"photos": res[default]["images"],
+                     "cpu_ms_per": "1024-px photo" if s == "afw" else "image"}
+        for k in (previous, default):
+            r = res[k]
+            ms = r["cpu_ms_per_1024px_image"] if s == "afw" else r["cpu_ms_per_image"]
+            row[k] = {"found": r["found"], "faces": r["faces"], "cpu_ms": round(ms, 1)}
+            if r["false"] is not None:
+                row[k]["false_per_image"] = round(r["false"] / max(r["images"], 1), 3)
+        out["sets"][s] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", type=Path, default=_default_shared())
@@ -242,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                     default=Path("benchmarks/data/detections_labelled.csv"),
                     help="labelled detection set (false detections of afw / helen)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--write-figures", action="store_true",
+                    help="write the detector section of facealign_cli/data/figures.json (needs "
+                         "v1 and v2 among --policies) and rewrite the documents that cite it")
     args = ap.parse_args(argv)
 
     if not (args.shared / "data" / "photos" / "afw").is_dir():
@@ -253,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in keys if k not in table]
     if unknown:
         print(f"unknown policies {unknown}; known: {sorted(table)}", file=sys.stderr)
+        return 2
+    if args.write_figures and not {"v1", "v2"} <= set(keys):
+        print("--write-figures needs v1 and v2 among --policies", file=sys.stderr)
         return 2
     dets = {k: BlazeFaceDetector(num_threads=1, policy=table[k]) for k in keys}
     for d in dets.values():  # warm-up: the first invokes allocate buffers
@@ -290,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'-' if ms1024 is None else f'{ms1024:.1f}':>10s} {ms / ref_ms:9.2f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    if args.write_figures:
+        from facealign_cli import figures
+
+        given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-figures"]
+        figures.write_section("detector", detector_figures(out["sets"]), " ".join(
+            ["PYTHONPATH=$PWD python scripts/tune_detector.py", *given]))
+        for rel in figures.update_documents(Path(__file__).resolve().parents[1]):
+            print(f"{rel}: figures rewritten")
     return 0
 
 

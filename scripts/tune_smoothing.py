@@ -195,6 +195,7 @@ def record_condition(folder: Path) -> list:
            for it in D.open_landmarks68(folder, folder.with_suffix(".json"))}
     method = _load_methods(AlignerSettings(min_quality=0.0), None, None, 1)[0]
     detector, _ = _load_detector(1)
+    # (the method's settings: AFLW2000-3D's pose convention, as evaluate stability)
     aligner = FaceAligner(detector=detector, regressor=method.regressor,
                           settings=method.settings)
     out = []

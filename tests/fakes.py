@@ -43,9 +43,11 @@ def blas_threads() -> int:
 class FakeAligner:
     topology = SimpleNamespace(triangles=np.array([[0, 1, 2], [0, 2, 3]], dtype=np.int32))
 
-    def __init__(self, max_faces: int = 0, cfg: FakeFactory | None = None):
+    def __init__(self, max_faces: int = 0, cfg: FakeFactory | None = None,
+                 pose_convention: str = "yaw-first"):
         self.max_faces = max_faces
         self.cfg = cfg or FakeFactory()
+        self.pose_convention = pose_convention
 
     def detect(self, img):
         if self.cfg.trace:
@@ -83,6 +85,7 @@ class FakeAligner:
             lm[:, 1] = np.linspace(y1, y2, 68)
             f.landmarks_3d = lm
             f.pose = np.array([10.0, -5.0, 2.5], np.float32)
+            f.pose_convention = self.pose_convention  # (as FaceAligner: the run's)
             f.quality = f.score  # (0.9 and 0.5: both kept at the default --min-quality)
             if self.cfg.probe_threads:
                 f.pose = np.array([blas_threads(), cv2.getNumThreads(), 0], np.float32)
@@ -107,7 +110,8 @@ class FakeFactory:
         if self.log:
             with open(self.log, "a") as f:
                 f.write(f"{os.getpid()}\n")
-        return FakeAligner(max_faces=opts.aligner.max_faces, cfg=self)
+        return FakeAligner(max_faces=opts.aligner.max_faces, cfg=self,
+                           pose_convention=opts.aligner.pose_convention)
 
 
 fake_factory = FakeFactory()

@@ -174,8 +174,10 @@ class RunOptions:
         out: output folder, or ``"-"`` for NDJSON on stdout.
         aligner: the model's settings
             (:class:`~facealign_cli.core.settings.AlignerSettings`: weights, runtime, flip, roi
-            crop scale, second pass, min score, max faces, min quality); the worker builds its
-            :class:`~facealign_cli.core.pipeline.FaceAligner` from them.
+            crop scale, second pass, min score, max faces, min quality, pose convention); the
+            worker builds its :class:`~facealign_cli.core.pipeline.FaceAligner` from them (an
+            ``aligner_factory`` finds them here too: its faces' ``pose_convention`` should be
+            ``aligner.pose_convention``, the one the outputs state).
         video: the videos' settings (:class:`~facealign_cli.core.settings.VideoSettings`:
             frame step, max fps, smoothing, detect every).
         command_options: the command's own options, an instance of its

@@ -123,7 +123,8 @@ class Recorder:
     def _write(self, res: ImageResult) -> None:
         if self.pose_csv is not None and res.rows:
             try:
-                self.pose_csv.writerows(pad_pose_row(r) for r in res.rows)
+                conv = self.opts.aligner.pose_convention
+                self.pose_csv.writerows(pad_pose_row(r, conv) for r in res.rows)
             except OSError as exc:
                 raise output_error(f"the table {self.out / POSE_CSV_NAME}", exc) from None
         if self.manifest is not None:
@@ -189,4 +190,5 @@ class Recorder:
         if self.state is None:
             return
         paths = {it.path for it in items}
-        self.pose_csv.writerows(pad_pose_row(r) for r in self.state.pose_rows(paths))
+        conv = self.opts.aligner.pose_convention
+        self.pose_csv.writerows(pad_pose_row(r, conv) for r in self.state.pose_rows(paths))

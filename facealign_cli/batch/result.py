@@ -70,11 +70,11 @@ def discard_spools(files) -> None:
 
 @dataclass(frozen=True)
 class DoneRecord:
-    """The resume record of an item done, written to
-    ``<out>/.facealign/done/<command>/<key>.json`` after its outputs
-    (:func:`facealign_cli.batch.state.commit`) and read back as a dict by
-    :func:`facealign_cli.batch.state.check_done` (an earlier run's, or a hand-edited one, is
-    checked key by key there).
+    """What the run state keeps of an item done (its row in
+    :mod:`facealign_cli.batch.run_db`, recorded by
+    :meth:`facealign_cli.batch.resume.RunState.record` after its outputs are in place); the
+    ``.facealign/done/<command>/<key>.json`` records of earlier versions had this layout
+    (:meth:`to_json`) and are imported once (:func:`facealign_cli.batch.resume.import_done_records`).
 
     Attributes:
         fingerprint: the settings the outputs depend on

@@ -25,10 +25,12 @@ def run_settings(cmd, opts: RunOptions) -> dict[str, Any]:
     changes its outputs (a video's resume fingerprint: a photo's, and under ``video`` the
     settings of videos, ``render``'s ``codec`` among them; with the settings it leaves out at
     their defaults spelled out: :meth:`AlignerSettings.spelled_out
-    <facealign_cli.core.settings.AlignerSettings.spelled_out>`), and for the regressing commands
+    <facealign_cli.core.settings.AlignerSettings.spelled_out>`, ``pose_convention`` for the
+    commands whose outputs hold pose angles), and for the regressing commands
     ``quality_filter``: whether ``--min-quality`` dropped faces (false with ``--no-flip`` or
     ``--min-quality 0``; :func:`~facealign_cli.batch.commands.base.quality_filter_on`)."""
-    settings = {**cmd.video_fingerprint(opts), **opts.aligner.spelled_out(cmd.uses_regressor)}
+    settings = {**cmd.video_fingerprint(opts), **opts.aligner.spelled_out(
+        cmd.uses_regressor, pose=cmd.pose_convention(opts) is not None)}
     if cmd.uses_regressor:
         settings["quality_filter"] = quality_filter_on(opts)
     return {"command": cmd.name, "settings": settings}

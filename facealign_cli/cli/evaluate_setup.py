@@ -176,7 +176,10 @@ def _with_settings(f):
     :class:`~facealign_cli.core.settings.AlignerSettings` of its parameters named like its
     fields (``weights``, ``runtime``, ``flip``, ``roi_crop_scale`` (None: the default),
     ``second_pass``), in their place; ``min_quality`` 0: evaluate scores every detection it
-    matches to an annotated face. Apply it below the command's click options.
+    matches to an annotated face; ``pose_convention`` AFLW2000-3D's
+    (:data:`~facealign_cli.defaults.EVALUATE_POSE_CONVENTION`: the benchmark's ``Pose_Para``
+    is compared with angles of its own convention). Apply it below the command's click
+    options.
 
     Raises:
         click.BadParameter: an invalid setting.
@@ -186,7 +189,7 @@ def _with_settings(f):
     @functools.wraps(f)
     def command(**params):
         from facealign_cli.core.settings import AlignerSettings, SettingError, field_names
-        from facealign_cli.defaults import preset_fields
+        from facealign_cli.defaults import EVALUATE_POSE_CONVENTION, preset_fields
 
         names = field_names(AlignerSettings)
         test_time = preset_fields(params.pop("preset", None), flip=params.pop("flip", None),
@@ -196,7 +199,8 @@ def _with_settings(f):
         kw = {k: str(v) if k == "weights" and v is not None else v for k, v in kw.items()
               if not (k == "roi_crop_scale" and v is None)}
         try:
-            params["settings"] = AlignerSettings(min_quality=0.0, **kw)
+            params["settings"] = AlignerSettings(
+                min_quality=0.0, pose_convention=EVALUATE_POSE_CONVENTION, **kw)
         except SettingError as exc:
             raise click.BadParameter(exc.message, param_hint=exc.flag) from None
         return f(**params)

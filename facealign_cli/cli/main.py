@@ -31,7 +31,14 @@ from facealign_cli.cli.environment import (  # noqa: F401 - read_env etc. re-exp
     read_env,
 )
 from facealign_cli.cli.lazy_group import LazyGroup
-from facealign_cli.defaults import DEFAULT_MIN_QUALITY, DEFAULT_MIN_SCORE
+from facealign_cli.defaults import (
+    DEFAULT_MIN_QUALITY,
+    DEFAULT_MIN_SCORE,
+    DEFAULT_POSE_CONVENTION,
+    POSE_CONVENTIONS,
+    POSE_FORMULAS,
+)
+from facealign_cli.figures import quality_help
 from facealign_cli.models.weights import DEFAULT_WEIGHTS, RUNTIMES
 
 EXIT_CODES_HELP = """\b
@@ -149,11 +156,9 @@ def _common_options(f):
                      help="Drop faces whose quality is below Q (0 keeps all). The quality "
                           "(written as 'quality') estimates the probability that a detection "
                           "is a real face, from its score and how well the regressor's "
-                          "predictions on the crop and its mirror image agree; the default "
-                          "drops about two thirds of the false faces (hands, hair, objects) "
-                          "and about 3 % of real faces, mostly tiny, blurred or dark ones. "
+                          "predictions on the crop and its mirror image agree. "
                           "Not used by detect (it does not regress); off with --no-flip "
-                          "(there is no mirrored pass to compare with)."),
+                          "(there is no mirrored pass to compare with). " + quality_help()),
         click.option("--weights", default=None, metavar="NAME|PATH",
                      help="Regressor weights: the name of shipped weights (v1, v3, ...; "
                           "'default' = " + DEFAULT_WEIGHTS + "), or a checkpoint (.pth) or its "
@@ -227,6 +232,23 @@ def _own_options(command: str):
         return f
 
     return apply
+
+
+def _pose_options(f):
+    """``--pose-convention``, of the commands whose outputs hold pose angles (landmarks,
+    pose, render's contact sheet)."""
+    yf, aflw = (POSE_FORMULAS[c] for c in POSE_CONVENTIONS)
+    return click.option(
+        "--pose-convention", type=click.Choice(POSE_CONVENTIONS), default=DEFAULT_POSE_CONVENTION,
+        show_default=True,
+        help=f"Convention of the yaw, pitch, roll angles written (degrees; yaw > 0: the "
+             f"subject turns to their right, pitch > 0: looks up, roll > 0: tilts clockwise "
+             f"in the image, in both). yaw-first: {yf}, singular only at pitch +-90, so a "
+             f"profile reads as yaw near +-90 with its own pitch and roll. aflw2000: "
+             f"AFLW2000-3D's {aflw} (what 'facealign evaluate' compares), singular at yaw "
+             f"+-90: profiles can read pitch and roll near 90. Written in each output "
+             f"(JSON 'pose_convention', pose.csv column pose_convention) and in "
+             f"<out>/.facealign/settings/<command>.json; changing it redoes the images.")(f)
 
 
 INPUT_HELP = """
@@ -456,6 +478,7 @@ def detect(**params):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @_common_options
+@_pose_options
 @_video_options
 @_with_input_help
 def landmarks(**params):
@@ -463,7 +486,8 @@ def landmarks(**params):
 
     Writes <out>/<relative path without extension>.json: {path, width, height, faces: [{box,
     score, quality, keypoints, roi_box, landmarks_2d: 68 x [x, y], landmarks_3d: 68 x [x, y, z],
-    pose: {yaw, pitch, roll}}]} (iBUG 68-point order, pixels; angles in degrees).
+    pose: {yaw, pitch, roll}}]} (iBUG 68-point order, pixels; angles in degrees, in the
+    document's pose_convention, see --pose-convention).
     """
     _run("landmarks", params)
 
@@ -471,6 +495,7 @@ def landmarks(**params):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @_common_options
+@_pose_options
 @_video_options
 @_with_input_help
 def pose(**params):
@@ -479,8 +504,9 @@ def pose(**params):
     Writes <out>/pose.csv with columns path, face, yaw, pitch, roll, x1, y1, x2, y2, score:
     one row per face (face = 0, 1, ... by descending score), angles in degrees (yaw > 0: the
     subject turns to their right; pitch > 0: looks up; roll > 0: head tilts clockwise in the
-    image), box in pixels, then the rotation quaternion qw, qx, qy, qz, the video columns
-    frame, time, track (empty for photos) and quality (see --min-quality). Images without
+    image; see --pose-convention), box in pixels, then the rotation quaternion qw, qx, qy, qz,
+    the video columns frame, time, track (empty for photos), quality (see --min-quality) and
+    pose_convention (the angles' convention, the same in every row). Images without
     faces have no row (the manifest lists them). The table is rebuilt on every run from
     per-image records, so a resumed run yields the full table.
     """

@@ -12,6 +12,7 @@ from facealign_cli.cli.main import (
     EXIT_CODES_HELP,
     _common_options,
     _own_options,
+    _pose_options,
     _run,
     _video_options,
     _with_input_help,
@@ -21,6 +22,7 @@ from facealign_cli.cli.main import (
 @click.command("render", epilog=EXIT_CODES_HELP)
 @_common_options
 @_own_options("render")
+@_pose_options
 @_video_options
 @_with_input_help
 def render(**params):

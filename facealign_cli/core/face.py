@@ -7,10 +7,12 @@ from the camera* (into the scene), so (x, y, z) is a right-handed frame like Ope
 frame; z = 0 is the mean depth of the 68 landmarks of that face (smaller z = nearer the viewer,
 e.g. the nose tip has negative z on a frontal face).
 
-Pose angles are in degrees; see :func:`facealign_cli.core.geometry.pose_from_camera` for the
-convention (yaw positive when the face turns towards the image's left, i.e. the subject turns
-to their right; pitch positive when the face looks up; roll positive when the face tilts
-clockwise as seen in the image).
+Pose angles are in degrees, in the convention named by ``Face.pose_convention``
+(:func:`facealign_cli.core.geometry.angles_from_rotation`; by default yaw-first,
+``R = Ry(-yaw) Rx(-pitch) Rz(-roll)``, singular only at |pitch| = 90), with the same signs in
+every convention: yaw positive when the face turns towards the image's left, i.e. the subject
+turns to their right; pitch positive when the face looks up; roll positive when the face tilts
+clockwise as seen in the image.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from facealign_cli.defaults import DEFAULT_POSE_CONVENTION
 
 #: The 3DMM basis that ``Face.params`` refers to (and its layout and frame): said once per
 #: document of ``landmarks`` (:data:`PARAMS_INFO`), never per face.
@@ -67,7 +71,8 @@ class Face:
             expression coefficients. ``None`` before regression.
         landmarks_3d: (68, 3) float32, the 68 iBUG-order keypoints of the fitted 3DMM in the
             image frame described in the module docstring.
-        pose: (3,) float32 ``[yaw, pitch, roll]`` in degrees.
+        pose: (3,) float32 ``[yaw, pitch, roll]`` in degrees, in the convention
+            ``pose_convention``.
         vertices: (N, 3) float32 dense vertices of the face region in the same frame as
             ``landmarks_3d`` (N = the face model's vertex count), or ``None`` if not requested.
         rotation: (3, 3) float64 model-to-camera rotation (the one ``pose`` is computed from,
@@ -96,6 +101,12 @@ class Face:
             (:class:`facealign_cli.core.smoothing.FaceSmoother` sets them when it changes
             ``landmarks_3d``, ``pose``, ``rotation``), else ``None``.
         extra: free-form data of the caller's own; nothing in facealign reads or writes it.
+        pose_convention: the convention of ``pose`` (and ``raw_pose``), one of
+            :data:`facealign_cli.defaults.POSE_CONVENTIONS`: ``"yaw-first"`` (the default,
+            ``R = Ry(-yaw) Rx(-pitch) Rz(-roll)``, singular only at |pitch| = 90) or
+            ``"aflw2000"`` (AFLW2000-3D's ``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``, singular at
+            |yaw| = 90: profile faces); set by
+            :class:`~facealign_cli.core.pipeline.FaceAligner` (its ``pose_convention``).
     """
 
     box: np.ndarray
@@ -117,6 +128,7 @@ class Face:
     raw_landmarks_3d: np.ndarray | None = None
     raw_pose: np.ndarray | None = None
     raw_rotation: np.ndarray | None = None
+    pose_convention: str = DEFAULT_POSE_CONVENTION
 
     @property
     def full_box(self) -> np.ndarray | list[float]:
@@ -137,7 +149,9 @@ class Face:
         The keys are ``box``, ``score``, ``quality`` (when set), ``keypoints``, ``roi_box``
         and, when the face was
         regressed and ``with_landmarks`` is true, ``landmarks_2d``, ``landmarks_3d``, ``pose``
-        (a dict with ``yaw``, ``pitch``, ``roll``), ``rotation`` (3x3, row-major, 6 decimals),
+        (a dict with ``yaw``, ``pitch``, ``roll``, in :attr:`pose_convention`, which a document
+        states once for all its faces, as ``landmarks`` does), ``rotation`` (3x3, row-major,
+        6 decimals),
         ``camera`` (``scale`` and ``translation`` of the camera of ``params``, 120-px crop
         frame), ``params`` (the 62 values, each the shortest decimal of its float32) and
         ``params_crop`` (``roi_box`` unrounded and the crop ``size``, 120 px); what the
@@ -175,12 +189,13 @@ class Face:
 
 def face_rotation(face: Face) -> np.ndarray | None:
     """The (3, 3) float64 model-to-camera rotation of a face: ``face.rotation`` (well defined
-    at every pose), else one composed from ``face.pose`` (a face from another aligner;
-    :func:`facealign_cli.core.geometry.rotation_from_pose`), else ``None``."""
+    at every pose), else one composed from ``face.pose`` in ``face.pose_convention`` (a face
+    from another aligner; :func:`facealign_cli.core.geometry.rotation_from_pose`), else
+    ``None``."""
     if face.rotation is not None:
         return np.asarray(face.rotation, dtype=np.float64)
     if face.pose is None:
         return None
     from facealign_cli.core.geometry import rotation_from_pose
 
-    return rotation_from_pose(face.pose)
+    return rotation_from_pose(face.pose, face.pose_convention)

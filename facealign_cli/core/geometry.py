@@ -8,6 +8,11 @@ Frames used here:
   convention ``x -= 1``, ``y = size - y`` turns it into crop pixels (x right, y down).
 * **output 3D frame**: image frame plus z in pixel units pointing away from the camera,
   z = 0 at the mean depth of the 68 landmarks.
+
+Head pose: the model-to-camera rotation (:func:`rotation_from_camera`) and its Euler angles in
+one of two conventions (:data:`POSE_CONVENTIONS`, :func:`angles_from_rotation`): yaw-first
+(:func:`angles_yaw_first`, the default of every output) and AFLW2000-3D's
+(:func:`angles_aflw2000`, ``facealign evaluate``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import cv2
 import numpy as np
 
 from facealign_cli.core.morphable_model import MorphableModel
+from facealign_cli.defaults import DEFAULT_POSE_CONVENTION, POSE_CONVENTIONS
 
 CROP_SIZE = 120
 
@@ -252,71 +258,206 @@ def rotation_from_camera(params: np.ndarray) -> np.ndarray:
     return R
 
 
-def angles_from_rotation(R: np.ndarray) -> np.ndarray:
-    """Yaw, pitch, roll in degrees from the model-to-camera rotation ``R`` (both frames x right,
-    y up, z towards the viewer), with the signs and order of AFLW2000-3D's ``Pose_Para``.
-
-    ``R`` is factored as ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)`` (equivalently
-    ``R.T = Rz(roll) @ Ry(yaw) @ Rx(pitch)``), with ``Rx``, ``Ry``, ``Rz`` the right-handed
-    elementary rotations. This reproduces the angles of the AFLW2000-3D fits (checked on the
-    benchmark: ``facealign evaluate``). In words:
-
-    * **yaw**: positive when the face turns towards the image's left (the subject turns to
-      their right); range [-90, 90].
-    * **pitch**: positive when the face looks up.
-    * **roll**: positive when the head tilts clockwise as seen in the image (its top moves
-      towards the image's right).
-
-    Returns:
-        (3,) float64 ``[yaw, pitch, roll]`` degrees.
-    """
-    R = np.asarray(R, dtype=np.float64)
-    yaw = -math.asin(float(np.clip(R[0, 2], -1.0, 1.0)))
-    if abs(math.cos(yaw)) > 1e-6:
-        pitch = math.atan2(R[1, 2], R[2, 2])
-        roll = math.atan2(R[0, 1], R[0, 0])
-    else:  # gimbal lock (|yaw| = 90): roll and pitch are not separable; report roll = 0
-        pitch = math.atan2(-R[2, 1], R[1, 1])
-        roll = 0.0
-    return np.degrees(np.array([yaw, pitch, roll]))
+def _rx(deg: float) -> np.ndarray:
+    """Right-handed rotation by ``deg`` degrees about x (y towards z)."""
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
-def rotation_from_pose(pose) -> np.ndarray:
-    """Model-to-camera rotation from ``[yaw, pitch, roll]`` degrees (``Face.pose``).
+def _ry(deg: float) -> np.ndarray:
+    """Right-handed rotation by ``deg`` degrees about y (z towards x)."""
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
-    ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)``, the inverse of
-    :func:`angles_from_rotation` (the README's convention); both
-    frames x right, y up, z towards the viewer. The composition is exact even where the
-    angles themselves are degenerate (|yaw| near 90 degrees). Only for faces without a
-    ``rotation`` (:func:`facealign_cli.core.face.face_rotation`): angles processed as angles
-    (smoothed, averaged) near that degenerate pose no longer describe the face's rotation.
+
+def _rz(deg: float) -> np.ndarray:
+    """Right-handed rotation by ``deg`` degrees about z (x towards y)."""
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+#: Below this, the cosine of the middle angle of a decomposition is taken as 0 (gimbal lock).
+_GIMBAL_EPS = 1e-6
+
+def angles_yaw_first(R: np.ndarray) -> np.ndarray:
+    """``[yaw, pitch, roll]`` in degrees from the model-to-camera rotation ``R`` in the
+    **yaw-first** convention (``"yaw-first"``, facealign's default).
+
+    ``R = Ry(-yaw) @ Rx(-pitch) @ Rz(-roll)``: the head turns (yaw) about the camera's vertical
+    axis, then nods (pitch) about its own, turned, left-right axis, then tilts (roll) about its
+    own, turned, front axis (intrinsic y-x'-z'', the order of aircraft and head-pose angles).
+    ``R`` maps the 3DMM's frame to the camera's, both x right, y up, z towards the viewer;
+    ``Rx``, ``Ry``, ``Rz`` are the right-handed elementary rotations. Signs (the same as
+    AFLW2000-3D's, :func:`angles_aflw2000`; both agree to first order near the frontal pose):
+    **yaw** > 0 when the face turns towards the image's left (the subject turns to their
+    right), **pitch** > 0 when the face looks up, **roll** > 0 when the head tilts clockwise
+    as seen in the image (its top moves towards the image's right). Solved from the entries
+    of ``R``::
+
+        pitch = asin(R[1, 2])
+        yaw   = -atan2(R[0, 2], R[2, 2])
+        roll  = -atan2(R[1, 0], R[1, 1])
+
+    Ranges: yaw (-180, 180], pitch [-90, 90], roll (-180, 180]. Singular only at
+    |pitch| = 90 (looking straight up or down, where no face is seen): there yaw and roll
+    turn about the same axis, roll is reported 0 and yaw carries the turn
+    (``yaw = -atan2(-R[2, 0], R[0, 0])``). A profile (|yaw| near 90) reads as a yaw with
+    its own small pitch and roll.
 
     Args:
-        pose: ``[yaw, pitch, roll]`` in degrees (a sequence of 3 floats).
+        R: (3, 3) rotation matrix.
+
+    Returns:
+        (3,) float64 ``[yaw, pitch, roll]`` degrees; :func:`rotation_yaw_first` composes them
+        back into ``R``.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    pitch = math.asin(float(np.clip(R[1, 2], -1.0, 1.0)))
+    if math.hypot(R[0, 2], R[2, 2]) > _GIMBAL_EPS:
+        yaw = -math.atan2(R[0, 2], R[2, 2])
+        roll = -math.atan2(R[1, 0], R[1, 1])
+    else:  # |pitch| = 90: R = Ry(-yaw) Rx(-pitch); report roll = 0
+        yaw = -math.atan2(-R[2, 0], R[0, 0])
+        roll = 0.0
+    return np.degrees(np.array([yaw, pitch, roll])) + 0.0  # (+ 0.0: no -0.0)
+
+
+def rotation_yaw_first(pose) -> np.ndarray:
+    """Model-to-camera rotation from ``[yaw, pitch, roll]`` degrees in the yaw-first
+    convention: ``R = Ry(-yaw) @ Rx(-pitch) @ Rz(-roll)`` (the inverse of
+    :func:`angles_yaw_first`).
+
+    Args:
+        pose: ``[yaw, pitch, roll]`` degrees (a sequence of 3 floats).
 
     Returns:
         (3, 3) float64 rotation matrix.
     """
-    yaw, pitch, roll = (math.radians(float(a)) for a in pose[:3])
-
-    def rx(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-    def ry(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-    def rz(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-    return rx(-pitch) @ ry(-yaw) @ rz(-roll)
+    yaw, pitch, roll = (float(a) for a in pose[:3])
+    return _ry(-yaw) @ _rx(-pitch) @ _rz(-roll)
 
 
-def pose_from_camera(params: np.ndarray) -> np.ndarray:
+def angles_aflw2000(R: np.ndarray) -> np.ndarray:
+    """``[yaw, pitch, roll]`` in degrees from the model-to-camera rotation ``R`` in
+    **AFLW2000-3D's** convention (``"aflw2000"``): the signs and order of the benchmark's
+    ``Pose_Para``, which ``facealign evaluate`` compares with (checked on the benchmark).
+    Frames and signs as in :func:`angles_yaw_first`.
+
+    ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)`` (equivalently ``R.T = Rz(roll) @ Ry(yaw) @
+    Rx(pitch)``): pitch about the camera's left-right axis comes last, so it is the middle
+    angle, yaw, whose ±90 is singular. Solved from the entries of ``R``::
+
+        yaw   = -asin(R[0, 2])
+        pitch = atan2(R[1, 2], R[2, 2])
+        roll  = atan2(R[0, 1], R[0, 0])
+
+    Ranges: yaw [-90, 90], pitch and roll (-180, 180]. Singular at |yaw| = 90, i.e. on
+    profile faces: there pitch and roll turn about the same axis (roll is reported 0); near
+    it a plain profile can read e.g. ``(86, 85, 85)``, large pitch and roll that describe
+    the same rotation as ``(90, 4, 0)`` yaw-first. Use it to compare with AFLW2000-3D
+    (``facealign evaluate``), not to read head angles.
+
+    Args:
+        R: (3, 3) rotation matrix.
+
+    Returns:
+        (3,) float64 ``[yaw, pitch, roll]`` degrees; :func:`rotation_aflw2000` composes them
+        back into ``R``.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    yaw = -math.asin(float(np.clip(R[0, 2], -1.0, 1.0)))
+    if math.hypot(R[1, 2], R[2, 2]) > _GIMBAL_EPS:
+        pitch = math.atan2(R[1, 2], R[2, 2])
+        roll = math.atan2(R[0, 1], R[0, 0])
+    else:  # |yaw| = 90: roll and pitch are not separable; report roll = 0
+        pitch = math.atan2(-R[2, 1], R[1, 1])
+        roll = 0.0
+    return np.degrees(np.array([yaw, pitch, roll])) + 0.0
+
+
+def rotation_aflw2000(pose) -> np.ndarray:
+    """Model-to-camera rotation from ``[yaw, pitch, roll]`` degrees in AFLW2000-3D's
+    convention: ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)`` (the inverse of
+    :func:`angles_aflw2000`).
+
+    Args:
+        pose: ``[yaw, pitch, roll]`` degrees (a sequence of 3 floats).
+
+    Returns:
+        (3, 3) float64 rotation matrix.
+    """
+    yaw, pitch, roll = (float(a) for a in pose[:3])
+    return _rx(-pitch) @ _ry(-yaw) @ _rz(-roll)
+
+
+#: The decomposition and the composition of each of :data:`POSE_CONVENTIONS`, in its order.
+_DECOMPOSE = dict(zip(POSE_CONVENTIONS, (angles_yaw_first, angles_aflw2000)))
+_COMPOSE = dict(zip(POSE_CONVENTIONS, (rotation_yaw_first, rotation_aflw2000)))
+
+
+def check_pose_convention(convention: str) -> str:
+    """``convention`` if it names a pose convention (:data:`POSE_CONVENTIONS`).
+
+    Raises:
+        ValueError: it does not.
+    """
+    if convention not in _DECOMPOSE:
+        raise ValueError(f"unknown pose convention {convention!r}; expected one of "
+                         f"{POSE_CONVENTIONS}")
+    return convention
+
+
+def angles_from_rotation(R: np.ndarray,
+                         convention: str = DEFAULT_POSE_CONVENTION) -> np.ndarray:
+    """Yaw, pitch, roll in degrees from the model-to-camera rotation ``R`` (both frames x
+    right, y up, z towards the viewer) in one of :data:`POSE_CONVENTIONS`.
+
+    * ``"yaw-first"`` (default): ``R = Ry(-yaw) @ Rx(-pitch) @ Rz(-roll)``, singular only at
+      |pitch| = 90 (:func:`angles_yaw_first`);
+    * ``"aflw2000"``: ``R = Rx(-pitch) @ Ry(-yaw) @ Rz(-roll)``, AFLW2000-3D's ``Pose_Para``,
+      singular at |yaw| = 90 (:func:`angles_aflw2000`).
+
+    Signs, the same in both: **yaw** positive when the face turns towards the image's left
+    (the subject turns to their right); **pitch** positive when the face looks up; **roll**
+    positive when the head tilts clockwise as seen in the image (its top moves towards the
+    image's right).
+
+    Returns:
+        (3,) float64 ``[yaw, pitch, roll]`` degrees.
+
+    Raises:
+        ValueError: unknown convention.
+    """
+    return _DECOMPOSE[check_pose_convention(convention)](R)
+
+
+def rotation_from_pose(pose, convention: str = DEFAULT_POSE_CONVENTION) -> np.ndarray:
+    """Model-to-camera rotation from ``[yaw, pitch, roll]`` degrees (``Face.pose``) in
+    ``convention`` (:func:`rotation_yaw_first` or :func:`rotation_aflw2000`), the inverse of
+    :func:`angles_from_rotation`; both frames x right, y up, z towards the viewer. The
+    composition is exact even where the angles themselves are degenerate. Only for faces
+    without a ``rotation`` (:func:`facealign_cli.core.face.face_rotation`): angles processed
+    as angles (smoothed, averaged) near a convention's singular pose no longer describe the
+    face's rotation.
+
+    Args:
+        pose: ``[yaw, pitch, roll]`` in degrees (a sequence of 3 floats).
+        convention: one of :data:`POSE_CONVENTIONS`.
+
+    Returns:
+        (3, 3) float64 rotation matrix.
+
+    Raises:
+        ValueError: unknown convention.
+    """
+    return _COMPOSE[check_pose_convention(convention)](pose)
+
+
+def pose_from_camera(params: np.ndarray, convention: str = "aflw2000") -> np.ndarray:
     """Head pose ``[yaw, pitch, roll]`` in degrees from 62 (or 12) 3DMM parameters.
 
-    See :func:`rotation_from_camera` and :func:`angles_from_rotation` for the convention.
+    See :func:`rotation_from_camera` and :func:`angles_from_rotation`. The default convention
+    is AFLW2000-3D's: this gives the benchmark's yaw (its |yaw| bins, e.g. the training's
+    per-bin weights); pass ``convention="yaw-first"`` for head angles as the outputs give them.
     """
-    return angles_from_rotation(rotation_from_camera(params))
+    return angles_from_rotation(rotation_from_camera(params), convention)

@@ -57,6 +57,14 @@ class FaceAligner:
       by less than this fraction of its first crop's side
       (:func:`~facealign_cli.core.geometry.roi_box_change`): the first crop is kept and its
       prediction reused (only its mirror image is regressed); 0 = always run it.
+    * ``pose_convention``: the convention of ``Face.pose``, one of
+      :data:`facealign_cli.defaults.POSE_CONVENTIONS` (written to ``Face.pose_convention``):
+      ``"yaw-first"`` (default; ``R = Ry(-yaw) Rx(-pitch) Rz(-roll)``, singular only at
+      |pitch| = 90, so profile faces read as a yaw near 90 with their own pitch and roll) or
+      ``"aflw2000"`` (AFLW2000-3D's ``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``, singular at
+      |yaw| = 90; what ``facealign evaluate`` compares).
+      :func:`facealign_cli.core.geometry.angles_from_rotation` has both formulas;
+      ``Face.rotation`` is the same in both.
     * ``weights``, ``runtime``: the regressor loaded when none is given
       (:func:`facealign_cli.models.regressor_onnx.make_regressor`).
 
@@ -81,7 +89,7 @@ class FaceAligner:
 
     Raises:
         SettingError: a setting out of range or of the wrong type (a ``ValueError``: e.g.
-            ``roi_crop_scale=100``, ``max_faces=-1``).
+            ``roi_crop_scale=100``, ``max_faces=-1``, ``pose_convention="euler"``).
         TypeError: a keyword that is no setting.
         FileNotFoundError: weights or model files are missing.
     """
@@ -122,6 +130,7 @@ class FaceAligner:
     second_pass = property(lambda self: self.settings.second_pass)
     first_pass_flip = property(lambda self: self.settings.first_pass_flip)
     second_pass_min_change = property(lambda self: self.settings.second_pass_min_change)
+    pose_convention = property(lambda self: self.settings.pose_convention)
 
     def fitter(self, dense: bool = False, flip: bool | None = None):
         """The :class:`~facealign_cli.core.regression.CropFitter` of the 68 landmarks and, with
@@ -133,7 +142,8 @@ class FaceAligner:
             sets = ["landmarks"]
             if dense:
                 sets.append((self.dense_model, self.topology.vertex_index))
-            self._fitters[dense, flip] = CropFitter(self.model, sets, flip=flip)
+            self._fitters[dense, flip] = CropFitter(
+                self.model, sets, flip=flip, pose_convention=self.pose_convention)
         return self._fitters[dense, flip]
 
     @property
@@ -239,6 +249,7 @@ class FaceAligner:
             lm[2] -= z0
             f.landmarks_3d = lm.T.copy()
             f.pose = fit.pose[i].astype(np.float32)
+            f.pose_convention = self.pose_convention
             f.rotation = fit.rotation[i]
             _rate(f, fit.flip_disagreement, i)
             if dense:

@@ -2,41 +2,34 @@
 
 With flip averaging (the default) the regressor sees each roi crop twice, as is and mirrored. On a
 real face the mirrored prediction, mapped back, lands on (nearly) the same landmarks; on a jacket,
-a lamp or a hand the two predictions are unrelated guesses and disagree by several times more
-(median over the labelled set, default pipeline: 1.0 % of the crop side for faces). The
+a lamp or a hand the two predictions are unrelated guesses and disagree several times more. The
 **flip disagreement**
 (:attr:`facealign_cli.core.regression.CropFit.flip_disagreement`, of the last pass) is therefore
 free, and :func:`face_quality` combines it with the detector score in a logistic model.
 
 Fit (``scripts/fit_quality.py``; never AFLW2000-3D): the detections of the default detector
-policy ``v2`` and of its 0.4-threshold variant on the 185 AFW photos and the 870 300-W HELEN
-training crops (1457 detections, 1388 faces and 69 false, labelled in
-``benchmarks/data/detections_labelled.csv``), each fitted by the default pipeline (the shipped
-v3 weights, flip averaging, roi crop scale 0.88, second pass, roi rule refitted for ``v2``);
-logistic regression of the label on the detector score and log(flip disagreement). ROC AUC of
-held-out predictions (5-fold, grouped by photo) against the detector score alone: all
-detections 0.985 vs 0.979, AFW detections of the default policy 0.985 vs 0.966. The other cue
-tried, the agreement of the 6 BlazeFace keypoints with the fitted landmarks, is weaker alone
-(AUC 0.947-0.960 on the AFW default detections) and adds nothing to the pair (0.983-0.984).
+policy and of its 0.4-threshold variant on the 185 AFW photos and the 870 300-W HELEN training
+crops (labelled face / not face in ``benchmarks/data/detections_labelled.csv``), each fitted by
+the default pipeline (the shipped weights, the default test-time settings) as ``facealign``
+does; logistic regression of the label on the detector score and log(flip disagreement).
+The script also gives the ROC AUC of held-out predictions (5-fold, grouped by photo) against the
+detector score alone, of the other cue tried (the agreement of the 6 BlazeFace keypoints with
+the fitted landmarks, weaker alone and adding nothing to the pair), and, per threshold, the
+faces and false detections kept on the AFW photos and the HELEN crops.
 
-At the default threshold :data:`DEFAULT_MIN_QUALITY` = 0.5 (detections of ``v2`` at the
-default ``--min-score`` 0.45; these weights, held-out predictions in brackets): AFW photos, 2
-of 439 faces dropped (0.5 %; [0.2 %]), none of the 333 annotated faces the detector finds, and
-13 of 27 false detections dropped (48 %; [48 %]): 0.076 false detections per photo kept
-(0.146 without the filter; the v1 policy without it: 0.254); HELEN crops, 3 of 931 faces
-dropped (0.3 %; [0.3 %]) and 9 of 15 false ones (60 %; [53 %]). 0.6 would keep all 333
-annotated faces too, with 0.054-0.059 false per photo, but drops 1.4-1.6 % of the AFW faces. The
-detector score at ``--min-score 0.7`` keeps 87.5 % of the AFW faces (318 annotated) and none of
-the false ones. Measured with ``python scripts/fit_quality.py --weights
-weights/facealign_v3.pth --policy v2``.
+Measured figures (the rates at :data:`DEFAULT_MIN_QUALITY`, the AUCs, the weights and
+detector they were measured with, the command and the date): the ``quality`` section of
+``facealign_cli/data/figures.json``, shown in ``benchmarks/README.md`` ("Measured figures") and
+cited by ``--min-quality``'s help, the README and ``docs/batch.md``.
 
 Refit (after a new regressor or detector policy: the flip disagreement depends on both)::
 
-    PYTHONPATH=$PWD python scripts/fit_quality.py --weights NEW.pth --policy v2
+    PYTHONPATH=$PWD python scripts/fit_quality.py --weights NEW.pth --policy v2 --write-figures
 
-then paste its ``WEIGHTS`` / ``FLIP_MEDIAN_FACE`` line here and update the rates above from its
-table (a detection not yet in the labelled set stops it: add it with
-``scripts/build_detection_set.py add`` first).
+then paste its ``WEIGHTS`` / ``FLIP_MEDIAN_FACE`` line here (``tests/test_figures.py`` checks
+that they equal the file's); ``--write-figures`` rewrites the figures file and the documents'
+generated spans. A detection not yet in the labelled set stops it: add it with
+``scripts/build_detection_set.py add`` first.
 """
 
 from __future__ import annotations

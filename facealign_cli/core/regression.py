@@ -23,6 +23,7 @@ import numpy as np
 from facealign_cli.core import geometry as G
 from facealign_cli.core.morphable_model import MorphableModel
 from facealign_cli.core.symmetry import ibug68_flip_permutation, vertex_mirror_map
+from facealign_cli.defaults import DEFAULT_POSE_CONVENTION
 
 _REFLECT_X = np.diag([-1.0, 1.0, 1.0])
 
@@ -51,8 +52,8 @@ class CropFit:
         vertices: tuple of (B, 3, K_j) float32 crop-frame vertices, one per requested vertex
             set (flip-averaged when flip averaging is on).
         rotation: (B, 3, 3) float64 model-to-camera rotations (flip-averaged when on).
-        pose: (B, 3) float64 ``[yaw, pitch, roll]`` degrees from ``rotation``
-            (:func:`facealign_cli.core.geometry.angles_from_rotation`).
+        pose: (B, 3) float64 ``[yaw, pitch, roll]`` degrees from ``rotation`` in the fitter's
+            ``pose_convention`` (:func:`facealign_cli.core.geometry.angles_from_rotation`).
         flip_disagreement: (B,) float32, with flip averaging: the mean 2D distance between
             the direct and the mirrored-back vertices of the first evaluated set, as a
             fraction of the crop side S (0 = both predictions agree); ``None`` without.
@@ -109,13 +110,21 @@ class CropFitter:
             :class:`~facealign_cli.core.morphable_model.MorphableModel` subset together with
             its (K,) vertex indices in the full model, as a tuple ``(subset, index)``.
         flip: average with the prediction of the mirrored crop.
+        pose_convention: the convention of :attr:`CropFit.pose`, one of
+            :data:`facealign_cli.defaults.POSE_CONVENTIONS` (default yaw-first; ``facealign
+            evaluate`` uses ``"aflw2000"``, the benchmark's).
+
+    Raises:
+        ValueError: unknown ``pose_convention``.
 
     The mirror partners are computed once per instance (a k-d tree over the mean face).
     """
 
-    def __init__(self, model: MorphableModel, vertex_sets=("landmarks",), *, flip: bool = True):
+    def __init__(self, model: MorphableModel, vertex_sets=("landmarks",), *, flip: bool = True,
+                 pose_convention: str = DEFAULT_POSE_CONVENTION):
         self.model = model
         self.flip = flip
+        self.pose_convention = G.check_pose_convention(pose_convention)
         self._sets = []
         mirror = vertex_mirror_map(model) if flip else None
         for vs in vertex_sets:
@@ -165,8 +174,8 @@ class CropFitter:
                     gap = np.linalg.norm(verts[k][:, :2] - vf[:, :2], axis=1).mean(axis=1)
                     disagreement = (gap / size).astype(np.float32)
                 verts[k] = 0.5 * (verts[k] + vf)
-        pose = np.stack([G.angles_from_rotation(r) for r in rot]) if len(rot) else \
-            np.zeros((0, 3))
+        pose = np.zeros((0, 3)) if not len(rot) else \
+            np.stack([G.angles_from_rotation(r, self.pose_convention) for r in rot])
         return CropFit(params=params, vertices=tuple(v.astype(np.float32) for v in verts),
                        rotation=rot, pose=pose, flip_disagreement=disagreement,
                        mirror_params=pf if self.flip else None)

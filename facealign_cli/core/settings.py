@@ -24,7 +24,9 @@ from typing import Any
 from facealign_cli.defaults import (
     DEFAULT_MIN_QUALITY,
     DEFAULT_MIN_SCORE,
+    DEFAULT_POSE_CONVENTION,
     DEFAULT_PRESET,
+    POSE_CONVENTIONS,
     PRESETS,
 )
 from facealign_cli.models.weights import RUNTIMES
@@ -33,6 +35,9 @@ from facealign_cli.models.weights import RUNTIMES
 #: outside it a crop is either a fraction of the face or mostly background (100 made every
 #: image fail with ``MemoryError``).
 ROI_CROP_SCALE_RANGE = (0.5, 2.0)
+#: The convention of the pose angles of outputs written before ``--pose-convention`` existed
+#: (their fingerprints have no ``pose_convention``: :meth:`AlignerSettings.fingerprint`).
+LEGACY_POSE_CONVENTION = "aflw2000"
 #: The preset of 3DDFA's standard crop: the roi box as it is (scale 1), one pass.
 STANDARD_CROP: dict[str, Any] = {"roi_crop_scale": 1.0, "second_pass": False}
 
@@ -125,6 +130,13 @@ class AlignerSettings:
             :func:`facealign_cli.core.pipeline.second_pass_roi_boxes`).
         runtime: regressor runtime, one of :data:`RUNTIMES` (None = ``"auto"``); not part of
             the outputs' fingerprint (every runtime gives the same faces).
+        pose_convention: the convention of ``Face.pose``, one of
+            :data:`~facealign_cli.defaults.POSE_CONVENTIONS` (``--pose-convention``):
+            ``"yaw-first"`` (the default, ``R = Ry(-yaw) Rx(-pitch) Rz(-roll)``, singular only
+            at |pitch| = 90: a profile face reads as a yaw near 90 with its own pitch and roll)
+            or ``"aflw2000"`` (AFLW2000-3D's ``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``, singular at
+            |yaw| = 90; what ``facealign evaluate`` compares with the benchmark);
+            :func:`facealign_cli.core.geometry.angles_from_rotation` has both formulas.
 
     Raises:
         SettingError: a value of the wrong type or out of range (its ``name`` says which).
@@ -140,6 +152,7 @@ class AlignerSettings:
     first_pass_flip: bool = PRESETS[DEFAULT_PRESET]["first_pass_flip"]
     second_pass_min_change: float = PRESETS[DEFAULT_PRESET]["second_pass_min_change"]
     runtime: str | None = None
+    pose_convention: str = DEFAULT_POSE_CONVENTION
 
     def __post_init__(self):
         _whole(self, "max_faces", 0)
@@ -159,6 +172,9 @@ class AlignerSettings:
             object.__setattr__(self, "weights", w)
         _require(self.runtime is None or self.runtime in RUNTIMES, "runtime",
                  f"unknown runtime {self.runtime!r}; expected one of {RUNTIMES}")
+        _require(self.pose_convention in POSE_CONVENTIONS, "pose_convention",
+                 f"unknown pose convention {self.pose_convention!r}; expected one of "
+                 f"{POSE_CONVENTIONS}")
 
     @property
     def quality_filter_on(self) -> bool:
@@ -175,15 +191,20 @@ class AlignerSettings:
             face.quality is None or not self.quality_filter_on
             or face.quality >= self.min_quality)
 
-    def fingerprint(self, regresses: bool) -> dict[str, Any]:
+    def fingerprint(self, regresses: bool, pose: bool = False) -> dict[str, Any]:
         """The settings whose change makes earlier outputs stale, as the done records and the
         settings file store them (key order kept: old records still match): ``max_faces``;
-        ``min_score`` unless the default; with ``regresses`` also ``min_quality`` unless the
-        default, ``weights`` (``"default"`` for None), ``flip`` only when off, and
-        ``roi_crop_scale`` and ``second_pass`` always (runs before these steps existed are
-        redone), and with both passes flip-averaged ``first_pass_flip`` and
-        ``second_pass_min_change`` (issue 23's presets)."""
+        with ``pose`` (the outputs hold pose angles) and ``regresses``, ``pose_convention``
+        unless :data:`LEGACY_POSE_CONVENTION` (records written before the setting existed
+        hold AFLW2000-3D's angles: reused by ``aflw2000``, redone by default); ``min_score``
+        unless the default; with ``regresses`` also ``min_quality`` unless the default,
+        ``weights`` (``"default"`` for None), ``flip`` only when off, and ``roi_crop_scale``
+        and ``second_pass`` always (runs before these steps existed are redone), and with
+        both passes flip-averaged ``first_pass_flip`` and ``second_pass_min_change`` (issue
+        23's presets)."""
         fp: dict[str, Any] = {"max_faces": self.max_faces}
+        if pose and regresses and self.pose_convention != LEGACY_POSE_CONVENTION:
+            fp["pose_convention"] = self.pose_convention
         if self.min_score != DEFAULT_MIN_SCORE:
             fp["min_score"] = self.min_score
         if regresses:
@@ -199,13 +220,15 @@ class AlignerSettings:
                 fp["second_pass_min_change"] = self.second_pass_min_change
         return fp
 
-    def spelled_out(self, regresses: bool) -> dict[str, Any]:
+    def spelled_out(self, regresses: bool, pose: bool = False) -> dict[str, Any]:
         """The settings :meth:`fingerprint` leaves out at their defaults, always given (for
         the settings file a person reads): ``min_score``, with ``regresses`` also ``flip`` and
-        ``min_quality``."""
+        ``min_quality``, and with ``pose`` ``pose_convention``."""
         out: dict[str, Any] = {"min_score": self.min_score}
         if regresses:
             out.update(flip=self.flip, min_quality=self.min_quality)
+        if pose:
+            out["pose_convention"] = self.pose_convention
         return out
 
 

@@ -7,7 +7,9 @@ AFLW2000-3D, :func:`run_aflw2000` then :func:`summarise_aflw2000`:
   (:data:`CROP_RULE`, :func:`facealign_cli.core.geometry.crop_roi`), the 68 predicted landmarks
   are mapped back to the image (:func:`predict_on_crops`); 2D NME by |yaw| bin and the
   unweighted mean of the bins, 3D NME, head-pose MAE against ``Pose_Para`` on the images whose
-  three angles all lie within +-99 degrees (1,969 images) -- :mod:`.metrics`;
+  three angles all lie within +-99 degrees (1,969 images), the predicted angles in the
+  benchmark's own convention (AFLW2000-3D's, not the outputs' default yaw-first one:
+  :data:`facealign_cli.defaults.EVALUATE_POSE_CONVENTION`) -- :mod:`.metrics`;
 * ``detector``: the full pipeline, detector in the loop (misses counted per bin, never
   dropped);
 * ``occlusion``: ``gt-crops`` on synthetically occluded images (:mod:`.occlusion`, after
@@ -23,13 +25,14 @@ data sets come from :mod:`.datasets`; nothing here reads a fixed data location.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from facealign_cli.core import geometry as G
 from facealign_cli.core.morphable_model import MorphableModel, load_morphable_model
 from facealign_cli.core.settings import STANDARD_CROP, AlignerSettings
+from facealign_cli.defaults import EVALUATE_POSE_CONVENTION
 from facealign_cli.evaluation.datasets import AFLW2000Set, AnnotatedImage, read_dataset_image
 from facealign_cli.evaluation.metrics import (
     IOU_THRESHOLD,
@@ -81,12 +84,15 @@ def predict_on_crops(predict, images: list[np.ndarray], roi_boxes: np.ndarray,
     Returns:
         ``(landmarks, pose, params)``: (B, 68, 3) landmarks in the image frame (x, y pixels, z
         in pixel units away from the camera, facealign's output frame), (B, 3) ``[yaw, pitch,
-        roll]`` degrees, (B, 62) parameters of the unflipped crops.
+        roll]`` degrees (the fitter's convention; by default AFLW2000-3D's,
+        :data:`~facealign_cli.defaults.EVALUATE_POSE_CONVENTION`), (B, 62) parameters of the
+        unflipped crops.
     """
     from facealign_cli.core.regression import CropFitter
 
     reg = predict if hasattr(predict, "predict") else _CallableRegressor(predict)
-    fitter = fitter or CropFitter(model, ("landmarks",), flip=flip)
+    fitter = fitter or CropFitter(model, ("landmarks",), flip=flip,
+                                  pose_convention=EVALUATE_POSE_CONVENTION)
     lms, pose, params, _ = _fit_crops(reg, fitter, images, roi_boxes, batch)
     return lms, pose, params
 
@@ -135,7 +141,9 @@ class Method:
             ``second_pass`` (re-crop at the roi box of the first fit's landmarks and regress
             again, as :class:`facealign_cli.core.pipeline.FaceAligner` does, with its
             ``first_pass_flip`` and ``second_pass_min_change``), and the face filter of
-            :meth:`aligner`'s calls (``min_quality``).
+            :meth:`aligner`'s calls (``min_quality``); ``pose_convention`` is set to
+            AFLW2000-3D's (:data:`~facealign_cli.defaults.EVALUATE_POSE_CONVENTION`, the
+            convention of the benchmark's ``Pose_Para``) whatever the settings given.
 
     The default settings run a regressor as 3DDFA-V2's authors ship theirs
     (:func:`authors_settings`: no flip, standard crop, one pass, no quality filter).
@@ -147,9 +155,14 @@ class Method:
     info: dict
     settings: AlignerSettings = field(default_factory=lambda: authors_settings())
 
+    def __post_init__(self):
+        if self.settings.pose_convention != EVALUATE_POSE_CONVENTION:
+            self.settings = replace(self.settings, pose_convention=EVALUATE_POSE_CONVENTION)
+
     def aligner(self, detector):
         """A :class:`~facealign_cli.core.pipeline.FaceAligner` of this method's regressor and
-        settings around ``detector``."""
+        settings around ``detector`` (its pose in AFLW2000-3D's convention, the benchmark's:
+        the settings are pinned to it)."""
         from facealign_cli.core.pipeline import FaceAligner
 
         return FaceAligner(detector=detector, regressor=self.regressor, settings=self.settings)
@@ -158,8 +171,10 @@ class Method:
 def authors_settings() -> AlignerSettings:
     """A regressor run as 3DDFA-V2's authors run theirs: no flip averaging, their crop
     (:data:`~facealign_cli.core.settings.STANDARD_CROP`), every face kept (``min_quality``
-    0)."""
-    return AlignerSettings(flip=False, min_quality=0.0, **STANDARD_CROP)
+    0), its pose in AFLW2000-3D's convention
+    (:data:`~facealign_cli.defaults.EVALUATE_POSE_CONVENTION`)."""
+    return AlignerSettings(flip=False, min_quality=0.0,
+                           pose_convention=EVALUATE_POSE_CONVENTION, **STANDARD_CROP)
 
 
 def crop_rule_label(roi_crop_scale: float, second_pass: bool, flip: bool = False,
@@ -194,7 +209,7 @@ def _predict_gt_crops(m: Method, images: list[np.ndarray], roi_boxes: np.ndarray
     if not s.second_pass:
         return _fit_crops(m.regressor, fitter, images, roi)[:2]
     first = fitter if (s.first_pass_flip or not s.flip) else \
-        CropFitter(model, ("landmarks",), flip=False)
+        CropFitter(model, ("landmarks",), flip=False, pose_convention=s.pose_convention)
     lms, _, params, mirror = _fit_crops(m.regressor, first, images, roi)
     roi, redo = second_pass_roi_boxes(roi, lms, s.roi_crop_scale, s.second_pass_min_change)
     known, known_mirror = reused_predictions(params, mirror, redo)
@@ -278,7 +293,8 @@ def run_aflw2000(data: AFLW2000Set, methods: list[Method], protocols=("gt-crops"
     model = load_morphable_model()
     from facealign_cli.core.regression import CropFitter
 
-    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.settings.flip)
+    fitters = {m.key: CropFitter(model, ("landmarks",), flip=m.settings.flip,
+                                 pose_convention=m.settings.pose_convention)
                for m in methods}
     B = len(data)
     gt = _nan_outputs(methods, B)

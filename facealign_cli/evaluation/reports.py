@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facealign_cli.defaults import EVALUATE_POSE_CONVENTION, POSE_FORMULAS
 from facealign_cli.evaluation.datasets import YAW_SPLITS
 from facealign_cli.evaluation.metrics import BIN_LABELS, ced_curve, ced_summary, yaw_bin_index
 from facealign_cli.evaluation.occlusion import OCCLUDER_KINDS
@@ -149,7 +150,11 @@ def aflw2000_tables(doc: dict) -> list[Table]:
         tables.append(Table("AFLW2000-3D head pose MAE (degrees)",
                             ["Method", "Protocol", "Yaw", "Pitch", "Roll", "Mean", "n"],
                             pose_rows,
-                            ["faces whose ground-truth yaw, pitch and roll lie within ±99°"]))
+                            ["faces whose ground-truth yaw, pitch and roll lie within ±99°; "
+                             "angles in the benchmark's convention, "
+                             f"{EVALUATE_POSE_CONVENTION} (Pose_Para: "
+                             f"{POSE_FORMULAS[EVALUATE_POSE_CONVENTION]}), not the "
+                             "yaw-first default of facealign's outputs"]))
     if "occlusion" in res:
         o = res["occlusion"]
         rows = []

@@ -26,29 +26,19 @@ annotated faces; false detections from the labelled detection set of
 ``scripts/build_detection_set.py``), the 870 300-W HELEN training crops as they are and enlarged
 to 1024 px (one large face each), 54 pasted 1024x768 group photos of HELEN crops (faces of
 28-130 px) and 400 AFLW *training* crops with |yaw| > 60 deg enlarged in a 640x480 canvas.
-Measured in one run, every policy on each image in turn (with the ``.tflite`` models on LiteRT,
-before the ONNX conversion of issue 26; 1 LiteRT and 1 OpenCV thread, CPU
-time of ``detect``; found = IoU >= 0.3 with the 68-landmark box):
-
-=================  ==========  ============  ==========  =============  ==============
-set                v1 found    v2 found      v1 ms CPU   v2 ms CPU      v2 / v1 CPU
-=================  ==========  ============  ==========  =============  ==============
-AFW photos         333 / 337   333 / 337     14.8 (1)    6.9 (1)        0.47
-HELEN crops        870 / 870   870 / 870     3.6         5.5            1.50 (2)
-HELEN at 1024 px   870 / 870   870 / 870     16.7        6.7            0.40
-HELEN groups       499 / 612   507 / 612     14.9        7.2            0.49
-AFLW profiles      389 / 400   394 / 400     15.6        5.8            0.37
-=================  ==========  ============  ==========  =============  ==============
-
-(1) per 1024-px photo. (2) images below 640 px, where v1 ran no tiles. False detections per
-AFW photo (labelled set, which holds every detection of both policies: ``python
-scripts/build_detection_set.py report``): v1 0.254, v2 0.146; per HELEN crop: v1 0.006, v2
-0.017 (v2's extra ones: faces and parts of faces cut by the crop's border). Before the quality
-filter (:mod:`facealign_cli.core.quality`). Candidates measured in the
-same run and rejected: short+full without tiles (AFW 310 / 337), short+full with tiles of 0.4
-(319 / 337, 0.80 x v1), back+short always (333 / 337 at 0.53 x v1, more false faces),
-back+full (0.63 x v1, no more faces), back + v1's tiles (AFW 335 / 337, groups 550 / 612, but
-1.17 x v1). The back model's raw threshold
+Measured in one run, every policy on each image in turn (1 detector and 1 OpenCV thread, CPU
+time of ``detect``; found = IoU >= 0.3 with the 68-landmark box; false detections from the
+labelled set). The figures of ``v1`` and ``v2`` on each set (faces found, CPU ms per image,
+false detections per image, before the quality filter of :mod:`facealign_cli.core.quality`),
+with the command and the date, are the ``detector`` section of
+``facealign_cli/data/figures.json``, shown in ``benchmarks/README.md`` ("Measured figures");
+``scripts/tune_detector.py --write-figures`` rewrites them. On the AFW photos ``v2`` finds the
+faces ``v1`` found at about half its CPU time and with fewer false detections. Candidates
+measured in the same run (on LiteRT, before the ONNX conversion of issue 26) and rejected:
+short+full without tiles (AFW 310 / 337), short+full with tiles of 0.4 (319 / 337, 0.80 x v1),
+back+short always (333 / 337 at 0.53 x v1, more false faces), back+full (0.63 x v1, no more
+faces), back + v1's tiles (AFW 335 / 337, groups 550 / 612, but 1.17 x v1). The back model's
+raw threshold
 (0.354) was chosen on the AFW photos: raw 0.45 finds 326 / 337 faces (0.52 unmatched detections
 per photo), 0.354 333 / 337 (0.71), 0.30 334 / 337 (0.90; candidates ``back-raw0.45``/``0.30``).
 

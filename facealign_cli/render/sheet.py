@@ -25,6 +25,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
+from facealign_cli.defaults import POSE_FORMULAS
 from facealign_cli.io.records import atomic_open
 
 #: Longest side of a thumbnail in pixels, and its JPEG quality.
@@ -219,13 +220,25 @@ def _card(e: SheetEntry) -> str:
     return f'<div class="card">{media}<div class="name">{name}</div>{note}{faces}</div>'
 
 
+def _pose_note(convention: str | None) -> str:
+    """The line of a page that says what the angles mean (empty without a convention)."""
+    if convention is None:
+        return ""
+    formula = POSE_FORMULAS.get(convention)
+    return ('<p class="summary">yaw, pitch, roll in degrees, convention '
+            f"{html.escape(convention)}" + (f" ({html.escape(formula)})" if formula else "")
+            + ": yaw &gt; 0 the subject turns to their right, pitch &gt; 0 looks up, roll "
+              "&gt; 0 tilts clockwise in the picture.</p>")
+
+
 def _page_name(i: int, stem: str) -> str:
     return f"{stem}.html" if i == 0 else f"{stem}-{i + 1}.html"
 
 
 def sheet_pages(entries: Iterable[SheetEntry | Mapping[str, Any]], *,
                 title: str = "facealign render", per_page: int = PER_PAGE,
-                stem: str = "index") -> list[tuple[str, str]]:
+                stem: str = "index", pose_convention: str | None = None
+                ) -> list[tuple[str, str]]:
     """The HTML of the sheet, as ``(file name, text)`` pages: ``index.html``, ``index-2.html``
     … with ``per_page`` photos each (at least one page). The first page also lists every
     failed image (name, error, reason) and images not processed, below the photos (its
@@ -237,6 +250,9 @@ def sheet_pages(entries: Iterable[SheetEntry | Mapping[str, Any]], *,
         title: the page title (escaped).
         per_page: photos per page (>= 1).
         stem: file name stem of the pages.
+        pose_convention: the convention of the faces' angles
+            (:data:`facealign_cli.defaults.POSE_CONVENTIONS`), stated under the summary of
+            every page; ``None``: not stated.
     """
     es = [e if isinstance(e, SheetEntry) else SheetEntry.from_record(e) for e in entries]
     shown = [e for e in es if e.shown]
@@ -251,7 +267,7 @@ def sheet_pages(entries: Iterable[SheetEntry | Mapping[str, Any]], *,
         n_failed = (f'<a href="{where}">{len(failed)} image(s) failed or not processed</a>'
                     if failed else "no image failed")
         summary = (f'<p class="summary">{len(shown)} photo(s) shown, {n_faces} face(s); '
-                   f'{n_failed}.</p>')
+                   f'{n_failed}.</p>{_pose_note(pose_convention)}')
         nav = ""
         if n_pages > 1:
             links = [f"<span>page {i + 1}</span>" if i == p else
@@ -279,9 +295,9 @@ def sheet_pages(entries: Iterable[SheetEntry | Mapping[str, Any]], *,
 
 def write_sheet(out_dir: str | os.PathLike, entries: Sequence[SheetEntry | Mapping[str, Any]],
                 *, title: str = "facealign render", per_page: int = PER_PAGE,
-                stem: str = "index") -> list[Path]:
-    """Write the pages of :func:`sheet_pages` into ``out_dir``, each atomically; the paths in
-    the entries must be relative to ``out_dir``.
+                stem: str = "index", pose_convention: str | None = None) -> list[Path]:
+    """Write the pages of :func:`sheet_pages` (same arguments) into ``out_dir``, each
+    atomically; the paths in the entries must be relative to ``out_dir``.
 
     Returns:
         The pages written, ``out_dir/index.html`` first.
@@ -291,7 +307,8 @@ def write_sheet(out_dir: str | os.PathLike, entries: Sequence[SheetEntry | Mappi
     """
     out = Path(out_dir)
     written = []
-    for name, text in sheet_pages(entries, title=title, per_page=per_page, stem=stem):
+    for name, text in sheet_pages(entries, title=title, per_page=per_page, stem=stem,
+                                  pose_convention=pose_convention):
         with atomic_open(out / name, "w", newline="\n") as fh:
             fh.write(text)
         written.append(out / name)

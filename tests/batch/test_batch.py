@@ -110,7 +110,8 @@ def test_landmarks_json_schema(tmp_path):
     s, _, _ = _run([tmp_path / "in"], out)
     assert s.exit_code == 0
     doc = json.loads((out / "a.json").read_text())
-    assert set(doc) == {"path", "width", "height", "params_info", "faces"}
+    assert set(doc) == {"path", "width", "height", "params_info", "pose_convention", "faces"}
+    assert doc["pose_convention"] == "yaw-first"  # the default (issue 24)
     assert set(doc["params_info"]) == {"basis", "layout", "frame", "crop_size"}
     assert (doc["width"], doc["height"]) == (80, 60)
     f = doc["faces"][0]

@@ -91,6 +91,7 @@ def test_landmarks_on_a_video_one_line_per_frame_with_stable_tracks(clips, env, 
     assert r.exit_code == 0, r.output
     lines = _lines(out / "clip.jsonl")
     assert [d["frame"] for d in lines] == list(range(N))
+    assert {d["pose_convention"] for d in lines} == {"yaw-first"}  # on every line (issue 24)
     np.testing.assert_allclose([d["time"] for d in lines], np.arange(N) / 25.0, atol=1e-3)
     first = {f["track"]: np.array(f["box"]) for f in lines[0]["faces"]}
     assert sorted(first) == [0, 1, 2]
@@ -165,6 +166,7 @@ def test_pose_and_mesh_on_a_video(clips, env, tmp_path):
                for r in video)
     still = [r for r in rows if r["path"].endswith("photo.jpg")]
     assert len(still) == 3 and all(r["frame"] == r["time"] == r["track"] == "" for r in still)
+    assert {r["pose_convention"] for r in rows} == {"yaw-first"}
 
     out = tmp_path / "mesh"
     r = invoke(["mesh", clips / "clip.avi", "--out", out, "--min-score", MIN_SCORE,

@@ -75,9 +75,11 @@ def test_pose_csv_has_the_quaternion_of_the_pose(fake_model, photos, tmp_path):
         rows = list(csv.DictReader(fh))
     cols = list(rows[0])
     assert cols[cols.index("score") + 1:][:4] == ["qw", "qx", "qy", "qz"]
-    # the video columns, empty for photos, then the face quality (issue 20)
-    assert cols[-4:] == ["frame", "time", "track", "quality"]
+    # the video columns, empty for photos, the face quality (issue 20), the angles'
+    # convention (issue 24)
+    assert cols[-5:] == ["frame", "time", "track", "quality", "pose_convention"]
     assert all(row["frame"] == row["time"] == row["track"] == "" for row in rows)
+    assert {row["pose_convention"] for row in rows} == {"yaw-first"}
     for row in rows:
         q = np.array([float(row[k]) for k in ("qw", "qx", "qy", "qz")])
         assert abs(np.linalg.norm(q) - 1) < 1e-5 and q[0] >= 0
@@ -303,8 +305,8 @@ def test_rotation_matches_the_pose_angles_with_flip(afw_photos, real_weights, tm
     for face in json.loads((out / f"{afw_photos[0].stem}.json").read_text())["faces"]:
         pose = face["pose"]
         want = rotation_from_pose([pose["yaw"], pose["pitch"], pose["roll"]])
-        if abs(pose["yaw"]) < 80:  # away from the gimbal lock the angles fix the rotation
-            np.testing.assert_allclose(face["rotation"], want, atol=1e-3)
+        # yaw-first (the default): the angles fix the rotation at every face pose
+        np.testing.assert_allclose(face["rotation"], want, atol=1e-3)
         assert math.isfinite(face["camera"]["scale"])
 
 

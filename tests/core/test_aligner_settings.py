@@ -47,7 +47,7 @@ def _boxes(faces) -> np.ndarray:
                                 dict(roi_crop_scale=float("nan")), dict(max_faces=-1),
                                 dict(max_faces=2.5), dict(min_quality=1.5),
                                 dict(min_score=-0.1), dict(flip="yes"),
-                                dict(runtime="tensorrt")])
+                                dict(runtime="tensorrt"), dict(pose_convention="euler")])
 def test_bad_settings_fail_when_the_aligner_is_made(kw):
     """No model is loaded: the check comes first (a detector and regressor are given)."""
     with pytest.raises(SettingError) as info:
@@ -63,7 +63,8 @@ def test_bad_settings_fail_when_the_aligner_is_made(kw):
 def test_one_range_for_the_api_and_the_command_line():
     from facealign_cli.cli.crop_options import crop_options
 
-    opt = crop_options()[0](lambda **kw: None).__click_params__[0]
+    params = [o(lambda **kw: None).__click_params__[0] for o in crop_options()]
+    opt = next(p for p in params if p.name == "roi_crop_scale")
     assert (opt.type.min, opt.type.max) == ROI_CROP_SCALE_RANGE
     for s in ROI_CROP_SCALE_RANGE:
         assert AlignerSettings(roi_crop_scale=s).roi_crop_scale == s
@@ -77,9 +78,25 @@ def test_the_command_line_defaults_are_the_settings_defaults():
     params = {p.name: p.default for p in cli_main.landmarks.params}
     d = AlignerSettings()
     for name in ("max_faces", "min_score", "min_quality", "flip", "second_pass", "weights",
-                 "runtime"):
+                 "runtime", "pose_convention"):
         assert params[name] == getattr(d, name), name
     assert params["roi_crop_scale"] is None  # None: the settings' default (0.88)
+
+
+def test_pose_convention_is_a_setting_in_the_fingerprint_of_angles_only():
+    """``--pose-convention`` is routed to the settings by name; the fingerprint names it only
+    for outputs with angles and not for ``aflw2000``, the convention of the records written
+    before the setting existed (issue 24)."""
+    from facealign_cli.batch.options import RunOptions
+
+    o = RunOptions.make("pose", "o", pose_convention="aflw2000")
+    assert o.aligner == AlignerSettings(pose_convention="aflw2000")
+    assert o.cmd.fingerprint(o) == {k: v for k, v in o.cmd.fingerprint(
+        RunOptions.make("pose", "o")).items() if k != "pose_convention"}
+    yf = AlignerSettings()
+    assert yf.fingerprint(True, pose=True)["pose_convention"] == "yaw-first"
+    assert "pose_convention" not in yf.fingerprint(True)  # mesh: no angles written
+    assert "pose_convention" not in yf.fingerprint(False, pose=True)  # detect
 
 
 def test_a_preset_is_a_set_of_field_values():

@@ -238,8 +238,8 @@ def test_cli_standard_crop_row_beside_the_default(tmp_path, aflw2000_dir, real_w
     assert (m["facealign"]["roi_crop_scale"], m["facealign"]["second_pass"]) == (
         ROI_CROP_SCALE, True)
     assert m["facealign-standard"]["label"] == "facealign (standard crop)"
-    assert m["facealign-standard"]["crop"] == "standard crop"
-    assert f"roi x{ROI_CROP_SCALE:g}, second pass" in m["facealign"]["crop"]
+    assert m["facealign-standard"]["crop"] == "standard crop, 1 pass"
+    assert f"roi x{ROI_CROP_SCALE:g}, 2 passes" in m["facealign"]["crop"]
     assert "facealign (standard crop)" in outputs["default"]
     assert list(docs["std"]["methods"]) == ["facealign"]
     g, s = docs["default"]["results"]["gt-crops"], docs["std"]["results"]["gt-crops"]

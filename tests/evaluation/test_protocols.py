@@ -126,3 +126,37 @@ def test_gt_crops_apply_the_pipelines_crop_rule(aflw2000_dir, real_weights):
         np.testing.assert_allclose(run.gt_crops["facealign"]["lms"][i][:, :2],
                                    f.landmarks_3d[:, :2], atol=1e-3)
     assert np.abs(run.gt_crops["facealign"]["lms"] - run.gt_crops["std"]["lms"]).max() > 0.1
+
+
+def test_pose_figures_use_aflw2000_convention(aflw2000_dir, teacher_method, box_detector):
+    """``evaluate`` compares the benchmark's ``Pose_Para`` with angles in the same convention
+    (AFLW2000-3D's), not the outputs' default yaw-first one: its pose MAE is that of the
+    AFLW2000-3D angles, which on profile images differ from the yaw-first ones (issue 24)."""
+    from facealign_cli.core.morphable_model import load_morphable_model
+    from facealign_cli.core.regression import CropFitter
+    from facealign_cli.evaluation.metrics import pose_mae
+
+    data = D.open_aflw2000(aflw2000_dir, limit=40)  # 7 images with |yaw| > 60
+    run = P.run_aflw2000(data, [teacher_method], ("gt-crops",), batch=20)
+    figs, _ = P.summarise_aflw2000(run)
+    images = [data.read_image(i) for i in range(len(data))]
+    model = load_morphable_model()
+    angles = {c: P.predict_on_crops(teacher_method.regressor, images, data.roi_boxes, model,
+                                    fitter=CropFitter(model, flip=False, pose_convention=c))[1]
+              for c in ("aflw2000", "yaw-first")}
+    np.testing.assert_allclose(run.gt_crops["3ddfa-v2"]["pose"], angles["aflw2000"], atol=1e-6)
+    mae, n = pose_mae(angles["aflw2000"], data.pose)
+    g = figs["gt-crops"]["3ddfa-v2"]["pose"]
+    assert n == g["count"] == 40
+    assert [g["yaw"], g["pitch"], g["roll"]] == pytest.approx(mae.tolist())
+    profile = np.abs(data.pose[:, 0]) > 60
+    assert profile.sum() >= 5
+    yf_mae, _ = pose_mae(angles["yaw-first"][profile], data.pose[profile])
+    af_mae, _ = pose_mae(angles["aflw2000"][profile], data.pose[profile])
+    assert yf_mae.mean() > af_mae.mean() + 1.0  # the convention matters on profiles
+    # the detector protocol's aligners too, whatever the settings given
+    assert teacher_method.aligner(box_detector({})).pose_convention == "aflw2000"
+    from facealign_cli.core.settings import AlignerSettings
+
+    m = P.Method("m", "m", teacher_method.regressor, {}, settings=AlignerSettings(flip=True))
+    assert m.settings == AlignerSettings(flip=True, pose_convention="aflw2000")

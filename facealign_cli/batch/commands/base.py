@@ -21,17 +21,24 @@ from facealign_cli.io import records
 #: Columns of ``pose.csv``. ``frame`` (source frame index), ``time`` (seconds) and ``track``
 #: (face track id) are filled for the rows of a video and empty for photos; the header is the
 #: same for every run. ``quality``: :func:`facealign_cli.core.quality.face_quality`.
+#: ``pose_convention``: the convention of ``yaw``, ``pitch``, ``roll``
+#: (:data:`facealign_cli.defaults.POSE_CONVENTIONS`, ``--pose-convention``), the same in every
+#: row of a table (a column, not a comment line, so that every CSV reader takes the file).
 POSE_COLUMNS = ("path", "face", "yaw", "pitch", "roll", "x1", "y1", "x2", "y2", "score",
-                "qw", "qx", "qy", "qz", "frame", "time", "track", "quality")
+                "qw", "qx", "qy", "qz", "frame", "time", "track", "quality", "pose_convention")
 #: The video columns of :data:`POSE_COLUMNS` (empty for a photo).
 POSE_VIDEO_COLUMNS = ("frame", "time", "track")
 
 
-def pad_pose_row(row) -> tuple:
-    """A ``pose.csv`` row with every column of :data:`POSE_COLUMNS` (rows recorded before
-    the video columns existed get them empty)."""
+def pad_pose_row(row, pose_convention: str) -> tuple:
+    """A ``pose.csv`` row with every column of :data:`POSE_COLUMNS`: rows recorded before
+    the video columns existed get them empty, and rows recorded before the
+    ``pose_convention`` column existed get ``pose_convention`` (the run's: such a record is
+    reused only by a run of the same convention, see :meth:`Command.fingerprint`)."""
     row = tuple(row)
-    return row + (None,) * (len(POSE_COLUMNS) - len(row))
+    if len(row) < len(POSE_COLUMNS):
+        row = row + (None,) * (len(POSE_COLUMNS) - 1 - len(row)) + (pose_convention,)
+    return row
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,9 @@ def quaternion(R) -> list[float]:
     return [round(float(v), 6) for v in q]
 
 
-def pose_rows(path: str, faces) -> list[list[Any]]:
-    """Rows of ``pose.csv`` (:data:`POSE_COLUMNS`) for one image's faces (``pose`` filled;
-    the video columns empty)."""
+def pose_rows(path: str, faces, pose_convention: str) -> list[list[Any]]:
+    """Rows of ``pose.csv`` (:data:`POSE_COLUMNS`) for one image's faces (``pose`` filled,
+    in ``pose_convention``, the faces' own; the video columns empty)."""
     from facealign_cli.core.face import face_rotation
 
     rows = []
@@ -77,7 +84,7 @@ def pose_rows(path: str, faces) -> list[list[Any]]:
         x1, y1, x2, y2 = (_num(v) for v in f.box[:4])
         q = None if f.quality is None else _num(f.quality, 4)
         rows.append([path, k, yaw, pitch, roll, x1, y1, x2, y2, _num(f.score, 4),
-                     *quaternion(face_rotation(f)), None, None, None, q])
+                     *quaternion(face_rotation(f)), None, None, None, q, pose_convention])
     return rows
 
 
@@ -234,6 +241,7 @@ class Command:
         Options: the type of ``RunOptions.command_options``; its field names are the
             parameter names of :meth:`cli_options` (:meth:`RunOptions.make
             <facealign_cli.batch.options.RunOptions.make>` routes them by name).
+        writes_pose: its outputs hold pose angles (see :meth:`pose_convention`).
     """
 
     name: ClassVar[str]
@@ -241,6 +249,7 @@ class Command:
     uses_regressor: ClassVar[bool] = True
     dense: ClassVar[bool] = False
     table: ClassVar[bool] = False
+    writes_pose: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
 
     @classmethod
@@ -258,11 +267,18 @@ class Command:
             OptionError: settings that do not go together for this command.
         """
 
+    def pose_convention(self, opts: RunOptions) -> str | None:
+        """The convention of the pose angles in the outputs of a run with ``opts``
+        (``opts.aligner.pose_convention``), or ``None`` when they hold no angles."""
+        return opts.aligner.pose_convention if self.writes_pose else None
+
     def fingerprint(self, opts: RunOptions) -> dict[str, Any]:
         """Settings an earlier run must have used for its outputs to be reused: the command
         and :meth:`AlignerSettings.fingerprint
-        <facealign_cli.core.settings.AlignerSettings.fingerprint>`."""
-        return {"command": self.name, **opts.aligner.fingerprint(self.uses_regressor)}
+        <facealign_cli.core.settings.AlignerSettings.fingerprint>` (``pose_convention``
+        only when the outputs hold pose angles, :meth:`pose_convention`)."""
+        return {"command": self.name, **opts.aligner.fingerprint(
+            self.uses_regressor, pose=self.pose_convention(opts) is not None)}
 
     def needs_rasterizer(self, opts: RunOptions) -> str | None:
         """What of this run needs the rasteriser (``deodr``, an optional dependency), named as

@@ -1,9 +1,11 @@
 """The commands that write one JSON document per photo and JSON lines per video (``detect``,
 ``landmarks``).
 
-* a photo: ``<key>.json`` = ``{path, width, height, <header>, faces}`` (or, with ``--out -``,
-  the same document as the item's NDJSON record);
-* a video: ``<key>.jsonl``, one line per processed frame, ``{"frame", "time", "faces"}``
+* a photo: ``<key>.json`` = ``{path, width, height, <header>, pose_convention, faces}`` (or,
+  with ``--out -``, the same document as the item's NDJSON record; ``pose_convention`` only
+  where the faces have pose angles: ``landmarks``);
+* a video: ``<key>.jsonl``, one line per processed frame, ``{"frame", "time",
+  "pose_convention", "faces"}``
   (``frame``: 0-based index in the source stream, ``time``: seconds; ``faces`` as in the photo
   JSON, each with its ``track`` id); a frame whose processing raised has ``"faces": []`` and
   an ``"error"`` (counted in ``frames_failed``).
@@ -28,6 +30,12 @@ class JsonCommand(Command):
         """Keys of a document that describe all its faces (once per document)."""
         return {}
 
+    def pose_header(self, opts) -> dict[str, Any]:
+        """``{"pose_convention": ...}`` in every document (and every line of a video) whose
+        faces have pose angles (:meth:`~.base.Command.pose_convention`), else ``{}``."""
+        convention = self.pose_convention(opts)
+        return {} if convention is None else {"pose_convention": convention}
+
     def open_writer(self, *, item, source, aligner, opts):
         cls = JsonLinesWriter if source.many else JsonDocWriter
         return cls(self, item, source.sink, aligner, opts)
@@ -41,7 +49,8 @@ class JsonDocWriter(ItemWriter):
     def add(self, frame, faces):
         frame.full_size(faces)
         self.doc = {"path": self.item.path, "width": frame.width, "height": frame.height,
-                    **self.cmd.header(), "faces": self.cmd.faces_json(faces)}
+                    **self.cmd.header(), **self.cmd.pose_header(self.opts),
+                    "faces": self.cmd.faces_json(faces)}
 
     def close(self):
         if self.opts.streaming:
@@ -61,7 +70,8 @@ class JsonLinesWriter(ItemWriter):
         from facealign_cli.core.tracking import track_of
 
         frame.full_size(faces)
-        doc: dict[str, Any] = {"frame": frame.index, "time": frame.seconds, "faces": [
+        doc: dict[str, Any] = {"frame": frame.index, "time": frame.seconds,
+                               **self.cmd.pose_header(self.opts), "faces": [
             {**d, "track": track_of(f)} for f, d in zip(faces, self.cmd.faces_json(faces))]}
         if error is not None:
             doc["error"] = error

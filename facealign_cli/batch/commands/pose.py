@@ -16,6 +16,7 @@ class Pose(Command):
 
     name = "pose"
     table = True
+    writes_pose = True
 
     def open_writer(self, *, item, source, aligner, opts):
         return PoseWriter(self, item, source.sink, aligner, opts)
@@ -36,12 +37,13 @@ class PoseWriter(ItemWriter):
         from facealign_cli.core.tracking import track_of
 
         frame.full_size(faces)
-        rows = [tuple(r[:14]) + (frame.index, frame.seconds, track_of(f), r[17])
-                for r, f in zip(pose_rows(self.item.path, faces), faces)]
+        conv = self.opts.aligner.pose_convention
+        rows = [tuple(r[:14]) + (frame.index, frame.seconds, track_of(f)) + tuple(r[17:])
+                for r, f in zip(pose_rows(self.item.path, faces, conv), faces)]
         self.rows += rows
         if self.opts.streaming:
             self.record = {"path": self.item.path, "width": frame.width,
-                           "height": frame.height,
+                           "height": frame.height, "pose_convention": conv,
                            "faces": [dict(zip(POSE_COLUMNS[1:], r[1:])) for r in rows]}
 
     def close(self):

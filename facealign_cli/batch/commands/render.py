@@ -118,6 +118,11 @@ class Render(Command):
                               "annotated frame, linking to the video."),
         ]
 
+    def pose_convention(self, opts):
+        """The contact sheet shows pose angles (the overlays draw the rotation's axes, the
+        same in every convention)."""
+        return opts.aligner.pose_convention if opts.command_options.sheet else None
+
     def fingerprint(self, opts):
         o = opts.command_options
         return {**super().fingerprint(opts), "draw": list(o.draw), "sheet": o.sheet}
@@ -136,7 +141,7 @@ class Render(Command):
         return any(d in ("mesh", "depth") for d in opts.command_options.draw)
 
     def needs_rasterizer(self, opts):
-        layers = [d for d in opts.draw if d in ("mesh", "depth")]
+        layers = [d for d in opts.command_options.draw if d in ("mesh", "depth")]
         return f"render --draw {','.join(layers)}" if layers else None
 
     def open_writer(self, *, item, source, aligner, opts):
@@ -172,7 +177,8 @@ class Render(Command):
                                for key, line in part)
         finally:
             db.close()
-        return write_sheet(out, entries, stem=SHEET_STEM)
+        return write_sheet(out, entries, stem=SHEET_STEM,
+                           pose_convention=opts.aligner.pose_convention)
 
     def wants_lines(self, opts):
         return opts.command_options.sheet
