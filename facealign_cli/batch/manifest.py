@@ -85,6 +85,22 @@ class AppendedManifest:
             os.close(fd)
 
 
+def last_run_id(path: str | os.PathLike) -> int:
+    """The ``run`` of the manifest's last whole line (0: none, no file, or not readable)."""
+    try:
+        with open(path, "rb") as f:
+            start = max(0, f.seek(0, os.SEEK_END) - _TAIL)
+            f.seek(start)
+            lines = f.read().split(b"\n")
+        whole = lines[1 if start else 0:-1]  # (the first may be cut by the seek, the last is)
+        for line in reversed(whole):
+            run = json.loads(line).get("run")
+            return run if isinstance(run, int) else 0
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 0
+
+
 def read_manifest(path: str | os.PathLike, run: int | str | None = "last") -> list[dict]:
     """The lines of a manifest, parsed: those of run ``run`` (an id), of the last run in the
     file (``"last"``, the default: the run of its last line) or all (None).

@@ -74,8 +74,8 @@ class DoneRecord:
     :mod:`facealign_cli.batch.run_db`, recorded by
     :meth:`facealign_cli.batch.resume.RunState.record` after its outputs are in place); the
     ``.facealign/done/<command>/<key>.json`` records of earlier versions had this layout
-    (:meth:`to_json`) and are imported once (:func:`facealign_cli.batch.resume.import_done_records`).
-
+    (:meth:`to_json`) and are imported once
+    (:func:`facealign_cli.batch.resume.import_done_records`).
     Attributes:
         fingerprint: the settings the outputs depend on
             (:meth:`~facealign_cli.batch.commands.Command.fingerprint`, a video's

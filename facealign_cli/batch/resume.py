@@ -37,6 +37,8 @@ from facealign_cli.batch.fingerprint import (
     legacy_digest,
     weights_digests,
 )
+from facealign_cli.batch.manifest import last_run_id
+from facealign_cli.batch.options import MANIFEST_NAME
 from facealign_cli.batch.result import ImageResult
 from facealign_cli.batch.run_db import LOOKUP_CHUNK, ItemRow, RunDB
 from facealign_cli.io import records
@@ -83,7 +85,8 @@ class RunState:
         for v, d in self.docs.items():
             self.db.add_fingerprint(self.fps[v], d)
         self.imported = import_done_records(self, Path(out))
-        self.run = self.db.begin_run(cmd.name, self.fps[False])
+        self.run = self.db.begin_run(cmd.name, self.fps[False],
+                                     last_run_id(self.out / MANIFEST_NAME))
         self._done = bytearray()
         self._items: Sequence[InputItem] = ()
         self._cache: dict[str, ItemRow] = {}

@@ -352,10 +352,14 @@ class RunDB:
             self.con.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
                              (name_blob(path), size, mtime_ns, sha256))
 
-    def begin_run(self, command: str, fingerprint: str | None) -> int:
-        """Record the start of a run; its id."""
-        cur = self.con.execute("INSERT INTO runs(command, started, fingerprint) VALUES "
-                               "(?, ?, ?)", (command, time.time(), fingerprint))
+    def begin_run(self, command: str, fingerprint: str | None, after: int = 0) -> int:
+        """Record the start of a run; its id: one more than the last run's, and than
+        ``after`` (the last id in the manifest: a state deleted and made anew never reuses an
+        id of the manifest's lines)."""
+        last = self.con.execute("SELECT max(id) FROM runs").fetchone()[0] or 0
+        cur = self.con.execute("INSERT INTO runs(id, command, started, fingerprint) VALUES "
+                               "(?, ?, ?, ?)", (max(last, after) + 1, command, time.time(),
+                                                fingerprint))
         return int(cur.lastrowid)
 
     def end_run(self, run: int, *, items: int, ok: int, failed: int, skipped: int,
