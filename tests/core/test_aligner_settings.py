@@ -77,9 +77,15 @@ def test_the_command_line_defaults_are_the_settings_defaults():
     assert RunOptions.make("landmarks", "o").aligner == AlignerSettings()
     params = {p.name: p.default for p in cli_main.landmarks.params}
     d = AlignerSettings()
-    for name in ("max_faces", "min_score", "min_quality", "flip", "second_pass", "weights",
-                 "runtime", "pose_convention"):
+    for name in ("max_faces", "min_score", "min_quality", "weights", "runtime",
+                 "pose_convention"):
         assert params[name] == getattr(d, name), name
+    # the test-time steps come from --preset (their flags left unset: None)
+    from facealign_cli.defaults import preset_fields
+
+    assert params["flip"] is None and params["second_pass"] is None
+    steps = preset_fields(params["preset"])
+    assert all(getattr(d, k) == v for k, v in steps.items()), steps
     assert params["roi_crop_scale"] is None  # None: the settings' default (0.88)
 
 

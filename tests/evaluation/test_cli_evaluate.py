@@ -220,9 +220,9 @@ def test_landmarks68_prints_its_table_on_an_ascii_stdout(tmp_path, afw_annotated
 
 
 def test_cli_standard_crop_row_beside_the_default(tmp_path, aflw2000_dir, real_weights):
-    """The default row (roi x ROI_CROP_SCALE, second pass) and 'facealign (standard crop)';
-    the standard row is what --roi-crop-scale 1 --no-second-pass computes (and then shown
-    once)."""
+    """The default row (roi x ROI_CROP_SCALE, second pass) and 'facealign (given crop, one
+    pass)'; the given-crop row is what --roi-crop-scale 1 --no-second-pass computes (and then
+    shown once)."""
     from facealign_cli.core.geometry import ROI_CROP_SCALE
 
     docs, outputs = {}, {}
@@ -237,10 +237,10 @@ def test_cli_standard_crop_row_beside_the_default(tmp_path, aflw2000_dir, real_w
     assert list(m) == ["facealign", "facealign-standard"]
     assert (m["facealign"]["roi_crop_scale"], m["facealign"]["second_pass"]) == (
         ROI_CROP_SCALE, True)
-    assert m["facealign-standard"]["label"] == "facealign (standard crop)"
-    assert m["facealign-standard"]["crop"] == "standard crop, 1 pass"
+    assert m["facealign-standard"]["label"] == "facealign (given crop, one pass)"
+    assert m["facealign-standard"]["crop"] == "standard crop, 1 pass, flip"
     assert f"roi x{ROI_CROP_SCALE:g}, 2 passes" in m["facealign"]["crop"]
-    assert "facealign (standard crop)" in outputs["default"]
+    assert "facealign (given crop, one pass)" in outputs["default"]
     assert list(docs["std"]["methods"]) == ["facealign"]
     g, s = docs["default"]["results"]["gt-crops"], docs["std"]["results"]["gt-crops"]
     assert g["facealign-standard"]["nme_2d"] == s["facealign"]["nme_2d"]
@@ -254,8 +254,9 @@ def test_cli_landmarks68_rows_and_crop_notes(tmp_path, afw_annotated_dir, real_w
         "--limit", "3", "--markdown", str(tmp_path / "r.md")])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "r.md").read_text()
-    assert "| facealign (standard crop) |" in md and "| facealign |" in md
-    assert "crops: facealign: roi x" in md and "facealign (standard crop): standard crop" in md
+    assert "| facealign (given crop, one pass) |" in md and "| facealign |" in md
+    assert "crops: facealign: roi x" in md and \
+        "facealign (given crop, one pass): standard crop, 1 pass" in md
 
 
 def test_landmarks68_counts_degenerate_annotations_apart(tmp_path, afw_annotated_dir,
