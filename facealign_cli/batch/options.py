@@ -30,6 +30,9 @@ from facealign_cli.core.settings import (
 BACKENDS = ("local", "dask")
 #: ``RunOptions.progress``: a rich bar when stderr is a terminal, always, never.
 PROGRESS_CHOICES = ("auto", "always", "never")
+#: ``RunOptions.verify_inputs``: an input is unchanged when its size and modification time are
+#: (``stat``), or its content's sha256 is (``hash``).
+VERIFY_INPUTS = ("stat", "hash")
 STATE_DIR = ".facealign"
 MANIFEST_NAME = "manifest.jsonl"
 POSE_CSV_NAME = "pose.csv"
@@ -184,6 +187,9 @@ class RunOptions:
         threads: threads per worker for the detector, the regressor, OpenCV and numpy's BLAS
             (0 = :data:`facealign_cli.batch.worker.DEFAULT_THREADS`, one).
         overwrite: redo images already done.
+        verify_inputs: how an input is known unchanged since an earlier run made its outputs:
+            ``"stat"`` (same size and modification time) or ``"hash"`` (same content sha256:
+            archives copied with new times); :mod:`facealign_cli.batch.resume`.
         max_pixels: decode limit of :func:`facealign_cli.io.images.read_image` (None = its
             default; at most :data:`MAX_PIXELS_LIMIT`).
         chunk_size: images per worker task (0 = automatic).
@@ -212,6 +218,7 @@ class RunOptions:
     jobs: int = 1
     threads: int = 0
     overwrite: bool = False
+    verify_inputs: str = "stat"
     max_pixels: int | None = None
     chunk_size: int = 0
     quiet: bool = False
@@ -341,6 +348,8 @@ def _check_run(o: RunOptions) -> None:
     _require(o.progress in PROGRESS_CHOICES, "progress",
              f"unknown progress mode {o.progress!r}; expected one of {PROGRESS_CHOICES}")
     _require(not (o.quiet and o.verbose), "--quiet", "--quiet and --verbose exclude each other")
+    _require(o.verify_inputs in VERIFY_INPUTS, "--verify-inputs",
+             f"expected one of {VERIFY_INPUTS}, got {o.verify_inputs!r}")
 
 
 @dataclass

@@ -2,8 +2,9 @@
 one validator on the way in (``from_json``): an item's done record (:class:`DoneRecord`), a
 video's frame counts (:class:`FrameCounts`) and a ``pose.csv`` row (:class:`PoseRow`).
 
-Records read back (an earlier run's done records, hand-edited or damaged ones) are checked
-here and nowhere else: what does not validate raises ``ValueError`` and its item is redone.
+Records read back (the run state's rows, the done records of earlier versions, hand-edited
+or damaged ones) are checked here and nowhere else: what does not validate raises
+``ValueError`` and its item is redone.
 Records written by earlier versions (rows without the video or quality columns, a video
 record without ``frames_lost`` or ``codec``) are read with the missing values empty.
 """
@@ -190,9 +191,13 @@ class FrameCounts:
 
 @dataclass(frozen=True)
 class DoneRecord:
-    """The resume record of an item done, written to
-    ``<out>/.facealign/done/<command>/<key>.json`` after its outputs
-    (:func:`facealign_cli.batch.state.commit`) and read back with :meth:`from_json`.
+    """The resume record of an item done: what its row in the run state holds
+    (:class:`facealign_cli.batch.run_db.ItemRow`, recorded by
+    :meth:`facealign_cli.batch.resume.RunState.record` after its outputs are in place) and
+    what earlier versions wrote to ``<out>/.facealign/done/<command>/<key>.json`` (this
+    layout, :meth:`to_json`; imported once by
+    :func:`facealign_cli.batch.resume.import_done_records`). Read back, either way, with
+    :meth:`from_json`.
 
     Attributes:
         fingerprint: the settings the outputs depend on

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from facealign_cli.batch.commands import POSE_COLUMNS, Command
+from facealign_cli.batch.manifest import AppendedManifest
 from facealign_cli.batch.options import (
     MANIFEST_NAME,
     POSE_CSV_NAME,
@@ -21,7 +22,7 @@ from facealign_cli.batch.options import (
 )
 from facealign_cli.batch.result import ImageResult
 from facealign_cli.batch.settings import run_settings, settings_path, write_settings
-from facealign_cli.batch.state import commit, iter_done_records
+from facealign_cli.batch.state import commit
 from facealign_cli.batch.stopping import StopNotice
 from facealign_cli.batch.streams import output_error, write_all
 from facealign_cli.io import records
@@ -29,9 +30,10 @@ from facealign_cli.io.inputs import InputItem
 
 
 class Recorder:
-    """The run's records: ``out``'s manifest, settings file and ``pose.csv`` (none with
-    ``out`` None: streaming), the NDJSON stream ``ndjson``, the counts of ``summary``, the
-    manifest lines a command's :meth:`~facealign_cli.batch.commands.Command.finish` needs.
+    """The run's records: ``out``'s manifest, settings file, run state (``state``, a
+    :class:`~facealign_cli.batch.resume.RunState`) and ``pose.csv`` (none with ``out`` None:
+    streaming), the NDJSON stream ``ndjson``, the counts of ``summary``, the manifest lines a
+    command's :meth:`~facealign_cli.batch.commands.Command.finish` needs.
 
     :meth:`open` before the first item, :meth:`record` per item (in input order; under
     :attr:`defer`, a context in which an abort waits for the whole record), :meth:`close`
@@ -39,8 +41,9 @@ class Recorder:
     """
 
     def __init__(self, cmd: Command, opts: RunOptions, out: Path | None, ndjson: IO | None,
-                 summary: RunSummary, reporter, notice: StopNotice):
+                 summary: RunSummary, reporter, notice: StopNotice, state=None):
         self.cmd, self.opts, self.out, self.ndjson = cmd, opts, out, ndjson
+        self.state = state
         self.summary, self.reporter, self.notice = summary, reporter, notice
         self.manifest = self.pose_csv = None
         self.lines: list | None = [] if out is not None and cmd.wants_lines(opts) else None
@@ -48,7 +51,8 @@ class Recorder:
         self.defer = contextlib.nullcontext
 
     def open(self) -> None:
-        """Open the manifest and ``pose.csv`` (as temporary files) and write the settings.
+        """Open the manifest (for appending), ``pose.csv`` (as a temporary file) and write the
+        settings.
 
         Raises:
             BatchError: they cannot be written.
@@ -57,7 +61,8 @@ class Recorder:
         if out is None:
             return
         try:
-            self.manifest = records.AtomicJsonLinesFile(out / MANIFEST_NAME)
+            self.manifest = AppendedManifest(out / MANIFEST_NAME,
+                                             None if self.state is None else self.state.run)
             write_settings(settings_path(out, self.cmd.name), run_settings(self.cmd, self.opts))
             if self.cmd.table:
                 self.pose_csv = records.StreamingCSV(out / POSE_CSV_NAME, POSE_COLUMNS)
@@ -72,7 +77,12 @@ class Recorder:
             OutputWriteError: the manifest, ``pose.csv`` or stdout cannot be written.
         """
         with self.defer():
-            res = commit(self.out, self.cmd.name, res)
+            done, old = res.done, ()
+            if self.state is not None and res.status in ("ok", "failed"):
+                old = self.state.old_outputs(res.key)
+            res = commit(self.out, self.cmd.name, res, old)
+            if self.state is not None:
+                self.state.record(res, done, old)
             if self.lines is not None:
                 self.lines.append((res.key, res.manifest_line()))
             self.notice.announce(self.reporter)
@@ -124,6 +134,8 @@ class Recorder:
         be written), complete ``pose.csv`` with the rows of earlier runs' items that are not
         among ``items`` and commit it. A write error is recorded in the summary (the first
         one) and printed."""
+        if self.state is not None:
+            self.state.db.commit()
         if self.manifest is not None:
             try:
                 self.manifest.commit()
@@ -145,9 +157,8 @@ class Recorder:
     def _add_other_rows(self, items: Sequence[InputItem]) -> None:
         """Append to ``pose.csv`` the rows of images done in ``out`` by earlier runs (same
         settings) that are not among this run's inputs (by output key order)."""
+        if self.state is None:
+            return
         paths = {it.path for it in items}
-        fps = (self.cmd.fingerprint(self.opts), self.cmd.video_fingerprint(self.opts))
-        for rec in iter_done_records(self.out, self.cmd.name):
-            if rec.fingerprint in fps and rec.rows is not None and rec.path not in paths:
-                conv = self.opts.aligner.pose_convention
-                self.pose_csv.writerows(r.with_convention(conv) for r in rec.rows)
+        conv = self.opts.aligner.pose_convention
+        self.pose_csv.writerows(r.with_convention(conv) for r in self.state.pose_rows(paths))

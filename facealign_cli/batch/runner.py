@@ -29,14 +29,9 @@ from facealign_cli.batch.options import (
     RunSummary,
 )
 from facealign_cli.batch.progress import Reporter
-from facealign_cli.batch.record_types import DoneRecord
 from facealign_cli.batch.recorder import Recorder
 from facealign_cli.batch.result import ImageResult, one_line
-from facealign_cli.batch.state import (
-    OutputLock,
-    check_done,
-    clean_stale_temp_files,
-)
+from facealign_cli.batch.state import OutputLock, clean_stale_temp_files
 from facealign_cli.batch.stopping import StopFlag, StopNotice, StopSignals
 from facealign_cli.batch.streams import clean_stdout
 from facealign_cli.batch.worker import preflight, run_provider
@@ -159,8 +154,9 @@ def _make_executor(opts: RunOptions, todo: list, stack: contextlib.ExitStack,
 def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None = None,
               stderr: IO | None = None, stop: StopFlag | None = None) -> RunSummary:
     """Run a command over images and write outputs, manifest and (``pose``) the CSV, in
-    steps: :func:`_lock`, :func:`_resume`, :func:`_start` (executor), :func:`_record_all`
-    (:class:`~facealign_cli.batch.recorder.Recorder`), then the summary.
+    steps: :func:`_lock`, :func:`_open_state` (the run state and its
+    :meth:`~facealign_cli.batch.resume.RunState.scan`), :func:`_start` (executor),
+    :func:`_record_all` (:class:`~facealign_cli.batch.recorder.Recorder`), then the summary.
 
     Args:
         items: the run's images (:func:`facealign_cli.io.inputs.collect_inputs`), input order.
@@ -205,21 +201,26 @@ def run_batch(items: Sequence[InputItem], opts: RunOptions, *, stdout: IO | None
     summary = RunSummary(total=len(items), videos=videos)
     with contextlib.ExitStack() as stack:
         out, ndjson = _lock(opts, stdout, stack)
-        done = _resume(cmd, opts, out, items)
-        todo = [it for it in items if it.index not in done and not it.skipped]
+        state = _open_state(cmd, opts, out, summary, stack)
+        if state is not None:
+            state.scan(items)
+        done = state.is_done if state is not None else (lambda it: False)
+        todo = [it for it in items if not it.skipped and not done(it)]
         reporter = Reporter(opts.command, len(items), stderr, quiet=opts.quiet,
                             verbose=opts.verbose, progress=opts.progress)
         stack.callback(reporter.close)
         executor = _start(opts, todo, stack, stop)  # before any write
         notice = StopNotice(stderr, stop)
-        recorder = Recorder(cmd, opts, out, ndjson, summary, reporter, notice)
+        recorder = Recorder(cmd, opts, out, ndjson, summary, reporter, notice, state)
         recorder.open()
         results = _results(opts, todo, executor, reporter.line, stop)
         # 1st signal: stop starting images; 2nd: abort (KeyboardInterrupt below); more: ignored
         stops = stack.enter_context(StopSignals(stop, notice.on_signal))
         recorder.defer = stops.deferring  # an abort (second signal) waits for a whole record
-        _record_all(items, done, results, recorder, stops)
+        _record_all(items, state, results, recorder, stops)
         reporter.close()
+        if state is not None and not opts.quiet:
+            _note_gone(state, len(items), stderr)
         summary.interrupted = int(stops.first or summary.interrupted or _stopped(stop, summary))
     summary.seconds = time.perf_counter() - t0
     if not opts.quiet:
@@ -253,22 +254,33 @@ def _lock(opts: RunOptions, stdout: IO | None, stack: contextlib.ExitStack):
     return out, None
 
 
-def _resume(cmd, opts: RunOptions, out: Path | None,
-            items: Sequence[InputItem]) -> dict[int, DoneRecord]:
-    """The done records of the items an earlier run did with the same settings (by item
-    index; decided before any model is loaded; none with ``opts.overwrite``)."""
-    from facealign_cli.io.video import is_video_path
+def _open_state(cmd, opts: RunOptions, out: Path | None, summary: RunSummary,
+                stack: contextlib.ExitStack):
+    """The run state of ``out`` (:class:`~facealign_cli.batch.resume.RunState`; None when
+    streaming), closed with the run's counts when the run ends (before the lock is released).
 
-    done: dict[int, DoneRecord] = {}
-    if out is None or opts.overwrite:
-        return done
-    fp, vfp = cmd.fingerprint(opts), cmd.video_fingerprint(opts)
-    for it in items:
-        if not it.skipped:
-            rec = check_done(cmd, opts, out, it, vfp if is_video_path(it.path) else fp)
-            if rec is not None:
-                done[it.index] = rec
-    return done
+    Raises:
+        BatchError: the state database cannot be used.
+    """
+    if out is None:
+        return None
+    from facealign_cli.batch.resume import RunState
+
+    state = RunState(out, cmd, opts, opts.verify_inputs)
+    stack.callback(state.close, summary)
+    return state
+
+
+def _note_gone(state, n_items: int, stderr: IO) -> None:
+    """Say which recorded items' inputs are gone (their outputs are kept, not deleted)."""
+    from facealign_cli.batch.result import printable
+
+    n, examples = state.gone(n_items)
+    if n:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stderr.write(f"facealign: note: {n} item(s) recorded in {state.out} have no input "
+                         f"any more (e.g. {printable(examples[0])}); their outputs are kept "
+                         f"(facealign status {state.out} --gone lists them)\n")
 
 
 def _start(opts: RunOptions, todo: list, stack: contextlib.ExitStack, stop: StopFlag):
@@ -279,19 +291,21 @@ def _start(opts: RunOptions, todo: list, stack: contextlib.ExitStack, stop: Stop
     return _make_executor(opts, todo, stack, stop)
 
 
-def _item_result(it: InputItem, done: dict[int, DoneRecord], results: Iterator[ImageResult] | None,
+def _item_result(it: InputItem, state, results: Iterator[ImageResult] | None,
                  why: str = "the run was interrupted") -> ImageResult:
-    """The result of item ``it``: done earlier, a folder entry the input walk could not
-    take, the next of ``results``, or (``results`` None or ended by a stop) not run."""
-    if it.index in done:
-        return ImageResult.done_earlier(it, done[it.index])
+    """The result of item ``it``: done earlier (``state``:
+    :class:`~facealign_cli.batch.resume.RunState`, or None), a folder entry the input walk
+    could not take, the next of ``results``, or (``results`` None or ended by a stop) not
+    run."""
+    if state is not None and state.is_done(it):
+        return state.done_result(it)
     if it.skipped:
         return ImageResult.input_skipped(it)
     res = next(results, None) if results is not None else None
     return res if res is not None else ImageResult.not_run(it, why)
 
 
-def _record_all(items: Sequence[InputItem], done: dict[int, DoneRecord], results,
+def _record_all(items: Sequence[InputItem], state, results,
                 rec: Recorder, stops: StopSignals) -> None:
     """Record every item in input order; after a run-level error or an abort, the items
     not recorded yet as not run; then close the recorder (whatever happened)."""
@@ -299,11 +313,11 @@ def _record_all(items: Sequence[InputItem], done: dict[int, DoneRecord], results
 
     def rest_not_run(why: str) -> None:
         for it in items[rec.recorded:]:
-            rec.record(_item_result(it, done, None, why))
+            rec.record(_item_result(it, state, None, why))
 
     try:
         for it in items:
-            rec.record(_item_result(it, done, results))
+            rec.record(_item_result(it, state, results))
     except (ModelLoadError, ClusterError) as exc:
         summary.fatal = str(exc)
         reporter.line(f"facealign: error: {exc}")

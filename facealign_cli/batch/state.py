@@ -1,11 +1,8 @@
-"""What a run keeps in ``<out>/.facealign/``: the lock, the per-image done records (resume),
-and the one place where a result's files are written (:func:`commit`).
-
-**Resume**: after an image's outputs are written, a small record is written to
-``<out>/.facealign/done/<command>/<key>.json`` (atomically, last). A later run skips an image
-whose record exists, whose listed outputs all exist and whose settings (command, mesh format,
-``max_faces``, weights) match. When an image is redone, the outputs of its old record that the
-new run does not produce are removed.
+"""What a run keeps in ``<out>/.facealign/``: the lock, and the one place where a result's
+files are written (:func:`commit`). Which items are done lives in the run-state database
+(:mod:`facealign_cli.batch.run_db`, :mod:`facealign_cli.batch.resume`): an item's row is
+recorded after its outputs are in place; when an item is redone, the outputs of its old row
+that the new run does not produce are removed here.
 
 **Locking**: ``<out>/.facealign/lock`` is held (``flock``) for the whole run; a second run on
 the same ``<out>`` fails at once with :class:`OutputLockedError`. The lock dies with the
@@ -17,38 +14,24 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from facealign_cli.batch.commands import Command
 from facealign_cli.batch.options import (
     STATE_DIR,
     THUMBS_DIR,
     OutputLockedError,
-    RunOptions,
     is_reserved_name,
 )
-from facealign_cli.batch.record_types import DoneRecord
 from facealign_cli.batch.result import ImageResult, SpoolFile, discard_spools
 from facealign_cli.io import records
-from facealign_cli.io.inputs import InputItem, fold_key, is_safe_rel, iter_files
+from facealign_cli.io.inputs import fold_key, is_safe_rel, iter_files
 
 
 class UnsafeOutputError(ValueError):
     """An output path would leave ``--out`` or take one of the run's own names (an output
     key not made by :func:`facealign_cli.io.inputs.collect_inputs` with the batch engine's
     ``reserved`` names): the image fails, nothing is written for it."""
-
-
-def done_path(out: Path, command: str, key: str) -> Path:
-    """``<out>/.facealign/done/<command>/<key>.json``.
-
-    Raises:
-        UnsafeOutputError: ``key`` has an empty, ``.`` or ``..`` component.
-    """
-    if not key or not is_safe_rel(key):
-        raise UnsafeOutputError(f"output key {key!r} leaves the output folder")
-    return out / STATE_DIR / "done" / command / (key + ".json")
 
 
 def out_path(out: Path, rel: str) -> Path:
@@ -123,34 +106,9 @@ def _lock_file(f, *, release: bool = False) -> None:
     fcntl.flock(f.fileno(), fcntl.LOCK_UN if release else fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def read_done(out: Path, command: str, key: str) -> DoneRecord | None:
-    """The done record of ``key`` (:meth:`DoneRecord.from_json
-    <facealign_cli.batch.record_types.DoneRecord.from_json>`), or None: none, unreadable, or
-    not a valid record."""
-    try:
-        return DoneRecord.from_json(records.read_json(done_path(out, command, key)))
-    except (OSError, ValueError):  # (an unsafe key: UnsafeOutputError, a ValueError)
-        return None
-
-
-def check_done(cmd: Command, opts: RunOptions, out: Path, item: InputItem, fp: dict
-               ) -> DoneRecord | None:
-    """The done record of an earlier run if ``item`` can be skipped (same settings
-    fingerprint ``fp``, its outputs present, ``pose``: its rows recorded), else None."""
-    rec = read_done(out, cmd.name, item.key)
-    if rec is None or rec.fingerprint != fp:
-        return None
-    if not cmd.outputs_present(out, list(rec.outputs)):
-        return None
-    if cmd.table and rec.rows is None:
-        return None
-    return rec
-
-
-def _remove_stale(out: Path, command: str, key: str, keep: Sequence[str]) -> None:
-    """Delete outputs listed by an earlier run's done record that this run does not produce."""
-    old = read_done(out, command, key)
-    for rel in old.outputs if old is not None else ():
+def _remove_stale(out: Path, old_outputs: Sequence[str], keep: Sequence[str]) -> None:
+    """Delete the outputs an earlier run listed for an item that this run does not produce."""
+    for rel in old_outputs:
         if rel in keep:
             continue
         with contextlib.suppress(OSError, UnsafeOutputError):  # run-wide files and anything
@@ -171,11 +129,13 @@ def _check_free(out: Path, target: Path) -> None:
                                     f"{target.relative_to(out).as_posix()} cannot be written")
 
 
-def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
-    """Write one image's result under ``out``, for every backend: its output files, then the
-    removal of its stale outputs, then its done record (last, so an image counts as done only
-    once all its outputs are in place). A failed image loses its done record (it is not done
-    now, whatever it was before). A write error, or a path that a folder or a file already
+def commit(out: Path | None, command: str, res: ImageResult,
+           old_outputs: Sequence[str] = ()) -> ImageResult:
+    """Write one image's result under ``out``, for every backend: its output files (each
+    atomically), then the removal of the outputs of its earlier run (``old_outputs``) that
+    it does not produce again. The caller records the item in the run state afterwards
+    (:meth:`facealign_cli.batch.resume.RunState.record`), so an item counts as done only once
+    all its outputs are in place. A write error, or a path that a folder or a file already
     holds the other way (a file where a folder must go), turns the result into a failure,
     and the files of it already written are removed.
 
@@ -184,15 +144,11 @@ def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
     """
     if out is None or res.status == "skipped" or res.done is None:
         discard_spools(res.files)
-        if out is not None and res.status != "skipped":  # failed: not done any more
-            with contextlib.suppress(OSError, UnsafeOutputError):
-                done_path(out, command, res.key).unlink()
         return res.committed()
     written: list[Path] = []
     try:
-        done_file = done_path(out, command, res.key)
         targets = [out_path(out, rel) for rel, _ in res.files]  # all checked before any write
-        for target in [*targets, done_file]:
+        for target in targets:
             _check_free(out, target)
         for target, (_rel, data) in zip(targets, res.files):
             with records.atomic_open(target, "wb") as f:
@@ -201,14 +157,11 @@ def commit(out: Path | None, command: str, res: ImageResult) -> ImageResult:
                 else:
                     f.write(data)
             written.append(target)
-        _remove_stale(out, command, res.key, res.done.outputs)
-        records.write_json(done_file, res.done.to_json(), indent=None)
+        _remove_stale(out, old_outputs, res.done.outputs)
     except Exception as exc:  # a write error fails this image, not the run: nothing of it
         for target in written:  # is left (its outputs are listed nowhere)
             with contextlib.suppress(OSError):
                 target.unlink()
-        with contextlib.suppress(OSError, UnsafeOutputError):
-            done_path(out, command, res.key).unlink()
         return res.failed_with(exc)
     discard_spools(res.files)
     return res.committed()
@@ -231,19 +184,3 @@ def clean_stale_temp_files(out: str | os.PathLike) -> int:
                 os.unlink(os.path.join(dirpath, name))
                 n += 1
     return n
-
-
-def iter_done_records(out: Path, command: str) -> Iterator[DoneRecord]:
-    """Every valid done record of ``command`` under ``out`` (any run), by key order."""
-    root = out / STATE_DIR / "done" / command
-    found = []
-    for dirpath, name in iter_files(root):
-        if name.endswith(".json") and not name.startswith("."):
-            p = Path(dirpath) / name
-            found.append((p.relative_to(root).as_posix()[:-5], p))
-    for _key, p in sorted(found):
-        try:
-            rec = DoneRecord.from_json(records.read_json(p))
-        except (OSError, ValueError):
-            continue
-        yield rec

@@ -75,6 +75,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("facealign_cli.cli.train", "Train the 3DMM parameter regressor."),
     "export-onnx": ("facealign_cli.cli.export",
                     "Export a regressor checkpoint for ONNX Runtime (the fast path)."),
+    "status": ("facealign_cli.cli.status",
+               "Show an output folder's state: items by status, the last run, failures."),
     "render": ("facealign_cli.cli.render",
                "Draw the results over each photo (boxes, landmarks, pose, mesh, depth); "
                "--sheet: index.html."),
@@ -184,6 +186,11 @@ def _common_options(f):
                           "full-size pixels); other larger images fail."),
         click.option("--overwrite", is_flag=True,
                      help="Redo images whose outputs exist (default: skip them)."),
+        click.option("--verify-inputs", type=click.Choice(["stat", "hash"]), default="stat",
+                     show_default=True,
+                     help="How an image done by an earlier run is known unchanged: 'stat' "
+                          "(same size and modification time) or 'hash' (same content: for "
+                          "archives copied with new times). A changed image is redone."),
         click.option("--quiet", "-q", is_flag=True,
                      help="Print only errors (no progress, no summary)."),
         click.option("--verbose", "-v", count=True,

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facealign_cli.batch.manifest import read_manifest
+from facealign_cli.batch.run_db import RunDB
+
 cv2 = pytest.importorskip("cv2")
 
 from fakes import FakeFactory, broken_factory, fake_factory  # noqa: E402
@@ -46,7 +49,7 @@ def _jpeg(h=60, w=80) -> bytes:
 
 
 def _manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
+    return read_manifest(out / "manifest.jsonl")
 
 
 def _run(inputs, out, command="landmarks", factory=fake_factory, **kw):
@@ -81,7 +84,8 @@ def test_failures_are_recorded_and_the_batch_goes_on(mixed_folder, tmp_path):
     assert set(man) == {"good1.jpg", "good2.png", "truncated.jpg", "zero.jpg", "text.jpg",
                         "black.png"}
     for r in man.values():
-        assert set(r) == {"path", "status", "n_faces", "outputs", "error", "message", "seconds"}
+        assert set(r) == {"path", "status", "n_faces", "outputs", "error", "message", "seconds",
+                          "run"}
     assert man["good1.jpg"]["status"] == "ok" and man["good1.jpg"]["outputs"] == ["good1.json"]
     assert man["good2.png"]["outputs"] == ["sub/good2.json"]
     assert (out / "good1.json").is_file() and (out / "sub" / "good2.json").is_file()
@@ -97,7 +101,7 @@ def test_failures_are_recorded_and_the_batch_goes_on(mixed_folder, tmp_path):
     fail_lines = [ln for ln in err.splitlines() if ln.startswith("facealign: failed:")]
     assert len(fail_lines) == 4 and any("zero.jpg" in ln for ln in fail_lines)
     # no temporary files left behind
-    assert not list(out.rglob("*.tmp")) and not (out / "manifest.jsonl.partial").exists()
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_landmarks_json_schema(tmp_path):
@@ -179,7 +183,9 @@ def test_pose_csv_is_complete_after_resume(tmp_path):
     assert s2.skipped == 4
     assert (out / "pose.csv").read_text() == first
     # partially done: one image redone, table still complete and in input order
-    (out / ".facealign" / "done" / "pose" / "p1.json").unlink()
+    db = RunDB(out)
+    assert db.forget("pose", ["p1"]) == 1
+    db.close()
     s3, _, _ = _run([src], out, command="pose")
     assert (s3.ok, s3.skipped) == (1, 3)
     assert (out / "pose.csv").read_text() == first
@@ -316,7 +322,7 @@ def test_signal_finishes_images_in_flight_and_writes_manifest(tmp_path, jobs, si
     # of the group (parent and workers), which is what killpg reproduces.
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    partial = out / "manifest.jsonl.partial"
+    partial = out / "manifest.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline:
         if partial.exists() and partial.read_text().count("\n") >= 1:

@@ -26,7 +26,7 @@ def _result(key: str, *rels: str) -> ImageResult:
     ("x", ("Manifest.JSONL",)),                      # (as a case-insensitive system sees it)
     ("index", ("index.html",)),
     ("pose", ("pose.csv",)),
-    (".facealign", (".facealign/done/mesh/x.json",)),
+    (".facealign", (".facealign/state.sqlite3",)),
     ("index", ("index/frame000000_track0.obj",)),     # a key used as a folder
     ("x", ("x.obj", "../y.obj")),                    # one bad file: none is written
 ])
@@ -43,7 +43,6 @@ def test_thumbnails_and_ordinary_outputs_are_written(tmp_path):
     assert res.status == "ok", res
     assert (tmp_path / "sub" / "a.jpg").read_bytes() == b"mesh"
     assert (tmp_path / ".thumbs" / "sub" / "a.jpg").is_file()
-    assert (tmp_path / ".facealign" / "done" / "render" / "sub" / "a.json").is_file()
 
 
 def test_a_file_where_a_folder_goes_fails_the_image_before_any_write(tmp_path):
@@ -55,23 +54,20 @@ def test_a_file_where_a_folder_goes_fails_the_image_before_any_write(tmp_path):
                   if p.is_file()) == ["a.json"]
 
 
-def test_a_folder_where_the_done_record_goes_fails_the_image_and_writes_nothing(tmp_path):
-    (tmp_path / ".facealign" / "done" / "mesh" / "a.json" / "x").mkdir(parents=True)
-    res = commit(tmp_path, "mesh", _result("a", "a_face0.obj"))
-    assert res.status == "failed" and "a.json is a folder" in res.message, res
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
-
-
 def test_a_write_error_removes_the_files_of_the_image_already_written(tmp_path, monkeypatch):
     from facealign_cli.io import records
 
-    real = records.write_json
+    real = records.atomic_open
+    calls = []
 
-    def failing(path, *a, **kw):
-        raise OSError(28, "No space left on device")
+    def failing(path, *a, **kw):  # the second file of the image hits a full disk
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(path, *a, **kw)
 
-    monkeypatch.setattr(records, "write_json", failing)
+    monkeypatch.setattr(records, "atomic_open", failing)
     res = commit(tmp_path, "mesh", _result("x", "x_face0.obj", "x_face1.obj"))
-    monkeypatch.setattr(records, "write_json", real)
-    assert res.status == "failed" and res.error == "OSError", res
+    monkeypatch.setattr(records, "atomic_open", real)
+    assert len(calls) == 2 and res.status == "failed" and res.error == "OSError", res
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

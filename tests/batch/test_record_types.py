@@ -20,6 +20,7 @@ from videotools import write_bar_clip  # noqa: E402
 from facealign_cli.batch.commands import POSE_COLUMNS  # noqa: E402
 from facealign_cli.batch.options import RunOptions  # noqa: E402
 from facealign_cli.batch.record_types import DoneRecord, FrameCounts, PoseRow  # noqa: E402
+from facealign_cli.batch.run_db import RunDB  # noqa: E402
 from facealign_cli.batch.runner import run_batch  # noqa: E402
 from facealign_cli.io.inputs import collect_inputs  # noqa: E402
 
@@ -159,7 +160,11 @@ def test_a_record_that_does_not_validate_is_redone(tmp_path, change):
     (done / "a.json").write_text(json.dumps(doc).replace("{IN}", str(src)))
     s = _pose_run(src, out)
     assert (s.exit_code, s.ok) == (0, 2)
-    assert DoneRecord.from_json(json.loads((done / "a.json").read_text())).n_faces == 2
+    assert not done.exists()  # the records folder was imported into the run state
+    db = RunDB(out, readonly=True)
+    row = db.lookup("pose", ["a"])["a"]
+    db.close()
+    assert (row.status, row.n_faces, len(row.rows)) == ("ok", 2, 2)
 
 
 def test_frame_counts_keep_their_json():

@@ -3,7 +3,6 @@ images built here): the first signal decides the exit code, every input is in th
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from facealign_cli.batch.manifest import read_manifest
 
 cv2 = pytest.importorskip("cv2")
 
@@ -60,7 +61,7 @@ def test_repeated_stop_signals_end_with_the_first_ones_code_and_a_whole_manifest
         proc.wait()
     assert rc == code, err
     assert "Traceback" not in err
-    lines = [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
+    lines = read_manifest(out / "manifest.jsonl")
     assert [m["path"] for m in lines] == paths  # every input, in input order
     assert {m["status"] for m in lines} <= {"ok", "skipped"}
     assert all(m["status"] == "ok" or m["error"] == "Interrupted" for m in lines)

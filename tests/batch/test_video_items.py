@@ -20,6 +20,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from facealign_cli.batch.manifest import read_manifest
+from facealign_cli.batch.run_db import RunDB
+
 cv2 = pytest.importorskip("cv2")
 
 from facealign_cli.cli.main import main  # noqa: E402
@@ -64,8 +67,17 @@ def env(real_weights):
     return {"FACEALIGN_WEIGHTS": str(real_weights)}
 
 
+def _done_keys(out: Path, command: str) -> list[str]:
+    """The items the run state of ``out`` records as done by ``command``."""
+    db = RunDB(out, readonly=True)
+    try:
+        return [r.key for r in db.iter_items(command, status="ok")]
+    finally:
+        db.close()
+
+
 def _manifest(out: Path) -> list[dict]:
-    return [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    return read_manifest(out / "manifest.jsonl")
 
 
 def _lines(path: Path) -> list[dict]:
@@ -351,8 +363,6 @@ def test_render_a_video_cut_short_on_disk_fails_and_is_retried(clips, env, tmp_p
     failure naming the frame counts, no output, no done record, so a re-run redoes it."""
     from videotools import cut_written_videos_short
 
-    from facealign_cli.batch.state import iter_done_records
-
     tmp = _temp_folder(tmp_path, monkeypatch)
     out = tmp_path / "look"
     args = ["render", clips / "clip.mp4", "--out", out, "--min-score", MIN_SCORE, "--sheet"]
@@ -365,7 +375,7 @@ def test_render_a_video_cut_short_on_disk_fails_and_is_retried(clips, env, tmp_p
     assert f"{N} frames were written but 0 can be read back" in line["message"]
     assert line["outputs"] == [] and not (out / "clip.mp4").exists()
     assert not (out / ".thumbs" / "clip.jpg").exists()
-    assert list(iter_done_records(out, "render")) == []
+    assert _done_keys(out, "render") == []
     assert list(tmp.glob("facealign-video-*")) == []  # the spools are gone too
     r = invoke(args, env=env)  # the disk has room again: done now, not skipped
     assert r.exit_code == 0, r.output
@@ -424,8 +434,6 @@ def test_sigterm_stops_a_video_between_frames(tmp_path, jobs):
 
     from videotools import write_bar_clip
 
-    from facealign_cli.batch.state import iter_done_records
-
     frames = 300  # 15 s of fake model time in all
     src = tmp_path / "in"
     src.mkdir()
@@ -450,7 +458,7 @@ def test_sigterm_stops_a_video_between_frames(tmp_path, jobs):
     assert processed < frames // 4, processed  # stopped soon after the signal, not at the end
     (line,) = _manifest(out)
     assert line["status"] == "skipped" and line["error"] == "Interrupted"
-    assert not (out / "long.jsonl").exists() and list(iter_done_records(out, "detect")) == []
+    assert not (out / "long.jsonl").exists() and _done_keys(out, "detect") == []
     assert list(tmp.glob("facealign-video-*")) == []  # the spool is discarded
 
 

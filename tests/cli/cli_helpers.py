@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
+from facealign_cli.batch.manifest import read_manifest as _read_manifest
 from facealign_cli.cli.main import main
 
 
@@ -33,7 +34,6 @@ def image_folder(root: Path, n: int) -> Path:
 
 
 def read_manifest(out: Path) -> list[dict]:
-    """The lines of ``out/manifest.jsonl``, parsed."""
-    import json
+    """The lines of ``out/manifest.jsonl`` of its last run, parsed."""
 
-    return [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
+    return _read_manifest(out / "manifest.jsonl")

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facealign_cli.batch.manifest import read_manifest
+
 cv2 = pytest.importorskip("cv2")
 
 from cli_helpers import invoke  # noqa: E402
@@ -31,7 +33,7 @@ HEAVY = ("torch", "cv2", "numpy", "rich", "joblib", "trimesh", "scipy", "onnxrun
 
 
 def _manifest(out: Path) -> list[dict]:
-    return [json.loads(s) for s in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
+    return read_manifest(out / "manifest.jsonl")
 
 
 # ------------------------------------------------------------------------------ help, usage

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from cli_helpers import invoke
 
+from facealign_cli.batch.manifest import read_manifest
+
 cv2 = pytest.importorskip("cv2")
 
 
@@ -75,7 +77,6 @@ def test_render_video_fingerprint():
 
 def test_a_video_whose_frames_grow_past_the_declared_size_fails_with_its_record(
         tmp_path, fake_model):
-    import json
 
     from cli_helpers import write_image
     from videotools import flat_gray_jpeg, mjpg_avi_bytes
@@ -88,7 +89,7 @@ def test_a_video_whose_frames_grow_past_the_declared_size_fails_with_its_record(
     write_image(src / "b.jpg")
     r = invoke(["landmarks", src, "--out", out])
     assert r.exit_code == 1, r.output
-    video, photo = (json.loads(s) for s in (out / "manifest.jsonl").read_text().splitlines())
+    video, photo = iter(read_manifest(out / "manifest.jsonl"))
     assert video["status"] == "failed" and video["error"] == "VideoTooLargeError", video
     assert "frame 1 is 2000 x 2000, larger than the 480 x 360" in video["message"]
     assert video["outputs"] == [] and not (out / "a.jsonl").exists()
@@ -111,7 +112,7 @@ def test_a_video_that_loses_frames_is_ok_with_the_count_and_a_warning(tmp_path, 
     out = tmp_path / "out"
     r = invoke(["landmarks", src, "--out", out])
     assert r.exit_code == 0, r.output
-    lines = [json.loads(s) for s in (out / "manifest.jsonl").read_text().splitlines()]
+    lines = read_manifest(out / "manifest.jsonl")
     mid, gap, whole = lines
     for line in (mid, gap):
         assert line["status"] == "ok" and line["video"]["frames_lost"] == 1
@@ -152,5 +153,5 @@ def test_a_two_shot_video_has_new_track_ids_after_the_cut(fake_model, tmp_path, 
     lines = [json.loads(s) for s in (out / "clip.jsonl").read_text().splitlines()]
     tracks = [sorted(f["track"] for f in ln["faces"]) for ln in lines]
     assert tracks == [[0, 1]] * 5 + [[2, 3]] * 5  # the fake's two faces, in each shot
-    (m,) = [json.loads(s) for s in (out / "manifest.jsonl").read_text().splitlines()]
+    (m,) = read_manifest(out / "manifest.jsonl")
     assert m["n_faces"] == 4

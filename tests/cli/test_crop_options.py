@@ -10,12 +10,13 @@ import numpy as np
 from cli_helpers import invoke
 
 from facealign_cli.batch import options as batch_options
+from facealign_cli.batch.manifest import read_manifest
 from facealign_cli.batch.worker import build_aligner
 from facealign_cli.core import geometry as G
 
 
 def _manifest(out):
-    return [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    return read_manifest(out / "manifest.jsonl")
 
 
 def test_help_states_the_constant():

@@ -16,6 +16,8 @@ from urllib.parse import unquote_to_bytes
 import numpy as np
 import pytest
 
+from facealign_cli.batch.manifest import read_manifest
+
 cv2 = pytest.importorskip("cv2")
 
 from cli_helpers import invoke  # noqa: E402
@@ -36,8 +38,7 @@ def _clip(path: Path, n: int = 3) -> Path:
 
 
 def _manifest(out: Path) -> list[dict]:
-    text = (out / "manifest.jsonl").read_text("utf-8", "surrogateescape")  # (names' bytes)
-    return [json.loads(s) for s in text.splitlines()]
+    return read_manifest(out / "manifest.jsonl")  # (names' bytes kept: surrogateescape)
 
 
 def _tree(root: Path) -> set[str]:

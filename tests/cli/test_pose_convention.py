@@ -107,18 +107,29 @@ def test_old_records_are_aflw2000(fake_model, photos, tmp_path):
     """Records written before the option existed (no ``pose_convention`` in the fingerprint,
     rows without the column) were AFLW2000-3D's: reused by ``--pose-convention aflw2000``
     with the column filled, redone by default."""
+    from facealign_cli.batch.record_types import DoneRecord
+    from facealign_cli.batch.run_db import RunDB
+    from facealign_cli.io import records
+
     out = tmp_path / "p"
     invoke(["pose", photos, "--out", out, "--pose-convention", "aflw2000"])
-    n = 0
-    for rec in (out / ".facealign").rglob("*.json"):
-        doc = json.loads(rec.read_text())
-        if isinstance(doc, dict) and isinstance(doc.get("rows"), list):
-            assert "pose_convention" not in doc["fingerprint"]
-            assert [r[-1] for r in doc["rows"]] == ["aflw2000"] * 2
-            doc["rows"] = [r[:18] for r in doc["rows"]]  # as written before issue 24
-            rec.write_text(json.dumps(doc))
-            n += 1
-    assert n == 2
+    db = RunDB(out, readonly=True)
+    rows = [r for r in db.iter_items("pose") if r.rows is not None]
+    (doc,) = {d for (d,) in db.con.execute("SELECT doc FROM fingerprints WHERE digest = ?",
+                                            (rows[0].fingerprint,))}
+    db.close()
+    # the run's settings as the done records of issue 23's time held them (weights by name)
+    fp = {**json.loads(doc)["settings"], "weights": "default"}
+    assert "pose_convention" not in fp
+    for path in (out / ".facealign").glob("state.sqlite3*"):  # an --out of issue 23's time
+        path.unlink()
+    for r in rows:
+        assert [x.pose_convention for x in r.rows] == ["aflw2000"] * 2
+        old = DoneRecord(fp, r.path, r.n_faces, r.outputs, r.width, r.height,  # as written
+                         rows=tuple(x._replace(pose_convention=None) for x in r.rows))  # < 24
+        records.write_json(out / ".facealign" / "done" / "pose" / (r.key + ".json"),
+                           old.to_json(), indent=None)
+    assert len(rows) == 2
     invoke(["pose", photos, "--out", out, "--pose-convention", "aflw2000"])
     assert [m["status"] for m in read_manifest(out)][:2] == ["skipped", "skipped"]
     assert {r["pose_convention"] for r in _rows(out)} == {"aflw2000"}

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import invoke, write_image
 
+from facealign_cli.batch.manifest import read_manifest
+
 cv2 = pytest.importorskip("cv2")
 
 from videotools import hide_pyav, video_codec, write_bar_clip  # noqa: E402
@@ -27,7 +29,7 @@ def _run(src: Path, out: Path) -> tuple[dict, dict, str, str]:
     r = invoke(["render", src, "--out", out, "--sheet"])
     assert r.exit_code == 0, r.output
     lines = {Path(d["path"]).name: d
-             for d in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+             for d in read_manifest(out / "manifest.jsonl")}
     settings = json.loads((out / ".facealign/settings/render.json").read_text())["settings"]
     return lines["clip.mp4"], lines["photo.jpg"], settings, (out / "index.html").read_text()
 

@@ -18,10 +18,11 @@ import pytest
 from cli_helpers import invoke  # noqa: E402
 
 from facealign_cli.batch import options as batch_options
+from facealign_cli.batch.manifest import read_manifest
 
 
 def _manifest(out):
-    return [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    return read_manifest(out / "manifest.jsonl")
 
 
 

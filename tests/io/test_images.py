@@ -8,6 +8,8 @@ import zlib
 import numpy as np
 import pytest
 
+from facealign_cli.batch.manifest import read_manifest
+
 cv2 = pytest.importorskip("cv2")
 
 from imgtools import _png_chunk, cmyk_jpeg_flat, jpeg_with_orientation, png_bytes  # noqa: E402
@@ -562,7 +564,6 @@ def test_animation_first_frame_with_warning(tmp_path, fmt):
 
 def test_first_frame_note_reaches_the_manifest(tmp_path):
     import io
-    import json
 
     from fakes import FakeFactory
     from imgtools import apng_bytes
@@ -578,6 +579,6 @@ def test_first_frame_note_reaches_the_manifest(tmp_path):
     run_batch(collect_inputs([str(tmp_path / "in")]),
               RunOptions.make("landmarks", str(out), jobs=1, aligner_factory=FakeFactory(),
                          progress="never"), stdout=io.BytesIO(), stderr=io.StringIO())
-    (line,) = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    (line,) = read_manifest(out / "manifest.jsonl")
     assert line["status"] == "ok"
     assert line["message"] == "the file holds 2 frames; only the first is used"

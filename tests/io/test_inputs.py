@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from facealign_cli.batch.manifest import read_manifest
 from facealign_cli.io.inputs import InputError, assign_keys, collect_inputs, fold_key
 
 
@@ -212,7 +213,7 @@ def _run_landmarks(items, out):
     summary = run_batch(items, RunOptions.make("landmarks", str(out), jobs=1,
                                           aligner_factory=FakeFactory(), progress="never"),
                         stdout=io.BytesIO(), stderr=err)
-    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    lines = read_manifest(out / "manifest.jsonl")
     return summary, lines, err.getvalue()
 
 

@@ -89,7 +89,7 @@ class Render(Command):
     its faces (:func:`facealign_cli.render.draw_faces`). With :attr:`RenderOptions.sheet` also
     ``<out>/.thumbs/<key>.jpg`` (a thumbnail) and, after the run, ``<out>/index.html`` (a
     contact sheet of the run's photos, :func:`facealign_cli.render.write_sheet`, built from the
-    manifest and the done records: :meth:`finish`). A video gets ``<out>/<key>.mp4`` instead,
+    manifest and the run state: :meth:`finish`). A video gets ``<out>/<key>.mp4`` instead,
     its thumbnail from its first frame."""
 
     name = "render"
@@ -152,7 +152,7 @@ class Render(Command):
     def finish(self, out, opts: RunOptions, lines) -> list:
         """After a run with :attr:`RenderOptions.sheet`: write ``<out>/index.html`` (and
         further pages) from the run's manifest lines, ``[(key, manifest line)]`` in input
-        order, and the done records of the photos rendered (this run's or an earlier one's).
+        order, and the run state's rows of the photos rendered (this run's or an earlier one's).
 
         Returns:
             The pages written (none without the sheet).
@@ -163,31 +163,20 @@ class Render(Command):
         if not opts.command_options.sheet:
             return []
         from facealign_cli.batch.result import printable
-        from facealign_cli.batch.state import read_done
+        from facealign_cli.batch.run_db import LOOKUP_CHUNK, RunDB
         from facealign_cli.render import write_sheet
         from facealign_cli.render.sheet import codec_note
 
         entries = []
-        for key, line in lines:
-            e = {"name": printable(str(line.get("path", ""))), "status": line.get("status"),
-                 "error": line.get("error"), "message": line.get("message")}
-            if line.get("status") == "ok" or (line.get("status") == "skipped"
-                                               and line.get("error") is None):
-                rec = read_done(out, self.name, key)
-                if rec is not None:
-                    thumb = f"{THUMBS_DIR}/{key}.jpg"
-                    # a photo's overlay <key>.jpg, a video's <key>.mp4 (none: no frame)
-                    e["overlay"] = next((o for o in rec.outputs if o != thumb), None)
-                    e["thumbnail"] = thumb if thumb in rec.outputs else None
-                    if rec.video is not None:
-                        e["video"] = True
-                        e["note"] = (f"video: {rec.video.frames} frames, "
-                                     f"{rec.n_faces} face track(s)"
-                                     f"{codec_note(rec.video.codec)}; the first frame's "
-                                     "faces")
-                    e["faces"] = [{k: f.get(k) for k in ("score", "quality", "pose")}
-                                  for f in rec.faces or ()]
-            entries.append(e)
+        db = RunDB(out, readonly=True)
+        try:
+            for i in range(0, len(lines), LOOKUP_CHUNK):
+                part = lines[i:i + LOOKUP_CHUNK]
+                rows = db.lookup(self.name, [key for key, _ in part])
+                entries.extend(_sheet_entry(key, line, rows.get(key), printable, codec_note)
+                               for key, line in part)
+        finally:
+            db.close()
         return write_sheet(out, entries, stem=SHEET_STEM,
                            pose_convention=opts.aligner.pose_convention)
 
@@ -195,6 +184,26 @@ class Render(Command):
         return opts.command_options.sheet
 
 
+def _sheet_entry(key: str, line: dict, row, printable, codec_note) -> dict:
+    """The contact sheet's entry of one item: its manifest ``line`` and, when it is done (this
+    run or an earlier one), its state ``row``
+    (:class:`~facealign_cli.batch.run_db.ItemRow`)."""
+    e = {"name": printable(str(line.get("path", ""))), "status": line.get("status"),
+         "error": line.get("error"), "message": line.get("message")}
+    done = line.get("status") == "ok" or (line.get("status") == "skipped"
+                                           and line.get("error") is None)
+    if done and row is not None and row.status == "ok":
+        thumb = f"{THUMBS_DIR}/{key}.jpg"
+        # a photo's overlay <key>.jpg, a video's <key>.mp4 (none: no frame)
+        e["overlay"] = next((o for o in row.outputs if o != thumb), None)
+        e["thumbnail"] = thumb if thumb in row.outputs else None
+        if row.video is not None:
+            e["video"] = True
+            e["note"] = (f"video: {row.video.frames} frames, {row.n_faces} face track(s)"
+                         f"{codec_note(row.video.codec)}; the first frame's faces")
+        e["faces"] = [{k: f.get(k) for k in ("score", "quality", "pose")}
+                      for f in row.faces or ()]
+    return e
 
 
 class RenderPhotoWriter(ItemWriter):
