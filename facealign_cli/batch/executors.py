@@ -19,7 +19,8 @@ import os
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 
-from facealign_cli.batch.options import BatchError, RunOptions
+from facealign_cli.batch.errors import BatchError
+from facealign_cli.batch.options import RunOptions
 from facealign_cli.batch.result import one_line
 from facealign_cli.batch.stopping import WORKER_STOPS, StopFlag
 from facealign_cli.batch.worker import WorkerContext, local_chunk, remote_chunk, worker_init

@@ -9,7 +9,8 @@ import traceback
 from dataclasses import replace
 
 from facealign_cli.batch.commands import Command, Encoded
-from facealign_cli.batch.options import ModelLoadError, RunOptions
+from facealign_cli.batch.errors import ModelLoadError
+from facealign_cli.batch.options import RunOptions
 from facealign_cli.batch.record_types import DoneRecord, FrameCounts
 from facealign_cli.batch.result import ImageResult, one_line
 from facealign_cli.batch.sources import PhotoSource, open_source

@@ -1,4 +1,6 @@
-"""Settings of a run, its outcome, run-level errors and the exit codes.
+"""Settings of a run (the run-level errors and exit codes are in
+:mod:`facealign_cli.batch.errors`, the names a run writes under ``--out`` in
+:mod:`facealign_cli.batch.layout`, its outcome in :class:`facealign_cli.batch.result.RunSummary`).
 
 A run's settings (:class:`RunOptions`) are the run's own (output folder, workers, backend,
 messages) and three groups: the model's (:class:`~facealign_cli.core.settings.AlignerSettings`,
@@ -13,13 +15,11 @@ validates the ``FACEALIGN_*`` variables once and passes their values in :class:`
 
 from __future__ import annotations
 
-import enum
-import re
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from facealign_cli.batch.errors import OptionError
 from facealign_cli.core.settings import (
     AlignerSettings,
     SettingError,
@@ -33,69 +33,6 @@ PROGRESS_CHOICES = ("auto", "always", "never")
 #: ``RunOptions.verify_inputs``: an input is unchanged when its size and modification time are
 #: (``stat``), or its content's sha256 is (``hash``).
 VERIFY_INPUTS = ("stat", "hash")
-STATE_DIR = ".facealign"
-MANIFEST_NAME = "manifest.jsonl"
-POSE_CSV_NAME = "pose.csv"
-#: Folder (under ``--out``) of the thumbnails of ``render --sheet``.
-THUMBS_DIR = ".thumbs"
-#: Stem of the pages of ``render --sheet``: ``index.html``, ``index-2.html``, ...
-SHEET_STEM = "index"
-#: What the runner writes at the top of ``--out`` (besides the sheet's further pages): no
-#: output key may start with one of these, or with one of them without its extension
-#: (:func:`is_reserved_name`).
-RESERVED_NAMES = frozenset({STATE_DIR, MANIFEST_NAME, MANIFEST_NAME + ".partial", POSE_CSV_NAME,
-                            THUMBS_DIR, SHEET_STEM + ".html"})
-_RESERVED_STEMS = frozenset(n.split(".")[0] for n in RESERVED_NAMES if not n.startswith("."))
-_SHEET_PAGE = re.compile(re.escape(SHEET_STEM) + r"-[0-9]+(?:\.html)?")
-
-
-def is_reserved_name(name: str) -> bool:
-    """Whether a name at the top of ``--out`` belongs to the tool: one of
-    :data:`RESERVED_NAMES`, such a name without its extension (``manifest``, ``pose``,
-    ``index``: a video's ``<key>.jsonl`` or a key used as a folder would reach them), or a page
-    of the sheet (``index-2.html``, ``index-2``). ``name`` is compared as given: pass it
-    folded (:func:`facealign_cli.io.inputs.fold_key`) to compare as a case-insensitive file
-    system would. The ``reserved`` test of
-    :func:`facealign_cli.io.inputs.collect_inputs` for the batch engine."""
-    return (name in RESERVED_NAMES or name in _RESERVED_STEMS
-            or _SHEET_PAGE.fullmatch(name) is not None)
-
-class ExitCode(enum.IntEnum):
-    """The exit status of an image command (``facealign --help`` lists them)."""
-
-    OK = 0
-    #: some items failed
-    FAILED = 1
-    #: a usage or setup error (bad options, missing model, unusable output folder ...)
-    USAGE = 2
-    #: the manifest or the NDJSON stream on stdout could not be written (disk full, closed
-    #: stdout): the run stopped cleanly; run the same command again to resume
-    OUTPUT = 3
-    #: stopped by SIGINT (Ctrl-C)
-    INTERRUPTED_INT = 130
-    #: stdout is a pipe whose reader went away (``| head -1``): 128 + SIGPIPE, as a shell
-    #: reports
-    BROKEN_PIPE = 141
-    #: stopped by SIGTERM or SIGHUP
-    TERMINATED = 143
-
-
-EXIT_OK = ExitCode.OK
-EXIT_FAILURES = ExitCode.FAILED
-EXIT_USAGE = ExitCode.USAGE
-EXIT_OUTPUT = ExitCode.OUTPUT
-EXIT_SIGINT = ExitCode.INTERRUPTED_INT
-EXIT_BROKEN_PIPE = ExitCode.BROKEN_PIPE
-EXIT_SIGTERM = ExitCode.TERMINATED
-
-
-def signal_exit_code(signum: int) -> ExitCode:
-    """The exit status of a command stopped by signal ``signum`` (its first stop signal):
-    :attr:`ExitCode.INTERRUPTED_INT` for SIGINT, :attr:`ExitCode.TERMINATED` for SIGTERM and
-    SIGHUP."""
-    return ExitCode.INTERRUPTED_INT if signum == signal.SIGINT else ExitCode.TERMINATED
-
-
 #: Seconds to wait for the Dask scheduler to answer and for at least one worker.
 DASK_CONNECT_TIMEOUT = 10.0
 #: The longest wait for the Dask scheduler and a worker that can be set
@@ -105,63 +42,6 @@ MAX_DASK_TIMEOUT = 3600.0
 #: ``FACEALIGN_MAX_PIXELS``): a terapixel, more than any image can be decoded at (a JPEG is at
 #: most 65535 x 65535, 4.3 gigapixels) and small enough for every computation with it.
 MAX_PIXELS_LIMIT = 10**12
-
-
-class BatchError(RuntimeError):
-    """A run-level problem (not one image's): reported by the CLI with :attr:`exit_code`
-    (2, a usage or setup error)."""
-
-    exit_code: ExitCode = ExitCode.USAGE
-
-
-class OptionError(BatchError, ValueError):
-    """An invalid option value, or options that do not go together for the command (a usage
-    error: exit code 2, reported before anything is read or written; the command line shows
-    it as a click usage error), e.g. ``--min-score nan`` or ``detect`` with
-    ``--detect-every`` > 1. Raised by :meth:`RunOptions.validate`.
-
-    Attributes:
-        flag: the command-line flag (``"--min-score"``) or environment variable
-            (``"FACEALIGN_DASK_TIMEOUT"``) of the option at fault.
-        message: what is wrong with it; ``str()`` of the error is ``"<flag>: <message>"``, or
-            the message alone when it starts with the flag already.
-    """
-
-    def __init__(self, flag: str, message: str):
-        self.flag = flag
-        self.message = message
-        super().__init__(message if message.startswith(flag) else f"{flag}: {message}")
-
-    @classmethod
-    def of(cls, exc: SettingError) -> OptionError:
-        """The usage error of an invalid setting (named by its flag)."""
-        return cls(exc.flag, exc.message)
-
-
-class OutputLockedError(BatchError):
-    """Another run holds the lock of the output folder."""
-
-
-class ModelLoadError(BatchError):
-    """The model (detector, regressor weights, 3DMM, topology) cannot be loaded."""
-
-
-class ClusterError(BatchError):
-    """The Dask cluster failed the run mid-way (scheduler lost, tasks cancelled): the run
-    stops like on a :class:`ModelLoadError` (exit code 2; re-run to resume)."""
-
-
-class OutputWriteError(BatchError):
-    """The manifest or the NDJSON stream cannot be written (exit code
-    :attr:`ExitCode.OUTPUT`, or :attr:`ExitCode.BROKEN_PIPE` when ``broken_pipe``)."""
-
-    def __init__(self, message: str, broken_pipe: bool = False):
-        super().__init__(message)
-        self.broken_pipe = broken_pipe
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return ExitCode.BROKEN_PIPE if self.broken_pipe else ExitCode.OUTPUT
 
 
 @dataclass(frozen=True)
@@ -350,46 +230,3 @@ def _check_run(o: RunOptions) -> None:
     _require(not (o.quiet and o.verbose), "--quiet", "--quiet and --verbose exclude each other")
     _require(o.verify_inputs in VERIFY_INPUTS, "--verify-inputs",
              f"expected one of {VERIFY_INPUTS}, got {o.verify_inputs!r}")
-
-
-@dataclass
-class RunSummary:
-    """Counts and outcome of a run.
-
-    Attributes:
-        total: items in the run (images, videos, and folder entries that cannot be taken).
-        videos: how many of them are videos.
-        ok, failed, skipped: images by status (``skipped`` = done earlier).
-        not_run: images left out because the run was interrupted or stopped.
-        interrupted: the signal number that stopped the run, or 0.
-        fatal: message of a run-level error that stopped it (model loading), or None.
-        output_error: message of a failed write of the manifest or of stdout, or None.
-        broken_pipe: the output error was a reader that went away.
-        seconds: wall time.
-        manifest: path of the manifest written, or None.
-    """
-
-    total: int = 0
-    videos: int = 0
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    not_run: int = 0
-    interrupted: int = 0
-    fatal: str | None = None
-    output_error: str | None = None
-    broken_pipe: bool = False
-    seconds: float = 0.0
-    manifest: str | None = None
-
-    @property
-    def exit_code(self) -> ExitCode:
-        """0 all done, 1 some images failed, 2 stopped by a run-level error, 3 the manifest or
-        stdout could not be written (141: stdout's reader went away), 130/143 signal."""
-        if self.interrupted:
-            return signal_exit_code(self.interrupted)
-        if self.output_error:
-            return ExitCode.BROKEN_PIPE if self.broken_pipe else ExitCode.OUTPUT
-        if self.fatal:
-            return ExitCode.USAGE
-        return ExitCode.FAILED if self.failed else ExitCode.OK

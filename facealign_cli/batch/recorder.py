@@ -12,15 +12,11 @@ from pathlib import Path
 from typing import IO
 
 from facealign_cli.batch.commands import POSE_COLUMNS, Command
+from facealign_cli.batch.errors import BatchError
+from facealign_cli.batch.layout import MANIFEST_NAME, POSE_CSV_NAME
 from facealign_cli.batch.manifest import AppendedManifest
-from facealign_cli.batch.options import (
-    MANIFEST_NAME,
-    POSE_CSV_NAME,
-    BatchError,
-    RunOptions,
-    RunSummary,
-)
-from facealign_cli.batch.result import ImageResult
+from facealign_cli.batch.options import RunOptions
+from facealign_cli.batch.result import ImageResult, RunSummary
 from facealign_cli.batch.settings import run_settings, settings_path, write_settings
 from facealign_cli.batch.state import commit
 from facealign_cli.batch.stopping import StopNotice

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from facealign_cli.batch.errors import ExitCode, signal_exit_code
 from facealign_cli.batch.record_types import DoneRecord, FrameCounts, PoseRow
 from facealign_cli.io.inputs import InputItem
 
@@ -167,3 +168,46 @@ class ImageResult:
         data = self.record or {"path": self.path, "width": self.width, "height": self.height,
                                "faces": []}
         return {**data, "status": self.status, "error": self.error, "message": self.message}
+
+
+@dataclass
+class RunSummary:
+    """Counts and outcome of a run.
+
+    Attributes:
+        total: items in the run (images, videos, and folder entries that cannot be taken).
+        videos: how many of them are videos.
+        ok, failed, skipped: images by status (``skipped`` = done earlier).
+        not_run: images left out because the run was interrupted or stopped.
+        interrupted: the signal number that stopped the run, or 0.
+        fatal: message of a run-level error that stopped it (model loading), or None.
+        output_error: message of a failed write of the manifest or of stdout, or None.
+        broken_pipe: the output error was a reader that went away.
+        seconds: wall time.
+        manifest: path of the manifest written, or None.
+    """
+
+    total: int = 0
+    videos: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    not_run: int = 0
+    interrupted: int = 0
+    fatal: str | None = None
+    output_error: str | None = None
+    broken_pipe: bool = False
+    seconds: float = 0.0
+    manifest: str | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 all done, 1 some images failed, 2 stopped by a run-level error, 3 the manifest or
+        stdout could not be written (141: stdout's reader went away), 130/143 signal."""
+        if self.interrupted:
+            return signal_exit_code(self.interrupted)
+        if self.output_error:
+            return ExitCode.BROKEN_PIPE if self.broken_pipe else ExitCode.OUTPUT
+        if self.fatal:
+            return ExitCode.USAGE
+        return ExitCode.FAILED if self.failed else ExitCode.OK

@@ -40,8 +40,8 @@ from facealign_cli.batch.fingerprint import (
     legacy_digest,
     weights_digests,
 )
+from facealign_cli.batch.layout import MANIFEST_NAME
 from facealign_cli.batch.manifest import last_run_id
-from facealign_cli.batch.options import MANIFEST_NAME
 from facealign_cli.batch.record_types import DoneRecord, PoseRow
 from facealign_cli.batch.result import ImageResult
 from facealign_cli.batch.run_db import LOOKUP_CHUNK, ItemRow, RunDB

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facealign_cli.batch.options import STATE_DIR, BatchError
+from facealign_cli.batch.errors import BatchError
+from facealign_cli.batch.layout import STATE_DIR
 from facealign_cli.batch.record_types import DoneRecord, FrameCounts, PoseRow
 
 #: The database's file name under ``<out>/.facealign/``.

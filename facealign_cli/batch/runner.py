@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import IO
 
 from facealign_cli.batch.commands import quality_filter_warning
-from facealign_cli.batch.options import (
+from facealign_cli.batch.errors import (
     BatchError,
     ClusterError,
     ModelLoadError,
     OptionError,
     OutputWriteError,
-    RunOptions,
-    RunSummary,
 )
+from facealign_cli.batch.options import RunOptions
 from facealign_cli.batch.progress import Reporter
 from facealign_cli.batch.recorder import Recorder
-from facealign_cli.batch.result import ImageResult, one_line
+from facealign_cli.batch.result import ImageResult, RunSummary, one_line
 from facealign_cli.batch.state import OutputLock, clean_stale_temp_files
 from facealign_cli.batch.stopping import StopFlag, StopNotice, StopSignals
 from facealign_cli.batch.streams import clean_stdout

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from facealign_cli.batch.commands.base import quality_filter_on
+from facealign_cli.batch.layout import STATE_DIR
 from facealign_cli.batch.options import RunOptions
-from facealign_cli.batch.state import STATE_DIR
 from facealign_cli.io import records
 
 

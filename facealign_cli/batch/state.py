@@ -17,12 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from facealign_cli.batch.options import (
-    STATE_DIR,
-    THUMBS_DIR,
-    OutputLockedError,
-    is_reserved_name,
-)
+from facealign_cli.batch.errors import OutputLockedError
+from facealign_cli.batch.layout import STATE_DIR, THUMBS_DIR, is_reserved_name
 from facealign_cli.batch.result import ImageResult, SpoolFile, discard_spools
 from facealign_cli.io import records
 from facealign_cli.io.inputs import fold_key, is_safe_rel, iter_files
@@ -40,7 +36,7 @@ def out_path(out: Path, rel: str) -> Path:
     Raises:
         UnsafeOutputError: ``rel`` would leave ``out`` (an empty, ``.`` or ``..`` component),
             or its first component is one of the run's own names
-            (:func:`facealign_cli.batch.options.is_reserved_name`; ``.thumbs/`` excepted, where
+            (:func:`facealign_cli.batch.layout.is_reserved_name`; ``.thumbs/`` excepted, where
             ``render --sheet`` puts each image's thumbnail).
     """
     if not is_safe_rel(rel):

@@ -4,7 +4,7 @@ handed down to wherever its items run), how it reaches local worker processes
 (:class:`StopSignals`, :class:`SignalGuard`) and the one message of a stop (:class:`StopNotice`).
 
 Signals: SIGINT, SIGTERM, SIGHUP. The first signal decides the exit status
-(:func:`facealign_cli.batch.options.signal_exit_code`: 130 for SIGINT, 143 for SIGTERM or
+(:func:`facealign_cli.batch.errors.signal_exit_code`: 130 for SIGINT, 143 for SIGTERM or
 SIGHUP), however many follow: a supervisor that sends SIGTERM every 50 ms still gets 143 and a
 manifest that lists every input (done, failed, or ``Interrupted``). Handlers run in the main
 thread only (Python's rule); elsewhere nothing is installed, and a run is stopped through its

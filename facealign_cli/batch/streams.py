@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import IO
 
-from facealign_cli.batch.options import OutputWriteError
+from facealign_cli.batch.errors import OutputWriteError
 from facealign_cli.batch.result import one_line
 
 

@@ -23,7 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from facealign_cli.batch.options import ModelLoadError, RunOptions
+from facealign_cli.batch.errors import ModelLoadError
+from facealign_cli.batch.options import RunOptions
 from facealign_cli.batch.result import ImageResult
 from facealign_cli.batch.stopping import StopFlag
 from facealign_cli.io.inputs import InputItem

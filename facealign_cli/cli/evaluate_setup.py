@@ -45,76 +45,112 @@ def _load_methods(settings, baseline: Path | None, baseline_mean_std: Path | Non
     ``standard_row`` and unless the settings already are the standard crop, facealign again
     with the standard crop (:data:`~facealign_cli.core.settings.STANDARD_CROP`; key
     ``facealign-standard``)."""
-    import dataclasses
-
-    from facealign_cli.cli.main import env_runtime, env_weights
-    from facealign_cli.core.settings import STANDARD_CROP
-    from facealign_cli.evaluation.protocols import Method, crop_rule_label
-    from facealign_cli.models.providers import DeviceError
-    from facealign_cli.models.regressor_onnx import make_regressor
-    from facealign_cli.models.weights import resolve_weights, sha256_of
-
-    methods, extra = [], []
-    weights = None if settings.weights is None else Path(settings.weights)
-    env = env_weights()  # $FACEALIGN_WEIGHTS / $FACEALIGN_RUNTIME: read here, at the edge
-    runtime = settings.runtime or env_runtime()
-    try:  # a shipped name (v1) or a file; None: the default
-        path = resolve_weights(str(weights) if weights is not None else env)
-    except FileNotFoundError as exc:
-        if weights is not None:
-            raise SetupError(f"--weights: {exc}") from None
-        path = Path(env)
+    path = _facealign_weights_path(settings)
     if path.is_file():
-        try:
-            reg = make_regressor(path, num_threads=threads or None, runtime=runtime,
-                                 device=settings.device)
-        except DeviceError as exc:
-            raise SetupError(str(exc)) from None
-        except Exception as exc:  # torch / pickle raise many types for a wrong file
-            raise SetupError(f"cannot load facealign weights {path}: {exc}") from exc
-        s = settings
-        # the checkpoint's sha256 (an ONNX export carries it: a wheel ships no checkpoint)
-        sha = getattr(reg, "checkpoint_sha256", None) or sha256_of(path)
-        info = {"label": "facealign", "weights": str(path), "sha256": sha,
-                "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
-                "device": settings.device,
-                "execution_provider": getattr(reg, "provider", "torch (CPU)"),
-                **_test_time(s)}
-        m = Method("facealign", "facealign", reg, info, settings=s)
-        methods.append(m)
-        std = dataclasses.replace(s, **STANDARD_CROP)
-        if standard_row and (s.roi_crop_scale != 1 or s.second_pass):
-            label = "facealign (given crop, one pass)"
-            extra.append(dataclasses.replace(
-                m, key="facealign-standard", label=label, settings=std,
-                info={**info, "label": label, **_test_time(std)}))
+        methods = _facealign_methods(settings, path, threads, standard_row)
     elif baseline is None:
         raise SetupError(
             f"no facealign weights at {path}: pass --weights FILE (or set FACEALIGN_WEIGHTS)")
     else:
         _note(f"note: no facealign weights at {path}; evaluating the 3DDFA-V2 baseline only")
+        methods = []
     if baseline is not None:
-        from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
-        from facealign_cli.models.weights import TorchMissingError
-        from facealign_cli.models.weights import sha256_of as sha
+        # (the first two methods make the reports' difference rows: facealign minus the
+        # baseline; the standard-crop row, if any, comes last)
+        methods.insert(min(len(methods), 1), _baseline_method(baseline, baseline_mean_std,
+                                                              threads))
+    return methods
 
-        ms = baseline_mean_std or baseline.with_name("param_mean_std_62d_120x120.pkl")
-        if not ms.is_file():
-            raise SetupError(
-                f"the 3DDFA-V2 parameter mean/std file {ms} is missing: pass "
-                "--baseline-mean-std param_mean_std_62d_120x120.pkl")
-        try:
-            b = Baseline3DDFA(baseline, ms, num_threads=threads or None)
-        except TorchMissingError as exc:
-            raise SetupError(str(exc)) from None
-        except Exception as exc:
-            raise SetupError(f"cannot load 3DDFA-V2 weights {baseline}: {exc}") from exc
-        methods.append(Method("3ddfa-v2", "3DDFA-V2 MobileNet (user weights)", b, {
-            "label": "3DDFA-V2", "weights": str(baseline), "sha256": sha(baseline),
-            "mean_std": str(ms), "mean_std_sha256": sha(ms), "input_size": 120,
-            "crop": crop_rule_label(1.0, False)}))
-    # (the first two methods make the reports' difference rows: facealign minus the baseline)
-    return methods + extra
+
+def _facealign_weights_path(settings) -> Path:
+    """The facealign weights to evaluate: ``settings.weights``, else ``$FACEALIGN_WEIGHTS``,
+    else the default weights (a shipped name or a file; the path may not exist).
+
+    Raises:
+        SetupError: ``--weights`` names neither a shipped name nor a file.
+    """
+    from facealign_cli.cli.main import env_weights
+    from facealign_cli.models.weights import resolve_weights
+
+    weights = None if settings.weights is None else Path(settings.weights)
+    env = env_weights()  # $FACEALIGN_WEIGHTS: read here, at the edge
+    try:  # a shipped name (v1) or a file; None: the default
+        return resolve_weights(str(weights) if weights is not None else env)
+    except FileNotFoundError as exc:
+        if weights is not None:
+            raise SetupError(f"--weights: {exc}") from None
+        return Path(env)
+
+
+def _facealign_methods(settings, path: Path, threads: int, standard_row: bool) -> list:
+    """The facealign row with ``settings`` and the weights at ``path`` (in ``runtime``, else
+    ``$FACEALIGN_RUNTIME``, else the CLI's), and with ``standard_row``, unless the settings
+    already are the standard crop, the standard-crop row (key ``facealign-standard``).
+
+    Raises:
+        SetupError: the device is unusable or the weights cannot be loaded.
+    """
+    import dataclasses
+
+    from facealign_cli.cli.main import env_runtime
+    from facealign_cli.core.settings import STANDARD_CROP
+    from facealign_cli.evaluation.protocols import Method
+    from facealign_cli.models.providers import DeviceError
+    from facealign_cli.models.regressor_onnx import make_regressor
+    from facealign_cli.models.weights import sha256_of
+
+    runtime = settings.runtime or env_runtime()  # $FACEALIGN_RUNTIME: read at the edge
+    try:
+        reg = make_regressor(path, num_threads=threads or None, runtime=runtime,
+                             device=settings.device)
+    except DeviceError as exc:
+        raise SetupError(str(exc)) from None
+    except Exception as exc:  # torch / pickle raise many types for a wrong file
+        raise SetupError(f"cannot load facealign weights {path}: {exc}") from exc
+    s = settings
+    # the checkpoint's sha256 (an ONNX export carries it: a wheel ships no checkpoint)
+    sha = getattr(reg, "checkpoint_sha256", None) or sha256_of(path)
+    info = {"label": "facealign", "weights": str(path), "sha256": sha,
+            "arch": reg.arch, "input_size": reg.input_size, "runtime": reg.runtime,
+            "device": settings.device,
+            "execution_provider": getattr(reg, "provider", "torch (CPU)"),
+            **_test_time(s)}
+    m = Method("facealign", "facealign", reg, info, settings=s)
+    if not (standard_row and (s.roi_crop_scale != 1 or s.second_pass)):
+        return [m]
+    std = dataclasses.replace(s, **STANDARD_CROP)
+    label = "facealign (given crop, one pass)"
+    return [m, dataclasses.replace(m, key="facealign-standard", label=label, settings=std,
+                                   info={**info, "label": label, **_test_time(std)})]
+
+
+def _baseline_method(baseline: Path, baseline_mean_std: Path | None, threads: int):
+    """The user's 3DDFA-V2 MobileNet at ``baseline`` as its authors ship it, with its
+    parameter mean/std file (``baseline_mean_std``, else the authors' name beside it).
+
+    Raises:
+        SetupError: the mean/std file is missing, torch is missing, or the weights cannot be
+            loaded.
+    """
+    from facealign_cli.evaluation.protocols import Method, crop_rule_label
+    from facealign_cli.models.baseline_3ddfa import Baseline3DDFA
+    from facealign_cli.models.weights import TorchMissingError, sha256_of
+
+    ms = baseline_mean_std or baseline.with_name("param_mean_std_62d_120x120.pkl")
+    if not ms.is_file():
+        raise SetupError(
+            f"the 3DDFA-V2 parameter mean/std file {ms} is missing: pass "
+            "--baseline-mean-std param_mean_std_62d_120x120.pkl")
+    try:
+        b = Baseline3DDFA(baseline, ms, num_threads=threads or None)
+    except TorchMissingError as exc:
+        raise SetupError(str(exc)) from None
+    except Exception as exc:
+        raise SetupError(f"cannot load 3DDFA-V2 weights {baseline}: {exc}") from exc
+    return Method("3ddfa-v2", "3DDFA-V2 MobileNet (user weights)", b, {
+        "label": "3DDFA-V2", "weights": str(baseline), "sha256": sha256_of(baseline),
+        "mean_std": str(ms), "mean_std_sha256": sha256_of(ms), "input_size": 120,
+        "crop": crop_rule_label(1.0, False)})
 
 
 def _test_time(s) -> dict:

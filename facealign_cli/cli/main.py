@@ -298,7 +298,7 @@ def _run(command: str, params: dict) -> None:
     """Shared body of the image commands: :func:`_run_batch` with the stop signals handled:
     one before the run has taken them over stops the command (exit 130 for SIGINT, 143 for
     SIGTERM / SIGHUP); the first one decides the exit status, however many follow."""
-    from facealign_cli.batch.options import signal_exit_code
+    from facealign_cli.batch.errors import signal_exit_code
     from facealign_cli.batch.stopping import SignalGuard
 
     guard = click.get_current_context().with_resource(SignalGuard())
@@ -323,9 +323,9 @@ def _run_batch(command: str, params: dict) -> None:
 
 @contextlib.contextmanager
 def _usage_errors(ctx):
-    """Turn an :class:`~facealign_cli.batch.options.OptionError` raised in the block into a
+    """Turn an :class:`~facealign_cli.batch.errors.OptionError` raised in the block into a
     ``click.UsageError`` (exit 2, with the command's usage line)."""
-    from facealign_cli.batch.options import OptionError
+    from facealign_cli.batch.errors import OptionError
 
     try:
         yield
@@ -339,7 +339,7 @@ def _collect_items(command: str, params: dict, ctx) -> list:
     Raises:
         click.UsageError: an input that cannot be used, nothing to do.
     """
-    from facealign_cli.batch import options as batch_options
+    from facealign_cli.batch.layout import is_reserved_name
     from facealign_cli.batch.sources import VIDEO_COMMANDS
     from facealign_cli.io.inputs import InputError, InputItem, collect_inputs
 
@@ -358,7 +358,7 @@ def _collect_items(command: str, params: dict, ctx) -> list:
         items = collect_inputs(
             params["inputs"], include=params["include"], exclude=params["exclude"],
             stdin=stdin, skip_dirs=[] if out == "-" else [out], missing_ok=True,
-            videos=command in VIDEO_COMMANDS, reserved=batch_options.is_reserved_name)
+            videos=command in VIDEO_COMMANDS, reserved=is_reserved_name)
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
     for p in bad_paths:  # recorded as failed (reading a NUL-byte path fails), after the others
@@ -442,7 +442,7 @@ def _run_options(command: str, params: dict, env: dict):
 
 def _execute(items: list, opts, ctx) -> int:
     """Run the batch; its exit code (a run-level error: printed, and its code)."""
-    from facealign_cli.batch import options as batch_options
+    from facealign_cli.batch.errors import BatchError, ExitCode
     from facealign_cli.batch.runner import run_batch
 
     out = opts.out
@@ -454,8 +454,8 @@ def _execute(items: list, opts, ctx) -> int:
             raise stdout_closed_error()
         with _usage_errors(ctx):
             summary = run_batch(items, opts, stdout=stdout, stderr=sys.stderr)
-    except batch_options.BatchError as exc:
-        if exc.exit_code != batch_options.ExitCode.BROKEN_PIPE:  # | head -1: expected end
+    except BatchError as exc:
+        if exc.exit_code != ExitCode.BROKEN_PIPE:  # | head -1: expected end
             _say(f"facealign: error: {exc}")
         return exc.exit_code
     return summary.exit_code

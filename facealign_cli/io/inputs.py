@@ -54,7 +54,7 @@ Rules (documented in the CLI help):
   (``.._``), so no output leaves ``--out``; and a first component that names one of the
   tool's own files or folders at the top of ``--out`` (the ``reserved`` test of
   :func:`collect_inputs`; for the batch engine
-  :func:`facealign_cli.batch.options.is_reserved_name`: ``manifest.jsonl``, ``pose.csv``,
+  :func:`facealign_cli.batch.layout.is_reserved_name`: ``manifest.jsonl``, ``pose.csv``,
   ``index.html``, ``.facealign`` ... and their stems) gets ``_`` appended too: a video
   ``manifest.mp4`` has the key ``manifest_`` (its frames go to ``manifest_.jsonl``, never
   over the run's manifest), a folder ``index.html/`` the keys ``index.html_/...``. A

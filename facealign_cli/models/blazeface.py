@@ -250,8 +250,7 @@ class _Model:
 
     def __init__(self, key: str, num_threads: int, provider: str = "CPUExecutionProvider",
                  device: str | None = None):
-        from facealign_cli.models.providers import make_session
-        from facealign_cli.models.regressor_onnx import import_onnxruntime
+        from facealign_cli.models.providers import import_onnxruntime, make_session
 
         ort = import_onnxruntime()
         self.key = key

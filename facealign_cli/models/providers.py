@@ -30,6 +30,7 @@ Standard library only at import (the settings, and so ``facealign --help``, read
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 #: The device names (``--device``; ``AlignerSettings.device``).
@@ -140,8 +141,6 @@ def available_providers() -> list[str]:
     Raises:
         ImportError: onnxruntime is not installed.
     """
-    from facealign_cli.models.regressor_onnx import import_onnxruntime
-
     return list(import_onnxruntime().get_available_providers())
 
 
@@ -195,3 +194,23 @@ def make_session(ort, model, options, provider: str, device: str | None = None):
                           f"session runs on {', '.join(used) or 'nothing'}); {check}")
     session.disable_fallback()
     return session
+
+
+def import_onnxruntime():
+    """``onnxruntime``, imported with its telemetry off: ``ORT_DISABLE_TELEMETRY=1`` is set
+    before ONNX Runtime initializes (unless the variable is set already) and
+    ``onnxruntime.disable_telemetry_events()`` is called. With telemetry on (the default of the
+    official builds), every process writes a session file (``$TMPDIR/.ses``) and a device id
+    and event database (``~/.cache/Microsoft/DeveloperTools/.onnxruntime/``) and may upload
+    events; a tool run over private photo archives stores and sends nothing of the kind.
+    The variable is inherited by worker processes started afterwards.
+
+    Raises:
+        ImportError: onnxruntime is not installed.
+    """
+    if not os.environ.get("ORT_DISABLE_TELEMETRY"):
+        os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+    return onnxruntime

@@ -16,14 +16,13 @@ Nothing here imports torch at module level.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from facealign_cli.io.records import atomic_open
-from facealign_cli.models.providers import DeviceError
+from facealign_cli.models.providers import DeviceError, import_onnxruntime
 from facealign_cli.models.weights import (
     RUNTIMES,
     TorchMissingError,
@@ -38,26 +37,6 @@ from facealign_cli.models.weights import (
 ONNX_META_SHA = "facealign_checkpoint_sha256"
 ONNX_META_INFO = "facealign_checkpoint_meta"
 ONNX_OPSET = 17
-
-
-def import_onnxruntime():
-    """``onnxruntime``, imported with its telemetry off: ``ORT_DISABLE_TELEMETRY=1`` is set
-    before ONNX Runtime initializes (unless the variable is set already) and
-    ``onnxruntime.disable_telemetry_events()`` is called. With telemetry on (the default of the
-    official builds), every process writes a session file (``$TMPDIR/.ses``) and a device id
-    and event database (``~/.cache/Microsoft/DeveloperTools/.onnxruntime/``) and may upload
-    events; a tool run over private photo archives stores and sends nothing of the kind.
-    The variable is inherited by worker processes started afterwards.
-
-    Raises:
-        ImportError: onnxruntime is not installed.
-    """
-    if not os.environ.get("ORT_DISABLE_TELEMETRY"):
-        os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-    import onnxruntime
-
-    onnxruntime.disable_telemetry_events()
-    return onnxruntime
 
 
 def onnx_path_for(weights: str | Path) -> Path:

@@ -25,7 +25,8 @@ cv2 = pytest.importorskip("cv2")
 from fakes import FakeFactory, broken_factory, fake_factory  # noqa: E402
 
 from facealign_cli.batch.commands import POSE_COLUMNS  # noqa: E402
-from facealign_cli.batch.options import OutputLockedError, RunOptions  # noqa: E402
+from facealign_cli.batch.errors import OutputLockedError
+from facealign_cli.batch.options import RunOptions  # noqa: E402
 from facealign_cli.batch.runner import run_batch  # noqa: E402
 from facealign_cli.batch.state import OutputLock as _OutputLock  # noqa: E402
 from facealign_cli.io import records as writers  # noqa: E402

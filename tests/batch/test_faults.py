@@ -27,7 +27,8 @@ from fakes import fake_cli as cli_cmd  # noqa: E402
 from fakes import fake_factory  # noqa: E402
 
 from facealign_cli.batch import runner  # noqa: E402
-from facealign_cli.batch.options import EXIT_BROKEN_PIPE, EXIT_OUTPUT, RunOptions  # noqa: E402
+from facealign_cli.batch.errors import EXIT_BROKEN_PIPE, EXIT_OUTPUT
+from facealign_cli.batch.options import RunOptions  # noqa: E402
 from facealign_cli.batch.runner import run_batch  # noqa: E402
 from facealign_cli.io import records  # noqa: E402
 from facealign_cli.io.inputs import collect_inputs  # noqa: E402

@@ -186,7 +186,8 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_goes_on(tmp_
     and writes nothing; a run holds the lock while it processes (checked from inside one)."""
     from fakes import FakeFactory
 
-    from facealign_cli.batch.options import OutputLockedError, RunOptions
+    from facealign_cli.batch.errors import OutputLockedError
+    from facealign_cli.batch.options import RunOptions
     from facealign_cli.batch.runner import run_batch
     from facealign_cli.batch.state import OutputLock
     from facealign_cli.io.inputs import collect_inputs

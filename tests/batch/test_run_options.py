@@ -9,7 +9,8 @@ import dataclasses
 import pytest
 
 from facealign_cli.batch.commands.render import RenderOptions
-from facealign_cli.batch.options import BatchError, OptionError, RunOptions
+from facealign_cli.batch.errors import BatchError, OptionError
+from facealign_cli.batch.options import RunOptions
 from facealign_cli.core.settings import AlignerSettings, SettingError, VideoSettings
 
 nan, inf = float("nan"), float("inf")

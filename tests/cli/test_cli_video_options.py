@@ -41,7 +41,8 @@ def test_detect_every_is_refused_for_detect(tmp_path, fake_model):
 
 
 def test_run_batch_raises_an_option_error(tmp_path):
-    from facealign_cli.batch.options import BatchError, OptionError, RunOptions
+    from facealign_cli.batch.errors import BatchError, OptionError
+    from facealign_cli.batch.options import RunOptions
     from facealign_cli.batch.runner import run_batch
 
     with pytest.raises(OptionError, match="--detect-every 4") as info:

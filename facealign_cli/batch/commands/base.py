@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from facealign_cli.batch.options import OptionError, RunOptions
+from facealign_cli.batch.errors import OptionError
 from facealign_cli.batch.record_types import PoseRow
 from facealign_cli.io import records
+
+if TYPE_CHECKING:  # the commands are below the options: a type only, never imported
+    from facealign_cli.batch.options import RunOptions
 
 #: Columns of ``pose.csv`` (the fields of :class:`~facealign_cli.batch.record_types.PoseRow`).
 #: ``frame`` (source frame index), ``time`` (seconds) and ``track`` (face track id) are filled
@@ -202,7 +205,7 @@ class ItemWriter:
 
 
 def require(ok: bool, flag: str, message: str) -> None:
-    """Raise :class:`~facealign_cli.batch.options.OptionError` (``flag``, ``message``) unless
+    """Raise :class:`~facealign_cli.batch.errors.OptionError` (``flag``, ``message``) unless
     ``ok``: the checks of the commands' own options."""
     if not ok:
         raise OptionError(flag, message)
@@ -220,7 +223,7 @@ class Command:
 
     A command owns its options, as a plug-in does: their values (:attr:`Options`, a frozen
     dataclass that checks itself when made, raising
-    :class:`~facealign_cli.batch.options.OptionError`), their flags (:meth:`cli_options`), the
+    :class:`~facealign_cli.batch.errors.OptionError`), their flags (:meth:`cli_options`), the
     checks of the run's settings as a whole (:meth:`check`) and what of them its outputs
     depend on (:meth:`fingerprint`).
 

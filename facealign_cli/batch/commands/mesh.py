@@ -13,10 +13,13 @@ Its options (:class:`MeshOptions`, ``opts.command_options``): ``--format``, ``--
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from facealign_cli.batch.commands.base import Command, ItemWriter, require
-from facealign_cli.batch.options import RunOptions
 from facealign_cli.defaults import DEFAULT_MESH_FRAME, MESH_FORMATS, MESH_FRAMES
+
+if TYPE_CHECKING:  # the commands are below the options: a type only, never imported
+    from facealign_cli.batch.options import RunOptions
 
 #: ``mesh`` on a video writes the meshes of every N-th processed frame (``--mesh-every``).
 DEFAULT_MESH_EVERY = 30

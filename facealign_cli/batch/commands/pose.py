@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from facealign_cli.batch.commands.base import Command, ItemWriter, pose_rows
-from facealign_cli.batch.options import POSE_CSV_NAME
+from facealign_cli.batch.layout import POSE_CSV_NAME
 from facealign_cli.batch.record_types import PoseRow
 
 

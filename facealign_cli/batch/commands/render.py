@@ -17,6 +17,7 @@ Its options (:class:`RenderOptions`, ``opts.command_options``): ``--draw``, ``--
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from facealign_cli.batch.commands.base import (
     Command,
@@ -25,7 +26,10 @@ from facealign_cli.batch.commands.base import (
     jpeg_bytes,
     require,
 )
-from facealign_cli.batch.options import SHEET_STEM, THUMBS_DIR, RunOptions
+from facealign_cli.batch.layout import SHEET_STEM, THUMBS_DIR
+
+if TYPE_CHECKING:  # the commands are below the options: a type only, never imported
+    from facealign_cli.batch.options import RunOptions
 
 #: JPEG quality of the overlays of ``render``.
 OVERLAY_QUALITY = 90
