@@ -12,6 +12,7 @@ each frame's faces are added to it, and closing it gives the item's :class:`Enco
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -303,8 +304,10 @@ class Command:
         raise NotImplementedError
 
     def outputs_present(self, out, outputs) -> bool:
-        """Whether an earlier run's outputs are all still there (resume)."""
-        return all(out.joinpath(*o.split("/")).is_file() for o in outputs)
+        """Whether an earlier run's outputs are all still there (resume; ``os.path``, not
+        :mod:`pathlib`: it runs for every done item of a rerun)."""
+        root = os.fspath(out)
+        return all(os.path.isfile(os.path.join(root, *o.split("/"))) for o in outputs)
 
     def finish(self, out, opts: RunOptions, lines) -> list:
         """Run-level outputs written after the manifest (``render --sheet``'s contact sheet);
