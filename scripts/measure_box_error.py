@@ -29,11 +29,11 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facealign_cli.core import geometry as G
 from facealign_cli.models.detector import BlazeFaceDetector
+from facealign_cli.training.data import detector_view
 from facealign_cli.training.validation import aflw_validation_split, yaw_bins
 
 
@@ -42,10 +42,8 @@ def measure(crops, landmarks, det) -> np.ndarray:
     uint8 BGR and their (N, 68, 2) landmarks in crop pixels."""
     out = np.full((len(crops), 4), np.nan)
     for i, (c, lm) in enumerate(zip(crops, landmarks)):
-        pad = c.shape[0] // 2
-        big = cv2.resize(cv2.copyMakeBorder(c, pad, pad, pad, pad, cv2.BORDER_REPLICATE), None,
-                         fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
-        found = det.detect(big)
+        view, pad = detector_view(c)
+        found = det.detect(view)
         out[i, 3] = bool(found)
         if not found:
             continue

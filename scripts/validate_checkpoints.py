@@ -46,7 +46,7 @@ from facealign_cli.evaluation.metrics import match_detection, nme_box
 from facealign_cli.models.detector import BlazeFaceDetector
 from facealign_cli.models.regressor import Regressor
 from facealign_cli.training.convert import convert_teacher
-from facealign_cli.training.data import AFLW21_TO_68, SIZE, _load_300w
+from facealign_cli.training.data import SIZE, _load_300w, aflw_points_68, detector_view
 from facealign_cli.training.validation import (
     aflw_validation_split,
     validate,
@@ -75,11 +75,7 @@ def load_aflw_val(shared: Path):
         names, yaw, p21 = lab["names"].astype(str), lab["yaw"], lab["pts21"]
     rows = aflw_validation_split(yaw, 1000)
     crops = np.stack([cv2.imread(str(d / "images" / names[r]), cv2.IMREAD_COLOR) for r in rows])
-    real = np.full((len(rows), 68, 2), np.nan, np.float32)
-    for a, b in AFLW21_TO_68.items():
-        vis = (p21[rows, a] >= 0).all(axis=1)
-        real[vis, b] = p21[rows][vis, a]
-    return crops, real, yaw_bins(yaw[rows])
+    return crops, aflw_points_68(p21[rows]), yaw_bins(yaw[rows])
 
 
 def parse_setting(text: str) -> dict:
@@ -114,7 +110,7 @@ def pipeline_protocol(reg, dets: dict, aflw_bins: np.ndarray, setting: dict) -> 
     errs = {"aflw": [], "afw": []}
     missed = {"aflw": 0, "afw": 0}
     n_faces, t0 = 0, time.process_time()
-    pad = SIZE // 2
+    pad = SIZE // 2  # detector_view's padding of a 120-px crop
     for kind, items in dets.items():
         for img, faces, targets in items:
             fitted = aligner.fit(img, copy.deepcopy(faces)) if faces else []
@@ -155,12 +151,10 @@ def build_detections(shared: Path, aflw) -> dict:
     """Detections made once per image: ``{"aflw": [(image, faces, [real])], "afw": [(photo,
     faces, [68-point annotations])]}``."""
     det = BlazeFaceDetector()
-    pad = SIZE // 2
     items = []
     for crop, real in zip(aflw[0], aflw[1]):
-        big = cv2.resize(cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REPLICATE), None,
-                         fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
-        items.append((big, det.detect(big), [real]))
+        view, _ = detector_view(crop)
+        items.append((view, det.detect(view), [real]))
     root = shared / "data" / "photos" / "afw"
     ann = json.loads((root / "annotations.json").read_text())["photos"]
     afw = []

@@ -66,12 +66,41 @@ def _load_aflw(shared: Path):
     lab = np.load(d / "labels.npz")
     names = lab["names"]
     crops = np.stack([cv2.imread(str(d / "images" / n), cv2.IMREAD_COLOR) for n in names])
-    pts = np.full((len(names), 68, 2), np.nan, dtype=np.float32)
-    p21 = lab["pts21"]
+    return [f"aflw/{n}" for n in names], crops, aflw_points_68(lab["pts21"])
+
+
+def aflw_points_68(pts21: np.ndarray) -> np.ndarray:
+    """The visible AFLW 21-point annotations at their iBUG 68 indices (:data:`AFLW21_TO_68`).
+
+    Args:
+        pts21: (N, 21, 2) crop pixels, -1 where not annotated.
+
+    Returns:
+        (N, 68, 2) float32, NaN where no visible AFLW point maps.
+    """
+    p21 = np.asarray(pts21)
+    pts = np.full((len(p21), 68, 2), np.nan, dtype=np.float32)
     for a, b in AFLW21_TO_68.items():
         vis = (p21[:, a] >= 0).all(axis=1)
         pts[vis, b] = p21[vis, a]
-    return [f"aflw/{n}" for n in names], crops, pts
+    return pts
+
+
+def detector_view(crop: np.ndarray) -> tuple[np.ndarray, int]:
+    """A tight face crop as a photo the detector can read: padded by half its side on every
+    side (edge pixels repeated) and upscaled 2x. A point ``q`` of the view is the crop's
+    ``q / 2 - pad``.
+
+    Args:
+        crop: (S, S, 3) uint8 BGR.
+
+    Returns:
+        ``(view, pad)``: (4 S, 4 S, 3) uint8 BGR and the padding in crop pixels.
+    """
+    pad = crop.shape[0] // 2
+    view = cv2.resize(cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REPLICATE), None,
+                      fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    return view, pad
 
 
 def _load_300w(shared: Path):
